@@ -1,0 +1,33 @@
+//! The P* model, as data.
+//!
+//! This crate holds what every other part of pstar agrees on and nothing that does I/O:
+//!
+//! * the descriptions an application writes: [`PilotComputeDescription`] for a pilot and
+//!   [`ComputeUnitDescription`] for a compute unit;
+//! * identifiers ([`PilotId`], [`UnitId`]) and [`Timestamp`]s;
+//! * the states of pilots and units and the one table of legal transitions between them
+//!   ([`PilotState`], [`UnitState`], [`Lifecycle`]);
+//! * the [`ResourceUrl`] that names where a pilot runs.
+//!
+//! ```
+//! use pstar_model::{ComputeUnitDescription, Lifecycle, Timestamp, UnitState};
+//!
+//! let unit = ComputeUnitDescription::new("/bin/echo").with_arguments(["hello"]);
+//! assert_eq!(unit.cores, 1);
+//!
+//! let mut life = Lifecycle::<UnitState>::new(Timestamp::now());
+//! life.transition(UnitState::Scheduled, Timestamp::now()).unwrap();
+//! assert!(life.transition(UnitState::Done, Timestamp::now()).is_err()); // must run first
+//! ```
+
+mod description;
+mod ids;
+mod resource;
+mod state;
+mod time;
+
+pub use description::{Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription};
+pub use ids::{IdParseError, PilotId, UnitId};
+pub use resource::{ResourceUrl, ResourceUrlError, Scheme};
+pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};
+pub use time::Timestamp;
