@@ -23,6 +23,7 @@
 mod description;
 mod ids;
 mod resource;
+pub mod sandbox;
 mod state;
 mod time;
 

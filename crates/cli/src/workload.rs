@@ -1,0 +1,990 @@
+//! Workload files: the pilots to start and the compute units to run on them, in TOML.
+//!
+//! A workload file declares one or more `[[pilot]]` tables and one or more `[[unit]]`
+//! tables:
+//!
+//! ```toml
+//! [[pilot]]
+//! name = "big"              # optional; lets units bind early with `pilot = "big"`
+//! resource = "local://"     # required: where the pilot runs
+//! cores = 2                 # default 1, at least 1
+//! gpus = 0                  # default 0
+//! walltime = "10m"          # "10m", "1h 30m", "HH:MM:SS" or "MM:SS"; default "1h"; > 0
+//! queue = "short"           # optional
+//! project = "abc123"        # optional
+//! working_directory = "sandbox"  # optional; relative to the workload file's directory
+//! environment = { OMP_NUM_THREADS = "1" }
+//! affinity = { datacenter = "dc1", machine = "node7" }
+//!
+//! [[unit]]
+//! name = "hello-{i}"        # optional; reports fall back to the executable's name
+//! executable = "/bin/echo"  # required, not empty
+//! arguments = ["hello", "{i}"]
+//! environment = { IDX = "{i}" }
+//! working_directory = "out" # optional; relative to the workload file's directory
+//! cores = 1                 # default 1, at least 1
+//! gpus = 0                  # default 0
+//! stdout = "out.txt"        # optional; relative to the unit's sandbox
+//! stderr = "err.txt"        # optional
+//! pre_exec = ["module load x"]
+//! shell = false             # run `executable` as a `/bin/sh` command line
+//! tags = ["a"]
+//! pilot = "big"             # early binding: the `name` of a [[pilot]]
+//! count = 8                 # an ensemble of 8 units; default 1, at least 1
+//! input_data = []           # reserved for Pilot-Data: must be empty for now
+//! output_data = []          # reserved for Pilot-Data: must be empty for now
+//! ```
+//!
+//! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`, in
+//! `arguments` and in `environment` *values* becomes the member's index, `0` to `N - 1`
+//! (with the default `count = 1` it becomes `0`).
+//!
+//! Everything is checked before anything runs, and every mistake is reported with the
+//! file, line and column of the offending key or value, followed by the source line:
+//!
+//! ```text
+//! work.toml:7:9: `cores` must be at least 1
+//!   |
+//! 7 | cores = 0
+//!   |         ^
+//! ```
+//!
+//! Checked are: TOML syntax, unknown or misspelled keys (anywhere), wrong types, zero
+//! `cores` or `count`, empty `executable`, a `walltime` that is not a duration or is zero,
+//! a `resource` that does not parse or whose scheme this pstar cannot place pilots on,
+//! duplicate pilot names, `pilot = "x"` naming no pilot, a unit needing more cores or GPUs
+//! than any pilot it may run on has, non-empty `input_data`/`output_data`, and a file
+//! without any pilot or without any unit.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pstar_model::{
+    Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription, ResourceUrl,
+    Scheme,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A parsed and checked workload file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// The file the workload was read from.
+    pub path: PathBuf,
+    /// The pilots, in file order.
+    pub pilots: Vec<PilotComputeDescription>,
+    /// The units, ensembles expanded, in file order.
+    pub units: Vec<WorkloadUnit>,
+}
+
+/// One compute unit of a [`Workload`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadUnit {
+    /// What to run. `description.pilot` is always `None`: pilot ids only exist once the
+    /// pilots are submitted, so early binding is expressed by [`WorkloadUnit::pilot`].
+    pub description: ComputeUnitDescription,
+    /// Early binding: the index into [`Workload::pilots`] of the pilot this unit must run on.
+    pub pilot: Option<usize>,
+}
+
+/// Why a workload file was refused: where, and what is wrong.
+///
+/// Its [`Display`](fmt::Display) is `path:line:column: message`, then the offending source
+/// line with a caret under the column; without a location (an unreadable file) it is
+/// `path: message`.
+#[derive(Debug)]
+pub struct WorkloadError {
+    path: PathBuf,
+    location: Option<Location>,
+    message: String,
+    source: Option<io::Error>,
+}
+
+/// Where in the file a [`WorkloadError`] points, with what to show there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    /// 1-based line.
+    line: usize,
+    /// 1-based column, in characters.
+    column: usize,
+    /// The text of the line, without its line ending.
+    source_line: String,
+    /// How many characters of the line to underline (at least 1).
+    width: usize,
+}
+
+impl WorkloadError {
+    /// The workload file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The 1-based line of the mistake, if it has a place in the file.
+    pub fn line(&self) -> Option<usize> {
+        self.location.as_ref().map(|l| l.line)
+    }
+
+    /// The 1-based column (in characters) of the mistake, if it has a place in the file.
+    pub fn column(&self) -> Option<usize> {
+        self.location.as_ref().map(|l| l.column)
+    }
+
+    /// What is wrong, without the location.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for WorkloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.path.display())?;
+        let Some(loc) = &self.location else {
+            return write!(f, " {}", self.message);
+        };
+        write!(f, "{}:{}: {}", loc.line, loc.column, self.message)?;
+        let gutter = " ".repeat(loc.line.to_string().len());
+        // Keep tabs so the caret lines up however wide the terminal draws them.
+        let pad: String = loc
+            .source_line
+            .chars()
+            .take(loc.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        write!(
+            f,
+            "\n{gutter} |\n{line} | {src}\n{gutter} | {pad}{carets}",
+            line = loc.line,
+            src = loc.source_line,
+            carets = "^".repeat(loc.width),
+        )
+    }
+}
+
+impl std::error::Error for WorkloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// Reads and checks the workload file at `path`; pilots may only use `supported` schemes.
+pub fn load(path: &Path, supported: &[Scheme]) -> Result<Workload, WorkloadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| WorkloadError {
+        path: path.to_owned(),
+        location: None,
+        message: format!("cannot read workload file: {e}"),
+        source: Some(e),
+    })?;
+    parse(path, &text, supported)
+}
+
+/// Checks the workload `text`, read from `path`; pilots may only use `supported` schemes.
+///
+/// `path` names the file in errors, and relative working directories are taken relative
+/// to its directory.
+pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, WorkloadError> {
+    let src = Source { path, text };
+    let raw: RawWorkload = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        src.error(span, e.message().trim_end())
+    })?;
+    let base = path.parent().unwrap_or(Path::new(""));
+
+    if raw.pilot.is_empty() {
+        return Err(src.error(0..0, "no [[pilot]] declared: a workload needs at least one pilot"));
+    }
+    let mut pilots = Vec::with_capacity(raw.pilot.len());
+    let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    for pilot in raw.pilot {
+        let table_span = pilot.span();
+        let pilot = pilot.into_inner();
+        if let Some(name) = &pilot.name {
+            if let Some(first) = names.get(name.get_ref()) {
+                let first_line = src.locate(first.clone()).line;
+                return Err(src.error(
+                    name.span(),
+                    format!("a pilot named `{}` is already declared on line {first_line}", name.get_ref()),
+                ));
+            }
+            names.insert(name.get_ref().clone(), name.span());
+        }
+        let description = pilot.check(&src, base, supported)?;
+        description.validate().map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+        pilots.push(description);
+    }
+
+    if raw.unit.is_empty() {
+        return Err(src.error(0..0, "no [[unit]] declared: a workload needs at least one unit"));
+    }
+    let mut units = Vec::new();
+    for unit in raw.unit {
+        let table_span = unit.span();
+        let unit = unit.into_inner();
+        let (description, pilot, count) = unit.check(&src, base, &pilots, table_span.clone())?;
+        description.validate().map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+        units.extend((0..count).map(|i| WorkloadUnit { description: member(&description, i), pilot }));
+    }
+
+    Ok(Workload { path: path.to_owned(), pilots, units })
+}
+
+/// Member `i` of an ensemble: `{i}` replaced in the name, arguments and environment values.
+fn member(template: &ComputeUnitDescription, i: u32) -> ComputeUnitDescription {
+    let index = i.to_string();
+    let subst = |s: &String| s.replace("{i}", &index);
+    ComputeUnitDescription {
+        name: template.name.as_ref().map(subst),
+        arguments: template.arguments.iter().map(subst).collect(),
+        environment: template.environment.iter().map(|(k, v)| (k.clone(), subst(v))).collect(),
+        ..template.clone()
+    }
+}
+
+/// The text being parsed, to turn byte spans into located errors.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error pointing at the bytes `span` of the text.
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> WorkloadError {
+        WorkloadError {
+            path: self.path.to_owned(),
+            location: Some(self.locate(span)),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Line, column and source line of the start of `span`.
+    fn locate(&self, span: Range<usize>) -> Location {
+        let text = self.text;
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let line_start = text[..start].rfind('\n').map_or(0, |n| n + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+        let line = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        let mut end = span.end.clamp(start, line_end);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let width = text[start..end].chars().count().max(1);
+        Location {
+            line,
+            column,
+            source_line: text[line_start..line_end].trim_end_matches('\r').to_owned(),
+            width,
+        }
+    }
+}
+
+/// The whole file, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    #[serde(default)]
+    pilot: Vec<Spanned<RawPilot>>,
+    #[serde(default)]
+    unit: Vec<Spanned<RawUnit>>,
+}
+
+/// A `[[pilot]]` table, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPilot {
+    name: Option<Spanned<String>>,
+    resource: Spanned<String>,
+    cores: Option<Spanned<u32>>,
+    #[serde(default)]
+    gpus: u32,
+    walltime: Option<Spanned<String>>,
+    queue: Option<String>,
+    project: Option<String>,
+    working_directory: Option<PathBuf>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[serde(default)]
+    affinity: Affinity,
+}
+
+impl RawPilot {
+    /// The description this table asks for, or the first mistake in it.
+    fn check(
+        self,
+        src: &Source<'_>,
+        base: &Path,
+        supported: &[Scheme],
+    ) -> Result<PilotComputeDescription, WorkloadError> {
+        let defaults = PilotComputeDescription::default();
+
+        let resource: ResourceUrl = self
+            .resource
+            .get_ref()
+            .parse()
+            .map_err(|e: pstar_model::ResourceUrlError| src.error(self.resource.span(), e.to_string()))?;
+        if !supported.contains(&resource.scheme()) {
+            let list = supported.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ");
+            return Err(src.error(
+                self.resource.span(),
+                format!(
+                    "resource scheme `{}` is not supported by this pstar yet (supported: {list})",
+                    resource.scheme()
+                ),
+            ));
+        }
+
+        let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
+
+        let walltime = match self.walltime {
+            None => defaults.walltime,
+            Some(w) => {
+                let d = parse_walltime(w.get_ref()).map_err(|e| src.error(w.span(), e))?;
+                if d.is_zero() {
+                    return Err(src.error(w.span(), DescriptionError::NoWalltime.to_string()));
+                }
+                d
+            }
+        };
+
+        Ok(PilotComputeDescription {
+            name: self.name.map(Spanned::into_inner),
+            resource,
+            cores,
+            gpus: self.gpus,
+            walltime,
+            queue: self.queue,
+            project: self.project,
+            working_directory: self.working_directory.map(|d| base.join(d)),
+            environment: self.environment,
+            affinity: self.affinity,
+        })
+    }
+}
+
+/// A `[[unit]]` table, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnit {
+    name: Option<String>,
+    executable: Spanned<String>,
+    #[serde(default)]
+    arguments: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    working_directory: Option<PathBuf>,
+    cores: Option<Spanned<u32>>,
+    gpus: Option<Spanned<u32>>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    #[serde(default)]
+    pre_exec: Vec<String>,
+    #[serde(default)]
+    shell: bool,
+    #[serde(default)]
+    tags: Vec<String>,
+    pilot: Option<Spanned<String>>,
+    count: Option<Spanned<u32>>,
+    input_data: Option<Spanned<Vec<String>>>,
+    output_data: Option<Spanned<Vec<String>>>,
+}
+
+impl RawUnit {
+    /// The (not yet expanded) description, its early-bound pilot index and its `count`, or
+    /// the first mistake in the table. `pilots` are the workload's checked pilots.
+    fn check(
+        self,
+        src: &Source<'_>,
+        base: &Path,
+        pilots: &[PilotComputeDescription],
+        table_span: Range<usize>,
+    ) -> Result<(ComputeUnitDescription, Option<usize>, u32), WorkloadError> {
+        let defaults = ComputeUnitDescription::default();
+
+        if self.executable.get_ref().trim().is_empty() {
+            return Err(src.error(self.executable.span(), DescriptionError::NoExecutable.to_string()));
+        }
+        let cores_span = self.cores.as_ref().map_or(table_span.clone(), Spanned::span);
+        let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
+        let gpus_span = self.gpus.as_ref().map_or(table_span.clone(), Spanned::span);
+        let gpus = self.gpus.map_or(defaults.gpus, Spanned::into_inner);
+        let count = at_least_one(src, self.count, "count", 1)?;
+
+        for (field, data) in [("input_data", &self.input_data), ("output_data", &self.output_data)] {
+            if let Some(data) = data.as_ref().filter(|d| !d.get_ref().is_empty()) {
+                return Err(src.error(data.span(), DescriptionError::DataNotSupported { field }.to_string()));
+            }
+        }
+
+        let pilot = match &self.pilot {
+            None => None,
+            Some(wanted) => {
+                let index = pilots
+                    .iter()
+                    .position(|p| p.name.as_deref() == Some(wanted.get_ref().as_str()))
+                    .ok_or_else(|| {
+                        let known: Vec<String> =
+                            pilots.iter().filter_map(|p| p.name.as_ref()).map(|n| format!("`{n}`")).collect();
+                        let known = if known.is_empty() {
+                            "no pilot has a `name`".to_owned()
+                        } else {
+                            format!("named pilots: {}", known.join(", "))
+                        };
+                        src.error(wanted.span(), format!("no pilot is named `{}` ({known})", wanted.get_ref()))
+                    })?;
+                Some(index)
+            }
+        };
+
+        // The unit must fit on the pilot it is bound to, or on at least one pilot.
+        let fit_error = |span: Range<usize>, need: u32, what: &str, have: u32| {
+            let whom = match pilot {
+                Some(p) => format!("pilot `{}`", pilots[p].name.as_deref().unwrap_or_default()),
+                None => "the largest pilot".to_owned(),
+            };
+            src.error(span, format!("unit needs {need} {what} but {whom} has {have}"))
+        };
+        let candidates: Vec<&PilotComputeDescription> = match pilot {
+            Some(p) => vec![&pilots[p]],
+            None => pilots.iter().collect(),
+        };
+        let max_cores = candidates.iter().map(|p| p.cores).max().unwrap_or(0);
+        let max_gpus = candidates.iter().map(|p| p.gpus).max().unwrap_or(0);
+        if cores > max_cores {
+            return Err(fit_error(cores_span, cores, "cores", max_cores));
+        }
+        if gpus > max_gpus {
+            return Err(fit_error(gpus_span, gpus, "gpus", max_gpus));
+        }
+        if !candidates.iter().any(|p| p.cores >= cores && p.gpus >= gpus) {
+            return Err(src.error(
+                cores_span,
+                format!("unit needs {cores} cores and {gpus} gpus but no pilot has both"),
+            ));
+        }
+
+        let description = ComputeUnitDescription {
+            name: self.name,
+            executable: self.executable.into_inner(),
+            arguments: self.arguments,
+            environment: self.environment,
+            working_directory: self.working_directory.map(|d| base.join(d)),
+            cores,
+            gpus,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            pre_exec: self.pre_exec,
+            shell: self.shell,
+            tags: self.tags,
+            pilot: None,
+            input_data: Vec::new(),
+            output_data: Vec::new(),
+        };
+        Ok((description, pilot, count))
+    }
+}
+
+/// The value of a count-like `field` that must be at least 1, or `default` when absent.
+fn at_least_one(
+    src: &Source<'_>,
+    value: Option<Spanned<u32>>,
+    field: &'static str,
+    default: u32,
+) -> Result<u32, WorkloadError> {
+    match value {
+        None => Ok(default),
+        Some(v) if *v.get_ref() == 0 => Err(src.error(v.span(), DescriptionError::Zero { field }.to_string())),
+        Some(v) => Ok(v.into_inner()),
+    }
+}
+
+/// A walltime: a humantime duration (`"10m"`, `"1h 30m"`) or `HH:MM:SS` / `MM:SS`.
+fn parse_walltime(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let bad = |why: String| {
+        format!("`walltime` `{text}` is not a duration: {why} (expected e.g. \"10m\", \"1h 30m\" or \"01:30:00\")")
+    };
+    if !text.contains(':') {
+        return humantime::parse_duration(text).map_err(|e| bad(e.to_string()));
+    }
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err(bad("a clock time is `HH:MM:SS` or `MM:SS`".to_owned()));
+    }
+    let mut secs: u64 = 0;
+    for (k, part) in parts.iter().enumerate() {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!("`{part}` is not a number")));
+        }
+        let n: u64 = part.parse().map_err(|_| bad(format!("`{part}` is too large")))?;
+        if k > 0 && n >= 60 {
+            return Err(bad(format!("`{part}` must be below 60")));
+        }
+        secs = secs
+            .checked_mul(60)
+            .and_then(|s| s.checked_add(n))
+            .ok_or_else(|| bad("it is too long".to_owned()))?;
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &[Scheme] = &[Scheme::Local];
+
+    fn parse_ok(text: &str) -> Workload {
+        match parse(Path::new("dir/work.toml"), text, LOCAL) {
+            Ok(w) => w,
+            Err(e) => panic!("expected the workload to parse, got:\n{e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> WorkloadError {
+        match parse(Path::new("work.toml"), text, LOCAL) {
+            Ok(w) => panic!("expected an error, got {w:?}"),
+            Err(e) => e,
+        }
+    }
+
+    const GOOD: &str = r#"
+[[pilot]]
+name = "small"
+resource = "local://"
+
+[[pilot]]
+name = "big"
+resource = "local://"
+cores = 4
+gpus = 1
+walltime = "1h 30m"
+queue = "short"
+project = "p42"
+working_directory = "sandbox"
+environment = { OMP_NUM_THREADS = "4" }
+affinity = { datacenter = "dc1", machine = "m7" }
+
+[[unit]]
+name = "hello-{i}"
+executable = "/bin/echo"
+arguments = ["hello", "{i}"]
+environment = { IDX = "{i}", FIXED = "x" }
+count = 3
+tags = ["ensemble"]
+
+[[unit]]
+executable = "/usr/bin/nvidia-smi"
+cores = 4
+gpus = 1
+pilot = "big"
+working_directory = "/abs"
+stdout = "out.txt"
+stderr = "err.txt"
+pre_exec = ["module load cuda"]
+shell = true
+input_data = []
+output_data = []
+"#;
+
+    #[test]
+    fn good_file_parses_with_defaults_ensembles_and_binding() {
+        let w = parse_ok(GOOD);
+        assert_eq!(w.path, Path::new("dir/work.toml"));
+
+        assert_eq!(w.pilots.len(), 2);
+        let small = &w.pilots[0];
+        assert_eq!(small.name.as_deref(), Some("small"));
+        assert_eq!(small.cores, 1);
+        assert_eq!(small.gpus, 0);
+        assert_eq!(small.walltime, Duration::from_secs(3600));
+        assert_eq!(small.working_directory, None);
+        let big = &w.pilots[1];
+        assert_eq!(big.resource.scheme(), Scheme::Local);
+        assert_eq!((big.cores, big.gpus), (4, 1));
+        assert_eq!(big.walltime, Duration::from_secs(90 * 60));
+        assert_eq!(big.queue.as_deref(), Some("short"));
+        assert_eq!(big.project.as_deref(), Some("p42"));
+        assert_eq!(big.working_directory.as_deref(), Some(Path::new("dir/sandbox")));
+        assert_eq!(big.environment.get("OMP_NUM_THREADS").map(String::as_str), Some("4"));
+        assert_eq!(big.affinity.datacenter.as_deref(), Some("dc1"));
+        assert_eq!(big.affinity.machine.as_deref(), Some("m7"));
+
+        assert_eq!(w.units.len(), 4);
+        for (i, unit) in w.units[..3].iter().enumerate() {
+            let d = &unit.description;
+            assert_eq!(unit.pilot, None);
+            assert_eq!(d.name, Some(format!("hello-{i}")));
+            assert_eq!(d.executable, "/bin/echo");
+            assert_eq!(d.arguments, vec!["hello".to_owned(), i.to_string()]);
+            assert_eq!(d.environment.get("IDX"), Some(&i.to_string()));
+            assert_eq!(d.environment.get("FIXED").map(String::as_str), Some("x"));
+            assert_eq!(d.tags, vec!["ensemble".to_owned()]);
+            assert_eq!(d.cores, 1);
+        }
+
+        let gpu = &w.units[3];
+        assert_eq!(gpu.pilot, Some(1));
+        let d = &gpu.description;
+        assert_eq!(d.name, None);
+        assert_eq!(d.pilot, None);
+        assert_eq!((d.cores, d.gpus), (4, 1));
+        assert_eq!(d.working_directory.as_deref(), Some(Path::new("/abs")));
+        assert_eq!(d.stdout.as_deref(), Some("out.txt"));
+        assert_eq!(d.stderr.as_deref(), Some("err.txt"));
+        assert_eq!(d.pre_exec, vec!["module load cuda".to_owned()]);
+        assert!(d.shell);
+    }
+
+    #[test]
+    fn walltime_forms() {
+        let cases = [
+            ("10m", 600),
+            ("1h 30m", 5400),
+            ("01:30:00", 5400),
+            ("90:00", 5400),
+            ("0:00:05", 5),
+            ("45s", 45),
+        ];
+        for (text, secs) in cases {
+            assert_eq!(parse_walltime(text), Ok(Duration::from_secs(secs)), "walltime {text:?}");
+        }
+        for text in ["", "ten minutes", "1:60:00", "1:2:3:4", "a:00", ":30", "10x"] {
+            assert!(parse_walltime(text).is_err(), "walltime {text:?} should be refused");
+        }
+    }
+
+    /// `(what, file, line, column, part of the message)`.
+    const BAD: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "syntax error",
+            "[[pilot]]\nresource = \"local://\"\ncores = = 2\n",
+            3,
+            9,
+            "",
+        ),
+        (
+            "unterminated string",
+            "[[pilot]]\nresource = \"local://\n",
+            2,
+            21,
+            "",
+        ),
+        (
+            "misspelled pilot key",
+            "[[pilot]]\nresource = \"local://\"\ncorse = 2\n",
+            3,
+            1,
+            "unknown field `corse`, expected one of",
+        ),
+        (
+            "misspelled unit key",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\nargs = []\n",
+            5,
+            1,
+            "unknown field `args`",
+        ),
+        (
+            "unknown top-level key",
+            "[[pilots]]\nresource = \"local://\"\n",
+            1,
+            3,
+            "unknown field `pilots`, expected `pilot` or `unit`",
+        ),
+        (
+            "unknown affinity key",
+            "[[pilot]]\nresource = \"local://\"\naffinity = { rack = \"r1\" }\n",
+            3,
+            14,
+            "unknown field `rack`",
+        ),
+        (
+            "wrong type",
+            "[[pilot]]\nresource = \"local://\"\ncores = \"two\"\n",
+            3,
+            9,
+            "invalid type: string \"two\", expected u32",
+        ),
+        (
+            "negative cores",
+            "[[pilot]]\nresource = \"local://\"\ncores = -1\n",
+            3,
+            9,
+            "expected u32",
+        ),
+        (
+            "zero pilot cores",
+            "[[pilot]]\nresource = \"local://\"\ncores = 0\n",
+            3,
+            9,
+            "`cores` must be at least 1",
+        ),
+        (
+            "zero unit cores",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ncores = 0\n",
+            5,
+            9,
+            "`cores` must be at least 1",
+        ),
+        (
+            "zero count",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ncount = 0\n",
+            5,
+            9,
+            "`count` must be at least 1",
+        ),
+        (
+            "empty executable",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"  \"\n",
+            4,
+            14,
+            "`executable` is empty",
+        ),
+        (
+            "missing executable",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nname = \"x\"\n",
+            3,
+            1,
+            "missing field `executable`",
+        ),
+        (
+            "missing resource",
+            "[[pilot]]\ncores = 2\n",
+            1,
+            1,
+            "missing field `resource`",
+        ),
+        (
+            "bad walltime",
+            "[[pilot]]\nresource = \"local://\"\nwalltime = \"ten minutes\"\n",
+            3,
+            12,
+            "`walltime` `ten minutes` is not a duration",
+        ),
+        (
+            "zero walltime",
+            "[[pilot]]\nresource = \"local://\"\nwalltime = \"0s\"\n",
+            3,
+            12,
+            "`walltime` must be longer than zero",
+        ),
+        (
+            "resource that does not parse",
+            "[[pilot]]\nresource = \"not a url\"\n",
+            2,
+            12,
+            "`not a url` is not a URL",
+        ),
+        (
+            "unknown scheme",
+            "[[pilot]]\nresource = \"gram://host\"\n",
+            2,
+            12,
+            "unknown resource scheme `gram`",
+        ),
+        (
+            "unsupported scheme",
+            "[[pilot]]\nresource = \"local://\"\n\n[[pilot]]\n  resource = \"slurm://\"\n",
+            5,
+            14,
+            "resource scheme `slurm` is not supported by this pstar yet (supported: local://)",
+        ),
+        (
+            "duplicate pilot name",
+            "[[pilot]]\nname = \"a\"\nresource = \"local://\"\n[[pilot]]\nname = \"a\"\nresource = \"local://\"\n",
+            5,
+            8,
+            "a pilot named `a` is already declared on line 2",
+        ),
+        (
+            "binding to no pilot",
+            "[[pilot]]\nname = \"big\"\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\npilot = \"bgi\"\n",
+            6,
+            9,
+            "no pilot is named `bgi` (named pilots: `big`)",
+        ),
+        (
+            "unit larger than every pilot",
+            "[[pilot]]\nresource = \"local://\"\ncores = 2\n[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ncores = 4\n",
+            8,
+            9,
+            "unit needs 4 cores but the largest pilot has 2",
+        ),
+        (
+            "unit larger than its bound pilot",
+            "[[pilot]]\nresource = \"local://\"\ncores = 8\n[[pilot]]\nname = \"small\"\nresource = \"local://\"\ncores = 2\n[[unit]]\nexecutable = \"/bin/true\"\ncores = 4\npilot = \"small\"\n",
+            10,
+            9,
+            "unit needs 4 cores but pilot `small` has 2",
+        ),
+        (
+            "unit needing gpus no pilot has",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ngpus = 1\n",
+            5,
+            8,
+            "unit needs 1 gpus but the largest pilot has 0",
+        ),
+        (
+            "cores and gpus on different pilots",
+            "[[pilot]]\nresource = \"local://\"\ncores = 4\n[[pilot]]\nresource = \"local://\"\ngpus = 1\n[[unit]]\nexecutable = \"/bin/true\"\ncores = 4\ngpus = 1\n",
+            9,
+            9,
+            "unit needs 4 cores and 1 gpus but no pilot has both",
+        ),
+        (
+            "no pilot",
+            "# nothing but units\n[[unit]]\nexecutable = \"/bin/true\"\n",
+            1,
+            1,
+            "no [[pilot]] declared",
+        ),
+        (
+            "no unit",
+            "[[pilot]]\nresource = \"local://\"\n",
+            1,
+            1,
+            "no [[unit]] declared",
+        ),
+        ("empty file", "", 1, 1, "no [[pilot]] declared"),
+        (
+            "input data",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ninput_data = [\"du-1\"]\n",
+            5,
+            14,
+            "`input_data` names data units, but Pilot-Data is not part of this pstar yet",
+        ),
+        (
+            "output data",
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\noutput_data = [\"du-2\"]\n",
+            5,
+            15,
+            "`output_data` names data units, but Pilot-Data",
+        ),
+    ];
+
+    #[test]
+    fn bad_files_are_refused_at_the_right_place() {
+        let mut failures = Vec::new();
+        for &(what, text, line, column, message) in BAD {
+            let e = parse_err(text);
+            println!("--- {what}\n{e}");
+            let got = (e.line(), e.column());
+            if got != (Some(line), Some(column)) || !e.message().contains(message) {
+                failures.push(format!(
+                    "{what}: expected {line}:{column} containing {message:?}, got {got:?}: {}",
+                    e.message()
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn display_shows_file_location_and_caret() {
+        let text = "[[pilot]]\nresource = \"local://\"\n\n[[unit]]\nexecutable = \"/bin/true\"\n\ncores = 0\n";
+        let e = parse_err(text);
+        assert_eq!(
+            e.to_string(),
+            "work.toml:7:9: `cores` must be at least 1\n  |\n7 | cores = 0\n  |         ^"
+        );
+    }
+
+    #[test]
+    fn display_underlines_the_whole_value() {
+        let text = "[[pilot]]\nresource = \"slurm://\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
+        let e = parse_err(text);
+        let rendered = e.to_string();
+        let last = rendered.lines().last().unwrap_or_default();
+        assert_eq!(last, "  |            ^^^^^^^^^^");
+    }
+
+    #[test]
+    fn display_widens_the_gutter_for_long_line_numbers() {
+        let mut text = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n".to_owned();
+        text.push_str(&"\n".repeat(6));
+        text.push_str("count = 0\n");
+        let e = parse_err(&text);
+        assert_eq!(e.line(), Some(11));
+        assert!(e.to_string().ends_with("\n   |\n11 | count = 0\n   |         ^"), "{e}");
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let text = "[[pilot]]\nresource = \"local://\"\naffinity = { machine = \"é\", rack = \"r1\" }\n";
+        let e = parse_err(text);
+        assert_eq!((e.line(), e.column()), (Some(3), Some(28)), "{e}");
+    }
+
+    #[test]
+    fn binding_to_a_pilot_without_names_says_so() {
+        let text = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\npilot = \"x\"\n";
+        let e = parse_err(text);
+        assert!(e.message().contains("no pilot has a `name`"), "{e}");
+    }
+
+    #[test]
+    fn supported_schemes_are_listed() {
+        let text = "[[pilot]]\nresource = \"pbs://\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
+        let e = match parse(Path::new("w.toml"), text, &[Scheme::Local, Scheme::Ssh]) {
+            Ok(w) => panic!("expected an error, got {w:?}"),
+            Err(e) => e,
+        };
+        assert_eq!(
+            e.message(),
+            "resource scheme `pbs` is not supported by this pstar yet (supported: local://, ssh://)"
+        );
+        let ok = "[[pilot]]\nresource = \"ssh://me@host\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
+        let w = parse(Path::new("w.toml"), ok, &[Scheme::Local, Scheme::Ssh]).map_err(|e| e.to_string());
+        assert_eq!(w.map(|w| w.pilots[0].resource.scheme()), Ok(Scheme::Ssh));
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it_when_it_cannot() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("w.toml");
+        std::fs::write(&path, "[[pilot]]\nresource = \"local://\"\nworking_directory = \"sb\"\n[[unit]]\nexecutable = \"/bin/true\"\n")
+            .expect("write workload");
+        let w = load(&path, LOCAL).map_err(|e| e.to_string()).expect("workload loads");
+        assert_eq!(w.pilots[0].working_directory, Some(dir.path().join("sb")));
+        assert_eq!(w.units.len(), 1);
+
+        let missing = dir.path().join("missing.toml");
+        let e = load(&missing, LOCAL).expect_err("a missing file is an error");
+        assert_eq!((e.line(), e.column()), (None, None));
+        assert!(e.to_string().starts_with(&format!("{}: cannot read workload file", missing.display())), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn every_example_parses() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).expect("examples directory") {
+            let path = entry.expect("directory entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = load(&path, LOCAL) {
+                    panic!("{e}");
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "expected the examples, found {seen} workload files in {}", dir.display());
+    }
+
+    #[test]
+    fn quickstart_is_eight_echoes_on_one_pilot() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.toml"));
+        let w = load(path, LOCAL).map_err(|e| e.to_string()).expect("quickstart loads");
+        assert_eq!(w.pilots.len(), 1);
+        assert_eq!(w.pilots[0].cores, 2);
+        assert_eq!(w.pilots[0].walltime, Duration::from_secs(600));
+        assert_eq!(w.units.len(), 8);
+        assert_eq!(w.units[7].description.arguments, vec!["hello".to_owned(), "7".to_owned()]);
+    }
+}

@@ -1,0 +1,180 @@
+//! Coordination: the shared data space between the Pilot-Manager and the pilot agents.
+//!
+//! The seeds' coordination & communication characteristic: manager and agents never call
+//! each other; they meet in a store that holds
+//!
+//! * **unit records**: the description of every submitted unit, written once at submission;
+//! * **pilot queues**: one FIFO of unit ids per pilot. The manager's scheduler *binds* a unit
+//!   by appending it to a pilot's queue; the pilot's agent *claims* units from it as its
+//!   slots free up, and the manager can *withdraw* what is not claimed yet;
+//! * the **event stream**: every state transition of a pilot or a unit, in order, which the
+//!   manager follows instead of polling records;
+//! * **control messages** from the manager to one agent (cancel a unit, stop the pilot);
+//! * **heartbeats** of agents;
+//! * **id counters**, so ids stay unique across all managers of a session.
+//!
+//! [`Coordination`] is that store as one trait. Backends live in one folder each
+//! ([`embedded`] now, Redis next); the manager and the agent see only the trait.
+//! Every method takes a whole batch, so a networked backend can make each call one round
+//! trip however many units it carries.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use pstar_model::{ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp, UnitId, UnitState};
+
+pub mod embedded;
+
+pub use embedded::Embedded;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoordinationError {
+    /// The store was shut down (its session ended).
+    #[error("the coordination store is closed")]
+    Closed,
+    /// The store does not know this pilot.
+    #[error("{0} is not registered in this session")]
+    UnknownPilot(PilotId),
+    /// A backend-specific failure (connection lost, authentication refused...).
+    #[error("coordination backend: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = CoordinationError> = std::result::Result<T, E>;
+
+/// A unit description as stored, shared between the manager's record and the store.
+pub type SharedDescription = Arc<ComputeUnitDescription>;
+
+/// One transition of a unit, as an agent or the manager reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitEvent {
+    pub unit: UnitId,
+    /// The pilot the unit is bound to when the transition happened.
+    pub pilot: Option<PilotId>,
+    pub state: UnitState,
+    pub at: Timestamp,
+    /// The process's exit code, on `Done`/`Failed`.
+    pub exit_code: Option<i32>,
+    /// Why: the failure reason, or why the unit went back to the pool.
+    pub detail: Option<String>,
+}
+
+/// One transition of a pilot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PilotEvent {
+    pub pilot: PilotId,
+    pub state: PilotState,
+    pub at: Timestamp,
+    pub detail: Option<String>,
+}
+
+/// Everything that flows on the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    Unit(UnitEvent),
+    Pilot(PilotEvent),
+    /// The pilot's agent takes no new units (its walltime nears its end). Not a state:
+    /// the pilot stays `Running` while its last units finish.
+    PilotDraining { pilot: PilotId, at: Timestamp },
+}
+
+/// A message from the manager to one pilot's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// Stop this unit (kill its whole process tree) and report it `Canceled`.
+    CancelUnit(UnitId),
+    /// Stop the pilot: units still running go back to the pool, then the pilot is `Canceled`.
+    CancelPilot,
+}
+
+/// What an agent needs to know about its pilot, stored when the pilot is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PilotRecord {
+    pub id: PilotId,
+    pub description: PilotComputeDescription,
+    /// The pilot's sandbox directory on its resource.
+    pub sandbox: PathBuf,
+}
+
+/// A unit claimed by an agent: its id and description.
+pub type Claimed = (UnitId, SharedDescription);
+
+/// Batches of events, in publication order, for one subscriber.
+///
+/// Each subscriber gets every event published after it subscribed, exactly once, in order.
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<Arc<[Event]>>,
+}
+
+impl Subscription {
+    /// A subscription fed by `rx`; backends forward their stream into it.
+    pub fn new(rx: mpsc::UnboundedReceiver<Arc<[Event]>>) -> Self {
+        Self { rx }
+    }
+
+    /// The next batch; `None` once the store is closed.
+    pub async fn next_batch(&mut self) -> Option<Arc<[Event]>> {
+        self.rx.recv().await
+    }
+}
+
+/// The shared data space. See the crate documentation for its parts.
+#[async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// The session whose data this store holds.
+    fn session(&self) -> &str;
+
+    /// How an agent in another process reaches this store, or `None` when the store lives
+    /// only inside this process (agents must then run in-process too).
+    fn url(&self) -> Option<String>;
+
+    /// Hands out `n` consecutive unit ids; returns the first.
+    async fn reserve_unit_ids(&self, n: u64) -> Result<UnitId>;
+
+    /// Hands out one pilot id.
+    async fn reserve_pilot_id(&self) -> Result<PilotId>;
+
+    /// Registers a pilot so its agent can read its description.
+    async fn put_pilot(&self, record: PilotRecord) -> Result<()>;
+
+    /// The record of a registered pilot.
+    async fn pilot(&self, id: PilotId) -> Result<PilotRecord>;
+
+    /// Stores unit descriptions, so agents can claim the units later.
+    async fn put_units(&self, units: &[Claimed]) -> Result<()>;
+
+    /// Binds units to a pilot: appends them to its queue, in order.
+    async fn enqueue(&self, pilot: PilotId, units: &[UnitId]) -> Result<()>;
+
+    /// Takes back units from a pilot's queue that its agent has not claimed: the given
+    /// ones, or all with `None`. Returns those actually removed, in queue order.
+    async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>>;
+
+    /// For an agent: takes up to `max` units from the head of its pilot's queue, waiting up
+    /// to `wait` for the first one. An empty result means none came in time.
+    async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>>;
+
+    /// Appends events to the stream, in order, as one batch.
+    async fn publish(&self, events: Vec<Event>) -> Result<()>;
+
+    /// Follows the event stream from now on.
+    async fn subscribe(&self) -> Result<Subscription>;
+
+    /// Queues a control message for one pilot's agent.
+    async fn send_control(&self, pilot: PilotId, message: Control) -> Result<()>;
+
+    /// For an agent: takes its pending control messages, waiting up to `wait` for one.
+    async fn recv_control(&self, pilot: PilotId, wait: Duration) -> Result<Vec<Control>>;
+
+    /// Records that the pilot's agent is alive at `at`.
+    async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()>;
+
+    /// The last heartbeat of every pilot that sent one.
+    async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>>;
+}
