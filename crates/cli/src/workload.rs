@@ -154,11 +154,15 @@ impl fmt::Display for WorkloadError {
             .take(loc.column - 1)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
+        let src = if loc.source_line.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", loc.source_line)
+        };
         write!(
             f,
-            "\n{gutter} |\n{line} | {src}\n{gutter} | {pad}{carets}",
+            "\n{gutter} |\n{line} |{src}\n{gutter} | {pad}{carets}",
             line = loc.line,
-            src = loc.source_line,
             carets = "^".repeat(loc.width),
         )
     }
@@ -189,12 +193,22 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
     let src = Source { path, text };
     let raw: RawWorkload = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        src.error(span, e.message().trim_end())
+        // Syntax errors come as "what\nexpected ..."; keep the header on one line.
+        let message: Vec<&str> = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        src.error(span, message.join(": "))
     })?;
     let base = path.parent().unwrap_or(Path::new(""));
 
     if raw.pilot.is_empty() {
-        return Err(src.error(0..0, "no [[pilot]] declared: a workload needs at least one pilot"));
+        return Err(src.error(
+            0..0,
+            "no [[pilot]] declared: a workload needs at least one pilot",
+        ));
     }
     let mut pilots = Vec::with_capacity(raw.pilot.len());
     let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
@@ -206,29 +220,46 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
                 let first_line = src.locate(first.clone()).line;
                 return Err(src.error(
                     name.span(),
-                    format!("a pilot named `{}` is already declared on line {first_line}", name.get_ref()),
+                    format!(
+                        "a pilot named `{}` is already declared on line {first_line}",
+                        name.get_ref()
+                    ),
                 ));
             }
             names.insert(name.get_ref().clone(), name.span());
         }
         let description = pilot.check(&src, base, supported)?;
-        description.validate().map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+        description
+            .validate()
+            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
         pilots.push(description);
     }
 
     if raw.unit.is_empty() {
-        return Err(src.error(0..0, "no [[unit]] declared: a workload needs at least one unit"));
+        return Err(src.error(
+            0..0,
+            "no [[unit]] declared: a workload needs at least one unit",
+        ));
     }
     let mut units = Vec::new();
     for unit in raw.unit {
         let table_span = unit.span();
         let unit = unit.into_inner();
         let (description, pilot, count) = unit.check(&src, base, &pilots, table_span.clone())?;
-        description.validate().map_err(|e| src.error(table_span.clone(), e.to_string()))?;
-        units.extend((0..count).map(|i| WorkloadUnit { description: member(&description, i), pilot }));
+        description
+            .validate()
+            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+        units.extend((0..count).map(|i| WorkloadUnit {
+            description: member(&description, i),
+            pilot,
+        }));
     }
 
-    Ok(Workload { path: path.to_owned(), pilots, units })
+    Ok(Workload {
+        path: path.to_owned(),
+        pilots,
+        units,
+    })
 }
 
 /// Member `i` of an ensemble: `{i}` replaced in the name, arguments and environment values.
@@ -238,7 +269,11 @@ fn member(template: &ComputeUnitDescription, i: u32) -> ComputeUnitDescription {
     ComputeUnitDescription {
         name: template.name.as_ref().map(subst),
         arguments: template.arguments.iter().map(subst).collect(),
-        environment: template.environment.iter().map(|(k, v)| (k.clone(), subst(v))).collect(),
+        environment: template
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), subst(v)))
+            .collect(),
         ..template.clone()
     }
 }
@@ -324,13 +359,19 @@ impl RawPilot {
     ) -> Result<PilotComputeDescription, WorkloadError> {
         let defaults = PilotComputeDescription::default();
 
-        let resource: ResourceUrl = self
-            .resource
-            .get_ref()
-            .parse()
-            .map_err(|e: pstar_model::ResourceUrlError| src.error(self.resource.span(), e.to_string()))?;
+        let resource: ResourceUrl =
+            self.resource
+                .get_ref()
+                .parse()
+                .map_err(|e: pstar_model::ResourceUrlError| {
+                    src.error(self.resource.span(), e.to_string())
+                })?;
         if !supported.contains(&resource.scheme()) {
-            let list = supported.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ");
+            let list = supported
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(src.error(
                 self.resource.span(),
                 format!(
@@ -408,17 +449,29 @@ impl RawUnit {
         let defaults = ComputeUnitDescription::default();
 
         if self.executable.get_ref().trim().is_empty() {
-            return Err(src.error(self.executable.span(), DescriptionError::NoExecutable.to_string()));
+            return Err(src.error(
+                self.executable.span(),
+                DescriptionError::NoExecutable.to_string(),
+            ));
         }
-        let cores_span = self.cores.as_ref().map_or(table_span.clone(), Spanned::span);
+        let cores_span = self
+            .cores
+            .as_ref()
+            .map_or(table_span.clone(), Spanned::span);
         let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
         let gpus_span = self.gpus.as_ref().map_or(table_span.clone(), Spanned::span);
         let gpus = self.gpus.map_or(defaults.gpus, Spanned::into_inner);
         let count = at_least_one(src, self.count, "count", 1)?;
 
-        for (field, data) in [("input_data", &self.input_data), ("output_data", &self.output_data)] {
+        for (field, data) in [
+            ("input_data", &self.input_data),
+            ("output_data", &self.output_data),
+        ] {
             if let Some(data) = data.as_ref().filter(|d| !d.get_ref().is_empty()) {
-                return Err(src.error(data.span(), DescriptionError::DataNotSupported { field }.to_string()));
+                return Err(src.error(
+                    data.span(),
+                    DescriptionError::DataNotSupported { field }.to_string(),
+                ));
             }
         }
 
@@ -429,14 +482,20 @@ impl RawUnit {
                     .iter()
                     .position(|p| p.name.as_deref() == Some(wanted.get_ref().as_str()))
                     .ok_or_else(|| {
-                        let known: Vec<String> =
-                            pilots.iter().filter_map(|p| p.name.as_ref()).map(|n| format!("`{n}`")).collect();
+                        let known: Vec<String> = pilots
+                            .iter()
+                            .filter_map(|p| p.name.as_ref())
+                            .map(|n| format!("`{n}`"))
+                            .collect();
                         let known = if known.is_empty() {
                             "no pilot has a `name`".to_owned()
                         } else {
                             format!("named pilots: {}", known.join(", "))
                         };
-                        src.error(wanted.span(), format!("no pilot is named `{}` ({known})", wanted.get_ref()))
+                        src.error(
+                            wanted.span(),
+                            format!("no pilot is named `{}` ({known})", wanted.get_ref()),
+                        )
                     })?;
                 Some(index)
             }
@@ -448,7 +507,10 @@ impl RawUnit {
                 Some(p) => format!("pilot `{}`", pilots[p].name.as_deref().unwrap_or_default()),
                 None => "the largest pilot".to_owned(),
             };
-            src.error(span, format!("unit needs {need} {what} but {whom} has {have}"))
+            src.error(
+                span,
+                format!("unit needs {} but {whom} has {have}", amount(need, what)),
+            )
         };
         let candidates: Vec<&PilotComputeDescription> = match pilot {
             Some(p) => vec![&pilots[p]],
@@ -457,15 +519,22 @@ impl RawUnit {
         let max_cores = candidates.iter().map(|p| p.cores).max().unwrap_or(0);
         let max_gpus = candidates.iter().map(|p| p.gpus).max().unwrap_or(0);
         if cores > max_cores {
-            return Err(fit_error(cores_span, cores, "cores", max_cores));
+            return Err(fit_error(cores_span, cores, "core", max_cores));
         }
         if gpus > max_gpus {
-            return Err(fit_error(gpus_span, gpus, "gpus", max_gpus));
+            return Err(fit_error(gpus_span, gpus, "GPU", max_gpus));
         }
-        if !candidates.iter().any(|p| p.cores >= cores && p.gpus >= gpus) {
+        if !candidates
+            .iter()
+            .any(|p| p.cores >= cores && p.gpus >= gpus)
+        {
             return Err(src.error(
                 cores_span,
-                format!("unit needs {cores} cores and {gpus} gpus but no pilot has both"),
+                format!(
+                    "unit needs {} and {} but no pilot has both",
+                    amount(cores, "core"),
+                    amount(gpus, "GPU")
+                ),
             ));
         }
 
@@ -490,6 +559,15 @@ impl RawUnit {
     }
 }
 
+/// `1 core`, `4 cores`.
+fn amount(n: u32, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// The value of a count-like `field` that must be at least 1, or `default` when absent.
 fn at_least_one(
     src: &Source<'_>,
@@ -499,7 +577,9 @@ fn at_least_one(
 ) -> Result<u32, WorkloadError> {
     match value {
         None => Ok(default),
-        Some(v) if *v.get_ref() == 0 => Err(src.error(v.span(), DescriptionError::Zero { field }.to_string())),
+        Some(v) if *v.get_ref() == 0 => {
+            Err(src.error(v.span(), DescriptionError::Zero { field }.to_string()))
+        }
         Some(v) => Ok(v.into_inner()),
     }
 }
@@ -508,7 +588,9 @@ fn at_least_one(
 fn parse_walltime(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let bad = |why: String| {
-        format!("`walltime` `{text}` is not a duration: {why} (expected e.g. \"10m\", \"1h 30m\" or \"01:30:00\")")
+        format!(
+            "`walltime` `{text}` is not a duration: {why} (expected e.g. \"10m\", \"1h 30m\" or \"01:30:00\")"
+        )
     };
     if !text.contains(':') {
         return humantime::parse_duration(text).map_err(|e| bad(e.to_string()));
@@ -522,7 +604,9 @@ fn parse_walltime(text: &str) -> Result<Duration, String> {
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad(format!("`{part}` is not a number")));
         }
-        let n: u64 = part.parse().map_err(|_| bad(format!("`{part}` is too large")))?;
+        let n: u64 = part
+            .parse()
+            .map_err(|_| bad(format!("`{part}` is too large")))?;
         if k > 0 && n >= 60 {
             return Err(bad(format!("`{part}` must be below 60")));
         }
@@ -611,8 +695,14 @@ output_data = []
         assert_eq!(big.walltime, Duration::from_secs(90 * 60));
         assert_eq!(big.queue.as_deref(), Some("short"));
         assert_eq!(big.project.as_deref(), Some("p42"));
-        assert_eq!(big.working_directory.as_deref(), Some(Path::new("dir/sandbox")));
-        assert_eq!(big.environment.get("OMP_NUM_THREADS").map(String::as_str), Some("4"));
+        assert_eq!(
+            big.working_directory.as_deref(),
+            Some(Path::new("dir/sandbox"))
+        );
+        assert_eq!(
+            big.environment.get("OMP_NUM_THREADS").map(String::as_str),
+            Some("4")
+        );
         assert_eq!(big.affinity.datacenter.as_deref(), Some("dc1"));
         assert_eq!(big.affinity.machine.as_deref(), Some("m7"));
 
@@ -653,10 +743,25 @@ output_data = []
             ("45s", 45),
         ];
         for (text, secs) in cases {
-            assert_eq!(parse_walltime(text), Ok(Duration::from_secs(secs)), "walltime {text:?}");
+            assert_eq!(
+                parse_walltime(text),
+                Ok(Duration::from_secs(secs)),
+                "walltime {text:?}"
+            );
         }
-        for text in ["", "ten minutes", "1:60:00", "1:2:3:4", "a:00", ":30", "10x"] {
-            assert!(parse_walltime(text).is_err(), "walltime {text:?} should be refused");
+        for text in [
+            "",
+            "ten minutes",
+            "1:60:00",
+            "1:2:3:4",
+            "a:00",
+            ":30",
+            "10x",
+        ] {
+            assert!(
+                parse_walltime(text).is_err(),
+                "walltime {text:?} should be refused"
+            );
         }
     }
 
@@ -667,14 +772,14 @@ output_data = []
             "[[pilot]]\nresource = \"local://\"\ncores = = 2\n",
             3,
             9,
-            "",
+            "invalid string: expected `\"`, `'`",
         ),
         (
             "unterminated string",
             "[[pilot]]\nresource = \"local://\n",
             2,
             21,
-            "",
+            "invalid basic string",
         ),
         (
             "misspelled pilot key",
@@ -828,14 +933,14 @@ output_data = []
             "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ngpus = 1\n",
             5,
             8,
-            "unit needs 1 gpus but the largest pilot has 0",
+            "unit needs 1 GPU but the largest pilot has 0",
         ),
         (
             "cores and gpus on different pilots",
             "[[pilot]]\nresource = \"local://\"\ncores = 4\n[[pilot]]\nresource = \"local://\"\ngpus = 1\n[[unit]]\nexecutable = \"/bin/true\"\ncores = 4\ngpus = 1\n",
             9,
             9,
-            "unit needs 4 cores and 1 gpus but no pilot has both",
+            "unit needs 4 cores and 1 GPU but no pilot has both",
         ),
         (
             "no pilot",
@@ -873,12 +978,10 @@ output_data = []
         let mut failures = Vec::new();
         for &(what, text, line, column, message) in BAD {
             let e = parse_err(text);
-            println!("--- {what}\n{e}");
             let got = (e.line(), e.column());
             if got != (Some(line), Some(column)) || !e.message().contains(message) {
                 failures.push(format!(
-                    "{what}: expected {line}:{column} containing {message:?}, got {got:?}: {}",
-                    e.message()
+                    "{what}: expected {line}:{column} containing {message:?}, got {got:?}:\n{e}"
                 ));
             }
         }
@@ -906,19 +1009,25 @@ output_data = []
 
     #[test]
     fn display_widens_the_gutter_for_long_line_numbers() {
-        let mut text = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n".to_owned();
+        let mut text =
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n".to_owned();
         text.push_str(&"\n".repeat(6));
         text.push_str("count = 0\n");
         let e = parse_err(&text);
         assert_eq!(e.line(), Some(11));
-        assert!(e.to_string().ends_with("\n   |\n11 | count = 0\n   |         ^"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("\n   |\n11 | count = 0\n   |         ^"),
+            "{e}"
+        );
     }
 
     #[test]
     fn columns_count_characters_not_bytes() {
-        let text = "[[pilot]]\nresource = \"local://\"\naffinity = { machine = \"é\", rack = \"r1\" }\n";
+        let text =
+            "[[pilot]]\nresource = \"local://\"\naffinity = { machine = \"é\", rack = \"r1\" }\n";
         let e = parse_err(text);
-        assert_eq!((e.line(), e.column()), (Some(3), Some(28)), "{e}");
+        assert_eq!((e.line(), e.column()), (Some(3), Some(29)), "{e}");
     }
 
     #[test]
@@ -940,7 +1049,8 @@ output_data = []
             "resource scheme `pbs` is not supported by this pstar yet (supported: local://, ssh://)"
         );
         let ok = "[[pilot]]\nresource = \"ssh://me@host\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
-        let w = parse(Path::new("w.toml"), ok, &[Scheme::Local, Scheme::Ssh]).map_err(|e| e.to_string());
+        let w = parse(Path::new("w.toml"), ok, &[Scheme::Local, Scheme::Ssh])
+            .map_err(|e| e.to_string());
         assert_eq!(w.map(|w| w.pilots[0].resource.scheme()), Ok(Scheme::Ssh));
     }
 
@@ -950,14 +1060,20 @@ output_data = []
         let path = dir.path().join("w.toml");
         std::fs::write(&path, "[[pilot]]\nresource = \"local://\"\nworking_directory = \"sb\"\n[[unit]]\nexecutable = \"/bin/true\"\n")
             .expect("write workload");
-        let w = load(&path, LOCAL).map_err(|e| e.to_string()).expect("workload loads");
+        let w = load(&path, LOCAL)
+            .map_err(|e| e.to_string())
+            .expect("workload loads");
         assert_eq!(w.pilots[0].working_directory, Some(dir.path().join("sb")));
         assert_eq!(w.units.len(), 1);
 
         let missing = dir.path().join("missing.toml");
         let e = load(&missing, LOCAL).expect_err("a missing file is an error");
         assert_eq!((e.line(), e.column()), (None, None));
-        assert!(e.to_string().starts_with(&format!("{}: cannot read workload file", missing.display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: cannot read workload file", missing.display())),
+            "{e}"
+        );
         assert!(std::error::Error::source(&e).is_some());
     }
 
@@ -974,17 +1090,29 @@ output_data = []
                 seen += 1;
             }
         }
-        assert!(seen >= 2, "expected the examples, found {seen} workload files in {}", dir.display());
+        assert!(
+            seen >= 2,
+            "expected the examples, found {seen} workload files in {}",
+            dir.display()
+        );
     }
 
     #[test]
     fn quickstart_is_eight_echoes_on_one_pilot() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.toml"));
-        let w = load(path, LOCAL).map_err(|e| e.to_string()).expect("quickstart loads");
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/quickstart.toml"
+        ));
+        let w = load(path, LOCAL)
+            .map_err(|e| e.to_string())
+            .expect("quickstart loads");
         assert_eq!(w.pilots.len(), 1);
         assert_eq!(w.pilots[0].cores, 2);
         assert_eq!(w.pilots[0].walltime, Duration::from_secs(600));
         assert_eq!(w.units.len(), 8);
-        assert_eq!(w.units[7].description.arguments, vec!["hello".to_owned(), "7".to_owned()]);
+        assert_eq!(
+            w.units[7].description.arguments,
+            vec!["hello".to_owned(), "7".to_owned()]
+        );
     }
 }

@@ -1,0 +1,134 @@
+//! Turning a unit description into a process.
+//!
+//! Without `shell` and `pre_exec` the executable is started directly, with its arguments as
+//! they are: nothing passes through a shell. When a shell is needed, the unit's arguments
+//! travel as the shell's positional parameters (`"$@"`), never pasted into the script.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use pstar_model::{ComputeUnitDescription, PilotId, UnitId};
+
+/// Everything needed to start one unit.
+pub struct Launch<'a> {
+    pub unit: UnitId,
+    pub pilot: PilotId,
+    pub description: &'a ComputeUnitDescription,
+    pub pilot_environment: &'a BTreeMap<String, String>,
+    pub sandbox: &'a Path,
+    pub gpus: &'a [u32],
+}
+
+/// Why a unit could not be started. The message names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot create sandbox {path}: {source}")]
+    Sandbox { path: PathBuf, source: io::Error },
+    #[error("cannot create {path}: {source}")]
+    Output { path: PathBuf, source: io::Error },
+    #[error("working directory {path} does not exist")]
+    NoWorkingDirectory { path: PathBuf },
+    #[error("executable not found: {executable}")]
+    ExecutableNotFound { executable: String },
+    #[error("executable {executable} cannot be run: permission denied")]
+    NotExecutable { executable: String },
+    #[error("cannot start {executable}: {source}")]
+    Spawn { executable: String, source: io::Error },
+}
+
+impl Launch<'_> {
+    /// Creates the sandbox and output files and builds the command (not yet spawned).
+    pub fn prepare(&self) -> Result<tokio::process::Command, LaunchError> {
+        let d = self.description;
+        std::fs::create_dir_all(self.sandbox)
+            .map_err(|source| LaunchError::Sandbox { path: self.sandbox.to_owned(), source })?;
+        let stdout = create_output(&d.stdout_path(self.sandbox))?;
+        let stderr = create_output(&d.stderr_path(self.sandbox))?;
+        let cwd = match &d.working_directory {
+            Some(dir) => {
+                if !dir.is_dir() {
+                    return Err(LaunchError::NoWorkingDirectory { path: dir.clone() });
+                }
+                dir.as_path()
+            }
+            None => self.sandbox,
+        };
+
+        let mut cmd = if d.shell || !d.pre_exec.is_empty() {
+            let mut script = String::from("set -e\n");
+            for line in &d.pre_exec {
+                script.push_str(line);
+                script.push('\n');
+            }
+            let mut cmd = tokio::process::Command::new("/bin/sh");
+            if d.shell {
+                // The executable is a command line; $0 is the unit's name, $1.. its arguments.
+                script.push_str(&d.executable);
+                cmd.arg("-c").arg(script).arg(d.display_name());
+            } else {
+                if d.executable.contains('/') {
+                    check_executable(&d.executable)?;
+                }
+                script.push_str("exec \"$0\" \"$@\"");
+                cmd.arg("-c").arg(script).arg(&d.executable);
+            }
+            cmd.args(&d.arguments);
+            cmd
+        } else {
+            let mut cmd = tokio::process::Command::new(&d.executable);
+            cmd.args(&d.arguments);
+            cmd
+        };
+
+        cmd.current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .envs(self.pilot_environment)
+            .envs(&d.environment)
+            .env("PSTAR_UNIT_ID", self.unit.to_string())
+            .env("PSTAR_PILOT_ID", self.pilot.to_string())
+            .env("PSTAR_SANDBOX", self.sandbox)
+            .env("PSTAR_CORES", d.cores.to_string())
+            .env("PSTAR_GPUS", d.gpus.to_string())
+            // Its own process group, so that stopping the unit stops everything it started.
+            .process_group(0)
+            .kill_on_drop(false);
+        if !self.gpus.is_empty() {
+            let ids: Vec<String> = self.gpus.iter().map(u32::to_string).collect();
+            cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+        }
+        Ok(cmd)
+    }
+
+    /// Turns a spawn error into a message about the unit's executable.
+    pub fn spawn_error(&self, source: io::Error) -> LaunchError {
+        let executable = self.description.executable.clone();
+        match source.kind() {
+            io::ErrorKind::NotFound => LaunchError::ExecutableNotFound { executable },
+            io::ErrorKind::PermissionDenied => LaunchError::NotExecutable { executable },
+            _ => LaunchError::Spawn { executable, source },
+        }
+    }
+}
+
+fn create_output(path: &Path) -> Result<File, LaunchError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| LaunchError::Output { path: path.to_owned(), source })?;
+    }
+    File::create(path).map_err(|source| LaunchError::Output { path: path.to_owned(), source })
+}
+
+fn check_executable(path: &str) -> Result<(), LaunchError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(_) => Err(LaunchError::ExecutableNotFound { executable: path.to_owned() }),
+        Ok(m) if m.is_dir() || m.permissions().mode() & 0o111 == 0 => {
+            Err(LaunchError::NotExecutable { executable: path.to_owned() })
+        }
+        Ok(_) => Ok(()),
+    }
+}

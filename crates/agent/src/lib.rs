@@ -1,0 +1,503 @@
+//! The pilot agent: the process side of a pilot.
+//!
+//! Once a pilot runs on its resource, its agent holds the pilot's cores and GPUs as
+//! [`Slots`] and runs the units bound to it:
+//!
+//! 1. it **claims** units from its pilot's queue in the coordination store, as many as its
+//!    free slots can soon use (late binding: the manager binds a unit to a pilot only when
+//!    that pilot has room, and the agent pulls it when it has room);
+//! 2. claimed units wait, in claim order, in the agent (`Pending`) until their cores and
+//!    GPUs are free; the agent starts them **strictly in order**, so a multi-core unit at the
+//!    head is never overtaken by the small units behind it (the starvation-free policy);
+//! 3. each unit runs as a real process in its own sandbox directory and its own process
+//!    group, with stdout/stderr in files; see [`launch`];
+//! 4. every transition goes back to the manager as an event on the store's stream, batched;
+//! 5. shortly before the walltime ends (the smaller of 60 s and a tenth of the walltime) it
+//!    stops claiming and returns its waiting units to the pool; at the end it stops the units
+//!    still running, which go back to the pool too, and the pilot is `Done`.
+//!
+//! The agent knows nothing of the scheduler or the Pilot-API: it sees only the
+//! [`Coordination`] trait, so the same code runs in-process (embedded store) or as its own
+//! process next to a remote store.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use pstar_coordination::{Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord, UnitEvent};
+use pstar_model::sandbox::unit_sandbox;
+use pstar_model::{PilotId, PilotState, Timestamp, UnitId, UnitState};
+
+pub mod launch;
+mod slots;
+
+pub use slots::Slots;
+
+/// Tunables of an agent; the defaults suit both tests and production.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// How long one claim waits for units before asking again.
+    pub claim_wait: Duration,
+    /// How often the agent reports that it is alive.
+    pub heartbeat_interval: Duration,
+    /// How long a stopped unit's processes get between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// How long before the walltime ends the agent stops taking units; by default the
+    /// smaller of 60 s and a tenth of the walltime.
+    pub drain_margin: Option<Duration>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            claim_wait: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(2),
+            drain_margin: None,
+        }
+    }
+}
+
+/// Why an agent could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Coordination(#[from] CoordinationError),
+    #[error("cannot create pilot sandbox {path}: {source}")]
+    Sandbox { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Why a running unit is stopped.
+#[derive(Debug, Clone)]
+enum Stop {
+    /// The application canceled it: it ends `Canceled`.
+    Cancel,
+    /// Its pilot ends: it goes back to the pool (`New`) to run elsewhere.
+    Return(String),
+}
+
+/// What a unit's task hands back when its process is gone.
+struct Finished {
+    unit: UnitId,
+    cores: u32,
+    gpus: Vec<u32>,
+}
+
+/// One pilot's agent. Build it with [`Agent::new`], then [`run`](Agent::run) it.
+pub struct Agent {
+    coordination: Arc<dyn Coordination>,
+    record: Arc<PilotRecord>,
+    config: AgentConfig,
+}
+
+impl Agent {
+    pub fn new(coordination: Arc<dyn Coordination>, record: PilotRecord, config: AgentConfig) -> Self {
+        Self { coordination, record: Arc::new(record), config }
+    }
+
+    /// Runs the pilot until its walltime ends or it is canceled; returns its final state.
+    ///
+    /// Every transition, the pilot's own included, is published on the event stream; the
+    /// pilot's final event is published after the final events of all its units.
+    pub async fn run(self) -> Result<PilotState, AgentError> {
+        let pilot = self.record.id;
+        let started = Instant::now();
+        let walltime = self.record.description.walltime;
+        let margin = self.config.drain_margin.unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
+
+        let (events, reporter) = spawn_reporter(self.coordination.clone());
+        if let Err(source) = std::fs::create_dir_all(&self.record.sandbox) {
+            let err = AgentError::Sandbox { path: self.record.sandbox.clone(), source };
+            pilot_event(&events, pilot, PilotState::Failed, Some(err.to_string()));
+            drop(events);
+            let _ = reporter.await;
+            return Err(err);
+        }
+        pilot_event(&events, pilot, PilotState::Running, None);
+
+        // Helper tasks die with the agent, even if the agent itself is aborted.
+        let mut helpers = tokio::task::JoinSet::new();
+        helpers.spawn(heartbeats(self.coordination.clone(), pilot, self.config.heartbeat_interval));
+        let (claim_tx, claim_rx) = mpsc::channel::<usize>(1);
+        let (claimed_tx, claimed_rx) = mpsc::channel(1);
+        helpers.spawn(claimer(self.coordination.clone(), pilot, self.config.claim_wait, claim_rx, claimed_tx));
+        let (control_tx, control_rx) = mpsc::channel(16);
+        helpers.spawn(controls(self.coordination.clone(), pilot, self.config.claim_wait, control_tx));
+
+        let mut run = Run {
+            record: self.record.clone(),
+            kill_grace: self.config.kill_grace,
+            events: events.clone(),
+            slots: Slots::new(self.record.description.cores, self.record.description.gpus),
+            pending: VecDeque::new(),
+            pending_cores: 0,
+            running: HashMap::new(),
+            tasks: tokio::task::JoinSet::new(),
+            canceled_early: HashSet::new(),
+            draining: false,
+            claim_outstanding: false,
+        };
+        let (final_state, reason) = run
+            .main_loop(claim_tx, claimed_rx, control_rx, started + walltime.saturating_sub(margin), started + walltime)
+            .await;
+
+        // Stop what still runs and wait for each unit to report its end.
+        run.stop_all(&reason);
+        while let Some(done) = run.tasks.join_next().await {
+            run.finished(done);
+        }
+        helpers.abort_all();
+        pilot_event(&events, pilot, final_state, Some(reason));
+        drop(run);
+        drop(events);
+        let _ = reporter.await;
+        Ok(final_state)
+    }
+}
+
+/// The agent's working state; owned by its main loop alone.
+struct Run {
+    record: Arc<PilotRecord>,
+    kill_grace: Duration,
+    events: mpsc::UnboundedSender<Event>,
+    slots: Slots,
+    /// Claimed units waiting for slots, in claim order.
+    pending: VecDeque<Claimed>,
+    pending_cores: u32,
+    running: HashMap<UnitId, oneshot::Sender<Stop>>,
+    /// The running units' tasks; dropping the set kills their processes.
+    tasks: tokio::task::JoinSet<Finished>,
+    /// Cancels that arrived before their unit was claimed.
+    canceled_early: HashSet<UnitId>,
+    draining: bool,
+    claim_outstanding: bool,
+}
+
+impl Run {
+    #[allow(clippy::too_many_arguments)]
+    async fn main_loop(
+        &mut self,
+        claim_tx: mpsc::Sender<usize>,
+        mut claimed_rx: mpsc::Receiver<Result<Vec<Claimed>, CoordinationError>>,
+        mut control_rx: mpsc::Receiver<Control>,
+        drain_at: Instant,
+        end_at: Instant,
+    ) -> (PilotState, String) {
+        let pilot = self.record.id;
+        loop {
+            self.start_ready();
+            if !self.draining && !self.claim_outstanding {
+                let want = self.slots.total_cores().saturating_sub(self.pending_cores) as usize;
+                if want > 0 && claim_tx.try_send(want).is_ok() {
+                    self.claim_outstanding = true;
+                }
+            }
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => self.finished(done),
+                claimed = claimed_rx.recv() => {
+                    self.claim_outstanding = false;
+                    match claimed {
+                        Some(Ok(units)) => self.claimed(units),
+                        Some(Err(e)) => {
+                            tracing::error!(%pilot, error = %e, "agent lost the coordination store");
+                            return (PilotState::Failed, format!("coordination store unreachable: {e}"));
+                        }
+                        None => return (PilotState::Failed, "claim task ended".into()),
+                    }
+                }
+                control = control_rx.recv() => match control {
+                    Some(Control::CancelUnit(unit)) => self.cancel_unit(unit),
+                    Some(Control::CancelPilot) => return (PilotState::Canceled, "pilot canceled".into()),
+                    None => return (PilotState::Failed, "control task ended".into()),
+                },
+                _ = tokio::time::sleep_until(drain_at), if !self.draining => {
+                    self.draining = true;
+                    let _ = self.events.send(Event::PilotDraining { pilot, at: Timestamp::now() });
+                    self.return_pending("pilot is draining before its walltime ends");
+                }
+                _ = tokio::time::sleep_until(end_at) => {
+                    return (PilotState::Done, "pilot reached its walltime".into());
+                }
+            }
+        }
+    }
+
+    fn unit_event(&self, unit: UnitId, state: UnitState, exit_code: Option<i32>, detail: Option<String>) {
+        let _ = self.events.send(Event::Unit(UnitEvent {
+            unit,
+            pilot: Some(self.record.id),
+            state,
+            at: Timestamp::now(),
+            exit_code,
+            detail,
+        }));
+    }
+
+    fn claimed(&mut self, units: Vec<Claimed>) {
+        for (id, desc) in units {
+            self.unit_event(id, UnitState::Pending, None, None);
+            if self.canceled_early.remove(&id) {
+                self.unit_event(id, UnitState::Canceled, None, Some("canceled".into()));
+            } else if !self.slots.could_ever_fit(desc.cores, desc.gpus) {
+                let d = &self.record.description;
+                let msg = format!(
+                    "unit needs {} cores and {} GPUs; pilot {} has {} cores and {} GPUs",
+                    desc.cores, desc.gpus, self.record.id, d.cores, d.gpus
+                );
+                self.unit_event(id, UnitState::Failed, None, Some(msg));
+            } else if self.draining {
+                self.unit_event(id, UnitState::New, None, Some("pilot is draining before its walltime ends".into()));
+            } else {
+                self.pending_cores += desc.cores;
+                self.pending.push_back((id, desc));
+            }
+        }
+    }
+
+    /// Starts waiting units in order while the one at the head fits.
+    fn start_ready(&mut self) {
+        while let Some((_, head)) = self.pending.front() {
+            let Some(gpus) = self.slots.take(head.cores, head.gpus) else { break };
+            let Some((id, desc)) = self.pending.pop_front() else { break };
+            self.pending_cores -= desc.cores;
+            let (stop_tx, stop_rx) = oneshot::channel();
+            self.running.insert(id, stop_tx);
+            let unit = UnitTask {
+                id,
+                record: self.record.clone(),
+                desc,
+                gpus,
+                events: self.events.clone(),
+                kill_grace: self.kill_grace,
+            };
+            self.tasks.spawn(async move {
+                let (cores, gpus) = (unit.desc.cores, unit.gpus.clone());
+                unit.run(stop_rx).await;
+                Finished { unit: id, cores, gpus }
+            });
+        }
+    }
+
+    fn finished(&mut self, done: Result<Finished, tokio::task::JoinError>) {
+        match done {
+            Ok(f) => {
+                self.running.remove(&f.unit);
+                self.slots.give_back(f.cores, f.gpus);
+            }
+            // A unit task panicked: its slots are lost for the rest of this pilot's life,
+            // which is safer than handing them out twice.
+            Err(e) => tracing::error!(pilot = %self.record.id, error = %e, "unit task failed"),
+        }
+    }
+
+    fn cancel_unit(&mut self, unit: UnitId) {
+        if let Some(stop) = self.running.remove(&unit) {
+            let _ = stop.send(Stop::Cancel);
+        } else if let Some(pos) = self.pending.iter().position(|(id, _)| *id == unit) {
+            if let Some((_, desc)) = self.pending.remove(pos) {
+                self.pending_cores -= desc.cores;
+            }
+            self.unit_event(unit, UnitState::Canceled, None, Some("canceled".into()));
+        } else {
+            self.canceled_early.insert(unit);
+        }
+    }
+
+    fn return_pending(&mut self, reason: &str) {
+        for (id, _) in std::mem::take(&mut self.pending) {
+            self.unit_event(id, UnitState::New, None, Some(reason.to_owned()));
+        }
+        self.pending_cores = 0;
+    }
+
+    /// Sends every waiting and running unit back to the pool: whether the pilot reached its
+    /// walltime or was canceled, its units did nothing wrong and run again elsewhere.
+    fn stop_all(&mut self, reason: &str) {
+        self.return_pending(reason);
+        // Keep the entries: `run` waits on them to finish. The stop senders are consumed.
+        let ids: Vec<UnitId> = self.running.keys().copied().collect();
+        for id in ids {
+            if let Some(stop) = self.running.insert(id, oneshot::channel().0) {
+                let _ = stop.send(Stop::Return(reason.to_owned()));
+            }
+        }
+    }
+}
+
+/// One unit's process, from sandbox to final state.
+struct UnitTask {
+    id: UnitId,
+    record: Arc<PilotRecord>,
+    desc: Arc<pstar_model::ComputeUnitDescription>,
+    gpus: Vec<u32>,
+    events: mpsc::UnboundedSender<Event>,
+    kill_grace: Duration,
+}
+
+impl UnitTask {
+    fn event(&self, state: UnitState, exit_code: Option<i32>, detail: Option<String>) {
+        let _ = self.events.send(Event::Unit(UnitEvent {
+            unit: self.id,
+            pilot: Some(self.record.id),
+            state,
+            at: Timestamp::now(),
+            exit_code,
+            detail,
+        }));
+    }
+
+    async fn run(self, mut stop: oneshot::Receiver<Stop>) {
+        let sandbox = unit_sandbox(&self.record.sandbox, self.id);
+        let launch = launch::Launch {
+            unit: self.id,
+            pilot: self.record.id,
+            description: &self.desc,
+            pilot_environment: &self.record.description.environment,
+            sandbox: &sandbox,
+            gpus: &self.gpus,
+        };
+        let spawned = launch.prepare().and_then(|mut cmd| cmd.spawn().map_err(|e| launch.spawn_error(e)));
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let msg = e.to_string();
+                // Also where a user looks first.
+                let _ = std::fs::write(self.desc.stderr_path(&sandbox), format!("pstar: {msg}\n"));
+                self.event(UnitState::Failed, None, Some(msg));
+                return;
+            }
+        };
+        let group = ProcessGroup(child.id().map(|pid| pid as i32));
+        self.event(UnitState::Running, None, None);
+
+        let status = tokio::select! {
+            status = child.wait() => status,
+            reason = &mut stop => {
+                let reason = reason.unwrap_or(Stop::Return("agent stopped".into()));
+                group.signal(Signal::SIGTERM);
+                let status = match tokio::time::timeout(self.kill_grace, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        group.signal(Signal::SIGKILL);
+                        child.wait().await
+                    }
+                };
+                // Whatever in the group ignored SIGTERM.
+                group.signal(Signal::SIGKILL);
+                match reason {
+                    Stop::Cancel => self.event(UnitState::Canceled, None, Some("canceled".into())),
+                    Stop::Return(why) => self.event(UnitState::New, None, Some(why)),
+                }
+                let _ = status;
+                group.disarm();
+                return;
+            }
+        };
+        // The leader is reaped: its group id may be reused, so never signal it again.
+        group.disarm();
+        match status {
+            Ok(s) if s.success() => self.event(UnitState::Done, Some(0), None),
+            Ok(s) => {
+                let stderr = self.desc.stderr_path(&sandbox);
+                let detail = match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                    (Some(code), _) => format!("exit code {code}; see {}", stderr.display()),
+                    (None, Some(sig)) => format!("killed by signal {sig}; see {}", stderr.display()),
+                    (None, None) => format!("ended abnormally; see {}", stderr.display()),
+                };
+                self.event(UnitState::Failed, s.code(), Some(detail));
+            }
+            Err(e) => self.event(UnitState::Failed, None, Some(format!("lost track of the process: {e}"))),
+        }
+    }
+}
+
+/// A unit's process group. Dropping it (the agent task aborted) kills the whole group, so
+/// no unit outlives its agent.
+struct ProcessGroup(Option<i32>);
+
+impl ProcessGroup {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(pgid) = self.0 {
+            // ESRCH: the group is already gone.
+            let _ = killpg(Pid::from_raw(pgid), sig);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+fn pilot_event(events: &mpsc::UnboundedSender<Event>, pilot: PilotId, state: PilotState, detail: Option<String>) {
+    let _ = events.send(Event::Pilot(PilotEvent { pilot, state, at: Timestamp::now(), detail }));
+}
+
+/// Publishes events in batches: whatever accumulated while the last batch was in flight.
+fn spawn_reporter(coordination: Arc<dyn Coordination>) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let task = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(256);
+        while rx.recv_many(&mut batch, 4096).await > 0 {
+            if let Err(e) = coordination.publish(std::mem::take(&mut batch)).await {
+                tracing::error!(error = %e, "cannot publish events");
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Claims units when the main loop asks, one claim at a time, so a claim in flight is never
+/// dropped halfway (whatever the backend).
+async fn claimer(
+    coordination: Arc<dyn Coordination>,
+    pilot: PilotId,
+    wait: Duration,
+    mut requests: mpsc::Receiver<usize>,
+    claimed: mpsc::Sender<Result<Vec<Claimed>, CoordinationError>>,
+) {
+    while let Some(max) = requests.recv().await {
+        let got = coordination.claim(pilot, max, wait).await;
+        if claimed.send(got).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn controls(coordination: Arc<dyn Coordination>, pilot: PilotId, wait: Duration, tx: mpsc::Sender<Control>) {
+    loop {
+        match coordination.recv_control(pilot, wait).await {
+            Ok(messages) => {
+                for m in messages {
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(%pilot, error = %e, "cannot receive control messages");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+async fn heartbeats(coordination: Arc<dyn Coordination>, pilot: PilotId, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = coordination.heartbeat(pilot, Timestamp::now()).await {
+            tracing::warn!(%pilot, error = %e, "cannot send heartbeat");
+        }
+    }
+}
