@@ -1,0 +1,24 @@
+//! Errors of the Pilot-API.
+
+use pstar_coordination::CoordinationError;
+use pstar_model::{DescriptionError, Scheme};
+
+/// What can go wrong calling the Pilot-API. A unit that fails is *not* an error: it is a
+/// normal outcome, reported through its state, exit code and detail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A description that can never be satisfied.
+    #[error("invalid {what}: {source}")]
+    InvalidDescription { what: String, source: DescriptionError },
+    /// No adaptor of this build serves the resource's scheme.
+    #[error("resource scheme `{scheme}` is not supported by this pstar yet (supported: {supported})")]
+    UnsupportedResource { scheme: Scheme, supported: String },
+    /// The coordination store failed.
+    #[error(transparent)]
+    Coordination(#[from] CoordinationError),
+    /// The service's manager task has ended (its session is gone).
+    #[error("the compute unit service has shut down")]
+    ServiceClosed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

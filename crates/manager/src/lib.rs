@@ -1,0 +1,46 @@
+//! The Pilot-API: pilots and compute units over many resources, after the P* model.
+//!
+//! * [`PilotComputeService`] creates [`PilotCompute`]s (pilots) from
+//!   [`PilotComputeDescription`]s and places them on resources through adaptors;
+//! * [`ComputeUnitService`] accepts [`ComputeUnitDescription`]s, turns each into a
+//!   scheduling unit in its pool, and binds it to a pilot with room ([`scheduler`]);
+//! * a [`ComputeUnit`] follows one unit to its end: state, exit code, output files,
+//!   callbacks.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> pstar::Result<()> {
+//! use pstar::{ComputeUnitDescription, ComputeUnitService, PilotComputeDescription,
+//!             PilotComputeService, Session, UnitState};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let session = Session::builder().sandbox_root(dir.path()).build().await?;
+//! let pcs = PilotComputeService::new(&session);
+//! pcs.create_pilot(PilotComputeDescription { cores: 2, ..Default::default() }).await?;
+//!
+//! let cus = ComputeUnitService::new(&session);
+//! cus.add_pilot_service(&pcs);
+//! let unit = cus.submit(ComputeUnitDescription::new("/bin/hostname")).await?;
+//! assert_eq!(unit.wait().await, UnitState::Done);
+//! pcs.cancel().await;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod pilot;
+pub mod scheduler;
+mod session;
+mod unit;
+mod unit_service;
+
+pub use error::{Error, Result};
+pub use pilot::{PilotCompute, PilotComputeService};
+pub use session::{Session, SessionBuilder};
+pub use unit::{Callback, ComputeUnit};
+pub use unit_service::{ComputeUnitService, UnitCounts};
+
+pub use pstar_agent::AgentConfig;
+pub use pstar_coordination::{Coordination, Embedded};
+pub use pstar_model::{
+    Affinity, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, ResourceUrl, Scheme, State,
+    Timestamp, UnitId, UnitState,
+};

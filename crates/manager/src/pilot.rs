@@ -1,0 +1,290 @@
+//! `PilotComputeService` and `PilotCompute`: creating pilots and following them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use pstar_adaptors::{JobId, PilotJob, ResourceAdaptor};
+use pstar_coordination::{Event, PilotEvent, PilotRecord};
+use pstar_model::sandbox::pilot_sandbox;
+use pstar_model::{Lifecycle, PilotComputeDescription, PilotId, PilotState, State, Timestamp};
+
+use crate::error::{Error, Result};
+use crate::session::Session;
+
+/// How long a canceled pilot's agent gets to stop its units before its job is killed.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A factory and registry of pilots (the seeds' `PilotComputeService`).
+///
+/// ```
+/// # #[tokio::main] async fn main() -> pstar::Result<()> {
+/// use pstar::{PilotComputeDescription, PilotComputeService, PilotState, Session};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let session = Session::builder().sandbox_root(dir.path()).build().await?;
+/// let pcs = PilotComputeService::new(&session);
+/// let pilot = pcs.create_pilot(PilotComputeDescription { cores: 2, ..Default::default() }).await?;
+/// assert_eq!(pilot.wait_for(PilotState::Running).await, PilotState::Running);
+/// assert_eq!(pcs.pilots().len(), 1);
+/// pcs.cancel().await;
+/// assert_eq!(pilot.state(), PilotState::Canceled);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PilotComputeService {
+    inner: Arc<PcsInner>,
+}
+
+type PilotListener = Box<dyn Fn(&PilotCompute) -> bool + Send + Sync>;
+
+struct PcsInner {
+    session: Session,
+    pilots: Mutex<Vec<PilotCompute>>,
+    listeners: Mutex<Vec<PilotListener>>,
+}
+
+impl PilotComputeService {
+    /// A service with no pilots yet.
+    pub fn new(session: &Session) -> Self {
+        Self {
+            inner: Arc::new(PcsInner {
+                session: session.clone(),
+                pilots: Mutex::new(Vec::new()),
+                listeners: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Creates a pilot and submits it to its resource.
+    ///
+    /// Returns once the resource accepted (or refused) the pilot job; the pilot becomes
+    /// `Running` when its agent is up. A refused submission gives a `Failed` pilot whose
+    /// [`detail`](PilotCompute::detail) is the resource's message; a description that can
+    /// never work is an error.
+    pub async fn create_pilot(&self, description: PilotComputeDescription) -> Result<PilotCompute> {
+        let session = &self.inner.session;
+        let what = || format!("pilot description{}", description.name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default());
+        description.validate().map_err(|source| Error::InvalidDescription { what: what(), source })?;
+        let scheme = description.resource.scheme();
+        let adaptor = session.adaptor(scheme).ok_or_else(|| Error::UnsupportedResource {
+            scheme,
+            supported: session.supported_schemes().iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", "),
+        })?;
+
+        let coordination = session.coordination().clone();
+        let id = coordination.reserve_pilot_id().await?;
+        let root = match &description.working_directory {
+            Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+            None => session.sandbox_root().to_owned(),
+        };
+        let record = PilotRecord { id, description, sandbox: pilot_sandbox(&root, session.id(), id) };
+        coordination.put_pilot(record.clone()).await?;
+
+        let (changed, _) = watch::channel(PilotState::New);
+        let pilot = PilotCompute {
+            inner: Arc::new(PilotInner {
+                id,
+                description: record.description.clone(),
+                sandbox: record.sandbox.clone(),
+                session: session.clone(),
+                adaptor: adaptor.clone(),
+                status: Mutex::new(PilotStatus {
+                    life: Lifecycle::new(Timestamp::now()),
+                    detail: None,
+                    job: None,
+                }),
+                changed,
+            }),
+        };
+        session.register_pilot(pilot.clone());
+        if let Ok(mut pilots) = self.inner.pilots.lock() {
+            pilots.push(pilot.clone());
+        }
+        if let Ok(mut listeners) = self.inner.listeners.lock() {
+            listeners.retain(|l| l(&pilot));
+        }
+
+        // Pending from the moment it is handed over: the agent may report Running at once.
+        pilot.publish(PilotState::Pending, None).await?;
+        match adaptor.submit(PilotJob { record, coordination }).await {
+            Ok(job) => {
+                if let Ok(mut s) = pilot.inner.status.lock() {
+                    s.job = Some(job);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pilot = %id, error = %e, "pilot submission refused");
+                pilot.publish(PilotState::Failed, Some(format!("submission refused: {e}"))).await?;
+            }
+        }
+        Ok(pilot)
+    }
+
+    /// Every pilot created by this service.
+    pub fn pilots(&self) -> Vec<PilotCompute> {
+        self.inner.pilots.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Cancels every pilot of this service; returns when all have ended.
+    pub async fn cancel(&self) {
+        for pilot in self.pilots() {
+            pilot.cancel().await;
+        }
+    }
+
+    /// Waits until every pilot of this service has ended.
+    pub async fn wait(&self) {
+        for pilot in self.pilots() {
+            pilot.wait().await;
+        }
+    }
+
+    /// Calls `listener` for every pilot created from now on, until it returns false.
+    pub(crate) fn on_new_pilot(&self, listener: PilotListener) {
+        if let Ok(mut l) = self.inner.listeners.lock() {
+            l.push(listener);
+        }
+    }
+
+    pub(crate) fn same_as(&self, other: &PilotComputeService) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// One pilot: a placeholder job holding cores and GPUs on a resource (the seeds'
+/// `PilotCompute`). Cheap to clone; all clones see the same pilot.
+#[derive(Clone)]
+pub struct PilotCompute {
+    inner: Arc<PilotInner>,
+}
+
+struct PilotInner {
+    id: PilotId,
+    description: PilotComputeDescription,
+    sandbox: PathBuf,
+    session: Session,
+    adaptor: Arc<dyn ResourceAdaptor>,
+    status: Mutex<PilotStatus>,
+    changed: watch::Sender<PilotState>,
+}
+
+struct PilotStatus {
+    life: Lifecycle<PilotState>,
+    detail: Option<String>,
+    job: Option<JobId>,
+}
+
+impl std::fmt::Debug for PilotCompute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PilotCompute").field("id", &self.id()).field("state", &self.state()).finish()
+    }
+}
+
+impl PilotCompute {
+    pub fn id(&self) -> PilotId {
+        self.inner.id
+    }
+
+    pub fn description(&self) -> &PilotComputeDescription {
+        &self.inner.description
+    }
+
+    /// The pilot's sandbox directory on its resource; each unit gets a directory inside.
+    pub fn sandbox(&self) -> &Path {
+        &self.inner.sandbox
+    }
+
+    pub fn state(&self) -> PilotState {
+        self.inner.status.lock().map(|s| s.life.state()).unwrap_or(PilotState::Failed)
+    }
+
+    /// Why the pilot is in its state, when there is more to say (a failure, the walltime).
+    pub fn detail(&self) -> Option<String> {
+        self.inner.status.lock().ok()?.detail.clone()
+    }
+
+    /// Every state the pilot went through, with when it entered it.
+    pub fn history(&self) -> Vec<(PilotState, Timestamp)> {
+        self.inner.status.lock().map(|s| s.life.history().to_vec()).unwrap_or_default()
+    }
+
+    /// The pilot job's id on its resource, once submitted.
+    pub fn job_id(&self) -> Option<String> {
+        self.inner.status.lock().ok()?.job.as_ref().map(|j| j.0.clone())
+    }
+
+    /// Waits until the pilot has ended; returns its final state.
+    pub async fn wait(&self) -> PilotState {
+        let mut rx = self.inner.changed.subscribe();
+        match rx.wait_for(|s| s.is_final()).await {
+            Ok(s) => *s,
+            Err(_) => self.state(),
+        }
+    }
+
+    /// Waits until the pilot is in `state` or has ended; returns the state it is in then.
+    pub async fn wait_for(&self, state: PilotState) -> PilotState {
+        let mut rx = self.inner.changed.subscribe();
+        match rx.wait_for(|s| *s == state || s.is_final()).await {
+            Ok(s) => *s,
+            Err(_) => self.state(),
+        }
+    }
+
+    /// Cancels the pilot and returns once it has ended.
+    ///
+    /// A running agent is asked to stop: the units it still runs are killed and go back to
+    /// the pool, to finish on other pilots. If it does not stop in time, or never started,
+    /// the pilot job is ended through its adaptor.
+    pub async fn cancel(&self) {
+        let state = self.state();
+        if state.is_final() {
+            return;
+        }
+        let coordination = self.inner.session.coordination();
+        if state == PilotState::Running {
+            if let Err(e) = coordination.send_control(self.id(), pstar_coordination::Control::CancelPilot).await {
+                tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop");
+            } else if tokio::time::timeout(CANCEL_TIMEOUT, self.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
+        if let Some(job) = job {
+            if let Err(e) = self.inner.adaptor.cancel(&job).await {
+                tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
+            }
+        }
+        if let Err(e) = self.publish(PilotState::Canceled, Some("pilot canceled".into())).await {
+            tracing::warn!(pilot = %self.id(), error = %e, "cannot record the cancel");
+        }
+        self.wait().await;
+    }
+
+    async fn publish(&self, state: PilotState, detail: Option<String>) -> Result<()> {
+        let event = PilotEvent { pilot: self.id(), state, at: Timestamp::now(), detail };
+        self.inner.session.coordination().publish(vec![Event::Pilot(event)]).await?;
+        Ok(())
+    }
+
+    /// Applies a transition from the event stream, through the state table.
+    pub(crate) fn apply(&self, event: &PilotEvent) {
+        let Ok(mut s) = self.inner.status.lock() else { return };
+        match s.life.transition(event.state, event.at) {
+            Ok(()) => {
+                if event.detail.is_some() {
+                    s.detail = event.detail.clone();
+                }
+                let state = s.life.state();
+                drop(s);
+                tracing::debug!(pilot = %self.id(), %state, "pilot state");
+                self.inner.changed.send_replace(state);
+            }
+            // A second report of an end already recorded (agent and manager both saw it).
+            Err(e) => tracing::debug!(pilot = %self.id(), error = %e, "ignored pilot event"),
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Binding scheduling units to pilots: a pure function over the pool and the pilots.
+//!
+//! [`schedule`] takes the pool (units bound to no pilot yet, oldest first) and a view of
+//! each pilot, and decides which units to bind where now, and which can never run. It does
+//! no I/O and keeps no state, so it is tested alone and can be swapped for a load- or
+//! affinity-aware policy without touching the manager.
+//!
+//! # The default policy: FIFO late binding with head-of-line reservation
+//!
+//! * A unit is bound only to a pilot that is running, accepts work and has room for it
+//!   now (late binding). A pilot's room is its slots plus a small prefetch (so its agent has
+//!   the next unit at hand when one ends), minus what is already bound to it.
+//! * Units are considered oldest first. Among the pilots with room, the one with the most
+//!   free cores gets the unit, so bigger or less loaded pilots take more.
+//! * A unit that names a pilot (early binding) goes only to that pilot.
+//! * A unit that fits nowhere *now* but fits some pilot once it drains **reserves** that
+//!   pilot: no younger unit is bound to it until the reserving unit is. The agent runs its
+//!   units strictly in order too. Together, a stream of one-core units can never starve a
+//!   multi-core unit; the price is that cores may idle while a pilot drains for it (there
+//!   is no backfilling without runtime estimates).
+//! * A unit needing more cores or GPUs than any live pilot of the service has fails at
+//!   once, as does an early-bound unit whose pilot has ended. With no live pilot at all,
+//!   units wait: a pilot may still be added.
+
+use std::collections::VecDeque;
+
+use pstar_model::{PilotId, UnitId};
+
+/// What the scheduler knows of one pilot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PilotView {
+    pub id: PilotId,
+    /// Running, not draining, not removed from the service: may receive units now.
+    pub accepting: bool,
+    /// Not in a final state (a pending pilot is alive but not accepting).
+    pub alive: bool,
+    /// The pilot's size.
+    pub cores: u32,
+    pub gpus: u32,
+    /// Room left for more units (slots plus prefetch, minus what is bound to it).
+    pub free_cores: u32,
+    pub free_gpus: u32,
+}
+
+/// What the scheduler knows of one unit in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitView {
+    pub id: UnitId,
+    pub cores: u32,
+    pub gpus: u32,
+    /// Early binding: the pilot the unit must run on.
+    pub pilot: Option<PilotId>,
+}
+
+/// One decision of the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Bind the unit to the pilot (it leaves the pool).
+    Bind { unit: UnitId, pilot: PilotId },
+    /// The unit can never run; the reason says why (it leaves the pool).
+    Fail { unit: UnitId, reason: String },
+}
+
+fn fits_ever(p: &PilotView, u: &UnitView) -> bool {
+    u.cores <= p.cores && u.gpus <= p.gpus
+}
+
+fn fits_now(p: &PilotView, u: &UnitView) -> bool {
+    fits_ever(p, u) && u.cores <= p.free_cores && u.gpus <= p.free_gpus
+}
+
+fn plural(n: u32, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+/// Why `unit` can never run on these pilots, if that is so.
+pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
+    let needs = if unit.gpus > 0 {
+        format!("{} and {}", plural(unit.cores, "core"), plural(unit.gpus, "GPU"))
+    } else {
+        plural(unit.cores, "core")
+    };
+    if let Some(id) = unit.pilot {
+        let p = pilots.iter().find(|p| p.id == id)?;
+        if !p.alive {
+            return Some(format!("unit is bound to {id}, which has ended"));
+        }
+        if !fits_ever(p, unit) {
+            return Some(format!(
+                "unit needs {needs} but its pilot {id} has {}",
+                if unit.gpus > 0 { format!("{} and {}", plural(p.cores, "core"), plural(p.gpus, "GPU")) } else { plural(p.cores, "core") }
+            ));
+        }
+        return None;
+    }
+    let alive: Vec<&PilotView> = pilots.iter().filter(|p| p.alive).collect();
+    if alive.is_empty() || alive.iter().any(|p| fits_ever(p, unit)) {
+        return None;
+    }
+    let max_cores = alive.iter().map(|p| p.cores).max().unwrap_or(0);
+    let max_gpus = alive.iter().map(|p| p.gpus).max().unwrap_or(0);
+    Some(if unit.cores > max_cores {
+        format!("unit needs {needs} but the largest pilot has {}", plural(max_cores, "core"))
+    } else if unit.gpus > max_gpus {
+        format!("unit needs {needs} but the largest pilot has {}", plural(max_gpus, "GPU"))
+    } else {
+        format!("unit needs {needs} but no pilot has both")
+    })
+}
+
+/// Decides, for the units of `pool` in order, which to bind now and which can never run.
+///
+/// Bound and failed units are removed from `pool`; the others stay, in order. Each pilot's
+/// `free_cores`/`free_gpus` are reduced by what is bound to it.
+pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<Decision> {
+    let mut decisions = Vec::new();
+    let mut kept = Vec::new();
+    let mut reserved = vec![false; pilots.len()];
+    let open = |pilots: &[PilotView], reserved: &[bool]| {
+        pilots.iter().zip(reserved).any(|(p, r)| p.accepting && !r && p.free_cores > 0)
+    };
+
+    while let Some(unit) = pool.pop_front() {
+        if let Some(reason) = never_fits(&unit, pilots) {
+            decisions.push(Decision::Fail { unit: unit.id, reason });
+            continue;
+        }
+        if !open(pilots, &reserved) {
+            pool.push_front(unit);
+            break;
+        }
+        let chosen = match unit.pilot {
+            Some(id) => match pilots.iter().position(|p| p.id == id) {
+                Some(i) if pilots[i].accepting && !reserved[i] && fits_now(&pilots[i], &unit) => Some(i),
+                Some(i) => {
+                    // Hold the pilot for this unit: FIFO on that pilot.
+                    reserved[i] |= pilots[i].accepting;
+                    None
+                }
+                None => None, // its pilot is not (yet) part of this service
+            },
+            None => {
+                let best = pilots
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| p.accepting && !reserved[*i] && fits_now(p, &unit))
+                    .max_by_key(|(i, p)| (p.free_cores, std::cmp::Reverse(*i)))
+                    .map(|(i, _)| i);
+                if best.is_none() {
+                    let hold = pilots
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, p)| p.accepting && !reserved[*i] && fits_ever(p, &unit))
+                        .max_by_key(|(i, p)| (p.free_cores, std::cmp::Reverse(*i)))
+                        .map(|(i, _)| i);
+                    if let Some(i) = hold {
+                        reserved[i] = true;
+                    }
+                }
+                best
+            }
+        };
+        match chosen {
+            Some(i) => {
+                let p = &mut pilots[i];
+                p.free_cores -= unit.cores;
+                p.free_gpus -= unit.gpus;
+                decisions.push(Decision::Bind { unit: unit.id, pilot: p.id });
+            }
+            None => kept.push(unit),
+        }
+    }
+    for unit in kept.into_iter().rev() {
+        pool.push_front(unit);
+    }
+    decisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pilot(id: u64, cores: u32, free: u32) -> PilotView {
+        PilotView { id: PilotId::new(id), accepting: true, alive: true, cores, gpus: 0, free_cores: free, free_gpus: 0 }
+    }
+
+    fn unit(id: u64, cores: u32) -> UnitView {
+        UnitView { id: UnitId::new(id), cores, gpus: 0, pilot: None }
+    }
+
+    fn binds(d: &[Decision]) -> Vec<(u64, u64)> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Bind { unit, pilot } => Some((unit.get(), pilot.get())),
+                Decision::Fail { .. } => None,
+            })
+            .collect()
+    }
+
+    fn ids(pool: &VecDeque<UnitView>) -> Vec<u64> {
+        pool.iter().map(|u| u.id.get()).collect()
+    }
+
+    #[test]
+    fn fifo_late_binding_fills_free_room_in_order() {
+        let mut pool: VecDeque<_> = (0..5).map(|i| unit(i, 1)).collect();
+        let mut pilots = [pilot(0, 2, 3)];
+        let d = schedule(&mut pool, &mut pilots);
+        assert_eq!(binds(&d), [(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(ids(&pool), [3, 4]);
+        assert_eq!(pilots[0].free_cores, 0);
+        // Nothing more fits: a second pass binds nothing and keeps the order.
+        assert!(schedule(&mut pool, &mut pilots).is_empty());
+        assert_eq!(ids(&pool), [3, 4]);
+    }
+
+    #[test]
+    fn units_go_to_the_pilot_with_most_room() {
+        let mut pool: VecDeque<_> = (0..4).map(|i| unit(i, 1)).collect();
+        let mut pilots = [pilot(0, 2, 1), pilot(1, 8, 3)];
+        let d = schedule(&mut pool, &mut pilots);
+        assert_eq!(binds(&d), [(0, 1), (1, 1), (2, 0), (3, 1)]);
+    }
+
+    #[test]
+    fn pending_draining_and_full_pilots_get_nothing() {
+        let mut pool: VecDeque<_> = (0..2).map(|i| unit(i, 1)).collect();
+        let mut pending = pilot(0, 4, 8);
+        pending.accepting = false;
+        let mut pilots = [pending, pilot(1, 4, 0)];
+        assert!(schedule(&mut pool, &mut pilots).is_empty());
+        assert_eq!(ids(&pool), [0, 1]);
+    }
+
+    #[test]
+    fn a_multi_core_unit_reserves_its_pilot_against_younger_small_units() {
+        // Pilot 0 has 1 free core; unit 1 needs 2. Units 2 and 3 (1 core) must not take the
+        // freed core before it; pilot 1 (also 2 cores, no room) is free to serve them later.
+        let mut pool: VecDeque<_> = [unit(1, 2), unit(2, 1), unit(3, 1)].into();
+        let mut pilots = [pilot(0, 2, 1)];
+        let d = schedule(&mut pool, &mut pilots);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(ids(&pool), [1, 2, 3]);
+        // Once the pilot has room for it, the big unit goes first.
+        pilots[0].free_cores = 3;
+        let d = schedule(&mut pool, &mut pilots);
+        assert_eq!(binds(&d), [(1, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn a_reservation_blocks_only_the_reserved_pilot() {
+        let mut pool: VecDeque<_> = [unit(1, 4), unit(2, 1)].into();
+        let mut pilots = [pilot(0, 4, 2), pilot(1, 1, 1)];
+        let d = schedule(&mut pool, &mut pilots);
+        assert_eq!(binds(&d), [(2, 1)]);
+        assert_eq!(ids(&pool), [1]);
+    }
+
+    #[test]
+    fn early_binding_goes_only_to_the_named_pilot() {
+        let mut u = unit(1, 1);
+        u.pilot = Some(PilotId::new(1));
+        let mut pool: VecDeque<_> = [u, unit(2, 1)].into();
+        let mut pilots = [pilot(0, 4, 4), pilot(1, 1, 0)];
+        let d = schedule(&mut pool, &mut pilots);
+        assert_eq!(binds(&d), [(2, 0)], "pilot 1 is full, so unit 1 waits for it");
+        assert_eq!(ids(&pool), [1]);
+        pilots[1].free_cores = 1;
+        assert_eq!(binds(&schedule(&mut pool, &mut pilots)), [(1, 1)]);
+    }
+
+    #[test]
+    fn units_that_can_never_run_fail_at_once_with_a_reason() {
+        let mut big = unit(1, 16);
+        big.gpus = 0;
+        let mut gpu = unit(2, 1);
+        gpu.gpus = 1;
+        let mut orphan = unit(3, 1);
+        orphan.pilot = Some(PilotId::new(7));
+        let mut pool: VecDeque<_> = [big, gpu, orphan, unit(4, 1)].into();
+        let mut dead = pilot(7, 4, 4);
+        dead.alive = false;
+        dead.accepting = false;
+        let mut pilots = [pilot(0, 2, 0), pilot(1, 8, 0), dead];
+        let d = schedule(&mut pool, &mut pilots);
+        let fails: Vec<(u64, &str)> = d
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Fail { unit, reason } => Some((unit.get(), reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            fails,
+            [
+                (1, "unit needs 16 cores but the largest pilot has 8 cores"),
+                (2, "unit needs 1 core and 1 GPU but the largest pilot has 0 GPUs"),
+                (3, "unit is bound to pilot.0007, which has ended"),
+            ]
+        );
+        assert_eq!(ids(&pool), [4], "a unit that fits waits for room");
+    }
+
+    #[test]
+    fn without_any_live_pilot_units_wait() {
+        let mut pool: VecDeque<_> = [unit(1, 64)].into();
+        assert!(schedule(&mut pool, &mut []).is_empty());
+        assert_eq!(ids(&pool), [1]);
+    }
+}

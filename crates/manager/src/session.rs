@@ -1,0 +1,220 @@
+//! A session: one coordination store, one event dispatcher, the pilots created in it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::mpsc;
+
+use pstar_adaptors::ResourceAdaptor;
+use pstar_agent::AgentConfig;
+use pstar_coordination::{Coordination, Embedded, Event};
+use pstar_model::{PilotId, Scheme, sandbox::DEFAULT_SANDBOX_ROOT};
+
+use crate::PilotCompute;
+use crate::error::Result;
+
+/// The context every Pilot-API service works in: a session id, the coordination store
+/// shared with the agents, the resource adaptors and the root of the pilot sandboxes.
+///
+/// One task per session follows the store's event stream and hands each batch to the
+/// pilots and services of the session, in order. Cloning a `Session` is cheap.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> pstar::Result<()> {
+/// let session = pstar::Session::new().await?; // embedded coordination, ./pstar.sandbox
+/// assert!(session.id().starts_with("pstar."));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<SessionInner>,
+}
+
+pub(crate) struct SessionInner {
+    id: String,
+    pub(crate) coordination: Arc<dyn Coordination>,
+    sandbox_root: PathBuf,
+    adaptors: Vec<Arc<dyn ResourceAdaptor>>,
+    pub(crate) pilots: Mutex<HashMap<PilotId, PilotCompute>>,
+    listeners: Mutex<Vec<mpsc::UnboundedSender<Arc<[Event]>>>>,
+    dispatcher: tokio::task::AbortHandle,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        self.dispatcher.abort();
+    }
+}
+
+/// Builds a [`Session`] that differs from the defaults.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> pstar::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let session = pstar::Session::builder().sandbox_root(dir.path()).build().await?;
+/// assert!(session.sandbox_root().starts_with(dir.path()));
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct SessionBuilder {
+    id: Option<String>,
+    coordination: Option<Arc<dyn Coordination>>,
+    sandbox_root: Option<PathBuf>,
+    agent_config: Option<AgentConfig>,
+}
+
+impl SessionBuilder {
+    /// Use this session id (default: `pstar.<date>.<time>.<nonce>`).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Coordinate through this store (default: a new embedded store).
+    pub fn coordination(mut self, store: Arc<dyn Coordination>) -> Self {
+        self.coordination = Some(store);
+        self
+    }
+
+    /// Put pilot sandboxes under this directory unless a pilot names its own
+    /// (default `./pstar.sandbox`).
+    pub fn sandbox_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.sandbox_root = Some(root.into());
+        self
+    }
+
+    /// Tune the agents that local pilots start.
+    pub fn agent_config(mut self, config: AgentConfig) -> Self {
+        self.agent_config = Some(config);
+        self
+    }
+
+    /// Starts the session: subscribes to its store's event stream.
+    pub async fn build(self) -> Result<Session> {
+        let id = match (&self.id, &self.coordination) {
+            (Some(id), _) => id.clone(),
+            (None, Some(store)) => store.session().to_owned(),
+            (None, None) => new_session_id(),
+        };
+        let coordination: Arc<dyn Coordination> = match self.coordination {
+            Some(c) => c,
+            None => Embedded::new(id.clone()),
+        };
+        let root = self.sandbox_root.unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_ROOT));
+        let sandbox_root = std::path::absolute(&root).unwrap_or(root);
+        let agent_config = self.agent_config.unwrap_or_default();
+        let adaptors: Vec<Arc<dyn ResourceAdaptor>> =
+            vec![Arc::new(pstar_adaptors::local::Local::with_agent_config(agent_config))];
+        let mut subscription = coordination.subscribe().await?;
+
+        let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {
+            let weak = weak.clone();
+            let dispatcher = tokio::spawn(async move {
+                while let Some(batch) = subscription.next_batch().await {
+                    let Some(session) = weak.upgrade() else { break };
+                    session.dispatch(batch);
+                }
+            });
+            SessionInner {
+                id,
+                coordination,
+                sandbox_root,
+                adaptors,
+                pilots: Mutex::new(HashMap::new()),
+                listeners: Mutex::new(Vec::new()),
+                dispatcher: dispatcher.abort_handle(),
+            }
+        });
+        Ok(Session { inner })
+    }
+}
+
+impl SessionInner {
+    /// Pilots first (so a service that reacts to a pilot event sees the pilot's new
+    /// state), then every listening service.
+    fn dispatch(&self, batch: Arc<[Event]>) {
+        let pilots: Vec<(PilotCompute, &pstar_coordination::PilotEvent)> = {
+            let Ok(registry) = self.pilots.lock() else { return };
+            batch
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Pilot(p) => registry.get(&p.pilot).map(|pc| (pc.clone(), p)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (pilot, event) in pilots {
+            pilot.apply(event);
+        }
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.retain(|l| l.send(batch.clone()).is_ok());
+        }
+    }
+}
+
+impl Session {
+    /// A session with the embedded coordination store and default settings.
+    pub async fn new() -> Result<Session> {
+        Self::builder().build().await
+    }
+
+    /// A builder for a session that differs from the defaults.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// The session id; sandboxes and store keys are named after it.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The store manager and agents coordinate through.
+    pub fn coordination(&self) -> &Arc<dyn Coordination> {
+        &self.inner.coordination
+    }
+
+    /// Where pilot sandboxes go unless a pilot names its own working directory.
+    pub fn sandbox_root(&self) -> &Path {
+        &self.inner.sandbox_root
+    }
+
+    /// The schemes this session can place pilots on.
+    pub fn supported_schemes(&self) -> Vec<Scheme> {
+        self.inner.adaptors.iter().map(|a| a.scheme()).collect()
+    }
+
+    pub(crate) fn adaptor(&self, scheme: Scheme) -> Option<Arc<dyn ResourceAdaptor>> {
+        self.inner.adaptors.iter().find(|a| a.scheme() == scheme).cloned()
+    }
+
+    /// A pilot of this session, by id.
+    pub fn pilot(&self, id: PilotId) -> Option<PilotCompute> {
+        self.inner.pilots.lock().ok()?.get(&id).cloned()
+    }
+
+    pub(crate) fn register_pilot(&self, pilot: PilotCompute) {
+        if let Ok(mut p) = self.inner.pilots.lock() {
+            p.insert(pilot.id(), pilot);
+        }
+    }
+
+    /// Every event batch from now on, after the pilots have applied it.
+    pub(crate) fn listen(&self) -> mpsc::UnboundedReceiver<Arc<[Event]>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut l) = self.inner.listeners.lock() {
+            l.push(tx);
+        }
+        rx
+    }
+}
+
+/// `pstar.20261123.142501.3f2a`: sortable by time, distinct between concurrent runs.
+fn new_session_id() -> String {
+    let now = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-23T14:25:01Z
+    let digits: String = stamp.chars().filter(|c| c.is_ascii_digit()).collect();
+    let nanos = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nonce = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("pstar.{}.{}.{nonce:04x}", &digits[..8.min(digits.len())], &digits[8.min(digits.len())..])
+}

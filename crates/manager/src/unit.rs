@@ -1,0 +1,179 @@
+//! `ComputeUnit`: the application's handle on one submitted unit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc};
+
+use pstar_model::sandbox::unit_sandbox;
+use pstar_model::{ComputeUnitDescription, Lifecycle, PilotId, State, Timestamp, UnitId, UnitState};
+
+use crate::unit_service::Command;
+
+/// A state-change callback: called with the unit and its new state, on the manager's task.
+pub type Callback = Arc<dyn Fn(&ComputeUnit, UnitState) + Send + Sync>;
+
+/// What the manager knows of one unit; shared by the manager task and the handles.
+pub(crate) struct UnitShared {
+    pub(crate) id: UnitId,
+    pub(crate) description: Arc<ComputeUnitDescription>,
+    pub(crate) record: Mutex<UnitRecord>,
+    pub(crate) changed: Notify,
+}
+
+pub(crate) struct UnitRecord {
+    pub(crate) life: Lifecycle<UnitState>,
+    /// The pilot it is (or was last) bound to, and that pilot's sandbox.
+    pub(crate) pilot: Option<(PilotId, Arc<Path>)>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) detail: Option<String>,
+    pub(crate) callbacks: Vec<Callback>,
+}
+
+/// One compute unit (the seeds' `ComputeUnit`): its id, state, exit code and output files.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> pstar::Result<()> {
+/// use pstar::{ComputeUnitDescription, ComputeUnitService, PilotComputeDescription,
+///             PilotComputeService, Session, UnitState};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let session = Session::builder().sandbox_root(dir.path()).build().await?;
+/// let pcs = PilotComputeService::new(&session);
+/// pcs.create_pilot(PilotComputeDescription::default()).await?;
+/// let cus = ComputeUnitService::new(&session);
+/// cus.add_pilot_service(&pcs);
+///
+/// let unit = cus.submit(ComputeUnitDescription::new("/bin/echo").with_arguments(["hi"])).await?;
+/// assert_eq!(unit.wait().await, UnitState::Done);
+/// assert_eq!(unit.exit_code(), Some(0));
+/// assert_eq!(std::fs::read_to_string(unit.stdout().unwrap()).unwrap(), "hi\n");
+/// # pcs.cancel().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ComputeUnit {
+    pub(crate) shared: Arc<UnitShared>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for ComputeUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComputeUnit").field("id", &self.id()).field("state", &self.state()).finish()
+    }
+}
+
+impl ComputeUnit {
+    pub fn id(&self) -> UnitId {
+        self.shared.id
+    }
+
+    /// The unit's name: its description's name, else its executable's file name.
+    pub fn name(&self) -> &str {
+        self.shared.description.display_name()
+    }
+
+    pub fn description(&self) -> &ComputeUnitDescription {
+        &self.shared.description
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&UnitRecord) -> T) -> Option<T> {
+        self.shared.record.lock().ok().map(|r| f(&r))
+    }
+
+    pub fn state(&self) -> UnitState {
+        self.with(|r| r.life.state()).unwrap_or(UnitState::Failed)
+    }
+
+    /// The process's exit code, once it ended.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.with(|r| r.exit_code).flatten()
+    }
+
+    /// Why the unit is in its state, when there is more to say: the failure reason, or why
+    /// it went back to the pool.
+    pub fn detail(&self) -> Option<String> {
+        self.with(|r| r.detail.clone()).flatten()
+    }
+
+    /// The pilot the unit is, or was last, bound to.
+    pub fn pilot(&self) -> Option<PilotId> {
+        self.with(|r| r.pilot.as_ref().map(|(p, _)| *p)).flatten()
+    }
+
+    /// The unit's sandbox directory on its pilot's resource, once bound.
+    pub fn sandbox(&self) -> Option<PathBuf> {
+        self.with(|r| r.pilot.as_ref().map(|(_, s)| unit_sandbox(s, self.id()))).flatten()
+    }
+
+    /// Where the unit's standard output is (or will be), once bound to a pilot.
+    pub fn stdout(&self) -> Option<PathBuf> {
+        self.sandbox().map(|s| self.shared.description.stdout_path(&s))
+    }
+
+    /// Where the unit's standard error is (or will be), once bound to a pilot.
+    pub fn stderr(&self) -> Option<PathBuf> {
+        self.sandbox().map(|s| self.shared.description.stderr_path(&s))
+    }
+
+    /// Every state the unit went through, with when it entered it.
+    pub fn history(&self) -> Vec<(UnitState, Timestamp)> {
+        self.with(|r| r.life.history().to_vec()).unwrap_or_default()
+    }
+
+    /// Waits until the unit has reached a final state (`Done`, `Failed`, `Canceled`).
+    pub async fn wait(&self) -> UnitState {
+        self.wait_until(|s| s.is_final()).await
+    }
+
+    /// Waits until the unit is in `state` or in a final state; returns the state then.
+    pub async fn wait_for(&self, state: UnitState) -> UnitState {
+        self.wait_until(|s| s == state || s.is_final()).await
+    }
+
+    async fn wait_until(&self, done: impl Fn(UnitState) -> bool) -> UnitState {
+        loop {
+            let notified = self.shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let s = self.state();
+            if done(s) || self.commands.is_closed() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+
+    /// Asks for the unit to be canceled: taken out of the pool or its pilot's queue, or its
+    /// process tree killed. Returns at once; [`wait`](Self::wait) to see it `Canceled`.
+    pub fn cancel(&self) {
+        let _ = self.commands.send(Command::Cancel(vec![self.id()]));
+    }
+
+    /// Calls `callback` on every later state change of this unit.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> pstar::Result<()> {
+    /// # use pstar::*;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let session = Session::builder().sandbox_root(dir.path()).build().await?;
+    /// # let pcs = PilotComputeService::new(&session);
+    /// # pcs.create_pilot(PilotComputeDescription::default()).await?;
+    /// # let cus = ComputeUnitService::new(&session);
+    /// # cus.add_pilot_service(&pcs);
+    /// use std::sync::{Arc, Mutex};
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let unit = cus.submit(ComputeUnitDescription::new("/bin/true")).await?;
+    /// let log = seen.clone();
+    /// unit.on_state_change(move |_, state| log.lock().unwrap().push(state));
+    /// unit.wait().await;
+    /// assert_eq!(seen.lock().unwrap().last(), Some(&UnitState::Done));
+    /// # pcs.cancel().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_state_change(&self, callback: impl Fn(&ComputeUnit, UnitState) + Send + Sync + 'static) {
+        if let Ok(mut r) = self.shared.record.lock() {
+            r.callbacks.push(Arc::new(callback));
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! `ComputeUnitService`: accepts compute units and drives them to a final state.
+//!
+//! The service is a handle on one manager task, which owns everything about the units:
+//! the pool (units bound to no pilot yet), what each pilot has bound to it, and every unit
+//! record. The task follows the session's event stream and applies each transition
+//! through the state table; its own decisions (bind, withdraw, fail, cancel) are
+//! published on the same stream and applied when they come back, so there is one path by
+//! which a unit's state ever changes, whoever decided it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, watch};
+
+use pstar_coordination::{Claimed, Control, Coordination, Event, UnitEvent};
+use pstar_model::{ComputeUnitDescription, Lifecycle, PilotId, PilotState, State, Timestamp, UnitId, UnitState};
+
+use crate::error::{Error, Result};
+use crate::pilot::{PilotCompute, PilotComputeService};
+use crate::scheduler::{self, Decision, PilotView, UnitView};
+use crate::session::Session;
+use crate::unit::{ComputeUnit, UnitRecord, UnitShared};
+
+/// How many units of each state a service holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitCounts {
+    by_state: [usize; 7],
+}
+
+impl UnitCounts {
+    fn index(state: UnitState) -> usize {
+        UnitState::ALL.iter().position(|s| *s == state).unwrap_or(0)
+    }
+
+    /// Units now in `state`.
+    pub fn get(&self, state: UnitState) -> usize {
+        self.by_state[Self::index(state)]
+    }
+
+    /// Units in a final state.
+    pub fn finished(&self) -> usize {
+        UnitState::ALL.iter().filter(|s| s.is_final()).map(|s| self.get(*s)).sum()
+    }
+
+    /// All units the service knows.
+    pub fn total(&self) -> usize {
+        self.by_state.iter().sum()
+    }
+
+    fn moved(&mut self, from: UnitState, to: UnitState) {
+        self.by_state[Self::index(from)] -= 1;
+        self.by_state[Self::index(to)] += 1;
+    }
+}
+
+pub(crate) enum Command {
+    Submit(Vec<Arc<UnitShared>>),
+    Cancel(Vec<UnitId>),
+    CancelAll,
+    AddPilot(PilotCompute),
+    RemovePilots(Vec<PilotId>),
+}
+
+/// Runs compute units on the pilots of the pilot services added to it (the seeds'
+/// `ComputeUnitService`).
+///
+/// Units may be submitted at any time, before any pilot exists too: they wait in the pool
+/// until a pilot has room. Pilot services can be added and removed while units run.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> pstar::Result<()> {
+/// use pstar::{ComputeUnitDescription, ComputeUnitService, PilotComputeDescription,
+///             PilotComputeService, Session, UnitState};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let session = Session::builder().sandbox_root(dir.path()).build().await?;
+/// let cus = ComputeUnitService::new(&session);
+/// let units = cus
+///     .submit_batch((0..4).map(|i| ComputeUnitDescription::new("/bin/echo").with_arguments([i.to_string()])))
+///     .await?;
+/// // No pilot yet: the units wait in the pool.
+/// let pcs = PilotComputeService::new(&session);
+/// pcs.create_pilot(PilotComputeDescription { cores: 2, ..Default::default() }).await?;
+/// cus.add_pilot_service(&pcs);
+/// cus.wait().await;
+/// assert!(units.iter().all(|u| u.state() == UnitState::Done));
+/// assert_eq!(cus.counts().get(UnitState::Done), 4);
+/// pcs.cancel().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ComputeUnitService {
+    inner: Arc<CusInner>,
+}
+
+struct CusInner {
+    session: Session,
+    commands: mpsc::UnboundedSender<Command>,
+    counts: watch::Receiver<UnitCounts>,
+    submitted: AtomicUsize,
+    units: Mutex<Vec<Arc<UnitShared>>>,
+    services: Mutex<Vec<PilotComputeService>>,
+}
+
+impl ComputeUnitService {
+    /// A service with no pilots, binding each pilot up to its slots plus one slot-worth
+    /// of prefetched units.
+    pub fn new(session: &Session) -> Self {
+        Self::with_prefetch(session, 1)
+    }
+
+    /// A service whose pilots may have `prefetch` times their slots of units bound to them
+    /// beyond what they run (so an agent has its next units at hand).
+    pub fn with_prefetch(session: &Session, prefetch: u32) -> Self {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (counts_tx, counts) = watch::channel(UnitCounts::default());
+        let manager = Manager {
+            coordination: session.coordination().clone(),
+            commands: commands.downgrade(),
+            units: HashMap::new(),
+            pool: VecDeque::new(),
+            pilots: Vec::new(),
+            cancel_requested: HashSet::new(),
+            prefetch,
+            counts: UnitCounts::default(),
+            counts_tx,
+            outbox: Vec::new(),
+            bound: HashMap::new(),
+        };
+        tokio::spawn(manager.run(command_rx, session.listen()));
+        Self {
+            inner: Arc::new(CusInner {
+                session: session.clone(),
+                commands,
+                counts,
+                submitted: AtomicUsize::new(0),
+                units: Mutex::new(Vec::new()),
+                services: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Makes the pilots of `pcs`, present and future, available to this service.
+    pub fn add_pilot_service(&self, pcs: &PilotComputeService) {
+        if let Ok(mut services) = self.inner.services.lock() {
+            if services.iter().any(|s| s.same_as(pcs)) {
+                return;
+            }
+            services.push(pcs.clone());
+        }
+        for pilot in pcs.pilots() {
+            let _ = self.inner.commands.send(Command::AddPilot(pilot));
+        }
+        let commands = self.inner.commands.downgrade();
+        pcs.on_new_pilot(Box::new(move |pilot| match commands.upgrade() {
+            Some(tx) => tx.send(Command::AddPilot(pilot.clone())).is_ok(),
+            None => false,
+        }));
+    }
+
+    /// Stops binding units to the pilots of `pcs`. Units waiting in their queues go back to
+    /// the pool; units they already run finish there.
+    pub fn remove_pilot_service(&self, pcs: &PilotComputeService) {
+        if let Ok(mut services) = self.inner.services.lock() {
+            services.retain(|s| !s.same_as(pcs));
+        }
+        let ids = pcs.pilots().iter().map(PilotCompute::id).collect();
+        let _ = self.inner.commands.send(Command::RemovePilots(ids));
+    }
+
+    /// Submits one unit.
+    pub async fn submit(&self, description: ComputeUnitDescription) -> Result<ComputeUnit> {
+        let mut units = self.submit_batch([description]).await?;
+        units.pop().ok_or(Error::ServiceClosed)
+    }
+
+    /// Submits units as one batch: one round trip to the coordination store, however many.
+    /// If any description is invalid, none is submitted.
+    pub async fn submit_batch(
+        &self,
+        descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
+    ) -> Result<Vec<ComputeUnit>> {
+        let descriptions: Vec<Arc<ComputeUnitDescription>> = descriptions.into_iter().map(Arc::new).collect();
+        for (i, d) in descriptions.iter().enumerate() {
+            d.validate().map_err(|source| Error::InvalidDescription {
+                what: format!("unit description #{i} (`{}`)", d.display_name()),
+                source,
+            })?;
+        }
+        if descriptions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let coordination = self.inner.session.coordination();
+        let first = coordination.reserve_unit_ids(descriptions.len() as u64).await?.get();
+        let now = Timestamp::now();
+        let shared: Vec<Arc<UnitShared>> = descriptions
+            .into_iter()
+            .enumerate()
+            .map(|(i, description)| {
+                Arc::new(UnitShared {
+                    id: UnitId::new(first + i as u64),
+                    description,
+                    record: Mutex::new(UnitRecord {
+                        life: Lifecycle::new(now),
+                        pilot: None,
+                        exit_code: None,
+                        detail: None,
+                        callbacks: Vec::new(),
+                    }),
+                    changed: Notify::new(),
+                })
+            })
+            .collect();
+        let stored: Vec<Claimed> = shared.iter().map(|u| (u.id, u.description.clone())).collect();
+        coordination.put_units(&stored).await?;
+        drop(stored);
+
+        self.inner.submitted.fetch_add(shared.len(), Ordering::SeqCst);
+        if let Ok(mut all) = self.inner.units.lock() {
+            all.extend(shared.iter().cloned());
+        }
+        let handles = shared
+            .iter()
+            .map(|s| ComputeUnit { shared: s.clone(), commands: self.inner.commands.clone() })
+            .collect();
+        self.inner.commands.send(Command::Submit(shared)).map_err(|_| Error::ServiceClosed)?;
+        Ok(handles)
+    }
+
+    /// Every unit submitted to this service, in submission order.
+    pub fn units(&self) -> Vec<ComputeUnit> {
+        let all = self.inner.units.lock().map(|u| u.clone()).unwrap_or_default();
+        all.into_iter().map(|shared| ComputeUnit { shared, commands: self.inner.commands.clone() }).collect()
+    }
+
+    /// How many units are in each state now.
+    pub fn counts(&self) -> UnitCounts {
+        self.inner.counts.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the counts do (for progress displays).
+    pub fn watch_counts(&self) -> watch::Receiver<UnitCounts> {
+        self.inner.counts.clone()
+    }
+
+    /// Waits until every unit submitted so far has reached a final state.
+    pub async fn wait(&self) {
+        let mut rx = self.inner.counts.clone();
+        let submitted = &self.inner.submitted;
+        let _ = rx.wait_for(|c| c.finished() >= submitted.load(Ordering::SeqCst)).await;
+    }
+
+    /// Cancels every unit that has not reached a final state.
+    pub fn cancel(&self) {
+        let _ = self.inner.commands.send(Command::CancelAll);
+    }
+}
+
+/// What the manager task knows of one pilot.
+struct PilotSlot {
+    pilot: PilotCompute,
+    draining: bool,
+    removed: bool,
+    ended: bool,
+    cores_bound: u32,
+    gpus_bound: u32,
+    /// Units bound to this pilot that have not come back or ended.
+    in_flight: HashSet<UnitId>,
+}
+
+/// The manager task: the only owner of the pool and the unit records' transitions.
+struct Manager {
+    coordination: Arc<dyn Coordination>,
+    commands: mpsc::WeakUnboundedSender<Command>,
+    units: HashMap<UnitId, Arc<UnitShared>>,
+    pool: VecDeque<UnitView>,
+    pilots: Vec<PilotSlot>,
+    /// Units to cancel as soon as they are back from their pilot.
+    cancel_requested: HashSet<UnitId>,
+    prefetch: u32,
+    counts: UnitCounts,
+    counts_tx: watch::Sender<UnitCounts>,
+    /// Decisions to publish at the end of this round.
+    outbox: Vec<Event>,
+    /// Units bound this round, per pilot, to enqueue after their `Scheduled` is published.
+    bound: HashMap<PilotId, Vec<UnitId>>,
+}
+
+fn event(unit: UnitId, pilot: Option<PilotId>, state: UnitState, detail: impl Into<Option<String>>) -> Event {
+    Event::Unit(UnitEvent { unit, pilot, state, at: Timestamp::now(), exit_code: None, detail: detail.into() })
+}
+
+impl Manager {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut events: mpsc::UnboundedReceiver<Arc<[Event]>>) {
+        loop {
+            tokio::select! {
+                batch = events.recv() => match batch {
+                    Some(batch) => self.apply_events(&batch).await,
+                    None => break,
+                },
+                command = commands.recv() => match command {
+                    Some(c) => self.command(c).await,
+                    None => break,
+                },
+            }
+            self.schedule();
+            self.flush().await;
+        }
+    }
+
+    fn slot(&mut self, pilot: PilotId) -> Option<&mut PilotSlot> {
+        self.pilots.iter_mut().find(|s| s.pilot.id() == pilot)
+    }
+
+    fn views(&self) -> Vec<PilotView> {
+        self.pilots
+            .iter()
+            .map(|s| {
+                let d = s.pilot.description();
+                let state = s.pilot.state();
+                let alive = !s.removed && !s.ended && !state.is_final();
+                PilotView {
+                    id: s.pilot.id(),
+                    accepting: alive && !s.draining && state == PilotState::Running,
+                    alive,
+                    cores: d.cores,
+                    gpus: d.gpus,
+                    free_cores: (d.cores * (1 + self.prefetch)).saturating_sub(s.cores_bound),
+                    free_gpus: (d.gpus * (1 + self.prefetch)).saturating_sub(s.gpus_bound),
+                }
+            })
+            .collect()
+    }
+
+    fn view(unit: &UnitShared) -> UnitView {
+        let d = &unit.description;
+        UnitView { id: unit.id, cores: d.cores, gpus: d.gpus, pilot: d.pilot }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Submit(units) => {
+                let views = self.views();
+                self.units.reserve(units.len());
+                for unit in units {
+                    let view = Self::view(&unit);
+                    self.counts.by_state[UnitCounts::index(UnitState::New)] += 1;
+                    self.units.insert(unit.id, unit);
+                    match scheduler::never_fits(&view, &views) {
+                        Some(reason) => self.outbox.push(event(view.id, None, UnitState::Failed, reason)),
+                        None => self.pool.push_back(view),
+                    }
+                }
+            }
+            Command::AddPilot(pilot) => {
+                if self.slot(pilot.id()).is_none() {
+                    self.pilots.push(PilotSlot {
+                        pilot,
+                        draining: false,
+                        removed: false,
+                        ended: false,
+                        cores_bound: 0,
+                        gpus_bound: 0,
+                        in_flight: HashSet::new(),
+                    });
+                }
+            }
+            Command::RemovePilots(ids) => {
+                for id in ids {
+                    if let Some(slot) = self.slot(id) {
+                        slot.removed = true;
+                        self.withdraw(id, "pilot removed from the service").await;
+                    }
+                }
+            }
+            Command::Cancel(ids) => self.cancel(ids).await,
+            Command::CancelAll => {
+                let ids = self
+                    .units
+                    .values()
+                    .filter(|u| u.record.lock().is_ok_and(|r| !r.life.state().is_final()))
+                    .map(|u| u.id)
+                    .collect();
+                self.cancel(ids).await;
+            }
+        }
+    }
+
+    async fn cancel(&mut self, ids: Vec<UnitId>) {
+        let ids: HashSet<UnitId> = ids.into_iter().filter(|id| self.units.contains_key(id)).collect();
+        // Units in the pool: canceled here.
+        let outbox = &mut self.outbox;
+        self.pool.retain(|u| {
+            let hit = ids.contains(&u.id);
+            if hit {
+                outbox.push(event(u.id, None, UnitState::Canceled, "canceled".to_owned()));
+            }
+            !hit
+        });
+        // Units out at a pilot: taken back from its queue if still there, else its agent
+        // kills them; if the pilot is gone, they are canceled when they come back.
+        let mut per_pilot: Vec<(PilotId, bool, Vec<UnitId>)> = Vec::new();
+        for slot in &self.pilots {
+            let mine: Vec<UnitId> = slot.in_flight.iter().filter(|u| ids.contains(u)).copied().collect();
+            if !mine.is_empty() {
+                per_pilot.push((slot.pilot.id(), !slot.ended && !slot.pilot.state().is_final(), mine));
+            }
+        }
+        for (pilot, alive, units) in per_pilot {
+            self.cancel_requested.extend(units.iter().copied());
+            if !alive {
+                continue;
+            }
+            let withdrawn = match self.coordination.withdraw(pilot, Some(&units)).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(%pilot, error = %e, "cannot withdraw units to cancel");
+                    Vec::new()
+                }
+            };
+            for u in &withdrawn {
+                self.outbox.push(event(*u, Some(pilot), UnitState::Canceled, "canceled".to_owned()));
+            }
+            let withdrawn: HashSet<UnitId> = withdrawn.into_iter().collect();
+            for u in units.into_iter().filter(|u| !withdrawn.contains(u)) {
+                if let Err(e) = self.coordination.send_control(pilot, Control::CancelUnit(u)).await {
+                    tracing::error!(%pilot, unit = %u, error = %e, "cannot ask the agent to cancel");
+                }
+            }
+        }
+    }
+
+    /// Takes back every unit still queued for `pilot`: they return to the pool when their
+    /// `New` comes back on the stream.
+    async fn withdraw(&mut self, pilot: PilotId, why: &str) {
+        match self.coordination.withdraw(pilot, None).await {
+            Ok(units) => {
+                for u in units {
+                    self.outbox.push(event(u, Some(pilot), UnitState::New, format!("{why} ({pilot})")));
+                }
+            }
+            Err(e) => tracing::error!(%pilot, error = %e, "cannot withdraw units"),
+        }
+    }
+
+    async fn apply_events(&mut self, batch: &[Event]) {
+        for e in batch {
+            match e {
+                Event::Unit(u) => self.apply_unit(u),
+                Event::PilotDraining { pilot, .. } => {
+                    if let Some(slot) = self.slot(*pilot) {
+                        slot.draining = true;
+                        self.withdraw(*pilot, "pilot is draining before its walltime ends").await;
+                    }
+                }
+                Event::Pilot(p) if p.state.is_final() => self.pilot_ended(p.pilot, p.state, p.detail.as_deref()).await,
+                Event::Pilot(_) => {}
+            }
+        }
+    }
+
+    /// A pilot has ended: what is still bound to it goes back to the pool (or fails, if it
+    /// was bound to that pilot early). Its agent returns what it ran before it reports its
+    /// end, so what is left here is what it never reported (it crashed, or never started).
+    async fn pilot_ended(&mut self, pilot: PilotId, state: PilotState, detail: Option<&str>) {
+        let Some(slot) = self.slot(pilot) else { return };
+        if slot.ended {
+            return;
+        }
+        slot.ended = true;
+        let left: Vec<UnitId> = slot.in_flight.iter().copied().collect();
+        if let Err(e) = self.coordination.withdraw(pilot, None).await {
+            tracing::error!(%pilot, error = %e, "cannot withdraw units of an ended pilot");
+        }
+        let why = match detail {
+            Some(d) => format!("{pilot} ended ({state}: {d})"),
+            None => format!("{pilot} ended ({state})"),
+        };
+        for u in left {
+            let early = self.units.get(&u).is_some_and(|s| s.description.pilot == Some(pilot));
+            let next = if early { UnitState::Failed } else { UnitState::New };
+            self.outbox.push(event(u, Some(pilot), next, why.clone()));
+        }
+        // With fewer pilots alive, some waiting units may now never fit.
+        let views = self.views();
+        let outbox = &mut self.outbox;
+        self.pool.retain(|u| match scheduler::never_fits(u, &views) {
+            Some(reason) => {
+                outbox.push(event(u.id, None, UnitState::Failed, reason));
+                false
+            }
+            None => true,
+        });
+    }
+
+    fn apply_unit(&mut self, e: &UnitEvent) {
+        let Some(shared) = self.units.get(&e.unit).cloned() else { return };
+        let Ok(mut rec) = shared.record.lock() else { return };
+        let from = rec.life.state();
+        // A report from a pilot the unit is no longer bound to is stale.
+        if e.state != UnitState::Scheduled && e.pilot.is_some() && rec.pilot.as_ref().map(|(p, _)| *p) != e.pilot {
+            tracing::debug!(unit = %e.unit, pilot = ?e.pilot, "ignored a stale report");
+            return;
+        }
+        if let Err(err) = rec.life.transition(e.state, e.at) {
+            tracing::debug!(unit = %e.unit, error = %err, "ignored unit event");
+            return;
+        }
+        self.counts.moved(from, e.state);
+        if e.exit_code.is_some() {
+            rec.exit_code = e.exit_code;
+        }
+        rec.detail = e.detail.clone();
+        if e.state == UnitState::Scheduled {
+            let sandbox: Option<Arc<Path>> = e.pilot.and_then(|p| {
+                self.pilots.iter().find(|s| s.pilot.id() == p).map(|s| Arc::from(s.pilot.sandbox()))
+            });
+            rec.pilot = e.pilot.zip(sandbox);
+        }
+        let callbacks = rec.callbacks.clone();
+        drop(rec);
+
+        if e.state.is_final() || e.state == UnitState::New {
+            self.release(&shared, e.pilot);
+        }
+        if e.state.is_final() {
+            self.cancel_requested.remove(&e.unit);
+        } else if e.state == UnitState::New {
+            if self.cancel_requested.remove(&e.unit) {
+                self.outbox.push(event(e.unit, None, UnitState::Canceled, "canceled".to_owned()));
+            } else {
+                // Back to the head of the pool: it was submitted before what waits there.
+                self.pool.push_front(Self::view(&shared));
+            }
+        }
+        shared.changed.notify_waiters();
+        if !callbacks.is_empty() {
+            if let Some(commands) = self.commands.upgrade() {
+                let handle = ComputeUnit { shared: shared.clone(), commands };
+                for cb in callbacks {
+                    cb(&handle, e.state);
+                }
+            }
+        }
+    }
+
+    /// The unit no longer holds room on `pilot`.
+    fn release(&mut self, unit: &UnitShared, pilot: Option<PilotId>) {
+        let Some(slot) = pilot.and_then(|p| self.pilots.iter_mut().find(|s| s.pilot.id() == p)) else { return };
+        if slot.in_flight.remove(&unit.id) {
+            slot.cores_bound = slot.cores_bound.saturating_sub(unit.description.cores);
+            slot.gpus_bound = slot.gpus_bound.saturating_sub(unit.description.gpus);
+        }
+    }
+
+    fn schedule(&mut self) {
+        if self.pool.is_empty() {
+            return;
+        }
+        let mut views = self.views();
+        for decision in scheduler::schedule(&mut self.pool, &mut views) {
+            match decision {
+                Decision::Bind { unit, pilot } => {
+                    let Some(shared) = self.units.get(&unit) else { continue };
+                    let (cores, gpus) = (shared.description.cores, shared.description.gpus);
+                    if let Some(slot) = self.pilots.iter_mut().find(|s| s.pilot.id() == pilot) {
+                        slot.in_flight.insert(unit);
+                        slot.cores_bound += cores;
+                        slot.gpus_bound += gpus;
+                    }
+                    self.outbox.push(event(unit, Some(pilot), UnitState::Scheduled, None));
+                    self.bound.entry(pilot).or_default().push(unit);
+                }
+                Decision::Fail { unit, reason } => self.outbox.push(event(unit, None, UnitState::Failed, reason)),
+            }
+        }
+    }
+
+    /// Publishes this round's decisions, then enqueues the bound units: an agent can only
+    /// claim a unit whose `Scheduled` is already on the stream.
+    async fn flush(&mut self) {
+        if !self.outbox.is_empty() {
+            if let Err(e) = self.coordination.publish(std::mem::take(&mut self.outbox)).await {
+                tracing::error!(error = %e, "cannot publish scheduling decisions");
+            }
+        }
+        for (pilot, units) in std::mem::take(&mut self.bound) {
+            if let Err(e) = self.coordination.enqueue(pilot, &units).await {
+                tracing::error!(%pilot, error = %e, "cannot enqueue units");
+            }
+        }
+        let counts = &self.counts;
+        self.counts_tx.send_if_modified(|c| {
+            if c != counts {
+                c.clone_from(counts);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
