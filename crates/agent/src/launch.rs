@@ -36,15 +36,20 @@ pub enum LaunchError {
     #[error("executable {executable} cannot be run: permission denied")]
     NotExecutable { executable: String },
     #[error("cannot start {executable}: {source}")]
-    Spawn { executable: String, source: io::Error },
+    Spawn {
+        executable: String,
+        source: io::Error,
+    },
 }
 
 impl Launch<'_> {
     /// Creates the sandbox and output files and builds the command (not yet spawned).
     pub fn prepare(&self) -> Result<tokio::process::Command, LaunchError> {
         let d = self.description;
-        std::fs::create_dir_all(self.sandbox)
-            .map_err(|source| LaunchError::Sandbox { path: self.sandbox.to_owned(), source })?;
+        std::fs::create_dir_all(self.sandbox).map_err(|source| LaunchError::Sandbox {
+            path: self.sandbox.to_owned(),
+            source,
+        })?;
         let stdout = create_output(&d.stdout_path(self.sandbox))?;
         let stderr = create_output(&d.stderr_path(self.sandbox))?;
         let cwd = match &d.working_directory {
@@ -117,17 +122,27 @@ impl Launch<'_> {
 
 fn create_output(path: &Path) -> Result<File, LaunchError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| LaunchError::Output { path: path.to_owned(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| LaunchError::Output {
+            path: path.to_owned(),
+            source,
+        })?;
     }
-    File::create(path).map_err(|source| LaunchError::Output { path: path.to_owned(), source })
+    File::create(path).map_err(|source| LaunchError::Output {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn check_executable(path: &str) -> Result<(), LaunchError> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {
-        Err(_) => Err(LaunchError::ExecutableNotFound { executable: path.to_owned() }),
+        Err(_) => Err(LaunchError::ExecutableNotFound {
+            executable: path.to_owned(),
+        }),
         Ok(m) if m.is_dir() || m.permissions().mode() & 0o111 == 0 => {
-            Err(LaunchError::NotExecutable { executable: path.to_owned() })
+            Err(LaunchError::NotExecutable {
+                executable: path.to_owned(),
+            })
         }
         Ok(_) => Ok(()),
     }

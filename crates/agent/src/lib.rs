@@ -29,7 +29,9 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use pstar_coordination::{Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord, UnitEvent};
+use pstar_coordination::{
+    Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord, UnitEvent,
+};
 use pstar_model::sandbox::unit_sandbox;
 use pstar_model::{PilotId, PilotState, Timestamp, UnitId, UnitState};
 
@@ -69,7 +71,10 @@ pub enum AgentError {
     #[error(transparent)]
     Coordination(#[from] CoordinationError),
     #[error("cannot create pilot sandbox {path}: {source}")]
-    Sandbox { path: std::path::PathBuf, source: std::io::Error },
+    Sandbox {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Why a running unit is stopped.
@@ -96,8 +101,16 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(coordination: Arc<dyn Coordination>, record: PilotRecord, config: AgentConfig) -> Self {
-        Self { coordination, record: Arc::new(record), config }
+    pub fn new(
+        coordination: Arc<dyn Coordination>,
+        record: PilotRecord,
+        config: AgentConfig,
+    ) -> Self {
+        Self {
+            coordination,
+            record: Arc::new(record),
+            config,
+        }
     }
 
     /// Runs the pilot until its walltime ends or it is canceled; returns its final state.
@@ -108,11 +121,17 @@ impl Agent {
         let pilot = self.record.id;
         let started = Instant::now();
         let walltime = self.record.description.walltime;
-        let margin = self.config.drain_margin.unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
+        let margin = self
+            .config
+            .drain_margin
+            .unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
 
         let (events, reporter) = spawn_reporter(self.coordination.clone());
         if let Err(source) = std::fs::create_dir_all(&self.record.sandbox) {
-            let err = AgentError::Sandbox { path: self.record.sandbox.clone(), source };
+            let err = AgentError::Sandbox {
+                path: self.record.sandbox.clone(),
+                source,
+            };
             pilot_event(&events, pilot, PilotState::Failed, Some(err.to_string()));
             drop(events);
             let _ = reporter.await;
@@ -122,12 +141,27 @@ impl Agent {
 
         // Helper tasks die with the agent, even if the agent itself is aborted.
         let mut helpers = tokio::task::JoinSet::new();
-        helpers.spawn(heartbeats(self.coordination.clone(), pilot, self.config.heartbeat_interval));
+        helpers.spawn(heartbeats(
+            self.coordination.clone(),
+            pilot,
+            self.config.heartbeat_interval,
+        ));
         let (claim_tx, claim_rx) = mpsc::channel::<usize>(1);
         let (claimed_tx, claimed_rx) = mpsc::channel(1);
-        helpers.spawn(claimer(self.coordination.clone(), pilot, self.config.claim_wait, claim_rx, claimed_tx));
+        helpers.spawn(claimer(
+            self.coordination.clone(),
+            pilot,
+            self.config.claim_wait,
+            claim_rx,
+            claimed_tx,
+        ));
         let (control_tx, control_rx) = mpsc::channel(16);
-        helpers.spawn(controls(self.coordination.clone(), pilot, self.config.claim_wait, control_tx));
+        helpers.spawn(controls(
+            self.coordination.clone(),
+            pilot,
+            self.config.claim_wait,
+            control_tx,
+        ));
 
         let mut run = Run {
             record: self.record.clone(),
@@ -143,7 +177,13 @@ impl Agent {
             claim_outstanding: false,
         };
         let (final_state, reason) = run
-            .main_loop(claim_tx, claimed_rx, control_rx, started + walltime.saturating_sub(margin), started + walltime)
+            .main_loop(
+                claim_tx,
+                claimed_rx,
+                control_rx,
+                started + walltime.saturating_sub(margin),
+                started + walltime,
+            )
             .await;
 
         // Stop what still runs and wait for each unit to report its end.
@@ -227,7 +267,13 @@ impl Run {
         }
     }
 
-    fn unit_event(&self, unit: UnitId, state: UnitState, exit_code: Option<i32>, detail: Option<String>) {
+    fn unit_event(
+        &self,
+        unit: UnitId,
+        state: UnitState,
+        exit_code: Option<i32>,
+        detail: Option<String>,
+    ) {
         let _ = self.events.send(Event::Unit(UnitEvent {
             unit,
             pilot: Some(self.record.id),
@@ -251,7 +297,12 @@ impl Run {
                 );
                 self.unit_event(id, UnitState::Failed, None, Some(msg));
             } else if self.draining {
-                self.unit_event(id, UnitState::New, None, Some("pilot is draining before its walltime ends".into()));
+                self.unit_event(
+                    id,
+                    UnitState::New,
+                    None,
+                    Some("pilot is draining before its walltime ends".into()),
+                );
             } else {
                 self.pending_cores += desc.cores;
                 self.pending.push_back((id, desc));
@@ -262,8 +313,12 @@ impl Run {
     /// Starts waiting units in order while the one at the head fits.
     fn start_ready(&mut self) {
         while let Some((_, head)) = self.pending.front() {
-            let Some(gpus) = self.slots.take(head.cores, head.gpus) else { break };
-            let Some((id, desc)) = self.pending.pop_front() else { break };
+            let Some(gpus) = self.slots.take(head.cores, head.gpus) else {
+                break;
+            };
+            let Some((id, desc)) = self.pending.pop_front() else {
+                break;
+            };
             self.pending_cores -= desc.cores;
             let (stop_tx, stop_rx) = oneshot::channel();
             self.running.insert(id, stop_tx);
@@ -278,7 +333,11 @@ impl Run {
             self.tasks.spawn(async move {
                 let (cores, gpus) = (unit.desc.cores, unit.gpus.clone());
                 unit.run(stop_rx).await;
-                Finished { unit: id, cores, gpus }
+                Finished {
+                    unit: id,
+                    cores,
+                    gpus,
+                }
             });
         }
     }
@@ -361,7 +420,9 @@ impl UnitTask {
             sandbox: &sandbox,
             gpus: &self.gpus,
         };
-        let spawned = launch.prepare().and_then(|mut cmd| cmd.spawn().map_err(|e| launch.spawn_error(e)));
+        let spawned = launch
+            .prepare()
+            .and_then(|mut cmd| cmd.spawn().map_err(|e| launch.spawn_error(e)));
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -406,12 +467,18 @@ impl UnitTask {
                 let stderr = self.desc.stderr_path(&sandbox);
                 let detail = match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
                     (Some(code), _) => format!("exit code {code}; see {}", stderr.display()),
-                    (None, Some(sig)) => format!("killed by signal {sig}; see {}", stderr.display()),
+                    (None, Some(sig)) => {
+                        format!("killed by signal {sig}; see {}", stderr.display())
+                    }
                     (None, None) => format!("ended abnormally; see {}", stderr.display()),
                 };
                 self.event(UnitState::Failed, s.code(), Some(detail));
             }
-            Err(e) => self.event(UnitState::Failed, None, Some(format!("lost track of the process: {e}"))),
+            Err(e) => self.event(
+                UnitState::Failed,
+                None,
+                Some(format!("lost track of the process: {e}")),
+            ),
         }
     }
 }
@@ -439,12 +506,24 @@ impl Drop for ProcessGroup {
     }
 }
 
-fn pilot_event(events: &mpsc::UnboundedSender<Event>, pilot: PilotId, state: PilotState, detail: Option<String>) {
-    let _ = events.send(Event::Pilot(PilotEvent { pilot, state, at: Timestamp::now(), detail }));
+fn pilot_event(
+    events: &mpsc::UnboundedSender<Event>,
+    pilot: PilotId,
+    state: PilotState,
+    detail: Option<String>,
+) {
+    let _ = events.send(Event::Pilot(PilotEvent {
+        pilot,
+        state,
+        at: Timestamp::now(),
+        detail,
+    }));
 }
 
 /// Publishes events in batches: whatever accumulated while the last batch was in flight.
-fn spawn_reporter(coordination: Arc<dyn Coordination>) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
+fn spawn_reporter(
+    coordination: Arc<dyn Coordination>,
+) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
@@ -474,7 +553,12 @@ async fn claimer(
     }
 }
 
-async fn controls(coordination: Arc<dyn Coordination>, pilot: PilotId, wait: Duration, tx: mpsc::Sender<Control>) {
+async fn controls(
+    coordination: Arc<dyn Coordination>,
+    pilot: PilotId,
+    wait: Duration,
+    tx: mpsc::Sender<Control>,
+) {
     loop {
         match coordination.recv_control(pilot, wait).await {
             Ok(messages) => {

@@ -15,7 +15,12 @@ pub struct Slots {
 impl Slots {
     /// All of `cores` cores and `gpus` GPUs, free.
     pub fn new(cores: u32, gpus: u32) -> Self {
-        Self { cores, free_cores: cores, gpus, free_gpus: (0..gpus).rev().collect() }
+        Self {
+            cores,
+            free_cores: cores,
+            gpus,
+            free_gpus: (0..gpus).rev().collect(),
+        }
     }
 
     /// Whether a unit needing this much could ever run here.

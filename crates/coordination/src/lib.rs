@@ -26,7 +26,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use pstar_model::{ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp, UnitId, UnitState};
+use pstar_model::{
+    ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp, UnitId,
+    UnitState,
+};
 
 pub mod embedded;
 
@@ -81,7 +84,10 @@ pub enum Event {
     Pilot(PilotEvent),
     /// The pilot's agent takes no new units (its walltime nears its end). Not a state:
     /// the pilot stays `Running` while its last units finish.
-    PilotDraining { pilot: PilotId, at: Timestamp },
+    PilotDraining {
+        pilot: PilotId,
+        at: Timestamp,
+    },
 }
 
 /// A message from the manager to one pilot's agent.

@@ -9,9 +9,14 @@ use pstar_model::{DescriptionError, Scheme};
 pub enum Error {
     /// A description that can never be satisfied.
     #[error("invalid {what}: {source}")]
-    InvalidDescription { what: String, source: DescriptionError },
+    InvalidDescription {
+        what: String,
+        source: DescriptionError,
+    },
     /// No adaptor of this build serves the resource's scheme.
-    #[error("resource scheme `{scheme}` is not supported by this pstar yet (supported: {supported})")]
+    #[error(
+        "resource scheme `{scheme}` is not supported by this pstar yet (supported: {supported})"
+    )]
     UnsupportedResource { scheme: Scheme, supported: String },
     /// The coordination store failed.
     #[error(transparent)]

@@ -41,6 +41,6 @@ pub use unit_service::{ComputeUnitService, UnitCounts};
 pub use pstar_agent::AgentConfig;
 pub use pstar_coordination::{Coordination, Embedded};
 pub use pstar_model::{
-    Affinity, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, ResourceUrl, Scheme, State,
-    Timestamp, UnitId, UnitState,
+    Affinity, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, ResourceUrl,
+    Scheme, State, Timestamp, UnitId, UnitState,
 };

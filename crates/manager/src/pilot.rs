@@ -66,13 +66,34 @@ impl PilotComputeService {
     /// never work is an error.
     pub async fn create_pilot(&self, description: PilotComputeDescription) -> Result<PilotCompute> {
         let session = &self.inner.session;
-        let what = || format!("pilot description{}", description.name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default());
-        description.validate().map_err(|source| Error::InvalidDescription { what: what(), source })?;
+        let what = || {
+            format!(
+                "pilot description{}",
+                description
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" `{n}`"))
+                    .unwrap_or_default()
+            )
+        };
+        description
+            .validate()
+            .map_err(|source| Error::InvalidDescription {
+                what: what(),
+                source,
+            })?;
         let scheme = description.resource.scheme();
-        let adaptor = session.adaptor(scheme).ok_or_else(|| Error::UnsupportedResource {
-            scheme,
-            supported: session.supported_schemes().iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", "),
-        })?;
+        let adaptor = session
+            .adaptor(scheme)
+            .ok_or_else(|| Error::UnsupportedResource {
+                scheme,
+                supported: session
+                    .supported_schemes()
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
 
         let coordination = session.coordination().clone();
         let id = coordination.reserve_pilot_id().await?;
@@ -80,7 +101,11 @@ impl PilotComputeService {
             Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
             None => session.sandbox_root().to_owned(),
         };
-        let record = PilotRecord { id, description, sandbox: pilot_sandbox(&root, session.id(), id) };
+        let record = PilotRecord {
+            id,
+            description,
+            sandbox: pilot_sandbox(&root, session.id(), id),
+        };
         coordination.put_pilot(record.clone()).await?;
 
         let (changed, _) = watch::channel(PilotState::New);
@@ -109,7 +134,13 @@ impl PilotComputeService {
 
         // Pending from the moment it is handed over: the agent may report Running at once.
         pilot.publish(PilotState::Pending, None).await?;
-        match adaptor.submit(PilotJob { record, coordination }).await {
+        match adaptor
+            .submit(PilotJob {
+                record,
+                coordination,
+            })
+            .await
+        {
             Ok(job) => {
                 if let Ok(mut s) = pilot.inner.status.lock() {
                     s.job = Some(job);
@@ -117,7 +148,9 @@ impl PilotComputeService {
             }
             Err(e) => {
                 tracing::warn!(pilot = %id, error = %e, "pilot submission refused");
-                pilot.publish(PilotState::Failed, Some(format!("submission refused: {e}"))).await?;
+                pilot
+                    .publish(PilotState::Failed, Some(format!("submission refused: {e}")))
+                    .await?;
             }
         }
         Ok(pilot)
@@ -125,7 +158,11 @@ impl PilotComputeService {
 
     /// Every pilot created by this service.
     pub fn pilots(&self) -> Vec<PilotCompute> {
-        self.inner.pilots.lock().map(|p| p.clone()).unwrap_or_default()
+        self.inner
+            .pilots
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Cancels every pilot of this service; returns when all have ended.
@@ -179,7 +216,10 @@ struct PilotStatus {
 
 impl std::fmt::Debug for PilotCompute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PilotCompute").field("id", &self.id()).field("state", &self.state()).finish()
+        f.debug_struct("PilotCompute")
+            .field("id", &self.id())
+            .field("state", &self.state())
+            .finish()
     }
 }
 
@@ -198,7 +238,11 @@ impl PilotCompute {
     }
 
     pub fn state(&self) -> PilotState {
-        self.inner.status.lock().map(|s| s.life.state()).unwrap_or(PilotState::Failed)
+        self.inner
+            .status
+            .lock()
+            .map(|s| s.life.state())
+            .unwrap_or(PilotState::Failed)
     }
 
     /// Why the pilot is in its state, when there is more to say (a failure, the walltime).
@@ -208,12 +252,22 @@ impl PilotCompute {
 
     /// Every state the pilot went through, with when it entered it.
     pub fn history(&self) -> Vec<(PilotState, Timestamp)> {
-        self.inner.status.lock().map(|s| s.life.history().to_vec()).unwrap_or_default()
+        self.inner
+            .status
+            .lock()
+            .map(|s| s.life.history().to_vec())
+            .unwrap_or_default()
     }
 
     /// The pilot job's id on its resource, once submitted.
     pub fn job_id(&self) -> Option<String> {
-        self.inner.status.lock().ok()?.job.as_ref().map(|j| j.0.clone())
+        self.inner
+            .status
+            .lock()
+            .ok()?
+            .job
+            .as_ref()
+            .map(|j| j.0.clone())
     }
 
     /// Waits until the pilot has ended; returns its final state.
@@ -246,9 +300,15 @@ impl PilotCompute {
         }
         let coordination = self.inner.session.coordination();
         if state == PilotState::Running {
-            if let Err(e) = coordination.send_control(self.id(), pstar_coordination::Control::CancelPilot).await {
+            if let Err(e) = coordination
+                .send_control(self.id(), pstar_coordination::Control::CancelPilot)
+                .await
+            {
                 tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop");
-            } else if tokio::time::timeout(CANCEL_TIMEOUT, self.wait()).await.is_ok() {
+            } else if tokio::time::timeout(CANCEL_TIMEOUT, self.wait())
+                .await
+                .is_ok()
+            {
                 return;
             }
         }
@@ -258,21 +318,35 @@ impl PilotCompute {
                 tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
             }
         }
-        if let Err(e) = self.publish(PilotState::Canceled, Some("pilot canceled".into())).await {
+        if let Err(e) = self
+            .publish(PilotState::Canceled, Some("pilot canceled".into()))
+            .await
+        {
             tracing::warn!(pilot = %self.id(), error = %e, "cannot record the cancel");
         }
         self.wait().await;
     }
 
     async fn publish(&self, state: PilotState, detail: Option<String>) -> Result<()> {
-        let event = PilotEvent { pilot: self.id(), state, at: Timestamp::now(), detail };
-        self.inner.session.coordination().publish(vec![Event::Pilot(event)]).await?;
+        let event = PilotEvent {
+            pilot: self.id(),
+            state,
+            at: Timestamp::now(),
+            detail,
+        };
+        self.inner
+            .session
+            .coordination()
+            .publish(vec![Event::Pilot(event)])
+            .await?;
         Ok(())
     }
 
     /// Applies a transition from the event stream, through the state table.
     pub(crate) fn apply(&self, event: &PilotEvent) {
-        let Ok(mut s) = self.inner.status.lock() else { return };
+        let Ok(mut s) = self.inner.status.lock() else {
+            return;
+        };
         match s.life.transition(event.state, event.at) {
             Ok(()) => {
                 if event.detail.is_some() {

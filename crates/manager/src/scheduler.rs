@@ -70,13 +70,21 @@ fn fits_now(p: &PilotView, u: &UnitView) -> bool {
 }
 
 fn plural(n: u32, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// Why `unit` can never run on these pilots, if that is so.
 pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
     let needs = if unit.gpus > 0 {
-        format!("{} and {}", plural(unit.cores, "core"), plural(unit.gpus, "GPU"))
+        format!(
+            "{} and {}",
+            plural(unit.cores, "core"),
+            plural(unit.gpus, "GPU")
+        )
     } else {
         plural(unit.cores, "core")
     };
@@ -88,7 +96,11 @@ pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
         if !fits_ever(p, unit) {
             return Some(format!(
                 "unit needs {needs} but its pilot {id} has {}",
-                if unit.gpus > 0 { format!("{} and {}", plural(p.cores, "core"), plural(p.gpus, "GPU")) } else { plural(p.cores, "core") }
+                if unit.gpus > 0 {
+                    format!("{} and {}", plural(p.cores, "core"), plural(p.gpus, "GPU"))
+                } else {
+                    plural(p.cores, "core")
+                }
             ));
         }
         return None;
@@ -100,9 +112,15 @@ pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
     let max_cores = alive.iter().map(|p| p.cores).max().unwrap_or(0);
     let max_gpus = alive.iter().map(|p| p.gpus).max().unwrap_or(0);
     Some(if unit.cores > max_cores {
-        format!("unit needs {needs} but the largest pilot has {}", plural(max_cores, "core"))
+        format!(
+            "unit needs {needs} but the largest pilot has {}",
+            plural(max_cores, "core")
+        )
     } else if unit.gpus > max_gpus {
-        format!("unit needs {needs} but the largest pilot has {}", plural(max_gpus, "GPU"))
+        format!(
+            "unit needs {needs} but the largest pilot has {}",
+            plural(max_gpus, "GPU")
+        )
     } else {
         format!("unit needs {needs} but no pilot has both")
     })
@@ -117,12 +135,18 @@ pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<
     let mut kept = Vec::new();
     let mut reserved = vec![false; pilots.len()];
     let open = |pilots: &[PilotView], reserved: &[bool]| {
-        pilots.iter().zip(reserved).any(|(p, r)| p.accepting && !r && p.free_cores > 0)
+        pilots
+            .iter()
+            .zip(reserved)
+            .any(|(p, r)| p.accepting && !r && p.free_cores > 0)
     };
 
     while let Some(unit) = pool.pop_front() {
         if let Some(reason) = never_fits(&unit, pilots) {
-            decisions.push(Decision::Fail { unit: unit.id, reason });
+            decisions.push(Decision::Fail {
+                unit: unit.id,
+                reason,
+            });
             continue;
         }
         if !open(pilots, &reserved) {
@@ -131,7 +155,9 @@ pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<
         }
         let chosen = match unit.pilot {
             Some(id) => match pilots.iter().position(|p| p.id == id) {
-                Some(i) if pilots[i].accepting && !reserved[i] && fits_now(&pilots[i], &unit) => Some(i),
+                Some(i) if pilots[i].accepting && !reserved[i] && fits_now(&pilots[i], &unit) => {
+                    Some(i)
+                }
                 Some(i) => {
                     // Hold the pilot for this unit: FIFO on that pilot.
                     reserved[i] |= pilots[i].accepting;
@@ -165,7 +191,10 @@ pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<
                 let p = &mut pilots[i];
                 p.free_cores -= unit.cores;
                 p.free_gpus -= unit.gpus;
-                decisions.push(Decision::Bind { unit: unit.id, pilot: p.id });
+                decisions.push(Decision::Bind {
+                    unit: unit.id,
+                    pilot: p.id,
+                });
             }
             None => kept.push(unit),
         }
@@ -181,11 +210,24 @@ mod tests {
     use super::*;
 
     fn pilot(id: u64, cores: u32, free: u32) -> PilotView {
-        PilotView { id: PilotId::new(id), accepting: true, alive: true, cores, gpus: 0, free_cores: free, free_gpus: 0 }
+        PilotView {
+            id: PilotId::new(id),
+            accepting: true,
+            alive: true,
+            cores,
+            gpus: 0,
+            free_cores: free,
+            free_gpus: 0,
+        }
     }
 
     fn unit(id: u64, cores: u32) -> UnitView {
-        UnitView { id: UnitId::new(id), cores, gpus: 0, pilot: None }
+        UnitView {
+            id: UnitId::new(id),
+            cores,
+            gpus: 0,
+            pilot: None,
+        }
     }
 
     fn binds(d: &[Decision]) -> Vec<(u64, u64)> {
@@ -263,7 +305,11 @@ mod tests {
         let mut pool: VecDeque<_> = [u, unit(2, 1)].into();
         let mut pilots = [pilot(0, 4, 4), pilot(1, 1, 0)];
         let d = schedule(&mut pool, &mut pilots);
-        assert_eq!(binds(&d), [(2, 0)], "pilot 1 is full, so unit 1 waits for it");
+        assert_eq!(
+            binds(&d),
+            [(2, 0)],
+            "pilot 1 is full, so unit 1 waits for it"
+        );
         assert_eq!(ids(&pool), [1]);
         pilots[1].free_cores = 1;
         assert_eq!(binds(&schedule(&mut pool, &mut pilots)), [(1, 1)]);
@@ -294,7 +340,10 @@ mod tests {
             fails,
             [
                 (1, "unit needs 16 cores but the largest pilot has 8 cores"),
-                (2, "unit needs 1 core and 1 GPU but the largest pilot has 0 GPUs"),
+                (
+                    2,
+                    "unit needs 1 core and 1 GPU but the largest pilot has 0 GPUs"
+                ),
                 (3, "unit is bound to pilot.0007, which has ended"),
             ]
         );

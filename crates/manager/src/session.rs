@@ -101,11 +101,14 @@ impl SessionBuilder {
             Some(c) => c,
             None => Embedded::new(id.clone()),
         };
-        let root = self.sandbox_root.unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_ROOT));
+        let root = self
+            .sandbox_root
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_ROOT));
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
         let agent_config = self.agent_config.unwrap_or_default();
-        let adaptors: Vec<Arc<dyn ResourceAdaptor>> =
-            vec![Arc::new(pstar_adaptors::local::Local::with_agent_config(agent_config))];
+        let adaptors: Vec<Arc<dyn ResourceAdaptor>> = vec![Arc::new(
+            pstar_adaptors::local::Local::with_agent_config(agent_config),
+        )];
         let mut subscription = coordination.subscribe().await?;
 
         let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {
@@ -135,7 +138,9 @@ impl SessionInner {
     /// state), then every listening service.
     fn dispatch(&self, batch: Arc<[Event]>) {
         let pilots: Vec<(PilotCompute, &pstar_coordination::PilotEvent)> = {
-            let Ok(registry) = self.pilots.lock() else { return };
+            let Ok(registry) = self.pilots.lock() else {
+                return;
+            };
             batch
                 .iter()
                 .filter_map(|e| match e {
@@ -185,7 +190,11 @@ impl Session {
     }
 
     pub(crate) fn adaptor(&self, scheme: Scheme) -> Option<Arc<dyn ResourceAdaptor>> {
-        self.inner.adaptors.iter().find(|a| a.scheme() == scheme).cloned()
+        self.inner
+            .adaptors
+            .iter()
+            .find(|a| a.scheme() == scheme)
+            .cloned()
     }
 
     /// A pilot of this session, by id.
@@ -214,7 +223,14 @@ fn new_session_id() -> String {
     let now = std::time::SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-23T14:25:01Z
     let digits: String = stamp.chars().filter(|c| c.is_ascii_digit()).collect();
-    let nanos = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let nonce = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("pstar.{}.{}.{nonce:04x}", &digits[..8.min(digits.len())], &digits[8.min(digits.len())..])
+    format!(
+        "pstar.{}.{}.{nonce:04x}",
+        &digits[..8.min(digits.len())],
+        &digits[8.min(digits.len())..]
+    )
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
 
 use pstar_model::sandbox::unit_sandbox;
-use pstar_model::{ComputeUnitDescription, Lifecycle, PilotId, State, Timestamp, UnitId, UnitState};
+use pstar_model::{
+    ComputeUnitDescription, Lifecycle, PilotId, State, Timestamp, UnitId, UnitState,
+};
 
 use crate::unit_service::Command;
 
@@ -59,7 +61,10 @@ pub struct ComputeUnit {
 
 impl std::fmt::Debug for ComputeUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComputeUnit").field("id", &self.id()).field("state", &self.state()).finish()
+        f.debug_struct("ComputeUnit")
+            .field("id", &self.id())
+            .field("state", &self.state())
+            .finish()
     }
 }
 
@@ -103,22 +108,31 @@ impl ComputeUnit {
 
     /// The unit's sandbox directory on its pilot's resource, once bound.
     pub fn sandbox(&self) -> Option<PathBuf> {
-        self.with(|r| r.pilot.as_ref().map(|(_, s)| unit_sandbox(s, self.id()))).flatten()
+        self.with(|r| r.pilot.as_ref().map(|(_, s)| unit_sandbox(s, self.id())))
+            .flatten()
     }
 
     /// Where the unit's standard output is (or will be), once bound to a pilot.
     pub fn stdout(&self) -> Option<PathBuf> {
-        self.sandbox().map(|s| self.shared.description.stdout_path(&s))
+        self.sandbox()
+            .map(|s| self.shared.description.stdout_path(&s))
     }
 
     /// Where the unit's standard error is (or will be), once bound to a pilot.
     pub fn stderr(&self) -> Option<PathBuf> {
-        self.sandbox().map(|s| self.shared.description.stderr_path(&s))
+        self.sandbox()
+            .map(|s| self.shared.description.stderr_path(&s))
     }
 
     /// Every state the unit went through, with when it entered it.
     pub fn history(&self) -> Vec<(UnitState, Timestamp)> {
         self.with(|r| r.life.history().to_vec()).unwrap_or_default()
+    }
+
+    /// How long the unit spent in each state it went through (the current one until `now`).
+    pub fn time_in_states(&self, now: Timestamp) -> Vec<(UnitState, std::time::Duration)> {
+        self.with(|r| r.life.time_in_states(now))
+            .unwrap_or_default()
     }
 
     /// Waits until the unit has reached a final state (`Done`, `Failed`, `Canceled`).
@@ -171,7 +185,10 @@ impl ComputeUnit {
     /// # pcs.cancel().await;
     /// # Ok(()) }
     /// ```
-    pub fn on_state_change(&self, callback: impl Fn(&ComputeUnit, UnitState) + Send + Sync + 'static) {
+    pub fn on_state_change(
+        &self,
+        callback: impl Fn(&ComputeUnit, UnitState) + Send + Sync + 'static,
+    ) {
         if let Ok(mut r) = self.shared.record.lock() {
             r.callbacks.push(Arc::new(callback));
         }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc, watch};
 
 use pstar_coordination::{Claimed, Control, Coordination, Event, UnitEvent};
-use pstar_model::{ComputeUnitDescription, Lifecycle, PilotId, PilotState, State, Timestamp, UnitId, UnitState};
+use pstar_model::{
+    ComputeUnitDescription, Lifecycle, PilotId, PilotState, State, Timestamp, UnitId, UnitState,
+};
 
 use crate::error::{Error, Result};
 use crate::pilot::{PilotCompute, PilotComputeService};
@@ -41,7 +43,11 @@ impl UnitCounts {
 
     /// Units in a final state.
     pub fn finished(&self) -> usize {
-        UnitState::ALL.iter().filter(|s| s.is_final()).map(|s| self.get(*s)).sum()
+        UnitState::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| self.get(*s))
+            .sum()
     }
 
     /// All units the service knows.
@@ -58,7 +64,7 @@ impl UnitCounts {
 pub(crate) enum Command {
     Submit(Vec<Arc<UnitShared>>),
     Cancel(Vec<UnitId>),
-    CancelAll,
+    CancelAll(String),
     AddPilot(PilotCompute),
     RemovePilots(Vec<PilotId>),
 }
@@ -122,7 +128,7 @@ impl ComputeUnitService {
             units: HashMap::new(),
             pool: VecDeque::new(),
             pilots: Vec::new(),
-            cancel_requested: HashSet::new(),
+            cancel_requested: HashMap::new(),
             prefetch,
             counts: UnitCounts::default(),
             counts_tx,
@@ -182,7 +188,8 @@ impl ComputeUnitService {
         &self,
         descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
     ) -> Result<Vec<ComputeUnit>> {
-        let descriptions: Vec<Arc<ComputeUnitDescription>> = descriptions.into_iter().map(Arc::new).collect();
+        let descriptions: Vec<Arc<ComputeUnitDescription>> =
+            descriptions.into_iter().map(Arc::new).collect();
         for (i, d) in descriptions.iter().enumerate() {
             d.validate().map_err(|source| Error::InvalidDescription {
                 what: format!("unit description #{i} (`{}`)", d.display_name()),
@@ -193,7 +200,10 @@ impl ComputeUnitService {
             return Ok(Vec::new());
         }
         let coordination = self.inner.session.coordination();
-        let first = coordination.reserve_unit_ids(descriptions.len() as u64).await?.get();
+        let first = coordination
+            .reserve_unit_ids(descriptions.len() as u64)
+            .await?
+            .get();
         let now = Timestamp::now();
         let shared: Vec<Arc<UnitShared>> = descriptions
             .into_iter()
@@ -213,26 +223,47 @@ impl ComputeUnitService {
                 })
             })
             .collect();
-        let stored: Vec<Claimed> = shared.iter().map(|u| (u.id, u.description.clone())).collect();
+        let stored: Vec<Claimed> = shared
+            .iter()
+            .map(|u| (u.id, u.description.clone()))
+            .collect();
         coordination.put_units(&stored).await?;
         drop(stored);
 
-        self.inner.submitted.fetch_add(shared.len(), Ordering::SeqCst);
+        self.inner
+            .submitted
+            .fetch_add(shared.len(), Ordering::SeqCst);
         if let Ok(mut all) = self.inner.units.lock() {
             all.extend(shared.iter().cloned());
         }
         let handles = shared
             .iter()
-            .map(|s| ComputeUnit { shared: s.clone(), commands: self.inner.commands.clone() })
+            .map(|s| ComputeUnit {
+                shared: s.clone(),
+                commands: self.inner.commands.clone(),
+            })
             .collect();
-        self.inner.commands.send(Command::Submit(shared)).map_err(|_| Error::ServiceClosed)?;
+        self.inner
+            .commands
+            .send(Command::Submit(shared))
+            .map_err(|_| Error::ServiceClosed)?;
         Ok(handles)
     }
 
     /// Every unit submitted to this service, in submission order.
     pub fn units(&self) -> Vec<ComputeUnit> {
-        let all = self.inner.units.lock().map(|u| u.clone()).unwrap_or_default();
-        all.into_iter().map(|shared| ComputeUnit { shared, commands: self.inner.commands.clone() }).collect()
+        let all = self
+            .inner
+            .units
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        all.into_iter()
+            .map(|shared| ComputeUnit {
+                shared,
+                commands: self.inner.commands.clone(),
+            })
+            .collect()
     }
 
     /// How many units are in each state now.
@@ -249,12 +280,20 @@ impl ComputeUnitService {
     pub async fn wait(&self) {
         let mut rx = self.inner.counts.clone();
         let submitted = &self.inner.submitted;
-        let _ = rx.wait_for(|c| c.finished() >= submitted.load(Ordering::SeqCst)).await;
+        let _ = rx
+            .wait_for(|c| c.finished() >= submitted.load(Ordering::SeqCst))
+            .await;
     }
 
     /// Cancels every unit that has not reached a final state.
     pub fn cancel(&self) {
-        let _ = self.inner.commands.send(Command::CancelAll);
+        self.cancel_because("canceled");
+    }
+
+    /// Cancels every unit that has not reached a final state, giving `reason` as their
+    /// [`detail`](ComputeUnit::detail).
+    pub fn cancel_because(&self, reason: impl Into<String>) {
+        let _ = self.inner.commands.send(Command::CancelAll(reason.into()));
     }
 }
 
@@ -278,7 +317,7 @@ struct Manager {
     pool: VecDeque<UnitView>,
     pilots: Vec<PilotSlot>,
     /// Units to cancel as soon as they are back from their pilot.
-    cancel_requested: HashSet<UnitId>,
+    cancel_requested: HashMap<UnitId, String>,
     prefetch: u32,
     counts: UnitCounts,
     counts_tx: watch::Sender<UnitCounts>,
@@ -288,12 +327,28 @@ struct Manager {
     bound: HashMap<PilotId, Vec<UnitId>>,
 }
 
-fn event(unit: UnitId, pilot: Option<PilotId>, state: UnitState, detail: impl Into<Option<String>>) -> Event {
-    Event::Unit(UnitEvent { unit, pilot, state, at: Timestamp::now(), exit_code: None, detail: detail.into() })
+fn event(
+    unit: UnitId,
+    pilot: Option<PilotId>,
+    state: UnitState,
+    detail: impl Into<Option<String>>,
+) -> Event {
+    Event::Unit(UnitEvent {
+        unit,
+        pilot,
+        state,
+        at: Timestamp::now(),
+        exit_code: None,
+        detail: detail.into(),
+    })
 }
 
 impl Manager {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut events: mpsc::UnboundedReceiver<Arc<[Event]>>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<Arc<[Event]>>,
+    ) {
         loop {
             tokio::select! {
                 batch = events.recv() => match batch {
@@ -336,7 +391,12 @@ impl Manager {
 
     fn view(unit: &UnitShared) -> UnitView {
         let d = &unit.description;
-        UnitView { id: unit.id, cores: d.cores, gpus: d.gpus, pilot: d.pilot }
+        UnitView {
+            id: unit.id,
+            cores: d.cores,
+            gpus: d.gpus,
+            pilot: d.pilot,
+        }
     }
 
     async fn command(&mut self, command: Command) {
@@ -349,7 +409,10 @@ impl Manager {
                     self.counts.by_state[UnitCounts::index(UnitState::New)] += 1;
                     self.units.insert(unit.id, unit);
                     match scheduler::never_fits(&view, &views) {
-                        Some(reason) => self.outbox.push(event(view.id, None, UnitState::Failed, reason)),
+                        Some(reason) => {
+                            self.outbox
+                                .push(event(view.id, None, UnitState::Failed, reason))
+                        }
                         None => self.pool.push_back(view),
                     }
                 }
@@ -375,27 +438,30 @@ impl Manager {
                     }
                 }
             }
-            Command::Cancel(ids) => self.cancel(ids).await,
-            Command::CancelAll => {
+            Command::Cancel(ids) => self.cancel(ids, "canceled").await,
+            Command::CancelAll(reason) => {
                 let ids = self
                     .units
                     .values()
                     .filter(|u| u.record.lock().is_ok_and(|r| !r.life.state().is_final()))
                     .map(|u| u.id)
                     .collect();
-                self.cancel(ids).await;
+                self.cancel(ids, &reason).await;
             }
         }
     }
 
-    async fn cancel(&mut self, ids: Vec<UnitId>) {
-        let ids: HashSet<UnitId> = ids.into_iter().filter(|id| self.units.contains_key(id)).collect();
+    async fn cancel(&mut self, ids: Vec<UnitId>, reason: &str) {
+        let ids: HashSet<UnitId> = ids
+            .into_iter()
+            .filter(|id| self.units.contains_key(id))
+            .collect();
         // Units in the pool: canceled here.
         let outbox = &mut self.outbox;
         self.pool.retain(|u| {
             let hit = ids.contains(&u.id);
             if hit {
-                outbox.push(event(u.id, None, UnitState::Canceled, "canceled".to_owned()));
+                outbox.push(event(u.id, None, UnitState::Canceled, reason.to_owned()));
             }
             !hit
         });
@@ -403,13 +469,23 @@ impl Manager {
         // kills them; if the pilot is gone, they are canceled when they come back.
         let mut per_pilot: Vec<(PilotId, bool, Vec<UnitId>)> = Vec::new();
         for slot in &self.pilots {
-            let mine: Vec<UnitId> = slot.in_flight.iter().filter(|u| ids.contains(u)).copied().collect();
+            let mine: Vec<UnitId> = slot
+                .in_flight
+                .iter()
+                .filter(|u| ids.contains(u))
+                .copied()
+                .collect();
             if !mine.is_empty() {
-                per_pilot.push((slot.pilot.id(), !slot.ended && !slot.pilot.state().is_final(), mine));
+                per_pilot.push((
+                    slot.pilot.id(),
+                    !slot.ended && !slot.pilot.state().is_final(),
+                    mine,
+                ));
             }
         }
         for (pilot, alive, units) in per_pilot {
-            self.cancel_requested.extend(units.iter().copied());
+            self.cancel_requested
+                .extend(units.iter().map(|u| (*u, reason.to_owned())));
             if !alive {
                 continue;
             }
@@ -421,11 +497,20 @@ impl Manager {
                 }
             };
             for u in &withdrawn {
-                self.outbox.push(event(*u, Some(pilot), UnitState::Canceled, "canceled".to_owned()));
+                self.outbox.push(event(
+                    *u,
+                    Some(pilot),
+                    UnitState::Canceled,
+                    reason.to_owned(),
+                ));
             }
             let withdrawn: HashSet<UnitId> = withdrawn.into_iter().collect();
             for u in units.into_iter().filter(|u| !withdrawn.contains(u)) {
-                if let Err(e) = self.coordination.send_control(pilot, Control::CancelUnit(u)).await {
+                if let Err(e) = self
+                    .coordination
+                    .send_control(pilot, Control::CancelUnit(u))
+                    .await
+                {
                     tracing::error!(%pilot, unit = %u, error = %e, "cannot ask the agent to cancel");
                 }
             }
@@ -438,7 +523,12 @@ impl Manager {
         match self.coordination.withdraw(pilot, None).await {
             Ok(units) => {
                 for u in units {
-                    self.outbox.push(event(u, Some(pilot), UnitState::New, format!("{why} ({pilot})")));
+                    self.outbox.push(event(
+                        u,
+                        Some(pilot),
+                        UnitState::New,
+                        format!("{why} ({pilot})"),
+                    ));
                 }
             }
             Err(e) => tracing::error!(%pilot, error = %e, "cannot withdraw units"),
@@ -452,10 +542,14 @@ impl Manager {
                 Event::PilotDraining { pilot, .. } => {
                     if let Some(slot) = self.slot(*pilot) {
                         slot.draining = true;
-                        self.withdraw(*pilot, "pilot is draining before its walltime ends").await;
+                        self.withdraw(*pilot, "pilot is draining before its walltime ends")
+                            .await;
                     }
                 }
-                Event::Pilot(p) if p.state.is_final() => self.pilot_ended(p.pilot, p.state, p.detail.as_deref()).await,
+                Event::Pilot(p) if p.state.is_final() => {
+                    self.pilot_ended(p.pilot, p.state, p.detail.as_deref())
+                        .await
+                }
                 Event::Pilot(_) => {}
             }
         }
@@ -479,28 +573,43 @@ impl Manager {
             None => format!("{pilot} ended ({state})"),
         };
         for u in left {
-            let early = self.units.get(&u).is_some_and(|s| s.description.pilot == Some(pilot));
-            let next = if early { UnitState::Failed } else { UnitState::New };
+            let early = self
+                .units
+                .get(&u)
+                .is_some_and(|s| s.description.pilot == Some(pilot));
+            let next = if early {
+                UnitState::Failed
+            } else {
+                UnitState::New
+            };
             self.outbox.push(event(u, Some(pilot), next, why.clone()));
         }
         // With fewer pilots alive, some waiting units may now never fit.
         let views = self.views();
         let outbox = &mut self.outbox;
-        self.pool.retain(|u| match scheduler::never_fits(u, &views) {
-            Some(reason) => {
-                outbox.push(event(u.id, None, UnitState::Failed, reason));
-                false
-            }
-            None => true,
-        });
+        self.pool
+            .retain(|u| match scheduler::never_fits(u, &views) {
+                Some(reason) => {
+                    outbox.push(event(u.id, None, UnitState::Failed, reason));
+                    false
+                }
+                None => true,
+            });
     }
 
     fn apply_unit(&mut self, e: &UnitEvent) {
-        let Some(shared) = self.units.get(&e.unit).cloned() else { return };
-        let Ok(mut rec) = shared.record.lock() else { return };
+        let Some(shared) = self.units.get(&e.unit).cloned() else {
+            return;
+        };
+        let Ok(mut rec) = shared.record.lock() else {
+            return;
+        };
         let from = rec.life.state();
         // A report from a pilot the unit is no longer bound to is stale.
-        if e.state != UnitState::Scheduled && e.pilot.is_some() && rec.pilot.as_ref().map(|(p, _)| *p) != e.pilot {
+        if e.state != UnitState::Scheduled
+            && e.pilot.is_some()
+            && rec.pilot.as_ref().map(|(p, _)| *p) != e.pilot
+        {
             tracing::debug!(unit = %e.unit, pilot = ?e.pilot, "ignored a stale report");
             return;
         }
@@ -515,7 +624,10 @@ impl Manager {
         rec.detail = e.detail.clone();
         if e.state == UnitState::Scheduled {
             let sandbox: Option<Arc<Path>> = e.pilot.and_then(|p| {
-                self.pilots.iter().find(|s| s.pilot.id() == p).map(|s| Arc::from(s.pilot.sandbox()))
+                self.pilots
+                    .iter()
+                    .find(|s| s.pilot.id() == p)
+                    .map(|s| Arc::from(s.pilot.sandbox()))
             });
             rec.pilot = e.pilot.zip(sandbox);
         }
@@ -528,8 +640,9 @@ impl Manager {
         if e.state.is_final() {
             self.cancel_requested.remove(&e.unit);
         } else if e.state == UnitState::New {
-            if self.cancel_requested.remove(&e.unit) {
-                self.outbox.push(event(e.unit, None, UnitState::Canceled, "canceled".to_owned()));
+            if let Some(reason) = self.cancel_requested.remove(&e.unit) {
+                self.outbox
+                    .push(event(e.unit, None, UnitState::Canceled, reason));
             } else {
                 // Back to the head of the pool: it was submitted before what waits there.
                 self.pool.push_front(Self::view(&shared));
@@ -538,7 +651,10 @@ impl Manager {
         shared.changed.notify_waiters();
         if !callbacks.is_empty() {
             if let Some(commands) = self.commands.upgrade() {
-                let handle = ComputeUnit { shared: shared.clone(), commands };
+                let handle = ComputeUnit {
+                    shared: shared.clone(),
+                    commands,
+                };
                 for cb in callbacks {
                     cb(&handle, e.state);
                 }
@@ -548,7 +664,10 @@ impl Manager {
 
     /// The unit no longer holds room on `pilot`.
     fn release(&mut self, unit: &UnitShared, pilot: Option<PilotId>) {
-        let Some(slot) = pilot.and_then(|p| self.pilots.iter_mut().find(|s| s.pilot.id() == p)) else { return };
+        let Some(slot) = pilot.and_then(|p| self.pilots.iter_mut().find(|s| s.pilot.id() == p))
+        else {
+            return;
+        };
         if slot.in_flight.remove(&unit.id) {
             slot.cores_bound = slot.cores_bound.saturating_sub(unit.description.cores);
             slot.gpus_bound = slot.gpus_bound.saturating_sub(unit.description.gpus);
@@ -563,17 +682,23 @@ impl Manager {
         for decision in scheduler::schedule(&mut self.pool, &mut views) {
             match decision {
                 Decision::Bind { unit, pilot } => {
-                    let Some(shared) = self.units.get(&unit) else { continue };
+                    let Some(shared) = self.units.get(&unit) else {
+                        continue;
+                    };
                     let (cores, gpus) = (shared.description.cores, shared.description.gpus);
                     if let Some(slot) = self.pilots.iter_mut().find(|s| s.pilot.id() == pilot) {
                         slot.in_flight.insert(unit);
                         slot.cores_bound += cores;
                         slot.gpus_bound += gpus;
                     }
-                    self.outbox.push(event(unit, Some(pilot), UnitState::Scheduled, None));
+                    self.outbox
+                        .push(event(unit, Some(pilot), UnitState::Scheduled, None));
                     self.bound.entry(pilot).or_default().push(unit);
                 }
-                Decision::Fail { unit, reason } => self.outbox.push(event(unit, None, UnitState::Failed, reason)),
+                Decision::Fail { unit, reason } => {
+                    self.outbox
+                        .push(event(unit, None, UnitState::Failed, reason))
+                }
             }
         }
     }
@@ -582,7 +707,11 @@ impl Manager {
     /// claim a unit whose `Scheduled` is already on the stream.
     async fn flush(&mut self) {
         if !self.outbox.is_empty() {
-            if let Err(e) = self.coordination.publish(std::mem::take(&mut self.outbox)).await {
+            if let Err(e) = self
+                .coordination
+                .publish(std::mem::take(&mut self.outbox))
+                .await
+            {
                 tracing::error!(error = %e, "cannot publish scheduling decisions");
             }
         }

@@ -178,7 +178,10 @@ impl Default for ComputeUnitDescription {
 impl ComputeUnitDescription {
     /// A one-core unit running `executable`.
     pub fn new(executable: impl Into<String>) -> Self {
-        Self { executable: executable.into(), ..Self::default() }
+        Self {
+            executable: executable.into(),
+            ..Self::default()
+        }
     }
 
     /// The same unit with these arguments.
@@ -207,7 +210,11 @@ impl ComputeUnitDescription {
     pub fn display_name(&self) -> &str {
         match &self.name {
             Some(n) => n,
-            None => self.executable.rsplit('/').next().unwrap_or(&self.executable),
+            None => self
+                .executable
+                .rsplit('/')
+                .next()
+                .unwrap_or(&self.executable),
         }
     }
 
@@ -220,10 +227,14 @@ impl ComputeUnitDescription {
             return Err(DescriptionError::Zero { field: "cores" });
         }
         if !self.input_data.is_empty() {
-            return Err(DescriptionError::DataNotSupported { field: "input_data" });
+            return Err(DescriptionError::DataNotSupported {
+                field: "input_data",
+            });
         }
         if !self.output_data.is_empty() {
-            return Err(DescriptionError::DataNotSupported { field: "output_data" });
+            return Err(DescriptionError::DataNotSupported {
+                field: "output_data",
+            });
         }
         Ok(())
     }

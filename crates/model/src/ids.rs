@@ -88,11 +88,17 @@ mod tests {
     fn ids_round_trip_through_text() {
         assert_eq!(UnitId::new(42).to_string(), "unit.000042");
         assert_eq!(PilotId::new(3).to_string(), "pilot.0003");
-        assert_eq!("unit.1234567".parse::<UnitId>().unwrap(), UnitId::new(1_234_567));
+        assert_eq!(
+            "unit.1234567".parse::<UnitId>().unwrap(),
+            UnitId::new(1_234_567)
+        );
         assert!("pilot.x".parse::<PilotId>().is_err());
         assert!("unit.3".parse::<PilotId>().is_err());
         let json = serde_json::to_string(&UnitId::new(7)).unwrap();
         assert_eq!(json, "\"unit.000007\"");
-        assert_eq!(serde_json::from_str::<UnitId>(&json).unwrap(), UnitId::new(7));
+        assert_eq!(
+            serde_json::from_str::<UnitId>(&json).unwrap(),
+            UnitId::new(7)
+        );
     }
 }

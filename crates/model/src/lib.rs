@@ -27,7 +27,9 @@ pub mod sandbox;
 mod state;
 mod time;
 
-pub use description::{Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription};
+pub use description::{
+    Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription,
+};
 pub use ids::{IdParseError, PilotId, UnitId};
 pub use resource::{ResourceUrl, ResourceUrlError, Scheme};
 pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};

@@ -47,7 +47,10 @@ impl Scheme {
 
     /// The URL spelling (`slurm+ssh`).
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(s, _)| *s == self).map_or("local", |(_, n)| n)
+        Self::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("local", |(_, n)| n)
     }
 }
 
@@ -60,7 +63,9 @@ impl fmt::Display for Scheme {
 /// A resource URL that does not parse or names no known scheme.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResourceUrlError {
-    #[error("`{input}` is not a URL: {reason} (expected e.g. `local://` or `slurm+ssh://user@host`)")]
+    #[error(
+        "`{input}` is not a URL: {reason} (expected e.g. `local://` or `slurm+ssh://user@host`)"
+    )]
     Syntax { input: String, reason: String },
     #[error("unknown resource scheme `{scheme}` (known: {known})")]
     UnknownScheme { scheme: String, known: String },
@@ -86,7 +91,9 @@ pub struct ResourceUrl {
 impl ResourceUrl {
     /// `local://`, this machine.
     pub fn local() -> Self {
-        "local://".parse().unwrap_or_else(|_| unreachable!("`local://` is a valid resource URL"))
+        "local://"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("`local://` is a valid resource URL"))
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -129,7 +136,11 @@ impl FromStr for ResourceUrl {
             .map(|&(s, _)| s)
             .ok_or_else(|| ResourceUrlError::UnknownScheme {
                 scheme: url.scheme().to_owned(),
-                known: Scheme::ALL.iter().map(|(_, n)| format!("{n}://")).collect::<Vec<_>>().join(", "),
+                known: Scheme::ALL
+                    .iter()
+                    .map(|(_, n)| format!("{n}://"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?;
         Ok(Self { scheme, url })
     }

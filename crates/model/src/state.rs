@@ -210,7 +210,9 @@ impl<S: State> fmt::Debug for Lifecycle<S> {
 impl<S: State> Lifecycle<S> {
     /// A lifecycle that entered [`State::INITIAL`] at `at`.
     pub fn new(at: Timestamp) -> Self {
-        Self { history: vec![(S::INITIAL, at)] }
+        Self {
+            history: vec![(S::INITIAL, at)],
+        }
     }
 
     /// The current state.
@@ -236,7 +238,11 @@ impl<S: State> Lifecycle<S> {
 
     /// When the object last entered `state`, if it ever did.
     pub fn entered(&self, state: S) -> Option<Timestamp> {
-        self.history.iter().rev().find(|(s, _)| *s == state).map(|&(_, t)| t)
+        self.history
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == state)
+            .map(|&(_, t)| t)
     }
 
     /// How long the object spent in each state it has left (or, for the current state,
@@ -327,15 +333,30 @@ mod tests {
     #[test]
     fn every_transition_is_timestamped_and_illegal_ones_change_nothing() {
         let mut l = Lifecycle::<UnitState>::new(Timestamp::from_micros(10));
-        l.transition(UnitState::Scheduled, Timestamp::from_micros(20)).unwrap();
-        l.transition(UnitState::Pending, Timestamp::from_micros(30)).unwrap();
-        let err = l.transition(UnitState::Done, Timestamp::from_micros(35)).unwrap_err();
-        assert_eq!(err, IllegalTransition { from: UnitState::Pending, to: UnitState::Done });
-        l.transition(UnitState::New, Timestamp::from_micros(40)).unwrap(); // returned to the pool
-        l.transition(UnitState::Scheduled, Timestamp::from_micros(50)).unwrap();
+        l.transition(UnitState::Scheduled, Timestamp::from_micros(20))
+            .unwrap();
+        l.transition(UnitState::Pending, Timestamp::from_micros(30))
+            .unwrap();
+        let err = l
+            .transition(UnitState::Done, Timestamp::from_micros(35))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            IllegalTransition {
+                from: UnitState::Pending,
+                to: UnitState::Done
+            }
+        );
+        l.transition(UnitState::New, Timestamp::from_micros(40))
+            .unwrap(); // returned to the pool
+        l.transition(UnitState::Scheduled, Timestamp::from_micros(50))
+            .unwrap();
         assert_eq!(l.state(), UnitState::Scheduled);
         assert_eq!(l.history().len(), 5);
-        assert_eq!(l.entered(UnitState::Scheduled), Some(Timestamp::from_micros(50)));
+        assert_eq!(
+            l.entered(UnitState::Scheduled),
+            Some(Timestamp::from_micros(50))
+        );
         assert_eq!(l.entered(UnitState::Running), None);
         let times = l.time_in_states(Timestamp::from_micros(60));
         assert_eq!(
@@ -350,10 +371,19 @@ mod tests {
 
     #[test]
     fn states_serialize_in_lower_case() {
-        assert_eq!(serde_json::to_string(&UnitState::Canceled).unwrap(), "\"canceled\"");
-        assert_eq!(serde_json::to_string(&PilotState::Running).unwrap(), "\"running\"");
+        assert_eq!(
+            serde_json::to_string(&UnitState::Canceled).unwrap(),
+            "\"canceled\""
+        );
+        assert_eq!(
+            serde_json::to_string(&PilotState::Running).unwrap(),
+            "\"running\""
+        );
         for s in UnitState::ALL {
-            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
     }
 }

@@ -15,7 +15,9 @@ pub struct Timestamp(u64);
 impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Self(since.as_micros() as u64)
     }
 

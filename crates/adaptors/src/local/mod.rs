@@ -27,7 +27,10 @@ struct Job {
 impl Local {
     /// A local adaptor whose agents use `agent_config`.
     pub fn with_agent_config(agent_config: AgentConfig) -> Self {
-        Self { agent_config, jobs: Arc::default() }
+        Self {
+            agent_config,
+            jobs: Arc::default(),
+        }
     }
 }
 
@@ -40,7 +43,8 @@ impl ResourceAdaptor for Local {
     async fn submit(&self, job: PilotJob) -> Result<JobId, AdaptorError> {
         if job.coordination.url().is_some() {
             return Err(AdaptorError::Unsupported(
-                "local pilots with an out-of-process coordination store are not supported yet".into(),
+                "local pilots with an out-of-process coordination store are not supported yet"
+                    .into(),
             ));
         }
         let pilot = job.record.id;
@@ -52,7 +56,13 @@ impl ResourceAdaptor for Local {
         self.jobs
             .lock()
             .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?
-            .insert(id.clone(), Job { abort, state: JobState::Running });
+            .insert(
+                id.clone(),
+                Job {
+                    abort,
+                    state: JobState::Running,
+                },
+            );
 
         // Watch the agent: if it dies without saying so, its pilot fails, which sends the
         // units it held back to the pool.
@@ -62,11 +72,18 @@ impl ResourceAdaptor for Local {
             let (ok, detail) = match task.await {
                 Ok(Ok(_)) => (true, None),
                 Ok(Err(e)) => (false, Some(format!("agent failed: {e}"))),
-                Err(e) if e.is_cancelled() => (false, Some("agent stopped by its adaptor".to_owned())),
+                Err(e) if e.is_cancelled() => {
+                    (false, Some("agent stopped by its adaptor".to_owned()))
+                }
                 Err(e) => (false, Some(format!("agent crashed: {e}"))),
             };
             if !ok {
-                let event = PilotEvent { pilot, state: PilotState::Failed, at: Timestamp::now(), detail: detail.clone() };
+                let event = PilotEvent {
+                    pilot,
+                    state: PilotState::Failed,
+                    at: Timestamp::now(),
+                    detail: detail.clone(),
+                };
                 if let Err(e) = coordination.publish(vec![Event::Pilot(event)]).await {
                     tracing::error!(%pilot, error = %e, "cannot report the agent's end");
                 }
@@ -81,13 +98,23 @@ impl ResourceAdaptor for Local {
     }
 
     async fn state(&self, job: &JobId) -> Result<JobState, AdaptorError> {
-        let jobs = self.jobs.lock().map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
-        jobs.get(job).map(|j| j.state.clone()).ok_or_else(|| AdaptorError::UnknownJob(job.clone()))
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
+        jobs.get(job)
+            .map(|j| j.state.clone())
+            .ok_or_else(|| AdaptorError::UnknownJob(job.clone()))
     }
 
     async fn cancel(&self, job: &JobId) -> Result<(), AdaptorError> {
-        let jobs = self.jobs.lock().map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
-        let j = jobs.get(job).ok_or_else(|| AdaptorError::UnknownJob(job.clone()))?;
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
+        let j = jobs
+            .get(job)
+            .ok_or_else(|| AdaptorError::UnknownJob(job.clone()))?;
         // Dropping the agent's future drops its unit tasks, which kill their process groups.
         j.abort.abort();
         Ok(())

@@ -10,7 +10,10 @@ use tokio::time::Instant;
 
 use pstar_model::{PilotId, State, Timestamp, UnitId};
 
-use crate::{Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result, SharedDescription, Subscription};
+use crate::{
+    Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
+    SharedDescription, Subscription,
+};
 
 #[doc = include_str!("docs.md")]
 ///
@@ -59,14 +62,20 @@ struct Mailbox<T> {
 
 impl<T> Default for Mailbox<T> {
     fn default() -> Self {
-        Self { items: VecDeque::new(), notify: Arc::new(Notify::new()) }
+        Self {
+            items: VecDeque::new(),
+            notify: Arc::new(Notify::new()),
+        }
     }
 }
 
 impl Embedded {
     /// A fresh, empty store for `session`.
     pub fn new(session: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self { session: session.into(), data: Mutex::new(Data::default()) })
+        Arc::new(Self {
+            session: session.into(),
+            data: Mutex::new(Data::default()),
+        })
     }
 
     /// Ends the session: subscriptions end, and every later call fails with `Closed`.
@@ -74,7 +83,12 @@ impl Embedded {
         if let Ok(mut d) = self.data.lock() {
             d.closed = true;
             d.subscribers.clear();
-            for mb in d.queues.values().map(|m| &m.notify).chain(d.controls.values().map(|m| &m.notify)) {
+            for mb in d
+                .queues
+                .values()
+                .map(|m| &m.notify)
+                .chain(d.controls.values().map(|m| &m.notify))
+            {
                 mb.notify_one();
             }
         }
@@ -82,7 +96,10 @@ impl Embedded {
 
     fn lock(&self) -> Result<MutexGuard<'_, Data>> {
         // A poisoned lock means a panic while holding it; the data may be half-updated.
-        let d = self.data.lock().map_err(|_| CoordinationError::Backend("store lock poisoned".into()))?;
+        let d = self
+            .data
+            .lock()
+            .map_err(|_| CoordinationError::Backend("store lock poisoned".into()))?;
         if d.closed {
             return Err(CoordinationError::Closed);
         }
@@ -109,13 +126,19 @@ impl Embedded {
                         // Leave a wake-up for whoever reads next.
                         mb.notify.notify_one();
                     }
-                    return Ok(taken.into_iter().filter_map(|t| accept(&mut d, t)).collect());
+                    return Ok(taken
+                        .into_iter()
+                        .filter_map(|t| accept(&mut d, t))
+                        .collect());
                 }
                 mb.notify.clone()
             };
             // `Notify` keeps one permit, so a notification sent between the check above
             // and this wait is not lost.
-            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
                 return Ok(Vec::new());
             }
         }
@@ -152,7 +175,11 @@ impl Coordination for Embedded {
     }
 
     async fn pilot(&self, id: PilotId) -> Result<PilotRecord> {
-        self.lock()?.pilots.get(&id).cloned().ok_or(CoordinationError::UnknownPilot(id))
+        self.lock()?
+            .pilots
+            .get(&id)
+            .cloned()
+            .ok_or(CoordinationError::UnknownPilot(id))
     }
 
     async fn put_units(&self, units: &[Claimed]) -> Result<()> {
@@ -174,7 +201,9 @@ impl Coordination for Embedded {
 
     async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>> {
         let mut d = self.lock()?;
-        let Some(mb) = d.queues.get_mut(&pilot) else { return Ok(Vec::new()) };
+        let Some(mb) = d.queues.get_mut(&pilot) else {
+            return Ok(Vec::new());
+        };
         Ok(match units {
             None => mb.items.drain(..).collect(),
             Some(ids) => {
@@ -194,7 +223,12 @@ impl Coordination for Embedded {
 
     async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>> {
         let claimed = self
-            .take(wait, max, |d| d.queues.entry(pilot).or_default(), |_, id| Some(id))
+            .take(
+                wait,
+                max,
+                |d| d.queues.entry(pilot).or_default(),
+                |_, id| Some(id),
+            )
             .await?;
         let d = self.lock()?;
         Ok(claimed
@@ -242,7 +276,13 @@ impl Coordination for Embedded {
     }
 
     async fn recv_control(&self, pilot: PilotId, wait: Duration) -> Result<Vec<Control>> {
-        self.take(wait, usize::MAX, |d| d.controls.entry(pilot).or_default(), |_, c| Some(c)).await
+        self.take(
+            wait,
+            usize::MAX,
+            |d| d.controls.entry(pilot).or_default(),
+            |_, c| Some(c),
+        )
+        .await
     }
 
     async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()> {
@@ -251,7 +291,12 @@ impl Coordination for Embedded {
     }
 
     async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>> {
-        Ok(self.lock()?.heartbeats.iter().map(|(p, t)| (*p, *t)).collect())
+        Ok(self
+            .lock()?
+            .heartbeats
+            .iter()
+            .map(|(p, t)| (*p, *t))
+            .collect())
     }
 }
 
@@ -264,8 +309,10 @@ mod tests {
 
     async fn units(store: &Embedded, first: UnitId, n: u64) -> Vec<UnitId> {
         let ids: Vec<UnitId> = (0..n).map(|i| UnitId::new(first.get() + i)).collect();
-        let descs: Vec<Claimed> =
-            ids.iter().map(|id| (*id, Arc::new(ComputeUnitDescription::new("/bin/true")))).collect();
+        let descs: Vec<Claimed> = ids
+            .iter()
+            .map(|id| (*id, Arc::new(ComputeUnitDescription::new("/bin/true"))))
+            .collect();
         store.put_units(&descs).await.unwrap();
         ids
     }
@@ -296,10 +343,20 @@ mod tests {
         let waiter = tokio::spawn(async move { s2.claim(p, 4, Duration::from_secs(30)).await });
         tokio::task::yield_now().await;
         store.enqueue(p, &ids).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(got.len(), 1);
         // Nothing there: an empty answer after the wait, not a hang.
-        assert!(store.claim(p, 4, Duration::from_millis(20)).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim(p, 4, Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -326,15 +383,30 @@ mod tests {
         }
         store.close();
         assert!(a.next_batch().await.is_none());
-        assert!(matches!(store.reserve_pilot_id().await, Err(CoordinationError::Closed)));
+        assert!(matches!(
+            store.reserve_pilot_id().await,
+            Err(CoordinationError::Closed)
+        ));
     }
 
     #[tokio::test]
     async fn control_messages_reach_only_their_pilot() {
         let store = Embedded::new("s");
-        store.send_control(PilotId::new(1), Control::CancelPilot).await.unwrap();
-        assert!(store.recv_control(PilotId::new(2), Duration::ZERO).await.unwrap().is_empty());
-        let got = store.recv_control(PilotId::new(1), Duration::ZERO).await.unwrap();
+        store
+            .send_control(PilotId::new(1), Control::CancelPilot)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .recv_control(PilotId::new(2), Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let got = store
+            .recv_control(PilotId::new(1), Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(got, vec![Control::CancelPilot]);
     }
 }
