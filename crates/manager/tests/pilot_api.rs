@@ -1,0 +1,531 @@
+//! End-to-end runs of real processes through the Pilot-API, on local pilots with the
+//! embedded coordination store.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pstar::{
+    AgentConfig, ComputeUnit, ComputeUnitDescription, ComputeUnitService, PilotComputeDescription,
+    PilotComputeService, PilotState, Session, State, Timestamp, UnitState,
+};
+
+/// Generous bound for anything that should take well under a second.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    session: Session,
+    pcs: PilotComputeService,
+    cus: ComputeUnitService,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AgentConfig {
+        kill_grace: Duration::from_millis(500),
+        ..AgentConfig::default()
+    };
+    let session = Session::builder()
+        .sandbox_root(dir.path())
+        .agent_config(config)
+        .build()
+        .await
+        .unwrap();
+    let pcs = PilotComputeService::new(&session);
+    let cus = ComputeUnitService::new(&session);
+    cus.add_pilot_service(&pcs);
+    Fixture {
+        _dir: dir,
+        session,
+        pcs,
+        cus,
+    }
+}
+
+fn pilot(cores: u32) -> PilotComputeDescription {
+    PilotComputeDescription {
+        cores,
+        ..Default::default()
+    }
+}
+
+fn sh(script: &str) -> ComputeUnitDescription {
+    ComputeUnitDescription::new("/bin/sh").with_arguments(["-c", script])
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, f).await.expect("timed out")
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn read(path: Option<std::path::PathBuf>) -> String {
+    std::fs::read_to_string(path.expect("unit has a sandbox")).unwrap()
+}
+
+/// `(start, end)` of each stay of the unit in `Running`.
+fn running_spans(unit: &ComputeUnit) -> Vec<(Timestamp, Timestamp)> {
+    let h = unit.history();
+    h.windows(2)
+        .filter(|w| w[0].0 == UnitState::Running)
+        .map(|w| (w[0].1, w[1].1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ensemble_runs_to_the_end_with_its_output_in_each_sandbox() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    let units = f
+        .cus
+        .submit_batch((0..20).map(|i| {
+            ComputeUnitDescription::new("/bin/echo").with_arguments(["member", &i.to_string()])
+        }))
+        .await
+        .unwrap();
+    within(f.cus.wait()).await;
+    for (i, u) in units.iter().enumerate() {
+        assert_eq!(u.state(), UnitState::Done, "{u:?}: {:?}", u.detail());
+        assert_eq!(u.exit_code(), Some(0));
+        assert_eq!(read(u.stdout()), format!("member {i}\n"));
+        assert!(u.stdout().unwrap().starts_with(f.session.sandbox_root()));
+        // Every transition is timestamped, in order.
+        let h = u.history();
+        let states: Vec<UnitState> = h.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            states,
+            [
+                UnitState::New,
+                UnitState::Scheduled,
+                UnitState::Pending,
+                UnitState::Running,
+                UnitState::Done
+            ]
+        );
+        assert!(h.windows(2).all(|w| w[0].1 <= w[1].1));
+    }
+    assert_eq!(f.cus.counts().get(UnitState::Done), 20);
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_never_pass_through_a_shell_and_the_environment_is_layered() {
+    let f = fixture().await;
+    let mut p = pilot(1);
+    p.environment.insert("FROM_PILOT".into(), "p".into());
+    p.environment.insert("OVERRIDDEN".into(), "pilot".into());
+    f.pcs.create_pilot(p).await.unwrap();
+    let literal = "$(touch injected); * `id` ; 'quoted'";
+    let echo = f
+        .cus
+        .submit(ComputeUnitDescription::new("/bin/echo").with_arguments([literal]))
+        .await
+        .unwrap();
+    let mut env = ComputeUnitDescription::new("/usr/bin/env");
+    env.environment.insert("OVERRIDDEN".into(), "unit".into());
+    env.pre_exec = vec!["export FROM_PRE_EXEC=yes".into()];
+    let env = f.cus.submit(env).await.unwrap();
+    within(f.cus.wait()).await;
+
+    assert_eq!(read(echo.stdout()), format!("{literal}\n"));
+    assert!(!echo.sandbox().unwrap().join("injected").exists());
+    let out = read(env.stdout());
+    for line in [
+        "FROM_PILOT=p",
+        "OVERRIDDEN=unit",
+        "FROM_PRE_EXEC=yes",
+        "PSTAR_CORES=1",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line} missing from:\n{out}"
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l == format!("PSTAR_UNIT_ID={}", env.id()))
+    );
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_unit_and_a_missing_executable_fail_alone() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    let ok = f
+        .cus
+        .submit_batch((0..4).map(|_| ComputeUnitDescription::new("/bin/true")))
+        .await
+        .unwrap();
+    let failing = f.cus.submit(sh("echo oops >&2; exit 3")).await.unwrap();
+    let missing = f
+        .cus
+        .submit(ComputeUnitDescription::new("/no/such/program"))
+        .await
+        .unwrap();
+    within(f.cus.wait()).await;
+
+    assert!(ok.iter().all(|u| u.state() == UnitState::Done));
+    assert_eq!(failing.state(), UnitState::Failed);
+    assert_eq!(failing.exit_code(), Some(3));
+    assert!(failing.detail().unwrap().contains("exit code 3"));
+    assert_eq!(read(failing.stderr()), "oops\n");
+
+    assert_eq!(missing.state(), UnitState::Failed);
+    assert_eq!(missing.exit_code(), None);
+    assert_eq!(
+        missing.detail().unwrap(),
+        "executable not found: /no/such/program"
+    );
+    assert!(read(missing.stderr()).contains("/no/such/program"));
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_core_unit_gets_its_cores_despite_a_stream_of_small_units() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(sh("sleep 0.2"));
+    }
+    let small = f.cus.submit_batch(first).await.unwrap();
+    let wide = f.cus.submit(sh("sleep 0.2").with_cores(2)).await.unwrap();
+    let later = f
+        .cus
+        .submit_batch((0..6).map(|_| sh("sleep 0.1")))
+        .await
+        .unwrap();
+    within(f.cus.wait()).await;
+
+    let all: Vec<&ComputeUnit> = small.iter().chain(&later).collect();
+    assert!(all.iter().all(|u| u.state() == UnitState::Done));
+    assert_eq!(wide.state(), UnitState::Done);
+    let (ws, we) = running_spans(&wide)[0];
+    for u in &all {
+        for (s, e) in running_spans(u) {
+            assert!(
+                e <= ws || s >= we,
+                "{} ran alongside the 2-core unit",
+                u.id()
+            );
+        }
+    }
+    // No unit submitted after it started before it.
+    for u in &later {
+        assert!(
+            running_spans(u)[0].0 >= ws,
+            "{} overtook the 2-core unit",
+            u.id()
+        );
+    }
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_no_pilot_can_fit_fails_at_once_with_the_reason() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    // The pilot is busy with long units: the big one must still fail at once.
+    let busy = f
+        .cus
+        .submit_batch((0..2).map(|_| sh("sleep 30")))
+        .await
+        .unwrap();
+    let big = f
+        .cus
+        .submit(ComputeUnitDescription::new("/bin/true").with_cores(4))
+        .await
+        .unwrap();
+    assert_eq!(within(big.wait()).await, UnitState::Failed);
+    assert_eq!(
+        big.detail().unwrap(),
+        "unit needs 4 cores but the largest pilot has 2 cores"
+    );
+    assert!(busy.iter().all(|u| !u.state().is_final()));
+    f.cus.cancel();
+    within(f.cus.wait()).await;
+    assert!(busy.iter().all(|u| u.state() == UnitState::Canceled));
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_wait_in_the_pool_until_a_pilot_comes() {
+    let f = fixture().await;
+    let units = f
+        .cus
+        .submit_batch((0..3).map(|_| ComputeUnitDescription::new("/bin/true")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(units.iter().all(|u| u.state() == UnitState::New));
+    f.pcs.create_pilot(pilot(1)).await.unwrap();
+    within(f.cus.wait()).await;
+    assert!(units.iter().all(|u| u.state() == UnitState::Done));
+    f.pcs.cancel().await;
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie waiting for its (re-)parent to reap it is dead for our purpose.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_a_running_unit_kills_its_whole_process_tree() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(1)).await.unwrap();
+    let unit = f
+        .cus
+        .submit(sh("sleep 300 & echo $! > child.pid; wait"))
+        .await
+        .unwrap();
+    assert_eq!(
+        within(unit.wait_for(UnitState::Running)).await,
+        UnitState::Running
+    );
+    let pid_file = unit.sandbox().unwrap().join("child.pid");
+    eventually("the child's pid", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(child));
+
+    unit.cancel();
+    assert_eq!(within(unit.wait()).await, UnitState::Canceled);
+    eventually("the grandchild to die", || !pid_alive(child)).await;
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_canceled_mid_run_returns_its_units_to_finish_on_another() {
+    let f = fixture().await;
+    let a = f.pcs.create_pilot(pilot(1)).await.unwrap();
+    assert_eq!(
+        within(a.wait_for(PilotState::Running)).await,
+        PilotState::Running
+    );
+    let units = f
+        .cus
+        .submit_batch((0..4).map(|_| sh("sleep 0.5")))
+        .await
+        .unwrap();
+    eventually("a unit running on the first pilot", || {
+        units.iter().any(|u| u.state() == UnitState::Running)
+    })
+    .await;
+    let was_running: Vec<ComputeUnit> = units
+        .iter()
+        .filter(|u| u.state() == UnitState::Running)
+        .cloned()
+        .collect();
+
+    let b = f.pcs.create_pilot(pilot(2)).await.unwrap();
+    within(a.cancel()).await;
+    assert_eq!(a.state(), PilotState::Canceled);
+    within(f.cus.wait()).await;
+
+    assert!(
+        units.iter().all(|u| u.state() == UnitState::Done),
+        "{units:?}"
+    );
+    for u in &was_running {
+        assert_eq!(
+            u.pilot(),
+            Some(b.id()),
+            "{} should have finished on the second pilot",
+            u.id()
+        );
+        let states: Vec<UnitState> = u.history().iter().map(|(s, _)| *s).collect();
+        let back = states
+            .windows(2)
+            .any(|w| w == [UnitState::Running, UnitState::New]);
+        assert!(back, "{} did not go back to the pool: {states:?}", u.id());
+    }
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_its_walltime_a_pilot_stops_and_its_units_run_elsewhere() {
+    let f = fixture().await;
+    let short = PilotComputeDescription {
+        walltime: Duration::from_secs(2),
+        ..pilot(1)
+    };
+    let a = f.pcs.create_pilot(short).await.unwrap();
+    let unit = f.cus.submit(sh("sleep 3")).await.unwrap();
+    assert_eq!(
+        within(unit.wait_for(UnitState::Running)).await,
+        UnitState::Running
+    );
+    // A unit submitted now arrives after the drain point: pilot `a` must not take it.
+    let b = f
+        .pcs
+        .create_pilot(PilotComputeDescription {
+            environment: Default::default(),
+            ..pilot(1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(within(a.wait()).await, PilotState::Done);
+    assert_eq!(a.detail().as_deref(), Some("pilot reached its walltime"));
+    assert_eq!(within(unit.wait()).await, UnitState::Done);
+    assert_eq!(unit.pilot(), Some(b.id()));
+    let returned = unit
+        .history()
+        .iter()
+        .filter(|(s, _)| *s == UnitState::New)
+        .count();
+    assert_eq!(
+        returned, 2,
+        "entered the pool at submission and once more at the walltime"
+    );
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_binding_runs_a_unit_on_the_pilot_it_names() {
+    let f = fixture().await;
+    let _big = f.pcs.create_pilot(pilot(4)).await.unwrap();
+    let small = f.pcs.create_pilot(pilot(1)).await.unwrap();
+    let units = f
+        .cus
+        .submit_batch(
+            (0..3).map(|_| ComputeUnitDescription::new("/bin/true").with_pilot(small.id())),
+        )
+        .await
+        .unwrap();
+    let too_big = f
+        .cus
+        .submit(
+            ComputeUnitDescription::new("/bin/true")
+                .with_pilot(small.id())
+                .with_cores(2),
+        )
+        .await
+        .unwrap();
+    within(f.cus.wait()).await;
+    assert!(
+        units
+            .iter()
+            .all(|u| u.state() == UnitState::Done && u.pilot() == Some(small.id()))
+    );
+    assert_eq!(too_big.state(), UnitState::Failed);
+    assert!(
+        too_big
+            .detail()
+            .unwrap()
+            .contains("its pilot pilot.0001 has 1 core"),
+        "{:?}",
+        too_big.detail()
+    );
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_units_get_their_own_devices_and_callbacks_see_every_change() {
+    let f = fixture().await;
+    f.pcs
+        .create_pilot(PilotComputeDescription {
+            gpus: 2,
+            ..pilot(2)
+        })
+        .await
+        .unwrap();
+    let mut d = ComputeUnitDescription::new("/bin/sh")
+        .with_arguments(["-c", "echo $CUDA_VISIBLE_DEVICES; sleep 0.3"]);
+    d.gpus = 1;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let units = f.cus.submit_batch([d.clone(), d]).await.unwrap();
+    let log = seen.clone();
+    units[0].on_state_change(move |u, s| log.lock().unwrap().push((u.id(), s)));
+    within(f.cus.wait()).await;
+    let mut devices: Vec<String> = units
+        .iter()
+        .map(|u| read(u.stdout()).trim().to_owned())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["0", "1"]);
+    let seen = seen.lock().unwrap();
+    let states: Vec<UnitState> = seen.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        states,
+        [
+            UnitState::Scheduled,
+            UnitState::Pending,
+            UnitState::Running,
+            UnitState::Done
+        ]
+    );
+    assert!(seen.iter().all(|(id, _)| *id == units[0].id()));
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_resources_and_impossible_descriptions_are_refused() {
+    let f = fixture().await;
+    let slurm = PilotComputeDescription {
+        resource: "slurm://".parse().unwrap(),
+        ..pilot(1)
+    };
+    let err = f.pcs.create_pilot(slurm).await.unwrap_err().to_string();
+    assert!(err.contains("`slurm` is not supported"), "{err}");
+    let err = f.pcs.create_pilot(pilot(0)).await.unwrap_err().to_string();
+    assert!(err.contains("`cores` must be at least 1"), "{err}");
+    let err = f
+        .cus
+        .submit(ComputeUnitDescription::new(""))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`executable` is empty"), "{err}");
+    assert!(f.pcs.pilots().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_whose_sandbox_cannot_be_made_fails_and_its_units_wait_for_another() {
+    let f = fixture().await;
+    let bad = PilotComputeDescription {
+        working_directory: Some("/proc/no-such-place".into()),
+        ..pilot(1)
+    };
+    let a = f.pcs.create_pilot(bad).await.unwrap();
+    assert_eq!(within(a.wait()).await, PilotState::Failed);
+    assert!(
+        a.detail().unwrap().contains("cannot create pilot sandbox"),
+        "{:?}",
+        a.detail()
+    );
+    let unit = f
+        .cus
+        .submit(ComputeUnitDescription::new("/bin/true"))
+        .await
+        .unwrap();
+    f.pcs.create_pilot(pilot(1)).await.unwrap();
+    assert_eq!(within(unit.wait()).await, UnitState::Done);
+    assert!(Path::new(&unit.stdout().unwrap()).exists());
+    f.pcs.cancel().await;
+}
