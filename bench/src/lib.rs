@@ -3,7 +3,20 @@
 /// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`), if the kernel reports it.
 pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// CPU time (user, system) this process has used so far, its children not included.
+pub fn self_cpu() -> Option<(std::time::Duration, std::time::Duration)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); here 0-based after the comm field.
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let hz = 100; // USER_HZ, fixed at 100 on Linux
+    let t = |n: u64| std::time::Duration::from_millis(n * 1000 / hz);
+    Some((t(ticks(11)?), t(ticks(12)?)))
 }

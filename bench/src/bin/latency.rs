@@ -4,15 +4,26 @@
 
 use std::time::{Duration, Instant};
 
-use pstar::{ComputeUnitDescription, ComputeUnitService, PilotComputeDescription, PilotComputeService, PilotState, Session, UnitState};
+use pstar::{
+    ComputeUnitDescription, ComputeUnitService, PilotComputeDescription, PilotComputeService,
+    PilotState, Session, UnitState,
+};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> pstar::Result<()> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100);
     let dir = std::env::temp_dir().join(format!("pstar-latency-{}", std::process::id()));
     let session = Session::builder().sandbox_root(&dir).build().await?;
     let pcs = PilotComputeService::new(&session);
-    let pilot = pcs.create_pilot(PilotComputeDescription { cores: 2, ..Default::default() }).await?;
+    let pilot = pcs
+        .create_pilot(PilotComputeDescription {
+            cores: 2,
+            ..Default::default()
+        })
+        .await?;
     pilot.wait_for(PilotState::Running).await;
     let cus = ComputeUnitService::new(&session);
     cus.add_pilot_service(&pcs);

@@ -6,7 +6,10 @@ use pstar_bench::proc_status_bytes;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> pstar::Result<()> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let session = Session::new().await?;
     let cus = ComputeUnitService::new(&session);
     let before = proc_status_bytes("VmRSS").unwrap_or(0);

@@ -7,12 +7,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use pstar_model::{ComputeUnitDescription, PilotId, UnitId};
 
-/// Everything needed to start one unit.
+/// Everything needed to start one unit. Its methods block (file creation, fork and
+/// exec): call them off the async runtime.
 pub struct Launch<'a> {
     pub unit: UnitId,
     pub pilot: PilotId,
@@ -40,18 +42,20 @@ pub enum LaunchError {
         executable: String,
         source: io::Error,
     },
+    #[error("lost track of the process: {source}")]
+    Wait { source: io::Error },
 }
 
 impl Launch<'_> {
     /// Creates the sandbox and output files and builds the command (not yet spawned).
-    pub fn prepare(&self) -> Result<tokio::process::Command, LaunchError> {
+    pub fn prepare(&self) -> Result<std::process::Command, LaunchError> {
         let d = self.description;
         std::fs::create_dir_all(self.sandbox).map_err(|source| LaunchError::Sandbox {
             path: self.sandbox.to_owned(),
             source,
         })?;
-        let stdout = create_output(&d.stdout_path(self.sandbox))?;
-        let stderr = create_output(&d.stderr_path(self.sandbox))?;
+        let stdout = create_output(&d.stdout_path(self.sandbox), d.stdout.is_some())?;
+        let stderr = create_output(&d.stderr_path(self.sandbox), d.stderr.is_some())?;
         let cwd = match &d.working_directory {
             Some(dir) => {
                 if !dir.is_dir() {
@@ -68,7 +72,7 @@ impl Launch<'_> {
                 script.push_str(line);
                 script.push('\n');
             }
-            let mut cmd = tokio::process::Command::new("/bin/sh");
+            let mut cmd = std::process::Command::new("/bin/sh");
             if d.shell {
                 // The executable is a command line; $0 is the unit's name, $1.. its arguments.
                 script.push_str(&d.executable);
@@ -83,7 +87,7 @@ impl Launch<'_> {
             cmd.args(&d.arguments);
             cmd
         } else {
-            let mut cmd = tokio::process::Command::new(&d.executable);
+            let mut cmd = std::process::Command::new(&d.executable);
             cmd.args(&d.arguments);
             cmd
         };
@@ -100,8 +104,7 @@ impl Launch<'_> {
             .env("PSTAR_CORES", d.cores.to_string())
             .env("PSTAR_GPUS", d.gpus.to_string())
             // Its own process group, so that stopping the unit stops everything it started.
-            .process_group(0)
-            .kill_on_drop(false);
+            .process_group(0);
         if !self.gpus.is_empty() {
             let ids: Vec<String> = self.gpus.iter().map(u32::to_string).collect();
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
@@ -120,8 +123,9 @@ impl Launch<'_> {
     }
 }
 
-fn create_output(path: &Path) -> Result<File, LaunchError> {
-    if let Some(parent) = path.parent() {
+/// Creates an output file; `custom` names may sit in directories of their own.
+fn create_output(path: &Path, custom: bool) -> Result<File, LaunchError> {
+    if let Some(parent) = path.parent().filter(|_| custom) {
         std::fs::create_dir_all(parent).map_err(|source| LaunchError::Output {
             path: path.to_owned(),
             source,

@@ -400,70 +400,89 @@ struct UnitTask {
 
 impl UnitTask {
     fn event(&self, state: UnitState, exit_code: Option<i32>, detail: Option<String>) {
-        let _ = self.events.send(Event::Unit(UnitEvent {
-            unit: self.id,
-            pilot: Some(self.record.id),
+        let _ = self.events.send(unit_event(
+            self.id,
+            self.record.id,
             state,
-            at: Timestamp::now(),
             exit_code,
             detail,
-        }));
+        ));
     }
 
+    /// Starts the process and waits for it on a blocking thread, as a plain spawner would:
+    /// the fork-and-exec and the wait never hold up the agent's async tasks, so units start
+    /// back to back while events flow.
     async fn run(self, mut stop: oneshot::Receiver<Stop>) {
         let sandbox = unit_sandbox(&self.record.sandbox, self.id);
-        let launch = launch::Launch {
-            unit: self.id,
-            pilot: self.record.id,
-            description: &self.desc,
-            pilot_environment: &self.record.description.environment,
-            sandbox: &sandbox,
-            gpus: &self.gpus,
+        let (pid_tx, pid_rx) = oneshot::channel::<u32>();
+        let mut process = {
+            let (desc, record, gpus, events) = (
+                self.desc.clone(),
+                self.record.clone(),
+                self.gpus.clone(),
+                self.events.clone(),
+            );
+            let (id, sandbox) = (self.id, sandbox.clone());
+            tokio::task::spawn_blocking(move || {
+                let launch = launch::Launch {
+                    unit: id,
+                    pilot: record.id,
+                    description: &desc,
+                    pilot_environment: &record.description.environment,
+                    sandbox: &sandbox,
+                    gpus: &gpus,
+                };
+                let mut child = launch
+                    .prepare()
+                    .and_then(|mut cmd| cmd.spawn().map_err(|e| launch.spawn_error(e)))?;
+                // Sent from here, so `Running` is on its way before the end can be.
+                let _ = events.send(unit_event(id, record.id, UnitState::Running, None, None));
+                let _ = pid_tx.send(child.id());
+                child
+                    .wait()
+                    .map_err(|e| launch::LaunchError::Wait { source: e })
+            })
         };
-        let spawned = launch
-            .prepare()
-            .and_then(|mut cmd| cmd.spawn().map_err(|e| launch.spawn_error(e)));
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                let msg = e.to_string();
+        let group = match pid_rx.await {
+            Ok(pid) => ProcessGroup(Some(pid as i32)),
+            Err(_) => {
+                // The thread ended before a process started: it has the reason.
+                let msg = match process.await {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(_)) => "process vanished".to_owned(),
+                    Err(e) => format!("launch thread failed: {e}"),
+                };
                 // Also where a user looks first.
                 let _ = std::fs::write(self.desc.stderr_path(&sandbox), format!("pstar: {msg}\n"));
                 self.event(UnitState::Failed, None, Some(msg));
                 return;
             }
         };
-        let group = ProcessGroup(child.id().map(|pid| pid as i32));
-        self.event(UnitState::Running, None, None);
 
         let status = tokio::select! {
-            status = child.wait() => status,
+            status = &mut process => status,
             reason = &mut stop => {
                 let reason = reason.unwrap_or(Stop::Return("agent stopped".into()));
                 group.signal(Signal::SIGTERM);
-                let status = match tokio::time::timeout(self.kill_grace, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        group.signal(Signal::SIGKILL);
-                        child.wait().await
-                    }
-                };
+                if tokio::time::timeout(self.kill_grace, &mut process).await.is_err() {
+                    group.signal(Signal::SIGKILL);
+                    let _ = process.await;
+                }
                 // Whatever in the group ignored SIGTERM.
                 group.signal(Signal::SIGKILL);
+                group.disarm();
                 match reason {
                     Stop::Cancel => self.event(UnitState::Canceled, None, Some("canceled".into())),
                     Stop::Return(why) => self.event(UnitState::New, None, Some(why)),
                 }
-                let _ = status;
-                group.disarm();
                 return;
             }
         };
         // The leader is reaped: its group id may be reused, so never signal it again.
         group.disarm();
         match status {
-            Ok(s) if s.success() => self.event(UnitState::Done, Some(0), None),
-            Ok(s) => {
+            Ok(Ok(s)) if s.success() => self.event(UnitState::Done, Some(0), None),
+            Ok(Ok(s)) => {
                 let stderr = self.desc.stderr_path(&sandbox);
                 let detail = match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
                     (Some(code), _) => format!("exit code {code}; see {}", stderr.display()),
@@ -474,13 +493,31 @@ impl UnitTask {
                 };
                 self.event(UnitState::Failed, s.code(), Some(detail));
             }
+            Ok(Err(e)) => self.event(UnitState::Failed, None, Some(e.to_string())),
             Err(e) => self.event(
                 UnitState::Failed,
                 None,
-                Some(format!("lost track of the process: {e}")),
+                Some(format!("launch thread failed: {e}")),
             ),
         }
     }
+}
+
+fn unit_event(
+    unit: UnitId,
+    pilot: PilotId,
+    state: UnitState,
+    exit_code: Option<i32>,
+    detail: Option<String>,
+) -> Event {
+    Event::Unit(UnitEvent {
+        unit,
+        pilot: Some(pilot),
+        state,
+        at: Timestamp::now(),
+        exit_code,
+        detail,
+    })
 }
 
 /// A unit's process group. Dropping it (the agent task aborted) kills the whole group, so
