@@ -24,19 +24,19 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use pstar_coordination::{
-    Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord, UnitEvent,
+    Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord,
 };
-use pstar_model::sandbox::unit_sandbox;
 use pstar_model::{PilotId, PilotState, Timestamp, UnitId, UnitState};
 
+mod execute;
 pub mod launch;
 mod slots;
+
+use execute::{Finished, Stop, UnitControl, unit_event};
 
 pub use slots::Slots;
 
@@ -75,22 +75,6 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Why a running unit is stopped.
-#[derive(Debug, Clone)]
-enum Stop {
-    /// The application canceled it: it ends `Canceled`.
-    Cancel,
-    /// Its pilot ends: it goes back to the pool (`New`) to run elsewhere.
-    Return(String),
-}
-
-/// What a unit's task hands back when its process is gone.
-struct Finished {
-    unit: UnitId,
-    cores: u32,
-    gpus: Vec<u32>,
 }
 
 /// One pilot's agent. Build it with [`Agent::new`], then [`run`](Agent::run) it.
@@ -163,6 +147,7 @@ impl Agent {
             control_tx,
         ));
 
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut run = Run {
             record: self.record.clone(),
             kill_grace: self.config.kill_grace,
@@ -171,7 +156,7 @@ impl Agent {
             pending: VecDeque::new(),
             pending_cores: 0,
             running: HashMap::new(),
-            tasks: tokio::task::JoinSet::new(),
+            done_tx,
             canceled_early: HashSet::new(),
             draining: false,
             claim_outstanding: false,
@@ -181,6 +166,7 @@ impl Agent {
                 claim_tx,
                 claimed_rx,
                 control_rx,
+                &mut done_rx,
                 started + walltime.saturating_sub(margin),
                 started + walltime,
             )
@@ -188,8 +174,11 @@ impl Agent {
 
         // Stop what still runs and wait for each unit to report its end.
         run.stop_all(&reason);
-        while let Some(done) = run.tasks.join_next().await {
-            run.finished(done);
+        while !run.running.is_empty() {
+            match done_rx.recv().await {
+                Some(done) => run.finished(done),
+                None => break,
+            }
         }
         helpers.abort_all();
         pilot_event(&events, pilot, final_state, Some(reason));
@@ -209,13 +198,22 @@ struct Run {
     /// Claimed units waiting for slots, in claim order.
     pending: VecDeque<Claimed>,
     pending_cores: u32,
-    running: HashMap<UnitId, oneshot::Sender<Stop>>,
-    /// The running units' tasks; dropping the set kills their processes.
-    tasks: tokio::task::JoinSet<Finished>,
+    running: HashMap<UnitId, Arc<UnitControl>>,
+    /// Where the units' threads hand their slots back.
+    done_tx: mpsc::UnboundedSender<Finished>,
     /// Cancels that arrived before their unit was claimed.
     canceled_early: HashSet<UnitId>,
     draining: bool,
     claim_outstanding: bool,
+}
+
+impl Drop for Run {
+    /// No unit outlives its agent, even an aborted one.
+    fn drop(&mut self) {
+        for control in self.running.values() {
+            control.kill();
+        }
+    }
 }
 
 impl Run {
@@ -225,6 +223,7 @@ impl Run {
         claim_tx: mpsc::Sender<usize>,
         mut claimed_rx: mpsc::Receiver<Result<Vec<Claimed>, CoordinationError>>,
         mut control_rx: mpsc::Receiver<Control>,
+        done_rx: &mut mpsc::UnboundedReceiver<Finished>,
         drain_at: Instant,
         end_at: Instant,
     ) -> (PilotState, String) {
@@ -238,7 +237,7 @@ impl Run {
                 }
             }
             tokio::select! {
-                Some(done) = self.tasks.join_next() => self.finished(done),
+                Some(done) = done_rx.recv() => self.finished(done),
                 claimed = claimed_rx.recv() => {
                     self.claim_outstanding = false;
                     match claimed {
@@ -274,14 +273,9 @@ impl Run {
         exit_code: Option<i32>,
         detail: Option<String>,
     ) {
-        let _ = self.events.send(Event::Unit(UnitEvent {
-            unit,
-            pilot: Some(self.record.id),
-            state,
-            at: Timestamp::now(),
-            exit_code,
-            detail,
-        }));
+        let _ = self
+            .events
+            .send(unit_event(unit, self.record.id, state, exit_code, detail));
     }
 
     fn claimed(&mut self, units: Vec<Claimed>) {
@@ -320,43 +314,27 @@ impl Run {
                 break;
             };
             self.pending_cores -= desc.cores;
-            let (stop_tx, stop_rx) = oneshot::channel();
-            self.running.insert(id, stop_tx);
-            let unit = UnitTask {
+            let control = Arc::new(UnitControl::default());
+            self.running.insert(id, control.clone());
+            let job = execute::UnitJob {
                 id,
                 record: self.record.clone(),
                 desc,
                 gpus,
-                events: self.events.clone(),
-                kill_grace: self.kill_grace,
             };
-            self.tasks.spawn(async move {
-                let (cores, gpus) = (unit.desc.cores, unit.gpus.clone());
-                unit.run(stop_rx).await;
-                Finished {
-                    unit: id,
-                    cores,
-                    gpus,
-                }
-            });
+            let (events, done) = (self.events.clone(), self.done_tx.clone());
+            tokio::task::spawn_blocking(move || execute::run(job, control, events, done));
         }
     }
 
-    fn finished(&mut self, done: Result<Finished, tokio::task::JoinError>) {
-        match done {
-            Ok(f) => {
-                self.running.remove(&f.unit);
-                self.slots.give_back(f.cores, f.gpus);
-            }
-            // A unit task panicked: its slots are lost for the rest of this pilot's life,
-            // which is safer than handing them out twice.
-            Err(e) => tracing::error!(pilot = %self.record.id, error = %e, "unit task failed"),
-        }
+    fn finished(&mut self, done: Finished) {
+        self.running.remove(&done.unit);
+        self.slots.give_back(done.cores, done.gpus);
     }
 
     fn cancel_unit(&mut self, unit: UnitId) {
-        if let Some(stop) = self.running.remove(&unit) {
-            let _ = stop.send(Stop::Cancel);
+        if let Some(control) = self.running.get(&unit) {
+            control.stop(Stop::Cancel, self.kill_grace);
         } else if let Some(pos) = self.pending.iter().position(|(id, _)| *id == unit) {
             if let Some((_, desc)) = self.pending.remove(pos) {
                 self.pending_cores -= desc.cores;
@@ -378,168 +356,9 @@ impl Run {
     /// walltime or was canceled, its units did nothing wrong and run again elsewhere.
     fn stop_all(&mut self, reason: &str) {
         self.return_pending(reason);
-        // Keep the entries: `run` waits on them to finish. The stop senders are consumed.
-        let ids: Vec<UnitId> = self.running.keys().copied().collect();
-        for id in ids {
-            if let Some(stop) = self.running.insert(id, oneshot::channel().0) {
-                let _ = stop.send(Stop::Return(reason.to_owned()));
-            }
+        for control in self.running.values() {
+            control.stop(Stop::Return(reason.to_owned()), self.kill_grace);
         }
-    }
-}
-
-/// One unit's process, from sandbox to final state.
-struct UnitTask {
-    id: UnitId,
-    record: Arc<PilotRecord>,
-    desc: Arc<pstar_model::ComputeUnitDescription>,
-    gpus: Vec<u32>,
-    events: mpsc::UnboundedSender<Event>,
-    kill_grace: Duration,
-}
-
-impl UnitTask {
-    fn event(&self, state: UnitState, exit_code: Option<i32>, detail: Option<String>) {
-        let _ = self.events.send(unit_event(
-            self.id,
-            self.record.id,
-            state,
-            exit_code,
-            detail,
-        ));
-    }
-
-    /// Starts the process and waits for it on a blocking thread, as a plain spawner would:
-    /// the fork-and-exec and the wait never hold up the agent's async tasks, so units start
-    /// back to back while events flow.
-    async fn run(self, mut stop: oneshot::Receiver<Stop>) {
-        let sandbox = unit_sandbox(&self.record.sandbox, self.id);
-        let (pid_tx, pid_rx) = oneshot::channel::<u32>();
-        let mut process = {
-            let (desc, record, gpus, events) = (
-                self.desc.clone(),
-                self.record.clone(),
-                self.gpus.clone(),
-                self.events.clone(),
-            );
-            let (id, sandbox) = (self.id, sandbox.clone());
-            tokio::task::spawn_blocking(move || {
-                let launch = launch::Launch {
-                    unit: id,
-                    pilot: record.id,
-                    description: &desc,
-                    pilot_environment: &record.description.environment,
-                    sandbox: &sandbox,
-                    gpus: &gpus,
-                };
-                let mut child = launch
-                    .prepare()
-                    .and_then(|mut cmd| cmd.spawn().map_err(|e| launch.spawn_error(e)))?;
-                // Sent from here, so `Running` is on its way before the end can be.
-                let _ = events.send(unit_event(id, record.id, UnitState::Running, None, None));
-                let _ = pid_tx.send(child.id());
-                child
-                    .wait()
-                    .map_err(|e| launch::LaunchError::Wait { source: e })
-            })
-        };
-        let group = match pid_rx.await {
-            Ok(pid) => ProcessGroup(Some(pid as i32)),
-            Err(_) => {
-                // The thread ended before a process started: it has the reason.
-                let msg = match process.await {
-                    Ok(Err(e)) => e.to_string(),
-                    Ok(Ok(_)) => "process vanished".to_owned(),
-                    Err(e) => format!("launch thread failed: {e}"),
-                };
-                // Also where a user looks first.
-                let _ = std::fs::write(self.desc.stderr_path(&sandbox), format!("pstar: {msg}\n"));
-                self.event(UnitState::Failed, None, Some(msg));
-                return;
-            }
-        };
-
-        let status = tokio::select! {
-            status = &mut process => status,
-            reason = &mut stop => {
-                let reason = reason.unwrap_or(Stop::Return("agent stopped".into()));
-                group.signal(Signal::SIGTERM);
-                if tokio::time::timeout(self.kill_grace, &mut process).await.is_err() {
-                    group.signal(Signal::SIGKILL);
-                    let _ = process.await;
-                }
-                // Whatever in the group ignored SIGTERM.
-                group.signal(Signal::SIGKILL);
-                group.disarm();
-                match reason {
-                    Stop::Cancel => self.event(UnitState::Canceled, None, Some("canceled".into())),
-                    Stop::Return(why) => self.event(UnitState::New, None, Some(why)),
-                }
-                return;
-            }
-        };
-        // The leader is reaped: its group id may be reused, so never signal it again.
-        group.disarm();
-        match status {
-            Ok(Ok(s)) if s.success() => self.event(UnitState::Done, Some(0), None),
-            Ok(Ok(s)) => {
-                let stderr = self.desc.stderr_path(&sandbox);
-                let detail = match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-                    (Some(code), _) => format!("exit code {code}; see {}", stderr.display()),
-                    (None, Some(sig)) => {
-                        format!("killed by signal {sig}; see {}", stderr.display())
-                    }
-                    (None, None) => format!("ended abnormally; see {}", stderr.display()),
-                };
-                self.event(UnitState::Failed, s.code(), Some(detail));
-            }
-            Ok(Err(e)) => self.event(UnitState::Failed, None, Some(e.to_string())),
-            Err(e) => self.event(
-                UnitState::Failed,
-                None,
-                Some(format!("launch thread failed: {e}")),
-            ),
-        }
-    }
-}
-
-fn unit_event(
-    unit: UnitId,
-    pilot: PilotId,
-    state: UnitState,
-    exit_code: Option<i32>,
-    detail: Option<String>,
-) -> Event {
-    Event::Unit(UnitEvent {
-        unit,
-        pilot: Some(pilot),
-        state,
-        at: Timestamp::now(),
-        exit_code,
-        detail,
-    })
-}
-
-/// A unit's process group. Dropping it (the agent task aborted) kills the whole group, so
-/// no unit outlives its agent.
-struct ProcessGroup(Option<i32>);
-
-impl ProcessGroup {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-
-    fn signal(&self, sig: Signal) {
-        if let Some(pgid) = self.0 {
-            // ESRCH: the group is already gone.
-            let _ = killpg(Pid::from_raw(pgid), sig);
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
     }
 }
 
