@@ -10,14 +10,21 @@ pub enum Error {
     /// A description that can never be satisfied.
     #[error("invalid {what}: {source}")]
     InvalidDescription {
+        /// Which description.
         what: String,
+        /// What is wrong with it.
         source: DescriptionError,
     },
     /// No adaptor of this build serves the resource's scheme.
     #[error(
         "resource scheme `{scheme}` is not supported by this pstar yet (supported: {supported})"
     )]
-    UnsupportedResource { scheme: Scheme, supported: String },
+    UnsupportedResource {
+        /// The scheme asked for.
+        scheme: Scheme,
+        /// The schemes this build serves, as `local://, ...`.
+        supported: String,
+    },
     /// The coordination store failed.
     #[error(transparent)]
     Coordination(#[from] CoordinationError),
@@ -26,4 +33,5 @@ pub enum Error {
     ServiceClosed,
 }
 
+/// The Pilot-API's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

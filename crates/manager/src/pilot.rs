@@ -224,10 +224,12 @@ impl std::fmt::Debug for PilotCompute {
 }
 
 impl PilotCompute {
+    /// The pilot's id in its session (`pilot.0000`).
     pub fn id(&self) -> PilotId {
         self.inner.id
     }
 
+    /// What the pilot was created from.
     pub fn description(&self) -> &PilotComputeDescription {
         &self.inner.description
     }
@@ -237,6 +239,7 @@ impl PilotCompute {
         &self.inner.sandbox
     }
 
+    /// The pilot's current state.
     pub fn state(&self) -> PilotState {
         self.inner
             .status

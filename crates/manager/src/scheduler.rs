@@ -29,24 +29,30 @@ use pstar_model::{PilotId, UnitId};
 /// What the scheduler knows of one pilot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PilotView {
+    /// Which pilot.
     pub id: PilotId,
     /// Running, not draining, not removed from the service: may receive units now.
     pub accepting: bool,
     /// Not in a final state (a pending pilot is alive but not accepting).
     pub alive: bool,
-    /// The pilot's size.
+    /// The pilot's cores.
     pub cores: u32,
+    /// The pilot's GPUs.
     pub gpus: u32,
     /// Room left for more units (slots plus prefetch, minus what is bound to it).
     pub free_cores: u32,
+    /// GPU room left, likewise.
     pub free_gpus: u32,
 }
 
 /// What the scheduler knows of one unit in the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitView {
+    /// Which unit.
     pub id: UnitId,
+    /// Cores it needs.
     pub cores: u32,
+    /// GPUs it needs.
     pub gpus: u32,
     /// Early binding: the pilot the unit must run on.
     pub pilot: Option<PilotId>,
@@ -56,8 +62,10 @@ pub struct UnitView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Bind the unit to the pilot (it leaves the pool).
+    #[allow(missing_docs)]
     Bind { unit: UnitId, pilot: PilotId },
     /// The unit can never run; the reason says why (it leaves the pool).
+    #[allow(missing_docs)]
     Fail { unit: UnitId, reason: String },
 }
 

@@ -69,6 +69,7 @@ impl std::fmt::Debug for ComputeUnit {
 }
 
 impl ComputeUnit {
+    /// The unit's id in its session (`unit.000000`).
     pub fn id(&self) -> UnitId {
         self.shared.id
     }
@@ -78,6 +79,7 @@ impl ComputeUnit {
         self.shared.description.display_name()
     }
 
+    /// What the unit was submitted as.
     pub fn description(&self) -> &ComputeUnitDescription {
         &self.shared.description
     }
@@ -86,6 +88,7 @@ impl ComputeUnit {
         self.shared.record.lock().ok().map(|r| f(&r))
     }
 
+    /// The unit's current state, as the manager last applied it.
     pub fn state(&self) -> UnitState {
         self.with(|r| r.life.state()).unwrap_or(UnitState::Failed)
     }
