@@ -78,12 +78,16 @@ pub trait ResourceAdaptor: Send + Sync + 'static {
     async fn cancel(&self, job: &JobId) -> Result<(), AdaptorError>;
 }
 
-/// The adaptors of this build, one per scheme they serve.
-pub fn available() -> Vec<Arc<dyn ResourceAdaptor>> {
-    vec![Arc::new(local::Local::default())]
+/// The adaptors of this build, one per scheme they serve; agents they start use
+/// `agent_config`.
+pub fn available(agent_config: pstar_agent::AgentConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
+    vec![Arc::new(local::Local::with_agent_config(agent_config))]
 }
 
 /// The schemes this build can place pilots on.
 pub fn supported_schemes() -> Vec<Scheme> {
-    available().iter().map(|a| a.scheme()).collect()
+    available(Default::default())
+        .iter()
+        .map(|a| a.scheme())
+        .collect()
 }

@@ -83,8 +83,13 @@ impl UnitControl {
         }
     }
 
-    /// Kills the unit's process group at once (the agent is going away).
+    /// Kills the unit's process group at once (the agent is going away); the unit goes
+    /// back to the pool.
     pub(crate) fn kill(&self) {
+        if let Ok(mut p) = self.process.lock() {
+            p.stop
+                .get_or_insert_with(|| Stop::Return("pilot agent stopped".into()));
+        }
         self.signal(Signal::SIGKILL);
     }
 }
@@ -164,6 +169,7 @@ fn execute(
         pilot_environment: &job.record.description.environment,
         sandbox: &sandbox,
         gpus: &job.gpus,
+        pilot_gpus: job.record.description.gpus,
     };
     let mut child = launch
         .prepare()?

@@ -22,6 +22,8 @@ pub struct Launch<'a> {
     pub pilot_environment: &'a BTreeMap<String, String>,
     pub sandbox: &'a Path,
     pub gpus: &'a [u32],
+    /// How many GPUs the pilot holds.
+    pub pilot_gpus: u32,
 }
 
 /// Why a unit could not be started. The message names the path involved.
@@ -105,7 +107,8 @@ impl Launch<'_> {
             .env("PSTAR_GPUS", d.gpus.to_string())
             // Its own process group, so that stopping the unit stops everything it started.
             .process_group(0);
-        if !self.gpus.is_empty() {
+        // A unit sees only its own GPUs, none if it asked for none.
+        if !self.gpus.is_empty() || self.pilot_gpus > 0 {
             let ids: Vec<String> = self.gpus.iter().map(u32::to_string).collect();
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
         }

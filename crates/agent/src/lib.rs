@@ -17,8 +17,8 @@
 //!    still running, which go back to the pool too, and the pilot is `Done`.
 //!
 //! The agent knows nothing of the scheduler or the Pilot-API: it sees only the
-//! [`Coordination`] trait, so the same code runs in-process (embedded store) or as its own
-//! process next to a remote store.
+//! [`Coordination`] trait, so the same code runs in-process (embedded store, today) or, with
+//! a networked store, as a process of its own (planned with the Redis backend).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

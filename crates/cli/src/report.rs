@@ -21,7 +21,8 @@ pub struct Summary {
     /// From the first submission to the last unit's end.
     pub wall_time_s: f64,
     pub units_per_s: f64,
-    /// Mean time a unit spent in each state it went through, in seconds.
+    /// Time spent in each state, summed over all units and divided by their number, in
+    /// seconds (a unit that never entered a state adds zero).
     pub mean_time_in_state_s: BTreeMap<String, f64>,
 }
 

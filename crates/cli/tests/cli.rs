@@ -527,6 +527,10 @@ executable = "/nonexistent/tool"
         .as_str()
         .unwrap_or_else(|| panic!("the missing executable has no detail: {missing}"));
     assert!(detail.contains("/nonexistent/tool"), "{detail}");
+    // The reason is also in the unit's stderr file, where a user looks first.
+    let stderr = std::fs::read_to_string(report_path(scratch.path(), &missing["stderr"]))
+        .expect("the missing executable's stderr file");
+    assert!(stderr.contains("/nonexistent/tool"), "{stderr}");
 
     assert_eq!(report["summary"]["done"], 4);
     assert_eq!(report["summary"]["failed"], 2);

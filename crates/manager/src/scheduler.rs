@@ -99,7 +99,9 @@ pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
     if let Some(id) = unit.pilot {
         let p = pilots.iter().find(|p| p.id == id)?;
         if !p.alive {
-            return Some(format!("unit is bound to {id}, which has ended"));
+            return Some(format!(
+                "unit is bound to {id}, which has ended or left the service"
+            ));
         }
         if !fits_ever(p, unit) {
             return Some(format!(
@@ -352,7 +354,10 @@ mod tests {
                     2,
                     "unit needs 1 core and 1 GPU but the largest pilot has 0 GPUs"
                 ),
-                (3, "unit is bound to pilot.0007, which has ended"),
+                (
+                    3,
+                    "unit is bound to pilot.0007, which has ended or left the service"
+                ),
             ]
         );
         assert_eq!(ids(&pool), [4], "a unit that fits waits for room");

@@ -106,9 +106,7 @@ impl SessionBuilder {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_ROOT));
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
         let agent_config = self.agent_config.unwrap_or_default();
-        let adaptors: Vec<Arc<dyn ResourceAdaptor>> = vec![Arc::new(
-            pstar_adaptors::local::Local::with_agent_config(agent_config),
-        )];
+        let adaptors = pstar_adaptors::available(agent_config);
         let mut subscription = coordination.subscribe().await?;
 
         let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {

@@ -564,7 +564,11 @@ impl Manager {
             return;
         }
         slot.ended = true;
-        let left: Vec<UnitId> = slot.in_flight.iter().copied().collect();
+        // From now on, reports from this pilot are stale (see `apply_unit`): what it held
+        // is settled here, by the manager.
+        let left: Vec<UnitId> = slot.in_flight.drain().collect();
+        slot.cores_bound = 0;
+        slot.gpus_bound = 0;
         if let Err(e) = self.coordination.withdraw(pilot, None).await {
             tracing::error!(%pilot, error = %e, "cannot withdraw units of an ended pilot");
         }
@@ -582,7 +586,7 @@ impl Manager {
             } else {
                 UnitState::New
             };
-            self.outbox.push(event(u, Some(pilot), next, why.clone()));
+            self.outbox.push(event(u, None, next, why.clone()));
         }
         // With fewer pilots alive, some waiting units may now never fit.
         let views = self.views();
@@ -605,11 +609,14 @@ impl Manager {
             return;
         };
         let from = rec.life.state();
-        // A report from a pilot the unit is no longer bound to is stale.
-        if e.state != UnitState::Scheduled
-            && e.pilot.is_some()
-            && rec.pilot.as_ref().map(|(p, _)| *p) != e.pilot
-        {
+        // A report from a pilot the unit is no longer bound to, or from a pilot that has
+        // ended (an agent that was presumed gone and reports late), is stale.
+        let stale = e.state != UnitState::Scheduled
+            && e.pilot.is_some_and(|p| {
+                rec.pilot.as_ref().map(|(b, _)| *b) != Some(p)
+                    || self.pilots.iter().any(|s| s.pilot.id() == p && s.ended)
+            });
+        if stale {
             tracing::debug!(unit = %e.unit, pilot = ?e.pilot, "ignored a stale report");
             return;
         }
@@ -648,7 +655,7 @@ impl Manager {
                 self.pool.push_front(Self::view(&shared));
             }
         }
-        shared.changed.notify_waiters();
+        // Callbacks first: whoever `wait`s sees them all done.
         if !callbacks.is_empty() {
             if let Some(commands) = self.commands.upgrade() {
                 let handle = ComputeUnit {
@@ -660,6 +667,7 @@ impl Manager {
                 }
             }
         }
+        shared.changed.notify_waiters();
     }
 
     /// The unit no longer holds room on `pilot`.

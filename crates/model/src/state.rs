@@ -1,8 +1,9 @@
 //! States of pilots and compute units, and the one table of legal transitions.
 //!
-//! Every state change in pstar, on the manager's side or the agent's, goes through
-//! [`Lifecycle::transition`], which checks it against [`State::TRANSITIONS`] and records
-//! when it happened. Nothing else compares states to decide whether a change is allowed.
+//! Agents and the manager *report* state changes as events; the manager applies every one
+//! of them through [`Lifecycle::transition`], which checks it against
+//! [`State::TRANSITIONS`] and records when it happened. Nothing else compares states to
+//! decide whether a change is allowed.
 
 use std::fmt;
 use std::time::Duration;

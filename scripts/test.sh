@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The whole pstar test suite, in one command:
+#
+#     bash scripts/test.sh
+#
+# On a fresh Debian 12 machine with the Rust toolchain it installs what the tests need,
+# runs every test of the workspace (unit, integration and doc tests), then checks every
+# workload in examples/. Extra arguments are passed to the test runner, e.g.
+# `bash scripts/test.sh -p pstar-cli`.
+#
+# Uses cargo-nextest when installed (`cargo install cargo-nextest`), else `cargo test`.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() {
+    printf '\n==> %s\n' "$*" >&2
+}
+
+# ---------------------------------------------------------------------------------------
+# ensure_packages: the Debian packages the tests need, installed when missing.
+#
+# Add a package here when a test starts needing it (e.g. redis-server for the Redis
+# coordination backend, openssh-server for ssh:// pilots). `apt-get update` only runs
+# when something is actually missing, so a machine that has everything stays offline.
+# ---------------------------------------------------------------------------------------
+REQUIRED_PACKAGES=(
+    # none yet
+)
+
+ensure_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        step "packages: all present${1:+ ($*)}"
+        return 0
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            echo "test.sh: missing packages ${missing[*]}, and not root nor sudo to install them" >&2
+            exit 1
+        fi
+    fi
+    step "packages: installing ${missing[*]}"
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+ensure_packages ${REQUIRED_PACKAGES[@]+"${REQUIRED_PACKAGES[@]}"}
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test.sh: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
+    exit 1
+fi
+
+# ---------------------------------------------------------------------------------------
+# The workspace tests.
+# ---------------------------------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+    step "tests: cargo nextest run --workspace${*:+ $*}"
+    cargo nextest run --workspace "$@"
+    # nextest does not run doc tests.
+    step "doc tests: cargo test --workspace --doc"
+    cargo test --workspace --doc
+else
+    step "tests: cargo test --workspace${*:+ $*} (install cargo-nextest for a faster, clearer run)"
+    cargo test --workspace "$@"
+fi
+
+# ---------------------------------------------------------------------------------------
+# The examples: every workload file in examples/ must pass `pstar check`.
+# (The CLI integration tests also run each of them to the end.)
+# ---------------------------------------------------------------------------------------
+step "examples: pstar check examples/*.toml"
+shopt -s nullglob
+examples=(examples/*.toml)
+if [ "${#examples[@]}" -eq 0 ]; then
+    echo "test.sh: no workload files in examples/" >&2
+    exit 1
+fi
+for example in "${examples[@]}"; do
+    cargo run -q -p pstar-cli -- check "$example"
+done
+
+step "all tests passed"
