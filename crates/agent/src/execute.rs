@@ -1,10 +1,14 @@
-//! Running one unit's process, on a blocking thread of its own.
+//! Running units' processes: the executor threads.
 //!
-//! A thread per running unit forks, execs and waits exactly as a plain spawner would, so
-//! the agent's async tasks never wait on a process and a slot is refilled the moment its
-//! unit ends. The agent's main loop stops a unit through its [`UnitControl`].
+//! An agent has one executor thread per core of its pilot (no more units can run at once).
+//! Each takes the unit at the head of the agent's waiting queue when its cores and GPUs are
+//! free, forks, execs and waits for it exactly as a plain spawner would, reports it, and
+//! takes the next: a slot is refilled the moment its unit ends, without a round through
+//! the agent's async tasks. The agent's main loop fills the queue and stops units through
+//! their [`UnitControl`].
 
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -12,10 +16,11 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
-use pstar_coordination::{Event, PilotRecord, SharedDescription, UnitEvent};
+use pstar_coordination::{Claimed, Event, PilotRecord, SharedDescription, UnitEvent};
 use pstar_model::sandbox::unit_sandbox;
 use pstar_model::{PilotId, Timestamp, UnitId, UnitState};
 
+use crate::Slots;
 use crate::launch::{Launch, LaunchError};
 
 /// Why a running unit is stopped.
@@ -25,13 +30,6 @@ pub(crate) enum Stop {
     Cancel,
     /// Its pilot ends: it goes back to the pool (`New`) to run elsewhere.
     Return(String),
-}
-
-/// What the unit's thread hands back when its process is gone.
-pub(crate) struct Finished {
-    pub unit: UnitId,
-    pub cores: u32,
-    pub gpus: Vec<u32>,
 }
 
 /// Shared between a unit's thread and the agent's main loop.
@@ -95,7 +93,7 @@ impl UnitControl {
 }
 
 /// One unit to run.
-pub(crate) struct UnitJob {
+struct UnitJob {
     pub id: UnitId,
     pub record: Arc<PilotRecord>,
     pub desc: SharedDescription,
@@ -119,31 +117,132 @@ pub(crate) fn unit_event(
     })
 }
 
-/// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`,
-/// then hands the unit's slots back on `done`.
-pub(crate) fn run(
-    job: UnitJob,
-    control: Arc<UnitControl>,
-    events: mpsc::UnboundedSender<Event>,
-    done: mpsc::UnboundedSender<Finished>,
-) {
+/// The queue of claimed units and the slots, shared by the main loop and the executors.
+pub(crate) struct Executors {
+    state: Mutex<Queue>,
+    wake: Condvar,
+    /// Tells the main loop that the queue ran low or the last unit ended.
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+pub(crate) struct Queue {
+    pub(crate) slots: Slots,
+    /// Claimed units waiting for slots, in claim order; started strictly in that order.
+    pub(crate) pending: VecDeque<Claimed>,
+    pub(crate) pending_cores: u32,
+    pub(crate) running: HashMap<UnitId, Arc<UnitControl>>,
+    /// The agent is ending: executors exit.
+    pub(crate) closed: bool,
+    /// When waiting units fall below this many cores, the main loop is told to claim more.
+    pub(crate) refill_below: u32,
+}
+
+impl Executors {
+    /// Starts one executor thread per core of the pilot.
+    pub(crate) fn start(
+        record: Arc<PilotRecord>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> std::io::Result<Arc<Self>> {
+        let d = &record.description;
+        let me = Arc::new(Self {
+            state: Mutex::new(Queue {
+                slots: Slots::new(d.cores, d.gpus),
+                pending: VecDeque::new(),
+                pending_cores: 0,
+                running: HashMap::new(),
+                closed: false,
+                refill_below: 2 * d.cores,
+            }),
+            wake: Condvar::new(),
+            changed: tokio::sync::Notify::new(),
+        });
+        for i in 0..d.cores {
+            let (me, record, events) = (me.clone(), record.clone(), events.clone());
+            std::thread::Builder::new()
+                .name(format!("pstar-exec-{i}"))
+                .spawn(move || me.serve(&record, &events))?;
+        }
+        Ok(me)
+    }
+
+    /// Works on the queue under its lock; wakes the executors afterwards.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> Option<T> {
+        let out = self.state.lock().ok().map(|mut q| f(&mut q));
+        self.wake.notify_all();
+        out
+    }
+
+    /// One executor: take the head unit when it fits, run it, repeat.
+    fn serve(&self, record: &Arc<PilotRecord>, events: &mpsc::UnboundedSender<Event>) {
+        loop {
+            let Ok(mut q) = self.state.lock() else { return };
+            let (job, control) = loop {
+                if q.closed {
+                    return;
+                }
+                let head = q.pending.front().map(|(_, d)| (d.cores, d.gpus));
+                if let Some(gpus) = head.and_then(|(c, g)| q.slots.take(c, g)) {
+                    let Some((id, desc)) = q.pending.pop_front() else {
+                        continue;
+                    };
+                    q.pending_cores -= desc.cores;
+                    let control = Arc::new(UnitControl::default());
+                    q.running.insert(id, control.clone());
+                    break (
+                        UnitJob {
+                            id,
+                            record: record.clone(),
+                            desc,
+                            gpus,
+                        },
+                        control,
+                    );
+                }
+                q = match self.wake.wait(q) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            };
+            // Crossing the mark, not being under it: one wake-up per refill, not per unit.
+            let low = q.pending_cores < q.refill_below
+                && q.pending_cores + job.desc.cores >= q.refill_below;
+            drop(q);
+            if low {
+                self.changed.notify_one();
+            }
+            // Others may start too (a freed multi-core head, say).
+            self.wake.notify_all();
+
+            let (id, cores) = (job.id, job.desc.cores);
+            let gpus = job.gpus.clone();
+            run(job, &control, events);
+
+            let Ok(mut q) = self.state.lock() else { return };
+            q.running.remove(&id);
+            q.slots.give_back(cores, gpus);
+            let idle = q.running.is_empty();
+            drop(q);
+            self.wake.notify_all();
+            if idle {
+                self.changed.notify_one();
+            }
+        }
+    }
+}
+
+/// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`.
+fn run(job: UnitJob, control: &UnitControl, events: &mpsc::UnboundedSender<Event>) {
     let (id, pilot) = (job.id, job.record.id);
     let report = |state, exit_code, detail| {
         let _ = events.send(unit_event(id, pilot, state, exit_code, detail));
     };
-    let outcome = execute(&job, &control, &report);
-    if let Err(e) = outcome {
+    if let Err(e) = execute(&job, control, &report) {
         let msg = e.to_string();
         // Also where a user looks first.
         let sandbox = unit_sandbox(&job.record.sandbox, id);
         let _ = std::fs::write(job.desc.stderr_path(&sandbox), format!("pstar: {msg}\n"));
         report(UnitState::Failed, None, Some(msg));
     }
-    let _ = done.send(Finished {
-        unit: id,
-        cores: job.desc.cores,
-        gpus: job.gpus,
-    });
 }
 
 fn execute(

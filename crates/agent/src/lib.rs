@@ -3,13 +3,14 @@
 //! Once a pilot runs on its resource, its agent holds the pilot's cores and GPUs as
 //! [`Slots`] and runs the units bound to it:
 //!
-//! 1. it **claims** units from its pilot's queue in the coordination store, as many as its
-//!    free slots can soon use (late binding: the manager binds a unit to a pilot only when
-//!    that pilot has room, and the agent pulls it when it has room);
+//! 1. it **claims** units from its pilot's queue in the coordination store in batches,
+//!    keeping up to four pilots' worth of cores waiting at hand (late binding: the manager
+//!    binds a unit to a pilot only when that pilot has room, and the agent pulls it);
 //! 2. claimed units wait, in claim order, in the agent (`Pending`) until their cores and
 //!    GPUs are free; the agent starts them **strictly in order**, so a multi-core unit at the
 //!    head is never overtaken by the small units behind it (the starvation-free policy);
-//! 3. each unit runs as a real process in its own sandbox directory and its own process
+//! 3. one executor thread per core runs the units, each as a real process in its own
+//!    sandbox directory and its own process
 //!    group, with stdout/stderr in files; see [`launch`];
 //! 4. every transition goes back to the manager as an event on the store's stream, batched;
 //! 5. shortly before the walltime ends (the smaller of 60 s and a tenth of the walltime) it
@@ -20,7 +21,7 @@
 //! [`Coordination`] trait, so the same code runs in-process (embedded store, today) or, with
 //! a networked store, as a process of its own (planned with the Redis backend).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ mod execute;
 pub mod launch;
 mod slots;
 
-use execute::{Finished, Stop, UnitControl, unit_event};
+use execute::{Executors, Stop, unit_event};
 
 pub use slots::Slots;
 
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     /// How long before the walltime ends the agent stops taking units; by default the
     /// smaller of 60 s and a tenth of the walltime.
     pub drain_margin: Option<Duration>,
+    /// How long the agent gathers state changes before it publishes them as one batch.
+    pub report_window: Duration,
 }
 
 impl Default for AgentConfig {
@@ -61,6 +64,7 @@ impl Default for AgentConfig {
             heartbeat_interval: Duration::from_secs(5),
             kill_grace: Duration::from_secs(2),
             drain_margin: None,
+            report_window: Duration::from_millis(1),
         }
     }
 }
@@ -70,6 +74,8 @@ impl Default for AgentConfig {
 pub enum AgentError {
     #[error(transparent)]
     Coordination(#[from] CoordinationError),
+    #[error("{0}")]
+    Executors(String),
     #[error("cannot create pilot sandbox {path}: {source}")]
     Sandbox {
         path: std::path::PathBuf,
@@ -110,7 +116,8 @@ impl Agent {
             .drain_margin
             .unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
 
-        let (events, reporter) = spawn_reporter(self.coordination.clone());
+        let (events, reporter) =
+            spawn_reporter(self.coordination.clone(), self.config.report_window);
         if let Err(source) = std::fs::create_dir_all(&self.record.sandbox) {
             let err = AgentError::Sandbox {
                 path: self.record.sandbox.clone(),
@@ -147,16 +154,21 @@ impl Agent {
             control_tx,
         ));
 
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let executors = match Executors::start(self.record.clone(), events.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                let msg = format!("cannot start executor threads: {e}");
+                pilot_event(&events, pilot, PilotState::Failed, Some(msg.clone()));
+                drop(events);
+                let _ = reporter.await;
+                return Err(AgentError::Executors(msg));
+            }
+        };
         let mut run = Run {
             record: self.record.clone(),
             kill_grace: self.config.kill_grace,
             events: events.clone(),
-            slots: Slots::new(self.record.description.cores, self.record.description.gpus),
-            pending: VecDeque::new(),
-            pending_cores: 0,
-            running: HashMap::new(),
-            done_tx,
+            executors,
             canceled_early: HashSet::new(),
             draining: false,
             claim_outstanding: false,
@@ -166,7 +178,6 @@ impl Agent {
                 claim_tx,
                 claimed_rx,
                 control_rx,
-                &mut done_rx,
                 started + walltime.saturating_sub(margin),
                 started + walltime,
             )
@@ -174,11 +185,12 @@ impl Agent {
 
         // Stop what still runs and wait for each unit to report its end.
         run.stop_all(&reason);
-        while !run.running.is_empty() {
-            match done_rx.recv().await {
-                Some(done) => run.finished(done),
-                None => break,
+        loop {
+            let idle = run.executors.changed.notified();
+            if run.executors.with(|q| q.running.is_empty()).unwrap_or(true) {
+                break;
             }
+            idle.await;
         }
         helpers.abort_all();
         pilot_event(&events, pilot, final_state, Some(reason));
@@ -194,13 +206,8 @@ struct Run {
     record: Arc<PilotRecord>,
     kill_grace: Duration,
     events: mpsc::UnboundedSender<Event>,
-    slots: Slots,
-    /// Claimed units waiting for slots, in claim order.
-    pending: VecDeque<Claimed>,
-    pending_cores: u32,
-    running: HashMap<UnitId, Arc<UnitControl>>,
-    /// Where the units' threads hand their slots back.
-    done_tx: mpsc::UnboundedSender<Finished>,
+    /// The waiting units, the slots and the threads that run units.
+    executors: Arc<Executors>,
     /// Cancels that arrived before their unit was claimed.
     canceled_early: HashSet<UnitId>,
     draining: bool,
@@ -208,36 +215,41 @@ struct Run {
 }
 
 impl Drop for Run {
-    /// No unit outlives its agent, even an aborted one.
+    /// No unit outlives its agent, even an aborted one; the executor threads end.
     fn drop(&mut self) {
-        for control in self.running.values() {
-            control.kill();
-        }
+        self.executors.with(|q| {
+            q.closed = true;
+            for control in q.running.values() {
+                control.kill();
+            }
+        });
     }
 }
 
 impl Run {
-    #[allow(clippy::too_many_arguments)]
     async fn main_loop(
         &mut self,
         claim_tx: mpsc::Sender<usize>,
         mut claimed_rx: mpsc::Receiver<Result<Vec<Claimed>, CoordinationError>>,
         mut control_rx: mpsc::Receiver<Control>,
-        done_rx: &mut mpsc::UnboundedReceiver<Finished>,
         drain_at: Instant,
         end_at: Instant,
     ) -> (PilotState, String) {
         let pilot = self.record.id;
+        let cores = self.record.description.cores;
         loop {
-            self.start_ready();
+            // Keep up to four pilots' worth of cores waiting here, so executors never wait
+            // on the store; ask again once less than two pilots' worth is left.
+            let changed = self.executors.changed.notified();
             if !self.draining && !self.claim_outstanding {
-                let want = self.slots.total_cores().saturating_sub(self.pending_cores) as usize;
-                if want > 0 && claim_tx.try_send(want).is_ok() {
+                let waiting = self.executors.with(|q| q.pending_cores).unwrap_or(0);
+                if waiting < 2 * cores && claim_tx.try_send((4 * cores - waiting) as usize).is_ok()
+                {
                     self.claim_outstanding = true;
                 }
             }
             tokio::select! {
-                Some(done) = done_rx.recv() => self.finished(done),
+                _ = changed => {}
                 claimed = claimed_rx.recv() => {
                     self.claim_outstanding = false;
                     match claimed {
@@ -279,86 +291,87 @@ impl Run {
     }
 
     fn claimed(&mut self, units: Vec<Claimed>) {
+        let mut accepted = Vec::with_capacity(units.len());
         for (id, desc) in units {
             self.unit_event(id, UnitState::Pending, None, None);
+            let d = &self.record.description;
             if self.canceled_early.remove(&id) {
                 self.unit_event(id, UnitState::Canceled, None, Some("canceled".into()));
-            } else if !self.slots.could_ever_fit(desc.cores, desc.gpus) {
-                let d = &self.record.description;
+            } else if desc.cores > d.cores || desc.gpus > d.gpus {
                 let msg = format!(
                     "unit needs {} cores and {} GPUs; pilot {} has {} cores and {} GPUs",
                     desc.cores, desc.gpus, self.record.id, d.cores, d.gpus
                 );
                 self.unit_event(id, UnitState::Failed, None, Some(msg));
             } else if self.draining {
-                self.unit_event(
-                    id,
-                    UnitState::New,
-                    None,
-                    Some("pilot is draining before its walltime ends".into()),
-                );
+                let why = "pilot is draining before its walltime ends".to_owned();
+                self.unit_event(id, UnitState::New, None, Some(why));
             } else {
-                self.pending_cores += desc.cores;
-                self.pending.push_back((id, desc));
+                accepted.push((id, desc));
             }
         }
-    }
-
-    /// Starts waiting units in order while the one at the head fits.
-    fn start_ready(&mut self) {
-        while let Some((_, head)) = self.pending.front() {
-            let Some(gpus) = self.slots.take(head.cores, head.gpus) else {
-                break;
-            };
-            let Some((id, desc)) = self.pending.pop_front() else {
-                break;
-            };
-            self.pending_cores -= desc.cores;
-            let control = Arc::new(UnitControl::default());
-            self.running.insert(id, control.clone());
-            let job = execute::UnitJob {
-                id,
-                record: self.record.clone(),
-                desc,
-                gpus,
-            };
-            let (events, done) = (self.events.clone(), self.done_tx.clone());
-            tokio::task::spawn_blocking(move || execute::run(job, control, events, done));
-        }
-    }
-
-    fn finished(&mut self, done: Finished) {
-        self.running.remove(&done.unit);
-        self.slots.give_back(done.cores, done.gpus);
+        self.executors.with(|q| {
+            for (id, desc) in accepted {
+                q.pending_cores += desc.cores;
+                q.pending.push_back((id, desc));
+            }
+        });
     }
 
     fn cancel_unit(&mut self, unit: UnitId) {
-        if let Some(control) = self.running.get(&unit) {
-            control.stop(Stop::Cancel, self.kill_grace);
-        } else if let Some(pos) = self.pending.iter().position(|(id, _)| *id == unit) {
-            if let Some((_, desc)) = self.pending.remove(pos) {
-                self.pending_cores -= desc.cores;
+        enum Found {
+            Running,
+            Waiting,
+            Nowhere,
+        }
+        let grace = self.kill_grace;
+        let found = self.executors.with(|q| {
+            if let Some(control) = q.running.get(&unit) {
+                control.stop(Stop::Cancel, grace);
+                return Found::Running;
             }
-            self.unit_event(unit, UnitState::Canceled, None, Some("canceled".into()));
-        } else {
-            self.canceled_early.insert(unit);
+            let Some(pos) = q.pending.iter().position(|(id, _)| *id == unit) else {
+                return Found::Nowhere;
+            };
+            if let Some((_, desc)) = q.pending.remove(pos) {
+                q.pending_cores -= desc.cores;
+            }
+            Found::Waiting
+        });
+        match found {
+            Some(Found::Waiting) => {
+                self.unit_event(unit, UnitState::Canceled, None, Some("canceled".into()))
+            }
+            Some(Found::Nowhere) => {
+                self.canceled_early.insert(unit);
+            }
+            Some(Found::Running) | None => {}
         }
     }
 
     fn return_pending(&mut self, reason: &str) {
-        for (id, _) in std::mem::take(&mut self.pending) {
+        let waiting = self
+            .executors
+            .with(|q| {
+                q.pending_cores = 0;
+                std::mem::take(&mut q.pending)
+            })
+            .unwrap_or_default();
+        for (id, _) in waiting {
             self.unit_event(id, UnitState::New, None, Some(reason.to_owned()));
         }
-        self.pending_cores = 0;
     }
 
     /// Sends every waiting and running unit back to the pool: whether the pilot reached its
     /// walltime or was canceled, its units did nothing wrong and run again elsewhere.
     fn stop_all(&mut self, reason: &str) {
         self.return_pending(reason);
-        for control in self.running.values() {
-            control.stop(Stop::Return(reason.to_owned()), self.kill_grace);
-        }
+        let grace = self.kill_grace;
+        self.executors.with(|q| {
+            for control in q.running.values() {
+                control.stop(Stop::Return(reason.to_owned()), grace);
+            }
+        });
     }
 }
 
@@ -376,14 +389,23 @@ fn pilot_event(
     }));
 }
 
-/// Publishes events in batches: whatever accumulated while the last batch was in flight.
+/// Publishes events in batches: after the first event of a batch, whatever else comes
+/// within `window` rides along (one store round trip and one wake-up of the manager for
+/// many transitions, at the price of `window` of extra latency).
 fn spawn_reporter(
     coordination: Arc<dyn Coordination>,
+    window: Duration,
 ) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
         while rx.recv_many(&mut batch, 4096).await > 0 {
+            if !window.is_zero() {
+                tokio::time::sleep(window).await;
+                while let Ok(e) = rx.try_recv() {
+                    batch.push(e);
+                }
+            }
             if let Err(e) = coordination.publish(std::mem::take(&mut batch)).await {
                 tracing::error!(error = %e, "cannot publish events");
             }

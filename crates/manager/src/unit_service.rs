@@ -111,10 +111,12 @@ struct CusInner {
 }
 
 impl ComputeUnitService {
-    /// A service with no pilots, binding each pilot up to its slots plus one slot-worth
-    /// of prefetched units.
+    /// A service with no pilots, binding to each pilot up to its slots plus four
+    /// slot-worths of units waiting there (what its agent keeps at hand, so that short
+    /// units flow without gaps). For long units over pilots that come and go, a smaller
+    /// prefetch ([`with_prefetch`](Self::with_prefetch)) binds later.
     pub fn new(session: &Session) -> Self {
-        Self::with_prefetch(session, 1)
+        Self::with_prefetch(session, 4)
     }
 
     /// A service whose pilots may have `prefetch` times their slots of units bound to them
