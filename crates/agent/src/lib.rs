@@ -10,8 +10,8 @@
 //!    GPUs are free; the agent starts them **strictly in order**, so a multi-core unit at the
 //!    head is never overtaken by the small units behind it (the starvation-free policy);
 //! 3. one executor thread per core runs the units, each as a real process in its own
-//!    sandbox directory and its own process
-//!    group, with stdout/stderr in files; see [`launch`];
+//!    sandbox directory and its own process group, with stdout/stderr in files; see
+//!    [`launch`];
 //! 4. every transition goes back to the manager as an event on the store's stream, batched;
 //! 5. shortly before the walltime ends (the smaller of 60 s and a tenth of the walltime) it
 //!    stops claiming and returns its waiting units to the pool; at the end it stops the units

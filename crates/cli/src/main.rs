@@ -43,6 +43,11 @@ enum Command {
         /// No progress display.
         #[arg(short, long)]
         quiet: bool,
+        /// How many pilots' worth of cores of units to bind to each pilot beyond what it
+        /// runs (default 4, for short units; 0 binds a unit only to a free core, for long
+        /// units over many pilots).
+        #[arg(long, value_name = "N")]
+        prefetch: Option<u32>,
     },
     /// Check a workload file without running anything.
     Check { workload: PathBuf },
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             report,
             sandbox,
             quiet,
+            prefetch,
         } => {
             let workload = match workload::load(&workload, &supported) {
                 Ok(w) => w,
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
                 report,
                 sandbox: Some(sandbox),
                 quiet,
+                prefetch,
             };
             match runtime.block_on(run::run(workload, &options)) {
                 Ok(Outcome::Finished(s)) if s.all_done() => ExitCode::SUCCESS,

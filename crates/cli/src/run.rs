@@ -18,6 +18,8 @@ pub struct RunOptions {
     pub sandbox: Option<PathBuf>,
     /// No progress display.
     pub quiet: bool,
+    /// Units bound to a pilot beyond its cores, in pilots' worth (default 4).
+    pub prefetch: Option<u32>,
 }
 
 /// How a run ended.
@@ -48,7 +50,10 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
     for description in workload.pilots {
         pilots.push(pcs.create_pilot(description).await?);
     }
-    let cus = ComputeUnitService::new(&session);
+    let cus = match options.prefetch {
+        Some(p) => ComputeUnitService::with_prefetch(&session, p),
+        None => ComputeUnitService::new(&session),
+    };
     cus.add_pilot_service(&pcs);
 
     let start = Instant::now();
