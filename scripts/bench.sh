@@ -42,10 +42,15 @@ TOML
 echo
 echo "== (a) null-unit throughput: $N units of /bin/true, one local pilot of 2 cores"
 echo "   rounds interleave pstar with the raw spawners so they share the machine's mood"
-pstar_rates=() rust_rates=() xargs_rates=()
+echo "   baselines: a raw Rust spawner (2 threads, spawn + wait, nothing else), the same with"
+echo "   each child in a sandbox of its own as pstar makes (directory, stdout/stderr files,"
+echo "   process group), and xargs -P2"
+pstar_rates=() rust_rates=() boxed_rates=() xargs_rates=()
+spawner_rate() { sed -E 's/.*: ([0-9]+) \/s.*/\1/'; }
 for r in $(seq "$ROUNDS"); do
-    out=$("$bin/spawn-baseline" "$N" 2)
-    rust_rates+=("$(echo "$out" | sed -E 's/.*: ([0-9]+) \/s.*/\1/')")
+    rust_rates+=("$("$bin/spawn-baseline" "$N" 2 | spawner_rate)")
+    mkdir "$work/boxed-$r"
+    boxed_rates+=("$("$bin/spawn-baseline" "$N" 2 "$work/boxed-$r" | spawner_rate)")
 
     t0=$(now); seq "$N" | xargs -P2 -n1 /bin/true; t1=$(now)
     xargs_rates+=("$(rate "$N" "$t0" "$t1")")
@@ -55,16 +60,18 @@ for r in $(seq "$ROUNDS"); do
     t1=$(now)
     pstar_rates+=("$(rate "$N" "$t0" "$t1")")
     echo "   round $r: pstar ${pstar_rates[-1]}/s (whole command, start to exit)" \
-         "| raw Rust spawner ${rust_rates[-1]}/s | xargs -P2 ${xargs_rates[-1]}/s"
+         "| raw Rust spawner ${rust_rates[-1]}/s | sandboxed ${boxed_rates[-1]}/s | xargs -P2 ${xargs_rates[-1]}/s"
     grep -E '^[0-9]+ units:|^mean time' "$work/pstar-$r.log" | sed 's/^/      pstar: /'
 done
 p=$(echo "${pstar_rates[@]}" | median)
 rr=$(echo "${rust_rates[@]}" | median)
+br=$(echo "${boxed_rates[@]}" | median)
 xr=$(echo "${xargs_rates[@]}" | median)
-echo "   median: pstar $p/s; raw Rust spawner (2 threads) $rr/s; xargs -P2 $xr/s"
-awk -v p="$p" -v r="$rr" -v x="$xr" 'BEGIN {
-    printf "   ratio pstar / raw Rust spawner = %.2f   (target >= 0.80)\n", p / r
-    printf "   ratio pstar / xargs -P2        = %.2f\n", p / x }'
+echo "   median: pstar $p/s; raw Rust spawner $rr/s; sandboxed Rust spawner $br/s; xargs -P2 $xr/s"
+awk -v p="$p" -v r="$rr" -v b="$br" -v x="$xr" 'BEGIN {
+    printf "   ratio pstar / raw Rust spawner       = %.2f   (target >= 0.80)\n", p / r
+    printf "   ratio pstar / sandboxed Rust spawner = %.2f\n", p / b
+    printf "   ratio pstar / xargs -P2              = %.2f\n", p / x }'
 
 echo
 echo "== (b) submit-to-done latency of one unit on an idle pilot (target < 5 ms)"
