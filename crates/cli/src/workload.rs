@@ -509,7 +509,11 @@ impl RawUnit {
             };
             src.error(
                 span,
-                format!("unit needs {} but {whom} has {have}", amount(need, what)),
+                format!(
+                    "unit needs {} but {whom} has {}",
+                    amount(need, what),
+                    amount(have, what)
+                ),
             )
         };
         let candidates: Vec<&PilotComputeDescription> = match pilot {
@@ -919,7 +923,7 @@ output_data = []
             "[[pilot]]\nresource = \"local://\"\ncores = 2\n[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ncores = 4\n",
             8,
             9,
-            "unit needs 4 cores but the largest pilot has 2",
+            "unit needs 4 cores but the largest pilot has 2 cores",
         ),
         (
             "unit larger than its bound pilot",
@@ -933,7 +937,7 @@ output_data = []
             "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ngpus = 1\n",
             5,
             8,
-            "unit needs 1 GPU but the largest pilot has 0",
+            "unit needs 1 GPU but the largest pilot has 0 GPUs",
         ),
         (
             "cores and gpus on different pilots",
