@@ -61,24 +61,17 @@ impl UnitControl {
     /// Stops the unit: SIGTERM to its process group, SIGKILL after `grace`.
     /// The unit's thread reports it `Canceled` or back in the pool, as `stop` says.
     pub(crate) fn stop(self: &Arc<Self>, stop: Stop, grace: Duration) {
-        let started = match self.process.lock() {
-            Ok(mut p) => {
-                if p.reaped {
-                    return;
-                }
-                p.stop = Some(stop);
-                p.pid.is_some()
-            }
-            Err(_) => return,
-        };
-        if started {
-            self.signal(Signal::SIGTERM);
-            let me = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                me.signal(Signal::SIGKILL);
-            });
+        match self.process.lock() {
+            Ok(mut p) if !p.reaped => p.stop = Some(stop),
+            _ => return,
         }
+        // A process still starting is sent SIGTERM by its thread as soon as it exists.
+        self.signal(Signal::SIGTERM);
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            me.signal(Signal::SIGKILL);
+        });
     }
 
     /// Kills the unit's process group at once (the agent is going away); the unit goes
