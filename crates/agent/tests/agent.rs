@@ -6,7 +6,7 @@ use std::time::Duration;
 use pstar_agent::{Agent, AgentConfig};
 use pstar_coordination::{Coordination, Embedded, Event, PilotRecord, Subscription};
 use pstar_model::{
-    ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, UnitId, UnitState,
+    ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, State, UnitId, UnitState,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
