@@ -25,6 +25,9 @@ use crate::scheduler::{self, Decision, PilotView, UnitView};
 use crate::session::Session;
 use crate::unit::{ComputeUnit, UnitRecord, UnitShared};
 
+/// How often, at most, a service's [`UnitCounts`] are updated while units run.
+const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How many units of each state a service holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitCounts {
@@ -134,6 +137,7 @@ impl ComputeUnitService {
             prefetch,
             counts: UnitCounts::default(),
             counts_tx,
+            counts_sent: tokio::time::Instant::now(),
             outbox: Vec::new(),
             bound: HashMap::new(),
         };
@@ -268,7 +272,8 @@ impl ComputeUnitService {
             .collect()
     }
 
-    /// How many units are in each state now.
+    /// How many units are in each state: updated at most every 10 ms while units run, and
+    /// at once when all have ended.
     pub fn counts(&self) -> UnitCounts {
         self.inner.counts.borrow().clone()
     }
@@ -323,6 +328,7 @@ struct Manager {
     prefetch: u32,
     counts: UnitCounts,
     counts_tx: watch::Sender<UnitCounts>,
+    counts_sent: tokio::time::Instant,
     /// Decisions to publish at the end of this round.
     outbox: Vec<Event>,
     /// Units bound this round, per pilot, to enqueue after their `Scheduled` is published.
@@ -352,6 +358,7 @@ impl Manager {
         mut events: mpsc::UnboundedReceiver<Arc<[Event]>>,
     ) {
         loop {
+            let counts_due = self.counts_sent + COUNTS_EVERY;
             tokio::select! {
                 batch = events.recv() => match batch {
                     Some(batch) => self.apply_events(&batch).await,
@@ -361,6 +368,7 @@ impl Manager {
                     Some(c) => self.command(c).await,
                     None => break,
                 },
+                _ = tokio::time::sleep_until(counts_due), if self.counts != *self.counts_tx.borrow() => {}
             }
             self.schedule();
             self.flush().await;
@@ -730,14 +738,23 @@ impl Manager {
                 tracing::error!(%pilot, error = %e, "cannot enqueue units");
             }
         }
-        let counts = &self.counts;
-        self.counts_tx.send_if_modified(|c| {
-            if c != counts {
-                c.clone_from(counts);
-                true
-            } else {
-                false
+        // Counts feed progress displays and `wait`: sent at most every `COUNTS_EVERY`, and
+        // at once when every unit has ended.
+        let now = tokio::time::Instant::now();
+        let all_ended = self.counts.finished() == self.counts.total();
+        if now >= self.counts_sent + COUNTS_EVERY || all_ended {
+            let counts = &self.counts;
+            let sent = self.counts_tx.send_if_modified(|c| {
+                if c != counts {
+                    c.clone_from(counts);
+                    true
+                } else {
+                    false
+                }
+            });
+            if sent {
+                self.counts_sent = now;
             }
-        });
+        }
     }
 }
