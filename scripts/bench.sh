@@ -73,6 +73,9 @@ awk -v p="$p" -v r="$rr" -v b="$br" -v x="$xr" 'BEGIN {
     printf "   ratio pstar / sandboxed Rust spawner = %.2f\n", p / b
     printf "   ratio pstar / xargs -P2              = %.2f\n", p / x }'
 
+echo "   for reference, the agent alone (units already queued in the store, no manager):"
+"$bin/agent-throughput" "$N" "$work" | sed 's/^/   /'
+
 echo
 echo "== (b) submit-to-done latency of one unit on an idle pilot (target < 5 ms)"
 "$bin/latency" 100 | sed 's/^/   /'
