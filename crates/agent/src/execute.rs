@@ -50,11 +50,11 @@ struct Process {
 impl UnitControl {
     /// Sends `sig` to the unit's process group, if it still owns it.
     fn signal(&self, sig: Signal) {
-        if let Ok(p) = self.process.lock() {
-            if let (Some(pid), false) = (p.pid, p.reaped) {
-                // ESRCH: the group is already gone.
-                let _ = killpg(Pid::from_raw(pid), sig);
-            }
+        if let Ok(p) = self.process.lock()
+            && let (Some(pid), false) = (p.pid, p.reaped)
+        {
+            // ESRCH: the group is already gone.
+            let _ = killpg(Pid::from_raw(pid), sig);
         }
     }
 

@@ -8,7 +8,6 @@
 pub struct Slots {
     cores: u32,
     free_cores: u32,
-    gpus: u32,
     free_gpus: Vec<u32>,
 }
 
@@ -18,14 +17,8 @@ impl Slots {
         Self {
             cores,
             free_cores: cores,
-            gpus,
             free_gpus: (0..gpus).rev().collect(),
         }
-    }
-
-    /// Whether a unit needing this much could ever run here.
-    pub fn could_ever_fit(&self, cores: u32, gpus: u32) -> bool {
-        cores <= self.cores && gpus <= self.gpus
     }
 
     /// Takes `cores` cores and `gpus` GPUs if that many are free; returns the GPU indices.
@@ -46,14 +39,6 @@ impl Slots {
         self.free_gpus.extend(gpus);
         self.free_gpus.sort_unstable_by(|a, b| b.cmp(a));
     }
-
-    pub fn total_cores(&self) -> u32 {
-        self.cores
-    }
-
-    pub fn free_cores(&self) -> u32 {
-        self.free_cores
-    }
 }
 
 #[cfg(test)]
@@ -67,11 +52,9 @@ mod tests {
         assert_eq!(s.take(2, 0), None, "only one core left");
         assert_eq!(s.take(1, 2), None, "only one GPU left");
         assert_eq!(s.take(1, 1), Some(vec![1]));
-        assert_eq!(s.free_cores(), 0);
+        assert_eq!(s.take(1, 0), None, "every core is taken");
         s.give_back(3, vec![0]);
         assert_eq!(s.take(3, 1), Some(vec![0]));
-        assert!(s.could_ever_fit(4, 2));
-        assert!(!s.could_ever_fit(5, 0));
-        assert!(!s.could_ever_fit(1, 3));
+        assert_eq!(s.take(5, 0), None, "more than the pilot has");
     }
 }

@@ -316,10 +316,10 @@ impl PilotCompute {
             }
         }
         let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
-        if let Some(job) = job {
-            if let Err(e) = self.inner.adaptor.cancel(&job).await {
-                tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
-            }
+        if let Some(job) = job
+            && let Err(e) = self.inner.adaptor.cancel(&job).await
+        {
+            tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
         }
         if let Err(e) = self
             .publish(PilotState::Canceled, Some("pilot canceled".into()))

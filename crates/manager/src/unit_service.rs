@@ -666,15 +666,15 @@ impl Manager {
             }
         }
         // Callbacks first: whoever `wait`s sees them all done.
-        if !callbacks.is_empty() {
-            if let Some(commands) = self.commands.upgrade() {
-                let handle = ComputeUnit {
-                    shared: shared.clone(),
-                    commands,
-                };
-                for cb in callbacks {
-                    cb(&handle, e.state);
-                }
+        if !callbacks.is_empty()
+            && let Some(commands) = self.commands.upgrade()
+        {
+            let handle = ComputeUnit {
+                shared: shared.clone(),
+                commands,
+            };
+            for cb in callbacks {
+                cb(&handle, e.state);
             }
         }
         shared.changed.notify_waiters();
@@ -724,14 +724,13 @@ impl Manager {
     /// Publishes this round's decisions, then enqueues the bound units: an agent can only
     /// claim a unit whose `Scheduled` is already on the stream.
     async fn flush(&mut self) {
-        if !self.outbox.is_empty() {
-            if let Err(e) = self
+        if !self.outbox.is_empty()
+            && let Err(e) = self
                 .coordination
                 .publish(std::mem::take(&mut self.outbox))
                 .await
-            {
-                tracing::error!(error = %e, "cannot publish scheduling decisions");
-            }
+        {
+            tracing::error!(error = %e, "cannot publish scheduling decisions");
         }
         for (pilot, units) in std::mem::take(&mut self.bound) {
             if let Err(e) = self.coordination.enqueue(pilot, &units).await {

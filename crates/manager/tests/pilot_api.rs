@@ -469,7 +469,7 @@ async fn gpu_units_get_their_own_devices_and_callbacks_see_every_change() {
         .collect();
     devices.sort();
     assert_eq!(devices, ["0", "1"]);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let states: Vec<UnitState> = seen.iter().map(|(_, s)| *s).collect();
     assert_eq!(
         states,

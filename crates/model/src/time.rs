@@ -40,11 +40,6 @@ impl Timestamp {
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
     }
-
-    /// This timestamp moved `d` later.
-    pub fn add(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(d.as_micros() as u64))
-    }
 }
 
 impl fmt::Debug for Timestamp {

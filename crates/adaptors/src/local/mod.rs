@@ -88,10 +88,10 @@ impl ResourceAdaptor for Local {
                     tracing::error!(%pilot, error = %e, "cannot report the agent's end");
                 }
             }
-            if let Ok(mut jobs) = jobs.lock() {
-                if let Some(job) = jobs.get_mut(&watched) {
-                    job.state = JobState::Finished { ok, detail };
-                }
+            if let Ok(mut jobs) = jobs.lock()
+                && let Some(job) = jobs.get_mut(&watched)
+            {
+                job.state = JobState::Finished { ok, detail };
             }
         });
         Ok(id)

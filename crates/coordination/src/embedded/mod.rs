@@ -250,10 +250,10 @@ impl Coordination for Embedded {
         let mut d = self.lock()?;
         // A unit's description is no longer needed once it reached a final state.
         for e in &events {
-            if let Event::Unit(u) = e {
-                if u.state.is_final() {
-                    d.units.remove(&u.unit);
-                }
+            if let Event::Unit(u) = e
+                && u.state.is_final()
+            {
+                d.units.remove(&u.unit);
             }
         }
         let batch: Arc<[Event]> = events.into();
