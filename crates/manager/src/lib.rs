@@ -46,3 +46,8 @@ pub use pstar_model::{
     Affinity, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, ResourceUrl,
     Scheme, State, Timestamp, UnitId, UnitState,
 };
+
+/// The Rust examples of the README, compiled and run as doc tests so it never lies.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
