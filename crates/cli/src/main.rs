@@ -29,8 +29,9 @@ struct Cli {
 enum Command {
     /// Run a workload file: create its pilots, run its units, report.
     ///
-    /// Exit status: 0 if every unit is done, 1 if any failed or was canceled,
-    /// 2 if the workload file was refused, 130 if interrupted.
+    /// Exit status: 0 if every unit is done, 1 if any failed or was canceled (or the
+    /// report could not be written at the end), 2 if the workload file or the report path
+    /// was refused before anything ran, 130 if interrupted.
     Run {
         /// The workload file (TOML with [[pilot]] and [[unit]] tables).
         workload: PathBuf,
@@ -98,6 +99,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_WORKLOAD);
                 }
             };
+            // A report that cannot be written is found out before anything runs.
+            if let Some(path) = &report {
+                if let Err(e) = std::fs::File::create(path) {
+                    eprintln!("pstar: cannot write the report {}: {e}", path.display());
+                    return ExitCode::from(EXIT_BAD_WORKLOAD);
+                }
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -115,8 +123,11 @@ fn main() -> ExitCode {
                 prefetch,
             };
             match runtime.block_on(run::run(workload, &options)) {
-                Ok(Outcome::Finished(s)) if s.all_done() => ExitCode::SUCCESS,
-                Ok(Outcome::Finished(_)) => ExitCode::FAILURE,
+                Ok(Outcome::Finished {
+                    summary,
+                    report_written: true,
+                }) if summary.all_done() => ExitCode::SUCCESS,
+                Ok(Outcome::Finished { .. }) => ExitCode::FAILURE,
                 Ok(Outcome::Interrupted(_)) => ExitCode::from(130),
                 Err(e) => {
                     eprintln!("pstar: {e}");

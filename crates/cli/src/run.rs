@@ -25,8 +25,12 @@ pub struct RunOptions {
 /// How a run ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Every unit ran; the summary says how each ended.
-    Finished(Summary),
+    /// Every unit ran; the summary says how each ended. `report_written` is false when
+    /// a report was asked for and could not be written.
+    Finished {
+        summary: Summary,
+        report_written: bool,
+    },
     /// Interrupted (Ctrl-C): units were canceled.
     Interrupted(Summary),
 }
@@ -96,16 +100,23 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
     }
     let summary = Summary::new(session.id(), &units, wall);
     eprint!("{}", summary.render(&units));
+    let mut report_written = true;
     if let Some(path) = &options.report {
         match report::write(path, &summary, &units, &pilots) {
             Ok(()) => eprintln!("report: {}", path.display()),
-            Err(e) => eprintln!("pstar: cannot write the report {}: {e}", path.display()),
+            Err(e) => {
+                eprintln!("pstar: cannot write the report {}: {e}", path.display());
+                report_written = false;
+            }
         }
     }
     debug_assert!(units.iter().all(|u| u.state().is_final()));
     Ok(if interrupted {
         Outcome::Interrupted(summary)
     } else {
-        Outcome::Finished(summary)
+        Outcome::Finished {
+            summary,
+            report_written,
+        }
     })
 }

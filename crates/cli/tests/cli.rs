@@ -864,3 +864,29 @@ count = 4
         processes_with_arg(&token).is_empty()
     });
 }
+
+#[test]
+fn an_unwritable_report_path_is_refused_before_anything_runs() {
+    let scratch = Scratch::new();
+    let quickstart = examples_dir().join("quickstart.toml");
+    let sandbox = scratch.sandbox();
+    let report = scratch.path().join("no-such-dir").join("report.json");
+    let out = run_in(
+        scratch.path(),
+        &[
+            "run",
+            s(&quickstart),
+            "--sandbox",
+            s(&sandbox),
+            "--report",
+            s(&report),
+            "-q",
+        ],
+    );
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("cannot write the report"), "{out}");
+    assert!(
+        !sandbox.exists(),
+        "units ran although the report could not be written"
+    );
+}
