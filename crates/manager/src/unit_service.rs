@@ -69,7 +69,7 @@ pub(crate) enum Command {
     Cancel(Vec<UnitId>),
     CancelAll(String),
     AddPilot(PilotCompute),
-    RemovePilots(Vec<PilotId>),
+    RemovePilots(Vec<PilotId>, tokio::sync::oneshot::Sender<()>),
 }
 
 /// Runs compute units on the pilots of the pilot services added to it (the seeds'
@@ -172,14 +172,23 @@ impl ComputeUnitService {
         }));
     }
 
-    /// Stops binding units to the pilots of `pcs`. Units waiting in their queues go back to
-    /// the pool; units they already run finish there.
-    pub fn remove_pilot_service(&self, pcs: &PilotComputeService) {
+    /// Stops binding units to the pilots of `pcs`; returns once no more will be. Units
+    /// waiting in their queues go back to the pool; units they already run finish there.
+    /// The pilots themselves keep running (cancel them through `pcs`).
+    pub async fn remove_pilot_service(&self, pcs: &PilotComputeService) {
         if let Ok(mut services) = self.inner.services.lock() {
             services.retain(|s| !s.same_as(pcs));
         }
         let ids = pcs.pilots().iter().map(PilotCompute::id).collect();
-        let _ = self.inner.commands.send(Command::RemovePilots(ids));
+        let (done, removed) = tokio::sync::oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::RemovePilots(ids, done))
+            .is_ok()
+        {
+            let _ = removed.await;
+        }
     }
 
     /// Submits one unit.
@@ -440,13 +449,14 @@ impl Manager {
                     });
                 }
             }
-            Command::RemovePilots(ids) => {
+            Command::RemovePilots(ids, done) => {
                 for id in ids {
                     if let Some(slot) = self.slot(id) {
                         slot.removed = true;
                         self.withdraw(id, "pilot removed from the service").await;
                     }
                 }
+                let _ = done.send(());
             }
             Command::Cancel(ids) => self.cancel(ids, "canceled").await,
             Command::CancelAll(reason) => {

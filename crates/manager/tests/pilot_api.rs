@@ -529,3 +529,52 @@ async fn a_pilot_whose_sandbox_cannot_be_made_fails_and_its_units_wait_for_anoth
     assert!(Path::new(&unit.stdout().unwrap()).exists());
     f.pcs.cancel().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_pilot_service_gets_no_more_units_and_its_queue_goes_back_to_the_pool() {
+    let f = fixture().await;
+    let other = PilotComputeService::new(&f.session);
+    let a = f.pcs.create_pilot(pilot(1)).await.unwrap();
+    assert_eq!(
+        within(a.wait_for(PilotState::Running)).await,
+        PilotState::Running
+    );
+    let units = f
+        .cus
+        .submit_batch((0..6).map(|_| sh("sleep 0.2")))
+        .await
+        .unwrap();
+    eventually("a unit running on the first pilot", || {
+        units.iter().any(|u| u.state() == UnitState::Running)
+    })
+    .await;
+
+    f.cus.remove_pilot_service(&f.pcs).await;
+    let removed_at = Timestamp::now();
+    let b = other.create_pilot(pilot(2)).await.unwrap();
+    f.cus.add_pilot_service(&other);
+    within(f.cus.wait()).await;
+
+    assert!(
+        units.iter().all(|u| u.state() == UnitState::Done),
+        "{units:?}"
+    );
+    for u in &units {
+        let bound_late = u
+            .history()
+            .iter()
+            .any(|(s, t)| *s == UnitState::Scheduled && *t > removed_at);
+        if bound_late {
+            assert_eq!(
+                u.pilot(),
+                Some(b.id()),
+                "{} was bound to the removed pilot",
+                u.id()
+            );
+        }
+    }
+    // The pilot itself is not canceled by leaving the service.
+    assert_eq!(a.state(), PilotState::Running);
+    f.pcs.cancel().await;
+    other.cancel().await;
+}
