@@ -150,10 +150,15 @@ impl Executors {
             changed: tokio::sync::Notify::new(),
         });
         for i in 0..d.cores {
-            let (me, record, events) = (me.clone(), record.clone(), events.clone());
-            std::thread::Builder::new()
+            let (worker, record, events) = (me.clone(), record.clone(), events.clone());
+            let started = std::thread::Builder::new()
                 .name(format!("pstar-exec-{i}"))
-                .spawn(move || me.serve(&record, &events))?;
+                .spawn(move || worker.serve(&record, &events));
+            if let Err(e) = started {
+                // The executors already started must not wait forever.
+                me.with(|q| q.closed = true);
+                return Err(e);
+            }
         }
         Ok(me)
     }
