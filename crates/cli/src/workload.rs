@@ -35,9 +35,10 @@
 //! output_data = []          # reserved for Pilot-Data: must be empty for now
 //! ```
 //!
-//! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`, in
-//! `arguments` and in `environment` *values* becomes the member's index, `0` to `N - 1`
-//! (with the default `count = 1` it becomes `0`).
+//! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`,
+//! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory` and
+//! `pre_exec` becomes the member's index, `0` to `N - 1` (with the default `count = 1` it
+//! becomes `0`).
 //!
 //! Everything is checked before anything runs, and every mistake is reported with the
 //! file, line and column of the offending key or value, followed by the source line:
@@ -262,7 +263,8 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
     })
 }
 
-/// Member `i` of an ensemble: `{i}` replaced in the name, arguments and environment values.
+/// Member `i` of an ensemble: `{i}` replaced in the name, arguments, environment values,
+/// output file names, working directory and pre-exec lines.
 fn member(template: &ComputeUnitDescription, i: u32) -> ComputeUnitDescription {
     let index = i.to_string();
     let subst = |s: &String| s.replace("{i}", &index);
@@ -274,6 +276,13 @@ fn member(template: &ComputeUnitDescription, i: u32) -> ComputeUnitDescription {
             .iter()
             .map(|(k, v)| (k.clone(), subst(v)))
             .collect(),
+        stdout: template.stdout.as_ref().map(subst),
+        stderr: template.stderr.as_ref().map(subst),
+        working_directory: template
+            .working_directory
+            .as_ref()
+            .map(|d| d.to_string_lossy().replace("{i}", &index).into()),
+        pre_exec: template.pre_exec.iter().map(subst).collect(),
         ..template.clone()
     }
 }
@@ -1118,5 +1127,32 @@ output_data = []
             w.units[7].description.arguments,
             vec!["hello".to_owned(), "7".to_owned()]
         );
+    }
+
+    #[test]
+    fn ensemble_index_reaches_output_files_working_directory_and_pre_exec() {
+        let text = r#"
+[[pilot]]
+resource = "local://"
+
+[[unit]]
+executable = "/bin/true"
+stdout = "out-{i}.txt"
+stderr = "logs/{i}/err"
+working_directory = "/data/run-{i}"
+pre_exec = ["echo {i}"]
+count = 2
+"#;
+        let w = parse(Path::new("dir/work.toml"), text, &[Scheme::Local]).unwrap();
+        for (i, unit) in w.units.iter().enumerate() {
+            let d = &unit.description;
+            assert_eq!(d.stdout, Some(format!("out-{i}.txt")));
+            assert_eq!(d.stderr, Some(format!("logs/{i}/err")));
+            assert_eq!(
+                d.working_directory,
+                Some(PathBuf::from(format!("/data/run-{i}")))
+            );
+            assert_eq!(d.pre_exec, vec![format!("echo {i}")]);
+        }
     }
 }
