@@ -31,7 +31,7 @@ enum Command {
     ///
     /// Exit status: 0 if every unit is done, 1 if any failed or was canceled (or the
     /// report could not be written at the end), 2 if the workload file or the report path
-    /// was refused before anything ran, 130 if interrupted.
+    /// was refused before anything ran, 130 if interrupted (SIGINT or SIGTERM).
     Run {
         /// The workload file (TOML with [[pilot]] and [[unit]] tables).
         workload: PathBuf,

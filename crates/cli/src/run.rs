@@ -78,10 +78,10 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
             cus.cancel_because("every pilot ended before this unit could run");
             cus.wait().await;
         }
-        _ = tokio::signal::ctrl_c() => {
+        signal = interruption() => {
             interrupted = true;
-            eprintln!("pstar: interrupted; canceling units");
-            cus.cancel_because("interrupted");
+            eprintln!("pstar: interrupted by {signal}; canceling units");
+            cus.cancel_because(format!("interrupted by {signal}"));
             cus.wait().await;
         }
     }
@@ -119,4 +119,23 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
             report_written,
         }
     })
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM (what batch systems and `kill` send); names it.
+async fn interruption() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => {
+            // Without signal handling, never interrupted: the run goes to its end.
+            std::future::pending::<()>().await;
+            "never"
+        }
+    }
 }

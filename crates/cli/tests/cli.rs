@@ -788,9 +788,24 @@ fn stdout_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn ctrl_c_cancels_units_kills_their_processes_and_exits_130() {
+    interrupted_run("-INT", 1);
+}
+
+#[test]
+fn sigterm_cancels_units_kills_their_processes_and_exits_130() {
+    interrupted_run("-TERM", 2);
+}
+
+/// Interrupts a run of long units with `signal` (a `kill` option); `tag` keeps the
+/// processes of concurrent tests apart.
+fn interrupted_run(signal: &str, tag: u32) {
     let scratch = Scratch::new();
     // A duration no other process on the machine is sleeping for.
-    let token = format!("61.{}{:03}", std::process::id(), now_secs() as u64 % 1000);
+    let token = format!(
+        "61.{tag}{}{:03}",
+        std::process::id(),
+        now_secs() as u64 % 1000
+    );
     let _cleanup = KillLeftovers(&token);
     let workload = scratch.write(
         "long.toml",
@@ -837,10 +852,10 @@ count = 4
     );
 
     let sent = Command::new("kill")
-        .args(["-INT", &running.pid().to_string()])
+        .args([signal, &running.pid().to_string()])
         .status()
         .expect("run kill");
-    assert!(sent.success(), "kill -INT failed");
+    assert!(sent.success(), "kill {signal} failed");
     let out = running.wait(Duration::from_secs(30));
     assert_eq!(out.code(), Some(130), "{out}");
     assert!(out.stderr.contains("interrupted"), "{out}");
