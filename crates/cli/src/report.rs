@@ -100,6 +100,16 @@ impl Summary {
                 unlucky.len() - SHOWN
             );
         }
+        // Canceled units, grouped by why.
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for u in units.iter().filter(|u| u.state() == UnitState::Canceled) {
+            *reasons
+                .entry(u.detail().unwrap_or_else(|| "canceled".into()))
+                .or_default() += 1;
+        }
+        for (reason, n) in reasons {
+            let _ = writeln!(out, "  canceled {n}: {reason}");
+        }
         out
     }
 }
