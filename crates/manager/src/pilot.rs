@@ -193,6 +193,33 @@ impl PilotComputeService {
 
 /// One pilot: a placeholder job holding cores and GPUs on a resource (the seeds'
 /// `PilotCompute`). Cheap to clone; all clones see the same pilot.
+///
+/// Every method appears in this example:
+///
+/// ```
+/// # #[tokio::main] async fn main() -> pstar::Result<()> {
+/// use pstar::{PilotComputeDescription, PilotComputeService, PilotState, Session};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let session = Session::builder().sandbox_root(dir.path()).build().await?;
+/// let pcs = PilotComputeService::new(&session);
+/// let description = PilotComputeDescription { name: Some("p".into()), cores: 2, ..Default::default() };
+/// let pilot = pcs.create_pilot(description).await?;
+///
+/// assert_eq!(pilot.id().to_string(), "pilot.0000");
+/// assert_eq!(pilot.description().cores, 2);
+/// assert!(pilot.sandbox().starts_with(session.sandbox_root()));
+/// assert_eq!(pilot.wait_for(PilotState::Running).await, PilotState::Running);
+/// assert_eq!(pilot.state(), PilotState::Running);
+/// assert_eq!(pilot.job_id().as_deref(), Some("local:pilot.0000"));
+///
+/// pilot.cancel().await;
+/// assert_eq!(pilot.wait().await, PilotState::Canceled);
+/// assert_eq!(pilot.detail().as_deref(), Some("pilot canceled"));
+/// let states: Vec<PilotState> = pilot.history().iter().map(|(s, _)| *s).collect();
+/// assert_eq!(states, [PilotState::New, PilotState::Pending, PilotState::Running, PilotState::Canceled]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PilotCompute {
     inner: Arc<PilotInner>,

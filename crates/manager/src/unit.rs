@@ -34,22 +34,40 @@ pub(crate) struct UnitRecord {
 
 /// One compute unit (the seeds' `ComputeUnit`): its id, state, exit code and output files.
 ///
+/// Every method but [`on_state_change`](Self::on_state_change) (which has its own example)
+/// appears in this one:
+///
 /// ```
 /// # #[tokio::main] async fn main() -> pstar::Result<()> {
 /// use pstar::{ComputeUnitDescription, ComputeUnitService, PilotComputeDescription,
-///             PilotComputeService, Session, UnitState};
+///             PilotComputeService, Session, Timestamp, UnitState};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let session = Session::builder().sandbox_root(dir.path()).build().await?;
 /// let pcs = PilotComputeService::new(&session);
-/// pcs.create_pilot(PilotComputeDescription::default()).await?;
+/// let pilot = pcs.create_pilot(PilotComputeDescription::default()).await?;
 /// let cus = ComputeUnitService::new(&session);
 /// cus.add_pilot_service(&pcs);
 ///
 /// let unit = cus.submit(ComputeUnitDescription::new("/bin/echo").with_arguments(["hi"])).await?;
+/// assert_eq!(unit.id().to_string(), "unit.000000");
+/// assert_eq!(unit.name(), "echo");
+/// assert_eq!(unit.description().arguments, ["hi"]);
 /// assert_eq!(unit.wait().await, UnitState::Done);
+/// assert_eq!(unit.state(), UnitState::Done);
 /// assert_eq!(unit.exit_code(), Some(0));
+/// assert_eq!(unit.detail(), None);
+/// assert_eq!(unit.pilot(), Some(pilot.id()));
+/// let sandbox = unit.sandbox().unwrap();
 /// assert_eq!(std::fs::read_to_string(unit.stdout().unwrap()).unwrap(), "hi\n");
+/// assert_eq!(unit.stderr().unwrap(), sandbox.join("stderr"));
+/// assert_eq!(unit.history().len(), 5); // new, scheduled, pending, running, done
+/// assert!(unit.time_in_states(Timestamp::now()).iter().any(|(s, _)| *s == UnitState::Running));
+///
+/// let sleeper = cus.submit(ComputeUnitDescription::new("/bin/sleep").with_arguments(["60"])).await?;
+/// assert_eq!(sleeper.wait_for(UnitState::Running).await, UnitState::Running);
+/// sleeper.cancel(); // kills its process group
+/// assert_eq!(sleeper.wait().await, UnitState::Canceled);
 /// # pcs.cancel().await;
 /// # Ok(()) }
 /// ```

@@ -96,6 +96,22 @@ pub(crate) enum Command {
 /// cus.wait().await;
 /// assert!(units.iter().all(|u| u.state() == UnitState::Done));
 /// assert_eq!(cus.counts().get(UnitState::Done), 4);
+/// assert_eq!(cus.watch_counts().borrow().finished(), 4);
+/// assert_eq!(cus.units().len(), 4);
+///
+/// // Cancel what is left, with a reason each unit keeps.
+/// let sleeper = cus.submit(ComputeUnitDescription::new("/bin/sleep").with_arguments(["60"])).await?;
+/// cus.cancel_because("enough");
+/// cus.wait().await;
+/// assert_eq!(sleeper.state(), UnitState::Canceled);
+/// assert_eq!(sleeper.detail().as_deref(), Some("enough"));
+///
+/// // Pilots of a removed service get no more units; `cancel()` is `cancel_because("canceled")`.
+/// cus.remove_pilot_service(&pcs).await;
+/// let waiting = cus.submit(ComputeUnitDescription::new("/bin/true")).await?;
+/// cus.cancel();
+/// cus.wait().await;
+/// assert_eq!((waiting.state(), waiting.pilot()), (UnitState::Canceled, None));
 /// pcs.cancel().await;
 /// # Ok(()) }
 /// ```
@@ -648,7 +664,12 @@ impl Manager {
         if e.exit_code.is_some() {
             rec.exit_code = e.exit_code;
         }
-        rec.detail = e.detail.clone();
+        // A cancel's own reason wins over the agent's plain "canceled".
+        let reason = match e.state {
+            UnitState::Canceled => self.cancel_requested.get(&e.unit).cloned(),
+            _ => None,
+        };
+        rec.detail = reason.or_else(|| e.detail.clone());
         if e.state == UnitState::Scheduled {
             let sandbox: Option<Arc<Path>> = e.pilot.and_then(|p| {
                 self.pilots
