@@ -42,11 +42,19 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
         builder = builder.sandbox_root(root);
     }
     let session = builder.build().await?;
+    let count = |n: usize, what: &str| {
+        if n == 1 {
+            format!("1 {what}")
+        } else {
+            format!("{n} {what}s")
+        }
+    };
     eprintln!(
-        "pstar: session {} ({} pilots, {} units)",
+        "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
-        workload.pilots.len(),
-        workload.units.len()
+        count(workload.pilots.len(), "pilot"),
+        count(workload.units.len(), "unit"),
+        session.sandbox_root().join(session.id()).display(),
     );
 
     let pcs = PilotComputeService::new(&session);

@@ -384,7 +384,12 @@ impl PilotCompute {
                 }
                 let state = s.life.state();
                 drop(s);
-                tracing::debug!(pilot = %self.id(), %state, "pilot state");
+                match &event.detail {
+                    Some(detail) => {
+                        tracing::info!(pilot = %self.id(), %state, %detail, "pilot state")
+                    }
+                    None => tracing::info!(pilot = %self.id(), %state, "pilot state"),
+                }
                 self.inner.changed.send_replace(state);
             }
             // A second report of an end already recorded (agent and manager both saw it).
