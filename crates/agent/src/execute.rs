@@ -144,7 +144,7 @@ impl Executors {
                 pending_cores: 0,
                 running: HashMap::new(),
                 closed: false,
-                refill_below: 2 * d.cores,
+                refill_below: d.cores.saturating_mul(2),
             }),
             wake: Condvar::new(),
             changed: tokio::sync::Notify::new(),

@@ -243,7 +243,11 @@ impl Run {
             let changed = self.executors.changed.notified();
             if !self.draining && !self.claim_outstanding {
                 let waiting = self.executors.with(|q| q.pending_cores).unwrap_or(0);
-                if waiting < 2 * cores && claim_tx.try_send((4 * cores - waiting) as usize).is_ok()
+                let (low, target) = (cores.saturating_mul(2), cores.saturating_mul(4));
+                if waiting < low
+                    && claim_tx
+                        .try_send(target.saturating_sub(waiting) as usize)
+                        .is_ok()
                 {
                     self.claim_outstanding = true;
                 }

@@ -417,8 +417,14 @@ impl Manager {
                     alive,
                     cores: d.cores,
                     gpus: d.gpus,
-                    free_cores: (d.cores * (1 + self.prefetch)).saturating_sub(s.cores_bound),
-                    free_gpus: (d.gpus * (1 + self.prefetch)).saturating_sub(s.gpus_bound),
+                    free_cores: d
+                        .cores
+                        .saturating_mul(self.prefetch.saturating_add(1))
+                        .saturating_sub(s.cores_bound),
+                    free_gpus: d
+                        .gpus
+                        .saturating_mul(self.prefetch.saturating_add(1))
+                        .saturating_sub(s.gpus_bound),
                 }
             })
             .collect()
