@@ -153,6 +153,8 @@ impl Executors {
             let (worker, record, events) = (me.clone(), record.clone(), events.clone());
             let started = std::thread::Builder::new()
                 .name(format!("pstar-exec-{i}"))
+                // Small stacks: a pilot of thousands of cores has thousands of executors.
+                .stack_size(256 * 1024)
                 .spawn(move || worker.serve(&record, &events));
             if let Err(e) = started {
                 // The executors already started must not wait forever.
