@@ -289,28 +289,34 @@ fn execute(
     }
 
     // Wait for the leader to exit without reaping it, so that its group id stays ours
-    // while we kill whatever it left running in the group; then reap it.
-    let exited = waitid(
-        Id::Pid(Pid::from_raw(pid)),
-        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-    );
-    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    let status = child.wait();
+    // while we kill whatever it left running in the group; mark it reaped (no one may
+    // signal the group any more), then reap it.
+    let exited = loop {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.is_ok(),
+        }
+    };
     let stop = match control.process.lock() {
         Ok(mut p) => {
+            // Only while the exited leader still holds the group id.
+            if exited {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             p.reaped = true;
             p.stop.take()
         }
         Err(_) => None,
     };
+    let status = child.wait();
     if stop.is_some() {
         stopped(stop);
         return Ok(());
     }
-    let status = match (exited, status) {
-        (_, Ok(s)) => s,
-        (_, Err(source)) => return Err(LaunchError::Wait { source }),
-    };
+    let status = status.map_err(|source| LaunchError::Wait { source })?;
     let stderr = job.desc.stderr_path(&sandbox);
     match (
         status.success(),
