@@ -8,6 +8,7 @@
 //! their [`UnitControl`].
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -116,6 +117,8 @@ pub(crate) struct Executors {
     wake: Condvar,
     /// Tells the main loop that the queue ran low or the last unit ended.
     pub(crate) changed: tokio::sync::Notify,
+    /// Free cores, readable without the lock.
+    free: Arc<AtomicU32>,
 }
 
 pub(crate) struct Queue {
@@ -132,9 +135,11 @@ pub(crate) struct Queue {
 
 impl Executors {
     /// Starts one executor thread per core of the pilot.
+    /// `free` mirrors how many of the pilot's cores are free.
     pub(crate) fn start(
         record: Arc<PilotRecord>,
         events: mpsc::UnboundedSender<Event>,
+        free: Arc<AtomicU32>,
     ) -> std::io::Result<Arc<Self>> {
         let d = &record.description;
         let me = Arc::new(Self {
@@ -148,6 +153,7 @@ impl Executors {
             }),
             wake: Condvar::new(),
             changed: tokio::sync::Notify::new(),
+            free,
         });
         for i in 0..d.cores {
             let (worker, record, events) = (me.clone(), record.clone(), events.clone());
@@ -186,6 +192,7 @@ impl Executors {
                         continue;
                     };
                     q.pending_cores -= desc.cores;
+                    self.free.store(q.slots.free_cores(), Ordering::Relaxed);
                     let control = Arc::new(UnitControl::default());
                     q.running.insert(id, control.clone());
                     break (
@@ -220,6 +227,7 @@ impl Executors {
             let Ok(mut q) = self.state.lock() else { return };
             q.running.remove(&id);
             q.slots.give_back(cores, gpus);
+            self.free.store(q.slots.free_cores(), Ordering::Relaxed);
             let idle = q.running.is_empty();
             drop(q);
             self.wake.notify_all();

@@ -33,6 +33,11 @@ impl Slots {
         Some(taken)
     }
 
+    /// How many cores are free.
+    pub fn free_cores(&self) -> u32 {
+        self.free_cores
+    }
+
     /// Gives back what [`take`](Self::take) handed out.
     pub fn give_back(&mut self, cores: u32, gpus: Vec<u32>) {
         self.free_cores = (self.free_cores + cores).min(self.cores);
