@@ -70,6 +70,29 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A running one-core pilot of `f.pcs` and `n` units of `script`, one of them running on it.
+async fn busy_pilot(
+    f: &Fixture,
+    n: usize,
+    script: &str,
+) -> (pstar::PilotCompute, Vec<ComputeUnit>) {
+    let a = f.pcs.create_pilot(pilot(1)).await.unwrap();
+    assert_eq!(
+        within(a.wait_for(PilotState::Running)).await,
+        PilotState::Running
+    );
+    let units = f
+        .cus
+        .submit_batch((0..n).map(|_| sh(script)))
+        .await
+        .unwrap();
+    eventually("a unit running on the first pilot", || {
+        units.iter().any(|u| u.state() == UnitState::Running)
+    })
+    .await;
+    (a, units)
+}
+
 fn read(path: Option<std::path::PathBuf>) -> String {
     std::fs::read_to_string(path.expect("unit has a sandbox")).unwrap()
 }
@@ -323,20 +346,7 @@ async fn canceling_a_running_unit_kills_its_whole_process_tree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pilot_canceled_mid_run_returns_its_units_to_finish_on_another() {
     let f = fixture().await;
-    let a = f.pcs.create_pilot(pilot(1)).await.unwrap();
-    assert_eq!(
-        within(a.wait_for(PilotState::Running)).await,
-        PilotState::Running
-    );
-    let units = f
-        .cus
-        .submit_batch((0..4).map(|_| sh("sleep 0.5")))
-        .await
-        .unwrap();
-    eventually("a unit running on the first pilot", || {
-        units.iter().any(|u| u.state() == UnitState::Running)
-    })
-    .await;
+    let (a, units) = busy_pilot(&f, 4, "sleep 0.5").await;
     let was_running: Vec<ComputeUnit> = units
         .iter()
         .filter(|u| u.state() == UnitState::Running)
@@ -534,20 +544,7 @@ async fn a_pilot_whose_sandbox_cannot_be_made_fails_and_its_units_wait_for_anoth
 async fn a_removed_pilot_service_gets_no_more_units_and_its_queue_goes_back_to_the_pool() {
     let f = fixture().await;
     let other = PilotComputeService::new(&f.session);
-    let a = f.pcs.create_pilot(pilot(1)).await.unwrap();
-    assert_eq!(
-        within(a.wait_for(PilotState::Running)).await,
-        PilotState::Running
-    );
-    let units = f
-        .cus
-        .submit_batch((0..6).map(|_| sh("sleep 0.2")))
-        .await
-        .unwrap();
-    eventually("a unit running on the first pilot", || {
-        units.iter().any(|u| u.state() == UnitState::Running)
-    })
-    .await;
+    let (a, units) = busy_pilot(&f, 6, "sleep 0.2").await;
 
     f.cus.remove_pilot_service(&f.pcs).await;
     let removed_at = Timestamp::now();
