@@ -33,12 +33,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         },
         sandbox: sandbox.clone(),
+        job: None,
     };
     let start = Instant::now();
     let agent = tokio::spawn(Agent::new(store.clone(), record, AgentConfig::default()).run());
     let mut finished = 0;
     while finished < n {
-        let Some(batch) = events.next_batch().await else {
+        let Some(Ok(batch)) = events.next_batch().await else {
             break;
         };
         finished += batch

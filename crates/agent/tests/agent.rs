@@ -19,13 +19,18 @@ fn record(dir: &std::path::Path, cores: u32) -> PilotRecord {
             ..Default::default()
         },
         sandbox: dir.join("pilot.0000"),
+        job: None,
     }
 }
 
 async fn next_unit_state(events: &mut Subscription, unit: UnitId, state: UnitState) {
     tokio::time::timeout(DEADLINE, async {
         loop {
-            let batch = events.next_batch().await.expect("store closed");
+            let batch = events
+                .next_batch()
+                .await
+                .expect("store closed")
+                .expect("store lost");
             if batch
                 .iter()
                 .any(|e| matches!(e, Event::Unit(u) if u.unit == unit && u.state == state))
@@ -131,7 +136,7 @@ async fn a_canceled_pilot_returns_its_units_before_it_reports_its_end() {
     // Everything the agent said, in order: each unit goes back to the pool (`New`) before
     // the pilot's final event, and none of them ends `Failed` or `Done`.
     let mut seen = Vec::new();
-    while let Ok(Some(batch)) =
+    while let Ok(Some(Ok(batch))) =
         tokio::time::timeout(Duration::from_millis(200), events.next_batch()).await
     {
         seen.extend(batch.iter().cloned());

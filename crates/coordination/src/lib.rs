@@ -14,7 +14,8 @@
 //! * **id counters**, so ids stay unique across all managers of a session.
 //!
 //! [`Coordination`] is that store as one trait. Backends live in one folder each
-//! ([`embedded`] now, Redis next); the manager and the agent see only the trait.
+//! ([`embedded`], in-process, the default; [`redis`], for agents in other processes and on
+//! other machines); the manager and the agent see only the trait.
 //! Every method takes a whole batch, so a networked backend can make each call one round
 //! trip however many units it carries.
 
@@ -32,8 +33,10 @@ use pstar_model::{
 };
 
 pub mod embedded;
+pub mod redis;
 
 pub use embedded::Embedded;
+pub use redis::{RedisOptions, RedisStore};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,7 +47,16 @@ pub enum CoordinationError {
     /// The store does not know this pilot.
     #[error("{0} is not registered in this session")]
     UnknownPilot(PilotId),
-    /// A backend-specific failure (connection lost, authentication refused...).
+    /// The store refused our credentials: retrying will not help.
+    #[error("the coordination store refused the credentials: {0}")]
+    Unauthorized(String),
+    /// The store could not be reached, even after retrying for a while.
+    #[error("the coordination store is unreachable: {0}")]
+    Unreachable(String),
+    /// This backend cannot do what was asked (e.g. resume a session it never stored).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A backend-specific failure (a malformed record, a server error...).
     #[error("coordination backend: {0}")]
     Backend(String),
 }
@@ -106,29 +118,41 @@ pub struct PilotRecord {
     pub description: PilotComputeDescription,
     /// The pilot's sandbox directory on its resource.
     pub sandbox: PathBuf,
+    /// The pilot job's id on its resource, once submitted (so that a resumed manager can
+    /// still end it).
+    #[serde(default)]
+    pub job: Option<String>,
 }
 
 /// A unit claimed by an agent: its id and description.
 pub type Claimed = (UnitId, SharedDescription);
 
+/// One item of a subscription: a batch of events, or the error that ended it.
+pub type Delivery = Result<Arc<[Event]>>;
+
 /// Batches of events, in publication order, for one subscriber.
 ///
 /// Each subscriber gets every event published after it subscribed, exactly once, in order.
+/// If the store is lost for good (unreachable past its retries), the last item is the
+/// error, so a follower never waits silently on a dead store.
 pub struct Subscription {
-    rx: mpsc::UnboundedReceiver<Arc<[Event]>>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
 }
 
 impl Subscription {
     /// A subscription fed by `rx`; backends forward their stream into it.
-    pub fn new(rx: mpsc::UnboundedReceiver<Arc<[Event]>>) -> Self {
+    pub fn new(rx: mpsc::UnboundedReceiver<Delivery>) -> Self {
         Self { rx }
     }
 
-    /// The next batch; `None` once the store is closed.
-    pub async fn next_batch(&mut self) -> Option<Arc<[Event]>> {
+    /// The next batch; an error if the store was lost; `None` once the store is closed.
+    pub async fn next_batch(&mut self) -> Option<Delivery> {
         self.rx.recv().await
     }
 }
+
+/// How a pilot's queue is bound to: the units appended to it, in order.
+pub type Binding = (PilotId, Vec<UnitId>);
 
 /// The shared data space. See the crate documentation for its parts.
 #[async_trait]
@@ -169,8 +193,50 @@ pub trait Coordination: Send + Sync + 'static {
     /// Appends events to the stream, in order, as one batch.
     async fn publish(&self, events: Vec<Event>) -> Result<()>;
 
+    /// Publishes the manager's decisions, then appends bound units to their pilots'
+    /// queues. A backend that can makes the two one atomic step, so a unit is never
+    /// `Scheduled` on the stream without being in its pilot's queue (or claimed from it),
+    /// even if the manager dies in between.
+    async fn publish_and_enqueue(&self, events: Vec<Event>, bindings: Vec<Binding>) -> Result<()> {
+        if !events.is_empty() {
+            self.publish(events).await?;
+        }
+        for (pilot, units) in bindings {
+            self.enqueue(pilot, &units).await?;
+        }
+        Ok(())
+    }
+
     /// Follows the event stream from now on.
     async fn subscribe(&self) -> Result<Subscription>;
+
+    /// Follows the event stream from its very first event: what a resumed manager replays
+    /// to rebuild the session. Only stores that keep the stream can.
+    async fn subscribe_from_start(&self) -> Result<Subscription> {
+        Err(CoordinationError::Unsupported(
+            "this coordination store keeps no history; only a Redis session can be resumed".into(),
+        ))
+    }
+
+    /// Every unit ever stored in the session, in id order (for a resumed manager).
+    async fn all_units(&self) -> Result<Vec<Claimed>> {
+        Err(CoordinationError::Unsupported(
+            "this coordination store keeps no history".into(),
+        ))
+    }
+
+    /// Every pilot registered in the session, in id order.
+    async fn all_pilots(&self) -> Result<Vec<PilotRecord>> {
+        Err(CoordinationError::Unsupported(
+            "this coordination store keeps no history".into(),
+        ))
+    }
+
+    /// The session has ended: a store that outlives its sessions keeps its data for
+    /// `keep`, then drops it. The embedded store forgets everything with its process.
+    async fn finish(&self, _keep: Duration) -> Result<()> {
+        Ok(())
+    }
 
     /// Queues a control message for one pilot's agent.
     async fn send_control(&self, pilot: PilotId, message: Control) -> Result<()>;

@@ -105,6 +105,7 @@ impl PilotComputeService {
             id,
             description,
             sandbox: pilot_sandbox(&root, session.id(), id),
+            job: None,
         };
         coordination.put_pilot(record.clone()).await?;
 
@@ -136,12 +137,20 @@ impl PilotComputeService {
         pilot.publish(PilotState::Pending, None).await?;
         match adaptor
             .submit(PilotJob {
-                record,
-                coordination,
+                record: record.clone(),
+                coordination: coordination.clone(),
             })
             .await
         {
             Ok(job) => {
+                // Stored with the pilot, so that a resumed manager can still end the job.
+                let stored = PilotRecord {
+                    job: Some(job.0.clone()),
+                    ..record
+                };
+                if let Err(e) = coordination.put_pilot(stored).await {
+                    tracing::warn!(pilot = %id, error = %e, "cannot record the pilot job id");
+                }
                 if let Ok(mut s) = pilot.inner.status.lock() {
                     s.job = Some(job);
                 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use pstar_adaptors::ResourceAdaptor;
 use pstar_agent::AgentConfig;
@@ -39,6 +39,8 @@ pub(crate) struct SessionInner {
     pub(crate) pilots: Mutex<HashMap<PilotId, PilotCompute>>,
     listeners: Mutex<Vec<mpsc::UnboundedSender<Arc<[Event]>>>>,
     dispatcher: tokio::task::AbortHandle,
+    /// Why the store was lost for good, once it was.
+    lost: watch::Sender<Option<String>>,
 }
 
 impl Drop for SessionInner {
@@ -108,13 +110,21 @@ impl SessionBuilder {
         let agent_config = self.agent_config.unwrap_or_default();
         let adaptors = pstar_adaptors::available(agent_config);
         let mut subscription = coordination.subscribe().await?;
+        let (lost, _) = watch::channel(None);
 
         let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {
             let weak = weak.clone();
             let dispatcher = tokio::spawn(async move {
-                while let Some(batch) = subscription.next_batch().await {
+                while let Some(delivery) = subscription.next_batch().await {
                     let Some(session) = weak.upgrade() else { break };
-                    session.dispatch(batch);
+                    match delivery {
+                        Ok(batch) => session.dispatch(batch),
+                        Err(e) => {
+                            tracing::error!(error = %e, "lost the coordination store");
+                            session.lost.send_replace(Some(e.to_string()));
+                            break;
+                        }
+                    }
                 }
             });
             SessionInner {
@@ -125,6 +135,7 @@ impl SessionBuilder {
                 pilots: Mutex::new(HashMap::new()),
                 listeners: Mutex::new(Vec::new()),
                 dispatcher: dispatcher.abort_handle(),
+                lost,
             }
         });
         Ok(Session { inner })
@@ -175,6 +186,17 @@ impl Session {
     /// The store manager and agents coordinate through.
     pub fn coordination(&self) -> &Arc<dyn Coordination> {
         &self.inner.coordination
+    }
+
+    /// Returns once the coordination store is lost for good (unreachable past its
+    /// retries), with the reason; never returns while it is fine. Nothing more will happen
+    /// in the session after that, so whoever waits on units should wait on this too.
+    pub async fn lost(&self) -> String {
+        let mut rx = self.inner.lost.subscribe();
+        match rx.wait_for(|l| l.is_some()).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the session ended".into(),
+        }
     }
 
     /// Where pilot sandboxes go unless a pilot names its own working directory.

@@ -761,18 +761,14 @@ impl Manager {
     /// Publishes this round's decisions, then enqueues the bound units: an agent can only
     /// claim a unit whose `Scheduled` is already on the stream.
     async fn flush(&mut self) {
-        if !self.outbox.is_empty()
+        let bindings: Vec<_> = std::mem::take(&mut self.bound).into_iter().collect();
+        if (!self.outbox.is_empty() || !bindings.is_empty())
             && let Err(e) = self
                 .coordination
-                .publish(std::mem::take(&mut self.outbox))
+                .publish_and_enqueue(std::mem::take(&mut self.outbox), bindings)
                 .await
         {
             tracing::error!(error = %e, "cannot publish scheduling decisions");
-        }
-        for (pilot, units) in std::mem::take(&mut self.bound) {
-            if let Err(e) = self.coordination.enqueue(pilot, &units).await {
-                tracing::error!(%pilot, error = %e, "cannot enqueue units");
-            }
         }
         // Counts feed progress displays and `wait`: sent at most every `COUNTS_EVERY`, and
         // at once when every unit has ended.

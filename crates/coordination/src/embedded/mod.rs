@@ -50,7 +50,7 @@ struct Data {
     units: HashMap<UnitId, SharedDescription>,
     queues: HashMap<PilotId, Mailbox<UnitId>>,
     controls: HashMap<PilotId, Mailbox<Control>>,
-    subscribers: Vec<mpsc::UnboundedSender<Arc<[Event]>>>,
+    subscribers: Vec<mpsc::UnboundedSender<crate::Delivery>>,
     heartbeats: HashMap<PilotId, Timestamp>,
 }
 
@@ -257,7 +257,7 @@ impl Coordination for Embedded {
             }
         }
         let batch: Arc<[Event]> = events.into();
-        d.subscribers.retain(|s| s.send(batch.clone()).is_ok());
+        d.subscribers.retain(|s| s.send(Ok(batch.clone())).is_ok());
         Ok(())
     }
 
@@ -377,7 +377,7 @@ mod tests {
         }
         for sub in [&mut a, &mut b] {
             for i in 0..3 {
-                let batch = sub.next_batch().await.unwrap();
+                let batch = sub.next_batch().await.unwrap().unwrap();
                 assert!(matches!(&batch[0], Event::Unit(u) if u.unit == UnitId::new(i)));
             }
         }

@@ -1,0 +1,132 @@
+//! Where each part of a session lives in Redis.
+
+use serde::{Deserialize, Serialize};
+
+use pstar_model::{PilotId, Timestamp};
+
+use crate::PilotRecord;
+
+/// The key names of one session: every key starts with `<prefix>:<session>:`, so sessions
+/// sharing one Redis never touch each other's data (and a Redis ACL can confine a user to
+/// `~<prefix>:<their sessions>*`).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, session: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            base: format!("{prefix}:{session}:"),
+        }
+    }
+
+    /// The keys of another session under the same prefix.
+    pub fn for_session(&self, session: &str) -> Self {
+        Self::new(&self.prefix, session)
+    }
+
+    /// The hash of every session under the prefix: session id -> [`SessionEntry`].
+    pub fn registry(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    /// A `SCAN` pattern that matches every key of the session.
+    pub fn pattern(&self) -> String {
+        format!("{}*", self.base)
+    }
+
+    /// Counter behind unit ids (`INCRBY`).
+    pub fn unit_counter(&self) -> String {
+        format!("{}next-unit", self.base)
+    }
+
+    /// Counter behind pilot ids.
+    pub fn pilot_counter(&self) -> String {
+        format!("{}next-pilot", self.base)
+    }
+
+    /// Hash: unit number -> description (JSON).
+    pub fn units(&self) -> String {
+        format!("{}units", self.base)
+    }
+
+    /// Hash: pilot number -> [`PilotRecord`] (JSON).
+    pub fn pilots(&self) -> String {
+        format!("{}pilots", self.base)
+    }
+
+    /// List: the unit numbers bound to a pilot and not claimed yet, in order.
+    pub fn queue(&self, pilot: PilotId) -> String {
+        format!("{}queue:{}", self.base, pilot.get())
+    }
+
+    /// List: control messages (JSON) for one pilot's agent.
+    pub fn control(&self, pilot: PilotId) -> String {
+        format!("{}control:{}", self.base, pilot.get())
+    }
+
+    /// Stream: one entry per published batch, field `e` = the events (JSON array).
+    pub fn events(&self) -> String {
+        format!("{}events", self.base)
+    }
+
+    /// Hash: pilot number -> last heartbeat (microseconds since the epoch).
+    pub fn heartbeats(&self) -> String {
+        format!("{}heartbeats", self.base)
+    }
+
+    /// Every key the session may have, given its pilots.
+    pub fn session_keys(&self, pilots: &[PilotRecord]) -> Vec<String> {
+        let mut keys = vec![
+            self.unit_counter(),
+            self.pilot_counter(),
+            self.units(),
+            self.pilots(),
+            self.events(),
+            self.heartbeats(),
+        ];
+        for p in pilots {
+            keys.push(self.queue(p.id));
+            keys.push(self.control(p.id));
+        }
+        keys
+    }
+}
+
+/// A session as `pstar session list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    pub session: String,
+    /// The user who started it.
+    pub owner: String,
+    /// The host its first manager ran on.
+    pub host: String,
+    pub created: Timestamp,
+    /// When its manager finished it (its keys expire some time after).
+    #[serde(default)]
+    pub finished: Option<Timestamp>,
+}
+
+impl SessionEntry {
+    pub fn new(session: &str) -> Self {
+        Self {
+            session: session.to_owned(),
+            owner: current_user(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            created: Timestamp::now(),
+            finished: None,
+        }
+    }
+}
+
+/// The user running this process, by name when the environment says, else by uid.
+pub fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()))
+}

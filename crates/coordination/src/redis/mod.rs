@@ -1,0 +1,847 @@
+//! The Redis backend. See `docs.md` beside this file.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use pstar_model::{ComputeUnitDescription, PilotId, Timestamp, UnitId};
+
+use crate::{
+    Binding, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
+    Subscription,
+};
+
+mod keys;
+mod secret;
+
+pub use keys::{Keys, SessionEntry};
+pub use secret::{PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment};
+
+/// How a store connects, and how long it keeps trying when Redis goes away.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// How long a call keeps retrying a lost connection (with backoff) before it fails
+    /// with [`CoordinationError::Unreachable`]. Long enough for Redis to restart.
+    pub retry_for: Duration,
+    /// The password, when it is not in the URL. Read it with
+    /// [`password_from_environment`], never from a command line.
+    pub password: Option<String>,
+    /// The first part of every key (default `pstar`).
+    pub prefix: String,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            retry_for: Duration::from_secs(60),
+            password: None,
+            prefix: "pstar".into(),
+        }
+    }
+}
+
+/// Most units one claim takes (keeps each Lua call's argument list small).
+const CLAIM_MAX: usize = 1000;
+/// How long a subscriber's blocking read waits before it looks again whether anyone
+/// still listens.
+const STREAM_BLOCK: Duration = Duration::from_secs(5);
+/// Fields per `HSET` when storing many units.
+const PUT_CHUNK: usize = 5000;
+
+#[doc = include_str!("docs.md")]
+pub struct RedisStore {
+    session: String,
+    /// The URL without its password: what agents are given.
+    public_url: String,
+    keys: Keys,
+    client: redis::Client,
+    /// Shared by every non-blocking command (Redis pipelines them on one connection).
+    conn: ConnectionManager,
+    /// Connections for blocking commands (claims, control messages, the stream), one per
+    /// concurrent blocking call: a blocked connection would hold up everything else on it.
+    blocking: Mutex<Vec<ConnectionManager>>,
+    retry_for: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.public_url)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local ids = redis.call('LPOP', KEYS[1], ARGV[1])
+if not ids then return {{}, {}} end
+return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}
+"#,
+    )
+});
+
+static WITHDRAW_SOME: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local removed = {}
+for _, id in ipairs(ARGV) do
+  if redis.call('LREM', KEYS[1], 1, id) > 0 then table.insert(removed, id) end
+end
+return removed
+"#,
+    )
+});
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://[user[:password]@]host:port[/db]`) for
+    /// `session`. Fails at once on a wrong password; retries an unreachable server for
+    /// `options.retry_for`.
+    pub async fn connect(url: &str, session: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| CoordinationError::Backend(format!("bad Redis URL `{url}`: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(CoordinationError::Backend(format!(
+                "bad Redis URL `{url}`: the scheme must be redis:// or rediss://"
+            )));
+        }
+        if parsed.scheme() == "rediss" {
+            return Err(CoordinationError::Unsupported(
+                "rediss:// (TLS) is not supported by this build of pstar; use redis:// over a \
+                 trusted network or an SSH tunnel"
+                    .into(),
+            ));
+        }
+        let mut public = parsed.clone();
+        let _ = public.set_password(None);
+        let public_url = public.to_string();
+
+        let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| {
+                CoordinationError::Backend(format!("bad Redis URL `{public_url}`: {e}"))
+            })?;
+        if let Some(password) = &options.password
+            && info.redis_settings().password().is_none()
+        {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)
+            .map_err(|e| CoordinationError::Backend(format!("Redis at {public_url}: {e}")))?;
+
+        let deadline = Instant::now() + options.retry_for;
+        let conn = connect_retrying(&client, &public_url, deadline, None).await?;
+        let store = Arc::new(Self {
+            session: session.to_owned(),
+            public_url,
+            keys: Keys::new(&options.prefix, session),
+            client,
+            conn,
+            blocking: Mutex::new(Vec::new()),
+            retry_for: options.retry_for,
+        });
+        store.register().await?;
+        Ok(store)
+    }
+
+    /// The keys of this store's session.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Records the session in the registry of sessions (for `pstar session list`), once.
+    async fn register(&self) -> Result<()> {
+        let entry = SessionEntry::new(&self.session);
+        let json = to_json(&entry)?;
+        let registry = self.keys.registry();
+        let session = self.session.clone();
+        self.retrying("register the session", |mut c| {
+            let (registry, session, json) = (registry.clone(), session.clone(), json.clone());
+            async move { c.hset_nx::<_, _, _, ()>(registry, session, json).await }
+        })
+        .await
+    }
+
+    /// Every session recorded in this Redis under `prefix`, oldest first, with whether its
+    /// data is still there.
+    pub async fn sessions(&self) -> Result<Vec<(SessionEntry, bool)>> {
+        let registry = self.keys.registry();
+        let all: Vec<(String, String)> = self
+            .retrying("list sessions", |mut c| {
+                let registry = registry.clone();
+                async move { c.hgetall(registry).await }
+            })
+            .await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (_, json) in all {
+            let entry: SessionEntry = from_json(&json)?;
+            let keys = self.keys.for_session(&entry.session);
+            let present: bool = self
+                .retrying("look up a session", |mut c| {
+                    let key = keys.units();
+                    let events = keys.events();
+                    async move {
+                        let n: u64 = redis::cmd("EXISTS")
+                            .arg(&key)
+                            .arg(&events)
+                            .query_async(&mut c)
+                            .await?;
+                        Ok(n > 0)
+                    }
+                })
+                .await?;
+            out.push((entry, present));
+        }
+        out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
+        Ok(out)
+    }
+
+    /// Deletes every key of `session` and its registry entry; returns how many keys went.
+    pub async fn remove_session(&self, session: &str) -> Result<u64> {
+        let keys = self.keys.for_session(session);
+        let pattern = keys.pattern();
+        let mut removed = 0u64;
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .retrying("scan session keys", |mut c| {
+                    let pattern = pattern.clone();
+                    async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            if !batch.is_empty() {
+                removed += self
+                    .retrying("delete session keys", |mut c| {
+                        let batch = batch.clone();
+                        async move { c.del::<_, u64>(batch).await }
+                    })
+                    .await?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let registry = self.keys.registry();
+        let session = session.to_owned();
+        self.retrying("unregister the session", |mut c| {
+            let (registry, session) = (registry.clone(), session.clone());
+            async move { c.hdel::<_, _, ()>(registry, session).await }
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// Runs `op` on the shared connection; on a lost connection, retries with backoff
+    /// until `retry_for` has passed.
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        retry(&self.conn, &self.public_url, what, self.retry_for, op).await
+    }
+
+    /// Runs a blocking command on a connection of its own.
+    async fn blocking<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let taken = self.blocking.lock().ok().and_then(|mut pool| pool.pop());
+        let conn = match taken {
+            Some(c) => c,
+            None => {
+                let deadline = Instant::now() + self.retry_for;
+                connect_retrying(&self.client, &self.public_url, deadline, None).await?
+            }
+        };
+        let out = retry(&conn, &self.public_url, what, self.retry_for, op).await;
+        if let Ok(mut pool) = self.blocking.lock() {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn describe(&self, id: UnitId, json: Option<String>) -> Option<Claimed> {
+        let Some(json) = json else {
+            tracing::error!(unit = %id, "claimed a unit whose description was never stored");
+            return None;
+        };
+        match serde_json::from_str::<ComputeUnitDescription>(&json) {
+            Ok(d) => Some((id, Arc::new(d))),
+            Err(e) => {
+                tracing::error!(unit = %id, error = %e, "malformed unit description in Redis");
+                None
+            }
+        }
+    }
+}
+
+/// Opens a connection manager, retrying an unreachable server until `deadline`; a refused
+/// password fails at once.
+async fn connect_retrying(
+    client: &redis::Client,
+    url: &str,
+    deadline: Instant,
+    response_timeout: Option<Duration>,
+) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => match classify(&e) {
+                Failure::Auth => {
+                    return Err(CoordinationError::Unauthorized(format!(
+                        "Redis at {url}: {e}"
+                    )));
+                }
+                Failure::Transient if Instant::now() + delay < deadline => {
+                    tracing::warn!(%url, error = %e, "Redis unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Failure::Transient => {
+                    return Err(CoordinationError::Unreachable(format!(
+                        "Redis at {url}: {e} (gave up retrying)"
+                    )));
+                }
+                Failure::Other => {
+                    return Err(CoordinationError::Backend(format!("Redis at {url}: {e}")));
+                }
+            },
+        }
+    }
+}
+
+async fn retry<T, F, Fut>(
+    conn: &ConnectionManager,
+    url: &str,
+    what: &str,
+    retry_for: Duration,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut(ConnectionManager) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let deadline = Instant::now() + retry_for;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op(conn.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => match classify(&e) {
+                Failure::Auth => {
+                    return Err(CoordinationError::Unauthorized(format!(
+                        "Redis at {url} ({what}): {e}"
+                    )));
+                }
+                Failure::Transient if Instant::now() + delay < deadline => {
+                    tracing::warn!(%url, error = %e, "cannot {what}; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Failure::Transient => {
+                    return Err(CoordinationError::Unreachable(format!(
+                        "Redis at {url}: cannot {what}: {e} (gave up after {})",
+                        humantime::format_duration(retry_for)
+                    )));
+                }
+                Failure::Other => {
+                    return Err(CoordinationError::Backend(format!(
+                        "Redis at {url}: cannot {what}: {e}"
+                    )));
+                }
+            },
+        }
+    }
+}
+
+enum Failure {
+    Auth,
+    Transient,
+    Other,
+}
+
+fn classify(e: &RedisError) -> Failure {
+    let code = e.code().unwrap_or_default();
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+    {
+        Failure::Auth
+    } else if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(code, "LOADING" | "TRYAGAIN" | "MASTERDOWN")
+    {
+        Failure::Transient
+    } else {
+        Failure::Other
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| CoordinationError::Backend(format!("cannot encode a record: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| CoordinationError::Backend(format!("malformed record in Redis: {e}")))
+}
+
+fn parse_unit(text: &str) -> Option<UnitId> {
+    text.parse().ok().map(UnitId::new)
+}
+
+#[async_trait]
+impl Coordination for RedisStore {
+    fn session(&self) -> &str {
+        &self.session
+    }
+
+    fn url(&self) -> Option<String> {
+        Some(self.public_url.clone())
+    }
+
+    async fn reserve_unit_ids(&self, n: u64) -> Result<UnitId> {
+        let key = self.keys.unit_counter();
+        let last: u64 = self
+            .retrying("reserve unit ids", |mut c| {
+                let key = key.clone();
+                async move { c.incr(key, n).await }
+            })
+            .await?;
+        Ok(UnitId::new(last - n))
+    }
+
+    async fn reserve_pilot_id(&self) -> Result<PilotId> {
+        let key = self.keys.pilot_counter();
+        let last: u64 = self
+            .retrying("reserve a pilot id", |mut c| {
+                let key = key.clone();
+                async move { c.incr(key, 1u64).await }
+            })
+            .await?;
+        Ok(PilotId::new(last - 1))
+    }
+
+    async fn put_pilot(&self, record: PilotRecord) -> Result<()> {
+        let json = to_json(&record)?;
+        let key = self.keys.pilots();
+        let field = record.id.get();
+        self.retrying("store a pilot", |mut c| {
+            let (key, json) = (key.clone(), json.clone());
+            async move { c.hset::<_, _, _, ()>(key, field, json).await }
+        })
+        .await
+    }
+
+    async fn pilot(&self, id: PilotId) -> Result<PilotRecord> {
+        let key = self.keys.pilots();
+        let json: Option<String> = self
+            .retrying("read a pilot", |mut c| {
+                let key = key.clone();
+                async move { c.hget(key, id.get()).await }
+            })
+            .await?;
+        match json {
+            Some(j) => from_json(&j),
+            None => Err(CoordinationError::UnknownPilot(id)),
+        }
+    }
+
+    async fn put_units(&self, units: &[Claimed]) -> Result<()> {
+        let key = self.keys.units();
+        let mut fields = Vec::with_capacity(units.len());
+        for (id, desc) in units {
+            fields.push((id.get(), to_json(desc.as_ref())?));
+        }
+        // One round trip: every chunk's HSET in one pipeline.
+        let mut pipe = redis::pipe();
+        for chunk in fields.chunks(PUT_CHUNK) {
+            pipe.hset_multiple(&key, chunk).ignore();
+        }
+        self.retrying("store units", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn enqueue(&self, pilot: PilotId, units: &[UnitId]) -> Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.queue(pilot);
+        let ids: Vec<u64> = units.iter().map(|u| u.get()).collect();
+        self.retrying("enqueue units", |mut c| {
+            let (key, ids) = (key.clone(), ids.clone());
+            async move { c.rpush::<_, _, ()>(key, ids).await }
+        })
+        .await
+    }
+
+    async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>> {
+        let key = self.keys.queue(pilot);
+        let removed: Vec<String> = match units {
+            None => {
+                let (items, _): (Vec<String>, u64) = self
+                    .retrying("withdraw units", |mut c| {
+                        let key = key.clone();
+                        async move {
+                            redis::pipe()
+                                .atomic()
+                                .lrange(&key, 0, -1)
+                                .del(&key)
+                                .query_async(&mut c)
+                                .await
+                        }
+                    })
+                    .await?;
+                items
+            }
+            Some([]) => Vec::new(),
+            Some(ids) => {
+                let ids: Vec<u64> = ids.iter().map(|u| u.get()).collect();
+                self.retrying("withdraw units", |mut c| {
+                    let (key, ids) = (key.clone(), ids.clone());
+                    async move {
+                        let mut call = WITHDRAW_SOME.key(key);
+                        for id in &ids {
+                            call.arg(*id);
+                        }
+                        call.invoke_async(&mut c).await
+                    }
+                })
+                .await?
+            }
+        };
+        Ok(removed.iter().filter_map(|s| parse_unit(s)).collect())
+    }
+
+    async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>> {
+        let max = max.clamp(1, CLAIM_MAX);
+        let queue = self.keys.queue(pilot);
+        let units = self.keys.units();
+        // The usual case, units waiting: pop them and read their descriptions in one step.
+        let (ids, descs): (Vec<String>, Vec<Option<String>>) = self
+            .retrying("claim units", |mut c| {
+                let (queue, units) = (queue.clone(), units.clone());
+                async move {
+                    CLAIM
+                        .key(queue)
+                        .key(units)
+                        .arg(max)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        if !ids.is_empty() || wait.is_zero() {
+            return Ok(ids
+                .iter()
+                .zip(descs)
+                .filter_map(|(id, d)| self.describe(parse_unit(id)?, d))
+                .collect());
+        }
+        // None waiting: block until some come (or `wait` ends), on a connection of its own.
+        let popped: Option<(String, Vec<String>)> = self
+            .blocking("wait for units", |mut c| {
+                let queue = queue.clone();
+                async move {
+                    c.blmpop(wait.as_secs_f64(), 1, queue, redis::Direction::Left, max)
+                        .await
+                }
+            })
+            .await?;
+        let Some((_, ids)) = popped else {
+            return Ok(Vec::new());
+        };
+        let descs: Vec<Option<String>> = self
+            .retrying("read claimed units", |mut c| {
+                let (units, ids) = (units.clone(), ids.clone());
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(units)
+                        .arg(ids)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(descs)
+            .filter_map(|(id, d)| self.describe(parse_unit(id)?, d))
+            .collect())
+    }
+
+    async fn publish(&self, events: Vec<Event>) -> Result<()> {
+        self.publish_and_enqueue(events, Vec::new()).await
+    }
+
+    async fn publish_and_enqueue(&self, events: Vec<Event>, bindings: Vec<Binding>) -> Result<()> {
+        if events.is_empty() && bindings.iter().all(|(_, u)| u.is_empty()) {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !events.is_empty() {
+            pipe.xadd(self.keys.events(), "*", &[("e", to_json(&events)?)])
+                .ignore();
+        }
+        for (pilot, units) in &bindings {
+            if !units.is_empty() {
+                let ids: Vec<u64> = units.iter().map(|u| u.get()).collect();
+                pipe.rpush(self.keys.queue(*pilot), ids).ignore();
+            }
+        }
+        self.retrying("publish events", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn subscribe(&self) -> Result<Subscription> {
+        let key = self.keys.events();
+        let last: redis::streams::StreamRangeReply = self
+            .retrying("read the event stream", |mut c| {
+                let key = key.clone();
+                async move { c.xrevrange_count(key, "+", "-", 1).await }
+            })
+            .await?;
+        let from = last
+            .ids
+            .first()
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| "0-0".into());
+        self.follow(from).await
+    }
+
+    async fn subscribe_from_start(&self) -> Result<Subscription> {
+        self.follow("0-0".into()).await
+    }
+
+    async fn all_units(&self) -> Result<Vec<Claimed>> {
+        let key = self.keys.units();
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<(String, String)>) = self
+                .retrying("read units", |mut c| {
+                    let key = key.clone();
+                    async move {
+                        redis::cmd("HSCAN")
+                            .arg(key)
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(5000)
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            for (id, json) in batch {
+                if let Some(id) = parse_unit(&id) {
+                    out.push((id, Arc::new(from_json::<ComputeUnitDescription>(&json)?)));
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        out.dedup_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    async fn all_pilots(&self) -> Result<Vec<PilotRecord>> {
+        let key = self.keys.pilots();
+        let all: Vec<(u64, String)> = self
+            .retrying("read pilots", |mut c| {
+                let key = key.clone();
+                async move { c.hgetall(key).await }
+            })
+            .await?;
+        let mut pilots = all
+            .iter()
+            .map(|(_, json)| from_json::<PilotRecord>(json))
+            .collect::<Result<Vec<_>>>()?;
+        pilots.sort_by_key(|p| p.id);
+        Ok(pilots)
+    }
+
+    async fn finish(&self, keep: Duration) -> Result<()> {
+        let keys = self.keys.session_keys(&self.all_pilots().await?);
+        let secs = keep.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.expire(key, secs).ignore();
+        }
+        let registry = self.keys.registry();
+        let mut entry = self.session_entry().await?;
+        entry.finished = Some(Timestamp::now());
+        pipe.hset(&registry, &self.session, to_json(&entry)?)
+            .ignore();
+        self.retrying("set the session's expiry", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn send_control(&self, pilot: PilotId, message: Control) -> Result<()> {
+        let key = self.keys.control(pilot);
+        let json = to_json(&message)?;
+        self.retrying("send a control message", |mut c| {
+            let (key, json) = (key.clone(), json.clone());
+            async move { c.rpush::<_, _, ()>(key, json).await }
+        })
+        .await
+    }
+
+    async fn recv_control(&self, pilot: PilotId, wait: Duration) -> Result<Vec<Control>> {
+        let key = self.keys.control(pilot);
+        let popped: Option<(String, Vec<String>)> = self
+            .blocking("wait for control messages", |mut c| {
+                let key = key.clone();
+                async move {
+                    c.blmpop(wait.as_secs_f64(), 1, key, redis::Direction::Left, 100)
+                        .await
+                }
+            })
+            .await?;
+        let Some((_, messages)) = popped else {
+            return Ok(Vec::new());
+        };
+        messages.iter().map(|m| from_json(m)).collect()
+    }
+
+    async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()> {
+        let key = self.keys.heartbeats();
+        let value = at.as_micros();
+        self.retrying("send a heartbeat", |mut c| {
+            let key = key.clone();
+            async move { c.hset::<_, _, _, ()>(key, pilot.get(), value).await }
+        })
+        .await
+    }
+
+    async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>> {
+        let key = self.keys.heartbeats();
+        let all: Vec<(u64, u64)> = self
+            .retrying("read heartbeats", |mut c| {
+                let key = key.clone();
+                async move { c.hgetall(key).await }
+            })
+            .await?;
+        Ok(all
+            .into_iter()
+            .map(|(p, t)| (PilotId::new(p), Timestamp::from_micros(t)))
+            .collect())
+    }
+}
+
+impl RedisStore {
+    /// This session's entry in the registry (a fresh one if it is missing).
+    pub async fn session_entry(&self) -> Result<SessionEntry> {
+        let registry = self.keys.registry();
+        let session = self.session.clone();
+        let json: Option<String> = self
+            .retrying("read the session entry", |mut c| {
+                let (registry, session) = (registry.clone(), session.clone());
+                async move { c.hget(registry, session).await }
+            })
+            .await?;
+        match json {
+            Some(j) => from_json(&j),
+            None => Ok(SessionEntry::new(&self.session)),
+        }
+    }
+
+    /// Follows the stream from just after entry `from`, on a connection of its own.
+    async fn follow(&self, from: String) -> Result<Subscription> {
+        let deadline = Instant::now() + self.retry_for;
+        let timeout = Some(STREAM_BLOCK + Duration::from_secs(5));
+        let conn = connect_retrying(&self.client, &self.public_url, deadline, timeout).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let key = self.keys.events();
+        let url = self.public_url.clone();
+        let retry_for = self.retry_for;
+        tokio::spawn(async move {
+            let mut last = from;
+            while !tx.is_closed() {
+                let read = retry(&conn, &url, "read the event stream", retry_for, |mut c| {
+                    let (key, last) = (key.clone(), last.clone());
+                    let options = redis::streams::StreamReadOptions::default()
+                        .block(STREAM_BLOCK.as_millis() as usize)
+                        .count(1000);
+                    async move {
+                        c.xread_options::<_, _, Option<redis::streams::StreamReadReply>>(
+                            &[key],
+                            &[last],
+                            &options,
+                        )
+                        .await
+                    }
+                })
+                .await;
+                let reply = match read {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut batch: Vec<Event> = Vec::new();
+                for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
+                    last = entry.id.clone();
+                    let Some(value) = entry.map.get("e") else {
+                        continue;
+                    };
+                    let parsed = redis::from_redis_value_ref::<String>(value)
+                        .map_err(|e| e.to_string())
+                        .and_then(|json| {
+                            serde_json::from_str::<Vec<Event>>(&json).map_err(|e| e.to_string())
+                        });
+                    match parsed {
+                        Ok(events) => batch.extend(events),
+                        Err(e) => {
+                            tracing::error!(entry = %entry.id, error = %e, "malformed event batch")
+                        }
+                    }
+                }
+                if !batch.is_empty() && tx.send(Ok(batch.into())).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Subscription::new(rx))
+    }
+}

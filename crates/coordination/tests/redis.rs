@@ -1,0 +1,363 @@
+//! The Redis backend against a real `redis-server` (started on loopback by pstar-testbed).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pstar_coordination::{
+    Control, Coordination, CoordinationError, Event, PilotRecord, RedisOptions, RedisStore,
+    UnitEvent,
+};
+use pstar_model::{
+    ComputeUnitDescription, PilotComputeDescription, PilotId, Timestamp, UnitId, UnitState,
+};
+use pstar_testbed::RedisServer;
+
+fn options(server: &RedisServer) -> RedisOptions {
+    RedisOptions {
+        password: Some(server.password().to_owned()),
+        retry_for: Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
+async fn store(server: &RedisServer, session: &str) -> Arc<RedisStore> {
+    RedisStore::connect(&server.url(), session, options(server))
+        .await
+        .expect("connect to the test redis-server")
+}
+
+fn units(first: UnitId, n: u64) -> Vec<(UnitId, Arc<ComputeUnitDescription>)> {
+    (0..n)
+        .map(|i| {
+            let d = ComputeUnitDescription::new("/bin/echo").with_arguments([i.to_string()]);
+            (UnitId::new(first.get() + i), Arc::new(d))
+        })
+        .collect()
+}
+
+fn done(unit: UnitId) -> Event {
+    Event::Unit(UnitEvent {
+        unit,
+        pilot: Some(PilotId::new(0)),
+        state: UnitState::Done,
+        at: Timestamp::now(),
+        exit_code: Some(0),
+        detail: None,
+    })
+}
+
+#[tokio::test]
+async fn units_flow_from_queue_to_claim_in_order() {
+    let server = RedisServer::start();
+    let s = store(&server, "s1").await;
+    let first = s.reserve_unit_ids(10).await.unwrap();
+    assert_eq!(first, UnitId::new(0));
+    assert_eq!(s.reserve_unit_ids(1).await.unwrap(), UnitId::new(10));
+    s.put_units(&units(first, 10)).await.unwrap();
+    let pilot = s.reserve_pilot_id().await.unwrap();
+    let ids: Vec<UnitId> = (0..10).map(UnitId::new).collect();
+    s.enqueue(pilot, &ids).await.unwrap();
+
+    let got = s.claim(pilot, 4, Duration::ZERO).await.unwrap();
+    let got_ids: Vec<UnitId> = got.iter().map(|(id, _)| *id).collect();
+    assert_eq!(got_ids, ids[..4]);
+    assert_eq!(got[1].1.arguments, ["1"]);
+
+    // Withdraw some, then the rest.
+    let back = s
+        .withdraw(
+            pilot,
+            Some(&[UnitId::new(5), UnitId::new(2), UnitId::new(7)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, [UnitId::new(5), UnitId::new(7)]);
+    let rest = s.withdraw(pilot, None).await.unwrap();
+    assert_eq!(rest, [4, 6, 8, 9].map(UnitId::new));
+    assert!(s.claim(pilot, 4, Duration::ZERO).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_waiting_claim_wakes_when_units_arrive() {
+    let server = RedisServer::start();
+    let s = store(&server, "s1").await;
+    s.put_units(&units(UnitId::new(0), 3)).await.unwrap();
+    let pilot = PilotId::new(0);
+    let claimer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let got = s.claim(pilot, 8, Duration::from_secs(10)).await.unwrap();
+            (got.len(), t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.enqueue(pilot, &[UnitId::new(0), UnitId::new(1), UnitId::new(2)])
+        .await
+        .unwrap();
+    let (n, waited) = claimer.await.unwrap();
+    assert_eq!(n, 3);
+    assert!(waited < Duration::from_secs(5), "claim waited {waited:?}");
+
+    // Nothing comes: the claim returns empty after its wait.
+    let t = Instant::now();
+    assert!(
+        s.claim(pilot, 8, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn subscribers_see_every_batch_in_order_and_history_replays() {
+    let server = RedisServer::start();
+    let s = store(&server, "s1").await;
+    s.publish(vec![done(UnitId::new(0))]).await.unwrap();
+    let mut live = s.subscribe().await.unwrap();
+    s.publish_and_enqueue(
+        vec![done(UnitId::new(1)), done(UnitId::new(2))],
+        vec![(PilotId::new(3), vec![UnitId::new(9)])],
+    )
+    .await
+    .unwrap();
+    s.publish(vec![done(UnitId::new(3))]).await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let batch = live.next_batch().await.unwrap().unwrap();
+        seen.extend(batch.iter().cloned());
+    }
+    let unit_of = |e: &Event| match e {
+        Event::Unit(u) => u.unit.get(),
+        _ => u64::MAX,
+    };
+    assert_eq!(seen.iter().map(unit_of).collect::<Vec<_>>(), [1, 2, 3]);
+    // The binding went into the pilot's queue with the events.
+    assert_eq!(
+        s.withdraw(PilotId::new(3), None).await.unwrap(),
+        [UnitId::new(9)]
+    );
+
+    let mut replay = s.subscribe_from_start().await.unwrap();
+    let mut all = Vec::new();
+    while all.len() < 4 {
+        all.extend(
+            replay
+                .next_batch()
+                .await
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(unit_of),
+        );
+    }
+    assert_eq!(all, [0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn control_messages_heartbeats_and_records() {
+    let server = RedisServer::start();
+    let s = store(&server, "s1").await;
+    let pilot = PilotId::new(2);
+    s.send_control(pilot, Control::CancelUnit(UnitId::new(4)))
+        .await
+        .unwrap();
+    s.send_control(pilot, Control::CancelPilot).await.unwrap();
+    assert_eq!(
+        s.recv_control(pilot, Duration::from_secs(1)).await.unwrap(),
+        [Control::CancelUnit(UnitId::new(4)), Control::CancelPilot]
+    );
+    assert!(
+        s.recv_control(pilot, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let at = Timestamp::from_micros(1_700_000_000_123_456);
+    s.heartbeat(pilot, at).await.unwrap();
+    assert_eq!(s.heartbeats().await.unwrap(), [(pilot, at)]);
+
+    let record = PilotRecord {
+        id: pilot,
+        description: PilotComputeDescription {
+            cores: 3,
+            ..Default::default()
+        },
+        sandbox: "/tmp/x".into(),
+        job: Some("local:42".into()),
+    };
+    s.put_pilot(record.clone()).await.unwrap();
+    assert_eq!(s.pilot(pilot).await.unwrap(), record);
+    assert_eq!(s.all_pilots().await.unwrap(), [record]);
+    assert!(matches!(
+        s.pilot(PilotId::new(9)).await,
+        Err(CoordinationError::UnknownPilot(_))
+    ));
+}
+
+#[tokio::test]
+async fn sessions_share_a_redis_without_touching_each_other() {
+    let server = RedisServer::start();
+    let a = store(&server, "session-a").await;
+    let b = store(&server, "session-b").await;
+    a.put_units(&units(UnitId::new(0), 2)).await.unwrap();
+    b.put_units(&units(UnitId::new(0), 5)).await.unwrap();
+    a.enqueue(PilotId::new(0), &[UnitId::new(0)]).await.unwrap();
+    assert!(
+        b.claim(PilotId::new(0), 8, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.all_units().await.unwrap().len(), 2);
+    assert_eq!(b.all_units().await.unwrap().len(), 5);
+
+    let listed: Vec<String> = a
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(e, present)| {
+            assert!(present);
+            e.session
+        })
+        .collect();
+    assert_eq!(listed, ["session-a", "session-b"]);
+
+    assert!(a.remove_session("session-b").await.unwrap() >= 1);
+    assert_eq!(a.all_units().await.unwrap().len(), 2);
+    assert!(b.all_units().await.unwrap().is_empty());
+    let left: Vec<String> = a
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e.session)
+        .collect();
+    assert_eq!(left, ["session-a"]);
+
+    // A finished session's keys expire.
+    a.finish(Duration::from_secs(100)).await.unwrap();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--no-auth-warning", "-p", &server.port().to_string()])
+        .args(["-a", server.password(), "TTL", "pstar:session-a:units"])
+        .output()
+        .unwrap();
+    let ttl: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((1..=100).contains(&ttl), "ttl {ttl}");
+    assert!(a.session_entry().await.unwrap().finished.is_some());
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_once() {
+    let server = RedisServer::start();
+    let t = Instant::now();
+    let err = RedisStore::connect(
+        &server.url(),
+        "s",
+        RedisOptions {
+            password: Some("not-the-password".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, CoordinationError::Unauthorized(_)),
+        "got {err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let none = RedisStore::connect(&server.url(), "s", RedisOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(none, CoordinationError::Unauthorized(_)),
+        "got {none}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_after_bounded_retries() {
+    let port = pstar_testbed::free_port();
+    let t = Instant::now();
+    let err = RedisStore::connect(
+        &format!("redis://127.0.0.1:{port}/0"),
+        "s",
+        RedisOptions {
+            retry_for: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, CoordinationError::Unreachable(_)),
+        "got {err}"
+    );
+    assert!(err.to_string().contains(&port.to_string()));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_redis_is_reconnected_and_keeps_the_data() {
+    let mut server = RedisServer::start();
+    let s = store(&server, "s1").await;
+    s.put_units(&units(UnitId::new(0), 4)).await.unwrap();
+    s.enqueue(PilotId::new(0), &[UnitId::new(0), UnitId::new(1)])
+        .await
+        .unwrap();
+    let mut live = s.subscribe().await.unwrap();
+
+    server.restart();
+
+    // Calls made while it was away or right after go through once it is back.
+    s.publish(vec![done(UnitId::new(0))]).await.unwrap();
+    let got = s.claim(PilotId::new(0), 8, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let batch = tokio::time::timeout(Duration::from_secs(30), live.next_batch())
+        .await
+        .expect("the subscription resumes after the restart")
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+}
+
+#[tokio::test]
+async fn a_subscription_ends_with_an_error_when_redis_is_gone_for_good() {
+    let mut server = RedisServer::start();
+    let s = RedisStore::connect(
+        &server.url(),
+        "s1",
+        RedisOptions {
+            retry_for: Duration::from_secs(2),
+            ..options(&server)
+        },
+    )
+    .await
+    .unwrap();
+    let mut live = s.subscribe().await.unwrap();
+    server.stop();
+    let end = tokio::time::timeout(Duration::from_secs(30), live.next_batch())
+        .await
+        .expect("the subscription ends instead of hanging");
+    assert!(
+        matches!(end, Some(Err(CoordinationError::Unreachable(_)))),
+        "got {end:?}"
+    );
+    let err = s.reserve_unit_ids(1).await.unwrap_err();
+    assert!(
+        matches!(err, CoordinationError::Unreachable(_)),
+        "got {err}"
+    );
+}

@@ -1,0 +1,157 @@
+//! Real services for pstar's tests and benchmarks, started on loopback.
+//!
+//! Nothing here is a fake: [`RedisServer`] runs Debian's `redis-server` (which
+//! `scripts/test.sh` installs) on a free port of 127.0.0.1, with a password and
+//! append-only persistence, in a temporary directory that goes away with it.
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of one's own. Stopped (SIGKILL) when dropped.
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    password: String,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port with a random password; waits until it
+    /// answers. Panics if `redis-server` is missing (run `bash scripts/test.sh`, which
+    /// installs it).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pstar-redis.")
+            .tempdir()
+            .expect("temporary directory for redis-server");
+        let password = format!("pw-{:x}-{}", std::process::id(), nanos());
+        let mut server = Self {
+            dir,
+            port: 0,
+            password,
+            child: None,
+        };
+        server.port = free_port();
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new(redis_server())
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--requirepass", &self.password])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (install redis-server): {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.addr()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {} within 10 s; see {}",
+                self.addr(),
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port)
+    }
+
+    /// `redis://127.0.0.1:PORT/0`: no password (give it through
+    /// [`password`](Self::password)).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Where the server keeps its data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server the way an operator would (SIGTERM: it writes its data and exits).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port nobody listens on (now).
+pub fn free_port() -> u16 {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn redis_server() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join("redis-server");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("redis-server")
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
