@@ -78,6 +78,38 @@ pub trait ResourceAdaptor: Send + Sync + 'static {
     async fn cancel(&self, job: &JobId) -> Result<(), AdaptorError>;
 }
 
+/// The `pstar` program that runs agents as processes (`pstar agent`): `$PSTAR_AGENT_BIN`
+/// if set; else this program if it is `pstar`; else a `pstar` beside this program or one
+/// directory up (where cargo puts it for test programs); else `pstar` on the `PATH`.
+pub fn agent_program() -> Result<std::path::PathBuf, AdaptorError> {
+    if let Some(p) = std::env::var_os("PSTAR_AGENT_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| AdaptorError::Resource(format!("cannot find this program: {e}")))?;
+    if exe.file_name().is_some_and(|n| n == "pstar") {
+        return Ok(exe);
+    }
+    let beside = exe.parent().into_iter().flat_map(|d| [d.join("pstar"), d.join("../pstar")]);
+    for candidate in beside {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("pstar"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            AdaptorError::Unsupported(
+                "cannot find the `pstar` program to start an agent process; put it on the \
+                 PATH or set PSTAR_AGENT_BIN"
+                    .into(),
+            )
+        })
+}
+
 /// The adaptors of this build, one per scheme they serve; agents they start use
 /// `agent_config`.
 pub fn available(agent_config: pstar_agent::AgentConfig) -> Vec<Arc<dyn ResourceAdaptor>> {

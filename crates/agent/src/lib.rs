@@ -71,6 +71,23 @@ impl Default for AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The `pstar agent` options that give an agent process this configuration.
+    pub fn to_args(&self) -> Vec<String> {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let mut args = vec![
+            format!("--claim-wait={}", d(self.claim_wait)),
+            format!("--heartbeat-interval={}", d(self.heartbeat_interval)),
+            format!("--kill-grace={}", d(self.kill_grace)),
+            format!("--report-window={}", d(self.report_window)),
+        ];
+        if let Some(margin) = self.drain_margin {
+            args.push(format!("--drain-margin={}", d(margin)));
+        }
+        args
+    }
+}
+
 /// Why an agent could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

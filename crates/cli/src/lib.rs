@@ -2,9 +2,13 @@
 //!
 //! * [`workload`]: the workload file (pilots and units as TOML), parsed and checked;
 //! * [`run`]: `pstar run`, which drives a workload through the Pilot-API;
-//! * [`report`]: the end-of-run summary and the JSON report.
+//! * [`report`]: the end-of-run summary and the JSON report;
+//! * [`agent`]: `pstar agent`, one pilot's agent as its own process;
+//! * [`store`]: opening the coordination store a command names.
 
+pub mod agent;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod store;
 pub mod workload;

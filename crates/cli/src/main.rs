@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::time::Duration;
+
+use pstar::{AgentConfig, PilotId};
+use pstar_cli::agent::{self, AgentOptions};
 use pstar_cli::run::{self, Outcome, RunOptions};
 use pstar_cli::workload;
 
@@ -49,9 +53,68 @@ enum Command {
         /// units over many pilots).
         #[arg(long, value_name = "N")]
         prefetch: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Declare a pilot lost when its agent sends no heartbeat for this long; its units
+        /// go back to the pool.
+        #[arg(long, value_name = "TIME", default_value = "30s", value_parser = humantime::parse_duration)]
+        heartbeat_timeout: Duration,
+        /// Runs a unit gets when the pilots running it are lost; then it fails.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        max_attempts: u32,
+        /// Take a pilot out of rotation after this many units in a row fail on it within
+        /// 10 s of starting while other pilots finish theirs (0: never).
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        black_hole_failures: u32,
+        /// How long Redis keeps a finished session's data.
+        #[arg(long, value_name = "TIME", default_value = "7days", value_parser = humantime::parse_duration)]
+        keep: Duration,
+    },
+    /// Run one pilot's agent (started by pstar's resource adaptors inside the pilot job).
+    ///
+    /// The Redis password comes from PSTAR_REDIS_PASSWORD or PSTAR_REDIS_PASSWORD_FILE.
+    Agent {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The session the pilot belongs to.
+        #[arg(long)]
+        session: String,
+        /// The pilot to run (`pilot.0003`).
+        #[arg(long)]
+        pilot: PilotId,
+        #[arg(long, value_name = "TIME", default_value = "1s", value_parser = humantime::parse_duration)]
+        claim_wait: Duration,
+        #[arg(long, value_name = "TIME", default_value = "5s", value_parser = humantime::parse_duration)]
+        heartbeat_interval: Duration,
+        #[arg(long, value_name = "TIME", default_value = "2s", value_parser = humantime::parse_duration)]
+        kill_grace: Duration,
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        drain_margin: Option<Duration>,
+        #[arg(long, value_name = "TIME", default_value = "1ms", value_parser = humantime::parse_duration)]
+        report_window: Duration,
     },
     /// Check a workload file without running anything.
     Check { workload: PathBuf },
+}
+
+/// Where the coordination store is.
+#[derive(clap::Args, Debug, Clone)]
+struct StoreArgs {
+    /// The coordination store: `redis://[user@]host:port[/db]` (default for `run`: the
+    /// embedded store, in-process). The password comes from PSTAR_REDIS_PASSWORD or
+    /// PSTAR_REDIS_PASSWORD_FILE, not from this URL, which `ps` shows to everyone.
+    #[arg(long, value_name = "URL", env = "PSTAR_COORDINATION")]
+    coordination: Option<String>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("pstar: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn main() -> ExitCode {
@@ -85,13 +148,62 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_WORKLOAD)
             }
         },
+        Command::Agent {
+            store,
+            session,
+            pilot,
+            claim_wait,
+            heartbeat_interval,
+            kill_grace,
+            drain_margin,
+            report_window,
+        } => {
+            let Some(coordination) = store.coordination else {
+                eprintln!("pstar agent: --coordination (or PSTAR_COORDINATION) is required");
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            };
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let options = AgentOptions {
+                coordination,
+                session,
+                pilot,
+                config: AgentConfig {
+                    claim_wait,
+                    heartbeat_interval,
+                    kill_grace,
+                    drain_margin,
+                    report_window,
+                },
+            };
+            match runtime.block_on(agent::run(options)) {
+                Ok(state) => {
+                    tracing::info!(%pilot, %state, "agent finished");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pstar agent: {pilot}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             workload,
             report,
             sandbox,
             quiet,
             prefetch,
+            store,
+            heartbeat_timeout,
+            max_attempts,
+            black_hole_failures,
+            keep,
         } => {
+            if let Some(url) = &store.coordination {
+                pstar_cli::store::warn_if_password_in_url(url);
+            }
             let workload = match workload::load(&workload, &supported) {
                 Ok(w) => w,
                 Err(e) => {
@@ -106,21 +218,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_WORKLOAD);
                 }
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("pstar: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let options = RunOptions {
                 report,
                 sandbox: Some(sandbox),
                 quiet,
                 prefetch,
+                coordination: store.coordination,
+                heartbeat_timeout: Some(heartbeat_timeout),
+                max_attempts: Some(max_attempts),
+                black_hole_failures: Some(black_hole_failures),
+                keep: Some(keep),
             };
             match runtime.block_on(run::run(workload, &options)) {
                 Ok(Outcome::Finished {

@@ -1,9 +1,9 @@
 //! `pstar run WORKLOAD.toml`: create the workload's pilots, submit its units, wait, report.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pstar::{ComputeUnitService, PilotComputeService, Session, State};
+use pstar::{ComputeUnitService, PilotComputeService, Session, State, UnitPolicy};
 
 use crate::progress;
 use crate::report::{self, Summary};
@@ -20,6 +20,31 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Units bound to a pilot beyond its cores, in pilots' worth (default 4).
     pub prefetch: Option<u32>,
+    /// The coordination store's URL (`redis://...`); the embedded store if `None`.
+    pub coordination: Option<String>,
+    /// Declare an agent lost after this long without a heartbeat (default 30 s).
+    pub heartbeat_timeout: Option<Duration>,
+    /// Runs a unit gets when the pilots running it are lost (default 3).
+    pub max_attempts: Option<u32>,
+    /// Quick failures in a row that make a pilot a black hole (default 5; 0: off).
+    pub black_hole_failures: Option<u32>,
+    /// How long a Redis keeps a finished session's data (default 7 days).
+    pub keep: Option<Duration>,
+}
+
+/// How long a Redis keeps a finished session's data unless told otherwise.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl RunOptions {
+    fn policy(&self) -> UnitPolicy {
+        let d = UnitPolicy::default();
+        UnitPolicy {
+            prefetch: self.prefetch.unwrap_or(d.prefetch),
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
+            black_hole_failures: self.black_hole_failures.unwrap_or(d.black_hole_failures),
+            ..d
+        }
+    }
 }
 
 /// How a run ended.
@@ -37,9 +62,16 @@ pub enum Outcome {
 
 /// Runs `workload` to the end and reports on it.
 pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, pstar::Error> {
-    let mut builder = Session::builder();
+    let id = pstar::new_session_id();
+    let mut builder = Session::builder().id(&id);
     if let Some(root) = &options.sandbox {
         builder = builder.sandbox_root(root);
+    }
+    if let Some(timeout) = options.heartbeat_timeout {
+        builder = builder.heartbeat_timeout(timeout);
+    }
+    if let Some(url) = &options.coordination {
+        builder = builder.coordination(crate::store::connect(url, &id).await?);
     }
     let session = builder.build().await?;
     let count = |n: usize, what: &str| {
@@ -62,10 +94,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
     for description in workload.pilots {
         pilots.push(pcs.create_pilot(description).await?);
     }
-    let cus = match options.prefetch {
-        Some(p) => ComputeUnitService::with_prefetch(&session, p),
-        None => ComputeUnitService::new(&session),
-    };
+    let cus = ComputeUnitService::with_policy(&session, options.policy());
     cus.add_pilot_service(&pcs);
 
     let start = Instant::now();
@@ -80,6 +109,10 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
 
     let mut interrupted = false;
     tokio::select! {
+        reason = session.lost() => {
+            // Nothing can move any more: say so instead of waiting forever.
+            return Err(pstar::Error::StoreLost(reason));
+        }
         _ = cus.wait() => {}
         _ = pcs.wait() => {
             // Every pilot has ended (walltime, failure) with units left: nothing will run them.
@@ -118,6 +151,13 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
             }
         }
     }
+    if let Err(e) = session
+        .coordination()
+        .finish(options.keep.unwrap_or(DEFAULT_KEEP))
+        .await
+    {
+        eprintln!("pstar: cannot mark the session finished in the store: {e}");
+    }
     debug_assert!(units.iter().all(|u| u.state().is_final()));
     Ok(if interrupted {
         Outcome::Interrupted(summary)
@@ -130,7 +170,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM (what batch systems and `kill` send); names it.
-async fn interruption() -> &'static str {
+pub(crate) async fn interruption() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::interrupt()),

@@ -164,6 +164,12 @@ pub trait Coordination: Send + Sync + 'static {
     /// only inside this process (agents must then run in-process too).
     fn url(&self) -> Option<String>;
 
+    /// Environment variables an agent process needs to reach this store (its password),
+    /// passed through the environment, never on a command line.
+    fn agent_environment(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Hands out `n` consecutive unit ids; returns the first.
     async fn reserve_unit_ids(&self, n: u64) -> Result<UnitId>;
 

@@ -28,6 +28,9 @@ pub enum Error {
     /// The coordination store failed.
     #[error(transparent)]
     Coordination(#[from] CoordinationError),
+    /// The coordination store was lost for good while units ran (the reason says how).
+    #[error("{0}")]
+    StoreLost(String),
     /// The service's manager task has ended (its session is gone).
     #[error("the compute unit service has shut down")]
     ServiceClosed,

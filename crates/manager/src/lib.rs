@@ -36,9 +36,9 @@ mod unit_service;
 
 pub use error::{Error, Result};
 pub use pilot::{PilotCompute, PilotComputeService};
-pub use session::{Session, SessionBuilder};
+pub use session::{DEFAULT_HEARTBEAT_TIMEOUT, Session, SessionBuilder, new_session_id};
 pub use unit::{Callback, ComputeUnit};
-pub use unit_service::{ComputeUnitService, UnitCounts};
+pub use unit_service::{ComputeUnitService, UnitCounts, UnitPolicy};
 
 pub use pstar_agent::AgentConfig;
 pub use pstar_coordination::{Coordination, Embedded};

@@ -366,6 +366,34 @@ impl PilotCompute {
         self.wait().await;
     }
 
+    /// Fails the pilot now, with `reason` (its agent stopped sending heartbeats, or its
+    /// units keep failing at once): the failure is recorded first, so the units it held go
+    /// back to the pool at once and whatever its agent reports later is ignored; then the
+    /// agent is told to stop and the pilot job is ended.
+    pub async fn fail(&self, reason: impl Into<String>) {
+        if self.state().is_final() {
+            return;
+        }
+        let reason = reason.into();
+        tracing::warn!(pilot = %self.id(), %reason, "failing pilot");
+        if let Err(e) = self.publish(PilotState::Failed, Some(reason)).await {
+            tracing::warn!(pilot = %self.id(), error = %e, "cannot record the failure");
+        }
+        let coordination = self.inner.session.coordination();
+        if let Err(e) = coordination
+            .send_control(self.id(), pstar_coordination::Control::CancelPilot)
+            .await
+        {
+            tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop");
+        }
+        let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
+        if let Some(job) = job
+            && let Err(e) = self.inner.adaptor.cancel(&job).await
+        {
+            tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
+        }
+    }
+
     async fn publish(&self, state: PilotState, detail: Option<String>) -> Result<()> {
         let event = PilotEvent {
             pilot: self.id(),

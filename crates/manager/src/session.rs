@@ -1,15 +1,18 @@
 //! A session: one coordination store, one event dispatcher, the pilots created in it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
 use pstar_adaptors::ResourceAdaptor;
 use pstar_agent::AgentConfig;
 use pstar_coordination::{Coordination, Embedded, Event};
-use pstar_model::{PilotId, Scheme, sandbox::DEFAULT_SANDBOX_ROOT};
+use pstar_model::{PilotId, PilotState, Scheme, Timestamp, sandbox::DEFAULT_SANDBOX_ROOT};
 
 use crate::PilotCompute;
 use crate::error::Result;
@@ -64,7 +67,11 @@ pub struct SessionBuilder {
     coordination: Option<Arc<dyn Coordination>>,
     sandbox_root: Option<PathBuf>,
     agent_config: Option<AgentConfig>,
+    heartbeat_timeout: Option<Duration>,
 }
+
+/// How long an agent may go without a heartbeat before its pilot is declared lost.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SessionBuilder {
     /// Use this session id (default: `pstar.<date>.<time>.<nonce>`).
@@ -92,6 +99,14 @@ impl SessionBuilder {
         self
     }
 
+    /// Declare a pilot lost (`Failed`, its units back to the pool) when its agent has sent
+    /// no heartbeat for this long (default 30 s). Agents are told to beat at least three
+    /// times per timeout.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the session: subscribes to its store's event stream.
     pub async fn build(self) -> Result<Session> {
         let id = match (&self.id, &self.coordination) {
@@ -107,16 +122,23 @@ impl SessionBuilder {
             .sandbox_root
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_ROOT));
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
-        let agent_config = self.agent_config.unwrap_or_default();
+        let heartbeat_timeout = self
+            .heartbeat_timeout
+            .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)
+            .max(Duration::from_millis(100));
+        let mut agent_config = self.agent_config.unwrap_or_default();
+        agent_config.heartbeat_interval = agent_config
+            .heartbeat_interval
+            .min(heartbeat_timeout / 3);
         let adaptors = pstar_adaptors::available(agent_config);
         let mut subscription = coordination.subscribe().await?;
         let (lost, _) = watch::channel(None);
 
         let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {
-            let weak = weak.clone();
+            let weak_dispatch = weak.clone();
             let dispatcher = tokio::spawn(async move {
                 while let Some(delivery) = subscription.next_batch().await {
-                    let Some(session) = weak.upgrade() else { break };
+                    let Some(session) = weak_dispatch.upgrade() else { break };
                     match delivery {
                         Ok(batch) => session.dispatch(batch),
                         Err(e) => {
@@ -127,6 +149,7 @@ impl SessionBuilder {
                     }
                 }
             });
+            tokio::spawn(monitor_heartbeats(weak.clone(), heartbeat_timeout));
             SessionInner {
                 id,
                 coordination,
@@ -238,8 +261,76 @@ impl Session {
     }
 }
 
+/// Watches the heartbeats of the session's running pilots; fails a pilot whose agent has
+/// been silent for `timeout` (killed, its host gone, its network cut). Silence is measured
+/// on this machine's clock, from when a heartbeat last *changed*, so clocks of other hosts
+/// do not matter; while the store itself cannot be read, nobody is declared lost.
+async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
+    let every = (timeout / 4).max(Duration::from_millis(25));
+    let mut beats: HashMap<PilotId, (Timestamp, Instant)> = HashMap::new();
+    let mut alive_since: HashMap<PilotId, Instant> = HashMap::new();
+    let mut last_read = Instant::now();
+    let mut failing: HashSet<PilotId> = HashSet::new();
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = session.upgrade() else {
+            return;
+        };
+        let running: Vec<PilotCompute> = inner
+            .pilots
+            .lock()
+            .map(|p| {
+                p.values()
+                    .filter(|p| p.state() == PilotState::Running)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if running.is_empty() {
+            continue;
+        }
+        let coordination = inner.coordination.clone();
+        drop(inner);
+        let now = Instant::now();
+        match coordination.heartbeats().await {
+            Ok(read) => {
+                if now.duration_since(last_read) > timeout / 2 {
+                    // We were blind (the store was away): everyone gets a fresh start.
+                    alive_since.values_mut().for_each(|t| *t = now);
+                    beats.values_mut().for_each(|(_, t)| *t = now);
+                }
+                last_read = now;
+                for (pilot, at) in read {
+                    if beats.get(&pilot).is_none_or(|(last, _)| *last != at) {
+                        beats.insert(pilot, (at, now));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read heartbeats");
+                continue;
+            }
+        }
+        for pilot in running {
+            let since = *alive_since.entry(pilot.id()).or_insert(now);
+            let last = beats
+                .get(&pilot.id())
+                .map_or(since, |(_, seen)| (*seen).max(since));
+            let silent = now.duration_since(last);
+            if silent > timeout && failing.insert(pilot.id()) {
+                let reason = format!(
+                    "agent lost: no heartbeat for {} (timeout {})",
+                    humantime::format_duration(Duration::from_secs(silent.as_secs())),
+                    humantime::format_duration(timeout)
+                );
+                tokio::spawn(async move { pilot.fail(reason).await });
+            }
+        }
+    }
+}
+
 /// `pstar.20261123.142501.3f2a`: sortable by time, distinct between concurrent runs.
-fn new_session_id() -> String {
+pub fn new_session_id() -> String {
     let now = std::time::SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-23T14:25:01Z
     let digits: String = stamp.chars().filter(|c| c.is_ascii_digit()).collect();

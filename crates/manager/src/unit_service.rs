@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -24,6 +25,38 @@ use crate::pilot::{PilotCompute, PilotComputeService};
 use crate::scheduler::{self, Decision, PilotView, UnitView};
 use crate::session::Session;
 use crate::unit::{ComputeUnit, UnitRecord, UnitShared};
+
+/// How a [`ComputeUnitService`] binds units and what it does when pilots fail them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitPolicy {
+    /// How many times its slots of units a pilot may have bound to it beyond what it runs,
+    /// so its agent has the next units at hand (default 4, for short units; 0 binds a unit
+    /// only to a free core, for long units over pilots that come and go).
+    pub prefetch: u32,
+    /// How many runs a unit gets when the pilots running it are lost (their agent stopped
+    /// heartbeating, crashed, or was killed): after that many, it fails with the reason of
+    /// each (default 3). A unit sent back because its pilot reached its walltime or was
+    /// canceled does not use up a run.
+    pub max_attempts: u32,
+    /// A pilot on which this many units in a row fail within `black_hole_window` of
+    /// starting, while other pilots run units to `Done`, is a *black hole* (a broken node,
+    /// a missing library): it gets no more units and is failed with that reason
+    /// (default 5; 0 turns the check off).
+    pub black_hole_failures: u32,
+    /// What "fails at once" means for `black_hole_failures` (default 10 s).
+    pub black_hole_window: Duration,
+}
+
+impl Default for UnitPolicy {
+    fn default() -> Self {
+        Self {
+            prefetch: 4,
+            max_attempts: 3,
+            black_hole_failures: 5,
+            black_hole_window: Duration::from_secs(10),
+        }
+    }
+}
 
 /// How often, at most, a service's [`UnitCounts`] are updated while units run.
 const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
@@ -135,12 +168,23 @@ impl ComputeUnitService {
     /// units flow without gaps). For long units over pilots that come and go, a smaller
     /// prefetch ([`with_prefetch`](Self::with_prefetch)) binds later.
     pub fn new(session: &Session) -> Self {
-        Self::with_prefetch(session, 4)
+        Self::with_policy(session, UnitPolicy::default())
     }
 
     /// A service whose pilots may have `prefetch` times their slots of units bound to them
     /// beyond what they run (so an agent has its next units at hand).
     pub fn with_prefetch(session: &Session, prefetch: u32) -> Self {
+        Self::with_policy(
+            session,
+            UnitPolicy {
+                prefetch,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A service with its own [`UnitPolicy`].
+    pub fn with_policy(session: &Session, policy: UnitPolicy) -> Self {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (counts_tx, counts) = watch::channel(UnitCounts::default());
         let manager = Manager {
@@ -150,7 +194,10 @@ impl ComputeUnitService {
             pool: VecDeque::new(),
             pilots: Vec::new(),
             cancel_requested: HashMap::new(),
-            prefetch,
+            prefetch: policy.prefetch,
+            policy,
+            attempts: HashMap::new(),
+            black_holes: Vec::new(),
             counts: UnitCounts::default(),
             counts_tx,
             counts_sent: tokio::time::Instant::now(),
@@ -339,6 +386,10 @@ struct PilotSlot {
     gpus_bound: u32,
     /// Units bound to this pilot that have not come back or ended.
     in_flight: HashSet<UnitId>,
+    /// Units in a row that failed at once here (see [`UnitPolicy::black_hole_failures`]).
+    quick_failures: u32,
+    /// Units this pilot ran to `Done`.
+    done: u64,
 }
 
 /// The manager task: the only owner of the pool and the unit records' transitions.
@@ -351,6 +402,11 @@ struct Manager {
     /// Units to cancel as soon as they are back from their pilot.
     cancel_requested: HashMap<UnitId, String>,
     prefetch: u32,
+    policy: UnitPolicy,
+    /// Why each earlier run of a unit was lost, for units that lost any.
+    attempts: HashMap<UnitId, Vec<String>>,
+    /// Pilots found to be black holes in this round, to take out of rotation.
+    black_holes: Vec<(PilotId, String)>,
     counts: UnitCounts,
     counts_tx: watch::Sender<UnitCounts>,
     counts_sent: tokio::time::Instant,
@@ -468,6 +524,8 @@ impl Manager {
                         cores_bound: 0,
                         gpus_bound: 0,
                         in_flight: HashSet::new(),
+                        quick_failures: 0,
+                        done: 0,
                     });
                 }
             }
@@ -595,6 +653,15 @@ impl Manager {
                 Event::Pilot(_) => {}
             }
         }
+        for (pilot, reason) in std::mem::take(&mut self.black_holes) {
+            let Some(slot) = self.slot(pilot) else {
+                continue;
+            };
+            slot.removed = true;
+            let handle = slot.pilot.clone();
+            self.withdraw(pilot, "pilot taken out of rotation").await;
+            tokio::spawn(async move { handle.fail(reason).await });
+        }
     }
 
     /// A pilot has ended: what is still bound to it goes back to the pool (or fails, if it
@@ -619,16 +686,44 @@ impl Manager {
             None => format!("{pilot} ended ({state})"),
         };
         for u in left {
-            let early = self
-                .units
-                .get(&u)
-                .is_some_and(|s| s.description.pilot == Some(pilot));
-            let next = if early {
-                UnitState::Failed
-            } else {
-                UnitState::New
+            let Some(shared) = self.units.get(&u) else {
+                continue;
             };
-            self.outbox.push(event(u, None, next, why.clone()));
+            let early = shared.description.pilot == Some(pilot);
+            let was_running = shared
+                .record
+                .lock()
+                .is_ok_and(|r| r.life.state() == UnitState::Running);
+            if early {
+                self.outbox
+                    .push(event(u, None, UnitState::Failed, why.clone()));
+            } else if state == PilotState::Failed && was_running {
+                // The run was lost with its pilot: that uses up one attempt.
+                let tries = self.attempts.entry(u).or_default();
+                tries.push(why.clone());
+                if tries.len() as u32 >= self.policy.max_attempts.max(1) {
+                    let list: Vec<String> = tries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| format!("({}) {r}", i + 1))
+                        .collect();
+                    let detail = format!(
+                        "gave up after {} attempts: {}",
+                        tries.len(),
+                        list.join("; ")
+                    );
+                    self.outbox.push(event(u, None, UnitState::Failed, detail));
+                } else {
+                    let detail = format!(
+                        "{why}; attempt {} of {} lost",
+                        tries.len(),
+                        self.policy.max_attempts
+                    );
+                    self.outbox.push(event(u, None, UnitState::New, detail));
+                }
+            } else {
+                self.outbox.push(event(u, None, UnitState::New, why.clone()));
+            }
         }
         // With fewer pilots alive, some waiting units may now never fit.
         let views = self.views();
@@ -685,8 +780,22 @@ impl Manager {
             });
             rec.pilot = e.pilot.zip(sandbox);
         }
+        let ran_for = match e.state {
+            UnitState::Failed => Some(
+                rec.life
+                    .history()
+                    .iter()
+                    .rev()
+                    .find(|(s, _)| *s == UnitState::Running)
+                    .map_or(Duration::ZERO, |(_, at)| e.at.since(*at)),
+            ),
+            _ => None,
+        };
         let callbacks = rec.callbacks.clone();
         drop(rec);
+        if let Some(pilot) = e.pilot {
+            self.account(pilot, e.state, ran_for);
+        }
 
         if e.state.is_final() || e.state == UnitState::New {
             self.release(&shared, e.pilot);
@@ -715,6 +824,44 @@ impl Manager {
             }
         }
         shared.changed.notify_waiters();
+    }
+
+    /// Keeps the black-hole count of `pilot` (see [`UnitPolicy::black_hole_failures`]).
+    fn account(&mut self, pilot: PilotId, state: UnitState, ran_for: Option<Duration>) {
+        let (threshold, window) = (
+            self.policy.black_hole_failures,
+            self.policy.black_hole_window,
+        );
+        let others_done = |me: PilotId, slots: &[PilotSlot]| {
+            slots.iter().any(|s| s.pilot.id() != me && s.done > 0)
+        };
+        let healthy_elsewhere = others_done(pilot, &self.pilots);
+        let Some(slot) = self.slot(pilot) else { return };
+        match (state, ran_for) {
+            (UnitState::Done, _) => {
+                slot.done += 1;
+                slot.quick_failures = 0;
+            }
+            (UnitState::Failed, Some(ran)) if ran < window => {
+                slot.quick_failures += 1;
+                if threshold > 0
+                    && slot.quick_failures >= threshold
+                    && healthy_elsewhere
+                    && !slot.removed
+                {
+                    let reason = format!(
+                        "black hole: {} units in a row failed within {} of starting here \
+                         while other pilots ran units to done",
+                        slot.quick_failures,
+                        humantime::format_duration(window)
+                    );
+                    slot.removed = true;
+                    self.black_holes.push((pilot, reason));
+                }
+            }
+            (UnitState::Failed, _) => slot.quick_failures = 0,
+            _ => {}
+        }
     }
 
     /// The unit no longer holds room on `pilot`.

@@ -1,16 +1,22 @@
 //! `local://`: this machine. See `docs.md` beside this file.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
 use pstar_agent::{Agent, AgentConfig};
-use pstar_coordination::{Event, PilotEvent};
-use pstar_model::{PilotState, Scheme, Timestamp};
+use pstar_coordination::{Coordination, Event, PilotEvent};
+use pstar_model::{PilotId, PilotState, Scheme, Timestamp};
 
-use crate::{AdaptorError, JobId, JobState, PilotJob, ResourceAdaptor};
+use crate::{AdaptorError, JobId, JobState, PilotJob, ResourceAdaptor, agent_program};
+
+/// How long an agent process gets to return its units after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[doc = include_str!("docs.md")]
 #[derive(Default)]
@@ -20,8 +26,15 @@ pub struct Local {
 }
 
 struct Job {
-    abort: AbortHandle,
+    handle: Handle,
     state: JobState,
+}
+
+enum Handle {
+    /// The agent runs as a task of this process (embedded store).
+    Task(AbortHandle),
+    /// The agent runs as a child process (`pstar agent`), leader of its own process group.
+    Process(u32),
 }
 
 impl Local {
@@ -32,37 +45,29 @@ impl Local {
             jobs: Arc::default(),
         }
     }
-}
 
-#[async_trait]
-impl ResourceAdaptor for Local {
-    fn scheme(&self) -> Scheme {
-        Scheme::Local
-    }
-
-    async fn submit(&self, job: PilotJob) -> Result<JobId, AdaptorError> {
-        if job.coordination.url().is_some() {
-            return Err(AdaptorError::Unsupported(
-                "local pilots with an out-of-process coordination store are not supported yet"
-                    .into(),
-            ));
-        }
-        let pilot = job.record.id;
-        let id = JobId(format!("local:{pilot}"));
-        let coordination = job.coordination.clone();
-        let agent = Agent::new(job.coordination, job.record, self.agent_config.clone());
-        let task = tokio::spawn(agent.run());
-        let abort = task.abort_handle();
+    fn insert(&self, id: &JobId, handle: Handle) -> Result<(), AdaptorError> {
         self.jobs
             .lock()
             .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?
             .insert(
                 id.clone(),
                 Job {
-                    abort,
+                    handle,
                     state: JobState::Running,
                 },
             );
+        Ok(())
+    }
+
+    /// With the embedded store: the agent is a task on this runtime.
+    fn submit_task(&self, job: PilotJob) -> Result<JobId, AdaptorError> {
+        let pilot = job.record.id;
+        let id = JobId(format!("local:{pilot}"));
+        let coordination = job.coordination.clone();
+        let agent = Agent::new(job.coordination, job.record, self.agent_config.clone());
+        let task = tokio::spawn(agent.run());
+        self.insert(&id, Handle::Task(task.abort_handle()))?;
 
         // Watch the agent: if it dies without saying so, its pilot fails, which sends the
         // units it held back to the pool.
@@ -77,24 +82,135 @@ impl ResourceAdaptor for Local {
                 }
                 Err(e) => (false, Some(format!("agent crashed: {e}"))),
             };
-            if !ok {
-                let event = PilotEvent {
-                    pilot,
-                    state: PilotState::Failed,
-                    at: Timestamp::now(),
-                    detail: detail.clone(),
-                };
-                if let Err(e) = coordination.publish(vec![Event::Pilot(event)]).await {
-                    tracing::error!(%pilot, error = %e, "cannot report the agent's end");
-                }
-            }
-            if let Ok(mut jobs) = jobs.lock()
-                && let Some(job) = jobs.get_mut(&watched)
-            {
-                job.state = JobState::Finished { ok, detail };
-            }
+            finished(&jobs, &watched, &coordination, pilot, ok, detail).await;
         });
         Ok(id)
+    }
+
+    /// With a networked store: the agent is a `pstar agent` child process, in a process
+    /// group of its own (a Ctrl-C meant for the manager does not reach it, and it outlives
+    /// a manager that dies, which `pstar run --resume` relies on).
+    fn submit_process(&self, job: PilotJob, url: String) -> Result<JobId, AdaptorError> {
+        let pilot = job.record.id;
+        let sandbox = &job.record.sandbox;
+        std::fs::create_dir_all(sandbox).map_err(|e| {
+            AdaptorError::Resource(format!("cannot create {}: {e}", sandbox.display()))
+        })?;
+        let log_path = sandbox.join("agent.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| {
+            AdaptorError::Resource(format!("cannot create {}: {e}", log_path.display()))
+        })?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| AdaptorError::Resource(format!("agent log: {e}")))?;
+        let program = agent_program()?;
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .arg("agent")
+            .arg("--coordination")
+            .arg(&url)
+            .arg("--session")
+            .arg(job.coordination.session())
+            .arg("--pilot")
+            .arg(pilot.to_string())
+            .args(self.agent_config.to_args())
+            .envs(job.coordination.agent_environment())
+            .current_dir(sandbox)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0);
+        let mut child = command.spawn().map_err(|e| {
+            AdaptorError::Resource(format!("cannot start {} agent: {e}", program.display()))
+        })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| AdaptorError::Resource("agent process exited at once".into()))?;
+        let id = JobId(format!("local:{pid}"));
+        self.insert(&id, Handle::Process(pid))?;
+
+        let jobs = self.jobs.clone();
+        let watched = id.clone();
+        let coordination = job.coordination.clone();
+        tokio::spawn(async move {
+            let (ok, detail) = match child.wait().await {
+                Ok(status) if status.success() => (true, None),
+                Ok(status) => (
+                    false,
+                    Some(format!(
+                        "agent process {pid} {}; see {}",
+                        describe_exit(status),
+                        log_path.display()
+                    )),
+                ),
+                Err(e) => (false, Some(format!("cannot wait for agent process {pid}: {e}"))),
+            };
+            finished(&jobs, &watched, &coordination, pilot, ok, detail).await;
+        });
+        Ok(id)
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => format!("ended ({status})"),
+    }
+}
+
+/// Records a job's end; a job that did not end cleanly fails its pilot (a second final
+/// report of a pilot that already ended is ignored by the state table).
+async fn finished(
+    jobs: &Mutex<HashMap<JobId, Job>>,
+    job: &JobId,
+    coordination: &Arc<dyn Coordination>,
+    pilot: PilotId,
+    ok: bool,
+    detail: Option<String>,
+) {
+    if !ok {
+        let event = PilotEvent {
+            pilot,
+            state: PilotState::Failed,
+            at: Timestamp::now(),
+            detail: detail.clone(),
+        };
+        if let Err(e) = coordination.publish(vec![Event::Pilot(event)]).await {
+            tracing::error!(%pilot, error = %e, "cannot report the agent's end");
+        }
+    }
+    if let Ok(mut jobs) = jobs.lock()
+        && let Some(j) = jobs.get_mut(job)
+    {
+        j.state = JobState::Finished { ok, detail };
+    }
+}
+
+/// The process id in a `local:<pid>` job id, if it still names a `pstar agent` process.
+fn agent_pid(job: &JobId) -> Option<i32> {
+    let pid: i32 = job.0.strip_prefix("local:")?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.iter().any(|a| *a == b"agent").then_some(pid)
+}
+
+fn signal_group(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+#[async_trait]
+impl ResourceAdaptor for Local {
+    fn scheme(&self) -> Scheme {
+        Scheme::Local
+    }
+
+    async fn submit(&self, job: PilotJob) -> Result<JobId, AdaptorError> {
+        match job.coordination.url() {
+            None => self.submit_task(job),
+            Some(url) => self.submit_process(job, url),
+        }
     }
 
     async fn state(&self, job: &JobId) -> Result<JobState, AdaptorError> {
@@ -102,21 +218,47 @@ impl ResourceAdaptor for Local {
             .jobs
             .lock()
             .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
-        jobs.get(job)
-            .map(|j| j.state.clone())
-            .ok_or_else(|| AdaptorError::UnknownJob(job.clone()))
+        match jobs.get(job) {
+            Some(j) => Ok(j.state.clone()),
+            // A job of an earlier manager of this session (`pstar run --resume`).
+            None if agent_pid(job).is_some() => Ok(JobState::Running),
+            None if job.0.starts_with("local:") => Ok(JobState::Finished {
+                ok: false,
+                detail: Some("agent process is gone".into()),
+            }),
+            None => Err(AdaptorError::UnknownJob(job.clone())),
+        }
     }
 
     async fn cancel(&self, job: &JobId) -> Result<(), AdaptorError> {
-        let jobs = self
-            .jobs
-            .lock()
-            .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
-        let j = jobs
-            .get(job)
-            .ok_or_else(|| AdaptorError::UnknownJob(job.clone()))?;
-        // Dropping the agent's future drops its unit tasks, which kill their process groups.
-        j.abort.abort();
+        let pid = {
+            let jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| AdaptorError::Resource("adaptor lock poisoned".into()))?;
+            match jobs.get(job).map(|j| &j.handle) {
+                // Dropping the agent's future kills its units' process groups.
+                Some(Handle::Task(abort)) => {
+                    abort.abort();
+                    return Ok(());
+                }
+                Some(Handle::Process(pid)) => *pid as i32,
+                None => agent_pid(job).ok_or_else(|| AdaptorError::UnknownJob(job.clone()))?,
+            }
+        };
+        // SIGTERM: the agent returns its units and reports; SIGKILL if it does not end.
+        signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while tokio::time::Instant::now() < deadline {
+            if !PathBuf::from(format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         Ok(())
     }
 }

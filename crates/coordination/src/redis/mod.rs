@@ -67,6 +67,8 @@ pub struct RedisStore {
     /// concurrent blocking call: a blocked connection would hold up everything else on it.
     blocking: Mutex<Vec<ConnectionManager>>,
     retry_for: Duration,
+    /// Handed to agent processes through their environment.
+    password: Option<String>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -146,6 +148,10 @@ impl RedisStore {
             conn,
             blocking: Mutex::new(Vec::new()),
             retry_for: options.retry_for,
+            password: parsed
+                .password()
+                .map(str::to_owned)
+                .or(options.password),
         });
         store.register().await?;
         Ok(store)
@@ -424,6 +430,13 @@ impl Coordination for RedisStore {
 
     fn url(&self) -> Option<String> {
         Some(self.public_url.clone())
+    }
+
+    fn agent_environment(&self) -> Vec<(String, String)> {
+        self.password
+            .iter()
+            .map(|p| (PASSWORD_ENV.to_owned(), p.clone()))
+            .collect()
     }
 
     async fn reserve_unit_ids(&self, n: u64) -> Result<UnitId> {

@@ -1,0 +1,61 @@
+//! `pstar agent`: one pilot's agent as a process of its own.
+//!
+//! Resource adaptors start it inside the pilot job (a child process for `local://` with a
+//! Redis store; a batch job elsewhere). It reads its pilot's record from the store, runs
+//! the pilot's units until the walltime, a cancel, or a signal, and exits.
+
+use std::time::Duration;
+
+use pstar::{AgentConfig, Coordination, PilotState};
+use pstar_agent::Agent;
+use pstar_coordination::Control;
+use pstar_model::PilotId;
+
+use crate::store;
+
+/// What `pstar agent` was asked to do.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub coordination: String,
+    pub session: String,
+    pub pilot: PilotId,
+    pub config: AgentConfig,
+}
+
+/// Runs the agent to its end; returns the pilot's final state.
+///
+/// SIGTERM or SIGINT stop it the way a cancel does: running units are killed and go back
+/// to the pool, and the pilot reports `Canceled`.
+pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
+    let store = store::connect_redis(&options.coordination, &options.session)
+        .await
+        .map_err(|e| e.to_string())?;
+    let record = store.pilot(options.pilot).await.map_err(|e| e.to_string())?;
+    tracing::info!(pilot = %record.id, session = %options.session, "agent starting");
+    let agent = Agent::new(store.clone(), record, options.config.clone());
+    let mut running = tokio::spawn(agent.run());
+    let outcome = tokio::select! {
+        end = &mut running => end,
+        signal = crate::run::interruption() => {
+            tracing::warn!(%signal, "agent interrupted; returning its units");
+            if let Err(e) = store.send_control(options.pilot, Control::CancelPilot).await {
+                tracing::error!(error = %e, "cannot stop through the store; exiting");
+                running.abort();
+            }
+            // The units get their kill grace, then the agent reports; never wait forever.
+            let limit = options.config.kill_grace + Duration::from_secs(20);
+            match tokio::time::timeout(limit, &mut running).await {
+                Ok(end) => end,
+                Err(_) => {
+                    running.abort();
+                    return Err(format!("interrupted by {signal}; the agent did not stop in time"));
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(Ok(state)) => Ok(state),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("agent task ended abnormally: {e}")),
+    }
+}
