@@ -25,7 +25,8 @@ step() {
 # when something is actually missing, so a machine that has everything stays offline.
 # ---------------------------------------------------------------------------------------
 REQUIRED_PACKAGES=(
-    # none yet
+    redis-server   # the Redis coordination backend (tests start their own, on loopback)
+    redis-tools    # redis-cli, used by tests to look inside a session
 )
 
 ensure_packages() {

@@ -90,7 +90,10 @@ pub fn agent_program() -> Result<std::path::PathBuf, AdaptorError> {
     if exe.file_name().is_some_and(|n| n == "pstar") {
         return Ok(exe);
     }
-    let beside = exe.parent().into_iter().flat_map(|d| [d.join("pstar"), d.join("../pstar")]);
+    let beside = exe
+        .parent()
+        .into_iter()
+        .flat_map(|d| [d.join("pstar"), d.join("../pstar")]);
     for candidate in beside {
         if candidate.is_file() {
             return Ok(candidate);

@@ -57,6 +57,10 @@ pub struct AgentConfig {
     /// How long a busy agent (every core taken) gathers state changes before it publishes
     /// them as one batch; an agent with a free core reports at once.
     pub report_window: Duration,
+    /// Units are killed (SIGKILL) if their agent dies, so none keeps running, and then runs
+    /// again elsewhere, after its agent was killed. On for agents in processes of their
+    /// own (`pstar agent`); off for in-process agents, which die only with the manager.
+    pub units_die_with_agent: bool,
 }
 
 impl Default for AgentConfig {
@@ -67,6 +71,7 @@ impl Default for AgentConfig {
             kill_grace: Duration::from_secs(2),
             drain_margin: None,
             report_window: Duration::from_millis(1),
+            units_die_with_agent: false,
         }
     }
 }
@@ -177,7 +182,12 @@ impl Agent {
             control_tx,
         ));
 
-        let executors = match Executors::start(self.record.clone(), events.clone(), free) {
+        let executors = match Executors::start(
+            self.record.clone(),
+            events.clone(),
+            free,
+            self.config.units_die_with_agent,
+        ) {
             Ok(e) => e,
             Err(e) => {
                 let msg = format!("cannot start executor threads: {e}");

@@ -30,7 +30,10 @@ pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
     let store = store::connect_redis(&options.coordination, &options.session)
         .await
         .map_err(|e| e.to_string())?;
-    let record = store.pilot(options.pilot).await.map_err(|e| e.to_string())?;
+    let record = store
+        .pilot(options.pilot)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(pilot = %record.id, session = %options.session, "agent starting");
     let agent = Agent::new(store.clone(), record, options.config.clone());
     let mut running = tokio::spawn(agent.run());

@@ -176,6 +176,7 @@ fn main() -> ExitCode {
                     kill_grace,
                     drain_margin,
                     report_window,
+                    units_die_with_agent: true,
                 },
             };
             match runtime.block_on(agent::run(options)) {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+#[path = "cli/redis_runs.rs"]
+mod redis_runs;
+
 /// Longest any `pstar` run in these tests may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 

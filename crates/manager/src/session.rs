@@ -127,9 +127,8 @@ impl SessionBuilder {
             .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)
             .max(Duration::from_millis(100));
         let mut agent_config = self.agent_config.unwrap_or_default();
-        agent_config.heartbeat_interval = agent_config
-            .heartbeat_interval
-            .min(heartbeat_timeout / 3);
+        agent_config.heartbeat_interval =
+            agent_config.heartbeat_interval.min(heartbeat_timeout / 3);
         let adaptors = pstar_adaptors::available(agent_config);
         let mut subscription = coordination.subscribe().await?;
         let (lost, _) = watch::channel(None);
@@ -138,7 +137,9 @@ impl SessionBuilder {
             let weak_dispatch = weak.clone();
             let dispatcher = tokio::spawn(async move {
                 while let Some(delivery) = subscription.next_batch().await {
-                    let Some(session) = weak_dispatch.upgrade() else { break };
+                    let Some(session) = weak_dispatch.upgrade() else {
+                        break;
+                    };
                     match delivery {
                         Ok(batch) => session.dispatch(batch),
                         Err(e) => {

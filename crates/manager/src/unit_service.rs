@@ -722,7 +722,8 @@ impl Manager {
                     self.outbox.push(event(u, None, UnitState::New, detail));
                 }
             } else {
-                self.outbox.push(event(u, None, UnitState::New, why.clone()));
+                self.outbox
+                    .push(event(u, None, UnitState::New, why.clone()));
             }
         }
         // With fewer pilots alive, some waiting units may now never fit.

@@ -143,7 +143,10 @@ impl Local {
                         log_path.display()
                     )),
                 ),
-                Err(e) => (false, Some(format!("cannot wait for agent process {pid}: {e}"))),
+                Err(e) => (
+                    false,
+                    Some(format!("cannot wait for agent process {pid}: {e}")),
+                ),
             };
             finished(&jobs, &watched, &coordination, pilot, ok, detail).await;
         });

@@ -148,10 +148,7 @@ impl RedisStore {
             conn,
             blocking: Mutex::new(Vec::new()),
             retry_for: options.retry_for,
-            password: parsed
-                .password()
-                .map(str::to_owned)
-                .or(options.password),
+            password: parsed.password().map(str::to_owned).or(options.password),
         });
         store.register().await?;
         Ok(store)

@@ -1,0 +1,247 @@
+//! `pstar run` and `pstar agent` over a real Redis (a `redis-server` started on loopback by
+//! pstar-testbed): agents in processes of their own, killed agents, a restarted Redis, a
+//! wrong password, an unreachable Redis. Part of the `cli` test binary.
+
+use super::*;
+
+use pstar_testbed::RedisServer;
+
+/// `pstar run` against `server`, the password in the environment (never on the command line).
+fn run_over(server: &RedisServer, scratch: &Scratch, workload: &Path, extra: &[&str]) -> Running {
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .args(["run", s(workload), "--coordination", &server.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(extra);
+    Running::start(cmd)
+}
+
+/// The `pstar agent` processes whose command line names `pilot`, children of `parent`.
+fn agent_pids(parent: u32, pilot: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent)
+            && args.iter().any(|a| a == "agent")
+            && args.iter().any(|a| a == pilot)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Units that each append their number to `done.log` after `secs` of work: a unit that
+/// ran to the end twice shows up twice.
+fn counting_workload(scratch: &Scratch, pilots: &[u32], units: usize, secs: f64) -> PathBuf {
+    let log = scratch.path().join("done.log");
+    let mut text = String::new();
+    for cores in pilots {
+        text.push_str(&format!(
+            "[[pilot]]\nresource = \"local://\"\ncores = {cores}\nwalltime = \"10m\"\n\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[unit]]\nname = \"u{{i}}\"\nexecutable = \"/bin/sh\"\n\
+         arguments = [\"-c\", \"sleep {secs}; echo {{i}} >> {}\"]\ncount = {units}\n",
+        log.display()
+    ));
+    scratch.write("workload.toml", &text)
+}
+
+/// Every unit done, each exactly once in the report and in `done.log`.
+fn assert_each_done_once(scratch: &Scratch, units: usize) -> Value {
+    let report = scratch.read_report();
+    let all = super::units(&report);
+    assert_eq!(all.len(), units);
+    for u in all {
+        assert_eq!(u["state"], "done", "unit {u}");
+    }
+    let log = std::fs::read_to_string(scratch.path().join("done.log")).expect("done.log");
+    let mut seen = BTreeMap::<u64, usize>::new();
+    for line in log.lines() {
+        *seen
+            .entry(line.trim().parse().expect("a unit number"))
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "units that ran to the end twice: {twice:?}"
+    );
+    assert_eq!(seen.len(), units, "units that never ran to the end");
+    report
+}
+
+#[test]
+fn several_agent_processes_share_one_pool() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[1, 2, 1], 60, 0.02);
+    let out = run_over(&server, &scratch, &workload, &[]).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = assert_each_done_once(&scratch, 60);
+    let mut per_pilot = BTreeMap::<String, usize>::new();
+    for u in super::units(&report) {
+        *per_pilot
+            .entry(u["pilot"].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_pilot.len(), 3, "every pilot took units: {per_pilot:?}");
+    // Each agent was a process of its own, with its log in its pilot sandbox.
+    for p in pilots(&report) {
+        let sandbox = PathBuf::from(p["sandbox"].as_str().unwrap());
+        assert!(sandbox.join("agent.log").is_file(), "{p}");
+    }
+}
+
+#[test]
+fn a_killed_agent_loses_no_unit_and_none_runs_twice() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[2, 2], 40, 0.3);
+    let run = run_over(&server, &scratch, &workload, &["--heartbeat-timeout", "3s"]);
+    let parent = run.pid();
+    wait_until(
+        Duration::from_secs(30),
+        "pilot.0000's agent to run units",
+        || {
+            std::fs::read_to_string(scratch.path().join("done.log"))
+                .is_ok_and(|l| l.lines().count() >= 4)
+        },
+    );
+    let victims = agent_pids(parent, "pilot.0000");
+    assert_eq!(victims.len(), 1, "one agent process for pilot.0000");
+    nix_kill(victims[0], "KILL");
+
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = assert_each_done_once(&scratch, 40);
+    let lost = &pilots(&report)[0];
+    assert_eq!(lost["state"], "failed", "{lost}");
+    assert!(
+        lost["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("killed by signal 9"),
+        "{lost}"
+    );
+}
+
+#[test]
+fn a_silent_agent_is_declared_lost_after_the_heartbeat_timeout() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[2, 2], 30, 0.3);
+    let run = run_over(&server, &scratch, &workload, &["--heartbeat-timeout", "2s"]);
+    let parent = run.pid();
+    wait_until(Duration::from_secs(30), "units to run", || {
+        std::fs::read_to_string(scratch.path().join("done.log"))
+            .is_ok_and(|l| l.lines().count() >= 4)
+    });
+    // A stopped agent is alive to the operating system but silent to the store: a hung
+    // host, or one cut off from the network.
+    let victims = agent_pids(parent, "pilot.0001");
+    assert_eq!(victims.len(), 1);
+    nix_kill(victims[0], "STOP");
+
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    let lost = &pilots(&report)[1];
+    assert_eq!(lost["state"], "failed", "{lost}");
+    assert!(
+        lost["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no heartbeat"),
+        "{lost}"
+    );
+    // What the silent agent finished before it was declared lost stays done there; nothing
+    // it reported later (it never did: it is stopped) could count.
+    let failed_at = lost["timestamps"]["failed"].as_f64().expect("failure time");
+    for u in super::units(&report) {
+        assert_eq!(u["state"], "done", "{u}");
+        if u["pilot"] == "pilot.0001" {
+            assert!(u["timestamps"]["done"].as_f64().unwrap() < failed_at, "{u}");
+        }
+    }
+    nix_kill(victims[0], "KILL");
+}
+
+#[test]
+fn a_restarted_redis_does_not_stop_the_run() {
+    let mut server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[2, 2], 40, 0.1);
+    let run = run_over(&server, &scratch, &workload, &[]);
+    wait_until(Duration::from_secs(30), "units to run", || {
+        std::fs::read_to_string(scratch.path().join("done.log"))
+            .is_ok_and(|l| l.lines().count() >= 4)
+    });
+    server.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    server.restart();
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_each_done_once(&scratch, 40);
+}
+
+#[test]
+fn a_wrong_password_is_refused_at_once() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[1], 1, 0.0);
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", "wrong")
+        .args(["run", s(&workload), "--coordination", &server.url(), "-q"]);
+    let start = Instant::now();
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("refused the credentials"), "{out}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn an_unreachable_redis_is_a_clear_error_after_bounded_retries() {
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[1], 1, 0.0);
+    let port = pstar_testbed::free_port();
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_RETRY", "2s")
+        .args(["run", s(&workload), "-q", "--coordination"])
+        .arg(format!("redis://127.0.0.1:{port}/0"));
+    let start = Instant::now();
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("unreachable"), "{out}");
+    assert!(out.stderr.contains(&port.to_string()), "{out}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+fn nix_kill(pid: i32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
