@@ -38,7 +38,12 @@ enum Command {
     /// was refused before anything ran, 130 if interrupted (SIGINT or SIGTERM).
     Run {
         /// The workload file (TOML with [[pilot]] and [[unit]] tables).
-        workload: PathBuf,
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        workload: Option<PathBuf>,
+        /// Pick up SESSION from its Redis (--coordination) after its manager died, and carry
+        /// it to the end; finished units are not run again.
+        #[arg(long, value_name = "SESSION")]
+        resume: Option<String>,
         /// Write a JSON report of every unit and pilot to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
@@ -192,6 +197,7 @@ fn main() -> ExitCode {
         }
         Command::Run {
             workload,
+            resume,
             report,
             sandbox,
             quiet,
@@ -205,13 +211,18 @@ fn main() -> ExitCode {
             if let Some(url) = &store.coordination {
                 pstar_cli::store::warn_if_password_in_url(url);
             }
-            let workload = match workload::load(&workload, &supported) {
-                Ok(w) => w,
-                Err(e) => {
+            let workload = match workload.map(|w| workload::load(&w, &supported)) {
+                Some(Ok(w)) => Some(w),
+                Some(Err(e)) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_BAD_WORKLOAD);
                 }
+                None => None,
             };
+            if resume.is_some() && store.coordination.is_none() {
+                eprintln!("pstar: --resume needs the session's --coordination URL");
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            }
             // A report that cannot be written is found out before anything runs.
             if let Some(path) = &report {
                 if let Err(e) = std::fs::File::create(path) {
@@ -234,7 +245,14 @@ fn main() -> ExitCode {
                 black_hole_failures: Some(black_hole_failures),
                 keep: Some(keep),
             };
-            match runtime.block_on(run::run(workload, &options)) {
+            let outcome = runtime.block_on(async {
+                match (workload, &resume) {
+                    (Some(w), _) => run::run(w, &options).await,
+                    (None, Some(session)) => run::resume(session, &options).await,
+                    (None, None) => unreachable!("clap requires a workload or --resume"),
+                }
+            });
+            match outcome {
                 Ok(Outcome::Finished {
                     summary,
                     report_written: true,

@@ -105,6 +105,70 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
         d
     });
     let units = cus.submit_batch(descriptions).await?;
+    drive(session, pcs, cus, units, total, start, options).await
+}
+
+/// Picks up session `id` from the store at `options.coordination` after its manager died,
+/// and carries it to the end like [`run`]. Units already finished are not run again. If no
+/// pilot of the session is alive any more, pilots like the session's first ones are
+/// started.
+pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, pstar::Error> {
+    let Some(url) = &options.coordination else {
+        return Err(pstar_coordination::CoordinationError::Unsupported(
+            "resuming a session needs its --coordination URL (a Redis)".into(),
+        )
+        .into());
+    };
+    let mut builder = Session::builder()
+        .id(id)
+        .coordination(crate::store::connect(url, id).await?);
+    if let Some(root) = &options.sandbox {
+        builder = builder.sandbox_root(root);
+    }
+    if let Some(timeout) = options.heartbeat_timeout {
+        builder = builder.heartbeat_timeout(timeout);
+    }
+    let resumed = pstar::resume(builder, options.policy()).await?;
+    let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);
+    let counts = cus.counts();
+    let alive = pcs
+        .pilots()
+        .iter()
+        .filter(|p| !p.state().is_final())
+        .count();
+    eprintln!(
+        "pstar: resumed session {}: {} units ({} finished), {} of {} pilots alive",
+        session.id(),
+        counts.total(),
+        counts.finished(),
+        alive,
+        pcs.pilots().len(),
+    );
+    if alive == 0 && counts.finished() < counts.total() {
+        eprintln!(
+            "pstar: starting {} new pilots like the session's first ones",
+            resumed.records.len()
+        );
+        for record in resumed.records {
+            pcs.create_pilot(record.description).await?;
+        }
+    }
+    let units = cus.units();
+    let total = units.len();
+    drive(session, pcs, cus, units, total, Instant::now(), options).await
+}
+
+/// Waits until every unit has ended (or the run is interrupted, or every pilot is gone),
+/// then ends the pilots and reports.
+async fn drive(
+    session: Session,
+    pcs: PilotComputeService,
+    cus: ComputeUnitService,
+    units: Vec<pstar::ComputeUnit>,
+    total: usize,
+    start: Instant,
+    options: &RunOptions,
+) -> Result<Outcome, pstar::Error> {
     let progress = tokio::spawn(progress::show(cus.watch_counts(), total, options.quiet));
 
     let mut interrupted = false;
@@ -130,6 +194,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
     let _ = progress.await;
     pcs.cancel().await;
 
+    let pilots = pcs.pilots();
     for p in &pilots {
         if p.state() == pstar::PilotState::Failed {
             eprintln!(

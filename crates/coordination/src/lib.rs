@@ -100,6 +100,13 @@ pub enum Event {
         pilot: PilotId,
         at: Timestamp,
     },
+    /// A manager picked the session up from the store (`pstar run --resume`). Everything
+    /// before this event on the stream is the history it replays; `token` tells it which
+    /// marker is its own.
+    Resumed {
+        token: u64,
+        at: Timestamp,
+    },
 }
 
 /// A message from the manager to one pilot's agent.

@@ -31,6 +31,9 @@ pub enum Error {
     /// The coordination store was lost for good while units ran (the reason says how).
     #[error("{0}")]
     StoreLost(String),
+    /// `resume` found nothing of this session in the store.
+    #[error("no session `{0}` in the coordination store (see `pstar session list`)")]
+    NoSuchSession(String),
     /// The service's manager task has ended (its session is gone).
     #[error("the compute unit service has shut down")]
     ServiceClosed,

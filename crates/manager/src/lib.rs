@@ -29,6 +29,7 @@
 
 mod error;
 mod pilot;
+mod resume;
 pub mod scheduler;
 mod session;
 mod unit;
@@ -36,6 +37,7 @@ mod unit_service;
 
 pub use error::{Error, Result};
 pub use pilot::{PilotCompute, PilotComputeService};
+pub use resume::{Resumed, resume};
 pub use session::{DEFAULT_HEARTBEAT_TIMEOUT, Session, SessionBuilder, new_session_id};
 pub use unit::{Callback, ComputeUnit};
 pub use unit_service::{ComputeUnitService, UnitCounts, UnitPolicy};

@@ -165,6 +165,45 @@ impl PilotComputeService {
         Ok(pilot)
     }
 
+    /// Takes over a pilot already in the session's store (a resumed manager's): nothing is
+    /// submitted; its state comes from the session's history.
+    pub(crate) fn attach(&self, record: PilotRecord) -> Result<PilotCompute> {
+        let session = &self.inner.session;
+        let scheme = record.description.resource.scheme();
+        let adaptor = session
+            .adaptor(scheme)
+            .ok_or_else(|| Error::UnsupportedResource {
+                scheme,
+                supported: session
+                    .supported_schemes()
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let (changed, _) = watch::channel(PilotState::New);
+        let pilot = PilotCompute {
+            inner: Arc::new(PilotInner {
+                id: record.id,
+                description: record.description,
+                sandbox: record.sandbox,
+                session: session.clone(),
+                adaptor,
+                status: Mutex::new(PilotStatus {
+                    life: Lifecycle::new(Timestamp::now()),
+                    detail: None,
+                    job: record.job.map(JobId),
+                }),
+                changed,
+            }),
+        };
+        session.register_pilot(pilot.clone());
+        if let Ok(mut pilots) = self.inner.pilots.lock() {
+            pilots.push(pilot.clone());
+        }
+        Ok(pilot)
+    }
+
     /// Every pilot created by this service.
     pub fn pilots(&self) -> Vec<PilotCompute> {
         self.inner
@@ -366,6 +405,30 @@ impl PilotCompute {
         self.wait().await;
     }
 
+    /// For a pilot taken over by a resumed manager: if its job is gone from its resource,
+    /// the pilot fails at once (rather than after the heartbeat timeout).
+    pub(crate) async fn check_job(&self) {
+        if self.state().is_final() {
+            return;
+        }
+        let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
+        let gone = match &job {
+            Some(job) => match self.inner.adaptor.state(job).await {
+                Ok(pstar_adaptors::JobState::Finished { detail, .. }) => Some(detail),
+                _ => None,
+            },
+            None => Some(Some("its job was never recorded".into())),
+        };
+        if let Some(detail) = gone {
+            let why = detail.unwrap_or_else(|| "its job ended".into());
+            self.fail(format!(
+                "pilot job gone while no manager was watching: {why}"
+            ))
+            .await;
+            self.wait().await;
+        }
+    }
+
     /// Fails the pilot now, with `reason` (its agent stopped sending heartbeats, or its
     /// units keep failing at once): the failure is recorded first, so the units it held go
     /// back to the pool at once and whatever its agent reports later is ignored; then the
@@ -414,6 +477,7 @@ impl PilotCompute {
         let Ok(mut s) = self.inner.status.lock() else {
             return;
         };
+        s.life.backdate_start(event.at);
         match s.life.transition(event.state, event.at) {
             Ok(()) => {
                 if event.detail.is_some() {

@@ -44,6 +44,8 @@ pub(crate) struct SessionInner {
     dispatcher: tokio::task::AbortHandle,
     /// Why the store was lost for good, once it was.
     lost: watch::Sender<Option<String>>,
+    /// Lets a replaying dispatcher go.
+    start: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Drop for SessionInner {
@@ -68,6 +70,7 @@ pub struct SessionBuilder {
     sandbox_root: Option<PathBuf>,
     agent_config: Option<AgentConfig>,
     heartbeat_timeout: Option<Duration>,
+    replay: bool,
 }
 
 /// How long an agent may go without a heartbeat before its pilot is declared lost.
@@ -107,6 +110,14 @@ impl SessionBuilder {
         self
     }
 
+    /// Follow the stream from its first event, and only once
+    /// [`Session::start_dispatch`] is called (for a resumed session: its services must be
+    /// listening before the history flows).
+    pub(crate) fn replay(mut self) -> Self {
+        self.replay = true;
+        self
+    }
+
     /// Starts the session: subscribes to its store's event stream.
     pub async fn build(self) -> Result<Session> {
         let id = match (&self.id, &self.coordination) {
@@ -130,12 +141,26 @@ impl SessionBuilder {
         agent_config.heartbeat_interval =
             agent_config.heartbeat_interval.min(heartbeat_timeout / 3);
         let adaptors = pstar_adaptors::available(agent_config);
-        let mut subscription = coordination.subscribe().await?;
+        let mut subscription = if self.replay {
+            coordination.subscribe_from_start().await?
+        } else {
+            coordination.subscribe().await?
+        };
         let (lost, _) = watch::channel(None);
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+        let start = if self.replay {
+            Some(start_tx)
+        } else {
+            let _ = start_tx.send(());
+            None
+        };
 
         let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {
             let weak_dispatch = weak.clone();
             let dispatcher = tokio::spawn(async move {
+                if start_rx.await.is_err() {
+                    return;
+                }
                 while let Some(delivery) = subscription.next_batch().await {
                     let Some(session) = weak_dispatch.upgrade() else {
                         break;
@@ -160,6 +185,7 @@ impl SessionBuilder {
                 listeners: Mutex::new(Vec::new()),
                 dispatcher: dispatcher.abort_handle(),
                 lost,
+                start: Mutex::new(start),
             }
         });
         Ok(Session { inner })
@@ -249,6 +275,13 @@ impl Session {
     pub(crate) fn register_pilot(&self, pilot: PilotCompute) {
         if let Ok(mut p) = self.inner.pilots.lock() {
             p.insert(pilot.id(), pilot);
+        }
+    }
+
+    /// Lets the events flow (for a session built to replay its history).
+    pub(crate) fn start_dispatch(&self) {
+        if let Some(start) = self.inner.start.lock().ok().and_then(|mut s| s.take()) {
+            let _ = start.send(());
         }
     }
 

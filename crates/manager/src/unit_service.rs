@@ -99,6 +99,9 @@ impl UnitCounts {
 
 pub(crate) enum Command {
     Submit(Vec<Arc<UnitShared>>),
+    /// Units of a resumed session, loaded from the store: their states come from the
+    /// replayed history, not from the pool.
+    Restore(Vec<Arc<UnitShared>>),
     Cancel(Vec<UnitId>),
     CancelAll(String),
     AddPilot(PilotCompute),
@@ -185,6 +188,25 @@ impl ComputeUnitService {
 
     /// A service with its own [`UnitPolicy`].
     pub fn with_policy(session: &Session, policy: UnitPolicy) -> Self {
+        Self::start(session, policy, None)
+    }
+
+    /// A service that first replays the session's history up to the `Resumed` marker with
+    /// `token`, and says so on `caught_up`.
+    pub(crate) fn replaying(
+        session: &Session,
+        policy: UnitPolicy,
+        token: u64,
+        caught_up: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Self::start(session, policy, Some((token, caught_up)))
+    }
+
+    fn start(
+        session: &Session,
+        policy: UnitPolicy,
+        replay: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
+    ) -> Self {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (counts_tx, counts) = watch::channel(UnitCounts::default());
         let manager = Manager {
@@ -198,6 +220,7 @@ impl ComputeUnitService {
             policy,
             attempts: HashMap::new(),
             black_holes: Vec::new(),
+            replay,
             counts: UnitCounts::default(),
             counts_tx,
             counts_sent: tokio::time::Instant::now(),
@@ -328,6 +351,35 @@ impl ComputeUnitService {
         Ok(handles)
     }
 
+    /// Takes over units already stored in the session (a resumed manager's).
+    pub(crate) fn restore(&self, units: Vec<pstar_coordination::Claimed>) {
+        let now = Timestamp::now();
+        let shared: Vec<Arc<UnitShared>> = units
+            .into_iter()
+            .map(|(id, description)| {
+                Arc::new(UnitShared {
+                    id,
+                    description,
+                    record: Mutex::new(UnitRecord {
+                        life: Lifecycle::new(now),
+                        pilot: None,
+                        exit_code: None,
+                        detail: None,
+                        callbacks: Vec::new(),
+                    }),
+                    changed: Notify::new(),
+                })
+            })
+            .collect();
+        self.inner
+            .submitted
+            .fetch_add(shared.len(), Ordering::SeqCst);
+        if let Ok(mut all) = self.inner.units.lock() {
+            all.extend(shared.iter().cloned());
+        }
+        let _ = self.inner.commands.send(Command::Restore(shared));
+    }
+
     /// Every unit submitted to this service, in submission order.
     pub fn units(&self) -> Vec<ComputeUnit> {
         let all = self
@@ -407,6 +459,10 @@ struct Manager {
     attempts: HashMap<UnitId, Vec<String>>,
     /// Pilots found to be black holes in this round, to take out of rotation.
     black_holes: Vec<(PilotId, String)>,
+    /// While a resumed manager replays the session's history: the token of its own
+    /// `Resumed` marker, and whom to tell once it has caught up. No decisions are taken
+    /// while replaying: the history already holds those of the manager before.
+    replay: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
     counts: UnitCounts,
     counts_tx: watch::Sender<UnitCounts>,
     counts_sent: tokio::time::Instant,
@@ -441,12 +497,15 @@ impl Manager {
         loop {
             let counts_due = self.counts_sent + COUNTS_EVERY;
             tokio::select! {
-                batch = events.recv() => match batch {
-                    Some(batch) => self.apply_events(&batch).await,
-                    None => break,
-                },
+                // Commands first: a resumed service gets its pilots and units before the
+                // history that speaks of them.
+                biased;
                 command = commands.recv() => match command {
                     Some(c) => self.command(c).await,
+                    None => break,
+                },
+                batch = events.recv() => match batch {
+                    Some(batch) => self.apply_events(&batch).await,
                     None => break,
                 },
                 _ = tokio::time::sleep_until(counts_due), if self.counts != *self.counts_tx.borrow() => {}
@@ -512,6 +571,13 @@ impl Manager {
                         }
                         None => self.pool.push_back(view),
                     }
+                }
+            }
+            Command::Restore(units) => {
+                self.units.reserve(units.len());
+                for unit in units {
+                    self.counts.by_state[UnitCounts::index(UnitState::New)] += 1;
+                    self.units.insert(unit.id, unit);
                 }
             }
             Command::AddPilot(pilot) => {
@@ -640,10 +706,19 @@ impl Manager {
             match e {
                 Event::Unit(u) => self.apply_unit(u),
                 Event::PilotDraining { pilot, .. } => {
+                    let live = self.replay.is_none();
                     if let Some(slot) = self.slot(*pilot) {
                         slot.draining = true;
-                        self.withdraw(*pilot, "pilot is draining before its walltime ends")
-                            .await;
+                        if live {
+                            self.withdraw(*pilot, "pilot is draining before its walltime ends")
+                                .await;
+                        }
+                    }
+                }
+                Event::Pilot(p) if p.state.is_final() && self.replay.is_some() => {
+                    // What it held is settled by the history that follows, or after it.
+                    if let Some(slot) = self.slot(p.pilot) {
+                        slot.ended = true;
                     }
                 }
                 Event::Pilot(p) if p.state.is_final() => {
@@ -651,7 +726,15 @@ impl Manager {
                         .await
                 }
                 Event::Pilot(_) => {}
+                Event::Resumed { token, .. } => {
+                    if self.replay.as_ref().is_some_and(|(t, _)| t == token) {
+                        self.caught_up().await;
+                    }
+                }
             }
+        }
+        if self.replay.is_some() {
+            self.black_holes.clear();
         }
         for (pilot, reason) in std::mem::take(&mut self.black_holes) {
             let Some(slot) = self.slot(pilot) else {
@@ -673,6 +756,12 @@ impl Manager {
             return;
         }
         slot.ended = true;
+        self.settle(pilot, state, detail).await;
+    }
+
+    /// Sends what is still bound to an ended pilot back to the pool (or fails it).
+    async fn settle(&mut self, pilot: PilotId, state: PilotState, detail: Option<&str>) {
+        let Some(slot) = self.slot(pilot) else { return };
         // From now on, reports from this pilot are stale (see `apply_unit`): what it held
         // is settled here, by the manager.
         let left: Vec<UnitId> = slot.in_flight.drain().collect();
@@ -747,6 +836,8 @@ impl Manager {
             return;
         };
         let from = rec.life.state();
+        let bound_before = rec.pilot.as_ref().map(|(p, _)| *p);
+        let replaying = self.replay.is_some();
         // A report from a pilot the unit is no longer bound to, or from a pilot that has
         // ended (an agent that was presumed gone and reports late), is stale.
         let stale = e.state != UnitState::Scheduled
@@ -757,6 +848,9 @@ impl Manager {
         if stale {
             tracing::debug!(unit = %e.unit, pilot = ?e.pilot, "ignored a stale report");
             return;
+        }
+        if replaying {
+            rec.life.backdate_start(e.at);
         }
         if let Err(err) = rec.life.transition(e.state, e.at) {
             tracing::debug!(unit = %e.unit, error = %err, "ignored unit event");
@@ -799,9 +893,18 @@ impl Manager {
         }
 
         if e.state.is_final() || e.state == UnitState::New {
-            self.release(&shared, e.pilot);
+            self.release(&shared, bound_before);
         }
-        if e.state.is_final() {
+        if replaying {
+            // Rebuild what each pilot holds; the pool is rebuilt once caught up.
+            if let (UnitState::Scheduled, Some(pilot)) = (e.state, e.pilot)
+                && let Some(slot) = self.slot(pilot)
+                && slot.in_flight.insert(e.unit)
+            {
+                slot.cores_bound += shared.description.cores;
+                slot.gpus_bound += shared.description.gpus;
+            }
+        } else if e.state.is_final() {
             self.cancel_requested.remove(&e.unit);
         } else if e.state == UnitState::New {
             if let Some(reason) = self.cancel_requested.remove(&e.unit) {
@@ -825,6 +928,64 @@ impl Manager {
             }
         }
         shared.changed.notify_waiters();
+    }
+
+    /// The replay reached this manager's own `Resumed` marker: the state is what the
+    /// manager before left, and decisions start. Units back in `New` form the pool again
+    /// (oldest first); what ended pilots still held is settled as it would have been.
+    async fn caught_up(&mut self) {
+        let Some((_, done)) = self.replay.take() else {
+            return;
+        };
+        let mut waiting: Vec<UnitView> = self
+            .units
+            .values()
+            .filter(|u| {
+                u.record
+                    .lock()
+                    .is_ok_and(|r| r.life.state() == UnitState::New)
+            })
+            .map(|u| Self::view(u))
+            .collect();
+        waiting.sort_by_key(|u| u.id);
+        self.pool = waiting.into();
+        let ended: Vec<(PilotId, PilotState, Option<String>)> = self
+            .pilots
+            .iter()
+            .filter(|s| s.ended && !s.in_flight.is_empty())
+            .map(|s| (s.pilot.id(), s.pilot.state(), s.pilot.detail()))
+            .collect();
+        for (pilot, state, detail) in ended {
+            self.settle(pilot, state, detail.as_deref()).await;
+        }
+        let draining: Vec<PilotId> = self
+            .pilots
+            .iter()
+            .filter(|s| s.draining && !s.ended)
+            .map(|s| s.pilot.id())
+            .collect();
+        for pilot in draining {
+            self.withdraw(pilot, "pilot is draining before its walltime ends")
+                .await;
+        }
+        let views = self.views();
+        let outbox = &mut self.outbox;
+        self.pool
+            .retain(|u| match scheduler::never_fits(u, &views) {
+                Some(reason) => {
+                    outbox.push(event(u.id, None, UnitState::Failed, reason));
+                    false
+                }
+                None => true,
+            });
+        tracing::info!(
+            units = self.units.len(),
+            waiting = self.pool.len(),
+            "replayed the session's history"
+        );
+        self.counts_tx.send_replace(self.counts.clone());
+        self.counts_sent = tokio::time::Instant::now();
+        let _ = done.send(());
     }
 
     /// Keeps the black-hole count of `pilot` (see [`UnitPolicy::black_hole_failures`]).
@@ -878,7 +1039,7 @@ impl Manager {
     }
 
     fn schedule(&mut self) {
-        if self.pool.is_empty() {
+        if self.pool.is_empty() || self.replay.is_some() {
             return;
         }
         let mut views = self.views();

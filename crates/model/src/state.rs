@@ -216,6 +216,17 @@ impl<S: State> Lifecycle<S> {
         }
     }
 
+    /// For a lifecycle rebuilt from a log that does not record its start: moves the entry
+    /// into the initial state back to `at`, if nothing else happened yet and `at` is
+    /// earlier.
+    pub fn backdate_start(&mut self, at: Timestamp) {
+        if let [(_, start)] = self.history.as_mut_slice()
+            && at < *start
+        {
+            *start = at;
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> S {
         // `history` is never empty: `new` puts the initial state in, nothing removes it.

@@ -245,3 +245,84 @@ fn nix_kill(pid: i32, signal: &str) {
         .expect("kill");
     assert!(status.success(), "kill -{signal} {pid}");
 }
+
+/// The one session directory under the sandbox root, once it exists.
+fn session_of(scratch: &Scratch) -> String {
+    let mut found = None;
+    wait_until(Duration::from_secs(30), "the session's sandbox", || {
+        found = std::fs::read_dir(scratch.sandbox())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("pstar."));
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
+fn resume_over(server: &RedisServer, scratch: &Scratch, session: &str, extra: &[&str]) -> Output {
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .args(["run", "--resume", session, "--coordination", &server.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(extra);
+    Running::start(cmd).wait(RUN_DEADLINE)
+}
+
+fn done_lines(scratch: &Scratch) -> usize {
+    std::fs::read_to_string(scratch.path().join("done.log")).map_or(0, |l| l.lines().count())
+}
+
+#[test]
+fn a_killed_manager_is_resumed_without_running_anything_twice() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[2, 2], 40, 0.3);
+    let mut run = run_over(&server, &scratch, &workload, &[]);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(30), "units to finish", || {
+        done_lines(&scratch) >= 6
+    });
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    // The agents carry on without a manager.
+    let before = done_lines(&scratch);
+    wait_until(Duration::from_secs(30), "agents to go on alone", || {
+        done_lines(&scratch) > before
+    });
+
+    let out = resume_over(&server, &scratch, &session, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stderr.contains("resumed session"), "{out}");
+    assert_each_done_once(&scratch, 40);
+}
+
+#[test]
+fn a_resumed_session_whose_agents_died_too_gets_new_pilots() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[2], 20, 0.3);
+    let mut run = run_over(&server, &scratch, &workload, &[]);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(30), "units to finish", || {
+        done_lines(&scratch) >= 4
+    });
+    let agents = agent_pids(run.pid(), "pilot.0000");
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    for pid in agents {
+        nix_kill(pid, "KILL");
+    }
+
+    let out = resume_over(&server, &scratch, &session, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stderr.contains("starting 1 new pilots"), "{out}");
+    let report = assert_each_done_once(&scratch, 20);
+    let p = pilots(&report);
+    assert_eq!(p.len(), 2, "{report}");
+    assert_eq!(p[0]["state"], "failed");
+}
