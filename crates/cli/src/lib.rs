@@ -4,9 +4,11 @@
 //! * [`run`]: `pstar run`, which drives a workload through the Pilot-API;
 //! * [`report`]: the end-of-run summary and the JSON report;
 //! * [`agent`]: `pstar agent`, one pilot's agent as its own process;
-//! * [`store`]: opening the coordination store a command names.
+//! * [`store`]: opening the coordination store a command names;
+//! * [`inspect`]: `pstar status`, `units`, `cancel` and `session`, from another terminal.
 
 pub mod agent;
+pub mod inspect;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -7,8 +7,9 @@ use clap::{Parser, Subcommand};
 
 use std::time::Duration;
 
-use pstar::{AgentConfig, PilotId};
+use pstar::{AgentConfig, PilotId, UnitState};
 use pstar_cli::agent::{self, AgentOptions};
+use pstar_cli::inspect;
 use pstar_cli::run::{self, Outcome, RunOptions};
 use pstar_cli::workload;
 
@@ -100,6 +101,66 @@ enum Command {
     },
     /// Check a workload file without running anything.
     Check { workload: PathBuf },
+    /// Show a session's pilots (state, slots, heartbeats), unit counts and throughput.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        session: String,
+    },
+    /// List a session's units, optionally only those in one state or on one pilot.
+    Units {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        session: String,
+        /// Only units in this state (new, scheduled, pending, running, done, failed,
+        /// canceled).
+        #[arg(long, value_parser = parse_unit_state)]
+        state: Option<UnitState>,
+        /// Only units bound to this pilot (`pilot.0001`).
+        #[arg(long)]
+        pilot: Option<PilotId>,
+    },
+    /// Cancel units or pilots of a running session (unit.N, pilot.N), or all of it.
+    Cancel {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        session: String,
+        /// Units and pilots to cancel; none with --all.
+        #[arg(required_unless_present = "all")]
+        targets: Vec<String>,
+        /// Cancel every unit and pilot of the session.
+        #[arg(long, conflicts_with = "targets")]
+        all: bool,
+    },
+    /// List or remove the sessions kept in a Redis.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Sessions in the Redis, oldest first (yours only, unless --all).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Show every user's sessions.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete sessions' data from the Redis.
+    Rm {
+        #[command(flatten)]
+        store: StoreArgs,
+        sessions: Vec<String>,
+        /// Remove sessions that have not finished (their manager, if alive, will fail).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Where the coordination store is.
@@ -122,6 +183,64 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+fn parse_unit_state(text: &str) -> Result<UnitState, String> {
+    use pstar::State;
+    UnitState::ALL
+        .iter()
+        .copied()
+        .find(|s| s.as_str() == text.to_ascii_lowercase())
+        .ok_or_else(|| {
+            let names: Vec<&str> = UnitState::ALL.iter().map(|s| s.as_str()).collect();
+            format!("expected one of {}", names.join(", "))
+        })
+}
+
+/// Runs `f` on the Redis named by `store` (for `session`, not recorded), prints its text.
+fn with_store<F, Fut>(store: StoreArgs, session: &str, f: F) -> ExitCode
+where
+    F: FnOnce(std::sync::Arc<pstar_coordination::RedisStore>) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let Some(url) = store.coordination else {
+        eprintln!("pstar: --coordination (or PSTAR_COORDINATION) is required: the session's Redis");
+        return ExitCode::from(EXIT_BAD_WORKLOAD);
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let out = runtime.block_on(async {
+        let store = pstar_cli::store::inspect(&url, session)
+            .await
+            .map_err(|e| e.to_string())?;
+        f(store).await
+    });
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pstar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads `session` and prints what `f` makes of it.
+fn inspect_session(
+    store: StoreArgs,
+    session: &str,
+    f: impl FnOnce(&inspect::SessionView) -> Result<String, String>,
+) -> ExitCode {
+    with_store(store, session, |store| async move {
+        let view = inspect::SessionView::load(&store)
+            .await
+            .map_err(|e| e.to_string())?;
+        f(&view)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.verbose {
@@ -138,6 +257,56 @@ fn main() -> ExitCode {
 
     let supported = pstar_adaptors::supported_schemes();
     match cli.command {
+        Command::Status { store, session } => inspect_session(store, &session, |view| {
+            Ok(view.render_status(pstar_model::Timestamp::now()))
+        }),
+        Command::Units {
+            store,
+            session,
+            state,
+            pilot,
+        } => inspect_session(store, &session, |view| Ok(view.render_units(state, pilot))),
+        Command::Cancel {
+            store,
+            session,
+            targets,
+            all: _,
+        } => with_store(store, &session, |store| async move {
+            inspect::cancel(&store, &targets).await
+        }),
+        Command::Session { command } => match command {
+            SessionCommand::List { store, all } => with_store(store, "", |store| async move {
+                let sessions = store.sessions().await.map_err(|e| e.to_string())?;
+                Ok(inspect::render_sessions(&sessions, all))
+            }),
+            SessionCommand::Rm {
+                store,
+                sessions,
+                force,
+            } => with_store(store, "", |store| async move {
+                let known = store.sessions().await.map_err(|e| e.to_string())?;
+                let mut out = String::new();
+                for session in &sessions {
+                    let entry = known.iter().find(|(e, _)| &e.session == session);
+                    match entry {
+                        None => return Err(format!("no session `{session}` in this Redis")),
+                        Some((e, true)) if e.finished.is_none() && !force => {
+                            return Err(format!(
+                                "session `{session}` has not finished; its manager may still \
+                                 run (use --force to remove it anyway)"
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    let n = store
+                        .remove_session(session)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out.push_str(&format!("removed {session} ({n} keys)\n"));
+                }
+                Ok(out)
+            }),
+        },
         Command::Check { workload } => match workload::load(&workload, &supported) {
             Ok(w) => {
                 println!(

@@ -22,6 +22,19 @@ pub fn retry_for() -> Duration {
 /// Connects to the Redis at `url` for `session`, the password coming from the URL or the
 /// environment (`PSTAR_REDIS_PASSWORD`, `PSTAR_REDIS_PASSWORD_FILE`).
 pub async fn connect_redis(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    open(url, session, true).await
+}
+
+/// Connects to look at `session` (or at the registry of sessions) without recording it.
+pub async fn inspect(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    open(url, session, false).await
+}
+
+async fn open(
+    url: &str,
+    session: &str,
+    register: bool,
+) -> Result<Arc<RedisStore>, CoordinationError> {
     let password = password_from_environment()?;
     RedisStore::connect(
         url,
@@ -29,6 +42,7 @@ pub async fn connect_redis(url: &str, session: &str) -> Result<Arc<RedisStore>, 
         RedisOptions {
             password,
             retry_for: retry_for(),
+            register,
             ..Default::default()
         },
     )

@@ -107,6 +107,21 @@ pub enum Event {
         token: u64,
         at: Timestamp,
     },
+    /// Someone asked, from outside the manager (`pstar cancel`), to cancel units, a pilot
+    /// or the whole session; the manager carries it out.
+    CancelRequested {
+        target: CancelTarget,
+        reason: String,
+        at: Timestamp,
+    },
+}
+
+/// What a [`Event::CancelRequested`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelTarget {
+    Units(Vec<UnitId>),
+    Pilot(PilotId),
+    Session,
 }
 
 /// A message from the manager to one pilot's agent.

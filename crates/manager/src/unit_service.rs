@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use pstar_coordination::{Claimed, Control, Coordination, Event, UnitEvent};
+use pstar_coordination::{CancelTarget, Claimed, Control, Coordination, Event, UnitEvent};
 use pstar_model::{
     ComputeUnitDescription, Lifecycle, PilotId, PilotState, State, Timestamp, UnitId, UnitState,
 };
@@ -221,6 +221,7 @@ impl ComputeUnitService {
             attempts: HashMap::new(),
             black_holes: Vec::new(),
             replay,
+            deferred_cancels: Vec::new(),
             counts: UnitCounts::default(),
             counts_tx,
             counts_sent: tokio::time::Instant::now(),
@@ -463,6 +464,9 @@ struct Manager {
     /// `Resumed` marker, and whom to tell once it has caught up. No decisions are taken
     /// while replaying: the history already holds those of the manager before.
     replay: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
+    /// Cancels asked for in the replayed history, carried out once caught up (those of
+    /// units that ended meanwhile change nothing).
+    deferred_cancels: Vec<(CancelTarget, String)>,
     counts: UnitCounts,
     counts_tx: watch::Sender<UnitCounts>,
     counts_sent: tokio::time::Instant,
@@ -683,6 +687,33 @@ impl Manager {
         }
     }
 
+    /// `pstar cancel` from another terminal: units, a pilot, or the whole session.
+    async fn cancel_requested_from_outside(&mut self, target: CancelTarget, reason: &str) {
+        tracing::info!(?target, %reason, "cancel requested");
+        match target {
+            CancelTarget::Units(ids) => self.cancel(ids, reason).await,
+            CancelTarget::Pilot(pilot) => {
+                if let Some(slot) = self.slot(pilot) {
+                    let handle = slot.pilot.clone();
+                    tokio::spawn(async move { handle.cancel().await });
+                }
+            }
+            CancelTarget::Session => {
+                let ids = self
+                    .units
+                    .values()
+                    .filter(|u| u.record.lock().is_ok_and(|r| !r.life.state().is_final()))
+                    .map(|u| u.id)
+                    .collect();
+                self.cancel(ids, reason).await;
+                for slot in &self.pilots {
+                    let handle = slot.pilot.clone();
+                    tokio::spawn(async move { handle.cancel().await });
+                }
+            }
+        }
+    }
+
     /// Takes back every unit still queued for `pilot`: they return to the pool when their
     /// `New` comes back on the stream.
     async fn withdraw(&mut self, pilot: PilotId, why: &str) {
@@ -729,6 +760,17 @@ impl Manager {
                 Event::Resumed { token, .. } => {
                     if self.replay.as_ref().is_some_and(|(t, _)| t == token) {
                         self.caught_up().await;
+                        for (target, reason) in std::mem::take(&mut self.deferred_cancels) {
+                            self.cancel_requested_from_outside(target, &reason).await;
+                        }
+                    }
+                }
+                Event::CancelRequested { target, reason, .. } => {
+                    if self.replay.is_some() {
+                        self.deferred_cancels.push((target.clone(), reason.clone()));
+                    } else {
+                        self.cancel_requested_from_outside(target.clone(), reason)
+                            .await;
                     }
                 }
             }

@@ -126,7 +126,15 @@ impl SessionEntry {
 
 /// The user running this process, by name when the environment says, else by uid.
 pub fn current_user() -> String {
+    let uid = nix::unistd::getuid();
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()))
+        .ok()
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }

@@ -20,7 +20,7 @@ use crate::{
 mod keys;
 mod secret;
 
-pub use keys::{Keys, SessionEntry};
+pub use keys::{Keys, SessionEntry, current_user};
 pub use secret::{PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment};
 
 /// How a store connects, and how long it keeps trying when Redis goes away.
@@ -34,6 +34,9 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// The first part of every key (default `pstar`).
     pub prefix: String,
+    /// Record the session in the registry of sessions (a manager does; commands that only
+    /// look at sessions do not).
+    pub register: bool,
 }
 
 impl Default for RedisOptions {
@@ -42,6 +45,7 @@ impl Default for RedisOptions {
             retry_for: Duration::from_secs(60),
             password: None,
             prefix: "pstar".into(),
+            register: true,
         }
     }
 }
@@ -150,7 +154,9 @@ impl RedisStore {
             retry_for: options.retry_for,
             password: parsed.password().map(str::to_owned).or(options.password),
         });
-        store.register().await?;
+        if options.register {
+            store.register().await?;
+        }
         Ok(store)
     }
 
@@ -778,6 +784,35 @@ impl Coordination for RedisStore {
 }
 
 impl RedisStore {
+    /// Every event of the session so far, in order (for `pstar status` and `pstar units`).
+    pub async fn history(&self) -> Result<Vec<Event>> {
+        let key = self.keys.events();
+        let mut events = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply = self
+                .retrying("read the event stream", |mut c| {
+                    let (key, from) = (key.clone(), from.clone());
+                    async move { c.xrange_count(key, from, "+", 1000).await }
+                })
+                .await?;
+            let Some(last) = page.ids.last() else { break };
+            from = format!("({}", last.id);
+            let full = page.ids.len() == 1000;
+            for entry in &page.ids {
+                if let Some(value) = entry.map.get("e") {
+                    let json: String = redis::from_redis_value_ref(value)
+                        .map_err(|e| CoordinationError::Backend(e.to_string()))?;
+                    events.extend(from_json::<Vec<Event>>(&json)?);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
     /// This session's entry in the registry (a fresh one if it is missing).
     pub async fn session_entry(&self) -> Result<SessionEntry> {
         let registry = self.keys.registry();
