@@ -326,3 +326,90 @@ fn a_resumed_session_whose_agents_died_too_gets_new_pilots() {
     assert_eq!(p.len(), 2, "{report}");
     assert_eq!(p[0]["state"], "failed");
 }
+
+/// `pstar <args>` against `server`, to its end.
+fn pstar_over(server: &RedisServer, scratch: &Scratch, args: &[&str]) -> Output {
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_COORDINATION", server.url())
+        .args(args);
+    Running::start(cmd).wait(RUN_DEADLINE)
+}
+
+#[test]
+fn another_terminal_sees_and_steers_a_running_session() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[2], 30, 0.5);
+    let run = run_over(&server, &scratch, &workload, &[]);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(30), "units to finish", || {
+        done_lines(&scratch) >= 2
+    });
+
+    let status = pstar_over(&server, &scratch, &["status", "--session", &session]);
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        status.stdout.contains(&format!("session {session}")),
+        "{status}"
+    );
+    assert!(status.stdout.contains("pilot.0000  running"), "{status}");
+    assert!(status.stdout.contains("units: 30 ("), "{status}");
+    assert!(status.stdout.contains("heartbeat"), "{status}");
+
+    let running = pstar_over(
+        &server,
+        &scratch,
+        &["units", "--session", &session, "--state", "running"],
+    );
+    assert_eq!(running.code(), Some(0), "{running}");
+    assert_eq!(
+        running.stdout.lines().count(),
+        3,
+        "header + 2 running: {running}"
+    );
+
+    // One unit, then everything.
+    let one = pstar_over(
+        &server,
+        &scratch,
+        &["cancel", "--session", &session, "unit.000029"],
+    );
+    assert_eq!(one.code(), Some(0), "{one}");
+    let bad = pstar_over(
+        &server,
+        &scratch,
+        &["cancel", "--session", &session, "pilot.0042"],
+    );
+    assert_eq!(bad.code(), Some(1), "{bad}");
+    wait_until(Duration::from_secs(30), "the unit's cancel", || {
+        let out = pstar_over(
+            &server,
+            &scratch,
+            &["units", "--session", &session, "--state", "canceled"],
+        );
+        out.stdout.contains("unit.000029")
+    });
+    let all = pstar_over(
+        &server,
+        &scratch,
+        &["cancel", "--session", &session, "--all"],
+    );
+    assert_eq!(all.code(), Some(0), "{all}");
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "some units were canceled: {out}");
+    assert!(out.stderr.contains("(pstar cancel)"), "{out}");
+
+    // The finished session is listed, then removed.
+    let list = pstar_over(&server, &scratch, &["session", "list"]);
+    assert!(
+        list.stdout.contains(&session) && list.stdout.contains("finished"),
+        "{list}"
+    );
+    let rm = pstar_over(&server, &scratch, &["session", "rm", &session]);
+    assert_eq!(rm.code(), Some(0), "{rm}");
+    let gone = pstar_over(&server, &scratch, &["status", "--session", &session]);
+    assert_eq!(gone.code(), Some(1), "{gone}");
+    assert!(gone.stderr.contains("no session"), "{gone}");
+}
