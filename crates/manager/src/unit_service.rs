@@ -628,13 +628,20 @@ impl Manager {
             .collect();
         // Units in the pool: canceled here.
         let outbox = &mut self.outbox;
+        let mut in_pool = HashSet::new();
         self.pool.retain(|u| {
             let hit = ids.contains(&u.id);
             if hit {
                 outbox.push(event(u.id, None, UnitState::Canceled, reason.to_owned()));
+                in_pool.insert(u.id);
             }
             !hit
         });
+        // Every other one is canceled when it is back, if its pilot cannot do it first;
+        // that covers units on their way back to the pool, in no pilot and not in it yet.
+        for id in ids.iter().filter(|id| !in_pool.contains(id)) {
+            self.cancel_requested.insert(*id, reason.to_owned());
+        }
         // Units out at a pilot: taken back from its queue if still there, else its agent
         // kills them; if the pilot is gone, they are canceled when they come back.
         let mut per_pilot: Vec<(PilotId, bool, Vec<UnitId>)> = Vec::new();
@@ -809,9 +816,15 @@ impl Manager {
         let left: Vec<UnitId> = slot.in_flight.drain().collect();
         slot.cores_bound = 0;
         slot.gpus_bound = 0;
-        if let Err(e) = self.coordination.withdraw(pilot, None).await {
-            tracing::error!(%pilot, error = %e, "cannot withdraw units of an ended pilot");
-        }
+        // What is still in its queue was never claimed; the rest its agent had taken, and
+        // may have started even if no report of it arrived before the agent died.
+        let unclaimed: HashSet<UnitId> = match self.coordination.withdraw(pilot, None).await {
+            Ok(units) => units.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(%pilot, error = %e, "cannot withdraw units of an ended pilot");
+                HashSet::new()
+            }
+        };
         let why = match detail {
             Some(d) => format!("{pilot} ended ({state}: {d})"),
             None => format!("{pilot} ended ({state})"),
@@ -821,15 +834,13 @@ impl Manager {
                 continue;
             };
             let early = shared.description.pilot == Some(pilot);
-            let was_running = shared
-                .record
-                .lock()
-                .is_ok_and(|r| r.life.state() == UnitState::Running);
+            let claimed = !unclaimed.contains(&u);
             if early {
                 self.outbox
                     .push(event(u, None, UnitState::Failed, why.clone()));
-            } else if state == PilotState::Failed && was_running {
-                // The run was lost with its pilot: that uses up one attempt.
+            } else if state == PilotState::Failed && claimed {
+                // The run (begun or about to begin) was lost with its pilot: that uses up
+                // one attempt.
                 let tries = self.attempts.entry(u).or_default();
                 tries.push(why.clone());
                 if tries.len() as u32 >= self.policy.max_attempts.max(1) {

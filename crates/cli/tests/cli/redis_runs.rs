@@ -413,3 +413,78 @@ fn another_terminal_sees_and_steers_a_running_session() {
     assert_eq!(gone.code(), Some(1), "{gone}");
     assert!(gone.stderr.contains("no session"), "{gone}");
 }
+
+#[test]
+fn a_unit_that_keeps_killing_its_agent_fails_after_its_attempts() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let text = "\
+[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\ncount = 1\n\n\
+[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+[[unit]]\nname = \"poison\"\nexecutable = \"/bin/sh\"\narguments = [\"-c\", \"kill -9 $PPID; sleep 5\"]\n\n\
+[[unit]]\nname = \"fine-{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"0.1\"]\ncount = 6\n";
+    let text = text.replace("count = 1\n\n", "\n");
+    let workload = scratch.write("workload.toml", &text);
+    let out = run_over(
+        &server,
+        &scratch,
+        &workload,
+        &["--max-attempts", "2", "--prefetch", "0"],
+    )
+    .wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    let by_name = units_by_name(&report);
+    let poison = by_name["poison"];
+    assert_eq!(poison["state"], "failed", "{poison}");
+    let detail = poison["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.starts_with("gave up after 2 attempts: (1) "),
+        "{detail}"
+    );
+    assert!(detail.contains("(2) "), "{detail}");
+    for i in 0..6 {
+        assert_eq!(by_name[&format!("fine-{i}") as &str]["state"], "done");
+    }
+    let failed = pilots(&report)
+        .iter()
+        .filter(|p| p["state"] == "failed")
+        .count();
+    assert_eq!(failed, 2, "two agents were killed: {report}");
+}
+
+#[test]
+fn a_black_hole_pilot_is_taken_out_of_rotation() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    // pilot.0000 is "broken": every unit fails at once there, and succeeds elsewhere.
+    let text = "\
+[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\nenvironment = { BROKEN = \"1\" }\n\n\
+[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+[[unit]]\nname = \"u{i}\"\nexecutable = \"/bin/sh\"\n\
+arguments = [\"-c\", \"test -z \\\"$BROKEN\\\" && sleep 0.05\"]\ncount = 60\n";
+    let workload = scratch.write("workload.toml", text);
+    let out = run_over(
+        &server,
+        &scratch,
+        &workload,
+        &["--black-hole-failures", "3", "--prefetch", "0"],
+    )
+    .wait(RUN_DEADLINE);
+    let report = scratch.read_report();
+    let hole = &pilots(&report)[0];
+    assert_eq!(hole["state"], "failed", "{out}\n{hole}");
+    assert!(
+        hole["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("black hole: "),
+        "{hole}"
+    );
+    let all = super::units(&report);
+    let failed = all.iter().filter(|u| u["state"] == "failed").count();
+    let done = all.iter().filter(|u| u["state"] == "done").count();
+    assert_eq!(failed + done, 60, "{report}");
+    assert!(failed < 10, "the black hole ate {failed} units: {out}");
+}
