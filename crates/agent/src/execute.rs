@@ -92,7 +92,6 @@ struct UnitJob {
     pub record: Arc<PilotRecord>,
     pub desc: SharedDescription,
     pub gpus: Vec<u32>,
-    pub die_with_agent: bool,
 }
 
 pub(crate) fn unit_event(
@@ -120,8 +119,6 @@ pub(crate) struct Executors {
     pub(crate) changed: tokio::sync::Notify,
     /// Free cores, readable without the lock.
     free: Arc<AtomicU32>,
-    /// Units get SIGKILL if their agent dies (see `AgentConfig::units_die_with_agent`).
-    die_with_agent: bool,
 }
 
 pub(crate) struct Queue {
@@ -143,7 +140,6 @@ impl Executors {
         record: Arc<PilotRecord>,
         events: mpsc::UnboundedSender<Event>,
         free: Arc<AtomicU32>,
-        die_with_agent: bool,
     ) -> std::io::Result<Arc<Self>> {
         let d = &record.description;
         let me = Arc::new(Self {
@@ -158,7 +154,6 @@ impl Executors {
             wake: Condvar::new(),
             changed: tokio::sync::Notify::new(),
             free,
-            die_with_agent,
         });
         for i in 0..d.cores {
             let (worker, record, events) = (me.clone(), record.clone(), events.clone());
@@ -206,7 +201,6 @@ impl Executors {
                             record: record.clone(),
                             desc,
                             gpus,
-                            die_with_agent: self.die_with_agent,
                         },
                         control,
                     );
@@ -283,7 +277,6 @@ fn execute(
         sandbox: &sandbox,
         gpus: &job.gpus,
         pilot_gpus: job.record.description.gpus,
-        die_with_agent: job.die_with_agent,
     };
     let mut child = launch
         .prepare()?

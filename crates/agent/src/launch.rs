@@ -24,10 +24,6 @@ pub struct Launch<'a> {
     pub gpus: &'a [u32],
     /// How many GPUs the pilot holds.
     pub pilot_gpus: u32,
-    /// The unit's process gets SIGKILL when the thread that started it (an executor of its
-    /// agent) dies, so that a killed agent leaves no unit running that would then run twice.
-    /// It costs the faster `posix_spawn` path (the child must run a step before `exec`).
-    pub die_with_agent: bool,
 }
 
 /// Why a unit could not be started. The message names the path involved.
@@ -111,20 +107,6 @@ impl Launch<'_> {
             .env("PSTAR_GPUS", d.gpus.to_string())
             // Its own process group, so that stopping the unit stops everything it started.
             .process_group(0);
-        if self.die_with_agent {
-            let agent = nix::unistd::getpid();
-            // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-                    // The agent may have died before the line above: then go now.
-                    if nix::unistd::getppid() != agent {
-                        return Err(std::io::Error::other("the agent is gone"));
-                    }
-                    Ok(())
-                });
-            }
-        }
         // A unit sees only its own GPUs, none if it asked for none.
         if !self.gpus.is_empty() || self.pilot_gpus > 0 {
             let ids: Vec<String> = self.gpus.iter().map(u32::to_string).collect();

@@ -42,6 +42,10 @@ use execute::{Executors, Stop, unit_event};
 
 pub use slots::Slots;
 
+/// The fewest cores' worth of units an agent keeps waiting at hand (when the manager binds
+/// that many to it): a small pilot over a networked store needs a few round trips' worth.
+const MIN_WAITING: u32 = 16;
+
 /// Tunables of an agent; the defaults suit both tests and production.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -57,10 +61,6 @@ pub struct AgentConfig {
     /// How long a busy agent (every core taken) gathers state changes before it publishes
     /// them as one batch; an agent with a free core reports at once.
     pub report_window: Duration,
-    /// Units are killed (SIGKILL) if their agent dies, so none keeps running, and then runs
-    /// again elsewhere, after its agent was killed. On for agents in processes of their
-    /// own (`pstar agent`); off for in-process agents, which die only with the manager.
-    pub units_die_with_agent: bool,
 }
 
 impl Default for AgentConfig {
@@ -71,7 +71,6 @@ impl Default for AgentConfig {
             kill_grace: Duration::from_secs(2),
             drain_margin: None,
             report_window: Duration::from_millis(1),
-            units_die_with_agent: false,
         }
     }
 }
@@ -182,12 +181,7 @@ impl Agent {
             control_tx,
         ));
 
-        let executors = match Executors::start(
-            self.record.clone(),
-            events.clone(),
-            free,
-            self.config.units_die_with_agent,
-        ) {
+        let executors = match Executors::start(self.record.clone(), events.clone(), free) {
             Ok(e) => e,
             Err(e) => {
                 let msg = format!("cannot start executor threads: {e}");
@@ -271,12 +265,14 @@ impl Run {
         let pilot = self.record.id;
         let cores = self.record.description.cores;
         loop {
-            // Keep up to four pilots' worth of cores waiting here, so executors never wait
-            // on the store; ask again once less than two pilots' worth is left.
+            // Keep up to four pilots' worth of cores (and at least 16) waiting here, so
+            // executors never wait on the store, however far it is; ask again once less
+            // than half of that is left.
             let changed = self.executors.changed.notified();
             if !self.draining && !self.claim_outstanding {
                 let waiting = self.executors.with(|q| q.pending_cores).unwrap_or(0);
-                let (low, target) = (cores.saturating_mul(2), cores.saturating_mul(4));
+                let target = cores.saturating_mul(4).max(MIN_WAITING);
+                let low = target / 2;
                 if waiting < low
                     && claim_tx
                         .try_send(target.saturating_sub(waiting) as usize)

@@ -31,7 +31,8 @@ use crate::unit::{ComputeUnit, UnitRecord, UnitShared};
 pub struct UnitPolicy {
     /// How many times its slots of units a pilot may have bound to it beyond what it runs,
     /// so its agent has the next units at hand (default 4, for short units; 0 binds a unit
-    /// only to a free core, for long units over pilots that come and go).
+    /// only to a free core, for long units over pilots that come and go). A pilot with a
+    /// prefetch holds at least four cores' worth per unit of prefetch beyond its cores.
     pub prefetch: u32,
     /// How many runs a unit gets when the pilots running it are lost (their agent stopped
     /// heartbeating, crashed, or was killed): after that many, it fails with the reason of
@@ -55,6 +56,19 @@ impl Default for UnitPolicy {
             black_hole_failures: 5,
             black_hole_window: Duration::from_secs(10),
         }
+    }
+}
+
+/// How many cores' worth of units a pilot of `cores` may have bound to it with `prefetch`:
+/// its cores times `prefetch + 1`, and with any prefetch at least its cores plus four per
+/// unit of prefetch (a one-core pilot over Redis needs more than five units at hand to
+/// never wait on a round trip).
+fn prefetched(cores: u32, prefetch: u32) -> u32 {
+    let scaled = cores.saturating_mul(prefetch.saturating_add(1));
+    if prefetch == 0 {
+        scaled
+    } else {
+        scaled.max(cores.saturating_add(prefetch.saturating_mul(4)))
     }
 }
 
@@ -524,22 +538,28 @@ impl Manager {
     }
 
     fn views(&self) -> Vec<PilotView> {
+        let live = |s: &PilotSlot| !s.removed && !s.ended && !s.pilot.state().is_final();
+        // Suspects get no units while a pilot that is not one can take them; if every
+        // pilot is a suspect, the units are what fails, not the pilots.
+        let all_suspect = self
+            .pilots
+            .iter()
+            .filter(|s| live(s))
+            .all(|s| self.is_suspect(s));
         self.pilots
             .iter()
             .map(|s| {
                 let d = s.pilot.description();
                 let state = s.pilot.state();
-                let alive = !s.removed && !s.ended && !state.is_final();
+                let alive = live(s);
+                let held_back = self.is_suspect(s) && !all_suspect;
                 PilotView {
                     id: s.pilot.id(),
-                    accepting: alive && !s.draining && state == PilotState::Running,
+                    accepting: alive && !s.draining && !held_back && state == PilotState::Running,
                     alive,
                     cores: d.cores,
                     gpus: d.gpus,
-                    free_cores: d
-                        .cores
-                        .saturating_mul(self.prefetch.saturating_add(1))
-                        .saturating_sub(s.cores_bound),
+                    free_cores: prefetched(d.cores, self.prefetch).saturating_sub(s.cores_bound),
                     free_gpus: d
                         .gpus
                         .saturating_mul(self.prefetch.saturating_add(1))
@@ -1043,40 +1063,40 @@ impl Manager {
 
     /// Keeps the black-hole count of `pilot` (see [`UnitPolicy::black_hole_failures`]).
     fn account(&mut self, pilot: PilotId, state: UnitState, ran_for: Option<Duration>) {
-        let (threshold, window) = (
-            self.policy.black_hole_failures,
-            self.policy.black_hole_window,
-        );
-        let others_done = |me: PilotId, slots: &[PilotSlot]| {
-            slots.iter().any(|s| s.pilot.id() != me && s.done > 0)
-        };
-        let healthy_elsewhere = others_done(pilot, &self.pilots);
+        let window = self.policy.black_hole_window;
         let Some(slot) = self.slot(pilot) else { return };
         match (state, ran_for) {
             (UnitState::Done, _) => {
                 slot.done += 1;
                 slot.quick_failures = 0;
             }
-            (UnitState::Failed, Some(ran)) if ran < window => {
-                slot.quick_failures += 1;
-                if threshold > 0
-                    && slot.quick_failures >= threshold
-                    && healthy_elsewhere
-                    && !slot.removed
-                {
-                    let reason = format!(
-                        "black hole: {} units in a row failed within {} of starting here \
-                         while other pilots ran units to done",
-                        slot.quick_failures,
-                        humantime::format_duration(window)
-                    );
-                    slot.removed = true;
-                    self.black_holes.push((pilot, reason));
-                }
-            }
+            (UnitState::Failed, Some(ran)) if ran < window => slot.quick_failures += 1,
             (UnitState::Failed, _) => slot.quick_failures = 0,
-            _ => {}
+            _ => return,
         }
+        // A suspect (a streak of quick failures) is a black hole once another pilot has
+        // shown that units can succeed; until then it gets no new units (see `views`).
+        for i in 0..self.pilots.len() {
+            let me = self.pilots[i].pilot.id();
+            let healthy_elsewhere = self.pilots.iter().any(|s| s.pilot.id() != me && s.done > 0);
+            let suspect = self.is_suspect(&self.pilots[i]);
+            let slot = &mut self.pilots[i];
+            if suspect && healthy_elsewhere && !slot.removed {
+                let reason = format!(
+                    "black hole: {} units in a row failed within {} of starting here \
+                     while other pilots ran units to done",
+                    slot.quick_failures,
+                    humantime::format_duration(window)
+                );
+                slot.removed = true;
+                self.black_holes.push((me, reason));
+            }
+        }
+    }
+
+    fn is_suspect(&self, slot: &PilotSlot) -> bool {
+        let threshold = self.policy.black_hole_failures;
+        threshold > 0 && slot.quick_failures >= threshold
     }
 
     /// The unit no longer holds room on `pilot`.

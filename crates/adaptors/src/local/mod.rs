@@ -87,9 +87,12 @@ impl Local {
         Ok(id)
     }
 
-    /// With a networked store: the agent is a `pstar agent` child process, in a process
-    /// group of its own (a Ctrl-C meant for the manager does not reach it, and it outlives
-    /// a manager that dies, which `pstar run --resume` relies on).
+    /// With a networked store: the agent is a `pstar agent` child process that leads a
+    /// session of its own. A Ctrl-C meant for the manager does not reach it, and it outlives
+    /// a manager that dies, which `pstar run --resume` relies on. Its units run in that
+    /// session (each in a process group of its own), so when the agent ends, whatever is
+    /// left of them is found by session id and killed: a killed agent leaves no unit
+    /// running that would then run a second time elsewhere.
     fn submit_process(&self, job: PilotJob, url: String) -> Result<JobId, AdaptorError> {
         let pilot = job.record.id;
         let sandbox = &job.record.sandbox;
@@ -118,8 +121,14 @@ impl Local {
             .current_dir(sandbox)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
-            .process_group(0);
+            .stderr(log2);
+        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|e| {
             AdaptorError::Resource(format!("cannot start {} agent: {e}", program.display()))
         })?;
@@ -133,7 +142,12 @@ impl Local {
         let watched = id.clone();
         let coordination = job.coordination.clone();
         tokio::spawn(async move {
-            let (ok, detail) = match child.wait().await {
+            let status = child.wait().await;
+            let killed = kill_session(pid as i32, false);
+            if killed > 0 {
+                tracing::warn!(%pilot, killed, "killed unit processes the agent left behind");
+            }
+            let (ok, detail) = match status {
                 Ok(status) if status.success() => (true, None),
                 Ok(status) => (
                     false,
@@ -199,6 +213,47 @@ fn agent_pid(job: &JobId) -> Option<i32> {
     args.iter().any(|a| *a == b"agent").then_some(pid)
 }
 
+/// Sends SIGKILL to every process of session `sid` (an agent's units, once the agent is
+/// gone); returns how many there were. With `units_only`, only processes that carry a
+/// unit's environment (`PSTAR_UNIT_ID`) are touched: for a session whose leader this
+/// process never started, whose number may have been reused since.
+fn kill_session(sid: i32, units_only: bool) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name in parentheses: state, ppid, pgrp, session, ...
+        let session = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse::<i32>().ok());
+        let is_unit = || {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.starts_with(b"PSTAR_UNIT_ID="))
+            })
+        };
+        if session == Some(sid)
+            && (!units_only || is_unit())
+            && nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 fn signal_group(pid: i32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
 }
@@ -246,7 +301,18 @@ impl ResourceAdaptor for Local {
                     return Ok(());
                 }
                 Some(Handle::Process(pid)) => *pid as i32,
-                None => agent_pid(job).ok_or_else(|| AdaptorError::UnknownJob(job.clone()))?,
+                None => match agent_pid(job) {
+                    Some(pid) => pid,
+                    None => {
+                        // An earlier manager's agent, gone: units it left may still run.
+                        if let Some(sid) = job.0.strip_prefix("local:").and_then(|p| p.parse().ok())
+                        {
+                            kill_session(sid, true);
+                            return Ok(());
+                        }
+                        return Err(AdaptorError::UnknownJob(job.clone()));
+                    }
+                },
             }
         };
         // SIGTERM: the agent returns its units and reports; SIGKILL if it does not end.
@@ -262,6 +328,7 @@ impl ResourceAdaptor for Local {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        kill_session(pid, false);
         Ok(())
     }
 }

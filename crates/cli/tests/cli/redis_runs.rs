@@ -314,8 +314,13 @@ fn a_resumed_session_whose_agents_died_too_gets_new_pilots() {
     let agents = agent_pids(run.pid(), "pilot.0000");
     let _ = run.child.kill();
     let _ = run.child.wait();
+    // The host went down: the agent and every unit it ran (its whole session) are gone.
     for pid in agents {
-        nix_kill(pid, "KILL");
+        let status = Command::new("pkill")
+            .args(["-KILL", "-s", &pid.to_string()])
+            .status()
+            .expect("pkill");
+        assert!(status.success(), "pkill -s {pid}");
     }
 
     let out = resume_over(&server, &scratch, &session, &[]);
