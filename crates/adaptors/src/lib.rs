@@ -7,7 +7,7 @@
 //!
 //! | scheme | adaptor | status |
 //! |---|---|---|
-//! | `local://` | [`local::Local`] | available |
+//! | `local://` | [`local::Local`] | available (agent in-process, or a `pstar agent` child over Redis) |
 //! | `ssh://`, `slurm://`, `slurm+ssh://`, `sge://`, `pbs://`, `lsf://`, `condor://` | — | not yet |
 
 use std::sync::Arc;
