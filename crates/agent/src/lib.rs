@@ -61,6 +61,11 @@ pub struct AgentConfig {
     /// How long a busy agent (every core taken) gathers state changes before it publishes
     /// them as one batch; an agent with a free core reports at once.
     pub report_window: Duration,
+    /// Over a networked store (one with a URL) the agent gathers state changes for this
+    /// long even when a core is free: every publication wakes three processes (Redis, the
+    /// manager, the agent), and on a busy machine those wake-ups cost more than a few
+    /// milliseconds of latency (measured: 8% more null units per second at 3 ms).
+    pub remote_report_window: Duration,
 }
 
 impl Default for AgentConfig {
@@ -71,6 +76,7 @@ impl Default for AgentConfig {
             kill_grace: Duration::from_secs(2),
             drain_margin: None,
             report_window: Duration::from_millis(1),
+            remote_report_window: Duration::from_millis(3),
         }
     }
 }
@@ -84,6 +90,7 @@ impl AgentConfig {
             format!("--heartbeat-interval={}", d(self.heartbeat_interval)),
             format!("--kill-grace={}", d(self.kill_grace)),
             format!("--report-window={}", d(self.report_window)),
+            format!("--remote-report-window={}", d(self.remote_report_window)),
         ];
         if let Some(margin) = self.drain_margin {
             args.push(format!("--drain-margin={}", d(margin)));
@@ -140,9 +147,11 @@ impl Agent {
             .unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
 
         let free = Arc::new(AtomicU32::new(self.record.description.cores));
+        let remote = self.coordination.url().is_some();
         let (events, reporter) = spawn_reporter(
             self.coordination.clone(),
             self.config.report_window,
+            remote.then_some(self.config.remote_report_window),
             free.clone(),
         );
         if let Err(source) = std::fs::create_dir_all(&self.record.sandbox) {
@@ -426,18 +435,25 @@ fn pilot_event(
 /// no hurry for news), whatever comes within `window` after the first event of a batch
 /// rides along: one store round trip and one wake-up of the manager for many
 /// transitions. An agent with a free core reports at once, so an idle pilot answers in
-/// well under a millisecond.
+/// well under a millisecond; over a networked store (`remote_window` set) it always
+/// gathers for that long.
 fn spawn_reporter(
     coordination: Arc<dyn Coordination>,
     window: Duration,
+    remote_window: Option<Duration>,
     free: Arc<AtomicU32>,
 ) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
         while rx.recv_many(&mut batch, 4096).await > 0 {
-            if !window.is_zero() && free.load(Ordering::Relaxed) == 0 {
-                tokio::time::sleep(window).await;
+            let gather = match remote_window {
+                Some(remote) => remote.max(window),
+                None if free.load(Ordering::Relaxed) == 0 => window,
+                None => Duration::ZERO,
+            };
+            if !gather.is_zero() {
+                tokio::time::sleep(gather).await;
                 while let Ok(e) = rx.try_recv() {
                     batch.push(e);
                 }

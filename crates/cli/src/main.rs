@@ -62,16 +62,17 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         /// Declare a pilot lost when its agent sends no heartbeat for this long; its units
-        /// go back to the pool.
-        #[arg(long, value_name = "TIME", default_value = "30s", value_parser = humantime::parse_duration)]
-        heartbeat_timeout: Duration,
-        /// Runs a unit gets when the pilots running it are lost; then it fails.
-        #[arg(long, value_name = "N", default_value_t = 3)]
-        max_attempts: u32,
+        /// go back to the pool [default: 30s, or the workload's [session]].
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        heartbeat_timeout: Option<Duration>,
+        /// Runs a unit gets when the pilots running it are lost; then it fails
+        /// [default: 3].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_attempts: Option<u32>,
         /// Take a pilot out of rotation after this many units in a row fail on it within
-        /// 10 s of starting while other pilots finish theirs (0: never).
-        #[arg(long, value_name = "N", default_value_t = 5)]
-        black_hole_failures: u32,
+        /// 10 s of starting while other pilots finish theirs (0: never) [default: 5].
+        #[arg(long, value_name = "N")]
+        black_hole_failures: Option<u32>,
         /// How long Redis keeps a finished session's data.
         #[arg(long, value_name = "TIME", default_value = "7days", value_parser = humantime::parse_duration)]
         keep: Duration,
@@ -98,6 +99,8 @@ enum Command {
         drain_margin: Option<Duration>,
         #[arg(long, value_name = "TIME", default_value = "1ms", value_parser = humantime::parse_duration)]
         report_window: Duration,
+        #[arg(long, value_name = "TIME", default_value = "3ms", value_parser = humantime::parse_duration)]
+        remote_report_window: Duration,
     },
     /// Check a workload file without running anything.
     Check { workload: PathBuf },
@@ -335,6 +338,7 @@ fn main() -> ExitCode {
             kill_grace,
             drain_margin,
             report_window,
+            remote_report_window,
         } => {
             let Some(coordination) = store.coordination else {
                 eprintln!("pstar agent: --coordination (or PSTAR_COORDINATION) is required");
@@ -354,6 +358,7 @@ fn main() -> ExitCode {
                     kill_grace,
                     drain_margin,
                     report_window,
+                    remote_report_window,
                 },
             };
             match runtime.block_on(agent::run(options)) {
@@ -412,9 +417,9 @@ fn main() -> ExitCode {
                 quiet,
                 prefetch,
                 coordination: store.coordination,
-                heartbeat_timeout: Some(heartbeat_timeout),
-                max_attempts: Some(max_attempts),
-                black_hole_failures: Some(black_hole_failures),
+                heartbeat_timeout,
+                max_attempts,
+                black_hole_failures,
                 keep: Some(keep),
             };
             let outcome = runtime.block_on(async {

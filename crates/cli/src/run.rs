@@ -36,6 +36,17 @@ pub struct RunOptions {
 pub const DEFAULT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl RunOptions {
+    /// These options, with what they leave open taken from a workload's `[session]`.
+    pub fn or_from(&self, settings: &crate::workload::SessionSettings) -> RunOptions {
+        RunOptions {
+            coordination: self.coordination.clone().or(settings.coordination.clone()),
+            heartbeat_timeout: self.heartbeat_timeout.or(settings.heartbeat_timeout),
+            max_attempts: self.max_attempts.or(settings.max_attempts),
+            black_hole_failures: self.black_hole_failures.or(settings.black_hole_failures),
+            ..self.clone()
+        }
+    }
+
     fn policy(&self) -> UnitPolicy {
         let d = UnitPolicy::default();
         UnitPolicy {
@@ -62,6 +73,7 @@ pub enum Outcome {
 
 /// Runs `workload` to the end and reports on it.
 pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, pstar::Error> {
+    let options = &options.or_from(&workload.session);
     let id = pstar::new_session_id();
     let mut builder = Session::builder().id(&id);
     if let Some(root) = &options.sandbox {

@@ -1,9 +1,15 @@
 //! Workload files: the pilots to start and the compute units to run on them, in TOML.
 //!
 //! A workload file declares one or more `[[pilot]]` tables and one or more `[[unit]]`
-//! tables:
+//! tables, and optionally one `[session]` table (command-line options win over it):
 //!
 //! ```toml
+//! [session]
+//! coordination = "redis://redis-host:6379/0"  # default: the embedded store
+//! heartbeat_timeout = "30s" # declare an agent lost after this long without a heartbeat
+//! max_attempts = 3          # runs a unit gets when the pilots running it are lost
+//! black_hole_failures = 5   # quick failures in a row that make a pilot a black hole
+//!
 //! [[pilot]]
 //! name = "big"              # optional; lets units bind early with `pilot = "big"`
 //! resource = "local://"     # required: where the pilot runs
@@ -76,10 +82,23 @@ use toml::Spanned;
 pub struct Workload {
     /// The file the workload was read from.
     pub path: PathBuf,
+    /// The `[session]` table.
+    pub session: SessionSettings,
     /// The pilots, in file order.
     pub pilots: Vec<PilotComputeDescription>,
     /// The units, ensembles expanded, in file order.
     pub units: Vec<WorkloadUnit>,
+}
+
+/// The `[session]` table of a workload file: how to run it, when the command line does not
+/// say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionSettings {
+    /// The coordination store's URL (`redis://...`).
+    pub coordination: Option<String>,
+    pub heartbeat_timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub black_hole_failures: Option<u32>,
 }
 
 /// One compute unit of a [`Workload`].
@@ -212,6 +231,10 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
         ));
     }
     let mut pilots = Vec::with_capacity(raw.pilot.len());
+    let session = match raw.session {
+        Some(s) => s.check(&src)?,
+        None => SessionSettings::default(),
+    };
     let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
     for pilot in raw.pilot {
         let table_span = pilot.span();
@@ -258,6 +281,7 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
 
     Ok(Workload {
         path: path.to_owned(),
+        session,
         pilots,
         units,
     })
@@ -333,10 +357,67 @@ impl Source<'_> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorkload {
+    session: Option<RawSession>,
     #[serde(default)]
     pilot: Vec<Spanned<RawPilot>>,
     #[serde(default)]
     unit: Vec<Spanned<RawUnit>>,
+}
+
+/// The `[session]` table, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    coordination: Option<Spanned<String>>,
+    heartbeat_timeout: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<u32>>,
+    black_hole_failures: Option<u32>,
+}
+
+impl RawSession {
+    fn check(self, src: &Source) -> Result<SessionSettings, WorkloadError> {
+        if let Some(url) = &self.coordination {
+            let ok = url::Url::parse(url.get_ref())
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
+            if !ok {
+                return Err(src.error(
+                    url.span(),
+                    format!(
+                        "`coordination` `{}` is not a redis://host:port/db URL",
+                        url.get_ref()
+                    ),
+                ));
+            }
+        }
+        let heartbeat_timeout = match &self.heartbeat_timeout {
+            None => None,
+            Some(t) => Some(
+                humantime::parse_duration(t.get_ref())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        src.error(
+                            t.span(),
+                            format!(
+                                "`heartbeat_timeout` `{}` is not a duration such as \"30s\"",
+                                t.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        if let Some(n) = &self.max_attempts
+            && *n.get_ref() == 0
+        {
+            return Err(src.error(n.span(), "`max_attempts` must be at least 1"));
+        }
+        Ok(SessionSettings {
+            coordination: self.coordination.map(Spanned::into_inner),
+            heartbeat_timeout,
+            max_attempts: self.max_attempts.map(Spanned::into_inner),
+            black_hole_failures: self.black_hole_failures,
+        })
+    }
 }
 
 /// A `[[pilot]]` table, as written.
@@ -1048,6 +1129,47 @@ output_data = []
         let text = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\npilot = \"x\"\n";
         let e = parse_err(text);
         assert!(e.message().contains("no pilot has a `name`"), "{e}");
+    }
+
+    #[test]
+    fn the_session_table_sets_how_the_workload_runs() {
+        let body = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
+        let w = parse_ok(&format!(
+            "[session]\ncoordination = \"redis://h:6379/2\"\nheartbeat_timeout = \"45s\"\n\
+             max_attempts = 5\nblack_hole_failures = 0\n{body}"
+        ));
+        assert_eq!(
+            w.session,
+            SessionSettings {
+                coordination: Some("redis://h:6379/2".into()),
+                heartbeat_timeout: Some(Duration::from_secs(45)),
+                max_attempts: Some(5),
+                black_hole_failures: Some(0),
+            }
+        );
+        assert_eq!(parse_ok(body).session, SessionSettings::default());
+
+        let cases = [
+            (
+                "[session]\ncoordination = \"http://h\"\n",
+                2,
+                16,
+                "not a redis://",
+            ),
+            (
+                "[session]\nheartbeat_timeout = \"soon\"\n",
+                2,
+                21,
+                "not a duration",
+            ),
+            ("[session]\nmax_attempts = 0\n", 2, 16, "at least 1"),
+            ("[session]\nretries = 2\n", 2, 1, "unknown field `retries`"),
+        ];
+        for (head, line, column, message) in cases {
+            let e = parse_err(&format!("{head}{body}"));
+            assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
+            assert!(e.message().contains(message), "{e}");
+        }
     }
 
     #[test]

@@ -523,7 +523,14 @@ impl Manager {
                     None => break,
                 },
                 batch = events.recv() => match batch {
-                    Some(batch) => self.apply_events(&batch).await,
+                    Some(batch) => {
+                        self.apply_events(&batch).await;
+                        // Whatever else has arrived joins this round: one scheduling
+                        // pass and one publication for all of it.
+                        while let Ok(more) = events.try_recv() {
+                            self.apply_events(&more).await;
+                        }
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(counts_due), if self.counts != *self.counts_tx.borrow() => {}

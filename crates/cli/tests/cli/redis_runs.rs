@@ -493,3 +493,38 @@ arguments = [\"-c\", \"test -z \\\"$BROKEN\\\" && sleep 0.05\"]\ncount = 60\n";
     assert_eq!(failed + done, 60, "{report}");
     assert!(failed < 10, "the black hole ate {failed} units: {out}");
 }
+
+#[test]
+fn the_workload_file_can_name_the_store() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let counting = counting_workload(&scratch, &[2], 6, 0.0);
+    let text = std::fs::read_to_string(&counting).expect("workload");
+    let workload = scratch.write(
+        "session.toml",
+        &format!("[session]\ncoordination = \"{}\"\n\n{text}", server.url()),
+    );
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .env_remove("PSTAR_COORDINATION")
+        .args([
+            "run",
+            s(&workload),
+            "--sandbox",
+            s(&sandbox),
+            "--report",
+            s(&report),
+            "-q",
+        ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = assert_each_done_once(&scratch, 6);
+    let sandbox = PathBuf::from(pilots(&report)[0]["sandbox"].as_str().unwrap());
+    assert!(
+        sandbox.join("agent.log").is_file(),
+        "the agent ran as a process"
+    );
+}

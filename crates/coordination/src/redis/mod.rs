@@ -624,7 +624,10 @@ impl Coordination for RedisStore {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        // Events alone are one command; with bindings, one transaction.
+        if bindings.iter().any(|(_, u)| !u.is_empty()) {
+            pipe.atomic();
+        }
         if !events.is_empty() {
             pipe.xadd(self.keys.events(), "*", &[("e", to_json(&events)?)])
                 .ignore();
