@@ -894,7 +894,7 @@ output_data = []
             "[[pilots]]\nresource = \"local://\"\n",
             1,
             3,
-            "unknown field `pilots`, expected `pilot` or `unit`",
+            "unknown field `pilots`, expected one of `session`, `pilot`, `unit`",
         ),
         (
             "unknown affinity key",
