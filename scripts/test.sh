@@ -27,6 +27,7 @@ step() {
 REQUIRED_PACKAGES=(
     redis-server   # the Redis coordination backend (tests start their own, on loopback)
     redis-tools    # redis-cli, used by tests to look inside a session
+    openssl        # certificates for the rediss:// (TLS) test
 )
 
 ensure_packages() {

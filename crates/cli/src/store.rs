@@ -41,6 +41,7 @@ async fn open(
         session,
         RedisOptions {
             password,
+            ca_file: std::env::var_os(pstar_coordination::redis::CA_FILE_ENV).map(Into::into),
             retry_for: retry_for(),
             register,
             ..Default::default()

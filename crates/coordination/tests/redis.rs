@@ -361,3 +361,54 @@ async fn a_subscription_ends_with_an_error_when_redis_is_gone_for_good() {
         "got {err}"
     );
 }
+
+#[tokio::test]
+async fn rediss_speaks_tls_and_checks_the_server_certificate() {
+    let server = RedisServer::start_tls();
+    assert!(server.url().starts_with("rediss://"));
+    let s = RedisStore::connect(
+        &server.url(),
+        "tls",
+        RedisOptions {
+            ca_file: Some(server.ca_file()),
+            ..options(&server)
+        },
+    )
+    .await
+    .expect("a TLS connection trusting the server's CA");
+    s.put_units(&units(UnitId::new(0), 2)).await.unwrap();
+    s.enqueue(PilotId::new(0), &[UnitId::new(1)]).await.unwrap();
+    let got = s.claim(PilotId::new(0), 4, Duration::ZERO).await.unwrap();
+    assert_eq!(got[0].0, UnitId::new(1));
+    assert_eq!(
+        s.agent_environment(),
+        [
+            (
+                "PSTAR_REDIS_PASSWORD".to_owned(),
+                server.password().to_owned()
+            ),
+            (
+                "PSTAR_REDIS_CA".to_owned(),
+                server.ca_file().display().to_string()
+            ),
+        ]
+    );
+
+    // Without the CA, the server's certificate is not trusted: refused, not retried.
+    let t = Instant::now();
+    let err = RedisStore::connect(
+        &server.url(),
+        "tls",
+        RedisOptions {
+            retry_for: Duration::from_secs(20),
+            ..options(&server)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "got {err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

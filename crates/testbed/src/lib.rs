@@ -15,6 +15,9 @@ pub struct RedisServer {
     port: u16,
     password: String,
     child: Option<Child>,
+    /// Serve TLS only (`rediss://`), with a certificate for 127.0.0.1 signed by a CA of
+    /// this server's own (`ca_file`).
+    tls: bool,
 }
 
 impl RedisServer {
@@ -32,17 +35,113 @@ impl RedisServer {
             port: 0,
             password,
             child: None,
+            tls: false,
         };
         server.port = free_port();
         server.spawn();
         server
     }
 
+    /// Like [`start`](Self::start), serving only TLS: a certificate authority and a server
+    /// certificate for 127.0.0.1 are made with `openssl` in the server's directory.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pstar-redis-tls.")
+            .tempdir()
+            .expect("temporary directory for redis-server");
+        let d = dir.path();
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl (install openssl): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pstar test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let mut server = Self {
+            dir,
+            port: free_port(),
+            password: format!("pw-{:x}-{}", std::process::id(), nanos()),
+            child: None,
+            tls: true,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The certificate authority that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     fn spawn(&mut self) {
         let log = self.dir.path().join("redis.log");
-        let child = Command::new(redis_server())
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
+        let d = self.dir.path();
+        let mut command = Command::new(redis_server());
+        command.args(["--bind", "127.0.0.1"]);
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(d.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(d.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--requirepass", &self.password])
             .args([
                 "--appendonly",
@@ -78,10 +177,11 @@ impl RedisServer {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port)
     }
 
-    /// `redis://127.0.0.1:PORT/0`: no password (give it through
+    /// `redis://127.0.0.1:PORT/0` (`rediss://` for TLS): no password (give it through
     /// [`password`](Self::password)).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     pub fn port(&self) -> u16 {

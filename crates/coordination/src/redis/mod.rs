@@ -21,7 +21,7 @@ mod keys;
 mod secret;
 
 pub use keys::{Keys, SessionEntry, current_user};
-pub use secret::{PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment};
+pub use secret::{CA_FILE_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment};
 
 /// How a store connects, and how long it keeps trying when Redis goes away.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ pub struct RedisOptions {
     /// The password, when it is not in the URL. Read it with
     /// [`password_from_environment`], never from a command line.
     pub password: Option<String>,
+    /// For `rediss://`: a PEM file of the certificate authority to trust (else the system's
+    /// trusted roots). See [`CA_FILE_ENV`].
+    pub ca_file: Option<std::path::PathBuf>,
     /// The first part of every key (default `pstar`).
     pub prefix: String,
     /// Record the session in the registry of sessions (a manager does; commands that only
@@ -44,6 +47,7 @@ impl Default for RedisOptions {
         Self {
             retry_for: Duration::from_secs(60),
             password: None,
+            ca_file: None,
             prefix: "pstar".into(),
             register: true,
         }
@@ -73,6 +77,7 @@ pub struct RedisStore {
     retry_for: Duration,
     /// Handed to agent processes through their environment.
     password: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -118,13 +123,6 @@ impl RedisStore {
                 "bad Redis URL `{url}`: the scheme must be redis:// or rediss://"
             )));
         }
-        if parsed.scheme() == "rediss" {
-            return Err(CoordinationError::Unsupported(
-                "rediss:// (TLS) is not supported by this build of pstar; use redis:// over a \
-                 trusted network or an SSH tunnel"
-                    .into(),
-            ));
-        }
         let mut public = parsed.clone();
         let _ = public.set_password(None);
         let public_url = public.to_string();
@@ -139,8 +137,27 @@ impl RedisStore {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)
-            .map_err(|e| CoordinationError::Backend(format!("Redis at {public_url}: {e}")))?;
+        let ca = options.ca_file.clone();
+        if parsed.scheme() == "rediss" {
+            // One process-wide choice of TLS implementation; a second install is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match (&ca, parsed.scheme()) {
+            (Some(path), "rediss") => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    CoordinationError::Backend(format!("CA file {}: {e}", path.display()))
+                })?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            _ => redis::Client::open(info),
+        }
+        .map_err(|e| CoordinationError::Backend(format!("Redis at {public_url}: {e}")))?;
 
         let deadline = Instant::now() + options.retry_for;
         let conn = connect_retrying(&client, &public_url, deadline, None).await?;
@@ -153,6 +170,7 @@ impl RedisStore {
             blocking: Mutex::new(Vec::new()),
             retry_for: options.retry_for,
             password: parsed.password().map(str::to_owned).or(options.password),
+            ca_file: ca,
         });
         if options.register {
             store.register().await?;
@@ -399,6 +417,9 @@ fn classify(e: &RedisError) -> Failure {
         || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
     {
         Failure::Auth
+    } else if e.to_string().to_lowercase().contains("certificate") {
+        // An untrusted or mismatched TLS certificate does not get better by retrying.
+        Failure::Other
     } else if e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -436,10 +457,15 @@ impl Coordination for RedisStore {
     }
 
     fn agent_environment(&self) -> Vec<(String, String)> {
-        self.password
+        let password = self
+            .password
             .iter()
-            .map(|p| (PASSWORD_ENV.to_owned(), p.clone()))
-            .collect()
+            .map(|p| (PASSWORD_ENV.to_owned(), p.clone()));
+        let ca = self
+            .ca_file
+            .iter()
+            .map(|p| (CA_FILE_ENV.to_owned(), p.display().to_string()));
+        password.chain(ca).collect()
     }
 
     async fn reserve_unit_ids(&self, n: u64) -> Result<UnitId> {

@@ -11,6 +11,10 @@ pub const PASSWORD_ENV: &str = "PSTAR_REDIS_PASSWORD";
 /// only (mode 0600 or stricter), as with ssh keys.
 pub const PASSWORD_FILE_ENV: &str = "PSTAR_REDIS_PASSWORD_FILE";
 
+/// For `rediss://`: names a PEM file of the certificate authority that signed the Redis
+/// server's certificate, when it is not among the system's trusted roots.
+pub const CA_FILE_ENV: &str = "PSTAR_REDIS_CA";
+
 /// The password from `PSTAR_REDIS_PASSWORD`, else from the file `PSTAR_REDIS_PASSWORD_FILE`
 /// names; `None` if neither is set.
 pub fn password_from_environment() -> Result<Option<String>> {
