@@ -82,18 +82,7 @@ impl PilotComputeService {
                 what: what(),
                 source,
             })?;
-        let scheme = description.resource.scheme();
-        let adaptor = session
-            .adaptor(scheme)
-            .ok_or_else(|| Error::UnsupportedResource {
-                scheme,
-                supported: session
-                    .supported_schemes()
-                    .iter()
-                    .map(|s| format!("{s}://"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let adaptor = session.adaptor(description.resource.scheme())?;
 
         let coordination = session.coordination().clone();
         let id = coordination.reserve_pilot_id().await?;
@@ -169,18 +158,7 @@ impl PilotComputeService {
     /// submitted; its state comes from the session's history.
     pub(crate) fn attach(&self, record: PilotRecord) -> Result<PilotCompute> {
         let session = &self.inner.session;
-        let scheme = record.description.resource.scheme();
-        let adaptor = session
-            .adaptor(scheme)
-            .ok_or_else(|| Error::UnsupportedResource {
-                scheme,
-                supported: session
-                    .supported_schemes()
-                    .iter()
-                    .map(|s| format!("{s}://"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let adaptor = session.adaptor(record.description.resource.scheme())?;
         let (changed, _) = watch::channel(PilotState::New);
         let pilot = PilotCompute {
             inner: Arc::new(PilotInner {

@@ -259,12 +259,22 @@ impl Session {
         self.inner.adaptors.iter().map(|a| a.scheme()).collect()
     }
 
-    pub(crate) fn adaptor(&self, scheme: Scheme) -> Option<Arc<dyn ResourceAdaptor>> {
+    /// The adaptor serving `scheme`, or the error naming the schemes this build serves.
+    pub(crate) fn adaptor(&self, scheme: Scheme) -> crate::Result<Arc<dyn ResourceAdaptor>> {
         self.inner
             .adaptors
             .iter()
             .find(|a| a.scheme() == scheme)
             .cloned()
+            .ok_or_else(|| crate::Error::UnsupportedResource {
+                scheme,
+                supported: self
+                    .supported_schemes()
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// A pilot of this session, by id.

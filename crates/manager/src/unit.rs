@@ -23,6 +23,28 @@ pub(crate) struct UnitShared {
     pub(crate) changed: Notify,
 }
 
+impl UnitShared {
+    /// A unit that has just entered `New` at `now`.
+    pub(crate) fn new(
+        id: UnitId,
+        description: Arc<ComputeUnitDescription>,
+        now: pstar_model::Timestamp,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            description,
+            record: Mutex::new(UnitRecord {
+                life: pstar_model::Lifecycle::new(now),
+                pilot: None,
+                exit_code: None,
+                detail: None,
+                callbacks: Vec::new(),
+            }),
+            changed: Notify::new(),
+        })
+    }
+}
+
 pub(crate) struct UnitRecord {
     pub(crate) life: Lifecycle<UnitState>,
     /// The pilot it is (or was last) bound to, and that pilot's sandbox.

@@ -13,18 +13,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use pstar_coordination::{CancelTarget, Claimed, Control, Coordination, Event, UnitEvent};
 use pstar_model::{
-    ComputeUnitDescription, Lifecycle, PilotId, PilotState, State, Timestamp, UnitId, UnitState,
+    ComputeUnitDescription, PilotId, PilotState, State, Timestamp, UnitId, UnitState,
 };
 
 use crate::error::{Error, Result};
 use crate::pilot::{PilotCompute, PilotComputeService};
 use crate::scheduler::{self, Decision, PilotView, UnitView};
 use crate::session::Session;
-use crate::unit::{ComputeUnit, UnitRecord, UnitShared};
+use crate::unit::{ComputeUnit, UnitShared};
 
 /// How a [`ComputeUnitService`] binds units and what it does when pilots fail them.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,18 +325,7 @@ impl ComputeUnitService {
             .into_iter()
             .enumerate()
             .map(|(i, description)| {
-                Arc::new(UnitShared {
-                    id: UnitId::new(first + i as u64),
-                    description,
-                    record: Mutex::new(UnitRecord {
-                        life: Lifecycle::new(now),
-                        pilot: None,
-                        exit_code: None,
-                        detail: None,
-                        callbacks: Vec::new(),
-                    }),
-                    changed: Notify::new(),
-                })
+                UnitShared::new(UnitId::new(first + i as u64), description, now)
             })
             .collect();
         let stored: Vec<Claimed> = shared
@@ -371,20 +360,7 @@ impl ComputeUnitService {
         let now = Timestamp::now();
         let shared: Vec<Arc<UnitShared>> = units
             .into_iter()
-            .map(|(id, description)| {
-                Arc::new(UnitShared {
-                    id,
-                    description,
-                    record: Mutex::new(UnitRecord {
-                        life: Lifecycle::new(now),
-                        pilot: None,
-                        exit_code: None,
-                        detail: None,
-                        callbacks: Vec::new(),
-                    }),
-                    changed: Notify::new(),
-                })
-            })
+            .map(|(id, description)| UnitShared::new(id, description, now))
             .collect();
         self.inner
             .submitted
