@@ -528,3 +528,97 @@ fn the_workload_file_can_name_the_store() {
         "the agent ran as a process"
     );
 }
+
+#[test]
+fn a_pilot_canceled_mid_run_hands_its_units_back_to_the_pool() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = counting_workload(&scratch, &[1, 1], 30, 0.2);
+    let run = run_over(&server, &scratch, &workload, &[]);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(30), "units to finish", || {
+        done_lines(&scratch) >= 4
+    });
+    let cancel = pstar_over(
+        &server,
+        &scratch,
+        &["cancel", "--session", &session, "pilot.0000"],
+    );
+    assert_eq!(cancel.code(), Some(0), "{cancel}");
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = assert_each_done_once(&scratch, 30);
+    assert_eq!(pilots(&report)[0]["state"], "canceled");
+    // What pilot.0000 held when it was canceled finished on pilot.0001.
+    let canceled_at = pilots(&report)[0]["timestamps"]["canceled"]
+        .as_f64()
+        .expect("cancel time");
+    let later_on_the_other = super::units(&report)
+        .iter()
+        .filter(|u| u["pilot"] == "pilot.0001")
+        .filter(|u| u["timestamps"]["done"].as_f64().unwrap_or(0.0) > canceled_at)
+        .count();
+    assert!(later_on_the_other > 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_added_mid_run_starts_pulling_from_the_pool() {
+    use pstar::{
+        ComputeUnitDescription, ComputeUnitService, PilotComputeDescription, PilotComputeService,
+        Session, UnitState,
+    };
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let store = pstar_coordination::RedisStore::connect(
+        &server.url(),
+        "added-mid-run",
+        pstar_coordination::RedisOptions {
+            password: Some(server.password().to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let session = Session::builder()
+        .coordination(store)
+        .sandbox_root(scratch.sandbox())
+        .build()
+        .await
+        .expect("session");
+    let pcs = PilotComputeService::new(&session);
+    let one = PilotComputeDescription {
+        cores: 1,
+        ..Default::default()
+    };
+    pcs.create_pilot(one.clone()).await.expect("first pilot");
+    let cus = ComputeUnitService::with_prefetch(&session, 0);
+    cus.add_pilot_service(&pcs);
+    let units = cus
+        .submit_batch(
+            (0..20).map(|_| ComputeUnitDescription::new("/bin/sleep").with_arguments(["0.2"])),
+        )
+        .await
+        .expect("submit");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = pcs
+        .create_pilot(PilotComputeDescription {
+            cores: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("second pilot");
+    tokio::time::timeout(RUN_DEADLINE, cus.wait())
+        .await
+        .expect("all units end");
+    assert!(units.iter().all(|u| u.state() == UnitState::Done));
+    let on_second = units
+        .iter()
+        .filter(|u| u.pilot() == Some(second.id()))
+        .count();
+    // The bigger pilot, though it came later, takes more of what was left.
+    assert!(
+        on_second >= 8,
+        "{on_second} of 20 units ran on the pilot added mid-run"
+    );
+    pcs.cancel().await;
+}
