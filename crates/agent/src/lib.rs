@@ -206,6 +206,7 @@ impl Agent {
             events: events.clone(),
             executors,
             canceled_early: HashSet::new(),
+            claimed_ever: HashSet::new(),
             draining: false,
             claim_outstanding: false,
         };
@@ -246,6 +247,10 @@ struct Run {
     executors: Arc<Executors>,
     /// Cancels that arrived before their unit was claimed.
     canceled_early: HashSet<UnitId>,
+    /// Every unit this agent has claimed. An agent never gets the same unit twice (it
+    /// gives units back only when it stops taking any), so a second copy in its queue (a
+    /// store call retried after its reply was lost) is dropped rather than run twice.
+    claimed_ever: HashSet<UnitId>,
     draining: bool,
     claim_outstanding: bool,
 }
@@ -335,6 +340,10 @@ impl Run {
     fn claimed(&mut self, units: Vec<Claimed>) {
         let mut accepted = Vec::with_capacity(units.len());
         for (id, desc) in units {
+            if !self.claimed_ever.insert(id) {
+                tracing::warn!(unit = %id, "dropped a second copy of a unit already claimed");
+                continue;
+            }
             self.unit_event(id, UnitState::Pending, None, None);
             let d = &self.record.description;
             if self.canceled_early.remove(&id) {

@@ -160,3 +160,39 @@ async fn a_canceled_pilot_returns_its_units_before_it_reports_its_end() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_queued_twice_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let first = store.reserve_unit_ids(2).await.unwrap();
+    let (dup, last) = (first, UnitId::new(first.get() + 1));
+    let log = dir.path().join("runs.log");
+    let append = |id: UnitId| {
+        let script = format!("echo {id} >> {}", log.display());
+        (
+            id,
+            Arc::new(
+                ComputeUnitDescription::new("/bin/sh").with_arguments(["-c", script.as_str()]),
+            ),
+        )
+    };
+    store.put_units(&[append(dup), append(last)]).await.unwrap();
+    // What a retried enqueue whose first reply was lost would leave in the queue.
+    store
+        .enqueue(PilotId::new(0), &[dup, dup, last])
+        .await
+        .unwrap();
+    let agent = tokio::spawn(
+        Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
+    );
+    next_unit_state(&mut events, last, UnitState::Done).await;
+    agent.abort();
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        runs.lines().filter(|l| *l == dup.to_string()).count(),
+        1,
+        "{runs}"
+    );
+}
