@@ -78,6 +78,11 @@ pub struct UnitEvent {
     pub exit_code: Option<i32>,
     /// Why: the failure reason, or why the unit went back to the pool.
     pub detail: Option<String>,
+    /// The unit's run was lost with its pilot (it had been claimed by an agent that was
+    /// lost): this return to the pool, or this failure, uses up one attempt. On the stream
+    /// so that a resumed manager counts attempts as the one before did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost_run: bool,
 }
 
 /// One transition of a pilot.

@@ -479,6 +479,7 @@ fn event(
         at: Timestamp::now(),
         exit_code: None,
         detail: detail.into(),
+        lost_run: false,
     })
 }
 
@@ -843,29 +844,28 @@ impl Manager {
                     .push(event(u, None, UnitState::Failed, why.clone()));
             } else if state == PilotState::Failed && claimed {
                 // The run (begun or about to begin) was lost with its pilot: that uses up
-                // one attempt.
-                let tries = self.attempts.entry(u).or_default();
-                tries.push(why.clone());
-                if tries.len() as u32 >= self.policy.max_attempts.max(1) {
-                    let list: Vec<String> = tries
+                // one attempt, counted when the event comes back (`apply_unit`).
+                let earlier: &[String] = self.attempts.get(&u).map_or(&[], |v| v.as_slice());
+                let lost = earlier.len() + 1;
+                let (next, detail) = if lost as u32 >= self.policy.max_attempts.max(1) {
+                    let list: Vec<String> = earlier
                         .iter()
+                        .chain(std::iter::once(&why))
                         .enumerate()
                         .map(|(i, r)| format!("({}) {r}", i + 1))
                         .collect();
-                    let detail = format!(
-                        "gave up after {} attempts: {}",
-                        tries.len(),
-                        list.join("; ")
-                    );
-                    self.outbox.push(event(u, None, UnitState::Failed, detail));
+                    let detail = format!("gave up after {lost} attempts: {}", list.join("; "));
+                    (UnitState::Failed, detail)
                 } else {
-                    let detail = format!(
-                        "{why}; attempt {} of {} lost",
-                        tries.len(),
-                        self.policy.max_attempts
-                    );
-                    self.outbox.push(event(u, None, UnitState::New, detail));
+                    let detail =
+                        format!("{why}; attempt {lost} of {} lost", self.policy.max_attempts);
+                    (UnitState::New, detail)
+                };
+                let mut lost_run = event(u, None, next, detail);
+                if let Event::Unit(e) = &mut lost_run {
+                    e.lost_run = true;
                 }
+                self.outbox.push(lost_run);
             } else {
                 self.outbox
                     .push(event(u, None, UnitState::New, why.clone()));
@@ -913,6 +913,15 @@ impl Manager {
             return;
         }
         self.counts.moved(from, e.state);
+        if e.lost_run {
+            // The reason, without the attempt count the detail adds.
+            let why = e.detail.as_deref().unwrap_or("run lost");
+            let why = why.rsplit_once("; attempt ").map_or(why, |(w, _)| w);
+            self.attempts
+                .entry(e.unit)
+                .or_default()
+                .push(why.to_owned());
+        }
         if e.exit_code.is_some() {
             rec.exit_code = e.exit_code;
         }

@@ -372,6 +372,7 @@ mod tests {
                 at: Timestamp::now(),
                 exit_code: None,
                 detail: None,
+                lost_run: false,
             });
             store.publish(vec![e]).await.unwrap();
         }
