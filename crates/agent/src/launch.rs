@@ -98,6 +98,8 @@ impl Launch<'_> {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
+            // The store's password is the agent's, not the unit's.
+            .env_remove(pstar_coordination::redis::PASSWORD_ENV)
             .envs(self.pilot_environment)
             .envs(&d.environment)
             .env("PSTAR_UNIT_ID", self.unit.to_string())

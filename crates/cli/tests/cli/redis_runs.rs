@@ -73,6 +73,12 @@ fn assert_each_done_once(scratch: &Scratch, units: usize) -> Value {
     for u in all {
         assert_eq!(u["state"], "done", "unit {u}");
     }
+    assert_each_ran_once(scratch, units);
+    report
+}
+
+/// Each of the `units` counting units appears exactly once in `done.log`.
+fn assert_each_ran_once(scratch: &Scratch, units: usize) {
     let log = std::fs::read_to_string(scratch.path().join("done.log")).expect("done.log");
     let mut seen = BTreeMap::<u64, usize>::new();
     for line in log.lines() {
@@ -86,7 +92,6 @@ fn assert_each_done_once(scratch: &Scratch, units: usize) -> Value {
         "units that ran to the end twice: {twice:?}"
     );
     assert_eq!(seen.len(), units, "units that never ran to the end");
-    report
 }
 
 #[test]
@@ -94,9 +99,31 @@ fn several_agent_processes_share_one_pool() {
     let server = RedisServer::start();
     let scratch = Scratch::new();
     let workload = counting_workload(&scratch, &[1, 2, 1], 60, 0.02);
+    let text = std::fs::read_to_string(&workload).expect("workload");
+    let env_file = scratch.path().join("env.txt");
+    let workload = scratch.write(
+        "workload.toml",
+        &format!(
+            "{text}\n[[unit]]\nname = \"env\"\nexecutable = \"/bin/sh\"\n\
+             arguments = [\"-c\", \"env > {}\"]\n",
+            env_file.display()
+        ),
+    );
     let out = run_over(&server, &scratch, &workload, &[]).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
-    let report = assert_each_done_once(&scratch, 60);
+    let report = scratch.read_report();
+    assert!(
+        super::units(&report).iter().all(|u| u["state"] == "done"),
+        "{report}"
+    );
+    assert_each_ran_once(&scratch, 60);
+    // The store's password reaches the agents, not the units they run.
+    let env = std::fs::read_to_string(scratch.path().join("env.txt")).expect("env.txt");
+    assert!(env.contains("PSTAR_UNIT_ID="), "{env}");
+    assert!(
+        !env.contains(server.password()),
+        "a unit saw the Redis password"
+    );
     let mut per_pilot = BTreeMap::<String, usize>::new();
     for u in super::units(&report) {
         *per_pilot
