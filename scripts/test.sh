@@ -28,6 +28,7 @@ REQUIRED_PACKAGES=(
     redis-server   # the Redis coordination backend (tests start their own, on loopback)
     redis-tools    # redis-cli, used by tests to look inside a session
     openssl        # certificates for the rediss:// (TLS) test
+    iproute2       # ip netns: an agent on another "host" whose link a test cuts
 )
 
 ensure_packages() {

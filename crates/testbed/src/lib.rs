@@ -18,6 +18,8 @@ pub struct RedisServer {
     /// Serve TLS only (`rediss://`), with a certificate for 127.0.0.1 signed by a CA of
     /// this server's own (`ca_file`).
     tls: bool,
+    /// Listen on this address too (a test network's host side), and name it in `url`.
+    also_on: Option<Ipv4Addr>,
 }
 
 impl RedisServer {
@@ -36,8 +38,20 @@ impl RedisServer {
             password,
             child: None,
             tls: false,
+            also_on: None,
         };
         server.port = free_port();
+        server.spawn();
+        server
+    }
+
+    /// Like [`start`](Self::start), listening on `addr` as well as on loopback (the host
+    /// side of a [`Netns`] link, so agents in the namespace can reach it); `url` names
+    /// `addr`.
+    pub fn start_on(addr: Ipv4Addr) -> Self {
+        let mut server = Self::start();
+        server.stop();
+        server.also_on = Some(addr);
         server.spawn();
         server
     }
@@ -113,6 +127,7 @@ impl RedisServer {
             password: format!("pw-{:x}-{}", std::process::id(), nanos()),
             child: None,
             tls: true,
+            also_on: None,
         };
         server.spawn();
         server
@@ -128,6 +143,9 @@ impl RedisServer {
         let d = self.dir.path();
         let mut command = Command::new(redis_server());
         command.args(["--bind", "127.0.0.1"]);
+        if let Some(addr) = self.also_on {
+            command.arg(addr.to_string());
+        }
         if self.tls {
             command
                 .args(["--port", "0", "--tls-port", &self.port.to_string()])
@@ -181,7 +199,8 @@ impl RedisServer {
     /// [`password`](Self::password)).
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}/0", self.port)
+        let host = self.also_on.unwrap_or(Ipv4Addr::LOCALHOST);
+        format!("{scheme}://{host}:{}/0", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -254,4 +273,89 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+/// A network namespace joined to this host by a veth pair: a "host" whose link a test can
+/// cut. The host side is `host_addr`, the namespace side `ns_addr`. Needs root and `ip`
+/// (iproute2). Deleted, with every process still inside, when dropped.
+pub struct Netns {
+    pub name: String,
+    pub host_addr: Ipv4Addr,
+    pub ns_addr: Ipv4Addr,
+    ns_link: String,
+}
+
+impl Netns {
+    /// Creates the namespace and its link; `id` (0 to 249) keeps concurrent tests apart.
+    pub fn create(id: u8) -> Self {
+        let tag = format!("{}{}", std::process::id() % 1000, id);
+        let name = format!("pstar-ns{tag}");
+        let (host_link, ns_link) = (format!("psh{tag}"), format!("psn{tag}"));
+        let net = 200 + (std::process::id() % 50) as u8;
+        let host_addr = Ipv4Addr::new(10, net, id, 1);
+        let ns_addr = Ipv4Addr::new(10, net, id, 2);
+        let me = Self {
+            name: name.clone(),
+            host_addr,
+            ns_addr,
+            ns_link: ns_link.clone(),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run ip (install iproute2): {e}"));
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_link, "type", "veth", "peer", "name", &ns_link,
+        ]);
+        ip(&["link", "set", &ns_link, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &host_link]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_addr}/24"),
+            "dev",
+            &ns_link,
+        ]);
+        ip(&["link", "set", &host_link, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ip(&["-n", &name, "link", "set", &ns_link, "up"]);
+        me
+    }
+
+    /// Cuts (`false`) or restores (`true`) the namespace's link to the host.
+    pub fn set_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let status = Command::new("ip")
+            .args(["-n", &self.name, "link", "set", &self.ns_link, state])
+            .status()
+            .expect("ip link set");
+        assert!(status.success(), "ip link set {state}");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        // Deleting the namespace removes both ends of the veth pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }

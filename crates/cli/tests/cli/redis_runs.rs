@@ -649,3 +649,83 @@ async fn a_pilot_added_mid_run_starts_pulling_from_the_pool() {
     );
     pcs.cancel().await;
 }
+
+#[test]
+fn an_agent_cut_off_from_the_network_is_declared_lost_and_its_late_reports_ignored() {
+    // pilot.0001's agent runs in a network namespace: another "host", reaching Redis over
+    // a veth link that the test cuts.
+    let host = pstar_testbed::Netns::create(1);
+    let server = RedisServer::start_on(host.host_addr);
+    let scratch = Scratch::new();
+    let pstar_bin = env!("CARGO_BIN_EXE_pstar");
+    let wrapper = scratch.write(
+        "agent-launcher.sh",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *\" pilot.0001 \"*) exec ip netns exec {} {pstar_bin} \"$@\";; esac\n\
+             exec {pstar_bin} \"$@\"\n",
+            host.name
+        ),
+    );
+    let status = Command::new("chmod")
+        .arg("+x")
+        .arg(&wrapper)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    let workload = counting_workload(&scratch, &[1, 1], 30, 0.3);
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", &wrapper)
+        .args(["run", s(&workload), "--coordination", &server.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(["--heartbeat-timeout", "2s"]);
+    let run = Running::start(cmd);
+    wait_until(Duration::from_secs(30), "both agents to run units", || {
+        let log = std::fs::read_to_string(sandbox_agent_log(&scratch, "pilot.0001"));
+        log.is_ok() && done_lines(&scratch) >= 6
+    });
+    host.set_link(false);
+    // Back after the manager has given up on it: whatever it says then is too late.
+    std::thread::sleep(Duration::from_secs(4));
+    host.set_link(true);
+
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    let lost = &pilots(&report)[1];
+    assert_eq!(lost["state"], "failed", "{lost}");
+    assert!(
+        lost["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no heartbeat"),
+        "{lost}"
+    );
+    let failed_at = lost["timestamps"]["failed"].as_f64().expect("failure time");
+    let mut there = 0;
+    for u in super::units(&report) {
+        assert_eq!(u["state"], "done", "{u}");
+        if u["pilot"] == "pilot.0001" {
+            there += 1;
+            assert!(u["timestamps"]["done"].as_f64().unwrap() < failed_at, "{u}");
+        }
+    }
+    assert!(
+        there > 0,
+        "the agent on the other host ran units before the cut"
+    );
+}
+
+/// The agent log of `pilot` in the one session under the scratch sandbox.
+fn sandbox_agent_log(scratch: &Scratch, pilot: &str) -> PathBuf {
+    let session = std::fs::read_dir(scratch.sandbox())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .unwrap_or_default();
+    session.join(pilot).join("agent.log")
+}
