@@ -20,3 +20,27 @@ pub fn self_cpu() -> Option<(std::time::Duration, std::time::Duration)> {
     let t = |n: u64| std::time::Duration::from_millis(n * 1000 / hz);
     Some((t(ticks(11)?), t(ticks(12)?)))
 }
+
+/// Submits `n` null units (`/bin/true`, each with its own name and argument, as a workload
+/// file gives them) as one batch; returns how long `submit_batch` took, then waits (up to a
+/// minute) until the manager task has taken them all into its pool.
+pub async fn submit_nulls(
+    cus: &pstar::ComputeUnitService,
+    n: usize,
+) -> pstar::Result<(Vec<pstar::ComputeUnit>, std::time::Duration)> {
+    let start = std::time::Instant::now();
+    let units = cus
+        .submit_batch((0..n).map(|i| {
+            let mut d =
+                pstar::ComputeUnitDescription::new("/bin/true").with_arguments([i.to_string()]);
+            d.name = Some(format!("null-{i}"));
+            d
+        }))
+        .await?;
+    let submit = start.elapsed();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cus.counts().get(pstar::UnitState::New) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok((units, submit))
+}

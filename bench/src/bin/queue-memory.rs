@@ -1,7 +1,7 @@
 //! The manager's memory per queued unit: submit N units (default 100000) with no pilot, so
 //! they all wait in the pool, and compare resident memory before and after.
 
-use pstar::{ComputeUnitDescription, ComputeUnitService, Session, UnitState};
+use pstar::{ComputeUnitService, Session};
 use pstar_bench::proc_status_bytes;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -13,20 +13,7 @@ async fn main() -> pstar::Result<()> {
     let session = Session::new().await?;
     let cus = ComputeUnitService::new(&session);
     let before = proc_status_bytes("VmRSS").unwrap_or(0);
-    let start = std::time::Instant::now();
-    // What a workload file gives: each unit with its own name and arguments.
-    let units = cus
-        .submit_batch((0..n).map(|i| {
-            let mut d = ComputeUnitDescription::new("/bin/true").with_arguments([i.to_string()]);
-            d.name = Some(format!("null-{i}"));
-            d
-        }))
-        .await?;
-    let submit = start.elapsed();
-    // Let the manager task take them all into its pool.
-    while cus.counts().get(UnitState::New) < n {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (units, submit) = pstar_bench::submit_nulls(&cus, n).await?;
     let after = proc_status_bytes("VmRSS").unwrap_or(0);
     let peak = proc_status_bytes("VmHWM").unwrap_or(0);
     println!(

@@ -7,9 +7,9 @@
 //! that each peak (VmHWM) is that store's alone.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use pstar::{ComputeUnitDescription, ComputeUnitService, Session, UnitState};
+use pstar::{ComputeUnitService, Session};
 use pstar_bench::proc_status_bytes;
 use pstar_coordination::redis::password_from_environment;
 use pstar_coordination::{RedisOptions, RedisStore};
@@ -103,20 +103,7 @@ async fn measure(which: &str, url: &str, session_id: &str, n: usize) -> pstar::R
     let cus = ComputeUnitService::new(&session);
     let before = proc_status_bytes("VmRSS").unwrap_or(0);
     let start = Instant::now();
-    // What a workload file gives: each unit with its own name and arguments.
-    let units = cus
-        .submit_batch((0..n).map(|i| {
-            let mut d = ComputeUnitDescription::new("/bin/true").with_arguments([i.to_string()]);
-            d.name = Some(format!("null-{i}"));
-            d
-        }))
-        .await?;
-    let submit = start.elapsed();
-    // Let the manager task take them all into its pool (bounded, in case it never does).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cus.counts().get(UnitState::New) < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (units, submit) = pstar_bench::submit_nulls(&cus, n).await?;
     let queued = start.elapsed();
     let after = proc_status_bytes("VmRSS").unwrap_or(0);
     let peak = proc_status_bytes("VmHWM").unwrap_or(0);

@@ -230,7 +230,6 @@ impl ComputeUnitService {
             pool: VecDeque::new(),
             pilots: Vec::new(),
             cancel_requested: HashMap::new(),
-            prefetch: policy.prefetch,
             policy,
             attempts: HashMap::new(),
             black_holes: Vec::new(),
@@ -444,7 +443,6 @@ struct Manager {
     pilots: Vec<PilotSlot>,
     /// Units to cancel as soon as they are back from their pilot.
     cancel_requested: HashMap<UnitId, String>,
-    prefetch: u32,
     policy: UnitPolicy,
     /// Why each earlier run of a unit was lost, for units that lost any.
     attempts: HashMap<UnitId, Vec<String>>,
@@ -543,10 +541,11 @@ impl Manager {
                     alive,
                     cores: d.cores,
                     gpus: d.gpus,
-                    free_cores: prefetched(d.cores, self.prefetch).saturating_sub(s.cores_bound),
+                    free_cores: prefetched(d.cores, self.policy.prefetch)
+                        .saturating_sub(s.cores_bound),
                     free_gpus: d
                         .gpus
-                        .saturating_mul(self.prefetch.saturating_add(1))
+                        .saturating_mul(self.policy.prefetch.saturating_add(1))
                         .saturating_sub(s.gpus_bound),
                 }
             })
@@ -872,16 +871,7 @@ impl Manager {
             }
         }
         // With fewer pilots alive, some waiting units may now never fit.
-        let views = self.views();
-        let outbox = &mut self.outbox;
-        self.pool
-            .retain(|u| match scheduler::never_fits(u, &views) {
-                Some(reason) => {
-                    outbox.push(event(u.id, None, UnitState::Failed, reason));
-                    false
-                }
-                None => true,
-            });
+        self.fail_what_never_fits();
     }
 
     fn apply_unit(&mut self, e: &UnitEvent) {
@@ -1033,16 +1023,7 @@ impl Manager {
             self.withdraw(pilot, "pilot is draining before its walltime ends")
                 .await;
         }
-        let views = self.views();
-        let outbox = &mut self.outbox;
-        self.pool
-            .retain(|u| match scheduler::never_fits(u, &views) {
-                Some(reason) => {
-                    outbox.push(event(u.id, None, UnitState::Failed, reason));
-                    false
-                }
-                None => true,
-            });
+        self.fail_what_never_fits();
         tracing::info!(
             units = self.units.len(),
             waiting = self.pool.len(),
@@ -1053,36 +1034,70 @@ impl Manager {
         let _ = done.send(());
     }
 
+    /// Fails the units in the pool that no live pilot can ever fit.
+    fn fail_what_never_fits(&mut self) {
+        let views = self.views();
+        let outbox = &mut self.outbox;
+        self.pool
+            .retain(|u| match scheduler::never_fits(u, &views) {
+                Some(reason) => {
+                    outbox.push(event(u.id, None, UnitState::Failed, reason));
+                    false
+                }
+                None => true,
+            });
+    }
+
     /// Keeps the black-hole count of `pilot` (see [`UnitPolicy::black_hole_failures`]).
     fn account(&mut self, pilot: PilotId, state: UnitState, ran_for: Option<Duration>) {
         let window = self.policy.black_hole_window;
         let Some(slot) = self.slot(pilot) else { return };
-        match (state, ran_for) {
+        // A suspect (a streak of quick failures) is a black hole once another pilot has
+        // shown that units can succeed; until then it gets no new units (see `views`).
+        // Only two events can make that so: a pilot's first `Done` (every other suspect is
+        // judged), or a quick failure on a pilot (it alone is).
+        let to_judge: Vec<usize> = match (state, ran_for) {
             (UnitState::Done, _) => {
                 slot.done += 1;
                 slot.quick_failures = 0;
+                if slot.done > 1 {
+                    return;
+                }
+                (0..self.pilots.len())
+                    .filter(|&i| self.pilots[i].pilot.id() != pilot)
+                    .collect()
             }
-            (UnitState::Failed, Some(ran)) if ran < window => slot.quick_failures += 1,
-            (UnitState::Failed, _) => slot.quick_failures = 0,
+            (UnitState::Failed, Some(ran)) if ran < window => {
+                slot.quick_failures += 1;
+                self.pilots
+                    .iter()
+                    .position(|s| s.pilot.id() == pilot)
+                    .into_iter()
+                    .collect()
+            }
+            (UnitState::Failed, _) => {
+                slot.quick_failures = 0;
+                return;
+            }
             _ => return,
-        }
-        // A suspect (a streak of quick failures) is a black hole once another pilot has
-        // shown that units can succeed; until then it gets no new units (see `views`).
-        for i in 0..self.pilots.len() {
+        };
+        for i in to_judge {
             let me = self.pilots[i].pilot.id();
-            let healthy_elsewhere = self.pilots.iter().any(|s| s.pilot.id() != me && s.done > 0);
-            let suspect = self.is_suspect(&self.pilots[i]);
-            let slot = &mut self.pilots[i];
-            if suspect && healthy_elsewhere && !slot.removed {
-                let reason = format!(
-                    "black hole: {} units in a row failed within {} of starting here \
-                     while other pilots ran units to done",
-                    slot.quick_failures,
-                    humantime::format_duration(window)
-                );
-                slot.removed = true;
-                self.black_holes.push((me, reason));
+            if !self.is_suspect(&self.pilots[i]) || self.pilots[i].removed {
+                continue;
             }
+            if !self.pilots.iter().any(|s| s.pilot.id() != me && s.done > 0) {
+                continue;
+            }
+            let slot = &mut self.pilots[i];
+            let reason = format!(
+                "black hole: {} units in a row failed within {} of starting here \
+                 while other pilots ran units to done",
+                slot.quick_failures,
+                humantime::format_duration(window)
+            );
+            slot.removed = true;
+            self.black_holes.push((me, reason));
         }
     }
 

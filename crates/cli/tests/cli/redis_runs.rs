@@ -148,10 +148,7 @@ fn a_killed_agent_loses_no_unit_and_none_runs_twice() {
     wait_until(
         Duration::from_secs(30),
         "pilot.0000's agent to run units",
-        || {
-            std::fs::read_to_string(scratch.path().join("done.log"))
-                .is_ok_and(|l| l.lines().count() >= 4)
-        },
+        || done_lines(&scratch) >= 4,
     );
     // Kill it mid-unit, not in the instant after a unit ended: a unit that has finished
     // and whose end is still on its way to Redis (well under a millisecond) is the one
@@ -183,8 +180,7 @@ fn a_silent_agent_is_declared_lost_after_the_heartbeat_timeout() {
     let run = run_over(&server, &scratch, &workload, &["--heartbeat-timeout", "2s"]);
     let parent = run.pid();
     wait_until(Duration::from_secs(30), "units to run", || {
-        std::fs::read_to_string(scratch.path().join("done.log"))
-            .is_ok_and(|l| l.lines().count() >= 4)
+        done_lines(&scratch) >= 4
     });
     // A stopped agent is alive to the operating system but silent to the store: a hung
     // host, or one cut off from the network.
@@ -194,25 +190,7 @@ fn a_silent_agent_is_declared_lost_after_the_heartbeat_timeout() {
 
     let out = run.wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
-    let report = scratch.read_report();
-    let lost = &pilots(&report)[1];
-    assert_eq!(lost["state"], "failed", "{lost}");
-    assert!(
-        lost["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no heartbeat"),
-        "{lost}"
-    );
-    // What the silent agent finished before it was declared lost stays done there; nothing
-    // it reported later (it never did: it is stopped) could count.
-    let failed_at = lost["timestamps"]["failed"].as_f64().expect("failure time");
-    for u in super::units(&report) {
-        assert_eq!(u["state"], "done", "{u}");
-        if u["pilot"] == "pilot.0001" {
-            assert!(u["timestamps"]["done"].as_f64().unwrap() < failed_at, "{u}");
-        }
-    }
+    assert_lost_and_all_done(&scratch.read_report(), "pilot.0001", "no heartbeat");
     nix_kill(victims[0], "KILL");
 }
 
@@ -223,8 +201,7 @@ fn a_restarted_redis_does_not_stop_the_run() {
     let workload = counting_workload(&scratch, &[2, 2], 40, 0.1);
     let run = run_over(&server, &scratch, &workload, &[]);
     wait_until(Duration::from_secs(30), "units to run", || {
-        std::fs::read_to_string(scratch.path().join("done.log"))
-            .is_ok_and(|l| l.lines().count() >= 4)
+        done_lines(&scratch) >= 4
     });
     server.stop();
     std::thread::sleep(Duration::from_millis(500));
@@ -686,40 +663,55 @@ fn an_agent_cut_off_from_the_network_is_declared_lost_and_its_late_reports_ignor
         .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
         .args(["--heartbeat-timeout", "2s"]);
     let run = Running::start(cmd);
+    let session = session_of(&scratch);
     wait_until(Duration::from_secs(30), "both agents to run units", || {
         let log = std::fs::read_to_string(sandbox_agent_log(&scratch, "pilot.0001"));
         log.is_ok() && done_lines(&scratch) >= 6
     });
     host.set_link(false);
-    // Back after the manager has given up on it: whatever it says then is too late.
-    std::thread::sleep(Duration::from_secs(4));
+    wait_until(
+        Duration::from_secs(30),
+        "pilot.0001 to be declared lost",
+        || {
+            let status = pstar_over(&server, &scratch, &["status", "--session", &session]);
+            status.stdout.contains("pilot.0001  failed")
+        },
+    );
+    // Back after the manager has given up on it: whatever it says now is too late.
     host.set_link(true);
 
     let out = run.wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
-    let report = scratch.read_report();
-    let lost = &pilots(&report)[1];
-    assert_eq!(lost["state"], "failed", "{lost}");
-    assert!(
-        lost["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no heartbeat"),
-        "{lost}"
-    );
-    let failed_at = lost["timestamps"]["failed"].as_f64().expect("failure time");
-    let mut there = 0;
-    for u in super::units(&report) {
-        assert_eq!(u["state"], "done", "{u}");
-        if u["pilot"] == "pilot.0001" {
-            there += 1;
-            assert!(u["timestamps"]["done"].as_f64().unwrap() < failed_at, "{u}");
-        }
-    }
+    let there = assert_lost_and_all_done(&scratch.read_report(), "pilot.0001", "no heartbeat");
     assert!(
         there > 0,
         "the agent on the other host ran units before the cut"
     );
+}
+
+/// Checks that `pilot` failed for `why` and every unit is done, what the lost pilot ran
+/// having ended before it was declared lost (nothing it said later counted); returns how
+/// many units that was.
+fn assert_lost_and_all_done(report: &Value, pilot: &str, why: &str) -> usize {
+    let lost = pilots(report)
+        .iter()
+        .find(|p| p["id"] == pilot)
+        .expect("the pilot is in the report");
+    assert_eq!(lost["state"], "failed", "{lost}");
+    assert!(
+        lost["detail"].as_str().unwrap_or("").contains(why),
+        "{lost}"
+    );
+    let failed_at = lost["timestamps"]["failed"].as_f64().expect("failure time");
+    let mut there = 0;
+    for u in super::units(report) {
+        assert_eq!(u["state"], "done", "{u}");
+        if u["pilot"] == pilot {
+            there += 1;
+            assert!(u["timestamps"]["done"].as_f64().unwrap() < failed_at, "{u}");
+        }
+    }
+    there
 }
 
 /// The agent log of `pilot` in the one session under the scratch sandbox.

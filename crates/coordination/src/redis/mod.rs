@@ -178,11 +178,6 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// The keys of this store's session.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     /// Records the session in the registry of sessions (for `pstar session list`), once.
     async fn register(&self) -> Result<()> {
         let entry = SessionEntry::new(&self.session);
@@ -206,26 +201,27 @@ impl RedisStore {
                 async move { c.hgetall(registry).await }
             })
             .await?;
-        let mut out = Vec::with_capacity(all.len());
-        for (_, json) in all {
-            let entry: SessionEntry = from_json(&json)?;
-            let keys = self.keys.for_session(&entry.session);
-            let present: bool = self
-                .retrying("look up a session", |mut c| {
-                    let key = keys.units();
-                    let events = keys.events();
-                    async move {
-                        let n: u64 = redis::cmd("EXISTS")
-                            .arg(&key)
-                            .arg(&events)
-                            .query_async(&mut c)
-                            .await?;
-                        Ok(n > 0)
-                    }
-                })
-                .await?;
-            out.push((entry, present));
+        let entries = all
+            .iter()
+            .map(|(_, json)| from_json::<SessionEntry>(json))
+            .collect::<Result<Vec<_>>>()?;
+        // Whether each session's data is still there (or has expired): one pipeline.
+        let mut pipe = redis::pipe();
+        for e in &entries {
+            let keys = self.keys.for_session(&e.session);
+            pipe.cmd("EXISTS").arg(keys.units()).arg(keys.events());
         }
+        let present: Vec<u64> = self
+            .retrying("look up sessions", |mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        let mut out: Vec<(SessionEntry, bool)> = entries
+            .into_iter()
+            .zip(present)
+            .map(|(e, n)| (e, n > 0))
+            .collect();
         out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
         Ok(out)
     }
