@@ -5,19 +5,34 @@
 //! submits the *pilot job*, whose only task is to start a pilot agent; it knows nothing of
 //! units, which reach the agent through the coordination store.
 //!
-//! | scheme | adaptor | status |
+//! | scheme | adaptor | tested against |
 //! |---|---|---|
-//! | `local://` | [`local::Local`] | available (agent in-process, or a `pstar agent` child over Redis) |
-//! | `ssh://`, `slurm://`, `slurm+ssh://`, `sge://`, `pbs://`, `lsf://`, `condor://` | — | not yet |
+//! | `local://` | [`local::Local`] (agent in-process, or a `pstar agent` child over Redis) | this machine |
+//! | `ssh://` | [`batch::BatchAdaptor`] over [`ssh::Fork`] | a real sshd |
+//! | `slurm://`, `slurm+ssh://` | [`batch::BatchAdaptor`] over [`slurm::Slurm`] | a real Slurm 22.05 |
+//! | `sge://`, `sge+ssh://` | [`batch::BatchAdaptor`] over [`sge::GridEngine`] | a real Grid Engine 8.1 |
+//! | `pbs://`, `pbs+ssh://` | [`batch::BatchAdaptor`] over [`pbs::Pbs`] | recorded outputs only |
+//! | `lsf://` | [`batch::BatchAdaptor`] over [`lsf::Lsf`] | recorded outputs only |
+//! | `condor://` | [`batch::BatchAdaptor`] over [`condor::Condor`] | recorded outputs only |
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use pstar_coordination::{Coordination, PilotRecord};
-use pstar_model::Scheme;
+use pstar_model::{PilotComputeDescription, Scheme};
 
+pub mod batch;
+pub mod condor;
+pub mod host;
 pub mod local;
+pub mod lsf;
+pub mod pbs;
+pub mod sge;
+pub mod slurm;
+pub mod ssh;
 
 /// What an adaptor needs to place one pilot.
 pub struct PilotJob {
@@ -57,8 +72,76 @@ pub enum AdaptorError {
     /// The resource refused or failed the request; the message is the resource's own.
     #[error("{0}")]
     Resource(String),
+    /// A step of bringing a pilot up failed or timed out.
+    #[error("bootstrap failed at `{step}`: {reason}")]
+    Bootstrap { step: &'static str, reason: String },
     #[error("unknown pilot job {0}")]
     UnknownJob(JobId),
+}
+
+impl AdaptorError {
+    /// A failure of bootstrap step `step` (`connect`, `copy`, `submit`...).
+    pub fn bootstrap(step: &'static str, reason: impl std::fmt::Display) -> Self {
+        match reason.to_string() {
+            // Already names its step.
+            r if r.starts_with("bootstrap failed at") => AdaptorError::Resource(r),
+            reason => AdaptorError::Bootstrap { step, reason },
+        }
+    }
+}
+
+/// One file of a pilot job (a job script, a submit description), written into the
+/// pilot's sandbox before submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFile {
+    /// The file's name in the sandbox.
+    pub name: String,
+    pub content: String,
+}
+
+/// How long each step of bringing a pilot up may take before the pilot fails with the
+/// step's name and the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootstrapTimeouts {
+    /// Opening the SSH connection (and resolving the sandbox there).
+    pub connect: Duration,
+    /// Copying the `pstar` binary to a remote host.
+    pub copy: Duration,
+    /// Writing the job's files and running the submit command.
+    pub submit: Duration,
+    /// From the job running to its agent's first contact with the store.
+    pub agent_start: Duration,
+}
+
+impl Default for BootstrapTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            copy: Duration::from_secs(300),
+            submit: Duration::from_secs(60),
+            agent_start: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the adaptors of a session share.
+#[derive(Debug, Clone)]
+pub struct AdaptorConfig {
+    /// Settings of the agents they start.
+    pub agent: pstar_agent::AgentConfig,
+    pub timeouts: BootstrapTimeouts,
+    /// How often batch jobs' states are asked.
+    pub poll_interval: Duration,
+}
+
+impl Default for AdaptorConfig {
+    fn default() -> Self {
+        Self {
+            agent: Default::default(),
+            timeouts: Default::default(),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// One kind of resource: submit a pilot job, ask its state, cancel it.
@@ -67,15 +150,68 @@ pub trait ResourceAdaptor: Send + Sync + 'static {
     /// The URL scheme this adaptor serves.
     fn scheme(&self) -> Scheme;
 
+    /// The directory on the resource under which a pilot with `description` keeps its
+    /// sandbox (`default` is the session's local sandbox root).
+    async fn sandbox_root(
+        &self,
+        description: &PilotComputeDescription,
+        default: &Path,
+    ) -> Result<PathBuf, AdaptorError> {
+        Ok(local_root(description, default))
+    }
+
     /// Submits the pilot job; returns once the resource accepted it.
     async fn submit(&self, job: PilotJob) -> Result<JobId, AdaptorError>;
 
-    /// The job's state on the resource.
-    async fn state(&self, job: &JobId) -> Result<JobState, AdaptorError>;
+    /// The state of `pilot`'s job (named by `pilot.job`) on the resource.
+    async fn state(&self, pilot: &PilotRecord) -> Result<JobState, AdaptorError>;
 
-    /// Ends the job on the resource (the agent is asked to stop first, through the store;
-    /// this is what makes sure it is gone).
-    async fn cancel(&self, job: &JobId) -> Result<(), AdaptorError>;
+    /// Ends `pilot`'s job on the resource (the agent is asked to stop first, through the
+    /// store; this is what makes sure it is gone).
+    async fn cancel(&self, pilot: &PilotRecord) -> Result<(), AdaptorError>;
+
+    /// What the resource kept of `pilot`'s job: its output and the agent's log.
+    async fn logs(&self, pilot: &PilotRecord) -> Result<String, AdaptorError> {
+        let mut text = String::new();
+        for file in ["agent.log", "pilot.out", "pilot.err"] {
+            if let Ok(t) = std::fs::read_to_string(pilot.sandbox.join(file)) {
+                text.push_str(&format!("==> {file} <==\n{t}\n"));
+            }
+        }
+        Ok(text)
+    }
+
+    /// The files that would be submitted for `pilot` with its agent reaching the store at
+    /// `url`, without submitting anything (`pstar pilot script`).
+    fn script(
+        &self,
+        pilot: &PilotRecord,
+        session: &str,
+        url: &str,
+    ) -> Result<Vec<JobFile>, AdaptorError> {
+        let _ = (pilot, session, url);
+        Err(AdaptorError::Unsupported(format!(
+            "`{}` pilots have no job script",
+            self.scheme()
+        )))
+    }
+}
+
+/// The local sandbox root for `description`: its working directory, else `default`.
+pub fn local_root(description: &PilotComputeDescription, default: &Path) -> PathBuf {
+    match &description.working_directory {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+        None => default.to_owned(),
+    }
+}
+
+/// The job id recorded for `pilot`.
+pub fn job_of(pilot: &PilotRecord) -> Result<JobId, AdaptorError> {
+    pilot
+        .job
+        .clone()
+        .map(JobId)
+        .ok_or_else(|| AdaptorError::Resource(format!("pilot {} has no job", pilot.id)))
 }
 
 /// The `pstar` program that runs agents as processes (`pstar agent`): `$PSTAR_AGENT_BIN`
@@ -113,10 +249,31 @@ pub fn agent_program() -> Result<std::path::PathBuf, AdaptorError> {
         })
 }
 
-/// The adaptors of this build, one per scheme they serve; agents they start use
-/// `agent_config`.
-pub fn available(agent_config: pstar_agent::AgentConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
-    vec![Arc::new(local::Local::with_agent_config(agent_config))]
+/// The adaptors of this build, one per scheme they serve, sharing `config` and one pool
+/// of SSH connections.
+pub fn available(config: AdaptorConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
+    use batch::{BatchAdaptor, BatchSystem};
+    let ssh = Arc::new(ssh::SshHosts::default());
+    let batch = |scheme, system: Arc<dyn BatchSystem>, over_ssh: bool| -> Arc<dyn ResourceAdaptor> {
+        Arc::new(BatchAdaptor::new(
+            scheme,
+            system,
+            over_ssh.then(|| ssh.clone()),
+            config.clone(),
+        ))
+    };
+    vec![
+        Arc::new(local::Local::with_agent_config(config.agent.clone())),
+        batch(Scheme::Ssh, Arc::new(ssh::Fork), true),
+        batch(Scheme::Slurm, Arc::new(slurm::Slurm), false),
+        batch(Scheme::SlurmSsh, Arc::new(slurm::Slurm), true),
+        batch(Scheme::Sge, Arc::new(sge::GridEngine), false),
+        batch(Scheme::SgeSsh, Arc::new(sge::GridEngine), true),
+        // PENDING-HELPER batch(Scheme::Pbs, Arc::new(pbs::Pbs::default()), false),
+        // PENDING-HELPER batch(Scheme::PbsSsh, Arc::new(pbs::Pbs::default()), true),
+        // PENDING-HELPER batch(Scheme::Lsf, Arc::new(lsf::Lsf), false),
+        // PENDING-HELPER batch(Scheme::Condor, Arc::new(condor::Condor), false),
+    ]
 }
 
 /// The schemes this build can place pilots on.

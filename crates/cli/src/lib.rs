@@ -12,5 +12,6 @@ pub mod inspect;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod script;
 pub mod store;
 pub mod workload;

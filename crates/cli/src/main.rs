@@ -76,6 +76,14 @@ enum Command {
         /// How long Redis keeps a finished session's data.
         #[arg(long, value_name = "TIME", default_value = "7days", value_parser = humantime::parse_duration)]
         keep: Duration,
+        /// Fail a batch pilot whose agent has not reached the store this long after its
+        /// job started running [default: 2m, or the workload's [session]].
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        agent_start_timeout: Option<Duration>,
+        /// How often batch pilot jobs' states are asked from their schedulers
+        /// [default: 2s, or the workload's [session]].
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        poll_interval: Option<Duration>,
     },
     /// Run one pilot's agent (started by pstar's resource adaptors inside the pilot job).
     ///
@@ -142,6 +150,26 @@ enum Command {
     Session {
         #[command(subcommand)]
         command: SessionCommand,
+    },
+    /// Look at pilot jobs: the scripts a workload would submit.
+    Pilot {
+        #[command(subcommand)]
+        command: PilotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PilotCommand {
+    /// Print the job script (and any submit file) each pilot of WORKLOAD would be
+    /// submitted with, without submitting anything. Paths on remote hosts are shown
+    /// relative to the home directory; they are resolved at submission.
+    Script {
+        workload: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Root directory of the pilot sandboxes (for pilots on this host).
+        #[arg(long, value_name = "DIR", default_value = "pstar.sandbox")]
+        sandbox: PathBuf,
     },
 }
 
@@ -314,6 +342,32 @@ fn main() -> ExitCode {
                 Ok(out)
             }),
         },
+        Command::Pilot {
+            command:
+                PilotCommand::Script {
+                    workload,
+                    store,
+                    sandbox,
+                },
+        } => match workload::load(&workload, &supported) {
+            Ok(w) => {
+                let url = store.coordination.or(w.session.coordination.clone());
+                match pstar_cli::script::render(&w, url.as_deref(), &sandbox) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("pstar: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_BAD_WORKLOAD)
+            }
+        },
         Command::Check { workload } => match workload::load(&workload, &supported) {
             Ok(w) => {
                 println!(
@@ -384,6 +438,8 @@ fn main() -> ExitCode {
             max_attempts,
             black_hole_failures,
             keep,
+            agent_start_timeout,
+            poll_interval,
         } => {
             if let Some(url) = &store.coordination {
                 pstar_cli::store::warn_if_password_in_url(url);
@@ -421,6 +477,8 @@ fn main() -> ExitCode {
                 max_attempts,
                 black_hole_failures,
                 keep: Some(keep),
+                agent_start_timeout,
+                poll_interval,
             };
             let outcome = runtime.block_on(async {
                 match (workload, &resume) {

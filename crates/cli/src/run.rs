@@ -30,6 +30,10 @@ pub struct RunOptions {
     pub black_hole_failures: Option<u32>,
     /// How long a Redis keeps a finished session's data (default 7 days).
     pub keep: Option<Duration>,
+    /// How long a batch pilot's agent may take to reach the store once its job runs.
+    pub agent_start_timeout: Option<Duration>,
+    /// How often batch pilot jobs' states are asked.
+    pub poll_interval: Option<Duration>,
 }
 
 /// How long a Redis keeps a finished session's data unless told otherwise.
@@ -43,8 +47,30 @@ impl RunOptions {
             heartbeat_timeout: self.heartbeat_timeout.or(settings.heartbeat_timeout),
             max_attempts: self.max_attempts.or(settings.max_attempts),
             black_hole_failures: self.black_hole_failures.or(settings.black_hole_failures),
+            agent_start_timeout: self.agent_start_timeout.or(settings.agent_start_timeout),
+            poll_interval: self.poll_interval.or(settings.poll_interval),
             ..self.clone()
         }
+    }
+
+    /// The session builder with these options' settings.
+    fn configure(&self, mut builder: pstar::SessionBuilder) -> pstar::SessionBuilder {
+        if let Some(root) = &self.sandbox {
+            builder = builder.sandbox_root(root);
+        }
+        if let Some(timeout) = self.heartbeat_timeout {
+            builder = builder.heartbeat_timeout(timeout);
+        }
+        if let Some(timeout) = self.agent_start_timeout {
+            builder = builder.bootstrap_timeouts(pstar::BootstrapTimeouts {
+                agent_start: timeout,
+                ..Default::default()
+            });
+        }
+        if let Some(every) = self.poll_interval {
+            builder = builder.poll_interval(every);
+        }
+        builder
     }
 
     fn policy(&self) -> UnitPolicy {
@@ -75,13 +101,7 @@ pub enum Outcome {
 pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, pstar::Error> {
     let options = &options.or_from(&workload.session);
     let id = pstar::new_session_id();
-    let mut builder = Session::builder().id(&id);
-    if let Some(root) = &options.sandbox {
-        builder = builder.sandbox_root(root);
-    }
-    if let Some(timeout) = options.heartbeat_timeout {
-        builder = builder.heartbeat_timeout(timeout);
-    }
+    let mut builder = options.configure(Session::builder().id(&id));
     if let Some(url) = &options.coordination {
         builder = builder.coordination(crate::store::connect(url, &id).await?);
     }
@@ -131,15 +151,11 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, pstar::Er
         )
         .into());
     };
-    let mut builder = Session::builder()
-        .id(id)
-        .coordination(crate::store::connect(url, id).await?);
-    if let Some(root) = &options.sandbox {
-        builder = builder.sandbox_root(root);
-    }
-    if let Some(timeout) = options.heartbeat_timeout {
-        builder = builder.heartbeat_timeout(timeout);
-    }
+    let builder = options.configure(
+        Session::builder()
+            .id(id)
+            .coordination(crate::store::connect(url, id).await?),
+    );
     let resumed = pstar::resume(builder, options.policy()).await?;
     let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);
     let counts = cus.counts();

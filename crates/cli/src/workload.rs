@@ -9,16 +9,25 @@
 //! heartbeat_timeout = "30s" # declare an agent lost after this long without a heartbeat
 //! max_attempts = 3          # runs a unit gets when the pilots running it are lost
 //! black_hole_failures = 5   # quick failures in a row that make a pilot a black hole
+//! agent_start_timeout = "2m"  # a batch pilot's agent must reach the store this soon once its job runs
+//! poll_interval = "2s"      # how often batch pilot jobs' states are asked
 //!
 //! [[pilot]]
 //! name = "big"              # optional; lets units bind early with `pilot = "big"`
-//! resource = "local://"     # required: where the pilot runs
-//! cores = 2                 # default 1, at least 1
+//! resource = "local://"     # required: where the pilot runs (local://, ssh://user@host,
+//!                           # slurm://, slurm+ssh://user@login, sge://, sge+ssh://, pbs://,
+//!                           # pbs+ssh://, lsf://, condor://)
+//! cores = 2                 # default 1, at least 1; over all nodes
+//! nodes = 1                 # batch resources: cores are spread evenly over this many nodes
 //! gpus = 0                  # default 0
 //! walltime = "10m"          # "10m", "1h 30m", "HH:MM:SS" or "MM:SS"; default "1h"; > 0
 //! queue = "short"           # optional
 //! project = "abc123"        # optional
+//! reservation = "resv1"     # optional
+//! scheduler_options = ["--constraint=haswell"]  # batch directives passed as they are
+//! tunnel = false            # ssh-based resources: reach the store over the SSH connection
 //! working_directory = "sandbox"  # optional; relative to the workload file's directory
+//!                           # (on a host reached over SSH: as written, relative to the home)
 //! environment = { OMP_NUM_THREADS = "1" }
 //! affinity = { datacenter = "dc1", machine = "node7" }
 //!
@@ -34,6 +43,8 @@
 //! stderr = "err.txt"        # optional
 //! pre_exec = ["module load x"]
 //! shell = false             # run `executable` as a `/bin/sh` command line
+//! ranks = 4                 # an MPI unit of 4 ranks (one core each; sets `cores`)
+//! mpi = false               # an MPI unit with one rank per core (`ranks` implies it)
 //! tags = ["a"]
 //! pilot = "big"             # early binding: the `name` of a [[pilot]]
 //! count = 8                 # an ensemble of 8 units; default 1, at least 1
@@ -99,6 +110,8 @@ pub struct SessionSettings {
     pub heartbeat_timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
     pub black_hole_failures: Option<u32>,
+    pub agent_start_timeout: Option<Duration>,
+    pub poll_interval: Option<Duration>,
 }
 
 /// One compute unit of a [`Workload`].
@@ -372,6 +385,29 @@ struct RawSession {
     heartbeat_timeout: Option<Spanned<String>>,
     max_attempts: Option<Spanned<u32>>,
     black_hole_failures: Option<u32>,
+    agent_start_timeout: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+}
+
+/// A duration field of `[session]` that must be longer than zero.
+fn positive_duration(
+    src: &Source<'_>,
+    field: &str,
+    value: &Option<Spanned<String>>,
+) -> Result<Option<Duration>, WorkloadError> {
+    let Some(t) = value else {
+        return Ok(None);
+    };
+    humantime::parse_duration(t.get_ref())
+        .ok()
+        .filter(|d| !d.is_zero())
+        .map(Some)
+        .ok_or_else(|| {
+            src.error(
+                t.span(),
+                format!("`{field}` `{}` is not a duration such as \"30s\"", t.get_ref()),
+            )
+        })
 }
 
 impl RawSession {
@@ -389,23 +425,10 @@ impl RawSession {
                 ));
             }
         }
-        let heartbeat_timeout = match &self.heartbeat_timeout {
-            None => None,
-            Some(t) => Some(
-                humantime::parse_duration(t.get_ref())
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        src.error(
-                            t.span(),
-                            format!(
-                                "`heartbeat_timeout` `{}` is not a duration such as \"30s\"",
-                                t.get_ref()
-                            ),
-                        )
-                    })?,
-            ),
-        };
+        let heartbeat_timeout = positive_duration(src, "heartbeat_timeout", &self.heartbeat_timeout)?;
+        let agent_start_timeout =
+            positive_duration(src, "agent_start_timeout", &self.agent_start_timeout)?;
+        let poll_interval = positive_duration(src, "poll_interval", &self.poll_interval)?;
         if let Some(n) = &self.max_attempts
             && *n.get_ref() == 0
         {
@@ -416,6 +439,8 @@ impl RawSession {
             heartbeat_timeout,
             max_attempts: self.max_attempts.map(Spanned::into_inner),
             black_hole_failures: self.black_hole_failures,
+            agent_start_timeout,
+            poll_interval,
         })
     }
 }
@@ -427,11 +452,16 @@ struct RawPilot {
     name: Option<Spanned<String>>,
     resource: Spanned<String>,
     cores: Option<Spanned<u32>>,
+    nodes: Option<Spanned<u32>>,
     #[serde(default)]
     gpus: u32,
     walltime: Option<Spanned<String>>,
     queue: Option<String>,
     project: Option<String>,
+    reservation: Option<String>,
+    #[serde(default)]
+    scheduler_options: Vec<String>,
+    tunnel: Option<Spanned<bool>>,
     working_directory: Option<PathBuf>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
@@ -472,6 +502,40 @@ impl RawPilot {
         }
 
         let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
+        let over_ssh = matches!(
+            resource.scheme(),
+            Scheme::Ssh | Scheme::SlurmSsh | Scheme::SgeSsh | Scheme::PbsSsh
+        );
+        let nodes = match self.nodes {
+            None => None,
+            Some(n) => {
+                let span = n.span();
+                let nodes = at_least_one(src, Some(n), "nodes", 1)?;
+                if cores % nodes != 0 {
+                    return Err(src.error(
+                        span,
+                        DescriptionError::UnevenNodes { cores, nodes }.to_string(),
+                    ));
+                }
+                if nodes > 1 && matches!(resource.scheme(), Scheme::Local | Scheme::Ssh) {
+                    return Err(src.error(
+                        span,
+                        format!("a `{}` pilot is one host: `nodes` must be 1", resource.scheme()),
+                    ));
+                }
+                Some(nodes)
+            }
+        };
+        let tunnel = self.tunnel.as_ref().is_some_and(|t| *t.get_ref());
+        if let Some(t) = self.tunnel.as_ref().filter(|_| tunnel && !over_ssh) {
+            return Err(src.error(
+                t.span(),
+                format!(
+                    "`tunnel` needs an SSH connection to the resource; `{}://` has none",
+                    resource.scheme()
+                ),
+            ));
+        }
 
         let walltime = match self.walltime {
             None => defaults.walltime,
@@ -488,11 +552,17 @@ impl RawPilot {
             name: self.name.map(Spanned::into_inner),
             resource,
             cores,
+            nodes,
             gpus: self.gpus,
             walltime,
             queue: self.queue,
             project: self.project,
-            working_directory: self.working_directory.map(|d| base.join(d)),
+            reservation: self.reservation,
+            scheduler_options: self.scheduler_options,
+            tunnel,
+            working_directory: self
+                .working_directory
+                .map(|d| if over_ssh { d } else { base.join(d) }),
             environment: self.environment,
             affinity: self.affinity,
         })
@@ -518,6 +588,9 @@ struct RawUnit {
     pre_exec: Vec<String>,
     #[serde(default)]
     shell: bool,
+    #[serde(default)]
+    mpi: bool,
+    ranks: Option<Spanned<u32>>,
     #[serde(default)]
     tags: Vec<String>,
     pilot: Option<Spanned<String>>,
@@ -548,7 +621,27 @@ impl RawUnit {
             .cores
             .as_ref()
             .map_or(table_span.clone(), Spanned::span);
-        let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
+        let ranks_given = self.ranks.is_some();
+        let (cores, cores_span) = match self.ranks {
+            None => (at_least_one(src, self.cores, "cores", defaults.cores)?, cores_span),
+            Some(ranks) => {
+                let span = ranks.span();
+                let n = at_least_one(src, Some(ranks), "ranks", 1)?;
+                if let Some(c) = &self.cores
+                    && *c.get_ref() != n
+                {
+                    return Err(src.error(
+                        c.span(),
+                        format!(
+                            "an MPI unit has one core per rank: with `ranks = {n}`, leave \
+                             `cores` out"
+                        ),
+                    ));
+                }
+                (n, span)
+            }
+        };
+        let mpi = self.mpi || ranks_given;
         let gpus_span = self.gpus.as_ref().map_or(table_span.clone(), Spanned::span);
         let gpus = self.gpus.map_or(defaults.gpus, Spanned::into_inner);
         let count = at_least_one(src, self.count, "count", 1)?;
@@ -610,7 +703,9 @@ impl RawUnit {
             Some(p) => vec![&pilots[p]],
             None => pilots.iter().collect(),
         };
-        let max_cores = candidates.iter().map(|p| p.cores).max().unwrap_or(0);
+        // Ranks of an MPI unit may span nodes; any other unit runs on one node.
+        let room = |p: &PilotComputeDescription| if mpi { p.cores } else { p.cores_per_node() };
+        let max_cores = candidates.iter().map(|p| room(p)).max().unwrap_or(0);
         let max_gpus = candidates.iter().map(|p| p.gpus).max().unwrap_or(0);
         if cores > max_cores {
             return Err(fit_error(cores_span, cores, "core", max_cores));
@@ -620,7 +715,7 @@ impl RawUnit {
         }
         if !candidates
             .iter()
-            .any(|p| p.cores >= cores && p.gpus >= gpus)
+            .any(|p| room(p) >= cores && p.gpus >= gpus)
         {
             return Err(src.error(
                 cores_span,
@@ -644,6 +739,7 @@ impl RawUnit {
             stderr: self.stderr,
             pre_exec: self.pre_exec,
             shell: self.shell,
+            mpi,
             tags: self.tags,
             pilot: None,
             input_data: Vec::new(),
@@ -1136,7 +1232,8 @@ output_data = []
         let body = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
         let w = parse_ok(&format!(
             "[session]\ncoordination = \"redis://h:6379/2\"\nheartbeat_timeout = \"45s\"\n\
-             max_attempts = 5\nblack_hole_failures = 0\n{body}"
+             max_attempts = 5\nblack_hole_failures = 0\nagent_start_timeout = \"3m\"\n\
+             poll_interval = \"500ms\"\n{body}"
         ));
         assert_eq!(
             w.session,
@@ -1145,6 +1242,8 @@ output_data = []
                 heartbeat_timeout: Some(Duration::from_secs(45)),
                 max_attempts: Some(5),
                 black_hole_failures: Some(0),
+                agent_start_timeout: Some(Duration::from_secs(180)),
+                poll_interval: Some(Duration::from_millis(500)),
             }
         );
         assert_eq!(parse_ok(body).session, SessionSettings::default());

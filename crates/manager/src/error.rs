@@ -34,6 +34,9 @@ pub enum Error {
     /// `resume` found nothing of this session in the store.
     #[error("no session `{0}` in the coordination store (see `pstar session list`)")]
     NoSuchSession(String),
+    /// A resource adaptor could not do what was asked (the message is the resource's).
+    #[error(transparent)]
+    Adaptor(#[from] pstar_adaptors::AdaptorError),
     /// The service's manager task has ended (its session is gone).
     #[error("the compute unit service has shut down")]
     ServiceClosed,

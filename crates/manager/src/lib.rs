@@ -42,6 +42,7 @@ pub use session::{DEFAULT_HEARTBEAT_TIMEOUT, Session, SessionBuilder, new_sessio
 pub use unit::{Callback, ComputeUnit};
 pub use unit_service::{ComputeUnitService, UnitCounts, UnitPolicy};
 
+pub use pstar_adaptors::{AdaptorError, BootstrapTimeouts, JobFile};
 pub use pstar_agent::AgentConfig;
 pub use pstar_coordination::{Coordination, Embedded};
 pub use pstar_model::{

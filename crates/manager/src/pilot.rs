@@ -86,9 +86,13 @@ impl PilotComputeService {
 
         let coordination = session.coordination().clone();
         let id = coordination.reserve_pilot_id().await?;
-        let root = match &description.working_directory {
-            Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
-            None => session.sandbox_root().to_owned(),
+        // A pilot that cannot even be reached is still created, and fails saying why.
+        let (root, unreachable) = match adaptor
+            .sandbox_root(&description, session.sandbox_root())
+            .await
+        {
+            Ok(root) => (root, None),
+            Err(e) => (pstar_adaptors::local_root(&description, session.sandbox_root()), Some(e)),
         };
         let record = PilotRecord {
             id,
@@ -122,6 +126,11 @@ impl PilotComputeService {
             listeners.retain(|l| l(&pilot));
         }
 
+        if let Some(e) = unreachable {
+            tracing::warn!(pilot = %id, error = %e, "pilot resource unreachable");
+            pilot.publish(PilotState::Failed, Some(e.to_string())).await?;
+            return Ok(pilot);
+        }
         // Pending from the moment it is handed over: the agent may report Running at once.
         pilot.publish(PilotState::Pending, None).await?;
         match adaptor
@@ -146,9 +155,11 @@ impl PilotComputeService {
             }
             Err(e) => {
                 tracing::warn!(pilot = %id, error = %e, "pilot submission refused");
-                pilot
-                    .publish(PilotState::Failed, Some(format!("submission refused: {e}")))
-                    .await?;
+                let detail = match e {
+                    pstar_adaptors::AdaptorError::Bootstrap { .. } => e.to_string(),
+                    e => format!("submission refused: {e}"),
+                };
+                pilot.publish(PilotState::Failed, Some(detail)).await?;
             }
         }
         Ok(pilot)
@@ -368,9 +379,8 @@ impl PilotCompute {
                 return;
             }
         }
-        let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
-        if let Some(job) = job
-            && let Err(e) = self.inner.adaptor.cancel(&job).await
+        if let Some(record) = self.record()
+            && let Err(e) = self.inner.adaptor.cancel(&record).await
         {
             tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
         }
@@ -389,9 +399,8 @@ impl PilotCompute {
         if self.state().is_final() {
             return;
         }
-        let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
-        let gone = match &job {
-            Some(job) => match self.inner.adaptor.state(job).await {
+        let gone = match self.record() {
+            Some(record) => match self.inner.adaptor.state(&record).await {
                 Ok(pstar_adaptors::JobState::Finished { detail, .. }) => Some(detail),
                 _ => None,
             },
@@ -427,12 +436,33 @@ impl PilotCompute {
         {
             tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop");
         }
-        let job = self.inner.status.lock().ok().and_then(|s| s.job.clone());
-        if let Some(job) = job
-            && let Err(e) = self.inner.adaptor.cancel(&job).await
+        if let Some(record) = self.record()
+            && let Err(e) = self.inner.adaptor.cancel(&record).await
         {
             tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
         }
+    }
+
+    /// What the pilot's resource kept of its job: the job's output and the agent's log.
+    pub async fn logs(&self) -> Result<String> {
+        let record = self.record().unwrap_or_else(|| PilotRecord {
+            id: self.id(),
+            description: self.inner.description.clone(),
+            sandbox: self.inner.sandbox.clone(),
+            job: None,
+        });
+        Ok(self.inner.adaptor.logs(&record).await?)
+    }
+
+    /// The pilot as its adaptor knows it, once it has a job.
+    fn record(&self) -> Option<PilotRecord> {
+        let job = self.inner.status.lock().ok()?.job.clone()?;
+        Some(PilotRecord {
+            id: self.id(),
+            description: self.inner.description.clone(),
+            sandbox: self.inner.sandbox.clone(),
+            job: Some(job.0),
+        })
     }
 
     async fn publish(&self, state: PilotState, detail: Option<String>) -> Result<()> {

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use pstar_adaptors::ResourceAdaptor;
+use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts};
 use pstar_agent::AgentConfig;
 use pstar_coordination::{Coordination, Embedded, Event};
 use pstar_model::{PilotId, PilotState, Scheme, Timestamp, sandbox::DEFAULT_SANDBOX_ROOT};
@@ -69,6 +70,8 @@ pub struct SessionBuilder {
     coordination: Option<Arc<dyn Coordination>>,
     sandbox_root: Option<PathBuf>,
     agent_config: Option<AgentConfig>,
+    bootstrap_timeouts: Option<BootstrapTimeouts>,
+    poll_interval: Option<Duration>,
     heartbeat_timeout: Option<Duration>,
     replay: bool,
 }
@@ -99,6 +102,19 @@ impl SessionBuilder {
     /// Tune the agents that local pilots start.
     pub fn agent_config(mut self, config: AgentConfig) -> Self {
         self.agent_config = Some(config);
+        self
+    }
+
+    /// How long each step of bringing a pilot up may take (SSH connect, binary copy,
+    /// submission, agent start) before the pilot fails naming the step.
+    pub fn bootstrap_timeouts(mut self, timeouts: BootstrapTimeouts) -> Self {
+        self.bootstrap_timeouts = Some(timeouts);
+        self
+    }
+
+    /// How often batch pilot jobs' states are asked from their schedulers (default 2 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = Some(every);
         self
     }
 
@@ -140,7 +156,12 @@ impl SessionBuilder {
         let mut agent_config = self.agent_config.unwrap_or_default();
         agent_config.heartbeat_interval =
             agent_config.heartbeat_interval.min(heartbeat_timeout / 3);
-        let adaptors = pstar_adaptors::available(agent_config);
+        let defaults = AdaptorConfig::default();
+        let adaptors = pstar_adaptors::available(AdaptorConfig {
+            agent: agent_config,
+            timeouts: self.bootstrap_timeouts.unwrap_or(defaults.timeouts),
+            poll_interval: self.poll_interval.unwrap_or(defaults.poll_interval),
+        });
         let mut subscription = if self.replay {
             coordination.subscribe_from_start().await?
         } else {

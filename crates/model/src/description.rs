@@ -22,6 +22,8 @@ pub enum DescriptionError {
     NoExecutable,
     #[error("`walltime` must be longer than zero")]
     NoWalltime,
+    #[error("{cores} cores cannot be spread evenly over {nodes} nodes")]
+    UnevenNodes { cores: u32, nodes: u32 },
     #[error("`{field}` names data units, but Pilot-Data is not part of this pstar yet")]
     DataNotSupported { field: &'static str },
 }
@@ -56,8 +58,12 @@ pub struct PilotComputeDescription {
     pub name: Option<String>,
     /// Where the pilot runs (the seeds' `service_url`).
     pub resource: ResourceUrl,
-    /// Cores the pilot holds for its units (the seeds' `number_of_processes`).
+    /// Cores the pilot holds for its units, over all its nodes (the seeds'
+    /// `number_of_processes`).
     pub cores: u32,
+    /// Nodes the cores are spread over, `cores / nodes` on each; default 1. Batch
+    /// resources only: a `local://` or `ssh://` pilot is one host.
+    pub nodes: Option<u32>,
     /// GPUs the pilot holds.
     pub gpus: u32,
     /// How long the pilot may live; its agent stops taking work shortly before the end.
@@ -67,6 +73,16 @@ pub struct PilotComputeDescription {
     pub queue: Option<String>,
     /// Project or account to charge.
     pub project: Option<String>,
+    /// Advance reservation to run in.
+    pub reservation: Option<String>,
+    /// Extra options handed to the batch system as they are, one per directive line
+    /// (e.g. `--constraint=haswell` for Slurm, `-l h_vmem=2G` for Grid Engine).
+    #[serde(default)]
+    pub scheduler_options: Vec<String>,
+    /// Reach the coordination store through the SSH connection the manager holds to the
+    /// resource (for compute nodes that cannot reach it); `ssh`-based resources only.
+    #[serde(default)]
+    pub tunnel: bool,
     /// Where the pilot keeps its sandbox; default `./pstar.sandbox`.
     pub working_directory: Option<PathBuf>,
     /// Environment every unit of this pilot sees (a unit's own environment wins).
@@ -81,10 +97,14 @@ impl Default for PilotComputeDescription {
             name: None,
             resource: ResourceUrl::local(),
             cores: 1,
+            nodes: None,
             gpus: 0,
             walltime: Duration::from_secs(3600),
             queue: None,
             project: None,
+            reservation: None,
+            scheduler_options: Vec::new(),
+            tunnel: false,
             working_directory: None,
             environment: BTreeMap::new(),
             affinity: Affinity::default(),
@@ -101,7 +121,27 @@ impl PilotComputeDescription {
         if self.walltime.is_zero() {
             return Err(DescriptionError::NoWalltime);
         }
+        match self.nodes {
+            Some(0) => return Err(DescriptionError::Zero { field: "nodes" }),
+            Some(nodes) if self.cores % nodes != 0 => {
+                return Err(DescriptionError::UnevenNodes {
+                    cores: self.cores,
+                    nodes,
+                });
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// Nodes the pilot asks for (1 unless `nodes` says more).
+    pub fn node_count(&self) -> u32 {
+        self.nodes.unwrap_or(1).max(1)
+    }
+
+    /// Cores on each node.
+    pub fn cores_per_node(&self) -> u32 {
+        self.cores / self.node_count()
     }
 }
 
@@ -143,6 +183,10 @@ pub struct ComputeUnitDescription {
     pub pre_exec: Vec<String>,
     /// Run `executable` as a `/bin/sh` command line.
     pub shell: bool,
+    /// An MPI program: one rank per core, started over the unit's cores with the
+    /// pilot's launcher (`srun` inside Slurm, `mpirun` elsewhere); ranks may span nodes.
+    #[serde(default)]
+    pub mpi: bool,
     /// Free-form labels.
     pub tags: Vec<String>,
     /// Early binding: run only on this pilot.
@@ -167,6 +211,7 @@ impl Default for ComputeUnitDescription {
             stderr: None,
             pre_exec: Vec::new(),
             shell: false,
+            mpi: false,
             tags: Vec::new(),
             pilot: None,
             input_data: Vec::new(),

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
 use pstar_agent::{Agent, AgentConfig};
-use pstar_coordination::{Coordination, Event, PilotEvent};
+use pstar_coordination::{Coordination, Event, PilotEvent, PilotRecord};
 use pstar_model::{PilotId, PilotState, Scheme, Timestamp};
 
 use crate::{AdaptorError, JobId, JobState, PilotJob, ResourceAdaptor, agent_program};
@@ -271,7 +271,8 @@ impl ResourceAdaptor for Local {
         }
     }
 
-    async fn state(&self, job: &JobId) -> Result<JobState, AdaptorError> {
+    async fn state(&self, pilot: &PilotRecord) -> Result<JobState, AdaptorError> {
+        let job = &crate::job_of(pilot)?;
         let jobs = self
             .jobs
             .lock()
@@ -288,7 +289,8 @@ impl ResourceAdaptor for Local {
         }
     }
 
-    async fn cancel(&self, job: &JobId) -> Result<(), AdaptorError> {
+    async fn cancel(&self, pilot: &PilotRecord) -> Result<(), AdaptorError> {
+        let job = &crate::job_of(pilot)?;
         let pid = {
             let jobs = self
                 .jobs

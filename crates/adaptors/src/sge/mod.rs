@@ -1,0 +1,140 @@
+//! `sge://` and `sge+ssh://`: (Son of) Grid Engine. See `docs.md` beside this file.
+
+use std::path::Path;
+
+use crate::batch::{BatchSystem, ScriptJob, single_line};
+use crate::host::{Command, Output};
+use crate::{AdaptorError, JobFile, JobState};
+
+/// The parallel environment used for pilots of more than one core unless the resource
+/// URL names another (`sge://?pe=mpi`).
+pub const DEFAULT_PE: &str = "smp";
+
+#[doc = include_str!("docs.md")]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GridEngine;
+
+impl BatchSystem for GridEngine {
+    fn name(&self) -> &'static str {
+        "Grid Engine"
+    }
+
+    fn render(&self, job: &ScriptJob<'_>) -> Result<Vec<JobFile>, AdaptorError> {
+        let d = job.description;
+        let mut lines = vec!["#!/bin/sh".to_owned()];
+        let mut directive = |option: String| lines.push(format!("#$ {option}"));
+        directive(format!("-N {}", job.name));
+        directive("-S /bin/sh".into());
+        directive(format!("-wd {}", job.sandbox.display()));
+        directive(format!("-o {}", job.stdout.display()));
+        directive(format!("-e {}", job.stderr.display()));
+        if d.cores > 1 || d.node_count() > 1 {
+            let pe = job.options.get("pe").map_or(DEFAULT_PE, String::as_str);
+            directive(format!("-pe {} {}", single_line("pe", pe)?, d.cores));
+        }
+        directive(format!("-l h_rt={}", job.walltime_hms()));
+        if d.gpus > 0 {
+            directive(format!("-l gpu={}", d.gpus));
+        }
+        if let Some(q) = &d.queue {
+            directive(format!("-q {}", single_line("queue", q)?));
+        }
+        if let Some(p) = &d.project {
+            directive(format!("-P {}", single_line("project", p)?));
+        }
+        if let Some(r) = &d.reservation {
+            directive(format!("-ar {}", single_line("reservation", r)?));
+        }
+        for option in &d.scheduler_options {
+            directive(single_line("scheduler_options", option)?.to_owned());
+        }
+        lines.push(String::new());
+        lines.push(job.body.clone());
+        Ok(vec![JobFile {
+            name: "pilot.sge".into(),
+            content: lines.join("\n"),
+        }])
+    }
+
+    fn submit(&self, script: &Path) -> Command {
+        Command::new("qsub", ["-terse".to_owned(), script.display().to_string()])
+    }
+
+    fn parse_submit(&self, out: &Output) -> Result<String, AdaptorError> {
+        // `-terse` prints the job id alone (`42`, or `42.1-10:1` for an array).
+        out.stdout
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .and_then(|l| l.split('.').next())
+            .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                AdaptorError::Resource(format!("qsub printed no job id: {}", out.stdout.trim()))
+            })
+    }
+
+    fn queries(&self, job: &str, _sandbox: &Path) -> Vec<Command> {
+        vec![
+            // Queued and running jobs of this user.
+            Command::new("qstat", [] as [&str; 0]),
+            // Ended ones, once their accounting record is written.
+            Command::new("qacct", ["-j", job]),
+        ]
+    }
+
+    fn parse_query(&self, index: usize, job: &str, out: &Output) -> Option<JobState> {
+        match index {
+            0 => {
+                if !out.success() {
+                    return None;
+                }
+                let state = out.stdout.lines().find_map(|line| {
+                    let mut fields = line.split_whitespace();
+                    (fields.next() == Some(job)).then(|| fields.nth(3)).flatten()
+                })?;
+                Some(if state.contains('E') {
+                    JobState::Finished {
+                        ok: false,
+                        detail: Some(format!(
+                            "job {job} is in error state `{state}` (see `qstat -j {job}`)"
+                        )),
+                    }
+                } else if state.contains('r') || state.contains('t') || state.contains('d')
+                    || state.contains('s') || state.contains('S') || state.contains('T')
+                {
+                    JobState::Running
+                } else {
+                    JobState::Queued
+                })
+            }
+            _ => {
+                if !out.success() {
+                    return None;
+                }
+                let field = |name: &str| {
+                    out.stdout.lines().find_map(|l| {
+                        let (k, v) = l.split_once(char::is_whitespace)?;
+                        (k == name).then(|| v.trim().to_owned())
+                    })
+                };
+                let failed = field("failed")?;
+                let exit = field("exit_status").unwrap_or_default();
+                let ok = failed.split_whitespace().next() == Some("0") && exit == "0";
+                Some(JobState::Finished {
+                    ok,
+                    detail: (!ok).then(|| {
+                        format!("job {job} failed `{failed}`, exit status {exit}")
+                    }),
+                })
+            }
+        }
+    }
+
+    fn cancel(&self, job: &str) -> Command {
+        Command::new("qdel", [job])
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+//! `pstar pilot script WORKLOAD`: the job files each pilot would be submitted with.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use pstar_adaptors::{AdaptorConfig, available, local_root};
+use pstar_coordination::PilotRecord;
+use pstar_model::sandbox::pilot_sandbox;
+use pstar_model::{PilotId, Scheme};
+
+use crate::workload::Workload;
+
+/// The store URL shown when none is given.
+const PLACEHOLDER_URL: &str = "redis://STORE-HOST:6379";
+
+/// Every pilot's job files, under a header naming the pilot and the file. `url` is the
+/// store the agents would reach; `sandbox` the local sandbox root.
+pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<String, String> {
+    let adaptors = available(AdaptorConfig::default());
+    let session = "SESSION";
+    let url = url.unwrap_or(PLACEHOLDER_URL);
+    let root = std::path::absolute(sandbox).unwrap_or_else(|_| sandbox.to_owned());
+    let mut out = String::new();
+    for (i, description) in workload.pilots.iter().enumerate() {
+        let scheme = description.resource.scheme();
+        let adaptor = adaptors
+            .iter()
+            .find(|a| a.scheme() == scheme)
+            .ok_or_else(|| format!("no adaptor for `{scheme}://`"))?;
+        let over_ssh = matches!(
+            scheme,
+            Scheme::Ssh | Scheme::SlurmSsh | Scheme::SgeSsh | Scheme::PbsSsh
+        );
+        let pilot_root = if over_ssh {
+            description
+                .working_directory
+                .clone()
+                .unwrap_or_else(|| "pstar.sandbox".into())
+        } else {
+            local_root(description, &root)
+        };
+        let id = PilotId::new(i as u64);
+        let record = PilotRecord {
+            id,
+            description: description.clone(),
+            sandbox: pilot_sandbox(&pilot_root, session, id),
+            job: None,
+        };
+        let name = description.name.as_deref().unwrap_or("(unnamed)");
+        let _ = writeln!(out, "### {id} {name} on {}", description.resource);
+        match adaptor.script(&record, session, url) {
+            Ok(files) => {
+                for file in files {
+                    let _ = writeln!(out, "### file {}", record.sandbox.join(&file.name).display());
+                    out.push_str(&file.content);
+                    if !file.content.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "### no job script: {e}");
+            }
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
