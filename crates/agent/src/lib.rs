@@ -34,6 +34,7 @@ use pstar_coordination::{
 };
 use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 
+pub mod allocation;
 mod execute;
 pub mod launch;
 mod slots;
