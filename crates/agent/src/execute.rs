@@ -21,8 +21,9 @@ use pstar_coordination::{Claimed, Event, PilotRecord, SharedDescription, UnitEve
 use pstar_model::sandbox::unit_sandbox;
 use pstar_model::{PilotId, Timestamp, UnitId, UnitState};
 
-use crate::Slots;
 use crate::launch::{Launch, LaunchError};
+use crate::layout::Layout;
+use crate::slots::{Placement, Slots};
 
 /// Why a running unit is stopped.
 #[derive(Debug, Clone)]
@@ -91,7 +92,8 @@ struct UnitJob {
     pub id: UnitId,
     pub record: Arc<PilotRecord>,
     pub desc: SharedDescription,
-    pub gpus: Vec<u32>,
+    pub placement: Placement,
+    pub layout: Arc<Layout>,
 }
 
 pub(crate) fn unit_event(
@@ -139,13 +141,14 @@ impl Executors {
     /// `free` mirrors how many of the pilot's cores are free.
     pub(crate) fn start(
         record: Arc<PilotRecord>,
+        layout: Arc<Layout>,
         events: mpsc::UnboundedSender<Event>,
         free: Arc<AtomicU32>,
     ) -> std::io::Result<Arc<Self>> {
         let d = &record.description;
         let me = Arc::new(Self {
             state: Mutex::new(Queue {
-                slots: Slots::new(d.cores, d.gpus),
+                slots: Slots::on_nodes(&layout.cores, d.gpus),
                 pending: VecDeque::new(),
                 pending_cores: 0,
                 running: HashMap::new(),
@@ -158,11 +161,12 @@ impl Executors {
         });
         for i in 0..d.cores {
             let (worker, record, events) = (me.clone(), record.clone(), events.clone());
+            let layout = layout.clone();
             let started = std::thread::Builder::new()
                 .name(format!("pstar-exec-{i}"))
                 // Small stacks: a pilot of thousands of cores has thousands of executors.
                 .stack_size(256 * 1024)
-                .spawn(move || worker.serve(&record, &events));
+                .spawn(move || worker.serve(&record, &layout, &events));
             if let Err(e) = started {
                 // The executors already started must not wait forever.
                 me.with(|q| q.closed = true);
@@ -180,15 +184,43 @@ impl Executors {
     }
 
     /// One executor: take the head unit when it fits, run it, repeat.
-    fn serve(&self, record: &Arc<PilotRecord>, events: &mpsc::UnboundedSender<Event>) {
+    fn serve(
+        &self,
+        record: &Arc<PilotRecord>,
+        layout: &Arc<Layout>,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
         loop {
             let Ok(mut q) = self.state.lock() else { return };
             let (job, control) = loop {
                 if q.closed {
                     return;
                 }
-                let head = q.pending.front().map(|(_, d)| (d.cores, d.gpus));
-                if let Some(gpus) = head.and_then(|(c, g)| q.slots.take(c, g)) {
+                let head = q.pending.front().map(|(_, d)| (d.cores, d.gpus, d.mpi));
+                // A unit bigger than any node (and not MPI) would block the queue forever.
+                if let Some((c, g, mpi)) = head
+                    && !q.slots.fits_ever(c, g, mpi)
+                    && let Some((id, desc)) = q.pending.pop_front()
+                {
+                    q.pending_cores -= desc.cores;
+                    let most = layout.cores.iter().max().copied().unwrap_or(0);
+                    let detail = format!(
+                        "needs {c} cores and {g} GPUs on one node; this pilot's nodes have at \
+                         most {most} cores and it has {} GPUs (set `ranks` for an MPI unit \
+                         that may span nodes)",
+                        record.description.gpus
+                    );
+                    let _ = events.send(unit_event(
+                        id,
+                        record.id,
+                        UnitState::Failed,
+                        None,
+                        Some(detail),
+                    ));
+                    continue;
+                }
+                let placed = head.and_then(|(c, g, mpi)| q.slots.take(c, g, mpi));
+                if let Some(placement) = placed {
                     let Some((id, desc)) = q.pending.pop_front() else {
                         continue;
                     };
@@ -201,7 +233,8 @@ impl Executors {
                             id,
                             record: record.clone(),
                             desc,
-                            gpus,
+                            placement,
+                            layout: layout.clone(),
                         },
                         control,
                     );
@@ -221,13 +254,13 @@ impl Executors {
             // Others may start too (a freed multi-core head, say).
             self.wake.notify_all();
 
-            let (id, cores) = (job.id, job.desc.cores);
-            let gpus = job.gpus.clone();
+            let id = job.id;
+            let placement = job.placement.clone();
             run(job, &control, events);
 
             let Ok(mut q) = self.state.lock() else { return };
             q.running.remove(&id);
-            q.slots.give_back(cores, gpus);
+            q.slots.give_back(placement);
             self.free.store(q.slots.free_cores(), Ordering::Relaxed);
             let idle = q.running.is_empty();
             drop(q);
@@ -270,14 +303,16 @@ fn execute(
     }
 
     let sandbox = unit_sandbox(&job.record.sandbox, job.id);
+    let launcher = job.layout.prefix(&job.placement, job.desc.mpi);
     let launch = Launch {
         unit: job.id,
         pilot: job.record.id,
         description: &job.desc,
         pilot_environment: &job.record.description.environment,
         sandbox: &sandbox,
-        gpus: &job.gpus,
+        gpus: &job.placement.gpus,
         pilot_gpus: job.record.description.gpus,
+        launcher: launcher.as_deref(),
     };
     let mut child = launch
         .prepare()?

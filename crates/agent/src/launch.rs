@@ -24,6 +24,9 @@ pub struct Launch<'a> {
     pub gpus: &'a [u32],
     /// How many GPUs the pilot holds.
     pub pilot_gpus: u32,
+    /// Words put before the unit's own command: a launcher that starts it on another node
+    /// or as MPI ranks (`srun ...`, `mpirun ...`); see [`crate::layout`].
+    pub launcher: Option<&'a [String]>,
 }
 
 /// Why a unit could not be started. The message names the path involved.
@@ -74,7 +77,7 @@ impl Launch<'_> {
                 script.push_str(line);
                 script.push('\n');
             }
-            let mut cmd = std::process::Command::new("/bin/sh");
+            let mut cmd = self.command("/bin/sh");
             if d.shell {
                 // The executable is a command line; $0 is the unit's name, $1.. its arguments.
                 script.push_str(&d.executable);
@@ -89,7 +92,7 @@ impl Launch<'_> {
             cmd.args(&d.arguments);
             cmd
         } else {
-            let mut cmd = std::process::Command::new(&d.executable);
+            let mut cmd = self.command(&d.executable);
             cmd.args(&d.arguments);
             cmd
         };
@@ -115,6 +118,18 @@ impl Launch<'_> {
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
         }
         Ok(cmd)
+    }
+
+    /// A command for `program`, behind the launcher if there is one.
+    fn command(&self, program: &str) -> std::process::Command {
+        match self.launcher.and_then(|l| l.split_first()) {
+            Some((launcher, words)) => {
+                let mut cmd = std::process::Command::new(launcher);
+                cmd.args(words).arg(program);
+                cmd
+            }
+            None => std::process::Command::new(program),
+        }
     }
 
     /// Turns a spawn error into a message about the unit's executable.

@@ -37,11 +37,12 @@ use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 pub mod allocation;
 mod execute;
 pub mod launch;
+pub mod layout;
 mod slots;
 
 use execute::{Executors, Stop, unit_event};
 
-pub use slots::Slots;
+pub use slots::{Placement, Slots};
 
 /// The fewest cores' worth of units an agent keeps waiting at hand (when the manager binds
 /// that many to it): a small pilot over a networked store needs a few round trips' worth.
@@ -190,7 +191,19 @@ impl Agent {
             control_tx,
         ));
 
-        let executors = match Executors::start(self.record.clone(), events.clone(), free) {
+        let layout = match layout::Layout::for_pilot(&self.record.description) {
+            Ok(layout) => Arc::new(layout),
+            Err(msg) => {
+                pilot_event(&events, pilot, PilotState::Failed, Some(msg.clone()));
+                drop(events);
+                let _ = reporter.await;
+                return Err(AgentError::Executors(msg));
+            }
+        };
+        if layout.nodes.len() > 1 {
+            tracing::info!(%pilot, nodes = ?layout.nodes, cores = ?layout.cores, "multi-node pilot");
+        }
+        let executors = match Executors::start(self.record.clone(), layout, events.clone(), free) {
             Ok(e) => e,
             Err(e) => {
                 let msg = format!("cannot start executor threads: {e}");
