@@ -144,6 +144,8 @@ struct PilotEntry {
     gpus: u32,
     state: PilotState,
     detail: Option<String>,
+    /// The pilot job's id on its resource (a batch job id, a process id).
+    job: Option<String>,
     sandbox: String,
     timestamps: BTreeMap<&'static str, Timestamp>,
 }
@@ -194,6 +196,7 @@ pub fn write(
                 gpus: p.description().gpus,
                 state: p.state(),
                 detail: p.detail(),
+                job: p.job_id(),
                 sandbox: p.sandbox().display().to_string(),
                 timestamps: stamps(&p.history()),
             })

@@ -51,7 +51,11 @@ pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<
         match adaptor.script(&record, session, url) {
             Ok(files) => {
                 for file in files {
-                    let _ = writeln!(out, "### file {}", record.sandbox.join(&file.name).display());
+                    let _ = writeln!(
+                        out,
+                        "### file {}",
+                        record.sandbox.join(&file.name).display()
+                    );
                     out.push_str(&file.content);
                     if !file.content.ends_with('\n') {
                         out.push('\n');

@@ -405,7 +405,10 @@ fn positive_duration(
         .ok_or_else(|| {
             src.error(
                 t.span(),
-                format!("`{field}` `{}` is not a duration such as \"30s\"", t.get_ref()),
+                format!(
+                    "`{field}` `{}` is not a duration such as \"30s\"",
+                    t.get_ref()
+                ),
             )
         })
 }
@@ -425,7 +428,8 @@ impl RawSession {
                 ));
             }
         }
-        let heartbeat_timeout = positive_duration(src, "heartbeat_timeout", &self.heartbeat_timeout)?;
+        let heartbeat_timeout =
+            positive_duration(src, "heartbeat_timeout", &self.heartbeat_timeout)?;
         let agent_start_timeout =
             positive_duration(src, "agent_start_timeout", &self.agent_start_timeout)?;
         let poll_interval = positive_duration(src, "poll_interval", &self.poll_interval)?;
@@ -520,7 +524,10 @@ impl RawPilot {
                 if nodes > 1 && matches!(resource.scheme(), Scheme::Local | Scheme::Ssh) {
                     return Err(src.error(
                         span,
-                        format!("a `{}` pilot is one host: `nodes` must be 1", resource.scheme()),
+                        format!(
+                            "a `{}` pilot is one host: `nodes` must be 1",
+                            resource.scheme()
+                        ),
                     ));
                 }
                 Some(nodes)
@@ -623,7 +630,10 @@ impl RawUnit {
             .map_or(table_span.clone(), Spanned::span);
         let ranks_given = self.ranks.is_some();
         let (cores, cores_span) = match self.ranks {
-            None => (at_least_one(src, self.cores, "cores", defaults.cores)?, cores_span),
+            None => (
+                at_least_one(src, self.cores, "cores", defaults.cores)?,
+                cores_span,
+            ),
             Some(ranks) => {
                 let span = ranks.span();
                 let n = at_least_one(src, Some(ranks), "ranks", 1)?;

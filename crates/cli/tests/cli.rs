@@ -14,6 +14,8 @@ use serde_json::Value;
 
 #[path = "cli/redis_runs.rs"]
 mod redis_runs;
+#[path = "cli/resources.rs"]
+mod resources;
 
 /// Longest any `pstar` run in these tests may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);

@@ -1,0 +1,526 @@
+//! Pilots on real resources: a single-node (or fake multi-node) Slurm, a Grid Engine cell
+//! and a key-only sshd, each started on loopback by pstar-testbed, with a real Redis as the
+//! coordination store. Part of the `cli` test binary.
+
+use super::*;
+
+use pstar_testbed::{RedisServer, SgeCell, SlurmCluster, SshServer};
+
+/// The services one run may use, with the environment `pstar run` needs for them.
+#[derive(Default)]
+struct Services<'a> {
+    slurm: Option<&'a SlurmCluster>,
+    sge: Option<&'a SgeCell>,
+    ssh: Option<&'a SshServer>,
+}
+
+impl Services<'_> {
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(slurm) = self.slurm {
+            env.extend(slurm.env());
+        }
+        if let Some(sge) = self.sge {
+            env.extend(sge.env());
+        }
+        if let Some(ssh) = self.ssh {
+            env.push(("PSTAR_SSH_CONFIG".into(), s(&ssh.config_file()).to_owned()));
+        }
+        env
+    }
+}
+
+/// `pstar run WORKLOAD` against `redis`, with the services' environment; fast polling.
+fn run_with(
+    redis: &RedisServer,
+    services: &Services<'_>,
+    scratch: &Scratch,
+    workload: &Path,
+    extra: &[&str],
+) -> Output {
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", redis.password())
+        .envs(services.env())
+        .args(["run", s(workload), "--coordination", &redis.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(["--poll-interval", "500ms"])
+        .args(extra);
+    Running::start(cmd).wait(RUN_DEADLINE)
+}
+
+/// A unit ensemble that writes where it ran: `$SLURMD_NODENAME`, else the host name.
+fn where_units(count: usize, cores: u32) -> String {
+    format!(
+        "[[unit]]\nname = \"w{{i}}\"\nexecutable = \"/bin/sh\"\ncores = {cores}\n\
+         arguments = [\"-c\", \"echo ${{SLURMD_NODENAME:-$(hostname)}}; sleep 0.2\"]\n\
+         count = {count}\n"
+    )
+}
+
+/// Every unit of the report done; returns how many ran on each pilot.
+fn done_per_pilot(report: &Value) -> BTreeMap<String, usize> {
+    let mut per = BTreeMap::new();
+    for u in units(report) {
+        assert_eq!(u["state"], "done", "{u}");
+        *per.entry(u["pilot"].as_str().expect("pilot").to_owned())
+            .or_default() += 1;
+    }
+    per
+}
+
+fn pilot_dir(scratch: &Scratch, report: &Value, i: usize) -> PathBuf {
+    let p = &pilots(report)[i];
+    report_path(scratch.path(), &p["sandbox"])
+}
+
+#[test]
+fn a_slurm_pilot_runs_units_and_keeps_its_credentials_private() {
+    let slurm = SlurmCluster::start(1, 4);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"slurm://\"\ncores = 2\nwalltime = \"10m\"\n\n{}",
+            where_units(12, 1)
+        ),
+    );
+    let services = Services {
+        slurm: Some(&slurm),
+        ..Default::default()
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    assert_eq!(done_per_pilot(&report).values().sum::<usize>(), 12);
+    let pilot = &pilots(&report)[0];
+    let job = pilot["job"].as_str().expect("the pilot's Slurm job id");
+    assert!(job.chars().all(|c| c.is_ascii_digit()), "job id {job}");
+
+    // The job ran through Slurm: Slurm knows it, and it ran the script pstar wrote.
+    let shown = slurm
+        .command("scontrol")
+        .args(["show", "job", job])
+        .output()
+        .expect("scontrol");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("JobName=pstar."), "{shown}");
+    let dir = pilot_dir(&scratch, &report, 0);
+    let script = std::fs::read_to_string(dir.join("pilot.sbatch")).expect("job script");
+    assert!(script.contains("#SBATCH --ntasks-per-node=2"), "{script}");
+    // The password is in a file only its owner can read, named in the script.
+    assert!(
+        !script.contains(redis.password()),
+        "password in the job script"
+    );
+    let secret = dir.join("coordination.secret");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret)
+        .expect("credentials file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "credentials file mode {mode:o}");
+    assert!(script.contains("PSTAR_REDIS_PASSWORD_FILE"), "{script}");
+    // Ending the run canceled the pilot, and with it its batch job.
+    wait_until(Duration::from_secs(30), "the pilot job to end", || {
+        let out = slurm
+            .command("squeue")
+            .args(["-h", "-j", job, "-o", "%T"])
+            .output()
+            .expect("squeue");
+        String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    });
+}
+
+#[test]
+fn a_two_node_slurm_pilot_uses_both_nodes_and_runs_mpi_units_over_them() {
+    let slurm = SlurmCluster::start(2, 2);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"slurm://\"\ncores = 4\nnodes = 2\nwalltime = \"10m\"\n\n\
+             {}\n[[unit]]\nname = \"mpi\"\nexecutable = \"/bin/sh\"\nranks = 4\n\
+             arguments = [\"-c\", \"echo rank $SLURM_PROCID on $SLURMD_NODENAME\"]\n",
+            where_units(6, 2)
+        ),
+    );
+    let services = Services {
+        slurm: Some(&slurm),
+        ..Default::default()
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    done_per_pilot(&report);
+    let by_name = units_by_name(&report);
+    let nodes: BTreeSet<String> = (0..6)
+        .map(|i| {
+            unit_stdout(scratch.path(), by_name[&format!("w{i}")])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["n1".to_owned(), "n2".to_owned()]),
+        "two-core units on a pilot of two two-core nodes"
+    );
+    let mpi = unit_stdout(scratch.path(), by_name["mpi"]);
+    let ranks: BTreeSet<&str> = mpi.lines().collect();
+    assert_eq!(ranks.len(), 4, "four ranks:\n{mpi}");
+    assert!(
+        mpi.contains("on n1") && mpi.contains("on n2"),
+        "ranks over both nodes:\n{mpi}"
+    );
+}
+
+#[test]
+fn a_grid_engine_pilot_runs_units() {
+    let sge = SgeCell::start(4);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"sge://\"\ncores = 2\nwalltime = \"10m\"\n\n{}",
+            where_units(10, 1)
+        ),
+    );
+    let services = Services {
+        sge: Some(&sge),
+        ..Default::default()
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    assert_eq!(done_per_pilot(&report).values().sum::<usize>(), 10);
+    let dir = pilot_dir(&scratch, &report, 0);
+    let script = std::fs::read_to_string(dir.join("pilot.sge")).expect("job script");
+    assert!(script.contains("#$ -pe smp 2"), "{script}");
+}
+
+#[test]
+fn an_ssh_pilot_gets_the_binary_copied_once_and_runs_units() {
+    let ssh = SshServer::start();
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let remote = scratch.path().join("remote");
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\ncores = 2\nwalltime = \"10m\"\n\
+             working_directory = \"{}\"\n\n{}",
+            ssh.port(),
+            remote.display(),
+            where_units(10, 1)
+        ),
+    );
+    let services = Services {
+        ssh: Some(&ssh),
+        ..Default::default()
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        done_per_pilot(&scratch.read_report())
+            .values()
+            .sum::<usize>(),
+        10
+    );
+    let copies: Vec<PathBuf> = std::fs::read_dir(remote.join("bin"))
+        .expect("the binary was copied")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let name = copies[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    assert!(name.starts_with("pstar-"), "{name}");
+    let copied_at = std::fs::metadata(&copies[0])
+        .and_then(|m| m.modified())
+        .expect("mtime");
+
+    // A second run finds the same build there and does not send it again.
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let again = std::fs::metadata(&copies[0])
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(copied_at, again, "the binary was copied a second time");
+}
+
+#[test]
+fn an_ssh_pilot_can_reach_the_store_through_a_tunnel() {
+    let ssh = SshServer::start();
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\ncores = 1\ntunnel = true\n\
+             working_directory = \"{}\"\n\n{}",
+            ssh.port(),
+            scratch.path().join("remote").display(),
+            where_units(3, 1)
+        ),
+    );
+    let services = Services {
+        ssh: Some(&ssh),
+        ..Default::default()
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    done_per_pilot(&report);
+    let script = std::fs::read_to_string(pilot_dir(&scratch, &report, 0).join("pilot.sh"))
+        .expect("pilot script");
+    let port = redis.port();
+    assert!(
+        script.contains("--coordination 'redis://127.0.0.1:"),
+        "{script}"
+    );
+    assert!(
+        !script.contains(&format!("127.0.0.1:{port}/")),
+        "the agent was pointed at the store itself, not the tunnel:\n{script}"
+    );
+}
+
+#[test]
+fn one_run_draws_on_slurm_grid_engine_and_ssh_pilots_at_once() {
+    let slurm = SlurmCluster::start(1, 2);
+    let sge = SgeCell::start(2);
+    let ssh = SshServer::start();
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let example =
+        std::fs::read_to_string(examples_dir().join("resources/three-infrastructures.toml"))
+            .expect("the example");
+    let text = example
+        .replace("127.0.0.1:2222", &format!("127.0.0.1:{}", ssh.port()))
+        .replace(
+            "\"remote-sandbox\"",
+            &format!("\"{}\"", scratch.path().join("remote").display()),
+        );
+    let workload = scratch.write("w.toml", &text);
+    let services = Services {
+        slurm: Some(&slurm),
+        sge: Some(&sge),
+        ssh: Some(&ssh),
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    let per = done_per_pilot(&report);
+    assert_eq!(pilots(&report).len(), 3);
+    assert_eq!(per.len(), 3, "units ran on every pilot: {per:?}");
+}
+
+#[test]
+fn a_partition_slurm_refuses_fails_the_pilot_with_slurms_words() {
+    let slurm = SlurmCluster::start(1, 2);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"slurm://\"\nqueue = \"nosuch\"\n\n{}",
+            where_units(2, 1)
+        ),
+    );
+    let services = Services {
+        slurm: Some(&slurm),
+        ..Default::default()
+    };
+    let out = run_with(&redis, &services, &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    let pilot = &pilots(&report)[0];
+    assert_eq!(pilot["state"], "failed", "{pilot}");
+    let detail = pilot["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("bootstrap failed at `submit`") && detail.contains("nosuch"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn an_agent_that_never_reaches_the_store_fails_its_pilot_naming_the_step() {
+    let slurm = SlurmCluster::start(1, 2);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    // An "agent" that starts and hangs without a word.
+    let fake = scratch.write("hang.sh", "#!/bin/sh\nsleep 600\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"slurm://\"\n\n{}",
+            where_units(1, 1)
+        ),
+    );
+    let services = Services {
+        slurm: Some(&slurm),
+        ..Default::default()
+    };
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", redis.password())
+        .env("PSTAR_AGENT_BIN", &fake)
+        .envs(services.env())
+        .args(["run", s(&workload), "--coordination", &redis.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(["--poll-interval", "500ms", "--agent-start-timeout", "3s"]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    let pilot = &pilots(&report)[0];
+    let detail = pilot["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("bootstrap failed at `agent start`"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("agent starting on"),
+        "the job's output is quoted: {detail}"
+    );
+    // The hanging job was canceled.
+    let job = pilot["job"].as_str().expect("job id").to_owned();
+    wait_until(
+        Duration::from_secs(30),
+        "the job to leave the queue",
+        || {
+            let out = slurm
+                .command("squeue")
+                .args(["-h", "-j", &job, "-o", "%T"])
+                .output()
+                .expect("squeue");
+            String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        },
+    );
+}
+
+#[test]
+fn an_unreachable_ssh_host_fails_its_pilot_at_connect() {
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let closed = pstar_testbed::free_port();
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{closed}\"\n\n{}",
+            where_units(1, 1)
+        ),
+    );
+    let out = run_with(&redis, &Services::default(), &scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    let detail = pilots(&report)[0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(detail.contains("bootstrap failed at `connect`"), "{detail}");
+}
+
+#[test]
+fn a_slurm_job_whose_agent_dies_fails_its_pilot_and_its_units_run_elsewhere() {
+    let slurm = SlurmCluster::start(1, 2);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        "[[pilot]]\nname = \"batch\"\nresource = \"slurm://\"\ncores = 2\n\n\
+         [[pilot]]\nname = \"here\"\nresource = \"local://\"\ncores = 1\n\n\
+         [[unit]]\nname = \"u{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"1\"]\ncount = 12\n",
+    );
+    let services = Services {
+        slurm: Some(&slurm),
+        ..Default::default()
+    };
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", redis.password())
+        .envs(services.env())
+        .args(["run", s(&workload), "--coordination", &redis.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(["--poll-interval", "500ms"]);
+    let running = Running::start(cmd);
+    // Once the pilot job runs, kill its agent: it reports nothing more, the job script
+    // ends with the agent's status, and only Slurm can tell that the pilot is gone.
+    let mut job = String::new();
+    wait_until(Duration::from_secs(60), "the pilot job to run", || {
+        let out = slurm
+            .command("squeue")
+            .args(["-h", "-t", "R", "-o", "%i"])
+            .output()
+            .expect("squeue");
+        job = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        !job.is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let url = redis.url();
+    let agents: Vec<u32> = processes_with_arg(&url)
+        .into_iter()
+        .filter(|p| processes_with_arg("agent").contains(p))
+        .filter(|p| processes_with_arg("pilot.0000").contains(p))
+        .collect();
+    assert_eq!(agents.len(), 1, "one agent process: {agents:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &agents[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = running.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "every unit still done: {out}");
+    let report = scratch.read_report();
+    done_per_pilot(&report);
+    let batch = pilots(&report)
+        .iter()
+        .find(|p| p["name"] == "batch")
+        .expect("the batch pilot");
+    assert_eq!(batch["state"], "failed", "{batch}");
+    let detail = batch["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("Slurm job {job} ended")),
+        "{detail}"
+    );
+}
+
+#[test]
+fn pilot_script_shows_the_job_without_submitting() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        "[[pilot]]\nresource = \"slurm://\"\ncores = 8\nnodes = 2\nwalltime = \"1h 30m\"\n\
+         queue = \"debug\"\nproject = \"abc\"\nscheduler_options = [\"--constraint=haswell\"]\n\n\
+         [[pilot]]\nresource = \"sge://?pe=mpi\"\ncores = 4\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\n",
+    );
+    let out = run_in(scratch.path(), &["pilot", "script", s(&workload)]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    for line in [
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --time=01:30:00",
+        "#SBATCH --partition=debug",
+        "#SBATCH --account=abc",
+        "#SBATCH --constraint=haswell",
+        "#$ -pe mpi 4",
+        "#$ -l h_rt=01:00:00",
+        " agent --coordination 'redis://STORE-HOST:6379' --session SESSION --pilot pilot.0000",
+    ] {
+        assert!(
+            out.stdout.contains(line),
+            "missing `{line}` in\n{}",
+            out.stdout
+        );
+    }
+}
