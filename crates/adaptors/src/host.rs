@@ -137,7 +137,11 @@ impl Host {
 
     /// Runs `command` and returns its standard output; a failure is an error naming the
     /// command and what it said.
-    pub async fn check(&self, command: &Command, timeout: Duration) -> Result<String, AdaptorError> {
+    pub async fn check(
+        &self,
+        command: &Command,
+        timeout: Duration,
+    ) -> Result<String, AdaptorError> {
         let out = self.run(command, timeout).await?;
         if out.success() {
             Ok(out.stdout)
@@ -198,7 +202,11 @@ impl Host {
     pub async fn tail(&self, path: &Path, bytes: u64) -> Option<String> {
         let command = Command::new(
             "tail",
-            ["-c".to_owned(), bytes.to_string(), path.display().to_string()],
+            [
+                "-c".to_owned(),
+                bytes.to_string(),
+                path.display().to_string(),
+            ],
         );
         let out = self.run(&command, Duration::from_secs(20)).await.ok()?;
         out.success().then_some(out.stdout)

@@ -254,14 +254,15 @@ pub fn agent_program() -> Result<std::path::PathBuf, AdaptorError> {
 pub fn available(config: AdaptorConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
     use batch::{BatchAdaptor, BatchSystem};
     let ssh = Arc::new(ssh::SshHosts::default());
-    let batch = |scheme, system: Arc<dyn BatchSystem>, over_ssh: bool| -> Arc<dyn ResourceAdaptor> {
-        Arc::new(BatchAdaptor::new(
-            scheme,
-            system,
-            over_ssh.then(|| ssh.clone()),
-            config.clone(),
-        ))
-    };
+    let batch =
+        |scheme, system: Arc<dyn BatchSystem>, over_ssh: bool| -> Arc<dyn ResourceAdaptor> {
+            Arc::new(BatchAdaptor::new(
+                scheme,
+                system,
+                over_ssh.then(|| ssh.clone()),
+                config.clone(),
+            ))
+        };
     vec![
         Arc::new(local::Local::with_agent_config(config.agent.clone())),
         batch(Scheme::Ssh, Arc::new(ssh::Fork), true),
@@ -269,10 +270,10 @@ pub fn available(config: AdaptorConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
         batch(Scheme::SlurmSsh, Arc::new(slurm::Slurm), true),
         batch(Scheme::Sge, Arc::new(sge::GridEngine), false),
         batch(Scheme::SgeSsh, Arc::new(sge::GridEngine), true),
-        // PENDING-HELPER batch(Scheme::Pbs, Arc::new(pbs::Pbs::default()), false),
-        // PENDING-HELPER batch(Scheme::PbsSsh, Arc::new(pbs::Pbs::default()), true),
-        // PENDING-HELPER batch(Scheme::Lsf, Arc::new(lsf::Lsf), false),
-        // PENDING-HELPER batch(Scheme::Condor, Arc::new(condor::Condor), false),
+        batch(Scheme::Pbs, Arc::new(pbs::Pbs::default()), false),
+        batch(Scheme::PbsSsh, Arc::new(pbs::Pbs::default()), true),
+        batch(Scheme::Lsf, Arc::new(lsf::Lsf), false),
+        batch(Scheme::Condor, Arc::new(condor::Condor), false),
     ]
 }
 

@@ -26,7 +26,10 @@ pub struct Secrets {
 impl Secrets {
     /// What `coordination` hands its agents, as files under `sandbox`.
     pub(crate) fn of(coordination: &Arc<dyn Coordination>, sandbox: &Path) -> Self {
-        let mut secrets = Self { password: None, ca: None };
+        let mut secrets = Self {
+            password: None,
+            ca: None,
+        };
         for (name, value) in coordination.agent_environment() {
             if name == PASSWORD_ENV {
                 secrets.password = Some((sandbox.join("coordination.secret"), value));
@@ -78,7 +81,10 @@ impl Bootstrap<'_> {
     pub fn body(&self) -> String {
         let q = |p: &Path| quote(&p.display().to_string());
         let mut lines = vec![
-            format!("# pstar pilot {} of session {}: starts its agent.", self.pilot, self.session),
+            format!(
+                "# pstar pilot {} of session {}: starts its agent.",
+                self.pilot, self.session
+            ),
             format!("cd {} || exit 1", q(self.sandbox)),
         ];
         if let Some((path, _)) = &self.secrets.password {
@@ -105,7 +111,10 @@ impl Bootstrap<'_> {
         command.extend(self.agent_args.iter().map(|a| quote(a)));
         lines.push(command.join(" "));
         lines.push("status=$?".into());
-        lines.push(format!("echo \"$status\" > {}", q(&self.sandbox.join("pilot.exit"))));
+        lines.push(format!(
+            "echo \"$status\" > {}",
+            q(&self.sandbox.join("pilot.exit"))
+        ));
         lines.push(r#"exit "$status""#.into());
         lines.join("\n") + "\n"
     }

@@ -157,7 +157,13 @@ impl BatchAdaptor {
     fn job_name(session: &str, record: &PilotRecord) -> String {
         let clean: String = session
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("pstar.{clean}.{}", record.id)
     }
@@ -286,7 +292,11 @@ impl BatchAdaptor {
         };
         let record = &job.record;
         let host = self.host(&record.description).await?;
-        let root = record.sandbox.parent().and_then(Path::parent).unwrap_or(&record.sandbox);
+        let root = record
+            .sandbox
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(&record.sandbox);
         let agent = self.agent_on(&host, root).await?;
         let url = self.store_url(&host, &url, &record.description).await?;
         let t = &self.config.timeouts;
@@ -299,9 +309,14 @@ impl BatchAdaptor {
         }
         let files = self.render(record, job.coordination.session(), &url, &agent, &secrets)?;
         for file in &files {
-            host.write_file(&record.sandbox.join(&file.name), file.content.as_bytes(), 0o700, t.submit)
-                .await
-                .map_err(|e| AdaptorError::bootstrap("submit", e))?;
+            host.write_file(
+                &record.sandbox.join(&file.name),
+                file.content.as_bytes(),
+                0o700,
+                t.submit,
+            )
+            .await
+            .map_err(|e| AdaptorError::bootstrap("submit", e))?;
         }
         let Some(first) = files.first() else {
             return Err(AdaptorError::Unsupported("no job script".into()));
@@ -314,7 +329,11 @@ impl BatchAdaptor {
         if !out.success() {
             return Err(AdaptorError::bootstrap(
                 "submit",
-                format!("{} refused the pilot job: {}", self.system.name(), out.failure()),
+                format!(
+                    "{} refused the pilot job: {}",
+                    self.system.name(),
+                    out.failure()
+                ),
             ));
         }
         let id = self
@@ -335,7 +354,12 @@ impl BatchAdaptor {
         Ok(JobId(id))
     }
 
-    async fn query(&self, host: &Host, job: &str, sandbox: &Path) -> Result<Option<JobState>, AdaptorError> {
+    async fn query(
+        &self,
+        host: &Host,
+        job: &str,
+        sandbox: &Path,
+    ) -> Result<Option<JobState>, AdaptorError> {
         query(&*self.system, host, job, sandbox).await
     }
 }
@@ -425,7 +449,10 @@ async fn watch(w: Watch) {
                         w.url
                     );
                     fail(&w.coordination, pilot, detail).await;
-                    let _ = w.host.run(&w.system.cancel(&w.job), Duration::from_secs(30)).await;
+                    let _ = w
+                        .host
+                        .run(&w.system.cancel(&w.job), Duration::from_secs(30))
+                        .await;
                     return;
                 }
             }
@@ -453,7 +480,17 @@ async fn job_output(host: &Host, sandbox: &Path) -> String {
         if let Some(text) = host.tail(&sandbox.join(file), OUTPUT_TAIL).await {
             let text = text.trim();
             if !text.is_empty() {
-                parts.push(format!("{file}: {}", text.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ")));
+                parts.push(format!(
+                    "{file}: {}",
+                    text.lines()
+                        .rev()
+                        .take(6)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ));
             }
         }
     }
@@ -530,7 +567,9 @@ impl ResourceAdaptor for BatchAdaptor {
     async fn cancel(&self, pilot: &PilotRecord) -> Result<(), AdaptorError> {
         let job = crate::job_of(pilot)?;
         let host = self.host(&pilot.description).await?;
-        let out = host.run(&self.system.cancel(&job.0), Duration::from_secs(60)).await?;
+        let out = host
+            .run(&self.system.cancel(&job.0), Duration::from_secs(60))
+            .await?;
         if out.success() {
             return Ok(());
         }
@@ -556,13 +595,23 @@ impl ResourceAdaptor for BatchAdaptor {
         Ok(text)
     }
 
-    fn script(&self, record: &PilotRecord, session: &str, url: &str) -> Result<Vec<JobFile>, AdaptorError> {
+    fn script(
+        &self,
+        record: &PilotRecord,
+        session: &str,
+        url: &str,
+    ) -> Result<Vec<JobFile>, AdaptorError> {
         let local = crate::agent_program().unwrap_or_else(|_| PathBuf::from("pstar"));
         let agent = match &self.ssh {
             None => local,
             Some(_) => {
-                let root = record.sandbox.parent().and_then(Path::parent).unwrap_or(&record.sandbox);
-                root.join("bin").join(agent_binary_name(&local).unwrap_or_else(|_| "pstar".into()))
+                let root = record
+                    .sandbox
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(&record.sandbox);
+                root.join("bin")
+                    .join(agent_binary_name(&local).unwrap_or_else(|_| "pstar".into()))
             }
         };
         let secrets = bootstrap::Secrets::describe(&record.sandbox, url);

@@ -91,7 +91,9 @@ impl BatchSystem for GridEngine {
                 }
                 let state = out.stdout.lines().find_map(|line| {
                     let mut fields = line.split_whitespace();
-                    (fields.next() == Some(job)).then(|| fields.nth(3)).flatten()
+                    (fields.next() == Some(job))
+                        .then(|| fields.nth(3))
+                        .flatten()
                 })?;
                 Some(if state.contains('E') {
                     JobState::Finished {
@@ -100,8 +102,12 @@ impl BatchSystem for GridEngine {
                             "job {job} is in error state `{state}` (see `qstat -j {job}`)"
                         )),
                     }
-                } else if state.contains('r') || state.contains('t') || state.contains('d')
-                    || state.contains('s') || state.contains('S') || state.contains('T')
+                } else if state.contains('r')
+                    || state.contains('t')
+                    || state.contains('d')
+                    || state.contains('s')
+                    || state.contains('S')
+                    || state.contains('T')
                 {
                     JobState::Running
                 } else {
@@ -123,9 +129,8 @@ impl BatchSystem for GridEngine {
                 let ok = failed.split_whitespace().next() == Some("0") && exit == "0";
                 Some(JobState::Finished {
                     ok,
-                    detail: (!ok).then(|| {
-                        format!("job {job} failed `{failed}`, exit status {exit}")
-                    }),
+                    detail: (!ok)
+                        .then(|| format!("job {job} failed `{failed}`, exit status {exit}")),
                 })
             }
         }

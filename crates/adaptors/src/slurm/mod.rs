@@ -50,7 +50,10 @@ impl BatchSystem for Slurm {
     }
 
     fn submit(&self, script: &Path) -> Command {
-        Command::new("sbatch", ["--parsable".to_owned(), script.display().to_string()])
+        Command::new(
+            "sbatch",
+            ["--parsable".to_owned(), script.display().to_string()],
+        )
     }
 
     fn parse_submit(&self, out: &Output) -> Result<String, AdaptorError> {
@@ -63,10 +66,7 @@ impl BatchSystem for Slurm {
             .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit() || c == '_'))
             .map(str::to_owned)
             .ok_or_else(|| {
-                AdaptorError::Resource(format!(
-                    "sbatch printed no job id: {}",
-                    out.stdout.trim()
-                ))
+                AdaptorError::Resource(format!("sbatch printed no job id: {}", out.stdout.trim()))
             })
     }
 
@@ -129,9 +129,8 @@ fn map_state(job: &str, state: &str, reason: Option<&str>, exit: Option<&str>) -
         text
     };
     match state {
-        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => {
-            JobState::Queued
-        }
+        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+        | "RESV_DEL_HOLD" => JobState::Queued,
         "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED" | "SIGNALING" | "STAGE_OUT"
         | "RESIZING" => JobState::Running,
         "COMPLETED" if exit.is_none_or(|e| e == "0:0") => JobState::Finished {

@@ -114,7 +114,11 @@ impl SshHost {
 
     /// A port on the host's loopback that leads to `store_host:store_port` as this
     /// machine reaches it (a remote forward over this connection), opened once per store.
-    pub(crate) async fn tunnel(&self, store_host: &str, store_port: u16) -> Result<u16, AdaptorError> {
+    pub(crate) async fn tunnel(
+        &self,
+        store_host: &str,
+        store_port: u16,
+    ) -> Result<u16, AdaptorError> {
         let mut tunnels = self.tunnels.lock().await;
         let key = (store_host.to_owned(), store_port);
         if let Some(port) = tunnels.get(&key) {
@@ -175,7 +179,10 @@ impl SshHosts {
         timeout: Duration,
     ) -> Result<Arc<SshHost>, AdaptorError> {
         let host = url.host().ok_or_else(|| {
-            AdaptorError::Unsupported(format!("`{url}` names no host (expected e.g. `{}://user@host`)", url.scheme()))
+            AdaptorError::Unsupported(format!(
+                "`{url}` names no host (expected e.g. `{}://user@host`)",
+                url.scheme()
+            ))
         })?;
         let destination = match (url.user(), url.port()) {
             (Some(u), Some(p)) => format!("{u}@{host}:{p}"),
@@ -215,7 +222,12 @@ impl SshHosts {
                     humantime::format_duration(timeout)
                 ))
             })?
-            .map_err(|e| AdaptorError::Resource(format!("cannot connect to {destination}: {}", ssh_reason(&e))))?;
+            .map_err(|e| {
+                AdaptorError::Resource(format!(
+                    "cannot connect to {destination}: {}",
+                    ssh_reason(&e)
+                ))
+            })?;
         let connected = Arc::new(SshHost {
             destination: destination.clone(),
             session,

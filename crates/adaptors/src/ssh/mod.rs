@@ -60,7 +60,10 @@ impl BatchSystem for Fork {
     fn queries(&self, job: &str, sandbox: &Path) -> Vec<Command> {
         vec![Command::sh(
             r#"if kill -0 "$1" 2>/dev/null; then echo running; elif test -f "$2"; then echo "exit $(cat "$2")"; else echo gone; fi"#,
-            [job.to_owned(), sandbox.join("pilot.exit").display().to_string()],
+            [
+                job.to_owned(),
+                sandbox.join("pilot.exit").display().to_string(),
+            ],
         )]
     }
 
@@ -71,10 +74,15 @@ impl BatchSystem for Fork {
         }
         Some(match answer {
             "running" => JobState::Running,
-            "exit 0" => JobState::Finished { ok: true, detail: None },
+            "exit 0" => JobState::Finished {
+                ok: true,
+                detail: None,
+            },
             "gone" => JobState::Finished {
                 ok: false,
-                detail: Some(format!("process {job} is gone without an exit status (killed?)")),
+                detail: Some(format!(
+                    "process {job} is gone without an exit status (killed?)"
+                )),
             },
             other => JobState::Finished {
                 ok: false,
@@ -88,6 +96,9 @@ impl BatchSystem for Fork {
 
     fn cancel(&self, job: &str) -> Command {
         // The pilot script leads its own process group; the agent in it returns its units.
-        Command::sh(r#"kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1""#, [job])
+        Command::sh(
+            r#"kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1""#,
+            [job],
+        )
     }
 }
