@@ -102,16 +102,12 @@ impl BatchSystem for GridEngine {
                             "job {job} is in error state `{state}` (see `qstat -j {job}`)"
                         )),
                     }
-                } else if state.contains('r')
-                    || state.contains('t')
-                    || state.contains('d')
-                    || state.contains('s')
-                    || state.contains('S')
-                    || state.contains('T')
-                {
-                    JobState::Running
-                } else {
+                } else if state.contains('q') {
+                    // qw, hqw, hRwq, dqw: still waiting (a pending delete included).
                     JobState::Queued
+                } else {
+                    // r, t, Rr, dr, s, S, T...: holding its slots.
+                    JobState::Running
                 })
             }
             _ => {
@@ -125,8 +121,14 @@ impl BatchSystem for GridEngine {
                     })
                 };
                 let failed = field("failed")?;
-                let exit = field("exit_status").unwrap_or_default();
+                // qacct pads columns: `137                  (Killed)`.
+                let exit = field("exit_status")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 let ok = failed.split_whitespace().next() == Some("0") && exit == "0";
+                let failed = failed.split_whitespace().collect::<Vec<_>>().join(" ");
                 Some(JobState::Finished {
                     ok,
                     detail: (!ok)
