@@ -29,6 +29,13 @@ REQUIRED_PACKAGES=(
     redis-tools    # redis-cli, used by tests to look inside a session
     openssl        # certificates for the rediss:// (TLS) test
     iproute2       # ip netns: an agent on another "host" whose link a test cuts
+    openssh-server # sshd: a key-only sshd on loopback for ssh:// pilots (scripts/testbed/sshd-up.sh)
+    openssh-client # ssh, sftp, ssh-keygen: the client side of those tests
+    slurm-wlm      # slurmctld, slurmd and the Slurm clients: a fake multi-node Slurm cluster on loopback
+    munge          # munged: Slurm's authentication daemon (each test cluster runs its own)
+    gridengine-master  # sge_qmaster and the spooling tools: a Grid Engine cell of a test's own
+    gridengine-exec    # sge_execd: that cell's execution host
+    gridengine-client  # qsub, qstat, qdel, qconf, qacct
 )
 
 ensure_packages() {
@@ -53,6 +60,18 @@ ensure_packages() {
     fi
     step "packages: installing ${missing[*]}"
     "${sudo[@]}" apt-get update
+    # The gridengine packages ask (debconf) whether to configure a cell and which host is
+    # its master; answer before installing so apt-get does not stop to ask. The tests never
+    # use that default cell (scripts/testbed/sge-up.sh makes a cell of its own per test).
+    if [[ " ${missing[*]} " == *" gridengine-"* ]]; then
+        local host gepkg
+        host=$(hostname)
+        for gepkg in gridengine-common gridengine-master gridengine-exec gridengine-client; do
+            printf '%s shared/gridengineconfig boolean true\n' "$gepkg"
+            printf '%s shared/gridenginecell string default\n' "$gepkg"
+            printf '%s shared/gridenginemaster string %s\n' "$gepkg" "$host"
+        done | "${sudo[@]}" debconf-set-selections
+    fi
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 }
 

@@ -92,7 +92,10 @@ impl PilotComputeService {
             .await
         {
             Ok(root) => (root, None),
-            Err(e) => (pstar_adaptors::local_root(&description, session.sandbox_root()), Some(e)),
+            Err(e) => (
+                pstar_adaptors::local_root(&description, session.sandbox_root()),
+                Some(e),
+            ),
         };
         let record = PilotRecord {
             id,
@@ -128,7 +131,9 @@ impl PilotComputeService {
 
         if let Some(e) = unreachable {
             tracing::warn!(pilot = %id, error = %e, "pilot resource unreachable");
-            pilot.publish(PilotState::Failed, Some(e.to_string())).await?;
+            pilot
+                .publish(PilotState::Failed, Some(e.to_string()))
+                .await?;
             return Ok(pilot);
         }
         // Pending from the moment it is handed over: the agent may report Running at once.

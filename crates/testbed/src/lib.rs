@@ -3,6 +3,22 @@
 //! Nothing here is a fake: [`RedisServer`] runs Debian's `redis-server` (which
 //! `scripts/test.sh` installs) on a free port of 127.0.0.1, with a password and
 //! append-only persistence, in a temporary directory that goes away with it.
+//!
+//! Batch systems and remote hosts, each started by a script of `scripts/testbed/` (also
+//! usable by hand) on free loopback ports, in a temporary directory of its own, so that
+//! several run side by side (tests in parallel processes):
+//! - [`SlurmCluster`]: Slurm 22.05 with its own munged, a slurmctld and one slurmd per fake
+//!   node, all on this host;
+//! - [`SgeCell`]: a Grid Engine 8.1.9 cell with its own sge_qmaster and sge_execd;
+//! - [`SshServer`]: a key-only sshd for `root@127.0.0.1`.
+
+mod sge;
+mod slurm;
+mod sshd;
+
+pub use sge::SgeCell;
+pub use slurm::SlurmCluster;
+pub use sshd::SshServer;
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -256,6 +272,36 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// `scripts/testbed/` of this checkout: the start and stop scripts of the services.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbed")
+}
+
+/// Runs `bash scripts/testbed/SCRIPT ARGS..`; on failure, the script's own error (it prints
+/// the failing daemon's log) as `Err`.
+fn run_script(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<(), String> {
+    let path = scripts_dir().join(script);
+    let mut command = Command::new("bash");
+    command.arg(&path);
+    for arg in args {
+        command.arg(arg);
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", path.display()));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{script} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 fn redis_server() -> PathBuf {
