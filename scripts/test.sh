@@ -100,9 +100,9 @@ fi
 # The examples: every workload file in examples/ must pass `pstar check`.
 # (The CLI integration tests also run each of them to the end.)
 # ---------------------------------------------------------------------------------------
-step "examples: pstar check examples/*.toml"
+step "examples: pstar check examples/*.toml examples/resources/*.toml"
 shopt -s nullglob
-examples=(examples/*.toml)
+examples=(examples/*.toml examples/resources/*.toml)
 if [ "${#examples[@]}" -eq 0 ]; then
     echo "test.sh: no workload files in examples/" >&2
     exit 1
