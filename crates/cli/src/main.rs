@@ -171,6 +171,16 @@ enum PilotCommand {
         #[arg(long, value_name = "DIR", default_value = "pstar.sandbox")]
         sandbox: PathBuf,
     },
+    /// Print what a pilot's resource kept of its job: the job's output and the agent's
+    /// log (fetched over SSH for remote pilots).
+    Logs {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        session: String,
+        /// The pilot (`pilot.0001`).
+        pilot: PilotId,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +352,24 @@ fn main() -> ExitCode {
                 Ok(out)
             }),
         },
+        Command::Pilot {
+            command:
+                PilotCommand::Logs {
+                    store,
+                    session,
+                    pilot,
+                },
+        } => with_store(store, &session, |store| async move {
+            use pstar::Coordination;
+            let record = store.pilot(pilot).await.map_err(|e| e.to_string())?;
+            let scheme = record.description.resource.scheme();
+            let adaptors = pstar_adaptors::available(Default::default());
+            let adaptor = adaptors
+                .iter()
+                .find(|a| a.scheme() == scheme)
+                .ok_or_else(|| format!("no adaptor for `{scheme}://`"))?;
+            adaptor.logs(&record).await.map_err(|e| e.to_string())
+        }),
         Command::Pilot {
             command:
                 PilotCommand::Script {

@@ -25,6 +25,16 @@ pub enum Error {
         /// The schemes this build serves, as `local://, ...`.
         supported: String,
     },
+    /// A pilot whose agent runs elsewhere, with a store only this process can reach.
+    #[error(
+        "`{scheme}://` pilots need a coordination store their agents can reach: run with \
+         `--coordination redis://HOST:PORT` (or `[session] coordination`, or \
+         `SessionBuilder::coordination`)"
+    )]
+    NeedsNetworkedStore {
+        /// The scheme asked for.
+        scheme: Scheme,
+    },
     /// The coordination store failed.
     #[error(transparent)]
     Coordination(#[from] CoordinationError),

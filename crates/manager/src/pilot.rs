@@ -83,6 +83,10 @@ impl PilotComputeService {
                 source,
             })?;
         let adaptor = session.adaptor(description.resource.scheme())?;
+        let scheme = description.resource.scheme();
+        if scheme != pstar_model::Scheme::Local && session.coordination().url().is_none() {
+            return Err(Error::NeedsNetworkedStore { scheme });
+        }
 
         let coordination = session.coordination().clone();
         let id = coordination.reserve_pilot_id().await?;

@@ -502,7 +502,10 @@ async fn unsupported_resources_and_impossible_descriptions_are_refused() {
         ..pilot(1)
     };
     let err = f.pcs.create_pilot(slurm).await.unwrap_err().to_string();
-    assert!(err.contains("`slurm` is not supported"), "{err}");
+    assert!(
+        err.contains("`slurm://` pilots need a coordination store their agents can reach"),
+        "{err}"
+    );
     let err = f.pcs.create_pilot(pilot(0)).await.unwrap_err().to_string();
     assert!(err.contains("`cores` must be at least 1"), "{err}");
     let err = f

@@ -14,7 +14,9 @@ use crate::{free_port, run_script};
 /// `IdentitiesOnly yes`, so `ssh -F CONFIG -p PORT root@127.0.0.1 CMD` needs nothing else
 /// ([`ssh`](Self::ssh) builds it). Each fresh `ssh` costs ~0.3 s (key exchange).
 ///
-/// Dropping it stops the server (`scripts/testbed/sshd-down.sh`) and removes the directory.
+/// Dropping it stops the server, its connections and every process started through it, as
+/// if the host went away (`scripts/testbed/sshd-down.sh`: such processes carry
+/// `PSTAR_TESTBED_SSHD=DIR` in their environment), then removes the directory.
 pub struct SshServer {
     dir: tempfile::TempDir,
     port: u16,

@@ -90,6 +90,10 @@ fn slurm_cluster_runs_a_job_on_two_nodes() {
             &[
                 "-N",
                 "2",
+                // stderr apart: under load the second step may wait a moment for the
+                // first one's cleanup ("srun: Job 1 step creation temporarily disabled").
+                "-e",
+                "slurm-%j.err",
                 "--wrap",
                 "srun hostname; srun printenv SLURMD_NODENAME",
             ],
@@ -101,7 +105,7 @@ fn slurm_cluster_runs_a_job_on_two_nodes() {
         .expect("the job's output file");
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
-    let host = run(&mut Command::new("hostname").arg("-s"));
+    let host = run(Command::new("hostname").arg("-s"));
     let host = host.trim();
     // `srun hostname` runs once per node; the fake nodes all are this host.
     assert_eq!(lines, ["n1", "n2", host, host], "job output:\n{out}");
@@ -371,11 +375,32 @@ fn sshd_lets_the_client_key_in() {
         "another key must be refused"
     );
 
+    // A remote command still running when the server goes away ends with it.
+    let mut remote = server
+        .ssh()
+        .arg("sleep 300")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh");
+    let marker = format!("PSTAR_TESTBED_SSHD={}", server.dir().display());
+    wait_until("the remote sleep running", || {
+        !processes_with_env(&marker).is_empty()
+    });
+
     let port = server.port();
-    timed("SshServer drop", || drop(server));
+    timed("SshServer drop (one session open)", || drop(server));
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "sshd still listens after drop"
+    );
+    assert!(
+        processes_with_env(&marker).is_empty(),
+        "processes started through sshd left after drop"
+    );
+    assert_eq!(
+        remote.wait().unwrap().code(),
+        Some(255),
+        "ssh must lose its connection"
     );
 }
 
