@@ -25,15 +25,15 @@ step() {
 # when something is actually missing, so a machine that has everything stays offline.
 # ---------------------------------------------------------------------------------------
 REQUIRED_PACKAGES=(
-    redis-server   # the Redis coordination backend (tests start their own, on loopback)
-    redis-tools    # redis-cli, used by tests to look inside a session
-    openssl        # certificates for the rediss:// (TLS) test
-    iproute2       # ip netns: an agent on another "host" whose link a test cuts
-    openssh-server # sshd: a key-only sshd on loopback for ssh:// pilots (scripts/testbed/sshd-up.sh)
-    openssh-client # ssh, sftp, ssh-keygen: the client side of those tests
-    slurm-wlm      # slurmctld, slurmd and the Slurm clients: a fake multi-node Slurm cluster on loopback
-    munge          # munged: Slurm's authentication daemon (each test cluster runs its own)
-    gridengine-master  # sge_qmaster and the spooling tools: a Grid Engine cell of a test's own
+    redis-server       # the Redis coordination backend (tests start their own, on loopback)
+    redis-tools        # redis-cli, used by tests to look inside a session
+    openssl            # certificates for the rediss:// (TLS) test
+    iproute2           # ip netns: an agent on another "host" whose link a test cuts
+    openssh-server     # sshd: a key-only sshd on loopback for ssh:// pilots (SshServer)
+    openssh-client     # ssh, sftp, ssh-keygen: the client side of those tests
+    slurm-wlm          # slurmctld, slurmd, sbatch & co: a fake multi-node cluster (SlurmCluster)
+    munge              # munged: Slurm's authentication daemon (each test cluster runs its own)
+    gridengine-master  # sge_qmaster and spool tools: a Grid Engine cell per test (SgeCell)
     gridengine-exec    # sge_execd: that cell's execution host
     gridengine-client  # qsub, qstat, qdel, qconf, qacct
 )

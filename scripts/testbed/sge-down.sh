@@ -33,6 +33,7 @@ if [ -n "$QPID" ] && [ -f "$D/env.sh" ]; then
     # Delete every job (forced: no waiting for the execd's answer), give the shepherds a
     # moment (up to 2 s) to end them.
     (
+        # shellcheck source=/dev/null
         . "$D/env.sh"
         PATH=/usr/lib/gridengine:$PATH
         if [ -n "$(timeout 5 qstat -u '*' 2>/dev/null)" ]; then

@@ -64,6 +64,12 @@ running() {
     [[ "$stat" != Z* ]]
 }
 
+# Does something listen on 127.0.0.1:$1 already? (A daemon of the cell whose port is taken
+# does not say so quickly: it retries for a long while.)
+port_taken() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 cat >"$D/env.sh" <<EOF
 # The environment of Grid Engine clients for the cell in $D (source it).
 export SGE_ROOT=$R SGE_CELL=$C SGE_QMASTER_PORT=$QPORT SGE_EXECD_PORT=$EPORT
@@ -109,12 +115,16 @@ fi
 QPID=$D/spool/qmaster/qmaster.pid
 if ! running "$QPID"; then
     rm -f "$QPID"
+    ! port_taken "$QPORT" || die "port $QPORT (for sge_qmaster) is taken"
     sge_qmaster >"$D/qmaster.out" 2>&1 ||
         { log_tails "$D/qmaster.out" "$D/spool/qmaster/messages"; die "sge_qmaster did not start"; }
 fi
 up=0
-for ((i = 0; i < 150; i++)); do
-    if qconf -sh >/dev/null 2>&1; then
+deadline=$((SECONDS + 15))
+while [ "$SECONDS" -lt "$deadline" ]; do
+    # (It dies at once if its port is taken, after writing its PID file.)
+    [ -s "$QPID" ] && ! running "$QPID" && break
+    if timeout 5 qconf -sh >/dev/null 2>&1; then
         up=1
         break
     fi
@@ -122,6 +132,7 @@ for ((i = 0; i < 150; i++)); do
 done
 [ "$up" = 1 ] || {
     log_tails "$D/qmaster.out" "$D/spool/qmaster/messages"
+    [ -s "$QPID" ] && ! running "$QPID" && die "sge_qmaster died (port $QPORT taken?)"
     die "sge_qmaster does not answer on port $QPORT after 15 s"
 }
 
@@ -129,13 +140,14 @@ done
 # (qconf says what it did on stderr: keep it, show it only when something fails.)
 qconf -ss 2>/dev/null | grep -qxF "$H" || qconf -as "$H" >"$D/qconf.out" 2>&1 ||
     { log_tails "$D/qconf.out"; die "qconf -as $H failed"; }
-qconf -ssconf |
-    sed -e 's/^schedule_interval .*/schedule_interval                 0:0:1/' \
-        -e 's/^flush_submit_sec .*/flush_submit_sec                  1/' \
-        -e 's/^flush_finish_sec .*/flush_finish_sec                  1/' \
-        -e 's/^job_load_adjustments .*/job_load_adjustments              NONE/' \
-        -e 's/^load_adjustment_decay_time .*/load_adjustment_decay_time        0:0:0/' \
-        >"$D/sched.conf"
+qconf -ssconf >"$D/sched.default" 2>"$D/qconf.out" ||
+    { log_tails "$D/qconf.out"; die "qconf -ssconf failed"; }
+sed -e 's/^schedule_interval .*/schedule_interval                 0:0:1/' \
+    -e 's/^flush_submit_sec .*/flush_submit_sec                  1/' \
+    -e 's/^flush_finish_sec .*/flush_finish_sec                  1/' \
+    -e 's/^job_load_adjustments .*/job_load_adjustments              NONE/' \
+    -e 's/^load_adjustment_decay_time .*/load_adjustment_decay_time        0:0:0/' \
+    "$D/sched.default" >"$D/sched.conf"
 qconf -Msconf "$D/sched.conf" >"$D/qconf.out" 2>&1 ||
     { log_tails "$D/qconf.out"; die "qconf -Msconf failed"; }
 if ! qconf -sp smp >/dev/null 2>&1; then
@@ -169,6 +181,7 @@ execd_running() {
 EXECD_STARTER=
 if ! execd_running; then
     rm -f "$D"/spool/execd/*/execd.pid
+    ! port_taken "$EPORT" || die "port $EPORT (for sge_execd) is taken"
     sge_execd >"$D/execd.out" 2>&1 &
     EXECD_STARTER=$!
 fi
@@ -239,13 +252,16 @@ fi
 # `qstat -f` lists all.q@HOST with a states column once something is wrong with it
 # (u = execd unknown): wait for a line without one.
 out=
-for ((i = 0; i < 200; i++)); do
-    out=$(qstat -f -q all.q 2>&1) || true
+deadline=$((SECONDS + 20))
+while [ "$SECONDS" -lt "$deadline" ]; do
+    out=$(timeout 5 qstat -f -q all.q 2>&1) || true
     if awk -v q="all.q@$H" '$1 == q && NF == 5 { ok = 1 } END { exit !ok }' <<<"$out"; then
         exit 0
     fi
     sleep 0.1
 done
 log_tails "$D/execd.out" "$D/spool/qmaster/messages" "$D"/spool/execd/*/messages
+execd_running || out="(sge_execd is not running: port $EPORT taken?)
+$out"
 die "queue instance all.q@$H not up after 20 s; qstat -f says:
 $out"

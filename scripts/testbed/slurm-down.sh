@@ -48,8 +48,12 @@ stop_daemons() {
 }
 
 if [ -f "$D/slurm.conf" ] && live_pid "$D/slurmctld.pid" >/dev/null; then
-    # Cancel every job; wait (up to 3 s) until none is running any more.
-    SLURM_CONF=$D/slurm.conf timeout 5 scancel -u root >/dev/null 2>&1
+    # Cancel every job (of any user); wait (up to 3 s) until none is running any more.
+    jobs=$(SLURM_CONF=$D/slurm.conf timeout 5 squeue -h -o %i 2>/dev/null)
+    if [ -n "$jobs" ]; then
+        # shellcheck disable=SC2086 # one argument per job id
+        SLURM_CONF=$D/slurm.conf timeout 5 scancel $jobs >/dev/null 2>&1
+    fi
     for ((i = 0; i < 30; i++)); do
         left=$(SLURM_CONF=$D/slurm.conf timeout 5 squeue -h -t running,completing,configuring -o %i 2>/dev/null) || break
         [ -z "$left" ] && break

@@ -59,6 +59,11 @@ running() {
     [[ "$stat" != Z* ]]
 }
 
+# Does something listen on 127.0.0.1:$1 already?
+port_taken() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # Waits up to $2 tenths of a second for 127.0.0.1:$1 to accept connections.
 wait_port() {
     local i
@@ -132,36 +137,51 @@ mv "$D/slurm.conf.new" "$D/slurm.conf"
 # --- slurmctld ------------------------------------------------------------------------
 if ! running "$D/slurmctld.pid"; then
     rm -f "$D/slurmctld.pid"
+    ! port_taken "$CTLD_PORT" || die "port $CTLD_PORT (for slurmctld) is taken"
     slurmctld -f "$D/slurm.conf" ||
         { log_tails "$D/log/slurmctld.log"; die "slurmctld did not start"; }
 fi
-if ! wait_port "$CTLD_PORT" 100; then
+# (It dies at once if its port is taken: "slurm_init_msg_engine_port error". Check that it
+# still runs once it, or someone else, listens there.)
+if ! wait_port "$CTLD_PORT" 100 || ! { sleep 0.05 && running "$D/slurmctld.pid"; }; then
     log_tails "$D/log/slurmctld.log"
-    die "slurmctld does not listen on 127.0.0.1:$CTLD_PORT after 10 s"
+    die "slurmctld does not listen on 127.0.0.1:$CTLD_PORT"
 fi
 
 # --- one slurmd per fake node ---------------------------------------------------------
 for ((i = 1; i <= NODES; i++)); do
     if ! running "$D/slurmd-n$i.pid"; then
         rm -f "$D/slurmd-n$i.pid"
+        ! port_taken "$((BASE + i - 1))" || die "port $((BASE + i - 1)) (for the slurmd of n$i) is taken"
         slurmd -f "$D/slurm.conf" -N "n$i" ||
             { log_tails "$D/log/slurmd-n$i.log"; die "slurmd for node n$i did not start"; }
     fi
 done
 
-# --- wait until every node is idle ----------------------------------------------------
+# --- wait (up to 30 s) until every node is idle ---------------------------------------
 states=
-for ((i = 0; i < 300; i++)); do
-    states=$(sinfo -h -N -o '%N %t' 2>&1) || true
+deadline=$((SECONDS + 30))
+while [ "$SECONDS" -lt "$deadline" ]; do
+    running "$D/slurmctld.pid" || break
+    # (A slurmd dies at once if its port is taken.)
+    for ((i = 1; i <= NODES; i++)); do
+        if { [ -s "$D/slurmd-n$i.pid" ] && ! running "$D/slurmd-n$i.pid"; } ||
+            grep -q 'Unable to bind listen port' "$D/log/slurmd-n$i.log" 2>/dev/null; then
+            log_tails "$D/log/slurmd-n$i.log"
+            die "slurmd for node n$i failed (port $((BASE + i - 1)) taken?)"
+        fi
+    done
+    states=$(timeout 5 sinfo -h -N -o '%N %t' 2>&1) || true
     if [ "$(grep -c ' idle$' <<<"$states")" -ge "$NODES" ]; then
         exit 0
     fi
     sleep 0.1
 done
+running "$D/slurmctld.pid" || states="(slurmctld is not running)"
 logs=("$D/log/slurmctld.log")
 for ((i = 1; i <= NODES; i++)); do
     logs+=("$D/log/slurmd-n$i.log")
 done
 log_tails "${logs[@]}"
-die "not all $NODES nodes idle after 30 s; sinfo says:
+die "not all $NODES nodes idle; sinfo says:
 $states"

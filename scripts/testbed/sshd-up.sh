@@ -65,6 +65,8 @@ Subsystem sftp internal-sftp
 MaxStartups 100:30:200
 MaxSessions 100
 UseDNS no
+# Marks every process started through this server (sshd-down.sh ends them).
+SetEnv PSTAR_TESTBED_SSHD=$D
 EOF
 
 cat >"$D/ssh_config" <<EOF
@@ -92,12 +94,15 @@ if ! running; then
     }
 fi
 
+# Up = its PID file names a running sshd (written once it listens) and the port answers.
+# (A taken port makes it log "Cannot bind any address" and exit, after daemonizing.)
 for ((i = 0; i < 100; i++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    if running && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
         exit 0
     fi
+    grep -q 'Cannot bind any address' "$D/sshd.log" 2>/dev/null && break
     sleep 0.05
 done
 echo "--- last lines of $D/sshd.log:" >&2
 tail -n 20 "$D/sshd.log" >&2 2>/dev/null
-die "sshd does not listen on 127.0.0.1:$PORT after 5 s"
+die "sshd does not listen on 127.0.0.1:$PORT"
