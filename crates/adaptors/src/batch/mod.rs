@@ -24,7 +24,7 @@ mod bootstrap;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -480,17 +480,9 @@ async fn job_output(host: &Host, sandbox: &Path) -> String {
         if let Some(text) = host.tail(&sandbox.join(file), OUTPUT_TAIL).await {
             let text = text.trim();
             if !text.is_empty() {
-                parts.push(format!(
-                    "{file}: {}",
-                    text.lines()
-                        .rev()
-                        .take(6)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                ));
+                let lines: Vec<&str> = text.lines().collect();
+                let last = &lines[lines.len().saturating_sub(6)..];
+                parts.push(format!("{file}: {}", last.join(" | ")));
             }
         }
     }
@@ -618,6 +610,3 @@ impl ResourceAdaptor for BatchAdaptor {
         self.render(record, session, url, &agent, &secrets)
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Mutex<()>) {}

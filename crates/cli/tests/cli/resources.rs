@@ -30,14 +30,14 @@ impl Services<'_> {
     }
 }
 
-/// `pstar run WORKLOAD` against `redis`, with the services' environment; fast polling.
-fn run_with(
+/// The `pstar run WORKLOAD` command against `redis`, with the services' environment and
+/// fast polling.
+fn run_command(
     redis: &RedisServer,
     services: &Services<'_>,
     scratch: &Scratch,
     workload: &Path,
-    extra: &[&str],
-) -> Output {
+) -> Command {
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
@@ -45,8 +45,20 @@ fn run_with(
         .envs(services.env())
         .args(["run", s(workload), "--coordination", &redis.url()])
         .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
-        .args(["--poll-interval", "500ms"])
-        .args(extra);
+        .args(["--poll-interval", "500ms"]);
+    cmd
+}
+
+/// Runs [`run_command`] with `extra` arguments to its end.
+fn run_with(
+    redis: &RedisServer,
+    services: &Services<'_>,
+    scratch: &Scratch,
+    workload: &Path,
+    extra: &[&str],
+) -> Output {
+    let mut cmd = run_command(redis, services, scratch, workload);
+    cmd.args(extra);
     Running::start(cmd).wait(RUN_DEADLINE)
 }
 
@@ -369,15 +381,9 @@ fn an_agent_that_never_reaches_the_store_fails_its_pilot_naming_the_step() {
         slurm: Some(&slurm),
         ..Default::default()
     };
-    let (sandbox, report) = (scratch.sandbox(), scratch.report());
-    let mut cmd = pstar();
-    cmd.current_dir(scratch.path())
-        .env("PSTAR_REDIS_PASSWORD", redis.password())
-        .env("PSTAR_AGENT_BIN", &fake)
-        .envs(services.env())
-        .args(["run", s(&workload), "--coordination", &redis.url()])
-        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
-        .args(["--poll-interval", "500ms", "--agent-start-timeout", "3s"]);
+    let mut cmd = run_command(&redis, &services, &scratch, &workload);
+    cmd.env("PSTAR_AGENT_BIN", &fake)
+        .args(["--agent-start-timeout", "3s"]);
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(1), "{out}");
     let report = scratch.read_report();
@@ -444,15 +450,7 @@ fn a_slurm_job_whose_agent_dies_fails_its_pilot_and_its_units_run_elsewhere() {
         slurm: Some(&slurm),
         ..Default::default()
     };
-    let (sandbox, report) = (scratch.sandbox(), scratch.report());
-    let mut cmd = pstar();
-    cmd.current_dir(scratch.path())
-        .env("PSTAR_REDIS_PASSWORD", redis.password())
-        .envs(services.env())
-        .args(["run", s(&workload), "--coordination", &redis.url()])
-        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
-        .args(["--poll-interval", "500ms"]);
-    let running = Running::start(cmd);
+    let running = Running::start(run_command(&redis, &services, &scratch, &workload));
     // Once the pilot job runs, kill its agent: it reports nothing more, the job script
     // ends with the agent's status, and only Slurm can tell that the pilot is gone.
     let mut job = String::new();
