@@ -23,39 +23,48 @@ alive() {
     [[ "$stat" != Z* ]]
 }
 
-pids=()
-if [ -s "$D/sshd.pid" ]; then
-    listener=$(cat "$D/sshd.pid")
-    if alive "$listener"; then
-        pids+=("$listener")
-        # Its children: one sshd per connection (the privilege separation monitor).
-        for child in $(ps -o pid= --ppid "$listener" 2>/dev/null); do
-            pids+=("$child")
-        done
-    fi
-fi
-# Everything started through it (except this script and its callers).
+# Our own ancestors carry the marker too when a test calls this from inside a session.
 declare -A mine=()
 p=$$
 while [ -n "$p" ] && [ "$p" -gt 1 ]; do
     mine[$p]=1
     p=$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')
 done
-for f in $(grep -lzxF "PSTAR_TESTBED_SSHD=$D" /proc/[0-9]*/environ 2>/dev/null); do
-    p=${f#/proc/}
-    p=${p%/environ}
-    [ -n "${mine[$p]:-}" ] || [ "$p" = "$BASHPID" ] || pids+=("$p")
-done
-[ "${#pids[@]}" -gt 0 ] || exit 0
 
-kill -TERM "${pids[@]}" 2>/dev/null
-for ((i = 0; i < 40; i++)); do
-    left=0
-    for pid in "${pids[@]}"; do
-        alive "$pid" && left=1
+# TERM, then KILL after 2 s, the processes named; returns when all are gone.
+stop() {
+    kill -TERM "$@" 2>/dev/null
+    for ((i = 0; i < 40; i++)); do
+        local left=0 pid
+        for pid in "$@"; do
+            alive "$pid" && left=1
+        done
+        [ "$left" = 0 ] && return 0
+        sleep 0.05
     done
-    [ "$left" = 0 ] && exit 0
-    sleep 0.05
+    kill -KILL "$@" 2>/dev/null
+}
+
+# The listener first, with the sshd of each connection (the privilege separation monitor),
+# so that nothing new starts through it.
+if [ -s "$D/sshd.pid" ]; then
+    listener=$(cat "$D/sshd.pid")
+    if alive "$listener"; then
+        pids=("$listener" $(ps -o pid= --ppid "$listener" 2>/dev/null))
+        stop "${pids[@]}"
+    fi
+fi
+
+# Then everything started through it, in rounds: a shell killed while it was starting a
+# child can leave that child behind, so look again until a round finds nothing.
+for ((round = 0; round < 10; round++)); do
+    pids=()
+    for f in $(grep -lzxF "PSTAR_TESTBED_SSHD=$D" /proc/[0-9]*/environ 2>/dev/null); do
+        p=${f#/proc/}
+        p=${p%/environ}
+        [ -n "${mine[$p]:-}" ] || [ "$p" = "$BASHPID" ] || ! alive "$p" || pids+=("$p")
+    done
+    [ "${#pids[@]}" -gt 0 ] || exit 0
+    stop "${pids[@]}"
 done
-kill -KILL "${pids[@]}" 2>/dev/null
 exit 0
