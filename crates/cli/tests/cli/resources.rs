@@ -397,20 +397,18 @@ fn an_agent_that_never_reaches_the_store_fails_its_pilot_naming_the_step() {
         detail.contains("agent starting on"),
         "the job's output is quoted: {detail}"
     );
-    // The hanging job was canceled.
+    // The hanging job was canceled: it is gone from the queue, or on its way out
+    // (COMPLETING/CANCELLED linger while slurmd reaps the job on a loaded machine).
     let job = pilot["job"].as_str().expect("job id").to_owned();
-    wait_until(
-        Duration::from_secs(30),
-        "the job to leave the queue",
-        || {
-            let out = slurm
-                .command("squeue")
-                .args(["-h", "-j", &job, "-o", "%T"])
-                .output()
-                .expect("squeue");
-            String::from_utf8_lossy(&out.stdout).trim().is_empty()
-        },
-    );
+    wait_until(Duration::from_secs(60), "the job to stop running", || {
+        let out = slurm
+            .command("squeue")
+            .args(["-h", "-j", &job, "-o", "%T"])
+            .output()
+            .expect("squeue");
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        matches!(state.as_str(), "" | "COMPLETING" | "CANCELLED")
+    });
 }
 
 #[test]
