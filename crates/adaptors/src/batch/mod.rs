@@ -448,11 +448,20 @@ async fn watch(w: Watch) {
                         humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
                         w.url
                     );
-                    fail(&w.coordination, pilot, detail).await;
-                    let _ = w
+                    // The job goes first: once the pilot has failed, a manager with
+                    // nothing left to run may exit and leave a hanging job behind.
+                    match w
                         .host
                         .run(&w.system.cancel(&w.job), Duration::from_secs(30))
-                        .await;
+                        .await
+                    {
+                        Ok(out) if out.success() => {}
+                        Ok(out) => tracing::warn!(%pilot, job = %w.job,
+                            error = %out.failure(), "cannot cancel the job"),
+                        Err(e) => tracing::warn!(%pilot, job = %w.job, error = %e,
+                            "cannot cancel the job"),
+                    }
+                    fail(&w.coordination, pilot, detail).await;
                     return;
                 }
             }

@@ -400,15 +400,33 @@ fn an_agent_that_never_reaches_the_store_fails_its_pilot_naming_the_step() {
     // The hanging job was canceled: it is gone from the queue, or on its way out
     // (COMPLETING/CANCELLED linger while slurmd reaps the job on a loaded machine).
     let job = pilot["job"].as_str().expect("job id").to_owned();
-    wait_until(Duration::from_secs(60), "the job to stop running", || {
+    let squeue = || {
         let out = slurm
             .command("squeue")
-            .args(["-h", "-j", &job, "-o", "%T"])
+            .args(["-h", "-j", &job, "-o", "%T %r"])
             .output()
             .expect("squeue");
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        matches!(state.as_str(), "" | "COMPLETING" | "CANCELLED")
-    });
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let stopped = |state: &str| {
+        state.is_empty() || state.starts_with("COMPLETING") || state.starts_with("CANCELLED")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut state = squeue();
+    while !stopped(&state) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        state = squeue();
+    }
+    let show = slurm
+        .command("scontrol")
+        .args(["show", "job", &job])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        stopped(&state),
+        "job {job} still `{state}` 60 s after its pilot failed\n{out}\n{show}"
+    );
 }
 
 #[test]
