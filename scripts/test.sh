@@ -36,6 +36,7 @@ REQUIRED_PACKAGES=(
     gridengine-master  # sge_qmaster and spool tools: a Grid Engine cell per test (SgeCell)
     gridengine-exec    # sge_execd: that cell's execution host
     gridengine-client  # qsub, qstat, qdel, qconf, qacct
+    musl-tools         # musl-gcc: the static pstar that ssh:// tests copy (build-static.sh)
 )
 
 ensure_packages() {
@@ -81,6 +82,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo not found; install the Rust toolchain (https://rustup.rs)" >&2
     exit 1
 fi
+
+# ---------------------------------------------------------------------------------------
+# The static pstar: the tests copy it to an SSH host as a pilot's agent.
+# ---------------------------------------------------------------------------------------
+step "static pstar: scripts/build-static.sh"
+PSTAR_STATIC_BIN=$(bash scripts/build-static.sh | tail -n 1)
+export PSTAR_STATIC_BIN
 
 # ---------------------------------------------------------------------------------------
 # The workspace tests.

@@ -132,6 +132,10 @@ pub struct AdaptorConfig {
     pub timeouts: BootstrapTimeouts,
     /// How often batch jobs' states are asked.
     pub poll_interval: Duration,
+    /// The `pstar` program agents run: started here for local pilots, copied to remote
+    /// hosts for the others (a static build runs on any Linux of the same architecture:
+    /// `scripts/build-static.sh`). `None`: see [`agent_program`].
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl Default for AdaptorConfig {
@@ -140,6 +144,7 @@ impl Default for AdaptorConfig {
             agent: Default::default(),
             timeouts: Default::default(),
             poll_interval: Duration::from_secs(2),
+            agent_binary: None,
         }
     }
 }
@@ -165,6 +170,14 @@ pub trait ResourceAdaptor: Send + Sync + 'static {
 
     /// The state of `pilot`'s job (named by `pilot.job`) on the resource.
     async fn state(&self, pilot: &PilotRecord) -> Result<JobState, AdaptorError>;
+
+    /// Follows an already submitted job (a pilot a resumed manager takes over) as
+    /// [`submit`](Self::submit) does for the jobs it starts: a job that ends badly fails
+    /// its pilot through `job.coordination`. Returns at once; by default it does nothing.
+    async fn follow(&self, job: PilotJob) -> Result<(), AdaptorError> {
+        let _ = job;
+        Ok(())
+    }
 
     /// Ends `pilot`'s job on the resource (the agent is asked to stop first, through the
     /// store; this is what makes sure it is gone).
@@ -214,10 +227,14 @@ pub fn job_of(pilot: &PilotRecord) -> Result<JobId, AdaptorError> {
         .ok_or_else(|| AdaptorError::Resource(format!("pilot {} has no job", pilot.id)))
 }
 
-/// The `pstar` program that runs agents as processes (`pstar agent`): `$PSTAR_AGENT_BIN`
-/// if set; else this program if it is `pstar`; else a `pstar` beside this program or one
-/// directory up (where cargo puts it for test programs); else `pstar` on the `PATH`.
-pub fn agent_program() -> Result<std::path::PathBuf, AdaptorError> {
+/// The `pstar` program that runs agents (`pstar agent`): `configured` if given (the
+/// session's `agent_binary`); else `$PSTAR_AGENT_BIN` if set; else this program if it is
+/// `pstar`; else a `pstar` beside this program or one directory up (where cargo puts it
+/// for test programs); else `pstar` on the `PATH`.
+pub fn agent_program(configured: Option<&Path>) -> Result<PathBuf, AdaptorError> {
+    if let Some(p) = configured {
+        return Ok(std::path::absolute(p).unwrap_or_else(|_| p.to_owned()));
+    }
     if let Some(p) = std::env::var_os("PSTAR_AGENT_BIN") {
         return Ok(p.into());
     }
@@ -264,7 +281,7 @@ pub fn available(config: AdaptorConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
             ))
         };
     vec![
-        Arc::new(local::Local::with_agent_config(config.agent.clone())),
+        Arc::new(local::Local::with_config(&config)),
         batch(Scheme::Ssh, Arc::new(ssh::Fork), true),
         batch(Scheme::Slurm, Arc::new(slurm::Slurm), false),
         batch(Scheme::SlurmSsh, Arc::new(slurm::Slurm), true),

@@ -84,6 +84,11 @@ enum Command {
         /// [default: 2s, or the workload's [session]].
         #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
         poll_interval: Option<Duration>,
+        /// The pstar program agents run: started here for local pilots, copied to remote
+        /// hosts for the others; build a static one with scripts/build-static.sh
+        /// [default: $PSTAR_AGENT_BIN, else this program, or the workload's [session]].
+        #[arg(long, value_name = "PATH")]
+        agent_binary: Option<PathBuf>,
     },
     /// Run one pilot's agent (started by pstar's resource adaptors inside the pilot job).
     ///
@@ -468,6 +473,7 @@ fn main() -> ExitCode {
             keep,
             agent_start_timeout,
             poll_interval,
+            agent_binary,
         } => {
             if let Some(url) = &store.coordination {
                 pstar_cli::store::warn_if_password_in_url(url);
@@ -507,6 +513,7 @@ fn main() -> ExitCode {
                 keep: Some(keep),
                 agent_start_timeout,
                 poll_interval,
+                agent_binary,
             };
             let outcome = runtime.block_on(async {
                 match (workload, &resume) {

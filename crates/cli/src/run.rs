@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub agent_start_timeout: Option<Duration>,
     /// How often batch pilot jobs' states are asked.
     pub poll_interval: Option<Duration>,
+    /// The `pstar` program agents run (started here, copied to remote hosts).
+    pub agent_binary: Option<PathBuf>,
 }
 
 /// How long a Redis keeps a finished session's data unless told otherwise.
@@ -49,6 +51,7 @@ impl RunOptions {
             black_hole_failures: self.black_hole_failures.or(settings.black_hole_failures),
             agent_start_timeout: self.agent_start_timeout.or(settings.agent_start_timeout),
             poll_interval: self.poll_interval.or(settings.poll_interval),
+            agent_binary: self.agent_binary.clone().or(settings.agent_binary.clone()),
             ..self.clone()
         }
     }
@@ -69,6 +72,9 @@ impl RunOptions {
         }
         if let Some(every) = self.poll_interval {
             builder = builder.poll_interval(every);
+        }
+        if let Some(path) = &self.agent_binary {
+            builder = builder.agent_binary(path);
         }
         builder
     }

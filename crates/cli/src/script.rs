@@ -16,7 +16,10 @@ const PLACEHOLDER_URL: &str = "redis://STORE-HOST:6379";
 /// Every pilot's job files, under a header naming the pilot and the file. `url` is the
 /// store the agents would reach; `sandbox` the local sandbox root.
 pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<String, String> {
-    let adaptors = available(AdaptorConfig::default());
+    let adaptors = available(AdaptorConfig {
+        agent_binary: workload.session.agent_binary.clone(),
+        ..Default::default()
+    });
     let session = "SESSION";
     let url = url.unwrap_or(PLACEHOLDER_URL);
     let root = std::path::absolute(sandbox).unwrap_or_else(|_| sandbox.to_owned());

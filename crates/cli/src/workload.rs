@@ -11,6 +11,8 @@
 //! black_hole_failures = 5   # quick failures in a row that make a pilot a black hole
 //! agent_start_timeout = "2m"  # a batch pilot's agent must reach the store this soon once its job runs
 //! poll_interval = "2s"      # how often batch pilot jobs' states are asked
+//! agent_binary = "bin/pstar"  # the pstar agents run, copied to remote hosts (relative to
+//!                           # this file's directory); default: the running pstar
 //!
 //! [[pilot]]
 //! name = "big"              # optional; lets units bind early with `pilot = "big"`
@@ -112,6 +114,8 @@ pub struct SessionSettings {
     pub black_hole_failures: Option<u32>,
     pub agent_start_timeout: Option<Duration>,
     pub poll_interval: Option<Duration>,
+    /// The `pstar` program agents run, resolved against the workload file's directory.
+    pub agent_binary: Option<PathBuf>,
 }
 
 /// One compute unit of a [`Workload`].
@@ -245,7 +249,7 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
     }
     let mut pilots = Vec::with_capacity(raw.pilot.len());
     let session = match raw.session {
-        Some(s) => s.check(&src)?,
+        Some(s) => s.check(&src, base)?,
         None => SessionSettings::default(),
     };
     let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
@@ -387,6 +391,7 @@ struct RawSession {
     black_hole_failures: Option<u32>,
     agent_start_timeout: Option<Spanned<String>>,
     poll_interval: Option<Spanned<String>>,
+    agent_binary: Option<Spanned<String>>,
 }
 
 /// A duration field of `[session]` that must be longer than zero.
@@ -414,7 +419,7 @@ fn positive_duration(
 }
 
 impl RawSession {
-    fn check(self, src: &Source) -> Result<SessionSettings, WorkloadError> {
+    fn check(self, src: &Source, base: &Path) -> Result<SessionSettings, WorkloadError> {
         if let Some(url) = &self.coordination {
             let ok = url::Url::parse(url.get_ref())
                 .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
@@ -438,7 +443,13 @@ impl RawSession {
         {
             return Err(src.error(n.span(), "`max_attempts` must be at least 1"));
         }
+        if let Some(path) = &self.agent_binary
+            && path.get_ref().is_empty()
+        {
+            return Err(src.error(path.span(), "`agent_binary` must not be empty"));
+        }
         Ok(SessionSettings {
+            agent_binary: self.agent_binary.map(|p| base.join(p.into_inner())),
             coordination: self.coordination.map(Spanned::into_inner),
             heartbeat_timeout,
             max_attempts: self.max_attempts.map(Spanned::into_inner),
@@ -1243,7 +1254,7 @@ output_data = []
         let w = parse_ok(&format!(
             "[session]\ncoordination = \"redis://h:6379/2\"\nheartbeat_timeout = \"45s\"\n\
              max_attempts = 5\nblack_hole_failures = 0\nagent_start_timeout = \"3m\"\n\
-             poll_interval = \"500ms\"\n{body}"
+             poll_interval = \"500ms\"\nagent_binary = \"bin/pstar\"\n{body}"
         ));
         assert_eq!(
             w.session,
@@ -1254,6 +1265,7 @@ output_data = []
                 black_hole_failures: Some(0),
                 agent_start_timeout: Some(Duration::from_secs(180)),
                 poll_interval: Some(Duration::from_millis(500)),
+                agent_binary: Some(PathBuf::from("dir/bin/pstar")),
             }
         );
         assert_eq!(parse_ok(body).session, SessionSettings::default());
@@ -1272,6 +1284,12 @@ output_data = []
                 "not a duration",
             ),
             ("[session]\nmax_attempts = 0\n", 2, 16, "at least 1"),
+            (
+                "[session]\nagent_binary = \"\"\n",
+                2,
+                16,
+                "must not be empty",
+            ),
             ("[session]\nretries = 2\n", 2, 1, "unknown field `retries`"),
         ];
         for (head, line, column, message) in cases {

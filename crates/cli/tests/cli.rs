@@ -225,6 +225,21 @@ fn units(report: &Value) -> &Vec<Value> {
     report["units"].as_array().expect("`units` is an array")
 }
 
+/// The one session directory under the sandbox root, once it exists.
+fn session_of(scratch: &Scratch) -> String {
+    let mut found = None;
+    wait_until(Duration::from_secs(30), "the session's sandbox", || {
+        found = std::fs::read_dir(scratch.sandbox())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("pstar."));
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
 fn pilots(report: &Value) -> &Vec<Value> {
     report["pilots"].as_array().expect("`pilots` is an array")
 }

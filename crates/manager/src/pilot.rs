@@ -403,7 +403,8 @@ impl PilotCompute {
     }
 
     /// For a pilot taken over by a resumed manager: if its job is gone from its resource,
-    /// the pilot fails at once (rather than after the heartbeat timeout).
+    /// the pilot fails at once (rather than after the heartbeat timeout); else its job is
+    /// followed from now on as if this manager had submitted it.
     pub(crate) async fn check_job(&self) {
         if self.state().is_final() {
             return;
@@ -411,7 +412,17 @@ impl PilotCompute {
         let gone = match self.record() {
             Some(record) => match self.inner.adaptor.state(&record).await {
                 Ok(pstar_adaptors::JobState::Finished { detail, .. }) => Some(detail),
-                _ => None,
+                _ => {
+                    let job = PilotJob {
+                        record,
+                        coordination: self.inner.session.coordination().clone(),
+                    };
+                    if let Err(e) = self.inner.adaptor.follow(job).await {
+                        tracing::warn!(pilot = %self.id(), error = %e,
+                            "cannot follow the pilot job");
+                    }
+                    None
+                }
             },
             None => Some(Some("its job was never recorded".into())),
         };

@@ -72,6 +72,7 @@ pub struct SessionBuilder {
     agent_config: Option<AgentConfig>,
     bootstrap_timeouts: Option<BootstrapTimeouts>,
     poll_interval: Option<Duration>,
+    agent_binary: Option<PathBuf>,
     heartbeat_timeout: Option<Duration>,
     replay: bool,
 }
@@ -118,6 +119,15 @@ impl SessionBuilder {
         self
     }
 
+    /// The `pstar` program agents run: started here for local pilots, copied to remote
+    /// hosts for the others. Default: `$PSTAR_AGENT_BIN`, else this program if it is
+    /// `pstar`, else the `pstar` beside it or on the `PATH`. A static build
+    /// (`scripts/build-static.sh`) runs on any Linux host of its architecture.
+    pub fn agent_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.agent_binary = Some(path.into());
+        self
+    }
+
     /// Declare a pilot lost (`Failed`, its units back to the pool) when its agent has sent
     /// no heartbeat for this long (default 30 s). Agents are told to beat at least three
     /// times per timeout.
@@ -161,6 +171,7 @@ impl SessionBuilder {
             agent: agent_config,
             timeouts: self.bootstrap_timeouts.unwrap_or(defaults.timeouts),
             poll_interval: self.poll_interval.unwrap_or(defaults.poll_interval),
+            agent_binary: self.agent_binary.clone(),
         });
         let mut subscription = if self.replay {
             coordination.subscribe_from_start().await?

@@ -169,9 +169,10 @@ impl BatchAdaptor {
     }
 
     /// The agent program on the host: this machine's `pstar` locally; over SSH a copy in
-    /// `<root>/bin`, sent only if that exact build is not there yet.
+    /// `<root>/bin`, sent only if that exact build is not there yet, and kept only if it
+    /// runs there.
     async fn agent_on(&self, host: &Host, root: &Path) -> Result<PathBuf, AdaptorError> {
-        let local = crate::agent_program()?;
+        let local = crate::agent_program(self.config.agent_binary.as_deref())?;
         let Host::Ssh(_) = host else {
             return Ok(local);
         };
@@ -194,8 +195,8 @@ impl BatchAdaptor {
             return Err(AdaptorError::bootstrap(
                 "copy",
                 format!(
-                    "{host} is `{platform}`, this pstar is built for `{here}`: install pstar \
-                     there and name it with PSTAR_AGENT_BIN"
+                    "{host} is `{platform}`, this pstar is built for `{here}`: name a pstar \
+                     built for `{platform}` with --agent-binary"
                 ),
             ));
         }
@@ -211,6 +212,35 @@ impl BatchAdaptor {
             .map_err(|e| AdaptorError::bootstrap("copy", e))?;
         tracing::info!(%host, path = %remote.display(), bytes = bytes.len(),
             secs = started.elapsed().as_secs_f64(), "copied the pstar binary");
+        // A build linked against a newer C library than the host's fails here, not in a
+        // job that would then never start its agent.
+        // Through a shell that turns status 127 (which the SSH client takes for a command
+        // it could not start) into 1, keeping the words of the shell or the loader.
+        let check = Command::sh(
+            r#""$1" --version 2>&1 || exit 1"#,
+            [remote.display().to_string()],
+        );
+        let out = host
+            .run(&check, timeout)
+            .await
+            .map_err(|e| AdaptorError::bootstrap("copy", e))?;
+        if !out.success() || !out.stdout.starts_with("pstar ") {
+            let _ = host
+                .run(
+                    &Command::sh(r#"rm -f "$1""#, [remote.display().to_string()]),
+                    timeout,
+                )
+                .await;
+            return Err(AdaptorError::bootstrap(
+                "copy",
+                format!(
+                    "{} does not run on {host}: {}; a static pstar runs on any {here} \
+                     (`bash scripts/build-static.sh`), name it with --agent-binary",
+                    local.display(),
+                    out.failure()
+                ),
+            ));
+        }
         Ok(remote)
     }
 
@@ -341,17 +371,22 @@ impl BatchAdaptor {
             .parse_submit(&out)
             .map_err(|e| AdaptorError::bootstrap("submit", e))?;
         tracing::info!(pilot = %record.id, job = %id, %host, "pilot job submitted");
+        self.spawn_watch(host, id.clone(), &job, url);
+        Ok(JobId(id))
+    }
+
+    /// Starts the watcher of `job`'s batch job `id`.
+    fn spawn_watch(&self, host: Host, id: String, job: &PilotJob, url: String) {
         tokio::spawn(watch(Watch {
             system: self.system.clone(),
             host,
-            job: id.clone(),
-            record: record.clone(),
+            job: id,
+            record: job.record.clone(),
             coordination: job.coordination.clone(),
             poll: self.config.poll_interval,
-            agent_start: t.agent_start,
+            agent_start: self.config.timeouts.agent_start,
             url,
         }));
-        Ok(JobId(id))
     }
 
     async fn query(
@@ -553,6 +588,14 @@ impl ResourceAdaptor for BatchAdaptor {
         self.submit_job(job).await
     }
 
+    async fn follow(&self, job: PilotJob) -> Result<(), AdaptorError> {
+        let id = crate::job_of(&job.record)?;
+        let host = self.host(&job.record.description).await?;
+        let url = job.coordination.url().unwrap_or_default();
+        self.spawn_watch(host, id.0, &job, url);
+        Ok(())
+    }
+
     async fn state(&self, pilot: &PilotRecord) -> Result<JobState, AdaptorError> {
         let job = crate::job_of(pilot)?;
         let host = self.host(&pilot.description).await?;
@@ -602,7 +645,8 @@ impl ResourceAdaptor for BatchAdaptor {
         session: &str,
         url: &str,
     ) -> Result<Vec<JobFile>, AdaptorError> {
-        let local = crate::agent_program().unwrap_or_else(|_| PathBuf::from("pstar"));
+        let local = crate::agent_program(self.config.agent_binary.as_deref())
+            .unwrap_or_else(|_| PathBuf::from("pstar"));
         let agent = match &self.ssh {
             None => local,
             Some(_) => {

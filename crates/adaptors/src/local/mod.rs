@@ -22,6 +22,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Local {
     agent_config: AgentConfig,
+    /// The `pstar` program agent processes run (see [`agent_program`]).
+    agent_binary: Option<PathBuf>,
     jobs: Arc<Mutex<HashMap<JobId, Job>>>,
 }
 
@@ -38,10 +40,11 @@ enum Handle {
 }
 
 impl Local {
-    /// A local adaptor whose agents use `agent_config`.
-    pub fn with_agent_config(agent_config: AgentConfig) -> Self {
+    /// A local adaptor with `config`'s agent settings and agent program.
+    pub fn with_config(config: &crate::AdaptorConfig) -> Self {
         Self {
-            agent_config,
+            agent_config: config.agent.clone(),
+            agent_binary: config.agent_binary.clone(),
             jobs: Arc::default(),
         }
     }
@@ -106,7 +109,7 @@ impl Local {
         let log2 = log
             .try_clone()
             .map_err(|e| AdaptorError::Resource(format!("agent log: {e}")))?;
-        let program = agent_program()?;
+        let program = agent_program(self.agent_binary.as_deref())?;
         let mut command = tokio::process::Command::new(&program);
         command
             .arg("agent")

@@ -254,21 +254,6 @@ fn nix_kill(pid: i32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// The one session directory under the sandbox root, once it exists.
-fn session_of(scratch: &Scratch) -> String {
-    let mut found = None;
-    wait_until(Duration::from_secs(30), "the session's sandbox", || {
-        found = std::fs::read_dir(scratch.sandbox())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.starts_with("pstar."));
-        found.is_some()
-    });
-    found.unwrap_or_default()
-}
-
 fn resume_over(server: &RedisServer, scratch: &Scratch, session: &str, extra: &[&str]) -> Output {
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();

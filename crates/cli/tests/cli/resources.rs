@@ -267,6 +267,139 @@ fn an_ssh_pilot_gets_the_binary_copied_once_and_runs_units() {
     assert_eq!(copied_at, again, "the binary was copied a second time");
 }
 
+/// The static pstar that `scripts/test.sh` builds (scripts/build-static.sh) and names in
+/// `PSTAR_STATIC_BIN`.
+fn static_pstar() -> PathBuf {
+    let path = std::env::var_os("PSTAR_STATIC_BIN")
+        .map(PathBuf::from)
+        .expect(
+            "PSTAR_STATIC_BIN is not set: run the tests through `bash scripts/test.sh`, or set it \
+         to the path `bash scripts/build-static.sh` prints",
+        );
+    assert!(
+        path.is_file(),
+        "PSTAR_STATIC_BIN {} is missing",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_static_pstar_named_with_agent_binary_is_copied_over_ssh_and_runs_the_agent() {
+    let binary = static_pstar();
+    let ldd = Command::new("ldd").arg(&binary).output().expect("ldd");
+    assert!(
+        String::from_utf8_lossy(&ldd.stdout).contains("statically linked"),
+        "{} is not static: {ldd:?}",
+        binary.display()
+    );
+    let ssh = SshServer::start();
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let remote = scratch.path().join("remote");
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\ncores = 2\n\
+             working_directory = \"{}\"\n\n{}",
+            ssh.port(),
+            remote.display(),
+            where_units(6, 1)
+        ),
+    );
+    let services = Services {
+        ssh: Some(&ssh),
+        ..Default::default()
+    };
+    let out = run_with(
+        &redis,
+        &services,
+        &scratch,
+        &workload,
+        &["--agent-binary", s(&binary)],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(
+        done_per_pilot(&scratch.read_report())
+            .values()
+            .sum::<usize>(),
+        6
+    );
+    let copies: Vec<PathBuf> = std::fs::read_dir(remote.join("bin"))
+        .expect("the binary was copied")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(
+        std::fs::read(&copies[0]).expect("copy") == std::fs::read(&binary).expect("static"),
+        "{} is not the static build",
+        copies[0].display()
+    );
+    let report = scratch.read_report();
+    let script = std::fs::read_to_string(pilot_dir(&scratch, &report, 0).join("pilot.sh"))
+        .expect("pilot script");
+    assert!(
+        script.contains(s(&copies[0])),
+        "the job starts the copy:\n{script}"
+    );
+}
+
+#[test]
+fn a_binary_that_does_not_run_on_the_host_fails_the_copy_step_and_is_not_kept() {
+    let ssh = SshServer::start();
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    // Stands for a build linked against a newer C library than the host's: it refuses to
+    // start with the loader's words (as ld.so prints them) and status 1.
+    let foreign = scratch.write(
+        "pstar-foreign",
+        "#!/bin/sh\necho \"$0: /lib/x86_64-linux-gnu/libc.so.6: version \\`GLIBC_2.99' not \
+         found (required by $0)\" >&2\nexit 1\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let remote = scratch.path().join("remote");
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\n\
+             working_directory = \"{}\"\n\n{}",
+            ssh.port(),
+            remote.display(),
+            where_units(1, 1)
+        ),
+    );
+    let services = Services {
+        ssh: Some(&ssh),
+        ..Default::default()
+    };
+    let out = run_with(
+        &redis,
+        &services,
+        &scratch,
+        &workload,
+        &["--agent-binary", s(&foreign)],
+    );
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    let detail = pilots(&report)[0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(detail.contains("bootstrap failed at `copy`"), "{detail}");
+    assert!(detail.contains("does not run on"), "{detail}");
+    assert!(detail.contains("GLIBC_2.99"), "the host's words: {detail}");
+    assert!(detail.contains("build-static.sh"), "the way out: {detail}");
+    let left: Vec<PathBuf> = std::fs::read_dir(remote.join("bin"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "a copy that does not run is removed: {left:?}"
+    );
+}
+
 #[test]
 fn an_ssh_pilot_can_reach_the_store_through_a_tunnel() {
     let ssh = SshServer::start();
@@ -506,6 +639,88 @@ fn a_slurm_job_whose_agent_dies_fails_its_pilot_and_its_units_run_elsewhere() {
         detail.contains(&format!("Slurm job {job} ended")),
         "{detail}"
     );
+}
+
+#[test]
+fn a_resumed_manager_follows_the_batch_job_of_a_pilot_it_took_over() {
+    let slurm = SlurmCluster::start(1, 2);
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        "[[pilot]]\nname = \"batch\"\nresource = \"slurm://\"\ncores = 2\n\n\
+         [[pilot]]\nname = \"here\"\nresource = \"local://\"\ncores = 2\n\n\
+         [[unit]]\nname = \"u{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"1\"]\ncount = 30\n",
+    );
+    let services = Services {
+        slurm: Some(&slurm),
+        ..Default::default()
+    };
+    let mut first = Running::start(run_command(&redis, &services, &scratch, &workload));
+    let session = session_of(&scratch);
+    let mut job = String::new();
+    wait_until(Duration::from_secs(60), "the pilot job to run", || {
+        let out = slurm
+            .command("squeue")
+            .args(["-h", "-t", "R", "-o", "%i"])
+            .output()
+            .expect("squeue");
+        job = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        !job.is_empty()
+    });
+    // The manager dies; the agents go on.
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+
+    // A new manager takes the session over, with a heartbeat timeout too long to matter:
+    // only the batch job can tell it that the pilot is gone.
+    let mut resume = pstar();
+    resume
+        .current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", redis.password())
+        .envs(services.env())
+        .args(["run", "--resume", &session, "--coordination", &redis.url()])
+        .args([
+            "--sandbox",
+            s(&scratch.sandbox()),
+            "--report",
+            s(&scratch.report()),
+        ])
+        .args([
+            "-q",
+            "--poll-interval",
+            "500ms",
+            "--heartbeat-timeout",
+            "10m",
+        ]);
+    let resumed = Running::start(resume);
+    std::thread::sleep(Duration::from_secs(3));
+    let agents: Vec<u32> = processes_with_arg(&redis.url())
+        .into_iter()
+        .filter(|p| processes_with_arg("agent").contains(p))
+        .filter(|p| processes_with_arg("pilot.0000").contains(p))
+        .collect();
+    assert_eq!(agents.len(), 1, "one agent process: {agents:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &agents[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    let out = resumed.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "every unit still done: {out}");
+    let report = scratch.read_report();
+    let batch = pilots(&report)
+        .iter()
+        .find(|p| p["name"] == "batch")
+        .expect("the batch pilot");
+    assert_eq!(batch["state"], "failed", "{batch}");
+    let detail = batch["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("Slurm job {job} ended")),
+        "{detail}"
+    );
+    assert_eq!(done_per_pilot(&report).values().sum::<usize>(), 30);
 }
 
 #[test]
