@@ -148,7 +148,7 @@ impl Executors {
         let d = &record.description;
         let me = Arc::new(Self {
             state: Mutex::new(Queue {
-                slots: Slots::on_nodes(&layout.cores, d.gpus),
+                slots: Slots::on_nodes(&layout.cores, &gpus_on_nodes(d.gpus, layout.cores.len())),
                 pending: VecDeque::new(),
                 pending_cores: 0,
                 running: HashMap::new(),
@@ -204,11 +204,12 @@ impl Executors {
                 {
                     q.pending_cores -= desc.cores;
                     let most = layout.cores.iter().max().copied().unwrap_or(0);
+                    let gpus = gpus_on_nodes(record.description.gpus, layout.cores.len());
+                    let most_gpus = gpus.iter().max().copied().unwrap_or(0);
                     let detail = format!(
                         "needs {c} cores and {g} GPUs on one node; this pilot's nodes have at \
-                         most {most} cores and it has {} GPUs (set `ranks` for an MPI unit \
-                         that may span nodes)",
-                        record.description.gpus
+                         most {most} cores and {most_gpus} GPUs (set `ranks` for an MPI unit \
+                         that may span nodes)"
                     );
                     let _ = events.send(unit_event(
                         id,
@@ -310,7 +311,7 @@ fn execute(
         description: &job.desc,
         pilot_environment: &job.record.description.environment,
         sandbox: &sandbox,
-        gpus: &job.placement.gpus,
+        gpus: &job.placement.gpu_ids(),
         pilot_gpus: job.record.description.gpus,
         launcher: launcher.as_deref(),
     };
@@ -385,4 +386,23 @@ fn execute(
         ),
     }
     Ok(())
+}
+
+/// The GPUs of each of a pilot's `nodes` nodes: its `gpus` spread evenly (a description
+/// with `nodes` must divide them evenly), or all on the agent's node when they cannot be
+/// (the batch system put a pilot that did not ask for nodes on several).
+fn gpus_on_nodes(gpus: u32, nodes: usize) -> Vec<u32> {
+    let n = u32::try_from(nodes).unwrap_or(u32::MAX).max(1);
+    if gpus.is_multiple_of(n) {
+        vec![gpus / n; nodes.max(1)]
+    } else {
+        tracing::warn!(
+            gpus,
+            nodes,
+            "GPUs not a multiple of the nodes: all on the agent's node"
+        );
+        let mut on = vec![0; nodes];
+        on[0] = gpus;
+        on
+    }
 }

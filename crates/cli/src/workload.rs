@@ -21,7 +21,7 @@
 //!                           # pbs+ssh://, lsf://, condor://)
 //! cores = 2                 # default 1, at least 1; over all nodes
 //! nodes = 1                 # batch resources: cores are spread evenly over this many nodes
-//! gpus = 0                  # default 0
+//! gpus = 0                  # default 0; over all nodes, spread evenly like cores
 //! walltime = "10m"          # "10m", "1h 30m", "HH:MM:SS" or "MM:SS"; default "1h"; > 0
 //! queue = "short"           # optional
 //! project = "abc123"        # optional
@@ -40,7 +40,7 @@
 //! environment = { IDX = "{i}" }
 //! working_directory = "out" # optional; relative to the workload file's directory
 //! cores = 1                 # default 1, at least 1
-//! gpus = 0                  # default 0
+//! gpus = 0                  # default 0; over all nodes, spread evenly like cores
 //! stdout = "out.txt"        # optional; relative to the unit's sandbox
 //! stderr = "err.txt"        # optional
 //! pre_exec = ["module load x"]
@@ -530,6 +530,13 @@ impl RawPilot {
                     return Err(src.error(
                         span,
                         DescriptionError::UnevenNodes { cores, nodes }.to_string(),
+                    ));
+                }
+                if self.gpus % nodes != 0 {
+                    let gpus = self.gpus;
+                    return Err(src.error(
+                        span,
+                        DescriptionError::UnevenGpus { gpus, nodes }.to_string(),
                     ));
                 }
                 if nodes > 1 && matches!(resource.scheme(), Scheme::Local | Scheme::Ssh) {
@@ -1295,6 +1302,33 @@ output_data = []
         for (head, line, column, message) in cases {
             let e = parse_err(&format!("{head}{body}"));
             assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
+            assert!(e.message().contains(message), "{e}");
+        }
+    }
+
+    #[test]
+    fn nodes_must_divide_cores_and_gpus() {
+        let cases = [
+            (
+                "cores = 6\nnodes = 4\n",
+                4,
+                "6 cores cannot be spread evenly over 4 nodes",
+            ),
+            (
+                "cores = 4\ngpus = 3\nnodes = 2\n",
+                5,
+                "3 GPUs cannot be spread evenly over 2 nodes",
+            ),
+        ];
+        for (fields, line, message) in cases {
+            let text = format!(
+                "[[pilot]]\nresource = \"slurm://\"\n{fields}[[unit]]\nexecutable = \"/bin/true\"\n"
+            );
+            let e = match parse(Path::new("w.toml"), &text, &[Scheme::Slurm]) {
+                Ok(_) => panic!("expected {message}"),
+                Err(e) => e,
+            };
+            assert_eq!((e.line(), e.column()), (Some(line), Some(9)), "{e}");
             assert!(e.message().contains(message), "{e}");
         }
     }

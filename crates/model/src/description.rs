@@ -24,6 +24,8 @@ pub enum DescriptionError {
     NoWalltime,
     #[error("{cores} cores cannot be spread evenly over {nodes} nodes")]
     UnevenNodes { cores: u32, nodes: u32 },
+    #[error("{gpus} GPUs cannot be spread evenly over {nodes} nodes")]
+    UnevenGpus { gpus: u32, nodes: u32 },
     #[error("`{field}` names data units, but Pilot-Data is not part of this pstar yet")]
     DataNotSupported { field: &'static str },
 }
@@ -129,6 +131,12 @@ impl PilotComputeDescription {
                     nodes,
                 });
             }
+            Some(nodes) if self.gpus % nodes != 0 => {
+                return Err(DescriptionError::UnevenGpus {
+                    gpus: self.gpus,
+                    nodes,
+                });
+            }
             _ => {}
         }
         Ok(())
@@ -142,6 +150,11 @@ impl PilotComputeDescription {
     /// Cores on each node.
     pub fn cores_per_node(&self) -> u32 {
         self.cores / self.node_count()
+    }
+
+    /// GPUs on each node.
+    pub fn gpus_per_node(&self) -> u32 {
+        self.gpus / self.node_count()
     }
 }
 

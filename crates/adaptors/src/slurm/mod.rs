@@ -22,7 +22,10 @@ impl BatchSystem for Slurm {
         directive(format!("--job-name={}", job.name));
         directive(format!("--nodes={}", d.node_count()));
         directive(format!("--ntasks-per-node={}", d.cores_per_node()));
-        if d.gpus > 0 {
+        if d.gpus > 0 && d.node_count() > 1 {
+            // The agent counts GPUs node by node: each node must hold its share.
+            directive(format!("--gpus-per-node={}", d.gpus_per_node()));
+        } else if d.gpus > 0 {
             directive(format!("--gpus={}", d.gpus));
         }
         directive(format!("--time={}", job.walltime_hms()));

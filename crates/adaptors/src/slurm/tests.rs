@@ -94,7 +94,7 @@ fn renders_the_directives() {
 #SBATCH --job-name=pstar.demo.pilot-0001
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4
-#SBATCH --gpus=2
+#SBATCH --gpus-per-node=1
 #SBATCH --time=01:30:00
 #SBATCH --partition=gpu
 #SBATCH --account=ABC123
