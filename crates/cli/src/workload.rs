@@ -40,7 +40,7 @@
 //! environment = { IDX = "{i}" }
 //! working_directory = "out" # optional; relative to the workload file's directory
 //! cores = 1                 # default 1, at least 1
-//! gpus = 0                  # default 0; over all nodes, spread evenly like cores
+//! gpus = 0                  # default 0
 //! stdout = "out.txt"        # optional; relative to the unit's sandbox
 //! stderr = "err.txt"        # optional
 //! pre_exec = ["module load x"]
