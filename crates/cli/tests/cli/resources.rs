@@ -650,7 +650,7 @@ fn a_resumed_manager_follows_the_batch_job_of_a_pilot_it_took_over() {
         "w.toml",
         "[[pilot]]\nname = \"batch\"\nresource = \"slurm://\"\ncores = 2\n\n\
          [[pilot]]\nname = \"here\"\nresource = \"local://\"\ncores = 2\n\n\
-         [[unit]]\nname = \"u{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"1\"]\ncount = 30\n",
+         [[unit]]\nname = \"u{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"1\"]\ncount = 40\n",
     );
     let services = Services {
         slurm: Some(&slurm),
@@ -720,7 +720,7 @@ fn a_resumed_manager_follows_the_batch_job_of_a_pilot_it_took_over() {
         detail.contains(&format!("Slurm job {job} ended")),
         "{detail}"
     );
-    assert_eq!(done_per_pilot(&report).values().sum::<usize>(), 30);
+    assert_eq!(done_per_pilot(&report).values().sum::<usize>(), 40);
 }
 
 #[test]
