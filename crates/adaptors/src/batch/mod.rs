@@ -21,6 +21,8 @@
 //! scheduler's own words, even when the agent could not report.
 
 mod bootstrap;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

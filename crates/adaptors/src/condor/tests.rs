@@ -1,19 +1,15 @@
 //! HTCondor submit-file generation, and output parsing against recorded outputs
 //! (`fixtures/`, see `fixtures/SOURCES.md`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pstar_model::PilotComputeDescription;
 
 use super::Condor;
-use crate::batch::{BatchSystem, ScriptJob};
-use crate::host::Output;
+use crate::batch::BatchSystem;
+use crate::batch::testing::{SANDBOX, failed_detail, output, render_job};
 use crate::{AdaptorError, JobFile, JobState};
-
-const SANDBOX: &str = "/scratch/alice/pstar.sandbox/demo/pilot-0001";
-const BODY: &str = "cd /scratch/alice/pstar.sandbox/demo/pilot-0001 || exit 1\nexec pstar agent\n";
 
 /// The representative pilot: two nodes of 16 cores and 2 GPUs each, 1h30m, every
 /// optional field set.
@@ -48,35 +44,7 @@ fn supported() -> PilotComputeDescription {
 }
 
 fn render(d: &PilotComputeDescription) -> Result<Vec<JobFile>, AdaptorError> {
-    let options = HashMap::new();
-    let sandbox = Path::new(SANDBOX);
-    Condor.render(&ScriptJob {
-        name: "pstar.demo.pilot-0001".into(),
-        description: d,
-        sandbox,
-        stdout: sandbox.join("pilot.out"),
-        stderr: sandbox.join("pilot.err"),
-        body: BODY.into(),
-        options: &options,
-    })
-}
-
-fn output(code: i32, stdout: &str) -> Output {
-    Output {
-        code: Some(code),
-        stdout: stdout.into(),
-        stderr: String::new(),
-    }
-}
-
-fn failed_detail(state: Option<JobState>) -> String {
-    match state {
-        Some(JobState::Finished {
-            ok: false,
-            detail: Some(d),
-        }) => d,
-        other => panic!("expected a failed job, got {other:?}"),
-    }
+    render_job(&Condor, d, &[])
 }
 
 #[test]
@@ -206,20 +174,23 @@ fn commands() {
 #[test]
 fn parses_condor_submit_terse_output() {
     let dirac = include_str!("fixtures/condor-submit-terse-dirac.txt");
-    assert_eq!(Condor.parse_submit(&output(0, dirac)).unwrap(), "123.0");
+    assert_eq!(Condor.parse_submit(&output(0, dirac, "")).unwrap(), "123.0");
     let nextflow = include_str!("fixtures/condor-submit-terse-nextflow.txt");
-    assert_eq!(Condor.parse_submit(&output(0, nextflow)).unwrap(), "15.0");
-    assert!(Condor.parse_submit(&output(0, "")).is_err());
+    assert_eq!(
+        Condor.parse_submit(&output(0, nextflow, "")).unwrap(),
+        "15.0"
+    );
+    assert!(Condor.parse_submit(&output(0, "", "")).is_err());
     assert!(
         Condor
-            .parse_submit(&output(0, "Submitting job(s).\n"))
+            .parse_submit(&output(0, "Submitting job(s).\n", ""))
             .is_err()
     );
 }
 
 #[test]
 fn condor_q_states() {
-    let q = |text: &str| Condor.parse_query(0, "123.0", &output(0, text));
+    let q = |text: &str| Condor.parse_query(0, "123.0", &output(0, text, ""));
     assert_eq!(
         q(include_str!("fixtures/condor-q-idle.DOC.txt")),
         Some(JobState::Queued)
@@ -248,14 +219,14 @@ fn condor_q_states() {
     assert_eq!(q(include_str!("fixtures/condor-q-gone.DOC.txt")), None);
     // The schedd could not be asked.
     assert_eq!(
-        Condor.parse_query(0, "123.0", &output(1, "1 undefined\n")),
+        Condor.parse_query(0, "123.0", &output(1, "1 undefined\n", "")),
         None
     );
 }
 
 #[test]
 fn condor_history_states() {
-    let h = |text: &str| Condor.parse_query(1, "123.0", &output(0, text));
+    let h = |text: &str| Condor.parse_query(1, "123.0", &output(0, text, ""));
     assert_eq!(
         h(include_str!("fixtures/condor-history-ok.DOC.txt")),
         Some(JobState::Finished {

@@ -1,19 +1,15 @@
 //! LSF script generation, and output parsing against recorded outputs (`fixtures/`, see
 //! `fixtures/SOURCES.md`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pstar_model::PilotComputeDescription;
 
 use super::{BJOBS_FORMAT, Lsf};
-use crate::batch::{BatchSystem, ScriptJob};
-use crate::host::Output;
+use crate::batch::BatchSystem;
+use crate::batch::testing::{SANDBOX, failed_detail, output, render_script};
 use crate::{AdaptorError, JobState};
-
-const SANDBOX: &str = "/scratch/alice/pstar.sandbox/demo/pilot-0001";
-const BODY: &str = "cd /scratch/alice/pstar.sandbox/demo/pilot-0001 || exit 1\nexec pstar agent\n";
 
 /// Two nodes of 16 cores and 2 GPUs each, 1h30m, every optional field set.
 fn description() -> PilotComputeDescription {
@@ -32,39 +28,7 @@ fn description() -> PilotComputeDescription {
 }
 
 fn render(d: &PilotComputeDescription) -> Result<String, AdaptorError> {
-    let options = HashMap::new();
-    let sandbox = Path::new(SANDBOX);
-    let job = ScriptJob {
-        name: "pstar.demo.pilot-0001".into(),
-        description: d,
-        sandbox,
-        stdout: sandbox.join("pilot.out"),
-        stderr: sandbox.join("pilot.err"),
-        body: BODY.into(),
-        options: &options,
-    };
-    let files = Lsf.render(&job)?;
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].name, "pilot.lsf");
-    Ok(files[0].content.clone())
-}
-
-fn output(code: i32, stdout: &str, stderr: &str) -> Output {
-    Output {
-        code: Some(code),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-    }
-}
-
-fn failed_detail(state: Option<JobState>) -> String {
-    match state {
-        Some(JobState::Finished {
-            ok: false,
-            detail: Some(d),
-        }) => d,
-        other => panic!("expected a failed job, got {other:?}"),
-    }
+    render_script(&Lsf, d, &[], "pilot.lsf")
 }
 
 #[test]

@@ -1,20 +1,17 @@
 //! PBS script generation, and output parsing against recorded outputs (`fixtures/`, see
 //! `fixtures/SOURCES.md`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pstar_model::PilotComputeDescription;
 
 use super::{Flavor, Pbs};
-use crate::batch::{BatchSystem, ScriptJob};
-use crate::host::Output;
+use crate::batch::BatchSystem;
+use crate::batch::testing::{SANDBOX, failed_detail, output, render_job, render_script};
 use crate::{AdaptorError, JobState};
 
 const PBS: Pbs = Pbs { flavor: None };
-const SANDBOX: &str = "/scratch/alice/pstar.sandbox/demo/pilot-0001";
-const BODY: &str = "cd /scratch/alice/pstar.sandbox/demo/pilot-0001 || exit 1\nexec pstar agent\n";
 
 /// Two nodes of 16 cores and 2 GPUs each, 1h30m, every optional field set.
 fn description() -> PilotComputeDescription {
@@ -33,32 +30,7 @@ fn description() -> PilotComputeDescription {
 }
 
 fn render(d: &PilotComputeDescription, options: &[(&str, &str)]) -> Result<String, AdaptorError> {
-    let options: HashMap<String, String> = options
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let sandbox = Path::new(SANDBOX);
-    let job = ScriptJob {
-        name: "pstar.demo.pilot-0001".into(),
-        description: d,
-        sandbox,
-        stdout: sandbox.join("pilot.out"),
-        stderr: sandbox.join("pilot.err"),
-        body: BODY.into(),
-        options: &options,
-    };
-    let files = PBS.render(&job)?;
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].name, "pilot.pbs");
-    Ok(files[0].content.clone())
-}
-
-fn output(code: i32, stdout: &str, stderr: &str) -> Output {
-    Output {
-        code: Some(code),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-    }
+    render_script(&PBS, d, options, "pilot.pbs")
 }
 
 /// The state `qstat -f -x` (query 0) and `qstat -f` (query 1) give for `job` in `stdout`.
@@ -66,16 +38,6 @@ fn state(job: &str, stdout: &str) -> Option<JobState> {
     let first = PBS.parse_query(0, job, &output(0, stdout, ""));
     assert_eq!(first, PBS.parse_query(1, job, &output(0, stdout, "")));
     first
-}
-
-fn failed_detail(state: Option<JobState>) -> String {
-    match state {
-        Some(JobState::Finished {
-            ok: false,
-            detail: Some(d),
-        }) => d,
-        other => panic!("expected a failed job, got {other:?}"),
-    }
 }
 
 #[test]
@@ -360,19 +322,7 @@ fn torque_xml_for_qstat_x_is_passed_over() {
 
 #[test]
 fn a_fixed_flavor_wins_over_the_url() {
-    let options = HashMap::new();
-    let d = description();
-    let sandbox = Path::new(SANDBOX);
-    let job = ScriptJob {
-        name: "pstar.demo.pilot-0001".into(),
-        description: &d,
-        sandbox,
-        stdout: sandbox.join("pilot.out"),
-        stderr: sandbox.join("pilot.err"),
-        body: BODY.into(),
-        options: &options,
-    };
-    let files = Pbs::with_flavor(Flavor::Torque).render(&job).unwrap();
+    let files = render_job(&Pbs::with_flavor(Flavor::Torque), &description(), &[]).unwrap();
     assert!(
         files[0]
             .content

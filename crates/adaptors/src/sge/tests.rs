@@ -1,19 +1,16 @@
 //! Grid Engine script generation, and output parsing against outputs recorded from a real
 //! Grid Engine 8.1.9 (`fixtures/`, see `fixtures/README.md`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pstar_model::PilotComputeDescription;
 
 use super::GridEngine;
-use crate::batch::{BatchSystem, ScriptJob};
+use crate::batch::BatchSystem;
+use crate::batch::testing::{SANDBOX, failed_detail, render_script};
 use crate::host::Output;
 use crate::{AdaptorError, JobState};
-
-const SANDBOX: &str = "/scratch/alice/pstar.sandbox/demo/pilot-0001";
-const BODY: &str = "cd /scratch/alice/pstar.sandbox/demo/pilot-0001 || exit 1\nexec pstar agent\n";
 
 /// What a recorded command said: `fixtures/NAME.out` (stdout), `NAME.err` (stderr) and
 /// `NAME.code` (exit code); `NAME.cmd` is the command line.
@@ -56,23 +53,7 @@ fn description() -> PilotComputeDescription {
 }
 
 fn render(d: &PilotComputeDescription, options: &[(&str, &str)]) -> Result<String, AdaptorError> {
-    let options: HashMap<String, String> = options
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let sandbox = Path::new(SANDBOX);
-    let files = GridEngine.render(&ScriptJob {
-        name: "pstar.demo.pilot-0001".into(),
-        description: d,
-        sandbox,
-        stdout: sandbox.join("pilot.out"),
-        stderr: sandbox.join("pilot.err"),
-        body: BODY.into(),
-        options: &options,
-    })?;
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].name, "pilot.sge");
-    Ok(files[0].content.clone())
+    render_script(&GridEngine, d, options, "pilot.sge")
 }
 
 /// `qstat` (query 0) read for `job`.
@@ -83,16 +64,6 @@ fn qstat(job: &str, out: &Output) -> Option<JobState> {
 /// `qacct -j` (query 1) read for `job`.
 fn qacct(job: &str, out: &Output) -> Option<JobState> {
     GridEngine.parse_query(1, job, out)
-}
-
-fn failed_detail(state: Option<JobState>) -> String {
-    match state {
-        Some(JobState::Finished {
-            ok: false,
-            detail: Some(d),
-        }) => d,
-        other => panic!("expected a failed job, got {other:?}"),
-    }
 }
 
 #[test]

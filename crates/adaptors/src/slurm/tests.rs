@@ -1,19 +1,16 @@
 //! Slurm script generation, and output parsing against outputs recorded from a real
 //! Slurm 22.05.8 (`fixtures/`, see `fixtures/README.md`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use pstar_model::PilotComputeDescription;
 
 use super::Slurm;
-use crate::batch::{BatchSystem, ScriptJob};
+use crate::batch::BatchSystem;
+use crate::batch::testing::{SANDBOX, failed_detail, render_script};
 use crate::host::Output;
 use crate::{AdaptorError, JobState};
-
-const SANDBOX: &str = "/scratch/alice/pstar.sandbox/demo/pilot-0001";
-const BODY: &str = "cd /scratch/alice/pstar.sandbox/demo/pilot-0001 || exit 1\nexec pstar agent\n";
 
 /// What a recorded command said: `fixtures/NAME.out` (stdout), `NAME.err` (stderr) and
 /// `NAME.code` (exit code); `NAME.cmd` is the command line.
@@ -56,35 +53,12 @@ fn description() -> PilotComputeDescription {
 }
 
 fn render(d: &PilotComputeDescription) -> Result<String, AdaptorError> {
-    let options = HashMap::new();
-    let sandbox = Path::new(SANDBOX);
-    let files = Slurm.render(&ScriptJob {
-        name: "pstar.demo.pilot-0001".into(),
-        description: d,
-        sandbox,
-        stdout: sandbox.join("pilot.out"),
-        stderr: sandbox.join("pilot.err"),
-        body: BODY.into(),
-        options: &options,
-    })?;
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].name, "pilot.sbatch");
-    Ok(files[0].content.clone())
+    render_script(&Slurm, d, &[], "pilot.sbatch")
 }
 
 /// `scontrol show job -o` (query 0) read for `job`.
 fn scontrol(job: &str, out: &Output) -> Option<JobState> {
     Slurm.parse_query(0, job, out)
-}
-
-fn failed_detail(state: Option<JobState>) -> String {
-    match state {
-        Some(JobState::Finished {
-            ok: false,
-            detail: Some(d),
-        }) => d,
-        other => panic!("expected a failed job, got {other:?}"),
-    }
 }
 
 #[test]
