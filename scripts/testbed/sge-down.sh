@@ -9,6 +9,7 @@
 # sge_shepherd and the jobs' own processes). Other cells are not touched. DIR itself stays
 # (the caller removes it). Safe to run on a cell that is already down.
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ "$#" -eq 1 ] || {
     echo "usage: sge-down.sh DIR" >&2
@@ -53,18 +54,8 @@ for f in "$D"/spool/execd/*/execd.pid; do
 done
 
 # Whatever is left of this cell (the daemons included): every process that has
-# SGE_ROOT=DIR/root in its environment (except this script and its callers).
-declare -A mine=()
-p=$$
-while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-    mine[$p]=1
-    p=$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')
-done
-for f in $(grep -lzxF "SGE_ROOT=$R" /proc/[0-9]*/environ 2>/dev/null); do
-    p=${f#/proc/}
-    p=${p%/environ}
-    [ -n "${mine[$p]:-}" ] || [ "$p" = "$BASHPID" ] || pids+=("$p")
-done
+# SGE_ROOT=DIR/root in its environment.
+mapfile -t -O "${#pids[@]}" pids < <(processes_with_env "SGE_ROOT=$R")
 [ "${#pids[@]}" -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null
 
 # Wait (up to 2 s) until the daemons are gone, so their ports are free again.

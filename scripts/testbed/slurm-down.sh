@@ -8,6 +8,7 @@
 # SLURM_CONF: slurmstepd and the job's own processes). Other clusters are not touched.
 # DIR itself stays (the caller removes it). Safe to run on a cluster that is already down.
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ "$#" -eq 1 ] || {
     echo "usage: slurm-down.sh DIR" >&2
@@ -66,18 +67,7 @@ stop_daemons "${slurmd_pids[@]}" "$D/slurmctld.pid"
 stop_daemons "$D/munge/munged.pid"
 
 # Whatever is left of this cluster's jobs: every process that has SLURM_CONF=DIR/slurm.conf
-# in its environment (except this script and its callers).
-declare -A mine=()
-p=$$
-while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-    mine[$p]=1
-    p=$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')
-done
-leftovers=()
-for f in $(grep -lzxF "SLURM_CONF=$D/slurm.conf" /proc/[0-9]*/environ 2>/dev/null); do
-    p=${f#/proc/}
-    p=${p%/environ}
-    [ -n "${mine[$p]:-}" ] || [ "$p" = "$BASHPID" ] || leftovers+=("$p")
-done
+# in its environment.
+mapfile -t leftovers < <(processes_with_env "SLURM_CONF=$D/slurm.conf")
 [ "${#leftovers[@]}" -eq 0 ] || kill -KILL "${leftovers[@]}" 2>/dev/null
 exit 0

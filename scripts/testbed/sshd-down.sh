@@ -9,6 +9,7 @@
 # SIGKILL after 2 s. DIR itself stays (the caller removes it). Safe to run when the server
 # is already down.
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ "$#" -eq 1 ] || {
     echo "usage: sshd-down.sh DIR" >&2
@@ -22,14 +23,6 @@ alive() {
     stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
     [[ "$stat" != Z* ]]
 }
-
-# Our own ancestors carry the marker too when a test calls this from inside a session.
-declare -A mine=()
-p=$$
-while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-    mine[$p]=1
-    p=$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')
-done
 
 # TERM, then KILL after 2 s, the processes named; returns when all are gone.
 stop() {
@@ -59,10 +52,8 @@ fi
 # child can leave that child behind, so look again until a round finds nothing.
 for ((round = 0; round < 10; round++)); do
     pids=()
-    for f in $(grep -lzxF "PSTAR_TESTBED_SSHD=$D" /proc/[0-9]*/environ 2>/dev/null); do
-        p=${f#/proc/}
-        p=${p%/environ}
-        [ -n "${mine[$p]:-}" ] || [ "$p" = "$BASHPID" ] || ! alive "$p" || pids+=("$p")
+    for p in $(processes_with_env "PSTAR_TESTBED_SSHD=$D"); do
+        alive "$p" && pids+=("$p")
     done
     [ "${#pids[@]}" -gt 0 ] || exit 0
     stop "${pids[@]}"

@@ -65,13 +65,15 @@ impl Slots {
 
     /// Whether a unit of `cores` cores and `gpus` GPUs could ever start here.
     pub fn fits_ever(&self, cores: u32, gpus: u32, spread: bool) -> bool {
-        let all_gpus: Vec<Vec<u32>> = self.gpus.iter().map(|g| (0..*g).collect()).collect();
-        place(&self.cores, &all_gpus, cores, gpus, spread).is_some()
+        let gpus_on = |node: usize| self.gpus.get(node).copied().unwrap_or(0);
+        place(&self.cores, gpus_on, cores, gpus, spread).is_some()
     }
 
     /// Takes `cores` cores and `gpus` GPUs if they are free now.
     pub fn take(&mut self, cores: u32, gpus: u32, spread: bool) -> Option<Placement> {
-        let (on_nodes, gpu_nodes) = place(&self.free, &self.free_gpus, cores, gpus, spread)?;
+        let free_gpus = &self.free_gpus;
+        let gpus_on = |node: usize| free_gpus.get(node).map_or(0, |g| g.len() as u32);
+        let (on_nodes, gpu_nodes) = place(&self.free, gpus_on, cores, gpus, spread)?;
         for (node, n) in &on_nodes {
             self.free[*node] -= n;
         }
@@ -109,18 +111,18 @@ impl Slots {
     }
 }
 
-/// Where `cores` cores and `gpus` GPUs would go given the free cores and GPUs per node:
-/// `(node, cores)` and `(node, GPUs)` pairs, or `None` if they do not fit now.
+/// `(node, cores)` and `(node, GPUs)` pairs: where a unit's cores and GPUs go.
 type Spots = (Vec<(usize, u32)>, Vec<(usize, u32)>);
 
+/// Where `cores` cores and `gpus` GPUs would go given the free cores per node and the
+/// free GPUs of each node (`gpus_on`), or `None` if they do not fit.
 fn place(
     free: &[u32],
-    free_gpus: &[Vec<u32>],
+    gpus_on: impl Fn(usize) -> u32,
     cores: u32,
     gpus: u32,
     spread: bool,
 ) -> Option<Spots> {
-    let gpus_on = |node: usize| free_gpus.get(node).map_or(0, |g| g.len() as u32);
     if !spread {
         let node = (0..free.len()).find(|&i| free[i] >= cores && gpus_on(i) >= gpus)?;
         let on_gpus = if gpus > 0 { vec![(node, gpus)] } else { vec![] };

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,13 +82,24 @@ struct Running {
     child: Child,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
+    /// What the process has written to its standard error so far.
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+/// Reads `r` to its end in a thread, appending to `so_far` as it goes.
+fn drain(mut r: impl Read + Send + 'static, so_far: Arc<Mutex<Vec<u8>>>) -> JoinHandle<String> {
     std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = r.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut all) = so_far.lock() {
+                all.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let all = so_far.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&all).into_owned()
     })
 }
 
@@ -99,13 +111,24 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start pstar");
-        let stdout = child.stdout.take().map(drain);
-        let stderr = child.stderr.take().map(drain);
+        let stdout = child.stdout.take().map(|r| drain(r, Arc::default()));
+        let stderr_so_far = Arc::<Mutex<Vec<u8>>>::default();
+        let stderr = child.stderr.take().map(|r| drain(r, stderr_so_far.clone()));
         Self {
             child,
             stdout,
             stderr,
+            stderr_so_far,
         }
+    }
+
+    /// Waits until the process has written `text` to its standard error.
+    fn wait_for_stderr(&self, deadline: Duration, text: &str) {
+        wait_until(deadline, text, || {
+            self.stderr_so_far
+                .lock()
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains(text))
+        });
     }
 
     fn pid(&self) -> u32 {

@@ -215,22 +215,49 @@ fn a_grid_engine_pilot_runs_units() {
     assert!(script.contains("#$ -pe smp 2"), "{script}");
 }
 
+/// A workload of one pilot on `ssh` with these extra `fields`, its sandbox root under
+/// `scratch/remote` (returned too), and `units` null units.
+fn ssh_workload(
+    scratch: &Scratch,
+    ssh: &SshServer,
+    fields: &str,
+    units: usize,
+) -> (PathBuf, PathBuf) {
+    let remote = scratch.path().join("remote");
+    let workload = scratch.write(
+        "w.toml",
+        &format!(
+            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\n{fields}\
+             working_directory = \"{}\"\n\n{}",
+            ssh.port(),
+            remote.display(),
+            where_units(units, 1)
+        ),
+    );
+    (workload, remote)
+}
+
+/// The copies of pstar under a remote sandbox root (none if the directory is missing).
+fn copies_in(remote: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(remote.join("bin"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// `text` as an executable file `name` in `scratch`.
+fn executable(scratch: &Scratch, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = scratch.write(name, text);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 #[test]
 fn an_ssh_pilot_gets_the_binary_copied_once_and_runs_units() {
     let ssh = SshServer::start();
     let redis = RedisServer::start();
     let scratch = Scratch::new();
-    let remote = scratch.path().join("remote");
-    let workload = scratch.write(
-        "w.toml",
-        &format!(
-            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\ncores = 2\nwalltime = \"10m\"\n\
-             working_directory = \"{}\"\n\n{}",
-            ssh.port(),
-            remote.display(),
-            where_units(10, 1)
-        ),
-    );
+    let (workload, remote) = ssh_workload(&scratch, &ssh, "cores = 2\nwalltime = \"10m\"\n", 10);
     let services = Services {
         ssh: Some(&ssh),
         ..Default::default()
@@ -243,11 +270,7 @@ fn an_ssh_pilot_gets_the_binary_copied_once_and_runs_units() {
             .sum::<usize>(),
         10
     );
-    let copies: Vec<PathBuf> = std::fs::read_dir(remote.join("bin"))
-        .expect("the binary was copied")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let copies = copies_in(&remote);
     assert_eq!(copies.len(), 1, "{copies:?}");
     let name = copies[0]
         .file_name()
@@ -296,17 +319,7 @@ fn a_static_pstar_named_with_agent_binary_is_copied_over_ssh_and_runs_the_agent(
     let ssh = SshServer::start();
     let redis = RedisServer::start();
     let scratch = Scratch::new();
-    let remote = scratch.path().join("remote");
-    let workload = scratch.write(
-        "w.toml",
-        &format!(
-            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\ncores = 2\n\
-             working_directory = \"{}\"\n\n{}",
-            ssh.port(),
-            remote.display(),
-            where_units(6, 1)
-        ),
-    );
+    let (workload, remote) = ssh_workload(&scratch, &ssh, "cores = 2\n", 6);
     let services = Services {
         ssh: Some(&ssh),
         ..Default::default()
@@ -325,11 +338,7 @@ fn a_static_pstar_named_with_agent_binary_is_copied_over_ssh_and_runs_the_agent(
             .sum::<usize>(),
         6
     );
-    let copies: Vec<PathBuf> = std::fs::read_dir(remote.join("bin"))
-        .expect("the binary was copied")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let copies = copies_in(&remote);
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert!(
         std::fs::read(&copies[0]).expect("copy") == std::fs::read(&binary).expect("static"),
@@ -352,24 +361,13 @@ fn a_binary_that_does_not_run_on_the_host_fails_the_copy_step_and_is_not_kept() 
     let scratch = Scratch::new();
     // Stands for a build linked against a newer C library than the host's: it refuses to
     // start with the loader's words (as ld.so prints them) and status 1.
-    let foreign = scratch.write(
+    let foreign = executable(
+        &scratch,
         "pstar-foreign",
         "#!/bin/sh\necho \"$0: /lib/x86_64-linux-gnu/libc.so.6: version \\`GLIBC_2.99' not \
          found (required by $0)\" >&2\nexit 1\n",
     );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let remote = scratch.path().join("remote");
-    let workload = scratch.write(
-        "w.toml",
-        &format!(
-            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\n\
-             working_directory = \"{}\"\n\n{}",
-            ssh.port(),
-            remote.display(),
-            where_units(1, 1)
-        ),
-    );
+    let (workload, remote) = ssh_workload(&scratch, &ssh, "", 1);
     let services = Services {
         ssh: Some(&ssh),
         ..Default::default()
@@ -391,9 +389,7 @@ fn a_binary_that_does_not_run_on_the_host_fails_the_copy_step_and_is_not_kept() 
     assert!(detail.contains("does not run on"), "{detail}");
     assert!(detail.contains("GLIBC_2.99"), "the host's words: {detail}");
     assert!(detail.contains("build-static.sh"), "the way out: {detail}");
-    let left: Vec<PathBuf> = std::fs::read_dir(remote.join("bin"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = copies_in(&remote);
     assert!(
         left.is_empty(),
         "a copy that does not run is removed: {left:?}"
@@ -405,16 +401,7 @@ fn an_ssh_pilot_can_reach_the_store_through_a_tunnel() {
     let ssh = SshServer::start();
     let redis = RedisServer::start();
     let scratch = Scratch::new();
-    let workload = scratch.write(
-        "w.toml",
-        &format!(
-            "[[pilot]]\nresource = \"ssh://root@127.0.0.1:{}\"\ncores = 1\ntunnel = true\n\
-             working_directory = \"{}\"\n\n{}",
-            ssh.port(),
-            scratch.path().join("remote").display(),
-            where_units(3, 1)
-        ),
-    );
+    let (workload, _) = ssh_workload(&scratch, &ssh, "cores = 1\ntunnel = true\n", 3);
     let services = Services {
         ssh: Some(&ssh),
         ..Default::default()
@@ -500,9 +487,7 @@ fn an_agent_that_never_reaches_the_store_fails_its_pilot_naming_the_step() {
     let redis = RedisServer::start();
     let scratch = Scratch::new();
     // An "agent" that starts and hangs without a word.
-    let fake = scratch.write("hang.sh", "#!/bin/sh\nsleep 600\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let fake = executable(&scratch, "hang.sh", "#!/bin/sh\nsleep 600\n");
     let workload = scratch.write(
         "w.toml",
         &format!(
@@ -694,7 +679,9 @@ fn a_resumed_manager_follows_the_batch_job_of_a_pilot_it_took_over() {
             "10m",
         ]);
     let resumed = Running::start(resume);
-    std::thread::sleep(Duration::from_secs(3));
+    // Printed once the new manager has taken the pilots over (and started following
+    // their jobs).
+    resumed.wait_for_stderr(Duration::from_secs(60), "pstar: resumed session");
     let agents: Vec<u32> = processes_with_arg(&redis.url())
         .into_iter()
         .filter(|p| processes_with_arg("agent").contains(p))
