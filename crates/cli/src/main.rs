@@ -478,6 +478,7 @@ fn main() -> ExitCode {
             if let Some(url) = &store.coordination {
                 pstar_cli::store::warn_if_password_in_url(url);
             }
+            let workload_path = workload.clone();
             let workload = match workload.map(|w| workload::load(&w, &supported)) {
                 Some(Ok(w)) => Some(w),
                 Some(Err(e)) => {
@@ -490,10 +491,21 @@ fn main() -> ExitCode {
                 eprintln!("pstar: --resume needs the session's --coordination URL");
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
             }
-            // A report that cannot be written is found out before anything runs.
+            // A report that cannot be written, or would overwrite an input, is found out
+            // before anything runs (and nothing is created or truncated).
             if let Some(path) = &report {
-                if let Err(e) = std::fs::File::create(path) {
-                    eprintln!("pstar: cannot write the report {}: {e}", path.display());
+                let binary = agent_binary.clone().or_else(|| {
+                    workload
+                        .as_ref()
+                        .and_then(|w| w.session.agent_binary.clone())
+                });
+                let inputs: Vec<&std::path::Path> = workload_path
+                    .iter()
+                    .chain(binary.iter())
+                    .map(|p| p.as_path())
+                    .collect();
+                if let Err(e) = pstar_cli::report::check_path(path, &inputs) {
+                    eprintln!("pstar: {e}");
                     return ExitCode::from(EXIT_BAD_WORKLOAD);
                 }
             }
@@ -529,6 +541,10 @@ fn main() -> ExitCode {
                 }) if summary.all_done() => ExitCode::SUCCESS,
                 Ok(Outcome::Finished { .. }) => ExitCode::FAILURE,
                 Ok(Outcome::Interrupted(_)) => ExitCode::from(130),
+                Ok(Outcome::StoreLost { reason, .. }) => {
+                    eprintln!("pstar: {reason}");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("pstar: {e}");
                     ExitCode::FAILURE

@@ -1,116 +1,288 @@
 //! What a run leaves behind: the summary on the terminal and the JSON report.
+//!
+//! Units are folded into a [`Tally`] one by one as they end, and, with `--report`, their
+//! entries go straight to the report's temporary file, so a run of millions of units keeps
+//! none of them in memory. The report appears under its name only once complete (a
+//! temporary file beside it is renamed), and it is written however the run ends.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io;
-use std::path::Path;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use pstar::{ComputeUnit, PilotCompute, PilotState, State, Timestamp, UnitState};
+use pstar::{ComputeUnit, PilotCompute, PilotState, State, Timestamp, UnitId, UnitState};
 
-/// Figures of a finished run.
+/// `1 unit`, `2 units`.
+pub fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Figures of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub session: String,
+    /// Units submitted.
     pub units: usize,
     pub done: usize,
     pub failed: usize,
     pub canceled: usize,
-    /// From the first submission to the last unit's end.
+    /// Units that had not ended when the run did (the store was lost).
+    pub unfinished: usize,
+    /// Units of the workload never submitted (the run ended first).
+    pub not_submitted: usize,
+    /// From the session's first submission to the last unit's end (for a resumed
+    /// session, its whole life, both managers' parts).
     pub wall_time_s: f64,
+    /// Units that ran to an end (done or failed) per second of `wall_time_s`.
     pub units_per_s: f64,
     /// Time spent in each state, summed over all units and divided by their number, in
     /// seconds (a unit that never entered a state adds zero).
     pub mean_time_in_state_s: BTreeMap<String, f64>,
+    /// For a resumed session: what this run did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_run: Option<ThisRun>,
+}
+
+/// The part of a resumed session that this run carried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThisRun {
+    /// Units that ended while this run watched.
+    pub units_ended: usize,
+    pub wall_time_s: f64,
+    pub units_per_s: f64,
 }
 
 impl Summary {
-    pub fn new(session: &str, units: &[ComputeUnit], wall: Duration) -> Self {
-        let count = |s| units.iter().filter(|u| u.state() == s).count();
-        let now = Timestamp::now();
-        let mut totals: Vec<(UnitState, Duration)> = Vec::new();
-        for (state, d) in units.iter().flat_map(|u| u.time_in_states(now)) {
-            match totals.iter_mut().find(|(t, _)| *t == state) {
-                Some((_, total)) => *total += d,
-                None => totals.push((state, d)),
-            }
-        }
-        let n = units.len().max(1) as f64;
-        let wall_s = wall.as_secs_f64();
+    /// Every unit ended `Done`.
+    pub fn all_done(&self) -> bool {
+        self.done == self.units && self.not_submitted == 0
+    }
+}
+
+/// Units folded in one by one as they end: the figures of the summary, the failed units it
+/// names, and (with a report) their entries written out at once.
+pub struct Tally {
+    session: String,
+    units: usize,
+    done: usize,
+    failed: usize,
+    canceled: usize,
+    unfinished: usize,
+    first: Option<Timestamp>,
+    last_end: Option<Timestamp>,
+    time_in: BTreeMap<UnitState, Duration>,
+    failed_shown: Vec<(UnitId, String, String)>,
+    failed_more: usize,
+    canceled_why: BTreeMap<String, usize>,
+    report: Option<ReportFile>,
+}
+
+/// How many failed units the summary names.
+const FAILED_SHOWN: usize = 10;
+
+impl Tally {
+    pub fn new(session: &str, report: Option<ReportFile>) -> Self {
         Self {
             session: session.to_owned(),
-            units: units.len(),
-            done: count(UnitState::Done),
-            failed: count(UnitState::Failed),
-            canceled: count(UnitState::Canceled),
-            wall_time_s: wall_s,
-            units_per_s: if wall_s > 0.0 {
-                units.len() as f64 / wall_s
-            } else {
-                0.0
-            },
-            mean_time_in_state_s: UnitState::ALL
-                .iter()
-                .filter_map(|s| totals.iter().find(|(t, _)| t == s))
-                .map(|(s, d)| (s.as_str().to_owned(), d.as_secs_f64() / n))
-                .collect(),
+            units: 0,
+            done: 0,
+            failed: 0,
+            canceled: 0,
+            unfinished: 0,
+            first: None,
+            last_end: None,
+            time_in: BTreeMap::new(),
+            failed_shown: Vec::new(),
+            failed_more: 0,
+            canceled_why: BTreeMap::new(),
+            report,
         }
     }
 
-    /// Every unit ended `Done`.
-    pub fn all_done(&self) -> bool {
-        self.done == self.units
+    /// Units folded in so far.
+    pub fn len(&self) -> usize {
+        self.units
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units == 0
+    }
+
+    /// Folds in one unit (normally once it has ended; one that has not counts as
+    /// unfinished).
+    pub fn add(&mut self, unit: &ComputeUnit) {
+        let now = Timestamp::now();
+        let history = unit.history();
+        let state = unit.state();
+        self.units += 1;
+        if let Some((_, at)) = history.first() {
+            self.first = Some(self.first.map_or(*at, |f| f.min(*at)));
+        }
+        if state.is_final()
+            && let Some((_, at)) = history.last()
+        {
+            self.last_end = Some(self.last_end.map_or(*at, |l| l.max(*at)));
+        }
+        for (s, d) in unit.time_in_states(now) {
+            *self.time_in.entry(s).or_default() += d;
+        }
+        match state {
+            UnitState::Done => self.done += 1,
+            UnitState::Failed => {
+                self.failed += 1;
+                if self.failed_shown.len() < FAILED_SHOWN {
+                    self.failed_shown.push((
+                        unit.id(),
+                        unit.name().to_owned(),
+                        unit.detail().unwrap_or_default(),
+                    ));
+                } else {
+                    self.failed_more += 1;
+                }
+            }
+            UnitState::Canceled => {
+                self.canceled += 1;
+                *self
+                    .canceled_why
+                    .entry(unit.detail().unwrap_or_else(|| "canceled".into()))
+                    .or_default() += 1;
+            }
+            _ => self.unfinished += 1,
+        }
+        if let Some(report) = &mut self.report
+            && let Err(e) = report.add(unit, &history)
+        {
+            eprintln!(
+                "pstar: cannot write the report {}: {e}",
+                report.path.display()
+            );
+            self.report = None;
+        }
+    }
+
+    /// The summary, given how many units were never submitted and, for a resumed session,
+    /// how long this run watched and how many units ended meanwhile.
+    pub fn summary(&self, not_submitted: usize, this_run: Option<(Duration, usize)>) -> Summary {
+        let wall = match (self.first, self.last_end) {
+            (Some(first), Some(last)) => last.since(first),
+            (Some(first), None) => Timestamp::now().since(first),
+            _ => Duration::ZERO,
+        };
+        let wall_s = wall.as_secs_f64();
+        let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        let n = self.units.max(1) as f64;
+        Summary {
+            session: self.session.clone(),
+            units: self.units,
+            done: self.done,
+            failed: self.failed,
+            canceled: self.canceled,
+            unfinished: self.unfinished,
+            not_submitted,
+            wall_time_s: wall_s,
+            units_per_s: rate(self.done + self.failed, wall_s),
+            mean_time_in_state_s: self
+                .time_in
+                .iter()
+                .map(|(s, d)| (s.as_str().to_owned(), d.as_secs_f64() / n))
+                .collect(),
+            this_run: this_run.map(|(wall, ended)| ThisRun {
+                units_ended: ended,
+                wall_time_s: wall.as_secs_f64(),
+                units_per_s: rate(ended, wall.as_secs_f64()),
+            }),
+        }
     }
 
     /// The summary as shown at the end of `pstar run`.
-    pub fn render(&self, units: &[ComputeUnit]) -> String {
+    pub fn render(&self, summary: &Summary) -> String {
         let mut out = String::new();
+        let mut parts = vec![
+            format!("{} done", summary.done),
+            format!("{} failed", summary.failed),
+            format!("{} canceled", summary.canceled),
+        ];
+        if summary.unfinished > 0 {
+            parts.push(format!("{} unfinished", summary.unfinished));
+        }
         let _ = writeln!(
             out,
-            "{} units: {} done, {} failed, {} canceled in {:.2} s ({:.1} units/s)",
-            self.units, self.done, self.failed, self.canceled, self.wall_time_s, self.units_per_s
+            "{}: {} in {:.2} s ({:.1} units/s)",
+            plural(summary.units, "unit"),
+            parts.join(", "),
+            summary.wall_time_s,
+            summary.units_per_s
         );
-        let mut states: Vec<(&String, &f64)> = self.mean_time_in_state_s.iter().collect();
+        if summary.not_submitted > 0 {
+            let _ = writeln!(
+                out,
+                "{} of the workload never submitted (the run ended first)",
+                plural(summary.not_submitted, "unit")
+            );
+        }
+        if let Some(this) = &summary.this_run {
+            let _ = writeln!(
+                out,
+                "this run (resumed): {} ended in {:.2} s ({:.1} units/s)",
+                plural(this.units_ended, "unit"),
+                this.wall_time_s,
+                this.units_per_s
+            );
+        }
+        let mut states: Vec<(&String, &f64)> = summary.mean_time_in_state_s.iter().collect();
         states.sort_by_key(|(s, _)| UnitState::ALL.iter().position(|u| u.as_str() == s.as_str()));
         let parts: Vec<String> = states
             .iter()
             .map(|(s, t)| format!("{s} {}", human(**t)))
             .collect();
-        let _ = writeln!(out, "mean time per unit: {}", parts.join(", "));
-        let unlucky: Vec<&ComputeUnit> = units
-            .iter()
-            .filter(|u| matches!(u.state(), UnitState::Failed))
-            .collect();
-        const SHOWN: usize = 10;
-        for u in unlucky.iter().take(SHOWN) {
+        if !parts.is_empty() {
+            let _ = writeln!(out, "mean time per unit: {}", parts.join(", "));
+        }
+        for (id, name, detail) in &self.failed_shown {
+            let _ = writeln!(out, "  failed {id} {name}: {detail}");
+        }
+        if self.failed_more > 0 {
             let _ = writeln!(
                 out,
-                "  failed {} {}: {}",
-                u.id(),
-                u.name(),
-                u.detail().unwrap_or_default()
+                "  ... and {} more (see the report)",
+                plural(self.failed_more, "failed unit")
             );
         }
-        if unlucky.len() > SHOWN {
-            let _ = writeln!(
-                out,
-                "  ... and {} more failed units (see the report)",
-                unlucky.len() - SHOWN
-            );
-        }
-        // Canceled units, grouped by why.
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        for u in units.iter().filter(|u| u.state() == UnitState::Canceled) {
-            *reasons
-                .entry(u.detail().unwrap_or_else(|| "canceled".into()))
-                .or_default() += 1;
-        }
-        for (reason, n) in reasons {
+        for (reason, n) in &self.canceled_why {
             let _ = writeln!(out, "  canceled {n}: {reason}");
         }
         out
+    }
+
+    /// Writes the report, if one was asked for: what was folded in, the summary and the
+    /// pilots. Returns whether it was written (true when none was asked for).
+    pub fn finish_report(&mut self, summary: &Summary, pilots: &[PilotCompute]) -> bool {
+        let Some(report) = self.report.take() else {
+            return true;
+        };
+        let path = report.path.clone();
+        match report.finish(summary, pilots) {
+            Ok(()) => {
+                eprintln!("report: {}", path.display());
+                true
+            }
+            Err(e) => {
+                eprintln!("pstar: cannot write the report {}: {e}", path.display());
+                false
+            }
+        }
+    }
+
+    /// Whether a report was asked for and can still be written.
+    pub fn has_report(&self) -> bool {
+        self.report.is_some()
     }
 }
 
@@ -150,43 +322,111 @@ struct PilotEntry {
     timestamps: BTreeMap<&'static str, Timestamp>,
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    summary: &'a Summary,
-    units: Vec<UnitEntry>,
-    pilots: Vec<PilotEntry>,
-}
-
 fn stamps<S: State>(history: &[(S, Timestamp)]) -> BTreeMap<&'static str, Timestamp> {
     // The last time each state was entered (a unit returned to the pool enters some twice).
     history.iter().map(|(s, t)| (s.as_str(), *t)).collect()
 }
 
-/// Writes the JSON report of a run to `path`.
-pub fn write(
-    path: &Path,
-    summary: &Summary,
-    units: &[ComputeUnit],
-    pilots: &[PilotCompute],
-) -> io::Result<()> {
-    let path_str = |p: Option<std::path::PathBuf>| p.map(|p| p.display().to_string());
-    let report = Report {
-        summary,
-        units: units
-            .iter()
-            .map(|u| UnitEntry {
-                name: u.name().to_owned(),
-                id: u.id().to_string(),
-                state: u.state(),
-                exit_code: u.exit_code(),
-                pilot: u.pilot().map(|p| p.to_string()),
-                stdout: path_str(u.stdout()),
-                stderr: path_str(u.stderr()),
-                detail: u.detail(),
-                timestamps: stamps(&u.history()),
-            })
-            .collect(),
-        pilots: pilots
+/// Refuses a report path before anything runs: one that names an input of the run (the
+/// workload file, the agent binary), a directory, or a place where no file can be made.
+/// Nothing is created or truncated.
+pub fn check_path(path: &Path, inputs: &[&Path]) -> Result<(), String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!("the report {shown} is a directory"));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        for input in inputs {
+            if let Ok(other) = std::fs::metadata(input)
+                && other.dev() == meta.dev()
+                && other.ino() == meta.ino()
+            {
+                return Err(format!(
+                    "the report {shown} is {}, an input of this run: it would be overwritten",
+                    input.display()
+                ));
+            }
+        }
+    }
+    // Whether a file can be made beside it (where the temporary file goes).
+    let probe = tempfile::Builder::new()
+        .prefix(".pstar-report-check")
+        .tempfile_in(parent(path));
+    match probe {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let why = e
+                .raw_os_error()
+                .map_or_else(|| e.to_string(), |n| io::Error::from_raw_os_error(n).to_string());
+            Err(format!(
+                "cannot write the report {shown}: cannot make a file in {}: {why}",
+                parent(path).display()
+            ))
+        }
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The report being written: a temporary file beside its final path, renamed into place
+/// once complete; removed if the run drops it unfinished.
+pub struct ReportFile {
+    path: PathBuf,
+    out: io::BufWriter<tempfile::NamedTempFile>,
+    first: bool,
+}
+
+impl ReportFile {
+    /// Starts the report that will be `path`. The file at `path`, if any, is left alone
+    /// until the report replaces it.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "report".into());
+        // Readable like any file the user makes (the mode goes through the umask).
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(parent(path))?;
+        let mut out = io::BufWriter::new(tmp);
+        out.write_all(b"{\n  \"units\": [")?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out,
+            first: true,
+        })
+    }
+
+    fn add(&mut self, unit: &ComputeUnit, history: &[(UnitState, Timestamp)]) -> io::Result<()> {
+        let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
+        let entry = UnitEntry {
+            name: unit.name().to_owned(),
+            id: unit.id().to_string(),
+            state: unit.state(),
+            exit_code: unit.exit_code(),
+            pilot: unit.pilot().map(|p| p.to_string()),
+            stdout: path_str(unit.stdout()),
+            stderr: path_str(unit.stderr()),
+            detail: unit.detail(),
+            timestamps: stamps(history),
+        };
+        self.out
+            .write_all(if self.first { b"\n    " } else { b",\n    " })?;
+        self.first = false;
+        serde_json::to_writer(&mut self.out, &entry).map_err(io::Error::other)
+    }
+
+    fn finish(mut self, summary: &Summary, pilots: &[PilotCompute]) -> io::Result<()> {
+        let pilots: Vec<PilotEntry> = pilots
             .iter()
             .map(|p| PilotEntry {
                 name: p.description().name.clone(),
@@ -200,11 +440,15 @@ pub fn write(
                 sandbox: p.sandbox().display().to_string(),
                 timestamps: stamps(&p.history()),
             })
-            .collect(),
-    };
-    let file = std::fs::File::create(path)?;
-    let mut w = io::BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut w, &report).map_err(io::Error::other)?;
-    io::Write::write_all(&mut w, b"\n")?;
-    io::Write::flush(&mut w)
+            .collect();
+        self.out.write_all(b"\n  ],\n  \"summary\": ")?;
+        serde_json::to_writer_pretty(&mut self.out, summary).map_err(io::Error::other)?;
+        self.out.write_all(b",\n  \"pilots\": ")?;
+        serde_json::to_writer_pretty(&mut self.out, &pilots).map_err(io::Error::other)?;
+        self.out.write_all(b"\n}\n")?;
+        let tmp = self.out.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
 }

@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pstar::{ComputeUnitService, PilotComputeService, Session, State, UnitPolicy};
+use tokio::sync::mpsc;
+
+use pstar::{ComputeUnit, ComputeUnitService, PilotComputeService, Session, State, UnitPolicy};
 
 use crate::progress;
-use crate::report::{self, Summary};
+use crate::report::{ReportFile, Summary, Tally, plural};
 use crate::workload::Workload;
 
 /// Options of one run.
@@ -99,64 +101,152 @@ pub enum Outcome {
         summary: Summary,
         report_written: bool,
     },
-    /// Interrupted (Ctrl-C): units were canceled.
+    /// Interrupted (Ctrl-C, SIGTERM): units were canceled, or killed with their pilots.
     Interrupted(Summary),
+    /// The coordination store was lost for good (unreachable past its retries, or it no
+    /// longer holds the session): the reason, and what was known then.
+    StoreLost { reason: String, summary: Summary },
 }
 
+/// Units submitted at once, and most units submitted and not yet ended: a workload of
+/// millions of units is expanded and submitted as the earlier ones end, so memory grows
+/// with the units in flight, not with the size of the workload.
+const SUBMIT_BATCH: usize = 10_000;
+const IN_FLIGHT: usize = 100_000;
+
+/// After a first Ctrl-C, how long the units get to be canceled through their agents
+/// before their pilots are killed.
+const CANCEL_GRACE: Duration = Duration::from_secs(60);
+
+/// How long marking the session finished in the store may take.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs `workload` to the end and reports on it.
-pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, pstar::Error> {
+pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, RunError> {
     let options = &options.or_from(&workload.session);
     let id = pstar::new_session_id();
     let mut builder = options.configure(Session::builder().id(&id));
     if let Some(url) = &options.coordination {
         builder = builder.coordination(crate::store::connect(url, &id).await?);
     }
+    let report = open_report(options)?;
     let session = builder.build().await?;
-    let count = |n: usize, what: &str| {
-        if n == 1 {
-            format!("1 {what}")
-        } else {
-            format!("{n} {what}s")
-        }
-    };
+    let total = workload.units.len();
     eprintln!(
         "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
-        count(workload.pilots.len(), "pilot"),
-        count(workload.units.len(), "unit"),
+        plural(workload.pilots.len(), "pilot"),
+        plural(total, "unit"),
         session.sandbox_root().join(session.id()).display(),
     );
 
     let pcs = PilotComputeService::new(&session);
-    let mut pilots = Vec::with_capacity(workload.pilots.len());
-    for description in workload.pilots {
-        pilots.push(pcs.create_pilot(description).await?);
-    }
     let cus = ComputeUnitService::with_policy(&session, options.policy());
     cus.add_pilot_service(&pcs);
-
-    let start = Instant::now();
-    let total = workload.units.len();
-    let descriptions = workload.units.into_iter().map(|u| {
+    let ended = cus.hand_over_finished();
+    let mut tally = Tally::new(session.id(), report);
+    let mut pilots = Vec::with_capacity(workload.pilots.len());
+    for description in workload.pilots {
+        match pcs.create_pilot(description).await {
+            Ok(p) => pilots.push(p),
+            Err(e) => {
+                // What was made is ended, and the report says so.
+                pcs.cancel().await;
+                let summary = tally.summary(total, None);
+                tally.finish_report(&summary, &pcs.pilots());
+                return Err(e.into());
+            }
+        }
+    }
+    let pilot_ids: Vec<pstar::PilotId> = pilots.iter().map(|p| p.id()).collect();
+    let descriptions = workload.units.into_iter().map(move |u| {
         let mut d = u.description;
-        d.pilot = u.pilot.and_then(|i| pilots.get(i)).map(|p| p.id());
+        d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
         d
     });
-    let units = cus.submit_batch(descriptions).await?;
-    drive(session, pcs, cus, units, total, start, options).await
+    let submitter = tokio::spawn(submit_all(cus.clone(), descriptions));
+    let run = Run {
+        session,
+        pcs,
+        cus,
+        total,
+        tally,
+        resumed: None,
+    };
+    run.drive(ended, Some(submitter), options).await
+}
+
+/// Submits `descriptions` in batches, keeping at most [`IN_FLIGHT`] units not ended;
+/// returns how many it submitted (or the error that stopped it, with that count).
+async fn submit_all(
+    cus: ComputeUnitService,
+    descriptions: impl Iterator<Item = pstar::ComputeUnitDescription>,
+) -> (usize, Option<pstar::Error>) {
+    let mut descriptions = descriptions.peekable();
+    let mut submitted = 0usize;
+    let mut counts = cus.watch_counts();
+    while descriptions.peek().is_some() {
+        let room = IN_FLIGHT.saturating_sub(SUBMIT_BATCH);
+        let closed = counts
+            .wait_for(|c| submitted.saturating_sub(c.finished()) <= room)
+            .await
+            .is_err();
+        if closed {
+            return (submitted, Some(pstar::Error::ServiceClosed));
+        }
+        let batch: Vec<_> = descriptions.by_ref().take(SUBMIT_BATCH).collect();
+        let n = batch.len();
+        if let Err(e) = cus.submit_batch(batch).await {
+            return (submitted, Some(e));
+        }
+        submitted += n;
+    }
+    (submitted, None)
+}
+
+/// Opens the report's temporary file, if one is asked for.
+fn open_report(options: &RunOptions) -> Result<Option<ReportFile>, RunError> {
+    match &options.report {
+        None => Ok(None),
+        Some(path) => ReportFile::create(path)
+            .map(Some)
+            .map_err(|source| RunError::Report {
+                path: path.clone(),
+                source,
+            }),
+    }
+}
+
+/// Why a run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Pstar(#[from] pstar::Error),
+    #[error("cannot write the report {}: {source}", path.display())]
+    Report {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<pstar_coordination::CoordinationError> for RunError {
+    fn from(e: pstar_coordination::CoordinationError) -> Self {
+        RunError::Pstar(e.into())
+    }
 }
 
 /// Picks up session `id` from the store at `options.coordination` after its manager died,
 /// and carries it to the end like [`run`]. Units already finished are not run again. If no
 /// pilot of the session is alive any more, pilots like the session's first ones are
 /// started.
-pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, pstar::Error> {
+pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError> {
     let Some(url) = &options.coordination else {
         return Err(pstar_coordination::CoordinationError::Unsupported(
             "resuming a session needs its --coordination URL (a Redis)".into(),
         )
         .into());
     };
+    let report = open_report(options)?;
     let builder = options.configure(
         Session::builder()
             .id(id)
@@ -171,118 +261,301 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, pstar::Er
         .filter(|p| !p.state().is_final())
         .count();
     eprintln!(
-        "pstar: resumed session {}: {} units ({} finished), {} of {} pilots alive",
+        "pstar: resumed session {}: {} ({} finished), {} of {} alive",
         session.id(),
-        counts.total(),
+        plural(counts.total(), "unit"),
         counts.finished(),
         alive,
-        pcs.pilots().len(),
+        plural(pcs.pilots().len(), "pilot"),
     );
     if alive == 0 && counts.finished() < counts.total() {
         eprintln!(
-            "pstar: starting {} new pilots like the session's first ones",
-            resumed.records.len()
+            "pstar: starting {} like the session's first ones",
+            plural(resumed.records.len(), "new pilot")
         );
         for record in resumed.records {
             pcs.create_pilot(record.description).await?;
         }
     }
+    // Units that ended before are folded in now; the rest as they end.
+    let ended = cus.hand_over_finished();
     let units = cus.units();
     let total = units.len();
-    drive(session, pcs, cus, units, total, Instant::now(), options).await
+    let mut tally = Tally::new(session.id(), report);
+    let before = units.iter().filter(|u| u.state().is_final()).count();
+    for u in units.iter().filter(|u| u.state().is_final()) {
+        tally.add(u);
+    }
+    drop(units);
+    let run = Run {
+        session,
+        pcs,
+        cus,
+        total,
+        tally,
+        resumed: Some((Instant::now(), before)),
+    };
+    run.drive(ended, None, options).await
 }
 
-/// Waits until every unit has ended (or the run is interrupted, or every pilot is gone),
-/// then ends the pilots and reports.
-async fn drive(
+/// A run under way: what [`Run::drive`] needs to carry it to its end.
+struct Run {
     session: Session,
     pcs: PilotComputeService,
     cus: ComputeUnitService,
-    units: Vec<pstar::ComputeUnit>,
+    /// Units of the workload (or of the resumed session).
     total: usize,
-    start: Instant,
-    options: &RunOptions,
-) -> Result<Outcome, pstar::Error> {
-    let progress = tokio::spawn(progress::show(cus.watch_counts(), total, options.quiet));
+    tally: Tally,
+    /// For a resumed session: when this run started, and how many units had ended then.
+    resumed: Option<(Instant, usize)>,
+}
 
-    let mut interrupted = false;
-    tokio::select! {
-        reason = session.lost() => {
-            // Nothing can move any more: say so instead of waiting forever.
-            return Err(pstar::Error::StoreLost(reason));
-        }
-        _ = cus.wait() => {}
-        _ = pcs.wait() => {
-            // Every pilot has ended (walltime, failure) with units left: nothing will run them.
-            cus.cancel_because("every pilot ended before this unit could run");
-            cus.wait().await;
-        }
-        signal = interruption() => {
-            interrupted = true;
-            eprintln!("pstar: interrupted by {signal}; canceling units");
-            cus.cancel_because(format!("interrupted by {signal}"));
-            cus.wait().await;
-        }
-    }
-    let wall = start.elapsed();
-    let _ = progress.await;
-    pcs.cancel().await;
+/// What ended the wait for the units.
+enum End {
+    AllEnded,
+    Interrupted,
+    Lost(String),
+}
 
-    let pilots = pcs.pilots();
-    for p in &pilots {
-        if p.state() == pstar::PilotState::Failed {
-            eprintln!(
-                "pstar: {} failed: {}",
-                p.id(),
-                p.detail().unwrap_or_default()
-            );
+type Submitter = tokio::task::JoinHandle<(usize, Option<pstar::Error>)>;
+
+impl Run {
+    /// Waits until every unit has ended (or the run is interrupted, or every pilot is
+    /// gone, or the store is lost), then ends the pilots and reports. Every wait here is
+    /// bounded: a second Ctrl-C kills the pilots and their units at once.
+    async fn drive(
+        mut self,
+        mut ended: mpsc::UnboundedReceiver<ComputeUnit>,
+        mut submitter: Option<Submitter>,
+        options: &RunOptions,
+    ) -> Result<Outcome, RunError> {
+        let progress = tokio::spawn(progress::show(
+            self.cus.watch_counts(),
+            self.total,
+            options.quiet,
+        ));
+        let mut signals = Signals::new();
+        // Units submitted so far, once the submitter has finished.
+        let mut submitted: Option<usize> = if submitter.is_none() {
+            Some(self.total)
+        } else {
+            None
+        };
+        let mut submit_error = None;
+        let mut pilots_ended = false;
+        let end = loop {
+            if submitted.is_some_and(|n| self.tally.len() >= n) {
+                break End::AllEnded;
+            }
+            tokio::select! {
+                unit = ended.recv() => match unit {
+                    Some(u) => self.tally.add(&u),
+                    None => break End::Lost("the compute unit service has shut down".into()),
+                },
+                done = async { submitter.as_mut().expect("guarded").await }, if submitter.is_some() => {
+                    submitter = None;
+                    let (n, error) = done.unwrap_or((0, Some(pstar::Error::ServiceClosed)));
+                    submitted = Some(n);
+                    if let Some(e) = error {
+                        eprintln!("pstar: cannot submit more units: {e}");
+                        submit_error = Some(e);
+                        self.cus.cancel_because("the run could not submit every unit");
+                    }
+                }
+                reason = self.session.lost() => break End::Lost(reason),
+                _ = self.pcs.wait(), if !pilots_ended => {
+                    // Every pilot has ended (walltime, failure) with units left: nothing
+                    // will run them.
+                    pilots_ended = true;
+                    if let Some(s) = submitter.take() {
+                        s.abort();
+                        submitted = Some(self.cus.units_submitted());
+                    }
+                    self.cus.cancel_stranded();
+                }
+                signal = signals.recv() => {
+                    eprintln!(
+                        "pstar: interrupted by {signal}; canceling units (again to kill them at once)"
+                    );
+                    if let Some(s) = submitter.take() {
+                        s.abort();
+                        submitted = Some(self.cus.units_submitted());
+                    }
+                    self.cus.cancel_because(format!("interrupted by {signal}"));
+                    break End::Interrupted;
+                }
+            }
+        };
+        let end = match end {
+            End::Interrupted => {
+                // Bounded: the units' cancels come back, or the store is lost, or a second
+                // signal or the grace period has the pilots killed.
+                let n = submitted.unwrap_or(0);
+                let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
+                let lost = loop {
+                    if self.tally.len() >= n {
+                        break None;
+                    }
+                    tokio::select! {
+                        unit = ended.recv() => match unit {
+                            Some(u) => self.tally.add(&u),
+                            None => break None,
+                        },
+                        reason = self.session.lost() => break Some(reason),
+                        signal = signals.recv() => {
+                            eprintln!("pstar: {signal} again: killing every pilot and its units now");
+                            self.abort_pilots(&mut signals, &format!("killed after a second {signal}")).await;
+                            break None;
+                        }
+                        _ = tokio::time::sleep_until(deadline) => {
+                            eprintln!(
+                                "pstar: units not canceled after {}: killing every pilot and its units",
+                                humantime::format_duration(CANCEL_GRACE)
+                            );
+                            self.abort_pilots(&mut signals, "killed: its units were not canceled in time").await;
+                            break None;
+                        }
+                    }
+                };
+                if let Some(reason) = lost {
+                    eprintln!("pstar: {reason}");
+                    self.abort_pilots(&mut signals, "killed: the coordination store was lost")
+                        .await;
+                }
+                End::Interrupted
+            }
+            End::Lost(reason) => {
+                if self.session.session_gone() {
+                    // Nothing of the session is left to resume: its pilots would run on
+                    // for nothing.
+                    self.abort_pilots(&mut signals, "killed: the session is gone from the store")
+                        .await;
+                } else {
+                    eprintln!(
+                        "pstar: the pilots' agents keep what their units did until the store \
+                         is back; pick the session up with `pstar run --resume {}`",
+                        self.session.id()
+                    );
+                }
+                End::Lost(reason)
+            }
+            End::AllEnded => End::AllEnded,
+        };
+        progress.abort();
+        let _ = progress.await;
+        let lost = matches!(end, End::Lost(_)) || self.session.session_gone();
+        if !lost {
+            tokio::select! {
+                _ = self.pcs.cancel() => {}
+                signal = signals.recv() => {
+                    eprintln!("pstar: {signal} while canceling the pilots: killing them now");
+                    self.abort_pilots(&mut signals, &format!("killed after {signal}")).await;
+                }
+            }
         }
+
+        for p in self.pcs.pilots() {
+            if p.state() == pstar::PilotState::Failed {
+                eprintln!(
+                    "pstar: {} failed: {}",
+                    p.id(),
+                    p.detail().unwrap_or_default()
+                );
+            }
+        }
+        // Units that had not ended (a lost store) are reported as they were.
+        while let Ok(u) = ended.try_recv() {
+            self.tally.add(&u);
+        }
+        for u in self.cus.units() {
+            if !u.state().is_final() {
+                self.tally.add(&u);
+            }
+        }
+        let not_submitted = self
+            .total
+            .saturating_sub(submitted.unwrap_or_else(|| self.cus.units_submitted()));
+        let this_run = self.resumed.map(|(start, before)| {
+            (start.elapsed(), self.tally.len().saturating_sub(before))
+        });
+        let summary = self.tally.summary(not_submitted, this_run);
+        eprint!("{}", self.tally.render(&summary));
+        let report_written = self.tally.finish_report(&summary, &self.pcs.pilots());
+        if !lost {
+            // Bounded: a store that does not answer is not waited for.
+            let keep = options.keep.unwrap_or(DEFAULT_KEEP);
+            let finish = self.session.coordination().finish(keep);
+            tokio::select! {
+                done = tokio::time::timeout(FINISH_TIMEOUT, finish) => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        eprintln!("pstar: cannot mark the session finished in the store: {e}")
+                    }
+                    Err(_) => eprintln!(
+                        "pstar: cannot mark the session finished in the store: no answer in {}",
+                        humantime::format_duration(FINISH_TIMEOUT)
+                    ),
+                },
+                signal = signals.recv() => {
+                    eprintln!("pstar: {signal}: not marking the session finished in the store");
+                }
+            }
+        }
+        if let Some(e) = submit_error {
+            return Err(e.into());
+        }
+        Ok(match end {
+            End::Interrupted => Outcome::Interrupted(summary),
+            End::Lost(reason) => Outcome::StoreLost { reason, summary },
+            End::AllEnded => Outcome::Finished {
+                summary,
+                report_written,
+            },
+        })
     }
-    let summary = Summary::new(session.id(), &units, wall);
-    eprint!("{}", summary.render(&units));
-    let mut report_written = true;
-    if let Some(path) = &options.report {
-        match report::write(path, &summary, &units, &pilots) {
-            Ok(()) => eprintln!("report: {}", path.display()),
-            Err(e) => {
-                eprintln!("pstar: cannot write the report {}: {e}", path.display());
-                report_written = false;
+
+    /// Kills every pilot through its resource (bounded); a further signal ends the process
+    /// at once.
+    async fn abort_pilots(&self, signals: &mut Signals, reason: &str) {
+        tokio::select! {
+            _ = self.pcs.abort(reason) => {}
+            signal = signals.recv() => {
+                eprintln!("pstar: {signal} again: exiting now");
+                std::process::exit(130);
             }
         }
     }
-    if let Err(e) = session
-        .coordination()
-        .finish(options.keep.unwrap_or(DEFAULT_KEEP))
-        .await
-    {
-        eprintln!("pstar: cannot mark the session finished in the store: {e}");
-    }
-    debug_assert!(units.iter().all(|u| u.state().is_final()));
-    Ok(if interrupted {
-        Outcome::Interrupted(summary)
-    } else {
-        Outcome::Finished {
-            summary,
-            report_written,
-        }
-    })
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM (what batch systems and `kill` send); names it.
+/// Waits for Ctrl-C (SIGINT) or SIGTERM; names it.
 pub(crate) async fn interruption() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => {
-            // Without signal handling, never interrupted: the run goes to its end.
-            std::future::pending::<()>().await;
-            "never"
+    Signals::new().recv().await
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (what batch systems and `kill` send), listened to for the
+/// whole run, so that every one of them is heard.
+struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            streams: signal(SignalKind::interrupt())
+                .ok()
+                .zip(signal(SignalKind::terminate()).ok()),
+        }
+    }
+
+    /// The next signal, by name; never, without signal handling.
+    async fn recv(&mut self) -> &'static str {
+        match &mut self.streams {
+            Some((int, term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            None => std::future::pending().await,
         }
     }
 }

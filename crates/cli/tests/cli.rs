@@ -17,6 +17,8 @@ use serde_json::Value;
 mod redis_runs;
 #[path = "cli/resources.rs"]
 mod resources;
+#[path = "cli/run_ends.rs"]
+mod run_ends;
 
 /// Longest any `pstar` run in these tests may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
@@ -916,6 +918,8 @@ count = 4
         );
     }
     assert_eq!(report["summary"]["canceled"], 4);
+    // Canceled units never ran: they are not counted as work done per second.
+    assert_eq!(report["summary"]["units_per_s"], 0.0, "{report}");
 
     // pstar has exited; its units' processes must not outlive it.
     wait_until(Duration::from_secs(5), "the sleeps to be gone", || {

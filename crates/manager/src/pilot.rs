@@ -16,6 +16,8 @@ use crate::session::Session;
 
 /// How long a canceled pilot's agent gets to stop its units before its job is killed.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long ending a pilot's job through its resource may take (an `scancel` over SSH).
+const JOB_END_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A factory and registry of pilots (the seeds' `PilotComputeService`).
 ///
@@ -211,11 +213,24 @@ impl PilotComputeService {
             .unwrap_or_default()
     }
 
-    /// Cancels every pilot of this service; returns when all have ended.
+    /// Cancels every pilot of this service, all at once; returns when all have ended.
     pub async fn cancel(&self) {
+        let mut all = tokio::task::JoinSet::new();
         for pilot in self.pilots() {
-            pilot.cancel().await;
+            all.spawn(async move { pilot.cancel().await });
         }
+        while all.join_next().await.is_some() {}
+    }
+
+    /// Kills every pilot of this service through its resource, all at once, without a
+    /// word through the coordination store (see [`PilotCompute::abort`]).
+    pub async fn abort(&self, reason: &str) {
+        let mut all = tokio::task::JoinSet::new();
+        for pilot in self.pilots() {
+            let reason = reason.to_owned();
+            all.spawn(async move { pilot.abort(&reason).await });
+        }
+        while all.join_next().await.is_some() {}
     }
 
     /// Waits until every pilot of this service has ended.
@@ -376,30 +391,83 @@ impl PilotCompute {
         }
         let coordination = self.inner.session.coordination();
         if state == PilotState::Running {
-            if let Err(e) = coordination
-                .send_control(self.id(), pstar_coordination::Control::CancelPilot)
-                .await
-            {
-                tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop");
-            } else if tokio::time::timeout(CANCEL_TIMEOUT, self.wait())
-                .await
-                .is_ok()
-            {
-                return;
+            let asked = tokio::time::timeout(
+                CANCEL_TIMEOUT,
+                coordination.send_control(self.id(), pstar_coordination::Control::CancelPilot),
+            )
+            .await;
+            match asked {
+                Ok(Ok(())) => {
+                    if tokio::time::timeout(CANCEL_TIMEOUT, self.wait())
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop")
+                }
+                Err(_) => tracing::warn!(pilot = %self.id(), "cannot ask the agent to stop: the \
+                    coordination store did not answer in time"),
             }
         }
-        if let Some(record) = self.record()
-            && let Err(e) = self.inner.adaptor.cancel(&record).await
-        {
-            tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
-        }
-        if let Err(e) = self
-            .publish(PilotState::Canceled, Some("pilot canceled".into()))
-            .await
-        {
+        self.end_job().await;
+        let published = tokio::time::timeout(
+            CANCEL_TIMEOUT,
+            self.publish(PilotState::Canceled, Some("pilot canceled".into())),
+        )
+        .await;
+        if let Ok(Err(e)) = &published {
             tracing::warn!(pilot = %self.id(), error = %e, "cannot record the cancel");
         }
-        self.wait().await;
+        if published.is_err()
+            || tokio::time::timeout(CANCEL_TIMEOUT, self.wait())
+                .await
+                .is_err()
+        {
+            // The store did not bring the cancel back: its job is ended all the same.
+            self.record_here(
+                PilotState::Canceled,
+                "pilot canceled (the coordination store did not confirm it)",
+            );
+        }
+    }
+
+    /// Kills the pilot job through its resource now, without asking its agent through the
+    /// coordination store: for when the store is gone or a second Ctrl-C asks for an end
+    /// at once. The agent is killed and its units with it (a local agent's whole process
+    /// session; a batch job through its scheduler). Recorded here (not on the stream) as
+    /// `Canceled` with `reason`.
+    pub async fn abort(&self, reason: &str) {
+        if self.state().is_final() {
+            return;
+        }
+        self.end_job().await;
+        self.record_here(PilotState::Canceled, reason);
+    }
+
+    /// Ends the pilot's job through its adaptor, if it has one; bounded in time.
+    async fn end_job(&self) {
+        let Some(record) = self.record() else { return };
+        match tokio::time::timeout(JOB_END_TIMEOUT, self.inner.adaptor.cancel(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job")
+            }
+            Err(_) => tracing::warn!(pilot = %self.id(), job = ?record.job,
+                "cannot cancel the pilot job: its resource did not answer in time"),
+        }
+    }
+
+    /// A transition this process records without the store (which cannot carry it).
+    fn record_here(&self, state: PilotState, detail: &str) {
+        self.apply(&PilotEvent {
+            pilot: self.id(),
+            state,
+            at: Timestamp::now(),
+            detail: Some(detail.to_owned()),
+        });
     }
 
     /// For a pilot taken over by a resumed manager: if its job is gone from its resource,
@@ -456,11 +524,7 @@ impl PilotCompute {
         {
             tracing::warn!(pilot = %self.id(), error = %e, "cannot ask the agent to stop");
         }
-        if let Some(record) = self.record()
-            && let Err(e) = self.inner.adaptor.cancel(&record).await
-        {
-            tracing::warn!(pilot = %self.id(), error = %e, "cannot cancel the pilot job");
-        }
+        self.end_job().await;
     }
 
     /// What the pilot's resource kept of its job: the job's output and the agent's log.

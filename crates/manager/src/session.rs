@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, watch};
 use pstar_adaptors::ResourceAdaptor;
 use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts};
 use pstar_agent::AgentConfig;
-use pstar_coordination::{Coordination, Embedded, Event};
-use pstar_model::{PilotId, PilotState, Scheme, Timestamp, sandbox::DEFAULT_SANDBOX_ROOT};
+use pstar_coordination::{Coordination, CoordinationError, Embedded, Event};
+use pstar_model::{PilotId, PilotState, Scheme, State, Timestamp, sandbox::DEFAULT_SANDBOX_ROOT};
 
 use crate::PilotCompute;
 use crate::error::Result;
@@ -44,7 +44,7 @@ pub(crate) struct SessionInner {
     listeners: Mutex<Vec<mpsc::UnboundedSender<Arc<[Event]>>>>,
     dispatcher: tokio::task::AbortHandle,
     /// Why the store was lost for good, once it was.
-    lost: watch::Sender<Option<String>>,
+    lost: watch::Sender<Option<Lost>>,
     /// Lets a replaying dispatcher go.
     start: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -201,7 +201,10 @@ impl SessionBuilder {
                         Ok(batch) => session.dispatch(batch),
                         Err(e) => {
                             tracing::error!(error = %e, "lost the coordination store");
-                            session.lost.send_replace(Some(e.to_string()));
+                            session.lose(Lost {
+                                reason: e.to_string(),
+                                session_gone: false,
+                            });
                             break;
                         }
                     }
@@ -224,7 +227,27 @@ impl SessionBuilder {
     }
 }
 
+/// How the store was lost.
+#[derive(Debug, Clone)]
+struct Lost {
+    reason: String,
+    /// The store answers, but the session's data is gone from it.
+    session_gone: bool,
+}
+
 impl SessionInner {
+    /// Records the first loss of the store; later ones change nothing.
+    fn lose(&self, lost: Lost) {
+        self.lost.send_if_modified(|l| {
+            if l.is_none() {
+                *l = Some(lost);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     /// Pilots first (so a service that reacts to a pilot event sees the pilot's new
     /// state), then every listening service.
     fn dispatch(&self, batch: Arc<[Event]>) {
@@ -276,9 +299,20 @@ impl Session {
     pub async fn lost(&self) -> String {
         let mut rx = self.inner.lost.subscribe();
         match rx.wait_for(|l| l.is_some()).await {
-            Ok(reason) => reason.clone().unwrap_or_default(),
+            Ok(lost) => lost.as_ref().map(|l| l.reason.clone()).unwrap_or_default(),
             Err(_) => "the session ended".into(),
         }
+    }
+
+    /// Whether the store was lost because it no longer holds the session (Redis restarted
+    /// without its data, or the session's keys were deleted), rather than because it could
+    /// not be reached. Such a session cannot be resumed: nothing of it is left.
+    pub fn session_gone(&self) -> bool {
+        self.inner
+            .lost
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| l.session_gone)
     }
 
     /// Where pilot sandboxes go unless a pilot names its own working directory.
@@ -352,21 +386,46 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
         let Some(inner) = session.upgrade() else {
             return;
         };
-        let running: Vec<PilotCompute> = inner
+        let live: Vec<PilotCompute> = inner
             .pilots
             .lock()
             .map(|p| {
                 p.values()
-                    .filter(|p| p.state() == PilotState::Running)
+                    .filter(|p| !p.state().is_final())
                     .cloned()
                     .collect()
             })
             .unwrap_or_default();
+        let Some(probe) = live.iter().map(PilotCompute::id).min() else {
+            continue;
+        };
+        let coordination = inner.coordination.clone();
+        drop(inner);
+        // A store that answers but no longer knows a live pilot has lost the session
+        // (restarted without its data, keys deleted): nothing would ever move again.
+        if let Err(CoordinationError::UnknownPilot(_)) = coordination.pilot(probe).await {
+            if let Some(inner) = session.upgrade() {
+                let reason = format!(
+                    "the coordination store no longer holds session {} ({probe} is gone from \
+                     it: the store was restarted without its data, or the session's keys were \
+                     deleted); it cannot be resumed",
+                    inner.id
+                );
+                tracing::error!(%reason, "lost the session");
+                inner.lose(Lost {
+                    reason,
+                    session_gone: true,
+                });
+            }
+            return;
+        }
+        let running: Vec<PilotCompute> = live
+            .into_iter()
+            .filter(|p| p.state() == PilotState::Running)
+            .collect();
         if running.is_empty() {
             continue;
         }
-        let coordination = inner.coordination.clone();
-        drop(inner);
         let now = Instant::now();
         match coordination.heartbeats().await {
             Ok(read) => {

@@ -120,6 +120,10 @@ pub(crate) enum Command {
     CancelAll(String),
     AddPilot(PilotCompute),
     RemovePilots(Vec<PilotId>, tokio::sync::oneshot::Sender<()>),
+    /// Cancel what is left because no pilot is left to run it.
+    CancelStranded,
+    /// From now on, hand every unit that ends to this sender and forget it.
+    HandOver(mpsc::UnboundedSender<ComputeUnit>),
 }
 
 /// Runs compute units on the pilots of the pilot services added to it (the seeds'
@@ -176,6 +180,10 @@ struct CusInner {
     counts: watch::Receiver<UnitCounts>,
     submitted: AtomicUsize,
     units: Mutex<Vec<Arc<UnitShared>>>,
+    /// Units that end are handed over ([`ComputeUnitService::hand_over_finished`]), so
+    /// the service keeps no list of them: only of those that have not ended, in `live`.
+    handing_over: std::sync::atomic::AtomicBool,
+    live: LiveUnits,
     services: Mutex<Vec<PilotComputeService>>,
 }
 
@@ -223,6 +231,7 @@ impl ComputeUnitService {
     ) -> Self {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (counts_tx, counts) = watch::channel(UnitCounts::default());
+        let live = LiveUnits::default();
         let manager = Manager {
             coordination: session.coordination().clone(),
             commands: commands.downgrade(),
@@ -240,6 +249,8 @@ impl ComputeUnitService {
             counts_sent: tokio::time::Instant::now(),
             outbox: Vec::new(),
             bound: HashMap::new(),
+            hand_over: None,
+            live: live.clone(),
         };
         tokio::spawn(manager.run(command_rx, session.listen()));
         Self {
@@ -249,6 +260,8 @@ impl ComputeUnitService {
                 counts,
                 submitted: AtomicUsize::new(0),
                 units: Mutex::new(Vec::new()),
+                handing_over: std::sync::atomic::AtomicBool::new(false),
+                live,
                 services: Mutex::new(Vec::new()),
             }),
         }
@@ -337,7 +350,11 @@ impl ComputeUnitService {
         self.inner
             .submitted
             .fetch_add(shared.len(), Ordering::SeqCst);
-        if let Ok(mut all) = self.inner.units.lock() {
+        if self.inner.handing_over.load(Ordering::SeqCst) {
+            if let Ok(mut live) = self.inner.live.lock() {
+                live.extend(shared.iter().map(|u| (u.id, u.clone())));
+            }
+        } else if let Ok(mut all) = self.inner.units.lock() {
             all.extend(shared.iter().cloned());
         }
         let handles = shared
@@ -370,20 +387,63 @@ impl ComputeUnitService {
         let _ = self.inner.commands.send(Command::Restore(shared));
     }
 
-    /// Every unit submitted to this service, in submission order.
+    /// Hands over every unit that reaches a final state from now on, once, on the
+    /// returned receiver, and forgets it: the service then keeps only the units that have
+    /// not ended, so its memory grows with the units in flight rather than with every unit
+    /// ever submitted (for workloads of millions of units). [`units`](Self::units) no
+    /// lists units submitted after this call only until they end. Counts and
+    /// [`wait`](Self::wait) are unchanged.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> pstar::Result<()> {
+    /// # use pstar::*;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let session = Session::builder().sandbox_root(dir.path()).build().await?;
+    /// # let pcs = PilotComputeService::new(&session);
+    /// # pcs.create_pilot(PilotComputeDescription::default()).await?;
+    /// let cus = ComputeUnitService::new(&session);
+    /// cus.add_pilot_service(&pcs);
+    /// let mut ended = cus.hand_over_finished();
+    /// cus.submit_batch((0..3).map(|_| ComputeUnitDescription::new("/bin/true"))).await?;
+    /// for _ in 0..3 {
+    ///     let unit = ended.recv().await.expect("a unit");
+    ///     assert_eq!(unit.state(), UnitState::Done);
+    /// }
+    /// assert!(cus.units().is_empty());
+    /// assert_eq!(cus.counts().get(UnitState::Done), 3);
+    /// # pcs.cancel().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn hand_over_finished(&self) -> mpsc::UnboundedReceiver<ComputeUnit> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner.handing_over.store(true, Ordering::SeqCst);
+        let _ = self.inner.commands.send(Command::HandOver(tx));
+        rx
+    }
+
+    /// Every unit submitted to this service, in submission order (but those submitted
+    /// after [`hand_over_finished`](Self::hand_over_finished) that have ended).
     pub fn units(&self) -> Vec<ComputeUnit> {
-        let all = self
+        let mut all = self
             .inner
             .units
             .lock()
             .map(|u| u.clone())
             .unwrap_or_default();
+        if let Ok(live) = self.inner.live.lock() {
+            all.extend(live.values().cloned());
+        }
         all.into_iter()
             .map(|shared| ComputeUnit {
                 shared,
                 commands: self.inner.commands.clone(),
             })
             .collect()
+    }
+
+    /// How many units were submitted to this service (or restored into it).
+    pub fn units_submitted(&self) -> usize {
+        self.inner.submitted.load(Ordering::SeqCst)
     }
 
     /// How many units are in each state: updated at most every 10 ms while units run, and
@@ -415,6 +475,13 @@ impl ComputeUnitService {
     /// [`detail`](ComputeUnit::detail).
     pub fn cancel_because(&self, reason: impl Into<String>) {
         let _ = self.inner.commands.send(Command::CancelAll(reason.into()));
+    }
+
+    /// Cancels every unit that has not reached a final state because no pilot is left to
+    /// run it (every pilot has ended). Each says why: it never ran, or its run was cut
+    /// short (its pilot reached its walltime, say) and no pilot was left to run it again.
+    pub fn cancel_stranded(&self) {
+        let _ = self.inner.commands.send(Command::CancelStranded);
     }
 }
 
@@ -462,7 +529,14 @@ struct Manager {
     outbox: Vec<Event>,
     /// Units bound this round, per pilot, to enqueue after their `Scheduled` is published.
     bound: HashMap<PilotId, Vec<UnitId>>,
+    /// Where units that end go, once someone asked for them (and then they are forgotten).
+    hand_over: Option<mpsc::UnboundedSender<ComputeUnit>>,
+    /// The units handed over forget, while they have not ended (shared with the handles).
+    live: LiveUnits,
 }
+
+/// Units submitted while ended ones are handed over, until they end.
+type LiveUnits = Arc<Mutex<std::collections::BTreeMap<UnitId, Arc<UnitShared>>>>;
 
 fn event(
     unit: UnitId,
@@ -611,6 +685,27 @@ impl Manager {
                 }
                 let _ = done.send(());
             }
+            Command::HandOver(tx) => self.hand_over = Some(tx),
+            Command::CancelStranded => {
+                let mut why: HashMap<String, Vec<UnitId>> = HashMap::new();
+                for u in self.units.values() {
+                    let Ok(r) = u.record.lock() else { continue };
+                    if r.life.state().is_final() {
+                        continue;
+                    }
+                    let ran = r.life.history().iter().any(|(s, _)| *s == UnitState::Running);
+                    let reason = match (&r.detail, ran) {
+                        (Some(cut), true) => format!(
+                            "no pilot was left to run it again after its run was cut short: {cut}"
+                        ),
+                        _ => "every pilot ended before this unit could run".to_owned(),
+                    };
+                    why.entry(reason).or_default().push(u.id);
+                }
+                for (reason, ids) in why {
+                    self.cancel(ids, &reason).await;
+                }
+            }
             Command::Cancel(ids) => self.cancel(ids, "canceled").await,
             Command::CancelAll(reason) => {
                 let ids = self
@@ -691,7 +786,10 @@ impl Manager {
                     .send_control(pilot, Control::CancelUnit(u))
                     .await
                 {
+                    // Each further call would wait as long: the rest are canceled when
+                    // they come back, or with their pilot.
                     tracing::error!(%pilot, unit = %u, error = %e, "cannot ask the agent to cancel");
+                    break;
                 }
             }
         }
@@ -983,6 +1081,19 @@ impl Manager {
             }
         }
         shared.changed.notify_waiters();
+        if e.state.is_final()
+            && !replaying
+            && let Some(tx) = &self.hand_over
+            && let Some(commands) = self.commands.upgrade()
+        {
+            // Handed over and forgotten: a late report of it finds nothing to change.
+            self.units.remove(&e.unit);
+            self.attempts.remove(&e.unit);
+            if let Ok(mut live) = self.live.lock() {
+                live.remove(&e.unit);
+            }
+            let _ = tx.send(ComputeUnit { shared, commands });
+        }
     }
 
     /// The replay reached this manager's own `Resumed` marker: the state is what the

@@ -291,7 +291,27 @@ fn a_killed_manager_is_resumed_without_running_anything_twice() {
     let out = resume_over(&server, &scratch, &session, &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stderr.contains("resumed session"), "{out}");
-    assert_each_done_once(&scratch, 40);
+    let report = assert_each_done_once(&scratch, 40);
+    // The summary covers the whole session (both managers' parts), and says apart what
+    // this run did.
+    let summary = &report["summary"];
+    let (whole, this) = (
+        summary["wall_time_s"].as_f64().expect("wall time"),
+        summary["this_run"]["wall_time_s"].as_f64().expect("this run's wall time"),
+    );
+    assert!(whole > this, "{summary}");
+    let ended = summary["this_run"]["units_ended"].as_u64().expect("units ended");
+    assert!(ended < 40, "{summary}");
+    let first_new = super::units(&report)
+        .iter()
+        .filter_map(|u| u["timestamps"]["new"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let last_done = super::units(&report)
+        .iter()
+        .filter_map(|u| u["timestamps"]["done"].as_f64())
+        .fold(0.0, f64::max);
+    assert!((whole - (last_done - first_new)).abs() < 0.01, "{summary}");
+    assert!(out.stderr.contains("this run (resumed)"), "{out}");
 }
 
 #[test]
@@ -318,7 +338,7 @@ fn a_resumed_session_whose_agents_died_too_gets_new_pilots() {
 
     let out = resume_over(&server, &scratch, &session, &[]);
     assert_eq!(out.code(), Some(0), "{out}");
-    assert!(out.stderr.contains("starting 1 new pilots"), "{out}");
+    assert!(out.stderr.contains("starting 1 new pilot like"), "{out}");
     let report = assert_each_done_once(&scratch, 20);
     let p = pilots(&report);
     assert_eq!(p.len(), 2, "{report}");

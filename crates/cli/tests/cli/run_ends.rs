@@ -1,0 +1,241 @@
+//! How a run ends when things go wrong: the report (kept whole, never an input), a run
+//! interrupted while its store is unreachable, a store that lost the session, a unit cut
+//! short by its pilot's walltime. Redis cases run against a real `redis-server`.
+
+use super::*;
+
+use pstar_testbed::RedisServer;
+
+/// A workload of `count` units that each sleep for `token` seconds (a duration no other
+/// process sleeps for, so that the test can find them).
+fn sleepers(scratch: &Scratch, cores: u32, count: u32, token: &str, walltime: &str) -> PathBuf {
+    scratch.write(
+        "sleepers.toml",
+        &format!(
+            r#"
+[[pilot]]
+resource = "local://"
+cores = {cores}
+walltime = "{walltime}"
+
+[[unit]]
+name = "sleeper-{{i}}"
+executable = "/bin/sleep"
+arguments = ["{token}"]
+count = {count}
+"#
+        ),
+    )
+}
+
+/// A sleep duration unique to this test process and `tag`.
+fn token(tag: u32) -> String {
+    format!(
+        "71.{tag}{}{:03}",
+        std::process::id(),
+        now_secs() as u64 % 1000
+    )
+}
+
+#[test]
+fn the_previous_report_stays_whole_until_the_new_one_replaces_it() {
+    let scratch = Scratch::new();
+    let old = "{\"previous\": true}\n";
+    std::fs::write(scratch.report(), old).expect("write the previous report");
+    let workload = scratch.write(
+        "slow.toml",
+        "[[pilot]]\nresource = \"local://\"\n\n[[unit]]\nexecutable = \"/bin/sleep\"\narguments = [\"2\"]\n",
+    );
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .args(["run", s(&workload), "--sandbox", s(&sandbox)])
+        .args(["--report", s(&report), "-q"]);
+    let running = Running::start(cmd);
+    wait_until(Duration::from_secs(30), "the unit to start", || {
+        !stdout_files(&sandbox).is_empty()
+    });
+    assert_eq!(
+        std::fs::read_to_string(&report).expect("the previous report"),
+        old,
+        "the previous report was touched before the new one was complete"
+    );
+    let out = running.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let new = scratch.read_report();
+    assert_eq!(units(&new).len(), 1, "{new}");
+    assert_eq!(new["summary"]["done"], 1, "{new}");
+    // No temporary file is left beside it.
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .expect("list the directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn a_report_path_that_is_an_input_or_a_directory_is_refused() {
+    let scratch = Scratch::new();
+    let text = "[[pilot]]\nresource = \"local://\"\n\n[[unit]]\nexecutable = \"/bin/true\"\n";
+    let workload = scratch.write("w.toml", text);
+    let sandbox = scratch.sandbox();
+    // The workload file itself, also through another name for it.
+    let link = scratch.path().join("link.toml");
+    std::os::unix::fs::symlink(&workload, &link).expect("symlink");
+    for report in [&workload, &link] {
+        let out = run_in(
+            scratch.path(),
+            &["run", s(&workload), "--sandbox", s(&sandbox), "--report", s(report)],
+        );
+        assert_eq!(out.code(), Some(2), "{out}");
+        assert!(out.stderr.contains("an input of this run"), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(&workload).expect("the workload"),
+            text,
+            "the workload file was overwritten"
+        );
+    }
+    let out = run_in(
+        scratch.path(),
+        &["run", s(&workload), "--sandbox", s(&sandbox), "--report", s(scratch.path())],
+    );
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("is a directory"), "{out}");
+    assert!(!sandbox.exists(), "units ran although the report was refused");
+}
+
+#[test]
+fn a_unit_cut_short_by_the_walltime_says_so_when_no_pilot_is_left() {
+    let scratch = Scratch::new();
+    let token = token(1);
+    let _cleanup = KillLeftovers(&token);
+    let workload = sleepers(&scratch, 1, 1, &token, "4s");
+    let out = scratch.run(&workload);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    let unit = &units(&report)[0];
+    assert_eq!(unit["state"], "canceled", "{unit}");
+    let detail = unit["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("cut short") && detail.contains("walltime"),
+        "the unit ran and was stopped at the walltime, but its detail says: {detail}"
+    );
+    assert!(
+        unit["timestamps"].get("running").is_some(),
+        "the unit never ran: {unit}"
+    );
+}
+
+/// `pstar run` of `workload` over `server`, with extra environment.
+fn run_over_with(
+    server: &RedisServer,
+    scratch: &Scratch,
+    workload: &Path,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Running {
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .envs(env.iter().copied())
+        .args(["run", s(workload), "--coordination", &server.url()])
+        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
+        .args(extra);
+    Running::start(cmd)
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[test]
+fn ctrl_c_ends_a_run_whose_store_is_unreachable() {
+    let mut server = RedisServer::start();
+    let scratch = Scratch::new();
+    let token = token(2);
+    let _cleanup = KillLeftovers(&token);
+    let workload = sleepers(&scratch, 2, 4, &token, "10m");
+    let running = run_over_with(&server, &scratch, &workload, &[("PSTAR_REDIS_RETRY", "3s")], &[]);
+    wait_until(Duration::from_secs(60), "two running sleeps", || {
+        processes_with_arg(&token).len() >= 2
+    });
+    server.stop();
+    signal(running.pid(), "-INT");
+    // The cancel cannot reach the agents; once the store is given up on, the pilots are
+    // killed through their resource, and their units with them.
+    let out = running.wait(Duration::from_secs(60));
+    assert_eq!(out.code(), Some(130), "{out}");
+    wait_until(Duration::from_secs(10), "the sleeps to be gone", || {
+        processes_with_arg(&token).is_empty()
+    });
+    let report = scratch.read_report();
+    assert_eq!(units(&report).len(), 4, "{report}");
+}
+
+#[test]
+fn a_second_ctrl_c_kills_the_units_at_once() {
+    let mut server = RedisServer::start();
+    let scratch = Scratch::new();
+    let token = token(3);
+    let _cleanup = KillLeftovers(&token);
+    let workload = sleepers(&scratch, 2, 4, &token, "10m");
+    // The store's retry window is long: only the second Ctrl-C can end the run soon.
+    let running = run_over_with(&server, &scratch, &workload, &[("PSTAR_REDIS_RETRY", "10m")], &[]);
+    wait_until(Duration::from_secs(60), "two running sleeps", || {
+        processes_with_arg(&token).len() >= 2
+    });
+    server.stop();
+    signal(running.pid(), "-INT");
+    running.wait_for_stderr(Duration::from_secs(10), "again to kill them");
+    signal(running.pid(), "-INT");
+    let out = running.wait(Duration::from_secs(30));
+    assert_eq!(out.code(), Some(130), "{out}");
+    wait_until(Duration::from_secs(10), "the sleeps to be gone", || {
+        processes_with_arg(&token).is_empty()
+    });
+    let report = scratch.read_report();
+    assert_eq!(units(&report).len(), 4, "{report}");
+}
+
+#[test]
+fn a_store_that_lost_the_session_ends_the_run_with_a_clear_error() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let token = token(4);
+    let _cleanup = KillLeftovers(&token);
+    let workload = sleepers(&scratch, 2, 4, &token, "10m");
+    let running = run_over_with(
+        &server,
+        &scratch,
+        &workload,
+        &[],
+        &["--heartbeat-timeout", "4s"],
+    );
+    wait_until(Duration::from_secs(60), "two running sleeps", || {
+        processes_with_arg(&token).len() >= 2
+    });
+    let flushed = Command::new("redis-cli")
+        .args(["--no-auth-warning", "-h", "127.0.0.1", "-p"])
+        .arg(server.port().to_string())
+        .args(["-a", server.password(), "FLUSHALL"])
+        .output()
+        .expect("redis-cli");
+    assert!(flushed.status.success(), "FLUSHALL: {flushed:?}");
+    let out = running.wait(Duration::from_secs(60));
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("no longer holds session"), "{out}");
+    // Nothing can resume it: its units are killed with its pilots.
+    wait_until(Duration::from_secs(10), "the sleeps to be gone", || {
+        processes_with_arg(&token).is_empty()
+    });
+    let report = scratch.read_report();
+    assert_eq!(units(&report).len(), 4, "{report}");
+    assert_eq!(report["summary"]["unfinished"], 4, "{report}");
+}
