@@ -108,11 +108,12 @@ pub enum Outcome {
     StoreLost { reason: String, summary: Summary },
 }
 
-/// Units submitted at once, and most units submitted and not yet ended: a workload of
-/// millions of units is expanded and submitted as the earlier ones end, so memory grows
-/// with the units in flight, not with the size of the workload.
-const SUBMIT_BATCH: usize = 10_000;
-const IN_FLIGHT: usize = 100_000;
+/// Units submitted at once, and the fewest units allowed in flight (submitted and not
+/// ended): a workload of millions of units is expanded and submitted as the earlier ones
+/// end, so memory grows with the units in flight, not with the size of the workload. The
+/// window is twice what the pilots can hold with their prefetch, and at least this.
+const SUBMIT_BATCH: usize = 5_000;
+const MIN_IN_FLIGHT: usize = 20_000;
 
 /// After a first Ctrl-C, how long the units get to be canceled through their agents
 /// before their pilots are killed.
@@ -164,7 +165,17 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
         d
     });
-    let submitter = tokio::spawn(submit_all(cus.clone(), descriptions));
+    let held: usize = pcs
+        .pilots()
+        .iter()
+        .map(|p| p.description().cores as usize)
+        .sum();
+    let prefetch = options.policy().prefetch as usize;
+    let in_flight = held
+        .saturating_mul(prefetch.saturating_add(1))
+        .saturating_mul(2)
+        .max(MIN_IN_FLIGHT);
+    let submitter = tokio::spawn(submit_all(cus.clone(), descriptions, in_flight));
     let run = Run {
         session,
         pcs,
@@ -176,17 +187,18 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     run.drive(ended, Some(submitter), options).await
 }
 
-/// Submits `descriptions` in batches, keeping at most [`IN_FLIGHT`] units not ended;
+/// Submits `descriptions` in batches, keeping at most `in_flight` units not ended;
 /// returns how many it submitted (or the error that stopped it, with that count).
 async fn submit_all(
     cus: ComputeUnitService,
     descriptions: impl Iterator<Item = pstar::ComputeUnitDescription>,
+    in_flight: usize,
 ) -> (usize, Option<pstar::Error>) {
     let mut descriptions = descriptions.peekable();
     let mut submitted = 0usize;
     let mut counts = cus.watch_counts();
     while descriptions.peek().is_some() {
-        let room = IN_FLIGHT.saturating_sub(SUBMIT_BATCH);
+        let room = in_flight.saturating_sub(SUBMIT_BATCH);
         let closed = counts
             .wait_for(|c| submitted.saturating_sub(c.finished()) <= room)
             .await
