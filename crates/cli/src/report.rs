@@ -356,9 +356,10 @@ pub fn check_path(path: &Path, inputs: &[&Path]) -> Result<(), String> {
     match probe {
         Ok(_) => Ok(()),
         Err(e) => {
-            let why = e
-                .raw_os_error()
-                .map_or_else(|| e.to_string(), |n| io::Error::from_raw_os_error(n).to_string());
+            let why = e.raw_os_error().map_or_else(
+                || e.to_string(),
+                |n| io::Error::from_raw_os_error(n).to_string(),
+            );
             Err(format!(
                 "cannot write the report {shown}: cannot make a file in {}: {why}",
                 parent(path).display()

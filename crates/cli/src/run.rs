@@ -355,6 +355,11 @@ impl Run {
         };
         let mut submit_error = None;
         let mut pilots_ended = false;
+        // Made once, not once a unit: each looks at every pilot.
+        let (pcs, session) = (self.pcs.clone(), self.session.clone());
+        let every_pilot_ended = pcs.wait();
+        let store_lost = session.lost();
+        tokio::pin!(every_pilot_ended, store_lost);
         let end = loop {
             if submitted.is_some_and(|n| self.tally.len() >= n) {
                 break End::AllEnded;
@@ -374,8 +379,8 @@ impl Run {
                         self.cus.cancel_because("the run could not submit every unit");
                     }
                 }
-                reason = self.session.lost() => break End::Lost(reason),
-                _ = self.pcs.wait(), if !pilots_ended => {
+                reason = &mut store_lost => break End::Lost(reason),
+                _ = &mut every_pilot_ended, if !pilots_ended => {
                     // Every pilot has ended (walltime, failure) with units left: nothing
                     // will run them.
                     pilots_ended = true;
@@ -413,7 +418,7 @@ impl Run {
                             Some(u) => self.tally.add(&u),
                             None => break None,
                         },
-                        reason = self.session.lost() => break Some(reason),
+                        reason = &mut store_lost => break Some(reason),
                         signal = signals.recv() => {
                             eprintln!("pstar: {signal} again: killing every pilot and its units now");
                             self.abort_pilots(&mut signals, &format!("killed after a second {signal}")).await;
@@ -487,9 +492,9 @@ impl Run {
         let not_submitted = self
             .total
             .saturating_sub(submitted.unwrap_or_else(|| self.cus.units_submitted()));
-        let this_run = self.resumed.map(|(start, before)| {
-            (start.elapsed(), self.tally.len().saturating_sub(before))
-        });
+        let this_run = self
+            .resumed
+            .map(|(start, before)| (start.elapsed(), self.tally.len().saturating_sub(before)));
         let summary = self.tally.summary(not_submitted, this_run);
         eprint!("{}", self.tally.render(&summary));
         let report_written = self.tally.finish_report(&summary, &self.pcs.pilots());

@@ -693,7 +693,11 @@ impl Manager {
                     if r.life.state().is_final() {
                         continue;
                     }
-                    let ran = r.life.history().iter().any(|(s, _)| *s == UnitState::Running);
+                    let ran = r
+                        .life
+                        .history()
+                        .iter()
+                        .any(|(s, _)| *s == UnitState::Running);
                     let reason = match (&r.detail, ran) {
                         (Some(cut), true) => format!(
                             "no pilot was left to run it again after its run was cut short: {cut}"

@@ -297,10 +297,14 @@ fn a_killed_manager_is_resumed_without_running_anything_twice() {
     let summary = &report["summary"];
     let (whole, this) = (
         summary["wall_time_s"].as_f64().expect("wall time"),
-        summary["this_run"]["wall_time_s"].as_f64().expect("this run's wall time"),
+        summary["this_run"]["wall_time_s"]
+            .as_f64()
+            .expect("this run's wall time"),
     );
     assert!(whole > this, "{summary}");
-    let ended = summary["this_run"]["units_ended"].as_u64().expect("units ended");
+    let ended = summary["this_run"]["units_ended"]
+        .as_u64()
+        .expect("units ended");
     assert!(ended < 40, "{summary}");
     let first_new = super::units(&report)
         .iter()

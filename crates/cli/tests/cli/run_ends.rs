@@ -86,7 +86,14 @@ fn a_report_path_that_is_an_input_or_a_directory_is_refused() {
     for report in [&workload, &link] {
         let out = run_in(
             scratch.path(),
-            &["run", s(&workload), "--sandbox", s(&sandbox), "--report", s(report)],
+            &[
+                "run",
+                s(&workload),
+                "--sandbox",
+                s(&sandbox),
+                "--report",
+                s(report),
+            ],
         );
         assert_eq!(out.code(), Some(2), "{out}");
         assert!(out.stderr.contains("an input of this run"), "{out}");
@@ -98,11 +105,21 @@ fn a_report_path_that_is_an_input_or_a_directory_is_refused() {
     }
     let out = run_in(
         scratch.path(),
-        &["run", s(&workload), "--sandbox", s(&sandbox), "--report", s(scratch.path())],
+        &[
+            "run",
+            s(&workload),
+            "--sandbox",
+            s(&sandbox),
+            "--report",
+            s(scratch.path()),
+        ],
     );
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("is a directory"), "{out}");
-    assert!(!sandbox.exists(), "units ran although the report was refused");
+    assert!(
+        !sandbox.exists(),
+        "units ran although the report was refused"
+    );
 }
 
 #[test]
@@ -162,7 +179,13 @@ fn ctrl_c_ends_a_run_whose_store_is_unreachable() {
     let token = token(2);
     let _cleanup = KillLeftovers(&token);
     let workload = sleepers(&scratch, 2, 4, &token, "10m");
-    let running = run_over_with(&server, &scratch, &workload, &[("PSTAR_REDIS_RETRY", "3s")], &[]);
+    let running = run_over_with(
+        &server,
+        &scratch,
+        &workload,
+        &[("PSTAR_REDIS_RETRY", "3s")],
+        &[],
+    );
     wait_until(Duration::from_secs(60), "two running sleeps", || {
         processes_with_arg(&token).len() >= 2
     });
@@ -187,7 +210,13 @@ fn a_second_ctrl_c_kills_the_units_at_once() {
     let _cleanup = KillLeftovers(&token);
     let workload = sleepers(&scratch, 2, 4, &token, "10m");
     // The store's retry window is long: only the second Ctrl-C can end the run soon.
-    let running = run_over_with(&server, &scratch, &workload, &[("PSTAR_REDIS_RETRY", "10m")], &[]);
+    let running = run_over_with(
+        &server,
+        &scratch,
+        &workload,
+        &[("PSTAR_REDIS_RETRY", "10m")],
+        &[],
+    );
     wait_until(Duration::from_secs(60), "two running sleeps", || {
         processes_with_arg(&token).len() >= 2
     });
