@@ -59,6 +59,9 @@ pub enum CoordinationError {
     /// A backend-specific failure (a malformed record, a server error...).
     #[error("coordination backend: {0}")]
     Backend(String),
+    /// A new session was given the id of one the store already holds.
+    #[error("session `{0}` already exists in the coordination store; choose another id")]
+    SessionExists(String),
 }
 
 pub type Result<T, E = CoordinationError> = std::result::Result<T, E>;

@@ -37,8 +37,9 @@ pub struct RedisOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// The first part of every key (default `pstar`).
     pub prefix: String,
-    /// Record the session in the registry of sessions (a manager does; commands that only
-    /// look at sessions do not).
+    /// Record the session in the registry of sessions: a manager starting a new session
+    /// does, and is refused ([`CoordinationError::SessionExists`]) if the id is taken;
+    /// agents, resumed managers and commands that only look at sessions do not.
     pub register: bool,
 }
 
@@ -113,14 +114,39 @@ return removed
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://[user[:password]@]host:port[/db]`) for
-    /// `session`. Fails at once on a wrong password; retries an unreachable server for
-    /// `options.retry_for`.
+    /// `session`, whose id must pass [`pstar_model::check_session_id`]. Fails at once on a
+    /// wrong password; retries an unreachable server for `options.retry_for`.
     pub async fn connect(url: &str, session: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        pstar_model::check_session_id(session)
+            .map_err(|e| CoordinationError::Unsupported(e.to_string()))?;
+        Self::open(url, session, options).await
+    }
+
+    /// Connects to the Redis at `url` to list or remove sessions ([`sessions`],
+    /// [`remove_session`]), for no session of its own.
+    ///
+    /// [`sessions`]: Self::sessions
+    /// [`remove_session`]: Self::remove_session
+    pub async fn connect_registry(url: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        Self::open(
+            url,
+            "",
+            RedisOptions {
+                register: false,
+                ..options
+            },
+        )
+        .await
+    }
+
+    async fn open(url: &str, session: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        // Until the URL is known to be well formed, it is shown with its user-info masked.
+        let shown = redact_url(url);
         let parsed = url::Url::parse(url)
-            .map_err(|e| CoordinationError::Backend(format!("bad Redis URL `{url}`: {e}")))?;
-        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            .map_err(|e| CoordinationError::Backend(format!("bad Redis URL `{shown}`: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") || !parsed.has_host() {
             return Err(CoordinationError::Backend(format!(
-                "bad Redis URL `{url}`: the scheme must be redis:// or rediss://"
+                "bad Redis URL `{shown}`: expected redis://HOST:PORT[/DB] or rediss://..."
             )));
         }
         let mut public = parsed.clone();
@@ -178,17 +204,24 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Records the session in the registry of sessions (for `pstar session list`), once.
+    /// Records the session in the registry of sessions (for `pstar session list`); refuses
+    /// an id the registry already holds, so that two runs never share keys.
     async fn register(&self) -> Result<()> {
         let entry = SessionEntry::new(&self.session);
         let json = to_json(&entry)?;
         let registry = self.keys.registry();
         let session = self.session.clone();
-        self.retrying("register the session", |mut c| {
-            let (registry, session, json) = (registry.clone(), session.clone(), json.clone());
-            async move { c.hset_nx::<_, _, _, ()>(registry, session, json).await }
-        })
-        .await
+        let added: bool = self
+            .retrying("register the session", |mut c| {
+                let (registry, session, json) = (registry.clone(), session.clone(), json.clone());
+                async move { c.hset_nx(registry, session, json).await }
+            })
+            .await?;
+        if added {
+            Ok(())
+        } else {
+            Err(CoordinationError::SessionExists(self.session.clone()))
+        }
     }
 
     /// Every session recorded in this Redis under `prefix`, oldest first, with whether its
@@ -227,7 +260,10 @@ impl RedisStore {
     }
 
     /// Deletes every key of `session` and its registry entry; returns how many keys went.
+    /// Only keys under `<prefix>:<session>:` go: the id is checked, and matched literally.
     pub async fn remove_session(&self, session: &str) -> Result<u64> {
+        pstar_model::check_session_id(session)
+            .map_err(|e| CoordinationError::Unsupported(e.to_string()))?;
         let keys = self.keys.for_session(session);
         let pattern = keys.pattern();
         let mut removed = 0u64;
@@ -337,7 +373,7 @@ async fn connect_retrying(
             Err(e) => match classify(&e) {
                 Failure::Auth => {
                     return Err(CoordinationError::Unauthorized(format!(
-                        "Redis at {url}: {e}"
+                        "Redis at {url}: {e}{AUTH_HINT}"
                     )));
                 }
                 Failure::Transient if Instant::now() + delay < deadline => {
@@ -377,7 +413,7 @@ where
             Err(e) => match classify(&e) {
                 Failure::Auth => {
                     return Err(CoordinationError::Unauthorized(format!(
-                        "Redis at {url} ({what}): {e}"
+                        "Redis at {url} ({what}): {e}{AUTH_HINT}"
                     )));
                 }
                 Failure::Transient if Instant::now() + delay < deadline => {
@@ -399,6 +435,27 @@ where
             },
         }
     }
+}
+
+/// What a refused password or a missing one says to do.
+const AUTH_HINT: &str = " (give the Redis password in PSTAR_REDIS_PASSWORD, or in a file \
+     of mode 0600 named by PSTAR_REDIS_PASSWORD_FILE)";
+
+/// `url` with the password of its user-info masked, for messages: works on text that is
+/// not a valid URL too (a malformed URL is exactly the one that gets printed).
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    // The last `@` ends the user-info even when the password holds `/`, `?` or `@`.
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    if user.len() == at {
+        // `user@host`: no password.
+        return url.to_owned();
+    }
+    format!("{}{user}:***{}", &url[..start], &rest[at..])
 }
 
 enum Failure {
@@ -913,5 +970,26 @@ impl RedisStore {
             }
         });
         Ok(Subscription::new(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        let cases = [
+            ("redis://u:pw@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:pw@h:1", "redis://:***@h:1"),
+            ("redis://u:p/w@d@h:1/0", "redis://u:***@h:1/0"),
+            ("u:pw@h:1", "u:***@h:1"),
+            ("redis://u@h:1/0", "redis://u@h:1/0"),
+            ("redis://h:1/0", "redis://h:1/0"),
+            ("", ""),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }
