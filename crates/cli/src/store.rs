@@ -8,7 +8,7 @@ use pstar_coordination::redis::password_from_environment;
 use pstar_coordination::{CoordinationError, RedisOptions, RedisStore};
 
 /// Where the store is given: `--coordination URL`, else `PSTAR_COORDINATION`.
-pub const COORDINATION_ENV: &str = "PSTAR_COORDINATION";
+pub use pstar_coordination::redis::COORDINATION_ENV;
 
 /// How long calls keep retrying a lost Redis (`PSTAR_REDIS_RETRY`, e.g. `30s`; default
 /// 60 s).
@@ -19,40 +19,41 @@ pub fn retry_for() -> Duration {
         .unwrap_or(RedisOptions::default().retry_for)
 }
 
-/// Connects to the Redis at `url` for `session`, the password coming from the URL or the
-/// environment (`PSTAR_REDIS_PASSWORD`, `PSTAR_REDIS_PASSWORD_FILE`).
-pub async fn connect_redis(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
-    open(url, session, true).await
+/// Connects to the Redis at `url` for an existing `session` (an agent's, a resumed
+/// manager's, or one to look at), without recording it in the registry. The password
+/// comes from the URL or the environment (`PSTAR_REDIS_PASSWORD`,
+/// `PSTAR_REDIS_PASSWORD_FILE`).
+pub async fn open_existing(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    RedisStore::connect(url, session, options(false)?).await
 }
 
-/// Connects to look at `session` (or at the registry of sessions) without recording it.
-pub async fn inspect(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
-    open(url, session, false).await
+/// Connects to the Redis at `url` to list or remove sessions.
+pub async fn open_registry(url: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    RedisStore::connect_registry(url, options(false)?).await
 }
 
-async fn open(
+fn options(register: bool) -> Result<RedisOptions, CoordinationError> {
+    Ok(RedisOptions {
+        password: password_from_environment()?,
+        ca_file: std::env::var_os(pstar_coordination::redis::CA_FILE_ENV).map(Into::into),
+        retry_for: retry_for(),
+        register,
+        ..Default::default()
+    })
+}
+
+/// The store at `url` for a new `session`, recorded in the registry (refused if the
+/// registry holds the id already), as the trait the Pilot-API takes.
+pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, CoordinationError> {
+    Ok(RedisStore::connect(url, session, options(true)?).await?)
+}
+
+/// An existing `session` at `url` (to resume it), as the trait the Pilot-API takes.
+pub async fn connect_existing(
     url: &str,
     session: &str,
-    register: bool,
-) -> Result<Arc<RedisStore>, CoordinationError> {
-    let password = password_from_environment()?;
-    RedisStore::connect(
-        url,
-        session,
-        RedisOptions {
-            password,
-            ca_file: std::env::var_os(pstar_coordination::redis::CA_FILE_ENV).map(Into::into),
-            retry_for: retry_for(),
-            register,
-            ..Default::default()
-        },
-    )
-    .await
-}
-
-/// The store at `url` as the trait the Pilot-API takes.
-pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, CoordinationError> {
-    Ok(connect_redis(url, session).await?)
+) -> Result<Arc<dyn Coordination>, CoordinationError> {
+    Ok(open_existing(url, session).await?)
 }
 
 /// A warning for a password written into a URL on the command line, where `ps` shows it.

@@ -132,6 +132,24 @@ pub enum CancelTarget {
     Session,
 }
 
+impl std::fmt::Display for CancelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CancelTarget::Units(units) => {
+                for (i, u) in units.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{u}")?;
+                }
+                Ok(())
+            }
+            CancelTarget::Pilot(p) => write!(f, "{p}"),
+            CancelTarget::Session => f.write_str("the whole session"),
+        }
+    }
+}
+
 /// A message from the manager to one pilot's agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
@@ -285,4 +303,10 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The last heartbeat of every pilot that sent one.
     async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>>;
+
+    /// Records that a manager of the session is alive, for `ttl` (so that `pstar cancel`
+    /// can tell a live manager from a dead one). The embedded store has no other reader.
+    async fn manager_alive(&self, _ttl: Duration) -> Result<()> {
+        Ok(())
+    }
 }

@@ -344,13 +344,31 @@ impl Session {
 /// been silent for `timeout` (killed, its host gone, its network cut). Silence is measured
 /// on this machine's clock, from when a heartbeat last *changed*, so clocks of other hosts
 /// do not matter; while the store itself cannot be read, nobody is declared lost.
+/// Each round also records the manager itself alive in the store
+/// ([`Coordination::manager_alive`]), for `pstar cancel` to tell whether anyone listens.
 async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
     let every = (timeout / 4).max(Duration::from_millis(25));
     let mut beats: HashMap<PilotId, (Timestamp, Instant)> = HashMap::new();
     let mut alive_since: HashMap<PilotId, Instant> = HashMap::new();
     let mut last_read = Instant::now();
     let mut failing: HashSet<PilotId> = HashSet::new();
+    // How long the manager's own sign of life lasts: a few rounds of this loop.
+    let alive_for = (every * 4).max(Duration::from_secs(1));
     loop {
+        let Some(inner) = session.upgrade() else {
+            return;
+        };
+        // Only a session with pilots is one (a resume that finds nothing writes nothing).
+        let has_pilots = inner.pilots.lock().is_ok_and(|p| !p.is_empty());
+        let store = inner.coordination.clone();
+        drop(inner);
+        if has_pilots {
+            let beat = tokio::time::timeout(every, store.manager_alive(alive_for)).await;
+            if let Ok(Err(e)) = beat {
+                tracing::warn!(error = %e, "cannot record the manager alive");
+            }
+        }
+        drop(store);
         tokio::time::sleep(every).await;
         let Some(inner) = session.upgrade() else {
             return;

@@ -79,6 +79,11 @@ impl Keys {
         format!("{}heartbeats", self.base)
     }
 
+    /// String: set (with an expiry) while a manager of the session is alive.
+    pub fn manager(&self) -> String {
+        format!("{}manager", self.base)
+    }
+
     /// Every key the session may have, given its pilots.
     pub fn session_keys(&self, pilots: &[PilotRecord]) -> Vec<String> {
         let mut keys = vec![

@@ -21,7 +21,10 @@ mod keys;
 mod secret;
 
 pub use keys::{Keys, SessionEntry, current_user};
-pub use secret::{CA_FILE_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment};
+pub use secret::{
+    CA_FILE_ENV, COORDINATION_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment,
+    secret_variables,
+};
 
 /// How a store connects, and how long it keeps trying when Redis goes away.
 #[derive(Debug, Clone)]
@@ -255,7 +258,7 @@ impl RedisStore {
             .zip(present)
             .map(|(e, n)| (e, n > 0))
             .collect();
-        out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
+        out.sort_by_key(|a| a.0.created);
         Ok(out)
     }
 
@@ -801,6 +804,8 @@ impl Coordination for RedisStore {
         for key in &keys {
             pipe.expire(key, secs).ignore();
         }
+        // The manager is done: nobody is alive to act on requests any more.
+        pipe.del(self.keys.manager()).ignore();
         let registry = self.keys.registry();
         let mut entry = self.session_entry().await?;
         entry.finished = Some(Timestamp::now());
@@ -850,6 +855,17 @@ impl Coordination for RedisStore {
         .await
     }
 
+    async fn manager_alive(&self, ttl: Duration) -> Result<()> {
+        let key = self.keys.manager();
+        let value = Timestamp::now().as_micros();
+        let ms = (ttl.as_millis() as u64).max(1);
+        self.retrying("record the manager alive", |mut c| {
+            let key = key.clone();
+            async move { c.pset_ex::<_, _, ()>(key, value, ms).await }
+        })
+        .await
+    }
+
     async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>> {
         let key = self.keys.heartbeats();
         let all: Vec<(u64, u64)> = self
@@ -893,6 +909,35 @@ impl RedisStore {
             }
         }
         Ok(events)
+    }
+
+    /// Whether a manager of this session is alive: one recorded itself
+    /// ([`Coordination::manager_alive`]) and its record has not expired.
+    pub async fn has_live_manager(&self) -> Result<bool> {
+        let key = self.keys.manager();
+        self.retrying("look for the session's manager", |mut c| {
+            let key = key.clone();
+            async move { c.exists(key).await }
+        })
+        .await
+    }
+
+    /// Whether the store holds anything of this session (its units or its events).
+    pub async fn exists(&self) -> Result<bool> {
+        let (units, events) = (self.keys.units(), self.keys.events());
+        let n: u64 = self
+            .retrying("look up the session", |mut c| {
+                let (units, events) = (units.clone(), events.clone());
+                async move {
+                    redis::cmd("EXISTS")
+                        .arg(units)
+                        .arg(events)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(n > 0)
     }
 
     /// This session's entry in the registry (a fresh one if it is missing).
