@@ -289,6 +289,7 @@ where
         eprintln!("pstar: --coordination (or PSTAR_COORDINATION) is required: the session's Redis");
         return ExitCode::from(EXIT_BAD_WORKLOAD);
     };
+    pstar_cli::store::warn_if_password_in_url(&url);
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -56,9 +56,11 @@ pub async fn connect_existing(
     Ok(open_existing(url, session).await?)
 }
 
-/// A warning for a password written into a URL on the command line, where `ps` shows it.
+/// A warning for a password written into a URL on the command line, where `ps` shows it
+/// (not for one that came from `PSTAR_COORDINATION`).
 pub fn warn_if_password_in_url(url: &str) {
-    if url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+    let from_environment = std::env::var(COORDINATION_ENV).is_ok_and(|v| v == url);
+    if !from_environment && pstar_coordination::redis::redact_url(url) != url {
         eprintln!(
             "pstar: warning: the Redis password in --coordination is visible to every user \
              through `ps`; give it in PSTAR_REDIS_PASSWORD or PSTAR_REDIS_PASSWORD_FILE instead"

@@ -393,3 +393,29 @@ fn units_see_no_redis_secret_of_any_kind() {
         let _ = std::fs::remove_file(&env_file);
     }
 }
+
+#[test]
+fn pilot_script_never_shows_the_password_of_the_store_url() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "slurm.toml",
+        "[[pilot]]\nresource = \"slurm://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\n",
+    );
+    let out = run_in(
+        scratch.path(),
+        &[
+            "pilot",
+            "script",
+            s(&workload),
+            "--coordination",
+            "redis://user:s3cret-pw@store.example:6379/0",
+        ],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("store.example:6379"), "{out}");
+    assert!(
+        !out.stdout.contains("s3cret"),
+        "the password shows in the script: {out}"
+    );
+}

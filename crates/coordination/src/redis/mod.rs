@@ -444,6 +444,18 @@ where
 const AUTH_HINT: &str = " (give the Redis password in PSTAR_REDIS_PASSWORD, or in a file \
      of mode 0600 named by PSTAR_REDIS_PASSWORD_FILE)";
 
+/// `url` as agents are given it: without its password (which reaches them through their
+/// environment instead). A URL that does not parse is masked as by [`redact_url`].
+pub fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_host() => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => redact_url(url),
+    }
+}
+
 /// `url` with the password of its user-info masked, for messages: works on text that is
 /// not a valid URL too (a malformed URL is exactly the one that gets printed).
 pub fn redact_url(url: &str) -> String {
