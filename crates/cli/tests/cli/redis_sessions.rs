@@ -202,8 +202,15 @@ fn session_list_shows_no_terminal_control_characters() {
     });
     redis_cli(
         &server,
-        &["HSET", "pstar:sessions", "evil", &entry.to_string()],
+        &[
+            "HSET",
+            "pstar:sessions",
+            "evil\u{1b}[31m\r\n",
+            &entry.to_string(),
+        ],
     );
+    // An entry that is not one does not hide the others.
+    redis_cli(&server, &["HSET", "pstar:sessions", "junk", "not json"]);
     let out = pstar_over(&server, &scratch, &["session", "list", "--all"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(

@@ -237,10 +237,23 @@ impl RedisStore {
                 async move { c.hgetall(registry).await }
             })
             .await?;
-        let entries = all
+        // An entry that is not one (written by hand, or by someone hostile) is skipped,
+        // not allowed to hide the others.
+        let entries: Vec<SessionEntry> = all
             .iter()
-            .map(|(_, json)| from_json::<SessionEntry>(json))
-            .collect::<Result<Vec<_>>>()?;
+            .filter_map(|(name, json)| match from_json::<SessionEntry>(json) {
+                // The registry's field is the session's id, whatever the entry says.
+                Ok(entry) => Some(SessionEntry {
+                    session: name.clone(),
+                    ..entry
+                }),
+                Err(e) => {
+                    let name = pstar_model::printable(name);
+                    tracing::warn!(session = %name, error = %e, "skipping a malformed session entry");
+                    None
+                }
+            })
+            .collect();
         // Whether each session's data is still there (or has expired): one pipeline.
         let mut pipe = redis::pipe();
         for e in &entries {
