@@ -13,6 +13,10 @@ use std::process::Stdio;
 
 use pstar_model::{ComputeUnitDescription, PilotId, UnitId};
 
+/// The agent's environment variables that carry the store's secret, looked up once.
+static SECRET_VARIABLES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(pstar_coordination::redis::secret_variables);
+
 /// Everything needed to start one unit. Its methods block (file creation, fork and
 /// exec): call them off the async runtime.
 pub struct Launch<'a> {
@@ -97,12 +101,14 @@ impl Launch<'_> {
             cmd
         };
 
+        // The store's password is the agent's, not the unit's: in any of its forms.
+        for name in SECRET_VARIABLES.iter() {
+            cmd.env_remove(name);
+        }
         cmd.current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
-            // The store's password is the agent's, not the unit's.
-            .env_remove(pstar_coordination::redis::PASSWORD_ENV)
             .envs(self.pilot_environment)
             .envs(&d.environment)
             .env("PSTAR_UNIT_ID", self.unit.to_string())

@@ -27,7 +27,7 @@ pub struct AgentOptions {
 /// SIGTERM or SIGINT stop it the way a cancel does: running units are killed and go back
 /// to the pool, and the pilot reports `Canceled`.
 pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
-    let store = store::connect_redis(&options.coordination, &options.session)
+    let store = store::open_existing(&options.coordination, &options.session)
         .await
         .map_err(|e| e.to_string())?;
     let record = store

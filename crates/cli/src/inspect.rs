@@ -13,7 +13,7 @@ use std::time::Duration;
 use pstar::{PilotState, State, UnitState};
 use pstar_coordination::redis::SessionEntry;
 use pstar_coordination::{CancelTarget, Coordination, CoordinationError, Event, RedisStore};
-use pstar_model::{Lifecycle, PilotId, Timestamp, UnitId};
+use pstar_model::{Lifecycle, PilotId, Printable, Timestamp, UnitId, printable};
 
 /// A session as its stream tells it.
 pub struct SessionView {
@@ -21,9 +21,12 @@ pub struct SessionView {
     pub entry: SessionEntry,
     pub pilots: BTreeMap<PilotId, PilotView>,
     pub units: BTreeMap<UnitId, UnitView>,
-    /// Times at which units reached a final state, in order (for throughput).
+    /// Times at which units ended done or failed, in order (for throughput; a canceled
+    /// unit is not work done).
     pub finished_at: Vec<Timestamp>,
     pub heartbeats: BTreeMap<PilotId, Timestamp>,
+    /// When the first event on the stream happened.
+    pub first_event: Option<Timestamp>,
 }
 
 pub struct PilotView {
@@ -87,6 +90,7 @@ impl SessionView {
                 .collect(),
             finished_at: Vec::new(),
             heartbeats: store.heartbeats().await?.into_iter().collect(),
+            first_event: None,
         };
         for event in store.history().await? {
             view.apply(&event);
@@ -95,6 +99,14 @@ impl SessionView {
     }
 
     fn apply(&mut self, event: &Event) {
+        let at = match event {
+            Event::Unit(e) => e.at,
+            Event::Pilot(p) => p.at,
+            Event::PilotDraining { at, .. }
+            | Event::Resumed { at, .. }
+            | Event::CancelRequested { at, .. } => *at,
+        };
+        self.first_event = Some(self.first_event.map_or(at, |t| t.min(at)));
         match event {
             Event::Pilot(p) => {
                 if let Some(pilot) = self.pilots.get_mut(&p.pilot) {
@@ -137,7 +149,7 @@ impl SessionView {
                     unit.exit_code = e.exit_code;
                 }
                 unit.detail = e.detail.clone();
-                if e.state.is_final() {
+                if matches!(e.state, UnitState::Done | UnitState::Failed) {
                     self.finished_at.push(e.at);
                 }
             }
@@ -161,9 +173,9 @@ impl SessionView {
         let _ = writeln!(
             out,
             "session {}  (owner {}, host {}, created {}{})",
-            self.session,
-            e.owner,
-            e.host,
+            Printable(&self.session),
+            Printable(&e.owner),
+            Printable(&e.host),
             e.created,
             e.finished
                 .map(|f| format!(", finished {f}"))
@@ -171,11 +183,16 @@ impl SessionView {
         );
         let _ = writeln!(out, "\npilots:");
         for (id, p) in &self.pilots {
-            let running = self
-                .units
-                .values()
-                .filter(|u| u.pilot == Some(*id) && u.life.state() == UnitState::Running)
-                .count();
+            // An ended pilot runs nothing, whatever its last reports said: what it held is
+            // settled by the manager (or by `pstar run --resume` if there is none).
+            let running = if p.life.state().is_final() {
+                0
+            } else {
+                self.units
+                    .values()
+                    .filter(|u| u.pilot == Some(*id) && u.life.state() == UnitState::Running)
+                    .count()
+            };
             let beat = self
                 .heartbeats
                 .get(id)
@@ -191,10 +208,10 @@ impl SessionView {
                 running,
                 if p.draining { ", draining" } else { "" },
                 beat,
-                p.resource,
+                Printable(&p.resource),
             );
             if let Some(d) = &p.detail {
-                let _ = writeln!(out, "      {d}");
+                let _ = writeln!(out, "      {}", Printable(d));
             }
         }
         let counts = self.counts();
@@ -207,22 +224,35 @@ impl SessionView {
         out
     }
 
+    /// Units finished per second over the last 10 s (or over the session's whole life
+    /// when it is younger), and overall: from the session's start to its end, or to now.
     fn throughput(&self, now: Timestamp) -> String {
-        let (Some(first), Some(last)) = (self.finished_at.first(), self.finished_at.last()) else {
+        if self.finished_at.is_empty() {
             return "no unit has finished yet".into();
-        };
+        }
+        let start = self.started();
+        let end = self.entry.finished.unwrap_or(now).max(start);
+        let window = Duration::from_secs(10).min(now.since(start));
         let recent = self
             .finished_at
             .iter()
-            .filter(|t| now.since(**t) <= Duration::from_secs(10))
+            .filter(|t| now.since(**t) <= window)
             .count();
-        let span = last.since(*first).as_secs_f64().max(1e-3);
+        let per_sec = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-3);
         format!(
-            "{:.1} units/s over the last 10 s; {} finished at {:.1} units/s overall",
-            recent as f64 / 10.0,
+            "{:.1} units/s over the last {:.1} s; {} finished at {:.1} units/s overall",
+            per_sec(recent, window),
+            window.as_secs_f64(),
             self.finished_at.len(),
-            self.finished_at.len() as f64 / span
+            per_sec(self.finished_at.len(), end.since(start))
         )
+    }
+
+    /// When the session started: its registry entry's creation, or its first recorded
+    /// transition if that is earlier (a registry entry rewritten by hand, or lost).
+    fn started(&self) -> Timestamp {
+        self.first_event
+            .map_or(self.entry.created, |t| t.min(self.entry.created))
     }
 
     /// `pstar units`: one line per unit, optionally only those in `state` or on `pilot`.
@@ -243,13 +273,13 @@ impl SessionView {
                 out,
                 "{:<13} {:<24} {:<9} {:<10} {:>4}  {}",
                 id.to_string(),
-                u.name,
+                Printable(&u.name),
                 u.life.state().to_string(),
                 u.pilot.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 u.exit_code
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "-".into()),
-                u.detail.as_deref().unwrap_or("")
+                Printable(u.detail.as_deref().unwrap_or(""))
             );
         }
         out
@@ -266,21 +296,34 @@ fn ago(d: Duration) -> String {
 
 /// `pstar cancel`: asks the session's manager, through the stream, to cancel `targets`
 /// (`unit.N` and `pilot.N` ids), or everything when `targets` is empty.
+///
+/// A session, unit or pilot that does not exist is an error, and so is a session that has
+/// finished: nothing is written then. With no live manager, the request is recorded for
+/// the manager that resumes the session, and the answer says so.
 pub async fn cancel(store: &RedisStore, targets: &[String]) -> Result<String, String> {
+    let session = store.session().to_owned();
+    let view = SessionView::load(store).await.map_err(|e| e.to_string())?;
     let mut units = Vec::new();
     let mut requests = Vec::new();
     for t in targets {
         if let Ok(u) = t.parse::<UnitId>() {
+            if !view.units.contains_key(&u) {
+                return Err(format!(
+                    "no {u} in session {session} (see `pstar units --session {session}`)"
+                ));
+            }
             units.push(u);
         } else if let Ok(p) = t.parse::<PilotId>() {
-            store
-                .pilot(p)
-                .await
-                .map_err(|e| format!("cannot cancel {p}: {e}"))?;
+            if !view.pilots.contains_key(&p) {
+                return Err(format!(
+                    "no {p} in session {session} (see `pstar status --session {session}`)"
+                ));
+            }
             requests.push(CancelTarget::Pilot(p));
         } else {
             return Err(format!(
-                "`{t}` is neither a unit id (unit.N) nor a pilot id (pilot.N)"
+                "`{}` is neither a unit id (unit.N) nor a pilot id (pilot.N)",
+                printable(t)
             ));
         }
     }
@@ -290,10 +333,16 @@ pub async fn cancel(store: &RedisStore, targets: &[String]) -> Result<String, St
     if targets.is_empty() {
         requests.push(CancelTarget::Session);
     }
+    if let Some(at) = view.entry.finished {
+        return Err(format!(
+            "session {session} has finished ({at}): nothing is left to cancel"
+        ));
+    }
+    let alive = store.has_live_manager().await.map_err(|e| e.to_string())?;
     let user = pstar_coordination::redis::current_user();
     let reason = format!("canceled by {user} (pstar cancel)");
     let at = Timestamp::now();
-    let described: Vec<String> = requests.iter().map(|r| format!("{r:?}")).collect();
+    let described: Vec<String> = requests.iter().map(ToString::to_string).collect();
     let events = requests
         .into_iter()
         .map(|target| Event::CancelRequested {
@@ -303,11 +352,60 @@ pub async fn cancel(store: &RedisStore, targets: &[String]) -> Result<String, St
         })
         .collect();
     store.publish(events).await.map_err(|e| e.to_string())?;
-    Ok(format!(
-        "asked the manager of {} to cancel: {}\n",
-        store.session(),
-        described.join(", ")
-    ))
+    let described = described.join(", ");
+    Ok(if alive {
+        format!("asked the manager of {session} to cancel: {described}\n")
+    } else {
+        format!(
+            "no manager is running session {session} now (it was stopped, or died): the \
+             cancel of {described} is recorded, and carried out when the session is resumed \
+             (pstar run --resume {session})\n"
+        )
+    })
+}
+
+/// `pstar session rm`: deletes `sessions` from the Redis. A session of another user, or
+/// one that has not finished, is refused unless `force`; one refusal refuses the whole
+/// list, so that nothing is half done.
+pub async fn remove_sessions(
+    store: &RedisStore,
+    sessions: &[String],
+    force: bool,
+) -> Result<String, String> {
+    let known = store.sessions().await.map_err(|e| e.to_string())?;
+    let me = pstar_coordination::redis::current_user();
+    for session in sessions {
+        let Some((entry, present)) = known.iter().find(|(e, _)| &e.session == session) else {
+            return Err(format!(
+                "no session `{session}` in this Redis (see `pstar session list --all`)"
+            ));
+        };
+        if force {
+            continue;
+        }
+        if entry.owner != me {
+            return Err(format!(
+                "session `{session}` belongs to {}, not to {}; use --force to remove it anyway",
+                printable(&entry.owner),
+                printable(&me)
+            ));
+        }
+        if *present && entry.finished.is_none() {
+            return Err(format!(
+                "session `{session}` has not finished; its manager may still run (use --force \
+                 to remove it anyway)"
+            ));
+        }
+    }
+    let mut out = String::new();
+    for session in sessions {
+        let n = store
+            .remove_session(session)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "removed {session} ({n} keys)");
+    }
+    Ok(out)
 }
 
 /// `pstar session list`.
@@ -331,11 +429,160 @@ pub fn render_sessions(sessions: &[(SessionEntry, bool)], everyone: bool) -> Str
         let _ = writeln!(
             out,
             "{:<30} {:<10} {:<12} {:<28} {status}",
-            e.session,
-            e.owner,
-            e.host,
+            Printable(&e.session),
+            Printable(&e.owner),
+            Printable(&e.host),
             e.created.to_string()
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pstar_coordination::{PilotEvent, UnitEvent};
+
+    fn at(t: Timestamp, secs: f64) -> Timestamp {
+        let micros = t.as_micros() as i64 + (secs * 1e6) as i64;
+        Timestamp::from_micros(micros.max(0) as u64)
+    }
+
+    /// A session created at `created` with one pilot of 4 cores and `units` units.
+    fn session(created: Timestamp, units: u64) -> SessionView {
+        let entry = SessionEntry {
+            session: "s".into(),
+            owner: "o".into(),
+            host: "h".into(),
+            created,
+            finished: None,
+        };
+        let pilot = PilotView {
+            resource: "local://".into(),
+            cores: 4,
+            gpus: 0,
+            life: Lifecycle::new(created),
+            detail: None,
+            draining: false,
+        };
+        let units = (0..units)
+            .map(|i| {
+                let view = UnitView {
+                    name: format!("u{i}"),
+                    life: Lifecycle::new(created),
+                    pilot: None,
+                    exit_code: None,
+                    detail: None,
+                };
+                (UnitId::new(i), view)
+            })
+            .collect();
+        SessionView {
+            session: "s".into(),
+            entry,
+            pilots: [(PilotId::new(0), pilot)].into_iter().collect(),
+            units,
+            finished_at: Vec::new(),
+            heartbeats: BTreeMap::new(),
+            first_event: None,
+        }
+    }
+
+    fn pilot_to(view: &mut SessionView, state: PilotState, at: Timestamp) {
+        view.apply(&Event::Pilot(PilotEvent {
+            pilot: PilotId::new(0),
+            state,
+            at,
+            detail: None,
+        }));
+    }
+
+    fn unit_to(view: &mut SessionView, unit: u64, state: UnitState, at: Timestamp) {
+        view.apply(&Event::Unit(UnitEvent {
+            unit: UnitId::new(unit),
+            pilot: Some(PilotId::new(0)),
+            state,
+            at,
+            exit_code: (state == UnitState::Done).then_some(0),
+            detail: None,
+            lost_run: false,
+        }));
+    }
+
+    fn run_unit(view: &mut SessionView, unit: u64, upto: UnitState, t: Timestamp) {
+        for state in [
+            UnitState::Scheduled,
+            UnitState::Pending,
+            UnitState::Running,
+            UnitState::Done,
+        ] {
+            unit_to(view, unit, state, t);
+            if state == upto {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn a_young_session_s_rate_is_over_its_age_not_the_whole_window() {
+        let now = Timestamp::now();
+        let created = at(now, -2.0);
+        let mut view = session(created, 8);
+        pilot_to(&mut view, PilotState::Pending, created);
+        pilot_to(&mut view, PilotState::Running, created);
+        for u in 0..4 {
+            run_unit(&mut view, u, UnitState::Done, at(now, -1.0));
+        }
+        let status = view.render_status(now);
+        assert!(
+            status.contains("throughput: 2.0 units/s over the last 2.0 s"),
+            "{status}"
+        );
+        // Units that were canceled are not work done.
+        run_unit(&mut view, 4, UnitState::Running, at(now, -1.0));
+        unit_to(&mut view, 4, UnitState::Canceled, at(now, -0.5));
+        let status = view.render_status(now);
+        assert!(
+            status.contains("2.0 units/s over the last 2.0 s"),
+            "{status}"
+        );
+        assert!(
+            status.contains("4 finished at 2.0 units/s overall"),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn an_ended_pilot_shows_no_running_units() {
+        let now = Timestamp::now();
+        let created = at(now, -5.0);
+        let mut view = session(created, 2);
+        pilot_to(&mut view, PilotState::Pending, created);
+        pilot_to(&mut view, PilotState::Running, created);
+        run_unit(&mut view, 0, UnitState::Running, at(now, -4.0));
+        run_unit(&mut view, 1, UnitState::Running, at(now, -4.0));
+        assert!(view.render_status(now).contains("2 running"));
+        pilot_to(&mut view, PilotState::Failed, at(now, -3.0));
+        let status = view.render_status(now);
+        assert!(status.contains("pilot.0000  failed"), "{status}");
+        assert!(status.contains(" 0 running"), "{status}");
+    }
+
+    #[test]
+    fn registry_fields_are_shown_without_control_characters() {
+        let now = Timestamp::now();
+        let mut view = session(now, 1);
+        view.entry.owner = "\u{1b}]0;x\u{7}".into();
+        view.entry.host = "h\u{1b}[2J".into();
+        let status = view.render_status(now);
+        assert!(
+            !status.chars().any(|c| c.is_control() && c != '\n'),
+            "{status:?}"
+        );
+        let sessions = render_sessions(&[(view.entry.clone(), true)], true);
+        assert!(
+            !sessions.chars().any(|c| c.is_control() && c != '\n'),
+            "{sessions:?}"
+        );
+    }
 }

@@ -43,7 +43,7 @@ enum Command {
         workload: Option<PathBuf>,
         /// Pick up SESSION from its Redis (--coordination) after its manager died, and carry
         /// it to the end; finished units are not run again.
-        #[arg(long, value_name = "SESSION")]
+        #[arg(long, value_name = "SESSION", value_parser = SessionName)]
         resume: Option<String>,
         /// Write a JSON report of every unit and pilot to this file.
         #[arg(long, value_name = "FILE")]
@@ -97,7 +97,7 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         /// The session the pilot belongs to.
-        #[arg(long)]
+        #[arg(long, value_parser = SessionName)]
         session: String,
         /// The pilot to run (`pilot.0003`).
         #[arg(long)]
@@ -121,14 +121,14 @@ enum Command {
     Status {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long)]
+        #[arg(long, value_parser = SessionName)]
         session: String,
     },
     /// List a session's units, optionally only those in one state or on one pilot.
     Units {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long)]
+        #[arg(long, value_parser = SessionName)]
         session: String,
         /// Only units in this state (new, scheduled, pending, running, done, failed,
         /// canceled).
@@ -142,7 +142,7 @@ enum Command {
     Cancel {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long)]
+        #[arg(long, value_parser = SessionName)]
         session: String,
         /// Units and pilots to cancel; none with --all.
         #[arg(required_unless_present = "all")]
@@ -181,7 +181,7 @@ enum PilotCommand {
     Logs {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long)]
+        #[arg(long, value_parser = SessionName)]
         session: String,
         /// The pilot (`pilot.0001`).
         pilot: PilotId,
@@ -202,8 +202,10 @@ enum SessionCommand {
     Rm {
         #[command(flatten)]
         store: StoreArgs,
+        #[arg(required = true, value_parser = SessionName)]
         sessions: Vec<String>,
-        /// Remove sessions that have not finished (their manager, if alive, will fail).
+        /// Remove sessions that have not finished (their manager, if alive, will fail), or
+        /// that another user started.
         #[arg(long)]
         force: bool,
     },
@@ -245,8 +247,40 @@ fn parse_unit_state(text: &str) -> Result<UnitState, String> {
         })
 }
 
-/// Runs `f` on the Redis named by `store` (for `session`, not recorded), prints its text.
-fn with_store<F, Fut>(store: StoreArgs, session: &str, f: F) -> ExitCode
+/// A session name on the command line, checked by the one rule for session ids
+/// ([`pstar_model::check_session_id`]). A refusal exits 2 like any bad argument, and
+/// shows the name with its control characters escaped.
+#[derive(Clone)]
+struct SessionName;
+
+impl clap::builder::TypedValueParser for SessionName {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let text = value.to_string_lossy();
+        pstar_model::check_session_id(&text).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"))
+                .with_cmd(cmd)
+        })?;
+        Ok(text.into_owned())
+    }
+}
+
+/// Which part of a Redis a command opens.
+enum Open<'a> {
+    /// One existing session (never recorded in the registry).
+    Session(&'a str),
+    /// The registry of sessions.
+    Registry,
+}
+
+/// Runs `f` on the Redis named by `store`, prints its text.
+fn with_store<F, Fut>(store: StoreArgs, open: Open<'_>, f: F) -> ExitCode
 where
     F: FnOnce(std::sync::Arc<pstar_coordination::RedisStore>) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
@@ -255,14 +289,17 @@ where
         eprintln!("pstar: --coordination (or PSTAR_COORDINATION) is required: the session's Redis");
         return ExitCode::from(EXIT_BAD_WORKLOAD);
     };
+    pstar_cli::store::warn_if_password_in_url(&url);
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let out = runtime.block_on(async {
-        let store = pstar_cli::store::inspect(&url, session)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = match open {
+            Open::Session(session) => pstar_cli::store::open_existing(&url, session).await,
+            Open::Registry => pstar_cli::store::open_registry(&url).await,
+        }
+        .map_err(|e| e.to_string())?;
         f(store).await
     });
     match out {
@@ -283,7 +320,7 @@ fn inspect_session(
     session: &str,
     f: impl FnOnce(&inspect::SessionView) -> Result<String, String>,
 ) -> ExitCode {
-    with_store(store, session, |store| async move {
+    with_store(store, Open::Session(session), |store| async move {
         let view = inspect::SessionView::load(&store)
             .await
             .map_err(|e| e.to_string())?;
@@ -321,40 +358,22 @@ fn main() -> ExitCode {
             session,
             targets,
             all: _,
-        } => with_store(store, &session, |store| async move {
+        } => with_store(store, Open::Session(&session), |store| async move {
             inspect::cancel(&store, &targets).await
         }),
         Command::Session { command } => match command {
-            SessionCommand::List { store, all } => with_store(store, "", |store| async move {
-                let sessions = store.sessions().await.map_err(|e| e.to_string())?;
-                Ok(inspect::render_sessions(&sessions, all))
-            }),
+            SessionCommand::List { store, all } => {
+                with_store(store, Open::Registry, |store| async move {
+                    let sessions = store.sessions().await.map_err(|e| e.to_string())?;
+                    Ok(inspect::render_sessions(&sessions, all))
+                })
+            }
             SessionCommand::Rm {
                 store,
                 sessions,
                 force,
-            } => with_store(store, "", |store| async move {
-                let known = store.sessions().await.map_err(|e| e.to_string())?;
-                let mut out = String::new();
-                for session in &sessions {
-                    let entry = known.iter().find(|(e, _)| &e.session == session);
-                    match entry {
-                        None => return Err(format!("no session `{session}` in this Redis")),
-                        Some((e, true)) if e.finished.is_none() && !force => {
-                            return Err(format!(
-                                "session `{session}` has not finished; its manager may still \
-                                 run (use --force to remove it anyway)"
-                            ));
-                        }
-                        Some(_) => {}
-                    }
-                    let n = store
-                        .remove_session(session)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    out.push_str(&format!("removed {session} ({n} keys)\n"));
-                }
-                Ok(out)
+            } => with_store(store, Open::Registry, |store| async move {
+                inspect::remove_sessions(&store, &sessions, force).await
             }),
         },
         Command::Pilot {
@@ -364,7 +383,7 @@ fn main() -> ExitCode {
                     session,
                     pilot,
                 },
-        } => with_store(store, &session, |store| async move {
+        } => with_store(store, Open::Session(&session), |store| async move {
             use pstar::Coordination;
             let record = store.pilot(pilot).await.map_err(|e| e.to_string())?;
             let scheme = record.description.resource.scheme();

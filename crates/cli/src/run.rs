@@ -262,7 +262,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
     let builder = options.configure(
         Session::builder()
             .id(id)
-            .coordination(crate::store::connect(url, id).await?),
+            .coordination(crate::store::connect_existing(url, id).await?),
     );
     let resumed = pstar::resume(builder, options.policy()).await?;
     let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);

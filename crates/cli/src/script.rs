@@ -21,7 +21,12 @@ pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<
         ..Default::default()
     });
     let session = "SESSION";
-    let url = url.unwrap_or(PLACEHOLDER_URL);
+    // What a real submission gives agents: the URL without its password.
+    let url = url.map_or_else(
+        || PLACEHOLDER_URL.to_owned(),
+        pstar_coordination::redis::without_password,
+    );
+    let url = url.as_str();
     let root = std::path::absolute(sandbox).unwrap_or_else(|_| sandbox.to_owned());
     let mut out = String::new();
     for (i, description) in workload.pilots.iter().enumerate() {

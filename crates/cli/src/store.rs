@@ -8,7 +8,7 @@ use pstar_coordination::redis::password_from_environment;
 use pstar_coordination::{CoordinationError, RedisOptions, RedisStore};
 
 /// Where the store is given: `--coordination URL`, else `PSTAR_COORDINATION`.
-pub const COORDINATION_ENV: &str = "PSTAR_COORDINATION";
+pub use pstar_coordination::redis::COORDINATION_ENV;
 
 /// How long calls keep retrying a lost Redis (`PSTAR_REDIS_RETRY`, e.g. `30s`; default
 /// 60 s).
@@ -19,45 +19,48 @@ pub fn retry_for() -> Duration {
         .unwrap_or(RedisOptions::default().retry_for)
 }
 
-/// Connects to the Redis at `url` for `session`, the password coming from the URL or the
-/// environment (`PSTAR_REDIS_PASSWORD`, `PSTAR_REDIS_PASSWORD_FILE`).
-pub async fn connect_redis(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
-    open(url, session, true).await
+/// Connects to the Redis at `url` for an existing `session` (an agent's, a resumed
+/// manager's, or one to look at), without recording it in the registry. The password
+/// comes from the URL or the environment (`PSTAR_REDIS_PASSWORD`,
+/// `PSTAR_REDIS_PASSWORD_FILE`).
+pub async fn open_existing(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    RedisStore::connect(url, session, options(false)?).await
 }
 
-/// Connects to look at `session` (or at the registry of sessions) without recording it.
-pub async fn inspect(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
-    open(url, session, false).await
+/// Connects to the Redis at `url` to list or remove sessions.
+pub async fn open_registry(url: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    RedisStore::connect_registry(url, options(false)?).await
 }
 
-async fn open(
+fn options(register: bool) -> Result<RedisOptions, CoordinationError> {
+    Ok(RedisOptions {
+        password: password_from_environment()?,
+        ca_file: std::env::var_os(pstar_coordination::redis::CA_FILE_ENV).map(Into::into),
+        retry_for: retry_for(),
+        register,
+        ..Default::default()
+    })
+}
+
+/// The store at `url` for a new `session`, recorded in the registry (refused if the
+/// registry holds the id already), as the trait the Pilot-API takes.
+pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, CoordinationError> {
+    Ok(RedisStore::connect(url, session, options(true)?).await?)
+}
+
+/// An existing `session` at `url` (to resume it), as the trait the Pilot-API takes.
+pub async fn connect_existing(
     url: &str,
     session: &str,
-    register: bool,
-) -> Result<Arc<RedisStore>, CoordinationError> {
-    let password = password_from_environment()?;
-    RedisStore::connect(
-        url,
-        session,
-        RedisOptions {
-            password,
-            ca_file: std::env::var_os(pstar_coordination::redis::CA_FILE_ENV).map(Into::into),
-            retry_for: retry_for(),
-            register,
-            ..Default::default()
-        },
-    )
-    .await
+) -> Result<Arc<dyn Coordination>, CoordinationError> {
+    Ok(open_existing(url, session).await?)
 }
 
-/// The store at `url` as the trait the Pilot-API takes.
-pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, CoordinationError> {
-    Ok(connect_redis(url, session).await?)
-}
-
-/// A warning for a password written into a URL on the command line, where `ps` shows it.
+/// A warning for a password written into a URL on the command line, where `ps` shows it
+/// (not for one that came from `PSTAR_COORDINATION`).
 pub fn warn_if_password_in_url(url: &str) {
-    if url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+    let from_environment = std::env::var(COORDINATION_ENV).is_ok_and(|v| v == url);
+    if !from_environment && pstar_coordination::redis::redact_url(url) != url {
         eprintln!(
             "pstar: warning: the Redis password in --coordination is visible to every user \
              through `ps`; give it in PSTAR_REDIS_PASSWORD or PSTAR_REDIS_PASSWORD_FILE instead"

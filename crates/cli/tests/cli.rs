@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "cli/redis_runs.rs"]
 mod redis_runs;
+#[path = "cli/redis_sessions.rs"]
+mod redis_sessions;
 #[path = "cli/resources.rs"]
 mod resources;
 #[path = "cli/run_ends.rs"]

@@ -59,6 +59,9 @@ pub enum CoordinationError {
     /// A backend-specific failure (a malformed record, a server error...).
     #[error("coordination backend: {0}")]
     Backend(String),
+    /// A new session was given the id of one the store already holds.
+    #[error("session `{0}` already exists in the coordination store; choose another id")]
+    SessionExists(String),
 }
 
 pub type Result<T, E = CoordinationError> = std::result::Result<T, E>;
@@ -127,6 +130,24 @@ pub enum CancelTarget {
     Units(Vec<UnitId>),
     Pilot(PilotId),
     Session,
+}
+
+impl std::fmt::Display for CancelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CancelTarget::Units(units) => {
+                for (i, u) in units.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{u}")?;
+                }
+                Ok(())
+            }
+            CancelTarget::Pilot(p) => write!(f, "{p}"),
+            CancelTarget::Session => f.write_str("the whole session"),
+        }
+    }
 }
 
 /// A message from the manager to one pilot's agent.
@@ -282,4 +303,10 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The last heartbeat of every pilot that sent one.
     async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>>;
+
+    /// Records that a manager of the session is alive, for `ttl` (so that `pstar cancel`
+    /// can tell a live manager from a dead one). The embedded store has no other reader.
+    async fn manager_alive(&self, _ttl: Duration) -> Result<()> {
+        Ok(())
+    }
 }

@@ -413,3 +413,198 @@ async fn rediss_speaks_tls_and_checks_the_server_certificate() {
     );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+/// `redis-cli ARGS...` against `server`; its standard output.
+fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["--no-auth-warning", "-p", &server.port().to_string()])
+        .args(["-a", server.password()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every key in `server`, sorted.
+fn all_keys(server: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = redis_cli(server, &["--raw", "KEYS", "*"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_second_session_with_the_same_id_is_refused() {
+    let server = RedisServer::start();
+    let first = store(&server, "twice").await;
+    first.put_units(&units(UnitId::new(0), 1)).await.unwrap();
+    let err = RedisStore::connect(&server.url(), "twice", options(&server))
+        .await
+        .expect_err("a clash of session ids is refused");
+    assert!(
+        matches!(err, CoordinationError::SessionExists(_)),
+        "got {err}"
+    );
+    assert!(err.to_string().contains("twice"), "{err}");
+    // Looking at it (or resuming it) is not registering it.
+    RedisStore::connect(
+        &server.url(),
+        "twice",
+        RedisOptions {
+            register: false,
+            ..options(&server)
+        },
+    )
+    .await
+    .expect("a look at an existing session");
+}
+
+#[tokio::test]
+async fn hostile_session_names_are_refused_before_anything_is_written() {
+    let server = RedisServer::start();
+    for name in [
+        "*",
+        "a*",
+        "?",
+        "[a-z]*",
+        "../x",
+        "-x",
+        ".x",
+        "a:b",
+        "a b",
+        "\u{1b}[2J",
+        "",
+    ] {
+        for register in [true, false] {
+            let err = RedisStore::connect(
+                &server.url(),
+                name,
+                RedisOptions {
+                    register,
+                    ..options(&server)
+                },
+            )
+            .await
+            .expect_err("a hostile session name is refused");
+            assert!(
+                err.to_string().contains("invalid session name"),
+                "{name:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(all_keys(&server), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn removing_a_session_deletes_its_keys_and_no_other() {
+    let server = RedisServer::start();
+    let a = store(&server, "a").await;
+    let ab = store(&server, "a.b").await;
+    let other = store(&server, "other").await;
+    for s in [&a, &ab, &other] {
+        s.put_units(&units(UnitId::new(0), 1)).await.unwrap();
+        s.enqueue(PilotId::new(3), &[UnitId::new(0)]).await.unwrap();
+        s.publish(vec![done(UnitId::new(0))]).await.unwrap();
+    }
+    redis_cli(&server, &["SET", "pstar:unrelated", "1"]);
+    redis_cli(&server, &["SET", "pstar:a", "1"]);
+    let before = all_keys(&server);
+
+    // A pattern for a name is refused, not matched.
+    for pattern in ["*", "a*", "?", "[ao]*"] {
+        let err = other.remove_session(pattern).await.expect_err(pattern);
+        assert!(err.to_string().contains("invalid session name"), "{err}");
+    }
+    assert_eq!(all_keys(&server), before);
+
+    assert!(other.remove_session("a").await.unwrap() >= 3);
+    let left = all_keys(&server);
+    let gone: Vec<&String> = before.iter().filter(|k| !left.contains(k)).collect();
+    assert!(
+        gone.iter().all(|k| k.starts_with("pstar:a:")),
+        "removed more than session a: {gone:?}"
+    );
+    assert!(!left.iter().any(|k| k.starts_with("pstar:a:")), "{left:?}");
+    for kept in [
+        "pstar:unrelated",
+        "pstar:a",
+        "pstar:a.b:units",
+        "pstar:other:units",
+    ] {
+        assert!(
+            left.iter().any(|k| k == kept),
+            "{kept} was removed: {left:?}"
+        );
+    }
+    let listed: Vec<String> = other
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e.session)
+        .collect();
+    assert_eq!(listed, ["a.b", "other"]);
+}
+
+#[tokio::test]
+async fn a_malformed_redis_url_never_shows_its_password() {
+    for url in [
+        "redis://user:s3cret-pw@127.0.0.1:notaport/0",
+        "redis://:s3cret-pw@[::1/0",
+        "http://user:s3cret-pw@127.0.0.1:6379/0",
+        "redis://user:s3cret-pw@127.0.0.1:6379/notadb",
+        "user:s3cret-pw@127.0.0.1:6379",
+        "redis://us%er:s3cret-pw@host name:1/0",
+    ] {
+        let err = RedisStore::connect(
+            url,
+            "s",
+            RedisOptions {
+                retry_for: Duration::from_millis(200),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err(url);
+        let text = err.to_string();
+        assert!(
+            !text.contains("s3cret"),
+            "{url}: the password shows in: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_password_says_where_to_give_it() {
+    let server = RedisServer::start();
+    let err = RedisStore::connect(&server.url(), "s", RedisOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordinationError::Unauthorized(_)),
+        "got {err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("PSTAR_REDIS_PASSWORD") && text.contains("PSTAR_REDIS_PASSWORD_FILE"),
+        "{text}"
+    );
+    let wrong = RedisStore::connect(
+        &server.url(),
+        "s",
+        RedisOptions {
+            password: Some("wrong".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        wrong.to_string().contains("PSTAR_REDIS_PASSWORD"),
+        "{wrong}"
+    );
+}

@@ -41,6 +41,9 @@ pub enum Error {
     /// The coordination store was lost for good while units ran (the reason says how).
     #[error("{0}")]
     StoreLost(String),
+    /// A session id that is not allowed (see [`pstar_model::check_session_id`]).
+    #[error(transparent)]
+    InvalidSessionId(#[from] pstar_model::InvalidSessionId),
     /// `resume` found nothing of this session in the store.
     #[error("no session `{0}` in the coordination store (see `pstar session list`)")]
     NoSuchSession(String),

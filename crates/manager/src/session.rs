@@ -81,7 +81,9 @@ pub struct SessionBuilder {
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SessionBuilder {
-    /// Use this session id (default: `pstar.<date>.<time>.<nonce>`).
+    /// Use this session id (default: `pstar.<date>.<time>.<nonce>`). It must pass
+    /// [`pstar_model::check_session_id`] (letters, digits, `.`, `_`, `-`); `build` refuses
+    /// it otherwise.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
@@ -151,6 +153,7 @@ impl SessionBuilder {
             (None, Some(store)) => store.session().to_owned(),
             (None, None) => new_session_id(),
         };
+        pstar_model::check_session_id(&id)?;
         let coordination: Arc<dyn Coordination> = match self.coordination {
             Some(c) => c,
             None => Embedded::new(id.clone()),
@@ -375,13 +378,31 @@ impl Session {
 /// been silent for `timeout` (killed, its host gone, its network cut). Silence is measured
 /// on this machine's clock, from when a heartbeat last *changed*, so clocks of other hosts
 /// do not matter; while the store itself cannot be read, nobody is declared lost.
+/// Each round also records the manager itself alive in the store
+/// ([`Coordination::manager_alive`]), for `pstar cancel` to tell whether anyone listens.
 async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
     let every = (timeout / 4).max(Duration::from_millis(25));
     let mut beats: HashMap<PilotId, (Timestamp, Instant)> = HashMap::new();
     let mut alive_since: HashMap<PilotId, Instant> = HashMap::new();
     let mut last_read = Instant::now();
     let mut failing: HashSet<PilotId> = HashSet::new();
+    // How long the manager's own sign of life lasts: a few rounds of this loop.
+    let alive_for = (every * 4).max(Duration::from_secs(1));
     loop {
+        let Some(inner) = session.upgrade() else {
+            return;
+        };
+        // Only a session with pilots is one (a resume that finds nothing writes nothing).
+        let has_pilots = inner.pilots.lock().is_ok_and(|p| !p.is_empty());
+        let store = inner.coordination.clone();
+        drop(inner);
+        if has_pilots {
+            let beat = tokio::time::timeout(every, store.manager_alive(alive_for)).await;
+            if let Ok(Err(e)) = beat {
+                tracing::warn!(error = %e, "cannot record the manager alive");
+            }
+        }
+        drop(store);
         tokio::time::sleep(every).await;
         let Some(inner) = session.upgrade() else {
             return;
@@ -464,19 +485,69 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
     }
 }
 
-/// `pstar.20261123.142501.3f2a`: sortable by time, distinct between concurrent runs.
+/// `pstar.20261123.142501.3f2a9c01d4e5b6a7`: sortable by time, then 64 random bits, so
+/// that concurrent runs (on one host or many) do not pick the same id. A store that holds
+/// the id already refuses it anyway (Redis: [`pstar_coordination::CoordinationError::SessionExists`]).
 pub fn new_session_id() -> String {
     let now = std::time::SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string(); // 2026-11-23T14:25:01Z
     let digits: String = stamp.chars().filter(|c| c.is_ascii_digit()).collect();
-    let nanos = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let nonce = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
     format!(
-        "pstar.{}.{}.{nonce:04x}",
+        "pstar.{}.{}.{:016x}",
         &digits[..8.min(digits.len())],
-        &digits[8.min(digits.len())..]
+        &digits[8.min(digits.len())..],
+        random_u64()
     )
+}
+
+/// 64 bits from the kernel's random source; failing that (no `/dev/urandom` in a
+/// container), from the standard library's randomly keyed hasher, which the kernel seeded
+/// another way.
+fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_ok() {
+        return u64::from_ne_bytes(bytes);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_made_at_once_are_all_distinct_and_valid() {
+        let ids: HashSet<String> = (0..20_000).map(|_| new_session_id()).collect();
+        assert_eq!(ids.len(), 20_000, "two session ids made at once were equal");
+        for id in ids.iter().take(10) {
+            assert_eq!(pstar_model::check_session_id(id), Ok(()), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_id_that_is_not_allowed_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for id in ["*", "../up", "-rf", "a b", "x\u{1b}[2J"] {
+            let built = Session::builder()
+                .id(id)
+                .sandbox_root(dir.path())
+                .build()
+                .await;
+            let Err(e) = built else {
+                panic!("session id {id:?} was accepted");
+            };
+            assert!(e.to_string().contains("invalid session name"), "{e}");
+        }
+    }
 }

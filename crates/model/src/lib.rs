@@ -24,6 +24,7 @@ mod description;
 mod ids;
 mod resource;
 pub mod sandbox;
+mod session_name;
 mod state;
 mod time;
 
@@ -32,5 +33,8 @@ pub use description::{
 };
 pub use ids::{IdParseError, PilotId, UnitId};
 pub use resource::{ResourceUrl, ResourceUrlError, Scheme};
+pub use session_name::{
+    InvalidSessionId, MAX_SESSION_ID_LEN, Printable, check_session_id, printable,
+};
 pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};
 pub use time::Timestamp;

@@ -7,7 +7,12 @@ use super::*;
 use pstar_testbed::RedisServer;
 
 /// `pstar run` against `server`, the password in the environment (never on the command line).
-fn run_over(server: &RedisServer, scratch: &Scratch, workload: &Path, extra: &[&str]) -> Running {
+pub(super) fn run_over(
+    server: &RedisServer,
+    scratch: &Scratch,
+    workload: &Path,
+    extra: &[&str],
+) -> Running {
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
@@ -20,7 +25,7 @@ fn run_over(server: &RedisServer, scratch: &Scratch, workload: &Path, extra: &[&
 }
 
 /// The `pstar agent` processes whose command line names `pilot`, children of `parent`.
-fn agent_pids(parent: u32, pilot: &str) -> Vec<i32> {
+pub(super) fn agent_pids(parent: u32, pilot: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -49,7 +54,12 @@ fn agent_pids(parent: u32, pilot: &str) -> Vec<i32> {
 
 /// Units that each append their number to `done.log` after `secs` of work: a unit that
 /// ran to the end twice shows up twice.
-fn counting_workload(scratch: &Scratch, pilots: &[u32], units: usize, secs: f64) -> PathBuf {
+pub(super) fn counting_workload(
+    scratch: &Scratch,
+    pilots: &[u32],
+    units: usize,
+    secs: f64,
+) -> PathBuf {
     let log = scratch.path().join("done.log");
     let mut text = String::new();
     for cores in pilots {
@@ -245,7 +255,7 @@ fn an_unreachable_redis_is_a_clear_error_after_bounded_retries() {
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
-fn nix_kill(pid: i32, signal: &str) {
+pub(super) fn nix_kill(pid: i32, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
@@ -266,7 +276,7 @@ fn resume_over(server: &RedisServer, scratch: &Scratch, session: &str, extra: &[
     Running::start(cmd).wait(RUN_DEADLINE)
 }
 
-fn done_lines(scratch: &Scratch) -> usize {
+pub(super) fn done_lines(scratch: &Scratch) -> usize {
     std::fs::read_to_string(scratch.path().join("done.log")).map_or(0, |l| l.lines().count())
 }
 
@@ -350,7 +360,7 @@ fn a_resumed_session_whose_agents_died_too_gets_new_pilots() {
 }
 
 /// `pstar <args>` against `server`, to its end.
-fn pstar_over(server: &RedisServer, scratch: &Scratch, args: &[&str]) -> Output {
+pub(super) fn pstar_over(server: &RedisServer, scratch: &Scratch, args: &[&str]) -> Output {
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
         .env("PSTAR_REDIS_PASSWORD", server.password())

@@ -33,9 +33,10 @@ impl Keys {
         format!("{}:sessions", self.prefix)
     }
 
-    /// A `SCAN` pattern that matches every key of the session.
+    /// A `SCAN` pattern that matches every key of the session and nothing else: the
+    /// prefix and the session id are matched literally (glob characters escaped).
     pub fn pattern(&self) -> String {
-        format!("{}*", self.base)
+        format!("{}*", glob_escape(&self.base))
     }
 
     /// Counter behind unit ids (`INCRBY`).
@@ -78,6 +79,11 @@ impl Keys {
         format!("{}heartbeats", self.base)
     }
 
+    /// String: set (with an expiry) while a manager of the session is alive.
+    pub fn manager(&self) -> String {
+        format!("{}manager", self.base)
+    }
+
     /// Every key the session may have, given its pilots.
     pub fn session_keys(&self, pilots: &[PilotRecord]) -> Vec<String> {
         let mut keys = vec![
@@ -94,6 +100,18 @@ impl Keys {
         }
         keys
     }
+}
+
+/// `text` as a Redis glob pattern that matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A session as `pstar session list` shows it.
@@ -137,4 +155,16 @@ pub fn current_user() -> String {
                 .map(|u| u.name)
         })
         .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_their_session_literally() {
+        assert_eq!(Keys::new("pstar", "a-b").pattern(), "pstar:a\\-b:*");
+        assert_eq!(Keys::new("p*", "s").pattern(), "p\\*:s:*");
+        assert_eq!(Keys::new("x", "[a]?\\").pattern(), "x:\\[a\\]\\?\\\\:*");
+    }
 }

@@ -21,7 +21,10 @@ mod keys;
 mod secret;
 
 pub use keys::{Keys, SessionEntry, current_user};
-pub use secret::{CA_FILE_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment};
+pub use secret::{
+    CA_FILE_ENV, COORDINATION_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment,
+    secret_variables,
+};
 
 /// How a store connects, and how long it keeps trying when Redis goes away.
 #[derive(Debug, Clone)]
@@ -37,8 +40,9 @@ pub struct RedisOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// The first part of every key (default `pstar`).
     pub prefix: String,
-    /// Record the session in the registry of sessions (a manager does; commands that only
-    /// look at sessions do not).
+    /// Record the session in the registry of sessions: a manager starting a new session
+    /// does, and is refused ([`CoordinationError::SessionExists`]) if the id is taken;
+    /// agents, resumed managers and commands that only look at sessions do not.
     pub register: bool,
 }
 
@@ -113,14 +117,39 @@ return removed
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://[user[:password]@]host:port[/db]`) for
-    /// `session`. Fails at once on a wrong password; retries an unreachable server for
-    /// `options.retry_for`.
+    /// `session`, whose id must pass [`pstar_model::check_session_id`]. Fails at once on a
+    /// wrong password; retries an unreachable server for `options.retry_for`.
     pub async fn connect(url: &str, session: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        pstar_model::check_session_id(session)
+            .map_err(|e| CoordinationError::Unsupported(e.to_string()))?;
+        Self::open(url, session, options).await
+    }
+
+    /// Connects to the Redis at `url` to list or remove sessions ([`sessions`],
+    /// [`remove_session`]), for no session of its own.
+    ///
+    /// [`sessions`]: Self::sessions
+    /// [`remove_session`]: Self::remove_session
+    pub async fn connect_registry(url: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        Self::open(
+            url,
+            "",
+            RedisOptions {
+                register: false,
+                ..options
+            },
+        )
+        .await
+    }
+
+    async fn open(url: &str, session: &str, options: RedisOptions) -> Result<Arc<Self>> {
+        // Until the URL is known to be well formed, it is shown with its user-info masked.
+        let shown = redact_url(url);
         let parsed = url::Url::parse(url)
-            .map_err(|e| CoordinationError::Backend(format!("bad Redis URL `{url}`: {e}")))?;
-        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            .map_err(|e| CoordinationError::Backend(format!("bad Redis URL `{shown}`: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") || !parsed.has_host() {
             return Err(CoordinationError::Backend(format!(
-                "bad Redis URL `{url}`: the scheme must be redis:// or rediss://"
+                "bad Redis URL `{shown}`: expected redis://HOST:PORT[/DB] or rediss://..."
             )));
         }
         let mut public = parsed.clone();
@@ -178,17 +207,24 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Records the session in the registry of sessions (for `pstar session list`), once.
+    /// Records the session in the registry of sessions (for `pstar session list`); refuses
+    /// an id the registry already holds, so that two runs never share keys.
     async fn register(&self) -> Result<()> {
         let entry = SessionEntry::new(&self.session);
         let json = to_json(&entry)?;
         let registry = self.keys.registry();
         let session = self.session.clone();
-        self.retrying("register the session", |mut c| {
-            let (registry, session, json) = (registry.clone(), session.clone(), json.clone());
-            async move { c.hset_nx::<_, _, _, ()>(registry, session, json).await }
-        })
-        .await
+        let added: bool = self
+            .retrying("register the session", |mut c| {
+                let (registry, session, json) = (registry.clone(), session.clone(), json.clone());
+                async move { c.hset_nx(registry, session, json).await }
+            })
+            .await?;
+        if added {
+            Ok(())
+        } else {
+            Err(CoordinationError::SessionExists(self.session.clone()))
+        }
     }
 
     /// Every session recorded in this Redis under `prefix`, oldest first, with whether its
@@ -201,10 +237,23 @@ impl RedisStore {
                 async move { c.hgetall(registry).await }
             })
             .await?;
-        let entries = all
+        // An entry that is not one (written by hand, or by someone hostile) is skipped,
+        // not allowed to hide the others.
+        let entries: Vec<SessionEntry> = all
             .iter()
-            .map(|(_, json)| from_json::<SessionEntry>(json))
-            .collect::<Result<Vec<_>>>()?;
+            .filter_map(|(name, json)| match from_json::<SessionEntry>(json) {
+                // The registry's field is the session's id, whatever the entry says.
+                Ok(entry) => Some(SessionEntry {
+                    session: name.clone(),
+                    ..entry
+                }),
+                Err(e) => {
+                    let name = pstar_model::printable(name);
+                    tracing::warn!(session = %name, error = %e, "skipping a malformed session entry");
+                    None
+                }
+            })
+            .collect();
         // Whether each session's data is still there (or has expired): one pipeline.
         let mut pipe = redis::pipe();
         for e in &entries {
@@ -222,12 +271,15 @@ impl RedisStore {
             .zip(present)
             .map(|(e, n)| (e, n > 0))
             .collect();
-        out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
+        out.sort_by_key(|a| a.0.created);
         Ok(out)
     }
 
     /// Deletes every key of `session` and its registry entry; returns how many keys went.
+    /// Only keys under `<prefix>:<session>:` go: the id is checked, and matched literally.
     pub async fn remove_session(&self, session: &str) -> Result<u64> {
+        pstar_model::check_session_id(session)
+            .map_err(|e| CoordinationError::Unsupported(e.to_string()))?;
         let keys = self.keys.for_session(session);
         let pattern = keys.pattern();
         let mut removed = 0u64;
@@ -337,7 +389,7 @@ async fn connect_retrying(
             Err(e) => match classify(&e) {
                 Failure::Auth => {
                     return Err(CoordinationError::Unauthorized(format!(
-                        "Redis at {url}: {e}"
+                        "Redis at {url}: {e}{AUTH_HINT}"
                     )));
                 }
                 Failure::Transient if Instant::now() + delay < deadline => {
@@ -377,7 +429,7 @@ where
             Err(e) => match classify(&e) {
                 Failure::Auth => {
                     return Err(CoordinationError::Unauthorized(format!(
-                        "Redis at {url} ({what}): {e}"
+                        "Redis at {url} ({what}): {e}{AUTH_HINT}"
                     )));
                 }
                 Failure::Transient if Instant::now() + delay < deadline => {
@@ -399,6 +451,39 @@ where
             },
         }
     }
+}
+
+/// What a refused password or a missing one says to do.
+const AUTH_HINT: &str = " (give the Redis password in PSTAR_REDIS_PASSWORD, or in a file \
+     of mode 0600 named by PSTAR_REDIS_PASSWORD_FILE)";
+
+/// `url` as agents are given it: without its password (which reaches them through their
+/// environment instead). A URL that does not parse is masked as by [`redact_url`].
+pub fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_host() => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => redact_url(url),
+    }
+}
+
+/// `url` with the password of its user-info masked, for messages: works on text that is
+/// not a valid URL too (a malformed URL is exactly the one that gets printed).
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    // The last `@` ends the user-info even when the password holds `/`, `?` or `@`.
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    if user.len() == at {
+        // `user@host`: no password.
+        return url.to_owned();
+    }
+    format!("{}{user}:***{}", &url[..start], &rest[at..])
 }
 
 enum Failure {
@@ -744,6 +829,8 @@ impl Coordination for RedisStore {
         for key in &keys {
             pipe.expire(key, secs).ignore();
         }
+        // The manager is done: nobody is alive to act on requests any more.
+        pipe.del(self.keys.manager()).ignore();
         let registry = self.keys.registry();
         let mut entry = self.session_entry().await?;
         entry.finished = Some(Timestamp::now());
@@ -793,6 +880,17 @@ impl Coordination for RedisStore {
         .await
     }
 
+    async fn manager_alive(&self, ttl: Duration) -> Result<()> {
+        let key = self.keys.manager();
+        let value = Timestamp::now().as_micros();
+        let ms = (ttl.as_millis() as u64).max(1);
+        self.retrying("record the manager alive", |mut c| {
+            let key = key.clone();
+            async move { c.pset_ex::<_, _, ()>(key, value, ms).await }
+        })
+        .await
+    }
+
     async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>> {
         let key = self.keys.heartbeats();
         let all: Vec<(u64, u64)> = self
@@ -836,6 +934,35 @@ impl RedisStore {
             }
         }
         Ok(events)
+    }
+
+    /// Whether a manager of this session is alive: one recorded itself
+    /// ([`Coordination::manager_alive`]) and its record has not expired.
+    pub async fn has_live_manager(&self) -> Result<bool> {
+        let key = self.keys.manager();
+        self.retrying("look for the session's manager", |mut c| {
+            let key = key.clone();
+            async move { c.exists(key).await }
+        })
+        .await
+    }
+
+    /// Whether the store holds anything of this session (its units or its events).
+    pub async fn exists(&self) -> Result<bool> {
+        let (units, events) = (self.keys.units(), self.keys.events());
+        let n: u64 = self
+            .retrying("look up the session", |mut c| {
+                let (units, events) = (units.clone(), events.clone());
+                async move {
+                    redis::cmd("EXISTS")
+                        .arg(units)
+                        .arg(events)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(n > 0)
     }
 
     /// This session's entry in the registry (a fresh one if it is missing).
@@ -913,5 +1040,26 @@ impl RedisStore {
             }
         });
         Ok(Subscription::new(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        let cases = [
+            ("redis://u:pw@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:pw@h:1", "redis://:***@h:1"),
+            ("redis://u:p/w@d@h:1/0", "redis://u:***@h:1/0"),
+            ("u:pw@h:1", "u:***@h:1"),
+            ("redis://u@h:1/0", "redis://u@h:1/0"),
+            ("redis://h:1/0", "redis://h:1/0"),
+            ("", ""),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

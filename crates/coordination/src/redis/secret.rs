@@ -53,3 +53,17 @@ pub fn read_password_file(path: &Path) -> Result<String> {
     }
     Ok(password)
 }
+
+/// Where commands look for the store's URL when `--coordination` is not given.
+pub const COORDINATION_ENV: &str = "PSTAR_COORDINATION";
+
+/// The variables of this process's environment that carry a Redis secret, for an agent to
+/// withhold from the units it starts: the password, the file that holds it, and a store
+/// URL with a password in it.
+pub fn secret_variables() -> Vec<&'static str> {
+    let mut names = vec![PASSWORD_ENV, PASSWORD_FILE_ENV];
+    if std::env::var(COORDINATION_ENV).is_ok_and(|url| super::redact_url(&url) != url) {
+        names.push(COORDINATION_ENV);
+    }
+    names
+}
