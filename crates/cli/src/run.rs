@@ -123,21 +123,21 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, ps
         "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
         count(workload.pilots.len(), "pilot"),
-        count(workload.units.len(), "unit"),
+        count(workload.unit_count(), "unit"),
         session.sandbox_root().join(session.id()).display(),
     );
 
     let pcs = PilotComputeService::new(&session);
     let mut pilots = Vec::with_capacity(workload.pilots.len());
-    for description in workload.pilots {
-        pilots.push(pcs.create_pilot(description).await?);
+    for description in &workload.pilots {
+        pilots.push(pcs.create_pilot(description.clone()).await?);
     }
     let cus = ComputeUnitService::with_policy(&session, options.policy());
     cus.add_pilot_service(&pcs);
 
     let start = Instant::now();
-    let total = workload.units.len();
-    let descriptions = workload.units.into_iter().map(|u| {
+    let total = workload.unit_count();
+    let descriptions = workload.units().map(|u| {
         let mut d = u.description;
         d.pilot = u.pilot.and_then(|i| pilots.get(i)).map(|p| p.id());
         d
