@@ -184,10 +184,10 @@ impl SessionView {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {id}  {:<9} {:>4} cores {:>2} GPUs  {} running{}{}  {}",
+                "  {id}  {:<9} {:>10} {:>7}  {} running{}{}  {}",
                 p.life.state().to_string(),
-                p.cores,
-                p.gpus,
+                pstar_model::plural(u64::from(p.cores), "core"),
+                pstar_model::plural(u64::from(p.gpus), "GPU"),
                 running,
                 if p.draining { ", draining" } else { "" },
                 beat,

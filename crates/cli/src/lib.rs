@@ -18,9 +18,5 @@ pub mod workload;
 
 /// `1 unit`, `2 units`, `0 units`: a count with its noun, for messages.
 pub fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+    pstar_model::plural(n as u64, what)
 }

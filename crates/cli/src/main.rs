@@ -365,7 +365,10 @@ fn main() -> ExitCode {
                         .remove_session(session)
                         .await
                         .map_err(|e| e.to_string())?;
-                    out.push_str(&format!("removed {session} ({n} keys)\n"));
+                    out.push_str(&format!(
+                        "removed {session} ({})\n",
+                        pstar_model::plural(n as u64, "key")
+                    ));
                 }
                 Ok(out)
             }),

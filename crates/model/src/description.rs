@@ -22,9 +22,15 @@ pub enum DescriptionError {
     NoExecutable,
     #[error("`walltime` must be longer than zero")]
     NoWalltime,
-    #[error("{cores} cores cannot be spread evenly over {nodes} nodes")]
+    #[error(
+        "{} cannot be spread evenly over {nodes} nodes",
+        crate::plural(u64::from(*.cores), "core")
+    )]
     UnevenNodes { cores: u32, nodes: u32 },
-    #[error("{gpus} GPUs cannot be spread evenly over {nodes} nodes")]
+    #[error(
+        "{} cannot be spread evenly over {nodes} nodes",
+        crate::plural(u64::from(*.gpus), "GPU")
+    )]
     UnevenGpus { gpus: u32, nodes: u32 },
     #[error("`{field}` names data units, but Pilot-Data is not part of this pstar yet")]
     DataNotSupported { field: &'static str },
