@@ -911,7 +911,7 @@ impl RawPilot {
                         DescriptionError::UnevenNodes { cores, nodes }.to_string(),
                     ));
                 }
-                if self.gpus % nodes != 0 {
+                if !self.gpus.is_multiple_of(nodes) {
                     let gpus = self.gpus;
                     return Err(src.error(
                         span,

@@ -198,13 +198,13 @@ impl PilotComputeDescription {
         }
         match self.nodes {
             Some(0) => return Err(DescriptionError::Zero { field: "nodes" }),
-            Some(nodes) if self.cores % nodes != 0 => {
+            Some(nodes) if !self.cores.is_multiple_of(nodes) => {
                 return Err(DescriptionError::UnevenNodes {
                     cores: self.cores,
                     nodes,
                 });
             }
-            Some(nodes) if self.gpus % nodes != 0 => {
+            Some(nodes) if !self.gpus.is_multiple_of(nodes) => {
                 return Err(DescriptionError::UnevenGpus {
                     gpus: self.gpus,
                     nodes,
@@ -272,15 +272,18 @@ pub struct ComputeUnitDescription {
     pub arguments: Vec<String>,
     /// Added to the pilot's environment; these win.
     pub environment: BTreeMap<String, String>,
-    /// Directory the process starts in; default: the unit's own sandbox.
+    /// Directory the process starts in; default: the unit's own sandbox. A relative path
+    /// is taken inside the unit's sandbox, wherever the agent runs (workload files make
+    /// theirs absolute, against the file's directory).
     pub working_directory: Option<PathBuf>,
     /// Cores the unit needs (the seeds' `total_core_count`).
     pub cores: u32,
     /// GPUs the unit needs.
     pub gpus: u32,
-    /// File for standard output; relative names are inside the unit's sandbox. Default `stdout`.
+    /// File for standard output; relative names are inside the unit's sandbox (an
+    /// absolute name, or one with `..`, may be outside it). Default `stdout`; not empty.
     pub stdout: Option<String>,
-    /// File for standard error; default `stderr`.
+    /// File for standard error; default `stderr`; not empty, and not `stdout`'s file.
     pub stderr: Option<String>,
     /// Shell lines run before the executable, e.g. `module load gromacs`.
     pub pre_exec: Vec<String>,
