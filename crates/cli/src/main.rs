@@ -251,6 +251,21 @@ fn parse_unit_state(text: &str) -> Result<UnitState, String> {
         })
 }
 
+/// Whether the store named by `--coordination` / `PSTAR_COORDINATION`, if any, is a URL
+/// pstar can use; says why not (without the URL, which may hold a password).
+fn store_url_ok(store: &StoreArgs) -> bool {
+    match &store.coordination {
+        Some(url) if !workload::is_store_url(url) => {
+            eprintln!(
+                "pstar: --coordination (or PSTAR_COORDINATION) must be a redis://host:port/db \
+                 or rediss:// URL"
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
 /// Runs `f` on the Redis named by `store` (for `session`, not recorded), prints its text.
 fn with_store<F, Fut>(store: StoreArgs, session: &str, f: F) -> ExitCode
 where
@@ -417,6 +432,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_WORKLOAD)
             }
         },
+        Command::Check { store, .. } if !store_url_ok(&store) => ExitCode::from(EXIT_BAD_WORKLOAD),
         Command::Check { workload, store } => {
             match workload::load(&workload, &supported, store.coordination.is_some()) {
                 Ok(w) => {
@@ -495,6 +511,9 @@ fn main() -> ExitCode {
         } => {
             if let Some(url) = &store.coordination {
                 pstar_cli::store::warn_if_password_in_url(url);
+            }
+            if !store_url_ok(&store) {
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
             }
             let networked = store.coordination.is_some();
             let workload = match workload.map(|w| workload::load(&w, &supported, networked)) {

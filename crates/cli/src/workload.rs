@@ -113,6 +113,8 @@ pub struct Workload {
     pub pilots: Vec<PilotComputeDescription>,
     /// The `[[unit]]` tables, in file order, each kept as a template of `count` units.
     pub ensembles: Vec<Ensemble>,
+    /// Where `[session] agent_binary` is written, for [`load`]'s look at the file.
+    agent_binary_at: Option<Range<usize>>,
 }
 
 /// The most units a workload may hold, over all its ensembles.
@@ -581,7 +583,31 @@ pub fn load(
         message: format!("cannot read workload file: {e}"),
         source: Some(e),
     })?;
-    parse(path, &text, supported, networked_store)
+    let workload = parse(path, &text, supported, networked_store)?;
+    // The one check that looks at the disk: the agents' program must be there.
+    if let (Some(program), Some(span)) = (&workload.session.agent_binary, &workload.agent_binary_at)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = std::fs::metadata(program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !runnable {
+            let src = Source { path, text: &text };
+            return Err(src.error(
+                span.clone(),
+                format!(
+                    "`agent_binary` {} is not a program pstar can run",
+                    program.display()
+                ),
+            ));
+        }
+    }
+    Ok(workload)
+}
+
+/// Whether `url` can name a coordination store: a `redis://` or `rediss://` URL (the
+/// `[session] coordination` key and `--coordination` alike).
+pub fn is_store_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"))
 }
 
 /// Checks the workload `text`, read from `path`; pilots may only use `supported` schemes.
@@ -621,6 +647,11 @@ pub fn parse(
         ));
     }
     let mut pilots = Vec::with_capacity(raw.pilot.len());
+    let agent_binary_at = raw
+        .session
+        .as_ref()
+        .and_then(|s| s.agent_binary.as_ref())
+        .map(Spanned::span);
     let session = match raw.session {
         Some(s) => s.check(&src, base)?,
         None => SessionSettings::default(),
@@ -707,6 +738,7 @@ pub fn parse(
         session,
         pilots,
         ensembles,
+        agent_binary_at,
     })
 }
 
@@ -803,9 +835,7 @@ fn positive_duration(
 impl RawSession {
     fn check(self, src: &Source, base: &Path) -> Result<SessionSettings, WorkloadError> {
         if let Some(url) = &self.coordination {
-            let ok = url::Url::parse(url.get_ref())
-                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
-            if !ok {
+            if !is_store_url(url.get_ref()) {
                 return Err(src.error(
                     url.span(),
                     format!(

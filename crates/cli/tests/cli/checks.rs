@@ -174,6 +174,13 @@ fn refused() -> Vec<(&'static str, String, usize, usize, &'static str)> {
             "`stdout` and `stderr` name the same file",
         ),
         (
+            "an agent program that is not there",
+            format!("[session]\nagent_binary = \"missing/pstar\"\n\n{LOCAL}{BODY}"),
+            2,
+            16,
+            "`agent_binary`",
+        ),
+        (
             "one member's stdout on its stderr",
             format!("{LOCAL}{BODY}stdout = \"o{{i}}\"\nstderr = \"o1\"\ncount = 3\n"),
             4,
@@ -233,6 +240,26 @@ fn check_takes_the_store_as_run_does() {
         .arg(&workload);
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
+
+    // A store URL pstar cannot use is refused by both, and the URL is not echoed.
+    let url = "http://user:secret@h:1";
+    let out = check_in(scratch.path(), &workload, &["--coordination", url]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("must be a redis://"), "{out}");
+    assert!(!out.stderr.contains("secret"), "{out}");
+    let sandbox = scratch.sandbox();
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path()).args([
+        "run",
+        s(&workload),
+        "--coordination",
+        url,
+        "--sandbox",
+        s(&sandbox),
+    ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(!sandbox.exists(), "a sandbox was created");
 }
 
 /// A workload in `scratch/work/`, run from `scratch/`: its units print where they start.
