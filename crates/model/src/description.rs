@@ -158,7 +158,9 @@ pub struct PilotComputeDescription {
     /// resource (for compute nodes that cannot reach it); `ssh`-based resources only.
     #[serde(default)]
     pub tunnel: bool,
-    /// Where the pilot keeps its sandbox; default `./pstar.sandbox`.
+    /// Where the pilot keeps its sandbox; default `./pstar.sandbox`. A relative path is
+    /// taken against the manager's working directory (on a host reached over SSH, against
+    /// the home directory there); workload files make theirs absolute first.
     pub working_directory: Option<PathBuf>,
     /// Environment every unit of this pilot sees (a unit's own environment wins).
     pub environment: BTreeMap<String, String>,

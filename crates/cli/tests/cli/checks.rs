@@ -310,7 +310,7 @@ fn relative_working_directories_resolve_against_the_workload_file_over_redis() {
         .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
         .args(["run", "work/w.toml", "--coordination", &server.url()])
         .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"]);
-    let _ = workload;
+    assert!(workload.ends_with("work/w.toml"));
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_units_started_in_the_workload_directory(&scratch, &out);
 }
@@ -367,4 +367,34 @@ fn braces_escape_and_the_index_reaches_pre_exec() {
             "{unit}"
         );
     }
+}
+
+#[test]
+fn counts_are_in_the_singular_when_there_is_one() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write("w.toml", &format!("{LOCAL}{BODY}"));
+    let sandbox = scratch.sandbox();
+    let over_redis = |args: &[&str]| {
+        let mut cmd = pstar();
+        cmd.current_dir(scratch.path())
+            .env("PSTAR_REDIS_PASSWORD", server.password())
+            .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+            .env("PSTAR_COORDINATION", server.url())
+            .args(args);
+        Running::start(cmd).wait(RUN_DEADLINE)
+    };
+    let out = over_redis(&["run", s(&workload), "--sandbox", s(&sandbox)]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stderr.contains("(1 pilot, 1 unit)"), "{out}");
+    let session = session_of(&scratch);
+
+    let status = over_redis(&["status", "--session", &session]);
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(status.stdout.contains(" 1 core "), "{status}");
+    assert!(status.stdout.contains(" 0 GPUs "), "{status}");
+    assert!(!status.stdout.contains("1 cores"), "{status}");
+
+    let check = check_in(scratch.path(), &workload, &[]);
+    assert!(check.stdout.contains(": 1 pilot, 1 unit: ok"), "{check}");
 }
