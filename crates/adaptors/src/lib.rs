@@ -335,6 +335,11 @@ pub fn check_pilot(
             "a `local://` pilot is one host: `nodes` must be 1".into(),
         ));
     }
+    if description.tunnel && !scheme.over_ssh() {
+        return Err(AdaptorError::Unsupported(format!(
+            "`tunnel` needs an SSH connection to the resource; `{scheme}://` has none"
+        )));
+    }
     let Some(system) = batch_system(scheme) else {
         return Ok(());
     };
@@ -362,4 +367,93 @@ pub fn supported_schemes() -> Vec<Scheme> {
         .iter()
         .map(|a| a.scheme())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pilot(resource: &str) -> PilotComputeDescription {
+        PilotComputeDescription {
+            resource: resource.parse().expect("a resource URL"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pilots_no_resource_could_place_are_refused_before_anything_is_submitted() {
+        let cases = [
+            (pilot("slurm://"), false, "need a coordination store"),
+            (pilot("ssh://me@host"), false, "need a coordination store"),
+            (
+                PilotComputeDescription {
+                    nodes: Some(2),
+                    cores: 2,
+                    ..pilot("local://")
+                },
+                true,
+                "one host",
+            ),
+            (
+                PilotComputeDescription {
+                    nodes: Some(2),
+                    cores: 2,
+                    ..pilot("ssh://me@host")
+                },
+                true,
+                "one host",
+            ),
+            (
+                PilotComputeDescription {
+                    nodes: Some(2),
+                    cores: 2,
+                    ..pilot("condor://")
+                },
+                true,
+                "cannot span 2 nodes",
+            ),
+            (
+                PilotComputeDescription {
+                    queue: Some("q".into()),
+                    ..pilot("condor://")
+                },
+                true,
+                "HTCondor has no queues",
+            ),
+            (
+                PilotComputeDescription {
+                    project: Some("a\nb".into()),
+                    ..pilot("slurm://")
+                },
+                true,
+                "must be one line",
+            ),
+            (pilot("pbs://?flavor=lsf"), true, "unknown PBS flavor"),
+            (
+                PilotComputeDescription {
+                    tunnel: true,
+                    ..pilot("slurm://")
+                },
+                true,
+                "`tunnel` needs an SSH connection",
+            ),
+        ];
+        for (description, networked, message) in cases {
+            match check_pilot(&description, networked) {
+                Ok(()) => panic!("{description:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains(message), "{e}"),
+            }
+        }
+        for (resource, networked) in [
+            ("local://", false),
+            ("local://", true),
+            ("slurm://", true),
+            ("condor://", true),
+            ("ssh://me@host", true),
+            ("pbs+ssh://me@login?flavor=torque", true),
+        ] {
+            let d = pilot(resource);
+            assert!(check_pilot(&d, networked).is_ok(), "{resource}");
+        }
+    }
 }
