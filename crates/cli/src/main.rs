@@ -432,8 +432,10 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_WORKLOAD)
             }
         },
-        Command::Check { store, .. } if !store_url_ok(&store) => ExitCode::from(EXIT_BAD_WORKLOAD),
         Command::Check { workload, store } => {
+            if !store_url_ok(&store) {
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            }
             match workload::load(&workload, &supported, store.coordination.is_some()) {
                 Ok(w) => {
                     println!(
