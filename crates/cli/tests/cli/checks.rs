@@ -398,3 +398,39 @@ fn counts_are_in_the_singular_when_there_is_one() {
     let check = check_in(scratch.path(), &workload, &[]);
     assert!(check.stdout.contains(": 1 pilot, 1 unit: ok"), "{check}");
 }
+
+/// `pstar run WORKLOAD -v -q` with its standard error on a pseudo-terminal (util-linux
+/// `script`), `env` added; what the terminal showed.
+fn run_on_a_terminal(scratch: &Scratch, workload: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("script");
+    // The command line is fixed text; the program and the file come from the environment.
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_UNDER_TEST", env!("CARGO_BIN_EXE_pstar"))
+        .env("WORKLOAD_UNDER_TEST", workload)
+        .env("SANDBOX_UNDER_TEST", scratch.sandbox())
+        .env_remove("NO_COLOR")
+        .env_remove("PSTAR_LOG")
+        .envs(env.iter().copied())
+        .args([
+            "-qec",
+            "exec \"$PSTAR_UNDER_TEST\" run \"$WORKLOAD_UNDER_TEST\" --sandbox \
+             \"$SANDBOX_UNDER_TEST\" -v -q",
+            "/dev/null",
+        ]);
+    Running::start(cmd).wait(RUN_DEADLINE)
+}
+
+#[test]
+fn colour_codes_only_on_a_terminal_and_never_with_no_color() {
+    let scratch = Scratch::new();
+    let workload = scratch.write("w.toml", &format!("{LOCAL}{BODY}"));
+    let out = run_on_a_terminal(&scratch, &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("INFO"), "{out}");
+    assert!(has_escape(&out.stdout), "no colour on a terminal:\n{out}");
+
+    let out = run_on_a_terminal(&scratch, &workload, &[("NO_COLOR", "1")]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("INFO"), "{out}");
+    assert!(!has_escape(&out.stdout), "colour with NO_COLOR set:\n{out}");
+}
