@@ -674,10 +674,10 @@ pub fn parse(
             }
             names.insert(name.get_ref().clone(), name.span());
         }
-        let description = pilot.check(&src, base, supported)?;
+        let (description, keys) = pilot.check(&src, base, supported)?;
         description
             .validate()
-            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+            .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
         pstar_adaptors::check_pilot(&description, networked_store)
             .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
         pilots.push(description);
@@ -694,8 +694,13 @@ pub fn parse(
     for unit in raw.unit {
         let table_span = unit.span();
         let unit = unit.into_inner();
-        let (template, pilot, count, count_span) =
-            unit.check(&src, base, &pilots, table_span.clone())?;
+        let CheckedUnit {
+            template,
+            pilot,
+            count,
+            count_span,
+            keys,
+        } = unit.check(&src, base, &pilots, table_span.clone())?;
         total = total.saturating_add(count as usize);
         if total > MAX_UNITS {
             return Err(src.error(
@@ -715,10 +720,10 @@ pub fn parse(
         template
             .member(0)
             .validate()
-            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+            .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
         if let Some((i, file)) = template.shared_output(count) {
             return Err(src.error(
-                table_span,
+                keys.of(&["stderr", "stdout"], table_span),
                 format!(
                     "member {i}: `stdout` and `stderr` name the same file `{}`: give them \
                      different names",
@@ -834,16 +839,14 @@ fn positive_duration(
 
 impl RawSession {
     fn check(self, src: &Source, base: &Path) -> Result<SessionSettings, WorkloadError> {
-        if let Some(url) = &self.coordination {
-            if !is_store_url(url.get_ref()) {
-                return Err(src.error(
-                    url.span(),
-                    format!(
-                        "`coordination` `{}` is not a redis://host:port/db URL",
-                        url.get_ref()
-                    ),
-                ));
-            }
+        // Not echoed: a URL may hold a password (the caret shows where it is).
+        if let Some(url) = &self.coordination
+            && !is_store_url(url.get_ref())
+        {
+            return Err(src.error(
+                url.span(),
+                "`coordination` is not a redis://host:port/db or rediss:// URL",
+            ));
         }
         let heartbeat_timeout =
             positive_duration(src, "heartbeat_timeout", &self.heartbeat_timeout)?;
@@ -883,28 +886,39 @@ struct RawPilot {
     #[serde(default)]
     gpus: u32,
     walltime: Option<Spanned<String>>,
-    queue: Option<String>,
-    project: Option<String>,
-    reservation: Option<String>,
-    #[serde(default)]
-    scheduler_options: Vec<String>,
+    queue: Option<Spanned<String>>,
+    project: Option<Spanned<String>>,
+    reservation: Option<Spanned<String>>,
+    scheduler_options: Option<Spanned<Vec<String>>>,
     tunnel: Option<Spanned<bool>>,
-    working_directory: Option<PathBuf>,
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-    #[serde(default)]
-    affinity: Affinity,
+    working_directory: Option<Spanned<PathBuf>>,
+    environment: Option<Spanned<BTreeMap<String, String>>>,
+    affinity: Option<Spanned<Affinity>>,
 }
 
 impl RawPilot {
-    /// The description this table asks for, or the first mistake in it.
+    /// The description this table asks for and where its keys are, or the first mistake
+    /// in it.
     fn check(
         self,
         src: &Source<'_>,
         base: &Path,
         supported: &[Scheme],
-    ) -> Result<PilotComputeDescription, WorkloadError> {
+    ) -> Result<(PilotComputeDescription, Keys), WorkloadError> {
         let defaults = PilotComputeDescription::default();
+        let mut keys = Keys::default();
+        keys.note("name", &self.name);
+        keys.note("resource", &Some(self.resource.clone()));
+        keys.note("cores", &self.cores);
+        keys.note("nodes", &self.nodes);
+        keys.note("walltime", &self.walltime);
+        keys.note("queue", &self.queue);
+        keys.note("project", &self.project);
+        keys.note("reservation", &self.reservation);
+        keys.note("scheduler_options", &self.scheduler_options);
+        keys.note("working_directory", &self.working_directory);
+        keys.note("environment", &self.environment);
+        keys.note("affinity", &self.affinity);
 
         let resource: ResourceUrl =
             self.resource
@@ -982,24 +996,26 @@ impl RawPilot {
             }
         };
 
-        Ok(PilotComputeDescription {
+        let description = PilotComputeDescription {
             name: self.name.map(Spanned::into_inner),
             resource,
             cores,
             nodes,
             gpus: self.gpus,
             walltime,
-            queue: self.queue,
-            project: self.project,
-            reservation: self.reservation,
-            scheduler_options: self.scheduler_options,
+            queue: self.queue.map(Spanned::into_inner),
+            project: self.project.map(Spanned::into_inner),
+            reservation: self.reservation.map(Spanned::into_inner),
+            scheduler_options: value_or_default(self.scheduler_options),
             tunnel,
             working_directory: self
                 .working_directory
+                .map(Spanned::into_inner)
                 .map(|d| if over_ssh { d } else { base.join(d) }),
-            environment: self.environment,
-            affinity: self.affinity,
-        })
+            environment: value_or_default(self.environment),
+            affinity: value_or_default(self.affinity),
+        };
+        Ok((description, keys))
     }
 }
 
@@ -1007,26 +1023,22 @@ impl RawPilot {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUnit {
-    name: Option<String>,
+    name: Option<Spanned<String>>,
     executable: Spanned<String>,
-    #[serde(default)]
-    arguments: Vec<String>,
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-    working_directory: Option<PathBuf>,
+    arguments: Option<Spanned<Vec<String>>>,
+    environment: Option<Spanned<BTreeMap<String, String>>>,
+    working_directory: Option<Spanned<String>>,
     cores: Option<Spanned<u32>>,
     gpus: Option<Spanned<u32>>,
-    stdout: Option<String>,
-    stderr: Option<String>,
-    #[serde(default)]
-    pre_exec: Vec<String>,
+    stdout: Option<Spanned<String>>,
+    stderr: Option<Spanned<String>>,
+    pre_exec: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     shell: bool,
     #[serde(default)]
     mpi: bool,
     ranks: Option<Spanned<u32>>,
-    #[serde(default)]
-    tags: Vec<String>,
+    tags: Option<Spanned<Vec<String>>>,
     pilot: Option<Spanned<String>>,
     count: Option<Spanned<u32>>,
     input_data: Option<Spanned<Vec<String>>>,
@@ -1043,8 +1055,19 @@ impl RawUnit {
         base: &Path,
         pilots: &[PilotComputeDescription],
         table_span: Range<usize>,
-    ) -> Result<(UnitTemplate, Option<usize>, u32, Range<usize>), WorkloadError> {
+    ) -> Result<CheckedUnit, WorkloadError> {
         let defaults = ComputeUnitDescription::default();
+        let mut keys = Keys::default();
+        keys.note("name", &self.name);
+        keys.note("executable", &Some(self.executable.clone()));
+        keys.note("arguments", &self.arguments);
+        keys.note("environment", &self.environment);
+        keys.note("working_directory", &self.working_directory);
+        keys.note("cores", &self.cores);
+        keys.note("stdout", &self.stdout);
+        keys.note("stderr", &self.stderr);
+        keys.note("pre_exec", &self.pre_exec);
+        keys.note("tags", &self.tags);
 
         if self.executable.get_ref().trim().is_empty() {
             return Err(src.error(
@@ -1175,29 +1198,74 @@ impl RawUnit {
             gpus,
             shell: self.shell,
             mpi,
-            tags: self.tags,
+            tags: value_or_default(self.tags),
             ..ComputeUnitDescription::default()
         };
-        let template = |t: &String| Template::parse(t);
+        let one = |t: Option<Spanned<String>>| t.map(|t| Template::parse(t.get_ref()));
+        let all = |t: Option<Spanned<Vec<String>>>| -> Vec<Template> {
+            value_or_default(t)
+                .iter()
+                .map(|t| Template::parse(t))
+                .collect()
+        };
         let template = UnitTemplate {
             fixed,
-            name: self.name.as_ref().map(template),
-            arguments: self.arguments.iter().map(template).collect(),
-            environment: self
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), template(v)))
+            name: one(self.name),
+            arguments: all(self.arguments),
+            environment: value_or_default(self.environment)
+                .into_iter()
+                .map(|(k, v)| (k, Template::parse(&v)))
                 .collect(),
-            working_directory: self
-                .working_directory
-                .map(|d| Template::parse(&d.to_string_lossy())),
+            working_directory: one(self.working_directory),
             base: base.to_owned(),
-            stdout: self.stdout.as_ref().map(template),
-            stderr: self.stderr.as_ref().map(template),
-            pre_exec: self.pre_exec.iter().map(template).collect(),
+            stdout: one(self.stdout),
+            stderr: one(self.stderr),
+            pre_exec: all(self.pre_exec),
         };
-        Ok((template, pilot, count, count_span))
+        Ok(CheckedUnit {
+            template,
+            pilot,
+            count,
+            count_span,
+            keys,
+        })
     }
+}
+
+/// A `[[unit]]` table, checked.
+struct CheckedUnit {
+    template: UnitTemplate,
+    /// Early binding: the index of the pilot.
+    pilot: Option<usize>,
+    count: u32,
+    /// Where `count` is written (the table, without one).
+    count_span: Range<usize>,
+    keys: Keys,
+}
+
+/// Where the keys of one table are written, to point at the one a refusal is about.
+#[derive(Default)]
+struct Keys(Vec<(&'static str, Range<usize>)>);
+
+impl Keys {
+    fn note<T>(&mut self, key: &'static str, value: &Option<Spanned<T>>) {
+        if let Some(v) = value {
+            self.0.push((key, v.span()));
+        }
+    }
+
+    /// The span of the first of `fields` the table writes, else `table`.
+    fn of(&self, fields: &[&str], table: Range<usize>) -> Range<usize> {
+        fields
+            .iter()
+            .find_map(|f| self.0.iter().find(|(k, _)| k == f))
+            .map_or(table, |(_, span)| span.clone())
+    }
+}
+
+/// The value of an optional key, or its type's default.
+fn value_or_default<T: Default>(value: Option<Spanned<T>>) -> T {
+    value.map(Spanned::into_inner).unwrap_or_default()
 }
 
 /// `1 core`, `4 cores`.
@@ -1605,6 +1673,20 @@ output_data = []
         ),
         ("empty file", "", 1, 1, "no [[pilot]] declared"),
         (
+            "NUL in a pilot's queue",
+            "[[pilot]]\nresource = \"local://\"\nqueue = \"a\\u0000\"\n",
+            3,
+            9,
+            "`queue` contains a NUL byte",
+        ),
+        (
+            "pilot environment variable with =",
+            "[[pilot]]\nresource = \"local://\"\nenvironment = { \"A=1\" = \"x\" }\n",
+            3,
+            15,
+            "environment variable name `A=1` contains `=`",
+        ),
+        (
             "input data",
             "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ninput_data = [\"du-1\"]\n",
             5,
@@ -1972,32 +2054,46 @@ count = 2
 
     #[test]
     fn members_are_refused_as_the_pilot_api_would() {
+        // `(fields, line and column of the key at fault, message)`.
         let cases = [
             (
                 "stdout = \"o{i}\"\nstderr = \"o2\"\ncount = 3\n",
+                (6, 10),
                 "member 2: `stdout` and `stderr` name the same file `o2`",
             ),
             (
                 "stdout = \"o{i}\"\nstderr = \"o{i}\"\n",
+                (6, 10),
                 "name the same file `o0`",
             ),
-            ("stdout = \"stderr\"\n", "name the same file `stderr`"),
+            (
+                "stdout = \"stderr\"\n",
+                (5, 10),
+                "name the same file `stderr`",
+            ),
             (
                 "arguments = [\"{i}\\u0000\"]\n",
+                (5, 13),
                 "`arguments` contains a NUL byte",
             ),
             (
                 "environment = { \"A=\" = \"{i}\" }\n",
+                (5, 15),
                 "environment variable name `A=` contains `=`",
             ),
-            ("stdout = \"\"\ncount = 5\n", "`stdout` is empty"),
+            ("stdout = \"\"\ncount = 5\n", (5, 10), "`stdout` is empty"),
+            (
+                "tags = [\"a\\u0000\"]\n",
+                (5, 8),
+                "`tags` contains a NUL byte",
+            ),
         ];
-        for (fields, message) in cases {
+        for (fields, (line, column), message) in cases {
             let text = format!(
                 "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n{fields}"
             );
             let e = parse_err(&text);
-            assert_eq!((e.line(), e.column()), (Some(3), Some(1)), "{e}");
+            assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
             assert!(e.message().contains(message), "{fields}: {e}");
         }
         let ok = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n\

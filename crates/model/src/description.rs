@@ -52,6 +52,25 @@ pub enum DescriptionError {
     SameOutput { path: String },
 }
 
+impl DescriptionError {
+    /// The fields of the description that are at fault, most telling first.
+    pub fn fields(&self) -> Vec<&'static str> {
+        use DescriptionError::*;
+        match self {
+            Zero { field }
+            | DataNotSupported { field }
+            | Nul { field, .. }
+            | EmptyOutput { field } => vec![*field],
+            NoExecutable => vec!["executable"],
+            NoWalltime => vec!["walltime"],
+            UnevenNodes { .. } => vec!["nodes", "cores"],
+            UnevenGpus { .. } => vec!["nodes", "gpus"],
+            BadVariable { .. } => vec!["environment"],
+            SameOutput { .. } => vec!["stderr", "stdout"],
+        }
+    }
+}
+
 /// Refuses a string no process can be given.
 fn no_nul(field: &'static str, value: &str) -> Result<(), DescriptionError> {
     if value.contains('\0') {
