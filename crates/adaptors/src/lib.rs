@@ -77,6 +77,12 @@ pub enum AdaptorError {
     Bootstrap { step: &'static str, reason: String },
     #[error("unknown pilot job {0}")]
     UnknownJob(JobId),
+    /// A pilot whose agent runs elsewhere, with a store only this process can reach.
+    #[error(
+        "`{scheme}://` pilots need a coordination store their agents can reach: run with \
+         `--coordination redis://HOST:PORT` (or `PSTAR_COORDINATION`, or `[session] coordination`)"
+    )]
+    NeedsNetworkedStore { scheme: Scheme },
 }
 
 impl AdaptorError {
@@ -266,32 +272,93 @@ pub fn agent_program(configured: Option<&Path>) -> Result<PathBuf, AdaptorError>
         })
 }
 
+/// The batch system that places `scheme`'s pilots (`None` for `local://`).
+fn batch_system(scheme: Scheme) -> Option<Arc<dyn batch::BatchSystem>> {
+    Some(match scheme {
+        Scheme::Local => return None,
+        Scheme::Ssh => Arc::new(ssh::Fork),
+        Scheme::Slurm | Scheme::SlurmSsh => Arc::new(slurm::Slurm),
+        Scheme::Sge | Scheme::SgeSsh => Arc::new(sge::GridEngine),
+        Scheme::Pbs | Scheme::PbsSsh => Arc::new(pbs::Pbs::default()),
+        Scheme::Lsf => Arc::new(lsf::Lsf),
+        Scheme::Condor => Arc::new(condor::Condor),
+    })
+}
+
 /// The adaptors of this build, one per scheme they serve, sharing `config` and one pool
 /// of SSH connections.
 pub fn available(config: AdaptorConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
-    use batch::{BatchAdaptor, BatchSystem};
+    use batch::BatchAdaptor;
     let ssh = Arc::new(ssh::SshHosts::default());
-    let batch =
-        |scheme, system: Arc<dyn BatchSystem>, over_ssh: bool| -> Arc<dyn ResourceAdaptor> {
-            Arc::new(BatchAdaptor::new(
+    let mut adaptors: Vec<Arc<dyn ResourceAdaptor>> =
+        vec![Arc::new(local::Local::with_config(&config))];
+    for scheme in [
+        Scheme::Ssh,
+        Scheme::Slurm,
+        Scheme::SlurmSsh,
+        Scheme::Sge,
+        Scheme::SgeSsh,
+        Scheme::Pbs,
+        Scheme::PbsSsh,
+        Scheme::Lsf,
+        Scheme::Condor,
+    ] {
+        if let Some(system) = batch_system(scheme) {
+            adaptors.push(Arc::new(BatchAdaptor::new(
                 scheme,
                 system,
-                over_ssh.then(|| ssh.clone()),
+                scheme.over_ssh().then(|| ssh.clone()),
                 config.clone(),
-            ))
-        };
-    vec![
-        Arc::new(local::Local::with_config(&config)),
-        batch(Scheme::Ssh, Arc::new(ssh::Fork), true),
-        batch(Scheme::Slurm, Arc::new(slurm::Slurm), false),
-        batch(Scheme::SlurmSsh, Arc::new(slurm::Slurm), true),
-        batch(Scheme::Sge, Arc::new(sge::GridEngine), false),
-        batch(Scheme::SgeSsh, Arc::new(sge::GridEngine), true),
-        batch(Scheme::Pbs, Arc::new(pbs::Pbs::default()), false),
-        batch(Scheme::PbsSsh, Arc::new(pbs::Pbs::default()), true),
-        batch(Scheme::Lsf, Arc::new(lsf::Lsf), false),
-        batch(Scheme::Condor, Arc::new(condor::Condor), false),
-    ]
+            )));
+        }
+    }
+    adaptors
+}
+
+/// Refuses, before anything is submitted or contacted, a pilot its resource could never
+/// place: one outside `local://` when the session's store is not networked
+/// (`networked_store` false), one spanning nodes on a single host, and whatever the
+/// scheduler's job files cannot express (an HTCondor pilot over nodes or with a queue, a
+/// directive value of two lines, an unknown PBS flavor...: the job files are rendered
+/// with placeholders and thrown away). `pstar check`, `pstar run` and
+/// `PilotComputeService::create_pilot` all refuse through this one function.
+pub fn check_pilot(
+    description: &PilotComputeDescription,
+    networked_store: bool,
+) -> Result<(), AdaptorError> {
+    let scheme = description.resource.scheme();
+    if scheme != Scheme::Local && !networked_store {
+        return Err(AdaptorError::NeedsNetworkedStore { scheme });
+    }
+    if scheme == Scheme::Local && description.node_count() > 1 {
+        return Err(AdaptorError::Unsupported(
+            "a `local://` pilot is one host: `nodes` must be 1".into(),
+        ));
+    }
+    if description.tunnel && !scheme.over_ssh() {
+        return Err(AdaptorError::Unsupported(format!(
+            "`tunnel` needs an SSH connection to the resource; `{scheme}://` has none"
+        )));
+    }
+    let Some(system) = batch_system(scheme) else {
+        return Ok(());
+    };
+    let root = description
+        .working_directory
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(pstar_model::sandbox::DEFAULT_SANDBOX_ROOT));
+    let sandbox = root.join("SESSION").join("pilot.0000");
+    system
+        .render(&batch::ScriptJob {
+            name: "pstar.SESSION.pilot.0000".into(),
+            description,
+            sandbox: &sandbox,
+            stdout: sandbox.join("pilot.out"),
+            stderr: sandbox.join("pilot.err"),
+            body: String::new(),
+            options: &batch::query_options(description),
+        })
+        .map(drop)
 }
 
 /// The schemes this build can place pilots on.
@@ -300,4 +367,93 @@ pub fn supported_schemes() -> Vec<Scheme> {
         .iter()
         .map(|a| a.scheme())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pilot(resource: &str) -> PilotComputeDescription {
+        PilotComputeDescription {
+            resource: resource.parse().expect("a resource URL"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pilots_no_resource_could_place_are_refused_before_anything_is_submitted() {
+        let cases = [
+            (pilot("slurm://"), false, "need a coordination store"),
+            (pilot("ssh://me@host"), false, "need a coordination store"),
+            (
+                PilotComputeDescription {
+                    nodes: Some(2),
+                    cores: 2,
+                    ..pilot("local://")
+                },
+                true,
+                "one host",
+            ),
+            (
+                PilotComputeDescription {
+                    nodes: Some(2),
+                    cores: 2,
+                    ..pilot("ssh://me@host")
+                },
+                true,
+                "one host",
+            ),
+            (
+                PilotComputeDescription {
+                    nodes: Some(2),
+                    cores: 2,
+                    ..pilot("condor://")
+                },
+                true,
+                "cannot span 2 nodes",
+            ),
+            (
+                PilotComputeDescription {
+                    queue: Some("q".into()),
+                    ..pilot("condor://")
+                },
+                true,
+                "HTCondor has no queues",
+            ),
+            (
+                PilotComputeDescription {
+                    project: Some("a\nb".into()),
+                    ..pilot("slurm://")
+                },
+                true,
+                "must be one line",
+            ),
+            (pilot("pbs://?flavor=lsf"), true, "unknown PBS flavor"),
+            (
+                PilotComputeDescription {
+                    tunnel: true,
+                    ..pilot("slurm://")
+                },
+                true,
+                "`tunnel` needs an SSH connection",
+            ),
+        ];
+        for (description, networked, message) in cases {
+            match check_pilot(&description, networked) {
+                Ok(()) => panic!("{description:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains(message), "{e}"),
+            }
+        }
+        for (resource, networked) in [
+            ("local://", false),
+            ("local://", true),
+            ("slurm://", true),
+            ("condor://", true),
+            ("ssh://me@host", true),
+            ("pbs+ssh://me@login?flavor=torque", true),
+        ] {
+            let d = pilot(resource);
+            assert!(check_pilot(&d, networked).is_ok(), "{resource}");
+        }
+    }
 }

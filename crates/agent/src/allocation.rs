@@ -90,7 +90,11 @@ pub enum AllocationError {
         source: std::io::Error,
     },
     /// A cores-per-node list does not have one count per node.
-    #[error("{var} `{text}` gives {counts} core counts for the {nodes} nodes of {list}")]
+    #[error(
+        "{var} `{text}` gives {} for the {} of {list}",
+        pstar_model::plural(*.counts as u64, "core count"),
+        pstar_model::plural(*.nodes as u64, "node")
+    )]
     CountMismatch {
         /// The variable with the core counts.
         var: &'static str,

@@ -206,10 +206,14 @@ impl Executors {
                     let most = layout.cores.iter().max().copied().unwrap_or(0);
                     let gpus = gpus_on_nodes(record.description.gpus, layout.cores.len());
                     let most_gpus = gpus.iter().max().copied().unwrap_or(0);
+                    let n = |k: u32, noun| pstar_model::plural(u64::from(k), noun);
                     let detail = format!(
-                        "needs {c} cores and {g} GPUs on one node; this pilot's nodes have at \
-                         most {most} cores and {most_gpus} GPUs (set `ranks` for an MPI unit \
-                         that may span nodes)"
+                        "needs {} and {} on one node; this pilot's nodes have at most {} and \
+                         {} (set `ranks` for an MPI unit that may span nodes)",
+                        n(c, "core"),
+                        n(g, "GPU"),
+                        n(most, "core"),
+                        n(most_gpus, "GPU")
                     );
                     let _ = events.send(unit_event(
                         id,

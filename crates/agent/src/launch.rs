@@ -65,14 +65,18 @@ impl Launch<'_> {
         })?;
         let stdout = create_output(&d.stdout_path(self.sandbox), d.stdout.is_some())?;
         let stderr = create_output(&d.stderr_path(self.sandbox), d.stderr.is_some())?;
+        // A relative working directory is taken inside the unit's sandbox, whichever
+        // process or host the agent runs as: never against the agent's own directory,
+        // which differs between stores. (Workload files make theirs absolute first.)
         let cwd = match &d.working_directory {
             Some(dir) => {
+                let dir = self.sandbox.join(dir);
                 if !dir.is_dir() {
-                    return Err(LaunchError::NoWorkingDirectory { path: dir.clone() });
+                    return Err(LaunchError::NoWorkingDirectory { path: dir });
                 }
-                dir.as_path()
+                dir
             }
-            None => self.sandbox,
+            None => self.sandbox.to_owned(),
         };
 
         let mut cmd = if d.shell || !d.pre_exec.is_empty() {

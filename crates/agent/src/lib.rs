@@ -362,9 +362,14 @@ impl Run {
             if self.canceled_early.remove(&id) {
                 self.unit_event(id, UnitState::Canceled, None, Some("canceled".into()));
             } else if desc.cores > d.cores || desc.gpus > d.gpus {
+                let n = |k: u32, noun| pstar_model::plural(u64::from(k), noun);
                 let msg = format!(
-                    "unit needs {} cores and {} GPUs; pilot {} has {} cores and {} GPUs",
-                    desc.cores, desc.gpus, self.record.id, d.cores, d.gpus
+                    "unit needs {} and {}; pilot {} has {} and {}",
+                    n(desc.cores, "core"),
+                    n(desc.gpus, "GPU"),
+                    self.record.id,
+                    n(d.cores, "core"),
+                    n(d.gpus, "GPU")
                 );
                 self.unit_event(id, UnitState::Failed, None, Some(msg));
             } else if self.draining {

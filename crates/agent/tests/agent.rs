@@ -196,3 +196,30 @@ async fn a_unit_queued_twice_runs_once() {
         "{runs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_working_directory_is_taken_inside_the_unit_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let unit = store.reserve_unit_ids(1).await.unwrap();
+    let desc = ComputeUnitDescription {
+        working_directory: Some("..".into()),
+        ..ComputeUnitDescription::new("/bin/pwd")
+    };
+    store.put_units(&[(unit, Arc::new(desc))]).await.unwrap();
+    store.enqueue(PilotId::new(0), &[unit]).await.unwrap();
+
+    let rec = record(dir.path(), 1);
+    let pilot_sandbox = rec.sandbox.clone();
+    let agent = tokio::spawn(Agent::new(store.clone(), rec, AgentConfig::default()).run());
+    next_unit_state(&mut events, unit, UnitState::Done).await;
+    let printed = std::fs::read_to_string(pilot_sandbox.join(unit.to_string()).join("stdout"))
+        .expect("the unit's stdout");
+    // `..` of the unit's sandbox, not of the agent's working directory.
+    assert_eq!(
+        std::path::Path::new(printed.trim_end()),
+        pilot_sandbox.canonicalize().unwrap()
+    );
+    agent.abort();
+}

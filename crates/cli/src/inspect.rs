@@ -201,10 +201,10 @@ impl SessionView {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {id}  {:<9} {:>4} cores {:>2} GPUs  {} running{}{}  {}",
+                "  {id}  {:<9} {:>10} {:>7}  {} running{}{}  {}",
                 p.life.state().to_string(),
-                p.cores,
-                p.gpus,
+                pstar_model::plural(u64::from(p.cores), "core"),
+                pstar_model::plural(u64::from(p.gpus), "GPU"),
                 running,
                 if p.draining { ", draining" } else { "" },
                 beat,
@@ -403,7 +403,7 @@ pub async fn remove_sessions(
             .remove_session(session)
             .await
             .map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "removed {session} ({n} keys)");
+        let _ = writeln!(out, "removed {session} ({})", pstar_model::plural(n, "key"));
     }
     Ok(out)
 }

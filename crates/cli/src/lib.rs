@@ -15,3 +15,8 @@ pub mod run;
 pub mod script;
 pub mod store;
 pub mod workload;
+
+/// `1 unit`, `2 units`, `0 units`: a count with its noun, for messages.
+pub fn count(n: usize, what: &str) -> String {
+    pstar_model::plural(n as u64, what)
+}

@@ -115,8 +115,14 @@ enum Command {
         #[arg(long, value_name = "TIME", default_value = "3ms", value_parser = humantime::parse_duration)]
         remote_report_window: Duration,
     },
-    /// Check a workload file without running anything.
-    Check { workload: PathBuf },
+    /// Check a workload file without running anything: every check `pstar run` makes
+    /// before it starts. Exit status 2 if the file is refused.
+    Check {
+        workload: PathBuf,
+        /// The store `run` would use (not contacted): pilots outside `local://` need one.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Show a session's pilots (state, slots, heartbeats), unit counts and throughput.
     Status {
         #[command(flatten)]
@@ -247,6 +253,21 @@ fn parse_unit_state(text: &str) -> Result<UnitState, String> {
         })
 }
 
+/// Whether the store named by `--coordination` / `PSTAR_COORDINATION`, if any, is a URL
+/// pstar can use; says why not (without the URL, which may hold a password).
+fn store_url_ok(store: &StoreArgs) -> bool {
+    match &store.coordination {
+        Some(url) if !workload::is_store_url(url) => {
+            eprintln!(
+                "pstar: --coordination (or PSTAR_COORDINATION) must be a redis://host:port/db \
+                 or rediss:// URL"
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
 /// A session name on the command line, checked by the one rule for session ids
 /// ([`pstar_model::check_session_id`]). A refusal exits 2 like any bad argument, and
 /// shows the name with its control characters escaped.
@@ -337,9 +358,16 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PSTAR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a person at a terminal: not in a file or a pipe (an agent's
+    // log is its redirected stderr), and never with NO_COLOR set (https://no-color.org).
+    let colour = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 
     let supported = pstar_adaptors::supported_schemes();
@@ -401,7 +429,7 @@ fn main() -> ExitCode {
                     store,
                     sandbox,
                 },
-        } => match workload::load(&workload, &supported) {
+        } => match workload::load(&workload, &supported, true) {
             Ok(w) => {
                 let url = store.coordination.or(w.session.coordination.clone());
                 match pstar_cli::script::render(&w, url.as_deref(), &sandbox) {
@@ -420,21 +448,26 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_WORKLOAD)
             }
         },
-        Command::Check { workload } => match workload::load(&workload, &supported) {
-            Ok(w) => {
-                println!(
-                    "{}: {} pilots, {} units: ok",
-                    workload.display(),
-                    w.pilots.len(),
-                    w.units.len()
-                );
-                ExitCode::SUCCESS
+        Command::Check { workload, store } => {
+            if !store_url_ok(&store) {
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_BAD_WORKLOAD)
+            match workload::load(&workload, &supported, store.coordination.is_some()) {
+                Ok(w) => {
+                    println!(
+                        "{}: {}, {}: ok",
+                        workload.display(),
+                        pstar_cli::count(w.pilots.len(), "pilot"),
+                        pstar_cli::count(w.unit_count(), "unit"),
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_BAD_WORKLOAD)
+                }
             }
-        },
+        }
         Command::Agent {
             store,
             session,
@@ -498,7 +531,11 @@ fn main() -> ExitCode {
                 pstar_cli::store::warn_if_password_in_url(url);
             }
             let workload_path = workload.clone();
-            let workload = match workload.map(|w| workload::load(&w, &supported)) {
+            if !store_url_ok(&store) {
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            }
+            let networked = store.coordination.is_some();
+            let workload = match workload.map(|w| workload::load(&w, &supported, networked)) {
                 Some(Ok(w)) => Some(w),
                 Some(Err(e)) => {
                     eprintln!("{e}");

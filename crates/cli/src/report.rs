@@ -15,13 +15,9 @@ use serde::Serialize;
 
 use pstar::{ComputeUnit, PilotCompute, PilotState, State, Timestamp, UnitId, UnitState};
 
-/// `1 unit`, `2 units`.
+/// `1 unit`, `2 units` ([`pstar_model::plural`] for counts of things in memory).
 pub fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+    pstar_model::plural(n as u64, what)
 }
 
 /// Figures of a run.

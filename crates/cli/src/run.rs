@@ -132,7 +132,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     }
     let report = open_report(options)?;
     let session = builder.build().await?;
-    let total = workload.units.len();
+    let total = workload.unit_count();
     eprintln!(
         "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
@@ -147,8 +147,8 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     let ended = cus.hand_over_finished();
     let mut tally = Tally::new(session.id(), report);
     let mut pilots = Vec::with_capacity(workload.pilots.len());
-    for description in workload.pilots {
-        match pcs.create_pilot(description).await {
+    for description in &workload.pilots {
+        match pcs.create_pilot(description.clone()).await {
             Ok(p) => pilots.push(p),
             Err(e) => {
                 // What was made is ended, and the report says so.
@@ -160,11 +160,6 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         }
     }
     let pilot_ids: Vec<pstar::PilotId> = pilots.iter().map(|p| p.id()).collect();
-    let descriptions = workload.units.into_iter().map(move |u| {
-        let mut d = u.description;
-        d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
-        d
-    });
     let held: usize = pcs
         .pilots()
         .iter()
@@ -175,7 +170,16 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         .saturating_mul(prefetch.saturating_add(1))
         .saturating_mul(2)
         .max(MIN_IN_FLIGHT);
-    let submitter = tokio::spawn(submit_all(cus.clone(), descriptions, in_flight));
+    // The workload's units are made one by one as they are submitted.
+    let submitting = cus.clone();
+    let submitter = tokio::spawn(async move {
+        let descriptions = workload.units().map(|u| {
+            let mut d = u.description;
+            d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
+            d
+        });
+        submit_all(submitting, descriptions, in_flight).await
+    });
     let run = Run {
         session,
         pcs,

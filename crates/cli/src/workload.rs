@@ -57,7 +57,14 @@
 //! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`,
 //! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory` and
 //! `pre_exec` becomes the member's index, `0` to `N - 1` (with the default `count = 1` it
-//! becomes `0`).
+//! becomes `0`). In those fields `{{` and `}}` are literal braces (`${{HOME}}` is the shell's
+//! `${HOME}`, `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as
+//! its template and expanded one unit at a time ([`Workload::units`]), so a large `count`
+//! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`] units.
+//!
+//! Relative paths (`working_directory` of pilots and units, `agent_binary`) are resolved
+//! here, once, against the workload file's directory, into absolute paths: a unit starts in
+//! the same directory whatever store and agent run it.
 //!
 //! Everything is checked before anything runs, and every mistake is reported with the
 //! file, line and column of the offending key or value, followed by the source line:
@@ -73,8 +80,13 @@
 //! `cores` or `count`, empty `executable`, a `walltime` that is not a duration or is zero,
 //! a `resource` that does not parse or whose scheme this pstar cannot place pilots on,
 //! duplicate pilot names, `pilot = "x"` naming no pilot, a unit needing more cores or GPUs
-//! than any pilot it may run on has, non-empty `input_data`/`output_data`, and a file
-//! without any pilot or without any unit.
+//! than any pilot it may run on has, non-empty `input_data`/`output_data`, a file
+//! without any pilot or without any unit, more than [`MAX_UNITS`] units, every refusal of
+//! [`ComputeUnitDescription::validate`] and [`PilotComputeDescription::validate`] (NUL
+//! bytes, bad environment variable names, empty or shared `stdout`/`stderr`) for every
+//! member of every ensemble, and every refusal of [`pstar_adaptors::check_pilot`] (what a
+//! resource could never place, a non-local pilot without a networked store): everything
+//! `pstar run` and the Pilot-API would refuse later.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,8 +111,354 @@ pub struct Workload {
     pub session: SessionSettings,
     /// The pilots, in file order.
     pub pilots: Vec<PilotComputeDescription>,
-    /// The units, ensembles expanded, in file order.
-    pub units: Vec<WorkloadUnit>,
+    /// The `[[unit]]` tables, in file order, each kept as a template of `count` units.
+    pub ensembles: Vec<Ensemble>,
+    /// Where `[session] agent_binary` is written, for [`load`]'s look at the file.
+    agent_binary_at: Option<Range<usize>>,
+}
+
+/// The most units a workload may hold, over all its ensembles.
+pub const MAX_UNITS: usize = 100_000_000;
+
+impl Workload {
+    /// How many units the workload holds, ensembles counted in full.
+    pub fn unit_count(&self) -> usize {
+        self.ensembles.iter().map(|e| e.count as usize).sum()
+    }
+
+    /// Every unit, in file order, each made when it is asked for.
+    pub fn units(&self) -> impl Iterator<Item = WorkloadUnit> + '_ {
+        self.ensembles
+            .iter()
+            .flat_map(|e| (0..e.count).map(move |i| e.unit(i)))
+    }
+}
+
+/// One `[[unit]]` table: `count` units made from one template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ensemble {
+    template: UnitTemplate,
+    /// How many units (at least 1).
+    pub count: u32,
+    /// Early binding: the index into [`Workload::pilots`] every member must run on.
+    pub pilot: Option<usize>,
+}
+
+impl Ensemble {
+    /// Member `i`: `{i}` replaced by `i` (and `{{`, `}}` by braces) in the name, arguments,
+    /// environment values, output file names, working directory and pre-exec lines.
+    pub fn unit(&self, i: u32) -> WorkloadUnit {
+        WorkloadUnit {
+            description: self.template.member(i),
+            pilot: self.pilot,
+        }
+    }
+}
+
+/// A unit description whose text fields may hold `{i}`.
+#[derive(Debug, Clone, PartialEq)]
+struct UnitTemplate {
+    /// The fields that are not templates (the others are left empty here).
+    fixed: ComputeUnitDescription,
+    name: Option<Template>,
+    arguments: Vec<Template>,
+    environment: Vec<(String, Template)>,
+    /// As written; joined to `base` once expanded.
+    working_directory: Option<Template>,
+    /// The workload file's directory, absolute.
+    base: PathBuf,
+    stdout: Option<Template>,
+    stderr: Option<Template>,
+    pre_exec: Vec<Template>,
+}
+
+impl UnitTemplate {
+    fn member(&self, i: u32) -> ComputeUnitDescription {
+        let index = i.to_string();
+        let expand = |t: &Template| t.expand(&index);
+        ComputeUnitDescription {
+            name: self.name.as_ref().map(expand),
+            arguments: self.arguments.iter().map(expand).collect(),
+            environment: self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), expand(v)))
+                .collect(),
+            working_directory: self
+                .working_directory
+                .as_ref()
+                .map(|d| self.base.join(expand(d))),
+            stdout: self.stdout.as_ref().map(expand),
+            stderr: self.stderr.as_ref().map(expand),
+            pre_exec: self.pre_exec.iter().map(expand).collect(),
+            ..self.fixed.clone()
+        }
+    }
+
+    /// The first member, from 1 on, whose `stdout` and `stderr` are one file, with that
+    /// file's name. (Member 0 is checked with the others' refusals.)
+    fn shared_output(&self, count: u32) -> Option<(u32, String)> {
+        let default = |name: &str| Template::parse(name);
+        let stdout = self.stdout.clone().unwrap_or_else(|| default("stdout"));
+        let stderr = self.stderr.clone().unwrap_or_else(|| default("stderr"));
+        let (stdout, stderr) = (stdout.lexical(), stderr.lexical());
+        let i = Template::first_equal(&stdout, &stderr, 1, count)?;
+        Some((i, stdout.expand(&i.to_string())))
+    }
+}
+
+/// A text in which `{i}` stands for an ensemble member's index, `{{` for `{` and `}}`
+/// for `}`; any other brace is itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Index,
+}
+
+/// One character of an expanded template: a literal, or digit `k` of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    Char(char),
+    Digit(usize),
+}
+
+impl Template {
+    fn parse(text: &str) -> Self {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if rest.starts_with("{{") {
+                literal.push('{');
+                rest = &rest[2..];
+            } else if rest.starts_with("}}") {
+                literal.push('}');
+                rest = &rest[2..];
+            } else if rest.starts_with("{i}") {
+                if !literal.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                }
+                pieces.push(Piece::Index);
+                rest = &rest[3..];
+            } else {
+                literal.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Template(pieces)
+    }
+
+    fn expand(&self, index: &str) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Index => out.push_str(index),
+            }
+        }
+        out
+    }
+
+    /// The same path template without `.` components, repeated or trailing slashes (so
+    /// that its members are compared as `Path::components` would). An index never
+    /// expands to `.` or `/`, so this commutes with expansion.
+    fn lexical(&self) -> Template {
+        // Split the pieces into path components at the slashes of their text.
+        let mut components: Vec<Vec<Piece>> = vec![Vec::new()];
+        for piece in &self.0 {
+            match piece {
+                Piece::Index => components
+                    .last_mut()
+                    .into_iter()
+                    .for_each(|c| c.push(Piece::Index)),
+                Piece::Text(t) => {
+                    for (k, part) in t.split('/').enumerate() {
+                        if k > 0 {
+                            components.push(Vec::new());
+                        }
+                        if !part.is_empty() {
+                            components
+                                .last_mut()
+                                .into_iter()
+                                .for_each(|c| c.push(Piece::Text(part.to_owned())));
+                        }
+                    }
+                }
+            }
+        }
+        let absolute = matches!(self.0.first(), Some(Piece::Text(t)) if t.starts_with('/'));
+        let mut pieces = Vec::new();
+        if absolute {
+            pieces.push(Piece::Text("/".into()));
+        }
+        let kept = components
+            .into_iter()
+            .filter(|c| !c.is_empty() && *c != [Piece::Text(".".into())]);
+        for (k, component) in kept.enumerate() {
+            if k > 0 {
+                pieces.push(Piece::Text("/".into()));
+            }
+            pieces.extend(component);
+        }
+        // Merge neighbouring texts, so that equal templates compare equal.
+        let mut merged: Vec<Piece> = Vec::new();
+        for piece in pieces {
+            match (merged.last_mut(), piece) {
+                (Some(Piece::Text(a)), Piece::Text(b)) => a.push_str(&b),
+                (_, piece) => merged.push(piece),
+            }
+        }
+        Template(merged)
+    }
+
+    /// The characters of a member whose index has `digits` digits.
+    fn cells(&self, digits: usize) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => cells.extend(t.chars().map(Cell::Char)),
+                Piece::Index => cells.extend((0..digits).map(Cell::Digit)),
+            }
+        }
+        cells
+    }
+
+    /// The smallest index in `from..count` at which `a` and `b` expand to the same text,
+    /// found without expanding them for every index: for each number of digits, the
+    /// characters of both members are matched up, which ties digits of the index to
+    /// fixed values or to each other; the smallest index within range that meets those
+    /// ties is then built digit by digit.
+    fn first_equal(a: &Template, b: &Template, from: u32, count: u32) -> Option<u32> {
+        let last = u64::from(count).checked_sub(1)?;
+        for digits in 1..=10usize {
+            let smallest = if digits == 1 {
+                0
+            } else {
+                10u64.pow(digits as u32 - 1)
+            };
+            let lo = smallest.max(u64::from(from));
+            let hi = (10u64.pow(digits as u32) - 1).min(last);
+            if lo > hi {
+                if smallest > last {
+                    break;
+                }
+                continue;
+            }
+            let (x, y) = (a.cells(digits), b.cells(digits));
+            if x.len() != y.len() {
+                continue;
+            }
+            let Some(ties) = Ties::between(&x, &y, digits) else {
+                continue;
+            };
+            if let Some(n) = ties.smallest_from(lo, digits).filter(|n| *n <= hi) {
+                return u32::try_from(n).ok();
+            }
+        }
+        None
+    }
+}
+
+/// What matching two members' characters asks of the index's digits: digit `k` belongs to
+/// class `class[k]` (digits of one class are equal), and a class may have a fixed value.
+struct Ties {
+    class: Vec<usize>,
+    value: Vec<Option<u32>>,
+}
+
+impl Ties {
+    fn between(x: &[Cell], y: &[Cell], digits: usize) -> Option<Ties> {
+        let mut t = Ties {
+            class: (0..digits).collect(),
+            value: vec![None; digits],
+        };
+        for (p, q) in x.iter().zip(y) {
+            match (*p, *q) {
+                (Cell::Char(c), Cell::Char(e)) => {
+                    if c != e {
+                        return None;
+                    }
+                }
+                (Cell::Char(c), Cell::Digit(k)) | (Cell::Digit(k), Cell::Char(c)) => {
+                    let v = c.to_digit(10)?;
+                    let r = t.root(k);
+                    match t.value[r] {
+                        Some(w) if w != v => return None,
+                        _ => t.value[r] = Some(v),
+                    }
+                }
+                (Cell::Digit(j), Cell::Digit(k)) => {
+                    let (rj, rk) = (t.root(j), t.root(k));
+                    if rj != rk {
+                        match (t.value[rj], t.value[rk]) {
+                            (Some(v), Some(w)) if v != w => return None,
+                            (v, w) => t.value[rk] = v.or(w),
+                        }
+                        t.class[rj] = rk;
+                    }
+                }
+            }
+        }
+        Some(t)
+    }
+
+    fn root(&mut self, mut k: usize) -> usize {
+        while self.class[k] != k {
+            k = self.class[k];
+        }
+        k
+    }
+
+    /// The smallest number of `digits` digits, at least `lo`, that meets the ties.
+    fn smallest_from(mut self, lo: u64, digits: usize) -> Option<u64> {
+        let lo_digits: Vec<u32> = format!("{lo:0digits$}")
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .collect();
+        let roots: Vec<usize> = (0..digits).map(|k| self.root(k)).collect();
+        let mut chosen = Vec::with_capacity(digits);
+        fn go(
+            k: usize,
+            tight: bool,
+            roots: &[usize],
+            lo: &[u32],
+            value: &mut [Option<u32>],
+            chosen: &mut Vec<u32>,
+        ) -> bool {
+            if k == roots.len() {
+                return true;
+            }
+            let r = roots[k];
+            let choices = match value[r] {
+                Some(v) => v..=v,
+                None => 0..=9,
+            };
+            for v in choices {
+                if tight && v < lo[k] {
+                    continue;
+                }
+                let before = value[r];
+                value[r] = Some(v);
+                chosen.push(v);
+                if go(k + 1, tight && v == lo[k], roots, lo, value, chosen) {
+                    return true;
+                }
+                chosen.pop();
+                value[r] = before;
+            }
+            false
+        }
+        if !go(0, true, &roots, &lo_digits, &mut self.value, &mut chosen) {
+            return None;
+        }
+        Some(chosen.iter().fold(0u64, |n, d| n * 10 + u64::from(*d)))
+    }
 }
 
 /// The `[session]` table of a workload file: how to run it, when the command line does not
@@ -212,21 +570,57 @@ impl std::error::Error for WorkloadError {
 }
 
 /// Reads and checks the workload file at `path`; pilots may only use `supported` schemes.
-pub fn load(path: &Path, supported: &[Scheme]) -> Result<Workload, WorkloadError> {
+/// `networked_store`: a networked coordination store is given outside the file
+/// (`--coordination`, `PSTAR_COORDINATION`); the file's `[session] coordination` counts too.
+pub fn load(
+    path: &Path,
+    supported: &[Scheme],
+    networked_store: bool,
+) -> Result<Workload, WorkloadError> {
     let text = std::fs::read_to_string(path).map_err(|e| WorkloadError {
         path: path.to_owned(),
         location: None,
         message: format!("cannot read workload file: {e}"),
         source: Some(e),
     })?;
-    parse(path, &text, supported)
+    let workload = parse(path, &text, supported, networked_store)?;
+    // The one check that looks at the disk: the agents' program must be there.
+    if let (Some(program), Some(span)) = (&workload.session.agent_binary, &workload.agent_binary_at)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = std::fs::metadata(program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !runnable {
+            let src = Source { path, text: &text };
+            return Err(src.error(
+                span.clone(),
+                format!(
+                    "`agent_binary` {} is not a program pstar can run",
+                    program.display()
+                ),
+            ));
+        }
+    }
+    Ok(workload)
+}
+
+/// Whether `url` can name a coordination store: a `redis://` or `rediss://` URL (the
+/// `[session] coordination` key and `--coordination` alike).
+pub fn is_store_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"))
 }
 
 /// Checks the workload `text`, read from `path`; pilots may only use `supported` schemes.
 ///
 /// `path` names the file in errors, and relative working directories are taken relative
-/// to its directory.
-pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, WorkloadError> {
+/// to its directory (made absolute against the current directory). `networked_store` as
+/// for [`load`].
+pub fn parse(
+    path: &Path,
+    text: &str,
+    supported: &[Scheme],
+    networked_store: bool,
+) -> Result<Workload, WorkloadError> {
     let src = Source { path, text };
     let raw: RawWorkload = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -239,7 +633,12 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
             .collect();
         src.error(span, message.join(": "))
     })?;
-    let base = path.parent().unwrap_or(Path::new(""));
+    // Absolute once and for all: agents may run elsewhere, in other directories.
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+        .unwrap_or_else(|| path.parent().unwrap_or(Path::new("")).to_owned());
+    let base = base.as_path();
 
     if raw.pilot.is_empty() {
         return Err(src.error(
@@ -248,10 +647,16 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
         ));
     }
     let mut pilots = Vec::with_capacity(raw.pilot.len());
+    let agent_binary_at = raw
+        .session
+        .as_ref()
+        .and_then(|s| s.agent_binary.as_ref())
+        .map(Spanned::span);
     let session = match raw.session {
         Some(s) => s.check(&src, base)?,
         None => SessionSettings::default(),
     };
+    let networked_store = networked_store || session.coordination.is_some();
     let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
     for pilot in raw.pilot {
         let table_span = pilot.span();
@@ -269,9 +674,11 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
             }
             names.insert(name.get_ref().clone(), name.span());
         }
-        let description = pilot.check(&src, base, supported)?;
+        let (description, keys) = pilot.check(&src, base, supported)?;
         description
             .validate()
+            .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
+        pstar_adaptors::check_pilot(&description, networked_store)
             .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
         pilots.push(description);
     }
@@ -282,50 +689,62 @@ pub fn parse(path: &Path, text: &str, supported: &[Scheme]) -> Result<Workload, 
             "no [[unit]] declared: a workload needs at least one unit",
         ));
     }
-    let mut units = Vec::new();
+    let mut ensembles = Vec::new();
+    let mut total: usize = 0;
     for unit in raw.unit {
         let table_span = unit.span();
         let unit = unit.into_inner();
-        let (description, pilot, count) = unit.check(&src, base, &pilots, table_span.clone())?;
-        description
-            .validate()
-            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
-        units.extend((0..count).map(|i| WorkloadUnit {
-            description: member(&description, i),
+        let CheckedUnit {
+            template,
             pilot,
-        }));
+            count,
+            count_span,
+            keys,
+        } = unit.check(&src, base, &pilots, table_span.clone())?;
+        total = total.saturating_add(count as usize);
+        if total > MAX_UNITS {
+            return Err(src.error(
+                count_span,
+                format!(
+                    "a workload holds at most {MAX_UNITS} units; this `count` brings it to \
+                     {total}"
+                ),
+            ));
+        }
+        // Every member is refused where one would be: substituting the index only puts
+        // digits where `{i}` was and one brace where two were, so a NUL byte, an empty
+        // `stdout`/`stderr`, a bad environment variable name (names are not templates) or
+        // a field that is too small is in every member if it is in member 0. Only whether
+        // `stdout` and `stderr` are one file can change with the index: that is solved
+        // for the whole ensemble at once.
+        template
+            .member(0)
+            .validate()
+            .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
+        if let Some((i, file)) = template.shared_output(count) {
+            return Err(src.error(
+                keys.of(&["stderr", "stdout"], table_span),
+                format!(
+                    "member {i}: `stdout` and `stderr` name the same file `{}`: give them \
+                     different names",
+                    file.escape_debug()
+                ),
+            ));
+        }
+        ensembles.push(Ensemble {
+            template,
+            count,
+            pilot,
+        });
     }
 
     Ok(Workload {
         path: path.to_owned(),
         session,
         pilots,
-        units,
+        ensembles,
+        agent_binary_at,
     })
-}
-
-/// Member `i` of an ensemble: `{i}` replaced in the name, arguments, environment values,
-/// output file names, working directory and pre-exec lines.
-fn member(template: &ComputeUnitDescription, i: u32) -> ComputeUnitDescription {
-    let index = i.to_string();
-    let subst = |s: &String| s.replace("{i}", &index);
-    ComputeUnitDescription {
-        name: template.name.as_ref().map(subst),
-        arguments: template.arguments.iter().map(subst).collect(),
-        environment: template
-            .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), subst(v)))
-            .collect(),
-        stdout: template.stdout.as_ref().map(subst),
-        stderr: template.stderr.as_ref().map(subst),
-        working_directory: template
-            .working_directory
-            .as_ref()
-            .map(|d| d.to_string_lossy().replace("{i}", &index).into()),
-        pre_exec: template.pre_exec.iter().map(subst).collect(),
-        ..template.clone()
-    }
 }
 
 /// The text being parsed, to turn byte spans into located errors.
@@ -420,18 +839,14 @@ fn positive_duration(
 
 impl RawSession {
     fn check(self, src: &Source, base: &Path) -> Result<SessionSettings, WorkloadError> {
-        if let Some(url) = &self.coordination {
-            let ok = url::Url::parse(url.get_ref())
-                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
-            if !ok {
-                return Err(src.error(
-                    url.span(),
-                    format!(
-                        "`coordination` `{}` is not a redis://host:port/db URL",
-                        url.get_ref()
-                    ),
-                ));
-            }
+        // Not echoed: a URL may hold a password (the caret shows where it is).
+        if let Some(url) = &self.coordination
+            && !is_store_url(url.get_ref())
+        {
+            return Err(src.error(
+                url.span(),
+                "`coordination` is not a redis://host:port/db or rediss:// URL",
+            ));
         }
         let heartbeat_timeout =
             positive_duration(src, "heartbeat_timeout", &self.heartbeat_timeout)?;
@@ -471,28 +886,39 @@ struct RawPilot {
     #[serde(default)]
     gpus: u32,
     walltime: Option<Spanned<String>>,
-    queue: Option<String>,
-    project: Option<String>,
-    reservation: Option<String>,
-    #[serde(default)]
-    scheduler_options: Vec<String>,
+    queue: Option<Spanned<String>>,
+    project: Option<Spanned<String>>,
+    reservation: Option<Spanned<String>>,
+    scheduler_options: Option<Spanned<Vec<String>>>,
     tunnel: Option<Spanned<bool>>,
-    working_directory: Option<PathBuf>,
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-    #[serde(default)]
-    affinity: Affinity,
+    working_directory: Option<Spanned<PathBuf>>,
+    environment: Option<Spanned<BTreeMap<String, String>>>,
+    affinity: Option<Spanned<Affinity>>,
 }
 
 impl RawPilot {
-    /// The description this table asks for, or the first mistake in it.
+    /// The description this table asks for and where its keys are, or the first mistake
+    /// in it.
     fn check(
         self,
         src: &Source<'_>,
         base: &Path,
         supported: &[Scheme],
-    ) -> Result<PilotComputeDescription, WorkloadError> {
+    ) -> Result<(PilotComputeDescription, Keys), WorkloadError> {
         let defaults = PilotComputeDescription::default();
+        let mut keys = Keys::default();
+        keys.note("name", &self.name);
+        keys.note("resource", &Some(self.resource.clone()));
+        keys.note("cores", &self.cores);
+        keys.note("nodes", &self.nodes);
+        keys.note("walltime", &self.walltime);
+        keys.note("queue", &self.queue);
+        keys.note("project", &self.project);
+        keys.note("reservation", &self.reservation);
+        keys.note("scheduler_options", &self.scheduler_options);
+        keys.note("working_directory", &self.working_directory);
+        keys.note("environment", &self.environment);
+        keys.note("affinity", &self.affinity);
 
         let resource: ResourceUrl =
             self.resource
@@ -517,10 +943,7 @@ impl RawPilot {
         }
 
         let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
-        let over_ssh = matches!(
-            resource.scheme(),
-            Scheme::Ssh | Scheme::SlurmSsh | Scheme::SgeSsh | Scheme::PbsSsh
-        );
+        let over_ssh = resource.scheme().over_ssh();
         let nodes = match self.nodes {
             None => None,
             Some(n) => {
@@ -532,7 +955,7 @@ impl RawPilot {
                         DescriptionError::UnevenNodes { cores, nodes }.to_string(),
                     ));
                 }
-                if self.gpus % nodes != 0 {
+                if !self.gpus.is_multiple_of(nodes) {
                     let gpus = self.gpus;
                     return Err(src.error(
                         span,
@@ -573,24 +996,26 @@ impl RawPilot {
             }
         };
 
-        Ok(PilotComputeDescription {
+        let description = PilotComputeDescription {
             name: self.name.map(Spanned::into_inner),
             resource,
             cores,
             nodes,
             gpus: self.gpus,
             walltime,
-            queue: self.queue,
-            project: self.project,
-            reservation: self.reservation,
-            scheduler_options: self.scheduler_options,
+            queue: self.queue.map(Spanned::into_inner),
+            project: self.project.map(Spanned::into_inner),
+            reservation: self.reservation.map(Spanned::into_inner),
+            scheduler_options: value_or_default(self.scheduler_options),
             tunnel,
             working_directory: self
                 .working_directory
+                .map(Spanned::into_inner)
                 .map(|d| if over_ssh { d } else { base.join(d) }),
-            environment: self.environment,
-            affinity: self.affinity,
-        })
+            environment: value_or_default(self.environment),
+            affinity: value_or_default(self.affinity),
+        };
+        Ok((description, keys))
     }
 }
 
@@ -598,26 +1023,22 @@ impl RawPilot {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUnit {
-    name: Option<String>,
+    name: Option<Spanned<String>>,
     executable: Spanned<String>,
-    #[serde(default)]
-    arguments: Vec<String>,
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-    working_directory: Option<PathBuf>,
+    arguments: Option<Spanned<Vec<String>>>,
+    environment: Option<Spanned<BTreeMap<String, String>>>,
+    working_directory: Option<Spanned<String>>,
     cores: Option<Spanned<u32>>,
     gpus: Option<Spanned<u32>>,
-    stdout: Option<String>,
-    stderr: Option<String>,
-    #[serde(default)]
-    pre_exec: Vec<String>,
+    stdout: Option<Spanned<String>>,
+    stderr: Option<Spanned<String>>,
+    pre_exec: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     shell: bool,
     #[serde(default)]
     mpi: bool,
     ranks: Option<Spanned<u32>>,
-    #[serde(default)]
-    tags: Vec<String>,
+    tags: Option<Spanned<Vec<String>>>,
     pilot: Option<Spanned<String>>,
     count: Option<Spanned<u32>>,
     input_data: Option<Spanned<Vec<String>>>,
@@ -625,16 +1046,28 @@ struct RawUnit {
 }
 
 impl RawUnit {
-    /// The (not yet expanded) description, its early-bound pilot index and its `count`, or
-    /// the first mistake in the table. `pilots` are the workload's checked pilots.
+    /// The template of the table's units, its early-bound pilot index, its `count` and
+    /// where that is written (the table, without one), or the first mistake in the table.
+    /// `pilots` are the workload's checked pilots.
     fn check(
         self,
         src: &Source<'_>,
         base: &Path,
         pilots: &[PilotComputeDescription],
         table_span: Range<usize>,
-    ) -> Result<(ComputeUnitDescription, Option<usize>, u32), WorkloadError> {
+    ) -> Result<CheckedUnit, WorkloadError> {
         let defaults = ComputeUnitDescription::default();
+        let mut keys = Keys::default();
+        keys.note("name", &self.name);
+        keys.note("executable", &Some(self.executable.clone()));
+        keys.note("arguments", &self.arguments);
+        keys.note("environment", &self.environment);
+        keys.note("working_directory", &self.working_directory);
+        keys.note("cores", &self.cores);
+        keys.note("stdout", &self.stdout);
+        keys.note("stderr", &self.stderr);
+        keys.note("pre_exec", &self.pre_exec);
+        keys.note("tags", &self.tags);
 
         if self.executable.get_ref().trim().is_empty() {
             return Err(src.error(
@@ -672,6 +1105,10 @@ impl RawUnit {
         let mpi = self.mpi || ranks_given;
         let gpus_span = self.gpus.as_ref().map_or(table_span.clone(), Spanned::span);
         let gpus = self.gpus.map_or(defaults.gpus, Spanned::into_inner);
+        let count_span = self
+            .count
+            .as_ref()
+            .map_or(table_span.clone(), Spanned::span);
         let count = at_least_one(src, self.count, "count", 1)?;
 
         for (field, data) in [
@@ -755,26 +1192,80 @@ impl RawUnit {
             ));
         }
 
-        let description = ComputeUnitDescription {
-            name: self.name,
+        let fixed = ComputeUnitDescription {
             executable: self.executable.into_inner(),
-            arguments: self.arguments,
-            environment: self.environment,
-            working_directory: self.working_directory.map(|d| base.join(d)),
             cores,
             gpus,
-            stdout: self.stdout,
-            stderr: self.stderr,
-            pre_exec: self.pre_exec,
             shell: self.shell,
             mpi,
-            tags: self.tags,
-            pilot: None,
-            input_data: Vec::new(),
-            output_data: Vec::new(),
+            tags: value_or_default(self.tags),
+            ..ComputeUnitDescription::default()
         };
-        Ok((description, pilot, count))
+        let one = |t: Option<Spanned<String>>| t.map(|t| Template::parse(t.get_ref()));
+        let all = |t: Option<Spanned<Vec<String>>>| -> Vec<Template> {
+            value_or_default(t)
+                .iter()
+                .map(|t| Template::parse(t))
+                .collect()
+        };
+        let template = UnitTemplate {
+            fixed,
+            name: one(self.name),
+            arguments: all(self.arguments),
+            environment: value_or_default(self.environment)
+                .into_iter()
+                .map(|(k, v)| (k, Template::parse(&v)))
+                .collect(),
+            working_directory: one(self.working_directory),
+            base: base.to_owned(),
+            stdout: one(self.stdout),
+            stderr: one(self.stderr),
+            pre_exec: all(self.pre_exec),
+        };
+        Ok(CheckedUnit {
+            template,
+            pilot,
+            count,
+            count_span,
+            keys,
+        })
     }
+}
+
+/// A `[[unit]]` table, checked.
+struct CheckedUnit {
+    template: UnitTemplate,
+    /// Early binding: the index of the pilot.
+    pilot: Option<usize>,
+    count: u32,
+    /// Where `count` is written (the table, without one).
+    count_span: Range<usize>,
+    keys: Keys,
+}
+
+/// Where the keys of one table are written, to point at the one a refusal is about.
+#[derive(Default)]
+struct Keys(Vec<(&'static str, Range<usize>)>);
+
+impl Keys {
+    fn note<T>(&mut self, key: &'static str, value: &Option<Spanned<T>>) {
+        if let Some(v) = value {
+            self.0.push((key, v.span()));
+        }
+    }
+
+    /// The span of the first of `fields` the table writes, else `table`.
+    fn of(&self, fields: &[&str], table: Range<usize>) -> Range<usize> {
+        fields
+            .iter()
+            .find_map(|f| self.0.iter().find(|(k, _)| k == f))
+            .map_or(table, |(_, span)| span.clone())
+    }
+}
+
+/// The value of an optional key, or its type's default.
+fn value_or_default<T: Default>(value: Option<Spanned<T>>) -> T {
+    value.map(Spanned::into_inner).unwrap_or_default()
 }
 
 /// `1 core`, `4 cores`.
@@ -842,15 +1333,20 @@ mod tests {
 
     const LOCAL: &[Scheme] = &[Scheme::Local];
 
+    /// `path` made absolute against the current directory, as the parser does.
+    fn abs(path: &str) -> PathBuf {
+        std::path::absolute(path).expect("absolute path")
+    }
+
     fn parse_ok(text: &str) -> Workload {
-        match parse(Path::new("dir/work.toml"), text, LOCAL) {
+        match parse(Path::new("dir/work.toml"), text, LOCAL, false) {
             Ok(w) => w,
             Err(e) => panic!("expected the workload to parse, got:\n{e}"),
         }
     }
 
     fn parse_err(text: &str) -> WorkloadError {
-        match parse(Path::new("work.toml"), text, LOCAL) {
+        match parse(Path::new("work.toml"), text, LOCAL, false) {
             Ok(w) => panic!("expected an error, got {w:?}"),
             Err(e) => e,
         }
@@ -915,7 +1411,7 @@ output_data = []
         assert_eq!(big.project.as_deref(), Some("p42"));
         assert_eq!(
             big.working_directory.as_deref(),
-            Some(Path::new("dir/sandbox"))
+            Some(abs("dir/sandbox").as_path())
         );
         assert_eq!(
             big.environment.get("OMP_NUM_THREADS").map(String::as_str),
@@ -924,8 +1420,9 @@ output_data = []
         assert_eq!(big.affinity.datacenter.as_deref(), Some("dc1"));
         assert_eq!(big.affinity.machine.as_deref(), Some("m7"));
 
-        assert_eq!(w.units.len(), 4);
-        for (i, unit) in w.units[..3].iter().enumerate() {
+        assert_eq!(w.unit_count(), 4);
+        let units: Vec<WorkloadUnit> = w.units().collect();
+        for (i, unit) in units[..3].iter().enumerate() {
             let d = &unit.description;
             assert_eq!(unit.pilot, None);
             assert_eq!(d.name, Some(format!("hello-{i}")));
@@ -937,7 +1434,7 @@ output_data = []
             assert_eq!(d.cores, 1);
         }
 
-        let gpu = &w.units[3];
+        let gpu = &units[3];
         assert_eq!(gpu.pilot, Some(1));
         let d = &gpu.description;
         assert_eq!(d.name, None);
@@ -1176,6 +1673,20 @@ output_data = []
         ),
         ("empty file", "", 1, 1, "no [[pilot]] declared"),
         (
+            "NUL in a pilot's queue",
+            "[[pilot]]\nresource = \"local://\"\nqueue = \"a\\u0000\"\n",
+            3,
+            9,
+            "`queue` contains a NUL byte",
+        ),
+        (
+            "pilot environment variable with =",
+            "[[pilot]]\nresource = \"local://\"\nenvironment = { \"A=1\" = \"x\" }\n",
+            3,
+            15,
+            "environment variable name `A=1` contains `=`",
+        ),
+        (
             "input data",
             "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ninput_data = [\"du-1\"]\n",
             5,
@@ -1272,7 +1783,7 @@ output_data = []
                 black_hole_failures: Some(0),
                 agent_start_timeout: Some(Duration::from_secs(180)),
                 poll_interval: Some(Duration::from_millis(500)),
-                agent_binary: Some(PathBuf::from("dir/bin/pstar")),
+                agent_binary: Some(abs("dir/bin/pstar")),
             }
         );
         assert_eq!(parse_ok(body).session, SessionSettings::default());
@@ -1324,7 +1835,7 @@ output_data = []
             let text = format!(
                 "[[pilot]]\nresource = \"slurm://\"\n{fields}[[unit]]\nexecutable = \"/bin/true\"\n"
             );
-            let e = match parse(Path::new("w.toml"), &text, &[Scheme::Slurm]) {
+            let e = match parse(Path::new("w.toml"), &text, &[Scheme::Slurm], false) {
                 Ok(_) => panic!("expected {message}"),
                 Err(e) => e,
             };
@@ -1336,7 +1847,12 @@ output_data = []
     #[test]
     fn supported_schemes_are_listed() {
         let text = "[[pilot]]\nresource = \"pbs://\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
-        let e = match parse(Path::new("w.toml"), text, &[Scheme::Local, Scheme::Ssh]) {
+        let e = match parse(
+            Path::new("w.toml"),
+            text,
+            &[Scheme::Local, Scheme::Ssh],
+            false,
+        ) {
             Ok(w) => panic!("expected an error, got {w:?}"),
             Err(e) => e,
         };
@@ -1345,7 +1861,7 @@ output_data = []
             "resource scheme `pbs` is not supported by this pstar yet (supported: local://, ssh://)"
         );
         let ok = "[[pilot]]\nresource = \"ssh://me@host\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
-        let w = parse(Path::new("w.toml"), ok, &[Scheme::Local, Scheme::Ssh])
+        let w = parse(Path::new("w.toml"), ok, &[Scheme::Local, Scheme::Ssh], true)
             .map_err(|e| e.to_string());
         assert_eq!(w.map(|w| w.pilots[0].resource.scheme()), Ok(Scheme::Ssh));
     }
@@ -1356,14 +1872,14 @@ output_data = []
         let path = dir.path().join("w.toml");
         std::fs::write(&path, "[[pilot]]\nresource = \"local://\"\nworking_directory = \"sb\"\n[[unit]]\nexecutable = \"/bin/true\"\n")
             .expect("write workload");
-        let w = load(&path, LOCAL)
+        let w = load(&path, LOCAL, false)
             .map_err(|e| e.to_string())
             .expect("workload loads");
         assert_eq!(w.pilots[0].working_directory, Some(dir.path().join("sb")));
-        assert_eq!(w.units.len(), 1);
+        assert_eq!(w.unit_count(), 1);
 
         let missing = dir.path().join("missing.toml");
-        let e = load(&missing, LOCAL).expect_err("a missing file is an error");
+        let e = load(&missing, LOCAL, false).expect_err("a missing file is an error");
         assert_eq!((e.line(), e.column()), (None, None));
         assert!(
             e.to_string()
@@ -1380,7 +1896,7 @@ output_data = []
         for entry in std::fs::read_dir(dir).expect("examples directory") {
             let path = entry.expect("directory entry").path();
             if path.extension().is_some_and(|e| e == "toml") {
-                if let Err(e) = load(&path, LOCAL) {
+                if let Err(e) = load(&path, LOCAL, false) {
                     panic!("{e}");
                 }
                 seen += 1;
@@ -1399,16 +1915,16 @@ output_data = []
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/quickstart.toml"
         ));
-        let w = load(path, LOCAL)
+        let w = load(path, LOCAL, false)
             .map_err(|e| e.to_string())
             .expect("quickstart loads");
         assert_eq!(w.pilots.len(), 1);
         assert_eq!(w.pilots[0].cores, 2);
         assert_eq!(w.pilots[0].walltime, Duration::from_secs(600));
-        assert_eq!(w.units.len(), 8);
+        assert_eq!(w.unit_count(), 8);
         assert_eq!(
-            w.units[7].description.arguments,
-            vec!["hello".to_owned(), "7".to_owned()]
+            w.units().nth(7).map(|u| u.description.arguments),
+            Some(vec!["hello".to_owned(), "7".to_owned()])
         );
     }
 
@@ -1426,8 +1942,8 @@ working_directory = "/data/run-{i}"
 pre_exec = ["echo {i}"]
 count = 2
 "#;
-        let w = parse(Path::new("dir/work.toml"), text, &[Scheme::Local]).unwrap();
-        for (i, unit) in w.units.iter().enumerate() {
+        let w = parse(Path::new("dir/work.toml"), text, &[Scheme::Local], false).unwrap();
+        for (i, unit) in w.units().enumerate() {
             let d = &unit.description;
             assert_eq!(d.stdout, Some(format!("out-{i}.txt")));
             assert_eq!(d.stderr, Some(format!("logs/{i}/err")));
@@ -1437,5 +1953,166 @@ count = 2
             );
             assert_eq!(d.pre_exec, vec![format!("echo {i}")]);
         }
+    }
+
+    #[test]
+    fn braces_escape_and_other_braces_stay() {
+        let cases = [
+            ("{i}", "7"),
+            ("{{i}}", "{i}"),
+            ("${{X}}", "${X}"),
+            ("{{{i}}}", "{7}"),
+            ("{{}}", "{}"),
+            ("awk '{print $1}'", "awk '{print $1}'"),
+            ("{", "{"),
+            ("a{i}b{i}", "a7b7"),
+            ("é{i}ü", "é7ü"),
+        ];
+        for (text, expanded) in cases {
+            assert_eq!(Template::parse(text).expand("7"), expanded, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_huge_ensemble_is_one_template() {
+        let w = parse_ok(
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nname = \"u{i}\"\n\
+             executable = \"/bin/true\"\ncount = 10000000\n",
+        );
+        assert_eq!(w.unit_count(), 10_000_000);
+        assert_eq!(w.ensembles.len(), 1);
+        let last = w.ensembles[0].unit(9_999_999);
+        assert_eq!(last.description.name.as_deref(), Some("u9999999"));
+        let first: Vec<String> = w
+            .units()
+            .take(3)
+            .filter_map(|u| u.description.name)
+            .collect();
+        assert_eq!(first, ["u0", "u1", "u2"]);
+    }
+
+    #[test]
+    fn shared_output_files_are_found_for_any_member_without_expanding_all() {
+        // Against expanding every member, on small ensembles.
+        let texts = [
+            "o",
+            "o{i}",
+            "o1",
+            "o12",
+            "{i}",
+            "{i}{i}",
+            "1{i}",
+            "{i}1",
+            "11",
+            "out/./o{i}",
+            "out/o3",
+            "stderr",
+            "./stderr",
+            "x{{i}}",
+            "x{i}",
+            "{i}0",
+            "100",
+            "{i}{i}1",
+            "111",
+            "55",
+            "/a//b{i}",
+            "/a/b7",
+        ];
+        let count = 120;
+        for a in texts {
+            for b in texts {
+                let (ta, tb) = (Template::parse(a).lexical(), Template::parse(b).lexical());
+                let brute = (1..count).find(|i| {
+                    let i = i.to_string();
+                    lexical_text(&Template::parse(a).expand(&i))
+                        == lexical_text(&Template::parse(b).expand(&i))
+                });
+                assert_eq!(
+                    Template::first_equal(&ta, &tb, 1, count),
+                    brute,
+                    "{a:?} against {b:?}"
+                );
+            }
+        }
+        // Large indices, found at once.
+        let (a, b) = (Template::parse("o{i}"), Template::parse("o9999998"));
+        assert_eq!(
+            Template::first_equal(&a, &b, 1, 10_000_000),
+            Some(9_999_998)
+        );
+        assert_eq!(Template::first_equal(&a, &b, 1, 9_999_998), None);
+        let (a, b) = (Template::parse("{i}{i}"), Template::parse("{i}"));
+        assert_eq!(Template::first_equal(&a, &b, 0, u32::MAX), None);
+    }
+
+    fn lexical_text(path: &str) -> PathBuf {
+        Path::new(path)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    }
+
+    #[test]
+    fn members_are_refused_as_the_pilot_api_would() {
+        // `(fields, line and column of the key at fault, message)`.
+        let cases = [
+            (
+                "stdout = \"o{i}\"\nstderr = \"o2\"\ncount = 3\n",
+                (6, 10),
+                "member 2: `stdout` and `stderr` name the same file `o2`",
+            ),
+            (
+                "stdout = \"o{i}\"\nstderr = \"o{i}\"\n",
+                (6, 10),
+                "name the same file `o0`",
+            ),
+            (
+                "stdout = \"stderr\"\n",
+                (5, 10),
+                "name the same file `stderr`",
+            ),
+            (
+                "arguments = [\"{i}\\u0000\"]\n",
+                (5, 13),
+                "`arguments` contains a NUL byte",
+            ),
+            (
+                "environment = { \"A=\" = \"{i}\" }\n",
+                (5, 15),
+                "environment variable name `A=` contains `=`",
+            ),
+            ("stdout = \"\"\ncount = 5\n", (5, 10), "`stdout` is empty"),
+            (
+                "tags = [\"a\\u0000\"]\n",
+                (5, 8),
+                "`tags` contains a NUL byte",
+            ),
+        ];
+        for (fields, (line, column), message) in cases {
+            let text = format!(
+                "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n{fields}"
+            );
+            let e = parse_err(&text);
+            assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
+            assert!(e.message().contains(message), "{fields}: {e}");
+        }
+        let ok = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n\
+                  stdout = \"o{i}\"\nstderr = \"o2\"\ncount = 2\n";
+        assert_eq!(parse_ok(ok).unit_count(), 2);
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_against_the_workload_directory() {
+        let w = parse_ok(
+            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n\
+             working_directory = \".\"\n",
+        );
+        let unit = w.units().next().expect("one unit");
+        let dir = unit
+            .description
+            .working_directory
+            .expect("a working directory");
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert_eq!(dir, abs("dir"));
     }
 }

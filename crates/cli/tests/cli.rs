@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+#[path = "cli/checks.rs"]
+mod checks;
 #[path = "cli/redis_runs.rs"]
 mod redis_runs;
 #[path = "cli/redis_sessions.rs"]

@@ -85,10 +85,15 @@ impl PilotComputeService {
                 source,
             })?;
         let adaptor = session.adaptor(description.resource.scheme())?;
-        let scheme = description.resource.scheme();
-        if scheme != pstar_model::Scheme::Local && session.coordination().url().is_none() {
-            return Err(Error::NeedsNetworkedStore { scheme });
-        }
+        // The same refusals as `pstar check`'s, before anything is created.
+        pstar_adaptors::check_pilot(&description, session.coordination().url().is_some()).map_err(
+            |e| match e {
+                pstar_adaptors::AdaptorError::NeedsNetworkedStore { scheme } => {
+                    Error::NeedsNetworkedStore { scheme }
+                }
+                e => Error::Adaptor(e),
+            },
+        )?;
 
         let coordination = session.coordination().clone();
         let id = coordination.reserve_pilot_id().await?;

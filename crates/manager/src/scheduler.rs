@@ -78,11 +78,7 @@ fn fits_now(p: &PilotView, u: &UnitView) -> bool {
 }
 
 fn plural(n: u32, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+    pstar_model::plural(u64::from(n), what)
 }
 
 /// Why `unit` can never run on these pilots, if that is so.

@@ -955,7 +955,11 @@ impl Manager {
                         .enumerate()
                         .map(|(i, r)| format!("({}) {r}", i + 1))
                         .collect();
-                    let detail = format!("gave up after {lost} attempts: {}", list.join("; "));
+                    let detail = format!(
+                        "gave up after {}: {}",
+                        pstar_model::plural(lost as u64, "attempt"),
+                        list.join("; ")
+                    );
                     (UnitState::Failed, detail)
                 } else {
                     let detail =
@@ -1206,9 +1210,9 @@ impl Manager {
             }
             let slot = &mut self.pilots[i];
             let reason = format!(
-                "black hole: {} units in a row failed within {} of starting here \
+                "black hole: {} in a row failed within {} of starting here \
                  while other pilots ran units to done",
-                slot.quick_failures,
+                pstar_model::plural(u64::from(slot.quick_failures), "unit"),
                 humantime::format_duration(window)
             );
             slot.removed = true;

@@ -6,7 +6,7 @@
 //! [`UnitId`]: crate::UnitId
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,12 +22,104 @@ pub enum DescriptionError {
     NoExecutable,
     #[error("`walltime` must be longer than zero")]
     NoWalltime,
-    #[error("{cores} cores cannot be spread evenly over {nodes} nodes")]
+    #[error(
+        "{} cannot be spread evenly over {nodes} nodes",
+        crate::plural(u64::from(*.cores), "core")
+    )]
     UnevenNodes { cores: u32, nodes: u32 },
-    #[error("{gpus} GPUs cannot be spread evenly over {nodes} nodes")]
+    #[error(
+        "{} cannot be spread evenly over {nodes} nodes",
+        crate::plural(u64::from(*.gpus), "GPU")
+    )]
     UnevenGpus { gpus: u32, nodes: u32 },
     #[error("`{field}` names data units, but Pilot-Data is not part of this pstar yet")]
     DataNotSupported { field: &'static str },
+    /// No process can be given a string with a NUL byte (arguments, environment, paths).
+    #[error("`{field}` contains a NUL byte (`{}`)", .value.escape_debug())]
+    Nul { field: &'static str, value: String },
+    /// An environment variable's name must be non-empty and free of `=` and NUL.
+    #[error(
+        "environment variable name `{}` {why}", .name.escape_debug()
+    )]
+    BadVariable { name: String, why: &'static str },
+    #[error("`{field}` is empty: leave it out to use the default `{field}` file")]
+    EmptyOutput { field: &'static str },
+    /// Both streams would be opened (and truncated) separately: one would lose its output.
+    #[error(
+        "`stdout` and `stderr` name the same file `{}`: give them different names",
+        .path.escape_debug()
+    )]
+    SameOutput { path: String },
+}
+
+impl DescriptionError {
+    /// The fields of the description that are at fault, most telling first.
+    pub fn fields(&self) -> Vec<&'static str> {
+        use DescriptionError::*;
+        match self {
+            Zero { field }
+            | DataNotSupported { field }
+            | Nul { field, .. }
+            | EmptyOutput { field } => vec![*field],
+            NoExecutable => vec!["executable"],
+            NoWalltime => vec!["walltime"],
+            UnevenNodes { .. } => vec!["nodes", "cores"],
+            UnevenGpus { .. } => vec!["nodes", "gpus"],
+            BadVariable { .. } => vec!["environment"],
+            SameOutput { .. } => vec!["stderr", "stdout"],
+        }
+    }
+}
+
+/// Refuses a string no process can be given.
+fn no_nul(field: &'static str, value: &str) -> Result<(), DescriptionError> {
+    if value.contains('\0') {
+        return Err(DescriptionError::Nul {
+            field,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an environment a process cannot be given: names empty or with `=` or NUL, and
+/// values with NUL.
+fn check_environment(environment: &BTreeMap<String, String>) -> Result<(), DescriptionError> {
+    for (name, value) in environment {
+        let why = if name.is_empty() {
+            Some("is empty")
+        } else if name.contains('=') {
+            Some("contains `=`")
+        } else if name.contains('\0') {
+            Some("contains a NUL byte")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(DescriptionError::BadVariable {
+                name: name.clone(),
+                why,
+            });
+        }
+        no_nul("environment", value)?;
+    }
+    Ok(())
+}
+
+/// Refuses a path no process can be given.
+fn no_nul_path(field: &'static str, path: &Option<PathBuf>) -> Result<(), DescriptionError> {
+    match path {
+        Some(p) => no_nul(field, &p.to_string_lossy()),
+        None => Ok(()),
+    }
+}
+
+/// `path` without `.` components (`./out` and `out` are one file).
+fn lexical(path: &str) -> PathBuf {
+    Path::new(path)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 /// Data-center and machine labels a scheduler may use to place work next to data.
@@ -85,7 +177,9 @@ pub struct PilotComputeDescription {
     /// resource (for compute nodes that cannot reach it); `ssh`-based resources only.
     #[serde(default)]
     pub tunnel: bool,
-    /// Where the pilot keeps its sandbox; default `./pstar.sandbox`.
+    /// Where the pilot keeps its sandbox; default `./pstar.sandbox`. A relative path is
+    /// taken against the manager's working directory (on a host reached over SSH, against
+    /// the home directory there); workload files make theirs absolute first.
     pub working_directory: Option<PathBuf>,
     /// Environment every unit of this pilot sees (a unit's own environment wins).
     pub environment: BTreeMap<String, String>,
@@ -125,13 +219,13 @@ impl PilotComputeDescription {
         }
         match self.nodes {
             Some(0) => return Err(DescriptionError::Zero { field: "nodes" }),
-            Some(nodes) if self.cores % nodes != 0 => {
+            Some(nodes) if !self.cores.is_multiple_of(nodes) => {
                 return Err(DescriptionError::UnevenNodes {
                     cores: self.cores,
                     nodes,
                 });
             }
-            Some(nodes) if self.gpus % nodes != 0 => {
+            Some(nodes) if !self.gpus.is_multiple_of(nodes) => {
                 return Err(DescriptionError::UnevenGpus {
                     gpus: self.gpus,
                     nodes,
@@ -139,6 +233,23 @@ impl PilotComputeDescription {
             }
             _ => {}
         }
+        for (field, value) in [
+            ("name", &self.name),
+            ("queue", &self.queue),
+            ("project", &self.project),
+            ("reservation", &self.reservation),
+            ("affinity", &self.affinity.datacenter),
+            ("affinity", &self.affinity.machine),
+        ] {
+            if let Some(v) = value {
+                no_nul(field, v)?;
+            }
+        }
+        for option in &self.scheduler_options {
+            no_nul("scheduler_options", option)?;
+        }
+        no_nul_path("working_directory", &self.working_directory)?;
+        check_environment(&self.environment)?;
         Ok(())
     }
 
@@ -182,15 +293,18 @@ pub struct ComputeUnitDescription {
     pub arguments: Vec<String>,
     /// Added to the pilot's environment; these win.
     pub environment: BTreeMap<String, String>,
-    /// Directory the process starts in; default: the unit's own sandbox.
+    /// Directory the process starts in; default: the unit's own sandbox. A relative path
+    /// is taken inside the unit's sandbox, wherever the agent runs (workload files make
+    /// theirs absolute, against the file's directory).
     pub working_directory: Option<PathBuf>,
     /// Cores the unit needs (the seeds' `total_core_count`).
     pub cores: u32,
     /// GPUs the unit needs.
     pub gpus: u32,
-    /// File for standard output; relative names are inside the unit's sandbox. Default `stdout`.
+    /// File for standard output; relative names are inside the unit's sandbox (an
+    /// absolute name, or one with `..`, may be outside it). Default `stdout`; not empty.
     pub stdout: Option<String>,
-    /// File for standard error; default `stderr`.
+    /// File for standard error; default `stderr`; not empty, and not `stdout`'s file.
     pub stderr: Option<String>,
     /// Shell lines run before the executable, e.g. `module load gromacs`.
     pub pre_exec: Vec<String>,
@@ -294,6 +408,35 @@ impl ComputeUnitDescription {
                 field: "output_data",
             });
         }
+        no_nul("executable", &self.executable)?;
+        if let Some(name) = &self.name {
+            no_nul("name", name)?;
+        }
+        for (field, values) in [
+            ("arguments", &self.arguments),
+            ("pre_exec", &self.pre_exec),
+            ("tags", &self.tags),
+        ] {
+            for v in values {
+                no_nul(field, v)?;
+            }
+        }
+        check_environment(&self.environment)?;
+        no_nul_path("working_directory", &self.working_directory)?;
+        for (field, value) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            match value {
+                Some(v) if v.is_empty() => return Err(DescriptionError::EmptyOutput { field }),
+                Some(v) => no_nul(field, v)?,
+                None => {}
+            }
+        }
+        let stdout = self.stdout.as_deref().unwrap_or("stdout");
+        let stderr = self.stderr.as_deref().unwrap_or("stderr");
+        if lexical(stdout) == lexical(stderr) {
+            return Err(DescriptionError::SameOutput {
+                path: stdout.to_owned(),
+            });
+        }
         Ok(())
     }
 }
@@ -311,5 +454,155 @@ mod humantime_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = std::borrow::Cow::<str>::deserialize(d)?;
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_no_process_could_be_given_are_refused() {
+        let unit = || ComputeUnitDescription::new("/bin/true");
+        let env = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let cases = [
+            (
+                "executable",
+                ComputeUnitDescription::new("/bin/t\0rue"),
+                "`executable` contains a NUL byte",
+            ),
+            (
+                "argument",
+                unit().with_arguments(["a\0"]),
+                "`arguments` contains a NUL byte",
+            ),
+            (
+                "pre_exec",
+                ComputeUnitDescription {
+                    pre_exec: vec!["\0".into()],
+                    ..unit()
+                },
+                "`pre_exec`",
+            ),
+            (
+                "env value",
+                ComputeUnitDescription {
+                    environment: env("A", "\0"),
+                    ..unit()
+                },
+                "`environment` contains a NUL",
+            ),
+            (
+                "empty name",
+                ComputeUnitDescription {
+                    environment: env("", "x"),
+                    ..unit()
+                },
+                "name `` is empty",
+            ),
+            (
+                "= in name",
+                ComputeUnitDescription {
+                    environment: env("A=B", "x"),
+                    ..unit()
+                },
+                "name `A=B` contains `=`",
+            ),
+            (
+                "NUL in name",
+                ComputeUnitDescription {
+                    environment: env("A\0", "x"),
+                    ..unit()
+                },
+                "contains a NUL byte",
+            ),
+            (
+                "working dir",
+                ComputeUnitDescription {
+                    working_directory: Some("a\0".into()),
+                    ..unit()
+                },
+                "`working_directory`",
+            ),
+            (
+                "empty stdout",
+                ComputeUnitDescription {
+                    stdout: Some(String::new()),
+                    ..unit()
+                },
+                "`stdout` is empty",
+            ),
+            (
+                "empty stderr",
+                ComputeUnitDescription {
+                    stderr: Some(String::new()),
+                    ..unit()
+                },
+                "`stderr` is empty",
+            ),
+            (
+                "same output",
+                ComputeUnitDescription {
+                    stdout: Some("o".into()),
+                    stderr: Some("./o".into()),
+                    ..unit()
+                },
+                "name the same file `o`",
+            ),
+            (
+                "stdout on default stderr",
+                ComputeUnitDescription {
+                    stdout: Some("stderr".into()),
+                    ..unit()
+                },
+                "name the same file",
+            ),
+            (
+                "stderr on default stdout",
+                ComputeUnitDescription {
+                    stderr: Some("stdout".into()),
+                    ..unit()
+                },
+                "name the same file",
+            ),
+        ];
+        for (what, d, message) in cases {
+            match d.validate() {
+                Ok(()) => panic!("{what}: accepted"),
+                Err(e) => assert!(e.to_string().contains(message), "{what}: {e}"),
+            }
+        }
+        let swapped = ComputeUnitDescription {
+            stdout: Some("stderr".into()),
+            stderr: Some("stdout".into()),
+            ..unit()
+        };
+        assert_eq!(swapped.validate(), Ok(()));
+    }
+
+    #[test]
+    fn pilots_no_process_could_be_given_are_refused() {
+        let pilot = PilotComputeDescription::default;
+        let cases = [
+            PilotComputeDescription {
+                queue: Some("q\0".into()),
+                ..pilot()
+            },
+            PilotComputeDescription {
+                scheduler_options: vec!["\0".into()],
+                ..pilot()
+            },
+            PilotComputeDescription {
+                environment: BTreeMap::from([("A=".to_owned(), String::new())]),
+                ..pilot()
+            },
+            PilotComputeDescription {
+                working_directory: Some("\0".into()),
+                ..pilot()
+            },
+        ];
+        for d in cases {
+            assert!(d.validate().is_err(), "{d:?}");
+        }
     }
 }

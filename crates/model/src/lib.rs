@@ -38,3 +38,17 @@ pub use session_name::{
 };
 pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};
 pub use time::Timestamp;
+
+/// `n` and `noun`, in the plural unless `n` is 1: `1 core`, `0 cores`, `4 cores`.
+///
+/// ```
+/// assert_eq!(pstar_model::plural(1, "pilot"), "1 pilot");
+/// assert_eq!(pstar_model::plural(3, "GPU"), "3 GPUs");
+/// ```
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

@@ -52,6 +52,14 @@ impl Scheme {
             .find(|(s, _)| *s == self)
             .map_or("local", |(_, n)| n)
     }
+
+    /// Whether pilots of this scheme are reached over SSH (their paths are the host's).
+    pub fn over_ssh(self) -> bool {
+        matches!(
+            self,
+            Scheme::Ssh | Scheme::SlurmSsh | Scheme::SgeSsh | Scheme::PbsSsh
+        )
+    }
 }
 
 impl fmt::Display for Scheme {

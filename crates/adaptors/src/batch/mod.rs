@@ -418,7 +418,7 @@ async fn query(
 }
 
 /// Options in the resource URL's query string (`sge://?pe=mpi`).
-fn query_options(d: &PilotComputeDescription) -> HashMap<String, String> {
+pub(crate) fn query_options(d: &PilotComputeDescription) -> HashMap<String, String> {
     url::Url::parse(d.resource.as_str())
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default()

@@ -195,8 +195,9 @@ impl BatchSystem for Pbs {
 pub(crate) fn gpus_per_node(gpus: u32, nodes: u32) -> Result<u32, AdaptorError> {
     if !gpus.is_multiple_of(nodes) {
         return Err(AdaptorError::Unsupported(format!(
-            "{gpus} GPUs cannot be spread evenly over {nodes} nodes: this scheduler asks for \
-             GPUs per node"
+            "{} cannot be spread evenly over {nodes} nodes: this scheduler asks for GPUs per \
+             node",
+            pstar_model::plural(u64::from(gpus), "GPU")
         )));
     }
     Ok(gpus / nodes)
