@@ -721,7 +721,7 @@ fn a_long_redis_outage_runs_no_unit_to_completion_twice() {
     let mut server = RedisServer::start();
     let scratch = Scratch::new();
     let units = 12;
-    let workload = counting_workload(&scratch, &[2], units, 1.5);
+    let workload = counting_workload(&scratch, &[2], units, 0.5);
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
         .env("PSTAR_REDIS_PASSWORD", server.password())
@@ -735,21 +735,38 @@ fn a_long_redis_outage_runs_no_unit_to_completion_twice() {
         done_lines(&scratch) >= 2
     });
 
-    // Longer than the retry window: the manager gives up, while the units that ran end.
+    // Longer than the retry window: the manager gives up, and the agent cannot publish the
+    // ends of the units that were running.
     server.stop();
     let out = run.wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains("unreachable"), "{out}");
+    let start = Instant::now();
+    // The agent's own line, not the store's retries ("...; retrying").
+    let gave_up = |log: String| {
+        log.lines()
+            .any(|l| l.contains("cannot publish events") && !l.contains("retrying"))
+    };
+    while !gave_up(first_agent_log(&scratch)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the agent never failed to publish:\n{}",
+            first_agent_log(&scratch)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let during = done_lines(&scratch);
-    wait_until(Duration::from_secs(30), "the agent to hold back", || {
-        first_agent_log(&scratch).contains("not starting units")
-    });
 
     server.restart();
     let out = resume_over(&server, &scratch, &session, &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(during >= 2);
     assert_each_done_once(&scratch, units);
+    let log = first_agent_log(&scratch);
+    assert!(log.contains("not starting units"), "{log}");
+    let journal = sandbox_agent_log(&scratch, "pilot.0000").with_file_name("unit-ends.jsonl");
+    let journaled = std::fs::read_to_string(&journal).unwrap_or_default();
+    assert!(journaled.lines().count() >= during, "{journaled}");
 }
 
 #[test]
@@ -798,5 +815,7 @@ fn an_agent_whose_session_was_wiped_ends_with_an_error_and_kills_its_units() {
     });
     let log = first_agent_log(&scratch);
     assert!(log.contains("lost this session"), "{log}");
+    // What `pstar agent` prints when it exits with status 1.
+    assert!(log.contains("pstar agent: pilot.0000:"), "{log}");
     drop(run);
 }
