@@ -16,11 +16,14 @@
 //!
 //! The units' own processes are never reaped here: a unit's leader is a child of the
 //! executor thread that started it (not of the main thread), and only processes seen alive
-//! with a unit's marker while they were the main thread's children are reaped.
+//! with a unit's marker while they were the main thread's children are reaped (or every
+//! dead child of the main thread, where the host says it starts none: see
+//! [`adopt_all_orphans`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -28,6 +31,20 @@ use nix::unistd::Pid;
 
 /// The environment variable that carries a unit's sandbox: its marker.
 pub const MARKER: &str = "PSTAR_SANDBOX";
+
+/// Whether every dead child of the main thread may be reaped here; see
+/// [`adopt_all_orphans`].
+static ADOPT_ALL: AtomicBool = AtomicBool::new(false);
+
+/// Declares that this process starts no child of its own from its main thread, so that
+/// every dead child of the main thread is an orphan the agent may reap, even one it never
+/// saw alive (a unit's `setsid` helper that exited at once, say). `pstar agent` and
+/// `pstar run` on the embedded store call it; a program that hosts agents through the
+/// Pilot-API and starts processes of its own must not. Without it such orphans stay
+/// zombies until the process ends.
+pub fn adopt_all_orphans() {
+    ADOPT_ALL.store(true, Ordering::Relaxed);
+}
 
 /// Makes this process the reaper of its orphaned descendants; false where the kernel
 /// refuses (then escaped processes are found by the full scan at the agent's end only).
@@ -127,7 +144,7 @@ impl Sweeper {
         let mut still_running: Option<HashSet<PathBuf>> = None;
         let mut killed = 0;
         for pid in children {
-            if adopted.contains(&pid) && is_zombie(pid) {
+            if (adopted.contains(&pid) || ADOPT_ALL.load(Ordering::Relaxed)) && is_zombie(pid) {
                 let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
                 adopted.remove(&pid);
                 continue;

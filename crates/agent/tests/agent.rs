@@ -233,6 +233,8 @@ const DAEMONS: &str = "setsid sleep 1000 & echo $! > setsid.pid; \
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_daemon_outlives_its_unit() {
+    // This test process starts no child of its own, as `pstar agent` does not.
+    pstar_agent::descendants::adopt_all_orphans();
     let dir = tempfile::tempdir().unwrap();
     let store = Embedded::new("s");
     let mut events = store.subscribe().await.unwrap();
@@ -247,6 +249,26 @@ async fn no_daemon_outlives_its_unit() {
     );
     eventually("the setsid daemon to die", || !alive(a)).await;
     eventually("the double-forked daemon to die", || !alive(b)).await;
+    // Reparented to this process (the agent's host), killed, and reaped: no zombie left.
+    let gone = |pid: i32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    eventually("the daemons to be reaped", || gone(a) && gone(b)).await;
+    agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_keeps_the_exit_status_of_its_own_children() {
+    // Even where every dead child of the main thread is reaped.
+    pstar_agent::descendants::adopt_all_orphans();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    // Its child ends while the agent sweeps for orphans: the unit, not the agent, reaps it.
+    let unit = queue_script(&store, "(sleep 0.6; exit 7) & wait $!; exit $?").await;
+    let agent = tokio::spawn(
+        Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
+    );
+    let failed = next_unit_state(&mut events, unit, UnitState::Failed).await;
+    assert_eq!(failed.exit_code, Some(7), "{failed:?}");
     agent.abort();
 }
 
