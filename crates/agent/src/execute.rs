@@ -16,12 +16,12 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
-use tokio::sync::mpsc;
 
 use pstar_coordination::{Claimed, Event, PilotRecord, SharedDescription, UnitEvent};
 use pstar_model::sandbox::unit_sandbox;
 use pstar_model::{PilotId, Timestamp, UnitId, UnitState};
 
+use crate::journal::Reports;
 use crate::launch::{Launch, LaunchError};
 use crate::layout::Layout;
 use crate::slots::{Placement, Slots};
@@ -132,7 +132,7 @@ pub(crate) struct Executors {
     free: Arc<AtomicU32>,
     record: Arc<PilotRecord>,
     layout: Arc<Layout>,
-    events: mpsc::UnboundedSender<Event>,
+    events: Reports,
 }
 
 pub(crate) struct Queue {
@@ -159,7 +159,7 @@ impl Executors {
     pub(crate) fn new(
         record: Arc<PilotRecord>,
         layout: Arc<Layout>,
-        events: mpsc::UnboundedSender<Event>,
+        events: Reports,
         free: Arc<AtomicU32>,
     ) -> Arc<Self> {
         let d = &record.description;
@@ -337,7 +337,7 @@ impl Executors {
 }
 
 /// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`.
-fn run(job: UnitJob, control: &UnitControl, events: &mpsc::UnboundedSender<Event>) {
+fn run(job: UnitJob, control: &UnitControl, events: &Reports) {
     let (id, pilot) = (job.id, job.record.id);
     let report = |state, exit_code, detail| {
         let _ = events.send(unit_event(id, pilot, state, exit_code, detail));

@@ -37,13 +37,17 @@ use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 pub mod allocation;
 pub mod descendants;
 mod execute;
+mod journal;
 pub mod launch;
 pub mod layout;
 mod slots;
 
 use execute::{Executors, Stop, unit_event};
 
+pub use journal::{JOURNAL, journal_reports, read_journal};
 pub use slots::{Placement, Slots};
+
+use journal::{Journal, Reports};
 
 /// The fewest cores' worth of units an agent keeps waiting at hand (when the manager binds
 /// that many to it): a small pilot over a networked store needs a few round trips' worth.
@@ -57,9 +61,9 @@ const FINAL_DELIVERY: Duration = Duration::from_secs(60);
 /// How often the agent looks for processes its units left behind (see [`descendants`]).
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
-/// The file in the pilot sandbox where an agent over a networked store appends each unit's
-/// end (one JSON [`pstar_coordination::UnitEvent`] a line) before it tries to publish it.
-pub const JOURNAL: &str = "unit-ends.jsonl";
+/// A publication that takes this long means the store is not answering (it is being
+/// retried): the agent starts no unit until it is through.
+const STALLED: Duration = Duration::from_secs(2);
 
 /// Tunables of an agent; the defaults suit both tests and production.
 #[derive(Debug, Clone)]
@@ -184,7 +188,7 @@ impl Agent {
         // Whether the store answers: set by every call that reaches it or gives up on it.
         let (health, mut health_rx) = watch::channel(true);
         let health = Arc::new(health);
-        let journal = self.record.sandbox.join(JOURNAL);
+        let journal = Arc::new(Journal::new(&self.record.sandbox));
         let (events, reporter) = spawn_reporter(
             self.coordination.clone(),
             self.config.report_window,
@@ -200,7 +204,7 @@ impl Agent {
             };
             pilot_event(&events, pilot, PilotState::Failed, Some(err.to_string()));
             drop(events);
-            deliver(reporter, &journal).await?;
+            deliver(reporter, journal.path()).await?;
             return Err(err);
         }
         pilot_event(&events, pilot, PilotState::Running, None);
@@ -239,7 +243,7 @@ impl Agent {
             Err(msg) => {
                 pilot_event(&events, pilot, PilotState::Failed, Some(msg.clone()));
                 drop(events);
-                deliver(reporter, &journal).await?;
+                deliver(reporter, journal.path()).await?;
                 return Err(AgentError::Executors(msg));
             }
         };
@@ -298,7 +302,7 @@ impl Agent {
         pilot_event(&events, pilot, final_state, Some(reason));
         drop(run);
         drop(events);
-        deliver(reporter, &journal).await?;
+        deliver(reporter, journal.path()).await?;
         Ok(final_state)
     }
 }
@@ -342,7 +346,7 @@ enum End {
 struct Run {
     record: Arc<PilotRecord>,
     kill_grace: Duration,
-    events: mpsc::UnboundedSender<Event>,
+    events: Reports,
     /// The waiting units, the slots and the threads that run units.
     executors: Arc<Executors>,
     /// Cancels that arrived before their unit was claimed.
@@ -569,12 +573,7 @@ impl Run {
     }
 }
 
-fn pilot_event(
-    events: &mpsc::UnboundedSender<Event>,
-    pilot: PilotId,
-    state: PilotState,
-    detail: Option<String>,
-) {
+fn pilot_event(events: &Reports, pilot: PilotId, state: PilotState, detail: Option<String>) {
     let _ = events.send(Event::Pilot(PilotEvent {
         pilot,
         state,
@@ -599,18 +598,17 @@ fn spawn_reporter(
     window: Duration,
     remote_window: Option<Duration>,
     free: Arc<AtomicU32>,
-    journal: Option<std::path::PathBuf>,
+    journal: Option<Arc<Journal>>,
     health: Arc<watch::Sender<bool>>,
-) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
+) -> (Reports, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let reports = Reports::new(tx, journal.clone());
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
         while rx.recv_many(&mut batch, 4096).await > 0 {
             // A unit's end goes out at once: while it waits here, a killed agent would take
             // the news with it, and a unit that has finished would run again elsewhere.
-            let ends = batch
-                .iter()
-                .any(|e| matches!(e, Event::Unit(u) if u.state.is_final()));
+            let ends = batch.iter().any(is_end);
             let gather = match remote_window {
                 _ if ends => Duration::ZERO,
                 Some(remote) => remote.max(window),
@@ -623,9 +621,6 @@ fn spawn_reporter(
                     batch.push(e);
                 }
             }
-            if let Some(journal) = journal.as_deref().filter(|_| ends) {
-                write_journal(journal, &batch);
-            }
             let mut failures = 0u32;
             loop {
                 let attempt = if journal.is_some() {
@@ -633,8 +628,22 @@ fn spawn_reporter(
                 } else {
                     std::mem::take(&mut batch)
                 };
-                match coordination.publish(attempt).await {
+                let publish = coordination.publish(attempt);
+                tokio::pin!(publish);
+                let published = tokio::select! {
+                    r = &mut publish => r,
+                    _ = tokio::time::sleep(STALLED) => {
+                        // The store is being retried: no unit starts until it answers.
+                        health.send_if_modified(|up| std::mem::replace(up, false));
+                        publish.await
+                    }
+                };
+                match published {
                     Ok(()) => {
+                        if let Some(journal) = &journal {
+                            let ends = batch.iter().filter(|e| is_end(e)).count();
+                            journal.published(ends as u64);
+                        }
                         batch.clear();
                         health.send_if_modified(|up| !std::mem::replace(up, true));
                         break;
@@ -653,15 +662,9 @@ fn spawn_reporter(
                         }
                         failures += 1;
                         health.send_if_modified(|up| std::mem::replace(up, false));
-                        // The ends that came meanwhile are journaled and ride along.
-                        let before = batch.len();
+                        // What came meanwhile (ends already journaled) rides along.
                         while let Ok(e) = rx.try_recv() {
                             batch.push(e);
-                        }
-                        if let Some(journal) = journal.as_deref()
-                            && batch.len() > before
-                        {
-                            write_journal(journal, &batch[before..]);
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
@@ -675,32 +678,11 @@ fn spawn_reporter(
             }
         }
     });
-    (tx, task)
+    (reports, task)
 }
 
-/// Appends the units' ends among `events` to the journal, one JSON line each.
-fn write_journal(journal: &std::path::Path, events: &[Event]) {
-    use std::io::Write;
-    let mut lines = Vec::new();
-    for e in events {
-        if let Event::Unit(u) = e
-            && u.state.is_final()
-            && serde_json::to_writer(&mut lines, u).is_ok()
-        {
-            lines.push(b'\n');
-        }
-    }
-    if lines.is_empty() {
-        return;
-    }
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(journal)
-        .and_then(|mut f| f.write_all(&lines));
-    if let Err(e) = written {
-        tracing::error!(journal = %journal.display(), error = %e, "cannot write the journal of units' ends");
-    }
+fn is_end(e: &Event) -> bool {
+    matches!(e, Event::Unit(u) if u.state.is_final())
 }
 
 /// Kills, every [`SWEEP_EVERY`], the processes that ended units left behind.
