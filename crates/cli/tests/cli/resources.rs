@@ -795,6 +795,17 @@ fn dead(pid: i32) -> bool {
 
 #[test]
 fn ctrl_c_of_pstar_run_leaves_no_daemon_of_a_unit() {
+    ctrl_c_leaves_no_daemon(None);
+}
+
+#[test]
+fn ctrl_c_of_pstar_run_over_redis_leaves_no_daemon_of_a_unit() {
+    let server = RedisServer::start();
+    ctrl_c_leaves_no_daemon(Some(&server));
+}
+
+/// Interrupts a run whose units started daemons, on the embedded store or over `redis`.
+fn ctrl_c_leaves_no_daemon(redis: Option<&RedisServer>) {
     let scratch = Scratch::new();
     let (workload, pids) = daemon_workload(&scratch, 2);
     let mut cmd = pstar();
@@ -805,6 +816,11 @@ fn ctrl_c_of_pstar_run_leaves_no_daemon_of_a_unit() {
         s(&scratch.sandbox()),
         "-q",
     ]);
+    if let Some(server) = redis {
+        cmd.env("PSTAR_REDIS_PASSWORD", server.password())
+            .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+            .args(["--coordination", &server.url()]);
+    }
     let run = Running::start(cmd);
     let daemons = pids_in(&pids, 2);
     let sent = Command::new("kill")
