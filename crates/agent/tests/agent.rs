@@ -330,19 +330,34 @@ async fn a_missing_interpreter_is_named() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let store = Embedded::new("s");
     let mut events = store.subscribe().await.unwrap();
-    let unit = store.reserve_unit_ids(1).await.unwrap();
+    let first = store.reserve_unit_ids(2).await.unwrap();
+    let (direct, behind_shell) = (first, UnitId::new(first.get() + 1));
     let desc = ComputeUnitDescription::new(script.to_str().unwrap());
-    store.put_units(&[(unit, Arc::new(desc))]).await.unwrap();
-    store.enqueue(PilotId::new(0), &[unit]).await.unwrap();
+    // With `pre_exec` the script is started by a shell, which would only say "not found".
+    let mut with_pre_exec = desc.clone();
+    with_pre_exec.pre_exec = vec!["true".into()];
+    store
+        .put_units(&[
+            (direct, Arc::new(desc)),
+            (behind_shell, Arc::new(with_pre_exec)),
+        ])
+        .await
+        .unwrap();
+    store
+        .enqueue(PilotId::new(0), &[direct, behind_shell])
+        .await
+        .unwrap();
     let agent = tokio::spawn(
         Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
     );
-    let failed = next_unit_state(&mut events, unit, UnitState::Failed).await;
-    let detail = failed.detail.unwrap_or_default();
-    assert!(
-        detail.contains("/nonexistent/interp") && detail.contains("job.sh"),
-        "{detail}"
-    );
+    for unit in [direct, behind_shell] {
+        let failed = next_unit_state(&mut events, unit, UnitState::Failed).await;
+        let detail = failed.detail.unwrap_or_default();
+        assert!(
+            detail.contains("/nonexistent/interp") && detail.contains("job.sh"),
+            "{unit}: {detail}"
+        );
+    }
     agent.abort();
 }
 
