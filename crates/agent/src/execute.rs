@@ -1,6 +1,7 @@
 //! Running units' processes: the executor threads.
 //!
-//! An agent has one executor thread per core of its pilot (no more units can run at once).
+//! An agent has one executor thread per unit that runs, started on demand (at most one per
+//! core of its pilot: no more units can run at once), and ending when idle for a while.
 //! Each takes the unit at the head of the agent's waiting queue when its cores and GPUs are
 //! free, forks, execs and waits for it exactly as a plain spawner would, reports it, and
 //! takes the next: a slot is refilled the moment its unit ends, without a round through
@@ -15,12 +16,12 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
-use tokio::sync::mpsc;
 
 use pstar_coordination::{Claimed, Event, PilotRecord, SharedDescription, UnitEvent};
 use pstar_model::sandbox::unit_sandbox;
 use pstar_model::{PilotId, Timestamp, UnitId, UnitState};
 
+use crate::journal::Reports;
 use crate::launch::{Launch, LaunchError};
 use crate::layout::Layout;
 use crate::slots::{Placement, Slots};
@@ -114,7 +115,14 @@ pub(crate) fn unit_event(
     })
 }
 
+/// How long an executor thread with nothing to run waits before it ends.
+const IDLE_END: Duration = Duration::from_secs(5);
+
 /// The queue of claimed units and the slots, shared by the main loop and the executors.
+///
+/// Executor threads are started on demand, when a unit waits, a core is free and no
+/// executor is idle, and end after [`IDLE_END`] without work: there are as many as units
+/// run at once (at most one per core), not as many as the pilot declares cores.
 pub(crate) struct Executors {
     state: Mutex<Queue>,
     wake: Condvar,
@@ -122,6 +130,9 @@ pub(crate) struct Executors {
     pub(crate) changed: tokio::sync::Notify,
     /// Free cores, readable without the lock.
     free: Arc<AtomicU32>,
+    record: Arc<PilotRecord>,
+    layout: Arc<Layout>,
+    events: Reports,
 }
 
 pub(crate) struct Queue {
@@ -132,68 +143,107 @@ pub(crate) struct Queue {
     pub(crate) running: HashMap<UnitId, Arc<UnitControl>>,
     /// The agent is ending: executors exit.
     pub(crate) closed: bool,
+    /// The store cannot be reached: units that wait are not started (those that run go
+    /// on), so that no unit runs whose end could not be told.
+    pub(crate) paused: bool,
     /// When waiting units fall below this many cores, the main loop is told to claim more.
     pub(crate) refill_below: u32,
+    /// Executor threads alive, and how many of them wait for work.
+    threads: u32,
+    idle: u32,
 }
 
 impl Executors {
-    /// Starts one executor thread per core of the pilot.
+    /// The pilot's executors, none started yet.
     /// `free` mirrors how many of the pilot's cores are free.
-    pub(crate) fn start(
+    pub(crate) fn new(
         record: Arc<PilotRecord>,
         layout: Arc<Layout>,
-        events: mpsc::UnboundedSender<Event>,
+        events: Reports,
         free: Arc<AtomicU32>,
-    ) -> std::io::Result<Arc<Self>> {
+    ) -> Arc<Self> {
         let d = &record.description;
-        let me = Arc::new(Self {
+        Arc::new(Self {
             state: Mutex::new(Queue {
                 slots: Slots::on_nodes(&layout.cores, &gpus_on_nodes(d.gpus, layout.cores.len())),
                 pending: VecDeque::new(),
                 pending_cores: 0,
                 running: HashMap::new(),
                 closed: false,
+                paused: false,
                 refill_below: d.cores.saturating_mul(2),
+                threads: 0,
+                idle: 0,
             }),
             wake: Condvar::new(),
             changed: tokio::sync::Notify::new(),
             free,
-        });
-        for i in 0..d.cores {
-            let (worker, record, events) = (me.clone(), record.clone(), events.clone());
-            let layout = layout.clone();
-            let started = std::thread::Builder::new()
-                .name(format!("pstar-exec-{i}"))
-                // Small stacks: a pilot of thousands of cores has thousands of executors.
-                .stack_size(256 * 1024)
-                .spawn(move || worker.serve(&record, &layout, &events));
-            if let Err(e) = started {
-                // The executors already started must not wait forever.
-                me.with(|q| q.closed = true);
-                return Err(e);
-            }
-        }
-        Ok(me)
+            record,
+            layout,
+            events,
+        })
     }
 
-    /// Works on the queue under its lock; wakes the executors afterwards.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> Option<T> {
-        let out = self.state.lock().ok().map(|mut q| f(&mut q));
+    /// Works on the queue under its lock; wakes the executors afterwards, starting one if
+    /// a unit could start and none is idle.
+    pub(crate) fn with<T>(self: &Arc<Self>, f: impl FnOnce(&mut Queue) -> T) -> Option<T> {
+        let out = self.state.lock().ok().map(|mut q| {
+            let out = f(&mut q);
+            self.grow(&mut q);
+            out
+        });
         self.wake.notify_all();
         out
     }
 
-    /// One executor: take the head unit when it fits, run it, repeat.
-    fn serve(
-        &self,
-        record: &Arc<PilotRecord>,
-        layout: &Arc<Layout>,
-        events: &mpsc::UnboundedSender<Event>,
-    ) {
+    /// The sandboxes of the units that run now.
+    pub(crate) fn running_sandboxes(&self) -> std::collections::HashSet<std::path::PathBuf> {
+        self.state
+            .lock()
+            .map(|q| {
+                q.running
+                    .keys()
+                    .map(|id| unit_sandbox(&self.record.sandbox, *id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Starts an executor thread if a unit waits, a core is free and no executor is idle.
+    fn grow(self: &Arc<Self>, q: &mut Queue) {
+        let wanted = !q.closed
+            && !q.paused
+            && q.idle == 0
+            && !q.pending.is_empty()
+            && q.slots.free_cores() > 0
+            && q.threads < self.record.description.cores;
+        if !wanted {
+            return;
+        }
+        let me = self.clone();
+        let started = std::thread::Builder::new()
+            .name("pstar-exec".into())
+            // Small stacks: a busy pilot of thousands of cores has thousands of executors.
+            .stack_size(256 * 1024)
+            .spawn(move || me.serve());
+        match started {
+            Ok(_) => q.threads += 1,
+            // The units wait for an executor that ends its unit; tried again at the next
+            // change.
+            Err(e) => {
+                tracing::error!(threads = q.threads, error = %e, "cannot start an executor thread")
+            }
+        }
+    }
+
+    /// One executor: take the head unit when it fits, run it, repeat; end when idle.
+    fn serve(self: Arc<Self>) {
+        let (record, layout, events) = (&self.record, &self.layout, &self.events);
         loop {
             let Ok(mut q) = self.state.lock() else { return };
             let (job, control) = loop {
                 if q.closed {
+                    q.threads -= 1;
                     return;
                 }
                 let head = q.pending.front().map(|(_, d)| (d.cores, d.gpus, d.mpi));
@@ -224,7 +274,9 @@ impl Executors {
                     ));
                     continue;
                 }
-                let placed = head.and_then(|(c, g, mpi)| q.slots.take(c, g, mpi));
+                let placed = head
+                    .filter(|_| !q.paused)
+                    .and_then(|(c, g, mpi)| q.slots.take(c, g, mpi));
                 if let Some(placement) = placed {
                     let Some((id, desc)) = q.pending.pop_front() else {
                         continue;
@@ -244,19 +296,30 @@ impl Executors {
                         control,
                     );
                 }
-                q = match self.wake.wait(q) {
-                    Ok(q) => q,
+                q.idle += 1;
+                let waited = self.wake.wait_timeout(q, IDLE_END);
+                q = match waited {
+                    Ok((mut q, timeout)) => {
+                        q.idle -= 1;
+                        // Idle for long, with nothing it could start: end.
+                        if timeout.timed_out() && !q.closed && (q.pending.is_empty() || q.paused) {
+                            q.threads -= 1;
+                            return;
+                        }
+                        q
+                    }
                     Err(_) => return,
                 };
             };
             // Crossing the mark, not being under it: one wake-up per refill, not per unit.
             let low = q.pending_cores < q.refill_below
                 && q.pending_cores + job.desc.cores >= q.refill_below;
+            // Others may start too (a freed multi-core head, say).
+            self.grow(&mut q);
             drop(q);
             if low {
                 self.changed.notify_one();
             }
-            // Others may start too (a freed multi-core head, say).
             self.wake.notify_all();
 
             let id = job.id;
@@ -278,7 +341,7 @@ impl Executors {
 }
 
 /// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`.
-fn run(job: UnitJob, control: &UnitControl, events: &mpsc::UnboundedSender<Event>) {
+fn run(job: UnitJob, control: &UnitControl, events: &Reports) {
     let (id, pilot) = (job.id, job.record.id);
     let report = |state, exit_code, detail| {
         let _ = events.send(unit_event(id, pilot, state, exit_code, detail));

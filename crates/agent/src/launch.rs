@@ -44,6 +44,23 @@ pub enum LaunchError {
     NoWorkingDirectory { path: PathBuf },
     #[error("executable not found: {executable}")]
     ExecutableNotFound { executable: String },
+    #[error(
+        "cannot start {executable}: its interpreter {interpreter} (on its #! line) does not exist"
+    )]
+    InterpreterNotFound {
+        executable: String,
+        interpreter: String,
+    },
+    #[error(
+        "cannot start {executable}: the file exists but a program it needs to start (its \
+         dynamic loader) does not"
+    )]
+    LoaderNotFound { executable: String },
+    #[error("launcher not found: {launcher} (needed to start {executable})")]
+    LauncherNotFound {
+        launcher: String,
+        executable: String,
+    },
     #[error("executable {executable} cannot be run: permission denied")]
     NotExecutable { executable: String },
     #[error("cannot start {executable}: {source}")]
@@ -142,15 +159,78 @@ impl Launch<'_> {
         }
     }
 
-    /// Turns a spawn error into a message about the unit's executable.
+    /// Turns a spawn error into a message about the unit's executable: which file is
+    /// missing, the executable itself, the interpreter on its `#!` line, or the launcher.
     pub fn spawn_error(&self, source: io::Error) -> LaunchError {
-        let executable = self.description.executable.clone();
+        let d = self.description;
+        let executable = d.executable.clone();
         match source.kind() {
-            io::ErrorKind::NotFound => LaunchError::ExecutableNotFound { executable },
+            io::ErrorKind::NotFound => {
+                let path = |name: &str| {
+                    d.environment
+                        .get("PATH")
+                        .or_else(|| self.pilot_environment.get("PATH"))
+                        .cloned()
+                        .or_else(|| std::env::var("PATH").ok())
+                        .and_then(|path| resolve(name, &path, self.cwd()))
+                };
+                if let Some((launcher, _)) = self.launcher.and_then(|l| l.split_first())
+                    && path(launcher).is_none()
+                {
+                    return LaunchError::LauncherNotFound {
+                        launcher: launcher.clone(),
+                        executable,
+                    };
+                }
+                match path(&executable) {
+                    None => LaunchError::ExecutableNotFound { executable },
+                    Some(file) => match interpreter(&file) {
+                        Some(interpreter) => LaunchError::InterpreterNotFound {
+                            executable,
+                            interpreter,
+                        },
+                        None => LaunchError::LoaderNotFound { executable },
+                    },
+                }
+            }
             io::ErrorKind::PermissionDenied => LaunchError::NotExecutable { executable },
             _ => LaunchError::Spawn { executable, source },
         }
     }
+
+    /// The directory the unit starts in.
+    fn cwd(&self) -> &Path {
+        self.description
+            .working_directory
+            .as_deref()
+            .unwrap_or(self.sandbox)
+    }
+}
+
+/// Where `name` is found the way exec finds it: a name with a `/` relative to `cwd`, other
+/// names in `path`'s directories.
+fn resolve(name: &str, path: &str, cwd: &Path) -> Option<PathBuf> {
+    if name.contains('/') {
+        let file = cwd.join(name);
+        return file.is_file().then_some(file);
+    }
+    path.split(':')
+        .map(|dir| cwd.join(dir).join(name))
+        .find(|file| file.is_file())
+}
+
+/// The interpreter named on the `#!` line of the script `file`.
+fn interpreter(file: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = File::open(file).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let word = String::from_utf8_lossy(line)
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    Some(word)
 }
 
 /// Creates an output file; `custom` names may sit in directories of their own.
@@ -178,6 +258,15 @@ fn check_executable(path: &str) -> Result<(), LaunchError> {
                 executable: path.to_owned(),
             })
         }
-        Ok(_) => Ok(()),
+        // A script whose interpreter is missing would fail in the shell, with less said.
+        Ok(_) => match interpreter(Path::new(path)) {
+            Some(interpreter) if !Path::new(&interpreter).is_file() => {
+                Err(LaunchError::InterpreterNotFound {
+                    executable: path.to_owned(),
+                    interpreter,
+                })
+            }
+            _ => Ok(()),
+        },
     }
 }

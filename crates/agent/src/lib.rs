@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use pstar_coordination::{
@@ -35,18 +35,35 @@ use pstar_coordination::{
 use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 
 pub mod allocation;
+pub mod descendants;
 mod execute;
+mod journal;
 pub mod launch;
 pub mod layout;
 mod slots;
 
 use execute::{Executors, Stop, unit_event};
 
+pub use journal::{JOURNAL, journal_reports, read_journal};
 pub use slots::{Placement, Slots};
+
+use journal::{Journal, Reports};
 
 /// The fewest cores' worth of units an agent keeps waiting at hand (when the manager binds
 /// that many to it): a small pilot over a networked store needs a few round trips' worth.
 const MIN_WAITING: u32 = 16;
+
+/// How long an agent that has ended keeps trying to deliver what it has not yet published
+/// (units' ends held while the store was unreachable) before it gives up, naming its
+/// journal.
+const FINAL_DELIVERY: Duration = Duration::from_secs(60);
+
+/// How often the agent looks for processes its units left behind (see [`descendants`]).
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// A publication that takes this long means the store is not answering (it is being
+/// retried): the agent starts no unit until it is through.
+const STALLED: Duration = Duration::from_secs(2);
 
 /// Tunables of an agent; the defaults suit both tests and production.
 #[derive(Debug, Clone)]
@@ -112,6 +129,20 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// The store no longer holds the session (keys deleted, Redis restarted without its
+    /// data): there is no one to report to; the agent killed its units.
+    #[error(
+        "the coordination store lost this session ({0}): its keys were deleted or Redis \
+         restarted without its data; the agent stopped and killed its units"
+    )]
+    SessionLost(String),
+    /// The store stayed unreachable after the agent ended: some units' ends were never
+    /// published. They are in the journal.
+    #[error(
+        "the coordination store stayed unreachable: some events were never published; \
+         the units' ends are in {journal}"
+    )]
+    Undelivered { journal: std::path::PathBuf },
 }
 
 /// One pilot's agent. Build it with [`Agent::new`], then [`run`](Agent::run) it.
@@ -147,13 +178,24 @@ impl Agent {
             .drain_margin
             .unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
 
+        static SUBREAPER: std::sync::Once = std::sync::Once::new();
+        SUBREAPER.call_once(|| {
+            descendants::become_subreaper();
+        });
+
         let free = Arc::new(AtomicU32::new(self.record.description.cores));
         let remote = self.coordination.url().is_some();
+        // Whether the store answers: set by every call that reaches it or gives up on it.
+        let (health, mut health_rx) = watch::channel(true);
+        let health = Arc::new(health);
+        let journal = Arc::new(Journal::new(&self.record.sandbox));
         let (events, reporter) = spawn_reporter(
             self.coordination.clone(),
             self.config.report_window,
             remote.then_some(self.config.remote_report_window),
             free.clone(),
+            remote.then(|| journal.clone()),
+            health.clone(),
         );
         if let Err(source) = std::fs::create_dir_all(&self.record.sandbox) {
             let err = AgentError::Sandbox {
@@ -162,17 +204,22 @@ impl Agent {
             };
             pilot_event(&events, pilot, PilotState::Failed, Some(err.to_string()));
             drop(events);
-            let _ = reporter.await;
+            deliver(reporter, journal.path()).await?;
             return Err(err);
         }
         pilot_event(&events, pilot, PilotState::Running, None);
 
         // Helper tasks die with the agent, even if the agent itself is aborted.
         let mut helpers = tokio::task::JoinSet::new();
+        let (lost_tx, lost_rx) = mpsc::channel(1);
         helpers.spawn(heartbeats(
             self.coordination.clone(),
             pilot,
             self.config.heartbeat_interval,
+            health.clone(),
+            // Over a networked store the session may vanish (keys deleted, Redis restarted
+            // empty): the agent checks that its record is still there.
+            remote.then_some(lost_tx),
         ));
         let (claim_tx, claim_rx) = mpsc::channel::<usize>(1);
         let (claimed_tx, claimed_rx) = mpsc::channel(1);
@@ -196,23 +243,16 @@ impl Agent {
             Err(msg) => {
                 pilot_event(&events, pilot, PilotState::Failed, Some(msg.clone()));
                 drop(events);
-                let _ = reporter.await;
+                deliver(reporter, journal.path()).await?;
                 return Err(AgentError::Executors(msg));
             }
         };
         if layout.nodes.len() > 1 {
             tracing::info!(%pilot, nodes = ?layout.nodes, cores = ?layout.cores, "multi-node pilot");
         }
-        let executors = match Executors::start(self.record.clone(), layout, events.clone(), free) {
-            Ok(e) => e,
-            Err(e) => {
-                let msg = format!("cannot start executor threads: {e}");
-                pilot_event(&events, pilot, PilotState::Failed, Some(msg.clone()));
-                drop(events);
-                let _ = reporter.await;
-                return Err(AgentError::Executors(msg));
-            }
-        };
+        let executors = Executors::new(self.record.clone(), layout, events.clone(), free);
+        let sweeper = descendants::Sweeper::new(self.record.sandbox.clone());
+        helpers.spawn(sweep_orphans(sweeper, executors.clone()));
         let mut run = Run {
             record: self.record.clone(),
             kill_grace: self.config.kill_grace,
@@ -222,16 +262,32 @@ impl Agent {
             claimed_ever: HashSet::new(),
             draining: false,
             claim_outstanding: false,
+            health,
         };
-        let (final_state, reason) = run
+        let end = run
             .main_loop(
-                claim_tx,
-                claimed_rx,
-                control_rx,
+                Channels {
+                    claim_tx,
+                    claimed_rx,
+                    control_rx,
+                    lost_rx,
+                    health_rx: &mut health_rx,
+                },
                 started + walltime.saturating_sub(margin),
                 started + walltime,
             )
             .await;
+        let (final_state, reason) = match end {
+            End::Pilot(state, reason) => (state, reason),
+            End::SessionLost(why) => {
+                // Nothing to report to: kill the units (dropping `run` does) and say so.
+                tracing::error!(%pilot, why, "the coordination store lost this session");
+                helpers.abort_all();
+                drop(run);
+                reporter.abort();
+                return Err(AgentError::SessionLost(why));
+            }
+        };
 
         // Stop what still runs and wait for each unit to report its end.
         run.stop_all(&reason);
@@ -246,16 +302,51 @@ impl Agent {
         pilot_event(&events, pilot, final_state, Some(reason));
         drop(run);
         drop(events);
-        let _ = reporter.await;
+        deliver(reporter, journal.path()).await?;
         Ok(final_state)
     }
+}
+
+/// Waits for the reporter to publish what is left, for [`FINAL_DELIVERY`] at most.
+async fn deliver(
+    reporter: tokio::task::JoinHandle<()>,
+    journal: &std::path::Path,
+) -> Result<(), AgentError> {
+    let abort = reporter.abort_handle();
+    match tokio::time::timeout(FINAL_DELIVERY, reporter).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            abort.abort();
+            Err(AgentError::Undelivered {
+                journal: journal.to_owned(),
+            })
+        }
+    }
+}
+
+/// The channels the main loop listens to.
+struct Channels<'a> {
+    claim_tx: mpsc::Sender<usize>,
+    claimed_rx: mpsc::Receiver<Result<Vec<Claimed>, CoordinationError>>,
+    control_rx: mpsc::Receiver<Control>,
+    /// Why the session is gone from the store, if it is.
+    lost_rx: mpsc::Receiver<String>,
+    health_rx: &'a mut watch::Receiver<bool>,
+}
+
+/// How the main loop ended.
+enum End {
+    /// The pilot ends in this state, for this reason.
+    Pilot(PilotState, String),
+    /// The store no longer holds the session.
+    SessionLost(String),
 }
 
 /// The agent's working state; owned by its main loop alone.
 struct Run {
     record: Arc<PilotRecord>,
     kill_grace: Duration,
-    events: mpsc::UnboundedSender<Event>,
+    events: Reports,
     /// The waiting units, the slots and the threads that run units.
     executors: Arc<Executors>,
     /// Cancels that arrived before their unit was claimed.
@@ -266,10 +357,14 @@ struct Run {
     claimed_ever: HashSet<UnitId>,
     draining: bool,
     claim_outstanding: bool,
+    /// Whether the store answers; the main loop marks it down when a claim gives up.
+    health: Arc<watch::Sender<bool>>,
 }
 
 impl Drop for Run {
-    /// No unit outlives its agent, even an aborted one; the executor threads end.
+    /// No unit outlives its agent, even an aborted one: its process groups, and any
+    /// process that carries one of its units' markers (daemons that left their group); the
+    /// executor threads end.
     fn drop(&mut self) {
         self.executors.with(|q| {
             q.closed = true;
@@ -277,18 +372,29 @@ impl Drop for Run {
                 control.kill();
             }
         });
+        // Twice: a unit's process may fork while the first scan runs.
+        for _ in 0..2 {
+            if descendants::kill_marked(&self.record.sandbox) == 0 {
+                break;
+            }
+        }
     }
 }
 
 impl Run {
     async fn main_loop(
         &mut self,
-        claim_tx: mpsc::Sender<usize>,
-        mut claimed_rx: mpsc::Receiver<Result<Vec<Claimed>, CoordinationError>>,
-        mut control_rx: mpsc::Receiver<Control>,
+        channels: Channels<'_>,
         drain_at: Instant,
         end_at: Instant,
-    ) -> (PilotState, String) {
+    ) -> End {
+        let Channels {
+            claim_tx,
+            mut claimed_rx,
+            mut control_rx,
+            mut lost_rx,
+            health_rx,
+        } = channels;
         let pilot = self.record.id;
         let cores = self.record.description.cores;
         loop {
@@ -313,18 +419,46 @@ impl Run {
                 claimed = claimed_rx.recv() => {
                     self.claim_outstanding = false;
                     match claimed {
-                        Some(Ok(units)) => self.claimed(units),
+                        Some(Ok(units)) => {
+                            self.health.send_if_modified(|up| !std::mem::replace(up, true));
+                            self.claimed(units)
+                        }
+                        // Units that run go on, and their ends are kept until the store
+                        // is back; the claim is tried again.
+                        Some(Err(CoordinationError::Unreachable(e))) => {
+                            self.health.send_if_modified(|up| std::mem::replace(up, false));
+                            tracing::warn!(%pilot, error = %e, "cannot claim units");
+                        }
+                        Some(Err(CoordinationError::SessionLost(why))) => return End::SessionLost(why),
                         Some(Err(e)) => {
                             tracing::error!(%pilot, error = %e, "agent lost the coordination store");
-                            return (PilotState::Failed, format!("coordination store unreachable: {e}"));
+                            return End::Pilot(PilotState::Failed, format!("coordination store failed: {e}"));
                         }
-                        None => return (PilotState::Failed, "claim task ended".into()),
+                        None => return End::Pilot(PilotState::Failed, "claim task ended".into()),
+                    }
+                }
+                Some(why) = lost_rx.recv() => return End::SessionLost(why),
+                Ok(()) = health_rx.changed() => {
+                    let up = *health_rx.borrow_and_update();
+                    let running = self.executors.with(|q| {
+                        q.paused = !up;
+                        q.running.len()
+                    });
+                    if up {
+                        tracing::warn!(%pilot, "the coordination store is back: starting units again");
+                    } else {
+                        tracing::warn!(
+                            %pilot, running = running.unwrap_or(0),
+                            "the coordination store is unreachable: not starting units until it \
+                             is back; the ends of those that run are kept (and journaled) until \
+                             they are published"
+                        );
                     }
                 }
                 control = control_rx.recv() => match control {
                     Some(Control::CancelUnit(unit)) => self.cancel_unit(unit),
-                    Some(Control::CancelPilot) => return (PilotState::Canceled, "pilot canceled".into()),
-                    None => return (PilotState::Failed, "control task ended".into()),
+                    Some(Control::CancelPilot) => return End::Pilot(PilotState::Canceled, "pilot canceled".into()),
+                    None => return End::Pilot(PilotState::Failed, "control task ended".into()),
                 },
                 _ = tokio::time::sleep_until(drain_at), if !self.draining => {
                     self.draining = true;
@@ -332,7 +466,7 @@ impl Run {
                     self.return_pending("pilot is draining before its walltime ends");
                 }
                 _ = tokio::time::sleep_until(end_at) => {
-                    return (PilotState::Done, "pilot reached its walltime".into());
+                    return End::Pilot(PilotState::Done, "pilot reached its walltime".into());
                 }
             }
         }
@@ -444,12 +578,7 @@ impl Run {
     }
 }
 
-fn pilot_event(
-    events: &mpsc::UnboundedSender<Event>,
-    pilot: PilotId,
-    state: PilotState,
-    detail: Option<String>,
-) {
+fn pilot_event(events: &Reports, pilot: PilotId, state: PilotState, detail: Option<String>) {
     let _ = events.send(Event::Pilot(PilotEvent {
         pilot,
         state,
@@ -464,21 +593,27 @@ fn pilot_event(
 /// transitions. An agent with a free core reports at once, so an idle pilot answers in
 /// well under a millisecond; over a networked store (`remote_window` set) it always
 /// gathers for that long. A batch that holds a unit's end is published at once.
+///
+/// Nothing is dropped: a batch the store does not take is kept and tried again (with the
+/// events that come meanwhile) until it is published, and `health` says the store is
+/// down meanwhile. With a `journal`, units' ends are appended to it before they are
+/// published.
 fn spawn_reporter(
     coordination: Arc<dyn Coordination>,
     window: Duration,
     remote_window: Option<Duration>,
     free: Arc<AtomicU32>,
-) -> (mpsc::UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
+    journal: Option<Arc<Journal>>,
+    health: Arc<watch::Sender<bool>>,
+) -> (Reports, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let reports = Reports::new(tx, journal.clone());
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
         while rx.recv_many(&mut batch, 4096).await > 0 {
             // A unit's end goes out at once: while it waits here, a killed agent would take
             // the news with it, and a unit that has finished would run again elsewhere.
-            let ends = batch
-                .iter()
-                .any(|e| matches!(e, Event::Unit(u) if u.state.is_final()));
+            let ends = batch.iter().any(is_end);
             let gather = match remote_window {
                 _ if ends => Duration::ZERO,
                 Some(remote) => remote.max(window),
@@ -491,12 +626,77 @@ fn spawn_reporter(
                     batch.push(e);
                 }
             }
-            if let Err(e) = coordination.publish(std::mem::take(&mut batch)).await {
-                tracing::error!(error = %e, "cannot publish events");
+            let mut failures = 0u32;
+            loop {
+                let attempt = if journal.is_some() {
+                    batch.clone()
+                } else {
+                    std::mem::take(&mut batch)
+                };
+                let publish = coordination.publish(attempt);
+                tokio::pin!(publish);
+                let published = tokio::select! {
+                    r = &mut publish => r,
+                    _ = tokio::time::sleep(STALLED) => {
+                        // The store is being retried: no unit starts until it answers.
+                        health.send_if_modified(|up| std::mem::replace(up, false));
+                        publish.await
+                    }
+                };
+                match published {
+                    Ok(()) => {
+                        if let Some(journal) = &journal {
+                            let ends = batch.iter().filter(|e| is_end(e)).count();
+                            journal.published(ends as u64);
+                        }
+                        batch.clear();
+                        health.send_if_modified(|up| !std::mem::replace(up, true));
+                        break;
+                    }
+                    // Without a journal (the embedded store) there is nothing to wait for.
+                    Err(e) if journal.is_none() => {
+                        tracing::error!(error = %e, "cannot publish events");
+                        break;
+                    }
+                    Err(e) => {
+                        if failures == 0 {
+                            tracing::error!(
+                                error = %e, events = batch.len(),
+                                "cannot publish events; keeping them and trying again"
+                            );
+                        }
+                        failures += 1;
+                        health.send_if_modified(|up| std::mem::replace(up, false));
+                        // What came meanwhile (ends already journaled) rides along.
+                        while let Ok(e) = rx.try_recv() {
+                            batch.push(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            if failures > 0 {
+                tracing::warn!(
+                    attempts = failures + 1,
+                    "published the events kept while the store was unreachable"
+                );
             }
         }
     });
-    (tx, task)
+    (reports, task)
+}
+
+fn is_end(e: &Event) -> bool {
+    matches!(e, Event::Unit(u) if u.state.is_final())
+}
+
+/// Kills, every [`SWEEP_EVERY`], the processes that ended units left behind.
+async fn sweep_orphans(sweeper: descendants::Sweeper, executors: Arc<Executors>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        sweeper.sweep(|| executors.running_sandboxes());
+    }
 }
 
 /// Claims units when the main loop asks, one claim at a time, so a claim in flight is never
@@ -539,12 +739,42 @@ async fn controls(
     }
 }
 
-async fn heartbeats(coordination: Arc<dyn Coordination>, pilot: PilotId, every: Duration) {
+/// Beats every `every`, and says whether the store answers. With `lost`, first checks that
+/// the pilot's record is still in the store: if it is gone, so is the session, and `lost`
+/// is told why (the heartbeat is not written into a session that no longer exists).
+async fn heartbeats(
+    coordination: Arc<dyn Coordination>,
+    pilot: PilotId,
+    every: Duration,
+    health: Arc<watch::Sender<bool>>,
+    lost: Option<mpsc::Sender<String>>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(e) = coordination.heartbeat(pilot, Timestamp::now()).await {
-            tracing::warn!(%pilot, error = %e, "cannot send heartbeat");
+        if let Some(lost) = &lost {
+            match coordination.pilot(pilot).await {
+                Err(CoordinationError::UnknownPilot(_)) => {
+                    let _ = lost.send(format!("the record of {pilot} is gone")).await;
+                    return;
+                }
+                Err(CoordinationError::SessionLost(why)) => {
+                    let _ = lost.send(why).await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        match coordination.heartbeat(pilot, Timestamp::now()).await {
+            Ok(()) => {
+                health.send_if_modified(|up| !std::mem::replace(up, true));
+            }
+            Err(e) => {
+                if matches!(e, CoordinationError::Unreachable(_)) {
+                    health.send_if_modified(|up| std::mem::replace(up, false));
+                }
+                tracing::warn!(%pilot, error = %e, "cannot send heartbeat");
+            }
         }
     }
 }

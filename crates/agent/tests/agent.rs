@@ -23,7 +23,11 @@ fn record(dir: &std::path::Path, cores: u32) -> PilotRecord {
     }
 }
 
-async fn next_unit_state(events: &mut Subscription, unit: UnitId, state: UnitState) {
+async fn next_unit_state(
+    events: &mut Subscription,
+    unit: UnitId,
+    state: UnitState,
+) -> pstar_coordination::UnitEvent {
     tokio::time::timeout(DEADLINE, async {
         loop {
             let batch = events
@@ -31,16 +35,18 @@ async fn next_unit_state(events: &mut Subscription, unit: UnitId, state: UnitSta
                 .await
                 .expect("store closed")
                 .expect("store lost");
-            if batch
-                .iter()
-                .any(|e| matches!(e, Event::Unit(u) if u.unit == unit && u.state == state))
-            {
-                return;
+            for e in batch.iter() {
+                if let Event::Unit(u) = e
+                    && u.unit == unit
+                    && u.state == state
+                {
+                    return u.clone();
+                }
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{unit} never became {state}"));
+    .unwrap_or_else(|_| panic!("{unit} never became {state}"))
 }
 
 fn alive(pid: i32) -> bool {
@@ -220,6 +226,195 @@ async fn a_relative_working_directory_is_taken_inside_the_unit_sandbox() {
     assert_eq!(
         std::path::Path::new(printed.trim_end()),
         pilot_sandbox.canonicalize().unwrap()
+    );
+    agent.abort();
+}
+
+/// Queues one unit of `/bin/sh -c script` for pilot 0; returns its id.
+async fn queue_script(store: &Arc<Embedded>, script: &str) -> UnitId {
+    let unit = store.reserve_unit_ids(1).await.unwrap();
+    let desc = ComputeUnitDescription::new("/bin/sh").with_arguments(["-c", script]);
+    store.put_units(&[(unit, Arc::new(desc))]).await.unwrap();
+    store.enqueue(PilotId::new(0), &[unit]).await.unwrap();
+    unit
+}
+
+/// The pid a unit wrote to `file` in its sandbox.
+async fn pid_in(sandbox: &std::path::Path, file: &str) -> i32 {
+    let path = sandbox.join(file);
+    eventually(&format!("{}", path.display()), || {
+        std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A daemon started with `setsid` and one started through a double fork (its parent exits,
+/// its own session): neither is in the unit's process group.
+const DAEMONS: &str = "setsid sleep 1000 & echo $! > setsid.pid; \
+    sh -c 'setsid sleep 1000 & echo $! > forked.pid' & wait $!";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_daemon_outlives_its_unit() {
+    // This test process starts no child of its own, as `pstar agent` does not.
+    pstar_agent::descendants::adopt_all_orphans();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let unit = queue_script(&store, DAEMONS).await;
+    let rec = record(dir.path(), 1);
+    let sandbox = rec.sandbox.join(unit.to_string());
+    let agent = tokio::spawn(Agent::new(store.clone(), rec, AgentConfig::default()).run());
+    next_unit_state(&mut events, unit, UnitState::Done).await;
+    let (a, b) = (
+        pid_in(&sandbox, "setsid.pid").await,
+        pid_in(&sandbox, "forked.pid").await,
+    );
+    eventually("the setsid daemon to die", || !alive(a)).await;
+    eventually("the double-forked daemon to die", || !alive(b)).await;
+    // Reparented to this process (the agent's host), killed, and reaped: no zombie left.
+    let gone = |pid: i32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    eventually("the daemons to be reaped", || gone(a) && gone(b)).await;
+    agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_keeps_the_exit_status_of_its_own_children() {
+    // Even where every dead child of the main thread is reaped.
+    pstar_agent::descendants::adopt_all_orphans();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    // Its child ends while the agent sweeps for orphans: the unit, not the agent, reaps it.
+    let unit = queue_script(&store, "(sleep 0.6; exit 7) & wait $!; exit $?").await;
+    let agent = tokio::spawn(
+        Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
+    );
+    let failed = next_unit_state(&mut events, unit, UnitState::Failed).await;
+    assert_eq!(failed.exit_code, Some(7), "{failed:?}");
+    agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_daemon_outlives_a_canceled_unit_or_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let script = format!("{DAEMONS}; sleep 1000");
+    let canceled = queue_script(&store, &script).await;
+    let left = queue_script(&store, &script).await;
+    let rec = record(dir.path(), 2);
+    let (s1, s2) = (
+        rec.sandbox.join(canceled.to_string()),
+        rec.sandbox.join(left.to_string()),
+    );
+    let config = AgentConfig {
+        kill_grace: Duration::from_millis(200),
+        ..AgentConfig::default()
+    };
+    let agent = tokio::spawn(Agent::new(store.clone(), rec, config).run());
+    let daemons = [
+        pid_in(&s1, "setsid.pid").await,
+        pid_in(&s1, "forked.pid").await,
+        pid_in(&s2, "setsid.pid").await,
+        pid_in(&s2, "forked.pid").await,
+    ];
+    store
+        .send_control(
+            PilotId::new(0),
+            pstar_coordination::Control::CancelUnit(canceled),
+        )
+        .await
+        .unwrap();
+    next_unit_state(&mut events, canceled, UnitState::Canceled).await;
+    eventually("the canceled unit's daemons to die", || {
+        !alive(daemons[0]) && !alive(daemons[1])
+    })
+    .await;
+    assert!(
+        alive(daemons[2]) && alive(daemons[3]),
+        "a running unit's daemons stay"
+    );
+
+    agent.abort();
+    let _ = agent.await;
+    eventually("the aborted agent's daemons to die", || {
+        !alive(daemons[2]) && !alive(daemons[3])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_interpreter_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.sh");
+    std::fs::write(&script, "#!/nonexistent/interp -x\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let first = store.reserve_unit_ids(2).await.unwrap();
+    let (direct, behind_shell) = (first, UnitId::new(first.get() + 1));
+    let desc = ComputeUnitDescription::new(script.to_str().unwrap());
+    // With `pre_exec` the script is started by a shell, which would only say "not found".
+    let mut with_pre_exec = desc.clone();
+    with_pre_exec.pre_exec = vec!["true".into()];
+    store
+        .put_units(&[
+            (direct, Arc::new(desc)),
+            (behind_shell, Arc::new(with_pre_exec)),
+        ])
+        .await
+        .unwrap();
+    store
+        .enqueue(PilotId::new(0), &[direct, behind_shell])
+        .await
+        .unwrap();
+    let agent = tokio::spawn(
+        Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
+    );
+    for unit in [direct, behind_shell] {
+        let failed = next_unit_state(&mut events, unit, UnitState::Failed).await;
+        let detail = failed.detail.unwrap_or_default();
+        assert!(
+            detail.contains("/nonexistent/interp") && detail.contains("job.sh"),
+            "{unit}: {detail}"
+        );
+    }
+    agent.abort();
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_grow_with_what_runs_not_with_declared_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let before = threads();
+    let running = queue_script(&store, "sleep 1000").await;
+    let quick = queue_script(&store, "true").await;
+    let agent = tokio::spawn(
+        Agent::new(
+            store.clone(),
+            record(dir.path(), 100_000),
+            AgentConfig::default(),
+        )
+        .run(),
+    );
+    // `running` starts first (claim order), and `quick` after it.
+    next_unit_state(&mut events, running, UnitState::Running).await;
+    next_unit_state(&mut events, quick, UnitState::Done).await;
+    let during = threads();
+    assert!(
+        during < before + 32,
+        "{during} threads for 2 units (before the agent: {before})"
     );
     agent.abort();
 }

@@ -27,6 +27,8 @@ pub struct AgentOptions {
 /// SIGTERM or SIGINT stop it the way a cancel does: running units are killed and go back
 /// to the pool, and the pilot reports `Canceled`.
 pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
+    // This process runs nothing but the pilot's units: every orphan is theirs.
+    pstar_agent::descendants::adopt_all_orphans();
     let store = store::open_existing(&options.coordination, &options.session)
         .await
         .map_err(|e| e.to_string())?;

@@ -129,6 +129,9 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     let mut builder = options.configure(Session::builder().id(&id));
     if let Some(url) = &options.coordination {
         builder = builder.coordination(crate::store::connect(url, &id).await?);
+    } else {
+        // The agents are tasks of this process, which starts no child of its own.
+        pstar_agent::descendants::adopt_all_orphans();
     }
     let report = open_report(options)?;
     let session = builder.build().await?;

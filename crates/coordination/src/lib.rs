@@ -56,6 +56,10 @@ pub enum CoordinationError {
     /// This backend cannot do what was asked (e.g. resume a session it never stored).
     #[error("{0}")]
     Unsupported(String),
+    /// The store no longer holds this session (its keys were deleted, or the store
+    /// restarted without its data).
+    #[error("the coordination store lost this session: {0}")]
+    SessionLost(String),
     /// A backend-specific failure (a malformed record, a server error...).
     #[error("coordination backend: {0}")]
     Backend(String),

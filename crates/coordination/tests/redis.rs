@@ -608,3 +608,25 @@ async fn a_missing_password_says_where_to_give_it() {
         "{wrong}"
     );
 }
+
+#[tokio::test]
+async fn a_claimed_unit_without_a_description_means_the_session_is_lost() {
+    let server = RedisServer::start();
+    let s = store(&server, "wiped").await;
+    let pilot = s.reserve_pilot_id().await.unwrap();
+    // What a store that lost its keys but got a queue entry back (a late enqueue) holds.
+    s.enqueue(pilot, &[UnitId::new(0)]).await.unwrap();
+    let err = s.claim(pilot, 4, Duration::ZERO).await.unwrap_err();
+    assert!(matches!(err, CoordinationError::SessionLost(_)), "{err}");
+    assert!(err.to_string().contains("unit.000000"), "{err}");
+
+    // The same when the unit comes while the claim waits.
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move { s.claim(pilot, 4, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.enqueue(pilot, &[UnitId::new(1)]).await.unwrap();
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, CoordinationError::SessionLost(_)), "{err}");
+}

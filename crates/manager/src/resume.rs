@@ -5,7 +5,9 @@
 //!
 //! 1. loads the pilot records (attaching the pilots without submitting anything) and the
 //!    unit records;
-//! 2. publishes a `Resumed` marker with a token of its own;
+//! 2. publishes the units' ends its agents journaled (`pstar_agent::read_journal`: ends an
+//!    agent could not publish before it died), then a `Resumed` marker with a token of its
+//!    own;
 //! 3. replays the stream from its first event through the normal state table, taking no
 //!    decision, until it meets its marker: the state is then exactly what the manager
 //!    before saw, plus whatever agents reported since;
@@ -53,12 +55,19 @@ pub async fn resume(builder: SessionBuilder, policy: UnitPolicy) -> Result<Resum
     let service = ComputeUnitService::replaying(&session, policy, token, caught_up);
     service.restore(units);
     service.add_pilot_service(&pilots);
-    coordination
-        .publish(vec![Event::Resumed {
-            token,
-            at: Timestamp::now(),
-        }])
-        .await?;
+    // Units' ends an agent journaled but may not have published (the store was away, and
+    // the agent died before it came back), where this machine sees the pilot's sandbox:
+    // replayed before the marker, they count as the agent's reports; reports already on
+    // the stream are refused as second reports.
+    let mut journaled: Vec<Event> = records
+        .iter()
+        .flat_map(|r| pstar_agent::journal_reports(&r.sandbox))
+        .collect();
+    journaled.push(Event::Resumed {
+        token,
+        at: Timestamp::now(),
+    });
+    coordination.publish(journaled).await?;
     session.start_dispatch();
     tokio::select! {
         r = replayed => r.map_err(|_| Error::ServiceClosed)?,

@@ -25,6 +25,8 @@ pub struct Local {
     /// The `pstar` program agent processes run (see [`agent_program`]).
     agent_binary: Option<PathBuf>,
     jobs: Arc<Mutex<HashMap<JobId, Job>>>,
+    /// A pilot has been told that it declares more cores than this machine has.
+    warned_cores: std::sync::atomic::AtomicBool,
 }
 
 struct Job {
@@ -46,6 +48,28 @@ impl Local {
             agent_config: config.agent.clone(),
             agent_binary: config.agent_binary.clone(),
             jobs: Arc::default(),
+            warned_cores: Default::default(),
+        }
+    }
+
+    /// Warns (once) about a pilot that declares more cores than this machine has: its
+    /// units would share the cores the machine has.
+    fn check_cores(&self, job: &PilotJob) {
+        let declared = job.record.description.cores;
+        let Ok(machine) = std::thread::available_parallelism() else {
+            return;
+        };
+        if declared as usize > machine.get()
+            && !self
+                .warned_cores
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                pilot = %job.record.id,
+                "{} declares {declared} cores; this machine has {machine}: up to {declared} \
+                 units will run at once on {machine} cores",
+                job.record.id
+            );
         }
     }
 
@@ -138,6 +162,7 @@ impl Local {
         let pid = child
             .id()
             .ok_or_else(|| AdaptorError::Resource("agent process exited at once".into()))?;
+        let pilot_sandbox = job.record.sandbox.clone();
         let id = JobId(format!("local:{pid}"));
         self.insert(&id, Handle::Process(pid))?;
 
@@ -146,7 +171,9 @@ impl Local {
         let coordination = job.coordination.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            let killed = kill_session(pid as i32, false);
+            // Its units' session, and the daemons they started in sessions of their own.
+            let killed = kill_session(pid as i32, false)
+                + pstar_agent::descendants::kill_marked(&pilot_sandbox);
             if killed > 0 {
                 tracing::warn!(%pilot, killed, "killed unit processes the agent left behind");
             }
@@ -268,6 +295,7 @@ impl ResourceAdaptor for Local {
     }
 
     async fn submit(&self, job: PilotJob) -> Result<JobId, AdaptorError> {
+        self.check_cores(&job);
         match job.coordination.url() {
             None => self.submit_task(job),
             Some(url) => self.submit_process(job, url),
@@ -313,6 +341,7 @@ impl ResourceAdaptor for Local {
                         if let Some(sid) = job.0.strip_prefix("local:").and_then(|p| p.parse().ok())
                         {
                             kill_session(sid, true);
+                            pstar_agent::descendants::kill_marked(&pilot.sandbox);
                             return Ok(());
                         }
                         return Err(AdaptorError::UnknownJob(job.clone()));
@@ -334,6 +363,7 @@ impl ResourceAdaptor for Local {
         }
         signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         kill_session(pid, false);
+        pstar_agent::descendants::kill_marked(&pilot.sandbox);
         Ok(())
     }
 }

@@ -744,3 +744,151 @@ fn sandbox_agent_log(scratch: &Scratch, pilot: &str) -> PathBuf {
         .unwrap_or_default();
     session.join(pilot).join("agent.log")
 }
+
+/// The agent log of the run's first pilot.
+fn first_agent_log(scratch: &Scratch) -> String {
+    std::fs::read_to_string(sandbox_agent_log(scratch, "pilot.0000")).unwrap_or_default()
+}
+
+#[test]
+fn a_long_redis_outage_runs_no_unit_to_completion_twice() {
+    let mut server = RedisServer::start();
+    let scratch = Scratch::new();
+    let units = 12;
+    let workload = counting_workload(&scratch, &[2], units, 0.5);
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .env("PSTAR_REDIS_RETRY", "3s")
+        .args(["run", s(&workload), "--coordination", &server.url()])
+        .args(["--sandbox", s(&scratch.sandbox()), "-q"]);
+    let run = Running::start(cmd);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(60), "units to run", || {
+        done_lines(&scratch) >= 2
+    });
+
+    // Longer than the retry window: the manager gives up, and the agent cannot publish the
+    // ends of the units that were running.
+    server.stop();
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("unreachable"), "{out}");
+    let start = Instant::now();
+    // The agent's own line, not the store's retries ("...; retrying").
+    let gave_up = |log: String| {
+        log.lines()
+            .any(|l| l.contains("cannot publish events") && !l.contains("retrying"))
+    };
+    while !gave_up(first_agent_log(&scratch)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the agent never failed to publish:\n{}",
+            first_agent_log(&scratch)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let during = done_lines(&scratch);
+
+    server.restart();
+    let out = resume_over(&server, &scratch, &session, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(during >= 2);
+    assert_each_done_once(&scratch, units);
+    let log = first_agent_log(&scratch);
+    assert!(log.contains("not starting units"), "{log}");
+    // Once published, the ends leave the journal.
+    let journal = sandbox_agent_log(&scratch, "pilot.0000").with_file_name("unit-ends.jsonl");
+    let journaled = std::fs::read_to_string(&journal).unwrap_or_default();
+    assert!(journaled.is_empty(), "{journaled}");
+}
+
+#[test]
+fn an_agent_whose_session_was_wiped_ends_with_an_error_and_kills_its_units() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let pids = scratch.path().join("pids.log");
+    let workload = scratch.write(
+        "workload.toml",
+        &format!(
+            "[[pilot]]\nresource = \"local://\"\ncores = 2\nwalltime = \"10m\"\n\n\
+             [[unit]]\nexecutable = \"/bin/sh\"\n\
+             arguments = [\"-c\", \"echo $$ >> {}; exec sleep 300\"]\ncount = 2\n",
+            pids.display()
+        ),
+    );
+    let run = run_over(&server, &scratch, &workload, &["--heartbeat-timeout", "1h"]);
+    wait_until(Duration::from_secs(60), "units to run", || {
+        std::fs::read_to_string(&pids).is_ok_and(|p| p.lines().count() == 2)
+    });
+    let agents = agent_pids(run.pid(), "pilot.0000");
+    assert_eq!(agents.len(), 1);
+    let units: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+
+    let out = Command::new("redis-cli")
+        .args(["--no-auth-warning", "-p", &server.port().to_string()])
+        .args(["-a", server.password(), "FLUSHALL"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+        })
+    };
+    wait_until(Duration::from_secs(60), "the agent to end", || {
+        gone(agents[0])
+    });
+    wait_until(Duration::from_secs(30), "its units to be killed", || {
+        units.iter().all(|p| gone(*p))
+    });
+    let log = first_agent_log(&scratch);
+    assert!(log.contains("lost this session"), "{log}");
+    // What `pstar agent` prints when it exits with status 1.
+    assert!(log.contains("pstar agent: pilot.0000:"), "{log}");
+    drop(run);
+}
+
+#[test]
+fn a_resumed_manager_reads_the_journal_of_an_agent_that_died_during_an_outage() {
+    let mut server = RedisServer::start();
+    let scratch = Scratch::new();
+    let units = 12;
+    let workload = counting_workload(&scratch, &[2], units, 0.5);
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .env("PSTAR_REDIS_RETRY", "3s")
+        .args(["run", s(&workload), "--coordination", &server.url()])
+        .args(["--sandbox", s(&scratch.sandbox()), "-q"]);
+    let run = Running::start(cmd);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(60), "units to run", || {
+        done_lines(&scratch) >= 2
+    });
+    let agents = agent_pids(run.pid(), "pilot.0000");
+    assert_eq!(agents.len(), 1);
+
+    server.stop();
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    // The ends it could not publish are in its journal; then it dies.
+    let journal = sandbox_agent_log(&scratch, "pilot.0000").with_file_name("unit-ends.jsonl");
+    wait_until(Duration::from_secs(60), "the agent to journal ends", || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 1)
+            && first_agent_log(&scratch).contains("not starting units")
+    });
+    nix_kill(agents[0], "KILL");
+
+    server.restart();
+    let out = resume_over(&server, &scratch, &session, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_each_done_once(&scratch, units);
+}

@@ -740,3 +740,138 @@ fn pilot_script_shows_the_job_without_submitting() {
         );
     }
 }
+
+#[test]
+fn a_local_pilot_declaring_more_cores_than_the_machine_runs_with_a_warning() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "workload.toml",
+        "[[pilot]]\nresource = \"local://\"\ncores = 100000\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\ncount = 4\n",
+    );
+    let out = run_in(
+        scratch.path(),
+        &["run", s(&workload), "--sandbox", s(&scratch.sandbox())],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    let machine = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let warning = format!("declares 100000 cores; this machine has {machine}");
+    assert_eq!(out.stderr.matches(&warning).count(), 1, "{out}");
+}
+
+/// A workload whose units each start a `setsid` daemon (its pid in `daemons.log`) and run
+/// on; and the daemons' pids once `n` of them are up.
+fn daemon_workload(scratch: &Scratch, n: usize) -> (PathBuf, PathBuf) {
+    let pids = scratch.path().join("daemons.log");
+    let workload = scratch.write(
+        "daemons.toml",
+        &format!(
+            "[[pilot]]\nresource = \"local://\"\ncores = {n}\nwalltime = \"10m\"\n\n\
+             [[unit]]\nexecutable = \"/bin/sh\"\n\
+             arguments = [\"-c\", \"setsid sleep 1000 & echo $! >> {}; exec sleep 1000\"]\n\
+             count = {n}\n",
+            pids.display()
+        ),
+    );
+    (workload, pids)
+}
+
+fn pids_in(file: &Path, n: usize) -> Vec<i32> {
+    wait_until(Duration::from_secs(60), "the daemons to start", || {
+        std::fs::read_to_string(file).is_ok_and(|p| p.lines().count() >= n)
+    });
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn dead(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+    })
+}
+
+#[test]
+fn ctrl_c_of_pstar_run_leaves_no_daemon_of_a_unit() {
+    ctrl_c_leaves_no_daemon(None);
+}
+
+#[test]
+fn ctrl_c_of_pstar_run_over_redis_leaves_no_daemon_of_a_unit() {
+    let server = RedisServer::start();
+    ctrl_c_leaves_no_daemon(Some(&server));
+}
+
+/// Interrupts a run whose units started daemons, on the embedded store or over `redis`.
+fn ctrl_c_leaves_no_daemon(redis: Option<&RedisServer>) {
+    let scratch = Scratch::new();
+    let (workload, pids) = daemon_workload(&scratch, 2);
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path()).args([
+        "run",
+        s(&workload),
+        "--sandbox",
+        s(&scratch.sandbox()),
+        "-q",
+    ]);
+    if let Some(server) = redis {
+        cmd.env("PSTAR_REDIS_PASSWORD", server.password())
+            .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+            .args(["--coordination", &server.url()]);
+    }
+    let run = Running::start(cmd);
+    let daemons = pids_in(&pids, 2);
+    let sent = Command::new("kill")
+        .args(["-INT", &run.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(130), "{out}");
+    wait_until(Duration::from_secs(30), "the daemons to die", || {
+        daemons.iter().all(|p| dead(*p))
+    });
+}
+
+#[test]
+fn a_killed_agent_process_leaves_no_daemon_of_its_units() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let (workload, pids) = daemon_workload(&scratch, 2);
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .args(["run", s(&workload), "--coordination", &server.url()])
+        .args(["--sandbox", s(&scratch.sandbox()), "-q"]);
+    let run = Running::start(cmd);
+    let daemons = pids_in(&pids, 2);
+    // The agent: the run's child that runs `pstar agent`.
+    let agent = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1));
+            ppid == Some(&run.pid().to_string())
+                && cmdline.split(|b| *b == 0).any(|a| a == b"agent")
+        })
+        .expect("the agent process");
+    let killed = Command::new("kill")
+        .args(["-KILL", &agent.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_until(Duration::from_secs(30), "the daemons to die", || {
+        daemons.iter().all(|p| dead(*p))
+    });
+    drop(run);
+}

@@ -354,18 +354,26 @@ impl RedisStore {
         out
     }
 
-    fn describe(&self, id: UnitId, json: Option<String>) -> Option<Claimed> {
-        let Some(json) = json else {
-            tracing::error!(unit = %id, "claimed a unit whose description was never stored");
-            return None;
-        };
-        match serde_json::from_str::<ComputeUnitDescription>(&json) {
-            Ok(d) => Some((id, Arc::new(d))),
-            Err(e) => {
-                tracing::error!(unit = %id, error = %e, "malformed unit description in Redis");
-                None
+    /// The claimed units `ids` with their stored descriptions `descs`. A claimed unit
+    /// without a description means the session's keys are gone (deleted, or Redis
+    /// restarted without its data): that is an error, not a unit to skip.
+    fn describe(&self, ids: &[String], descs: Vec<Option<String>>) -> Result<Vec<Claimed>> {
+        let mut claimed = Vec::with_capacity(ids.len());
+        for (id, json) in ids.iter().zip(descs) {
+            let Some(id) = parse_unit(id) else { continue };
+            let Some(json) = json else {
+                return Err(CoordinationError::SessionLost(format!(
+                    "{id} was in a queue but its description is not in the store"
+                )));
+            };
+            match serde_json::from_str::<ComputeUnitDescription>(&json) {
+                Ok(d) => claimed.push((id, Arc::new(d))),
+                Err(e) => {
+                    tracing::error!(unit = %id, error = %e, "malformed unit description in Redis");
+                }
             }
         }
+        Ok(claimed)
     }
 }
 
@@ -684,11 +692,7 @@ impl Coordination for RedisStore {
             })
             .await?;
         if !ids.is_empty() || wait.is_zero() {
-            return Ok(ids
-                .iter()
-                .zip(descs)
-                .filter_map(|(id, d)| self.describe(parse_unit(id)?, d))
-                .collect());
+            return self.describe(&ids, descs);
         }
         // None waiting: block until some come (or `wait` ends), on a connection of its own.
         let popped: Option<(String, Vec<String>)> = self
@@ -715,11 +719,7 @@ impl Coordination for RedisStore {
                 }
             })
             .await?;
-        Ok(ids
-            .iter()
-            .zip(descs)
-            .filter_map(|(id, d)| self.describe(parse_unit(id)?, d))
-            .collect())
+        self.describe(&ids, descs)
     }
 
     async fn publish(&self, events: Vec<Event>) -> Result<()> {
