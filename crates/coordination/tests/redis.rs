@@ -414,29 +414,6 @@ async fn rediss_speaks_tls_and_checks_the_server_certificate() {
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
-/// `redis-cli ARGS...` against `server`; its standard output.
-fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["--no-auth-warning", "-p", &server.port().to_string()])
-        .args(["-a", server.password()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(out.status.success(), "redis-cli {args:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every key in `server`, sorted.
-fn all_keys(server: &RedisServer) -> Vec<String> {
-    let mut keys: Vec<String> = redis_cli(server, &["--raw", "KEYS", "*"])
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    keys.sort();
-    keys
-}
-
 #[tokio::test]
 async fn a_second_session_with_the_same_id_is_refused() {
     let server = RedisServer::start();
@@ -496,7 +473,7 @@ async fn hostile_session_names_are_refused_before_anything_is_written() {
             );
         }
     }
-    assert_eq!(all_keys(&server), Vec::<String>::new());
+    assert_eq!(server.keys(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -510,19 +487,19 @@ async fn removing_a_session_deletes_its_keys_and_no_other() {
         s.enqueue(PilotId::new(3), &[UnitId::new(0)]).await.unwrap();
         s.publish(vec![done(UnitId::new(0))]).await.unwrap();
     }
-    redis_cli(&server, &["SET", "pstar:unrelated", "1"]);
-    redis_cli(&server, &["SET", "pstar:a", "1"]);
-    let before = all_keys(&server);
+    server.cli(&["SET", "pstar:unrelated", "1"]);
+    server.cli(&["SET", "pstar:a", "1"]);
+    let before = server.keys();
 
     // A pattern for a name is refused, not matched.
     for pattern in ["*", "a*", "?", "[ao]*"] {
         let err = other.remove_session(pattern).await.expect_err(pattern);
         assert!(err.to_string().contains("invalid session name"), "{err}");
     }
-    assert_eq!(all_keys(&server), before);
+    assert_eq!(server.keys(), before);
 
     assert!(other.remove_session("a").await.unwrap() >= 3);
-    let left = all_keys(&server);
+    let left = server.keys();
     let gone: Vec<&String> = before.iter().filter(|k| !left.contains(k)).collect();
     assert!(
         gone.iter().all(|k| k.starts_with("pstar:a:")),

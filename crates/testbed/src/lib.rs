@@ -250,6 +250,32 @@ impl RedisServer {
         }
     }
 
+    /// `redis-cli ARGS...` against this server (raw replies); its standard output. Panics
+    /// if redis-cli fails: it is for tests, to look inside or break the store.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["--no-auth-warning", "--raw", "-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-a", &self.password])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key in the server, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .cli(&["KEYS", "*"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Starts the server again on the same port, with the same data.
     pub fn restart(&mut self) {
         self.stop();

@@ -13,11 +13,23 @@ pub(super) fn run_over(
     workload: &Path,
     extra: &[&str],
 ) -> Running {
+    run_over_with(server, scratch, workload, &[], extra)
+}
+
+/// [`run_over`] with more variables in its environment.
+pub(super) fn run_over_with(
+    server: &RedisServer,
+    scratch: &Scratch,
+    workload: &Path,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Running {
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
         .env("PSTAR_REDIS_PASSWORD", server.password())
         .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+        .envs(env.iter().copied())
         .args(["run", s(workload), "--coordination", &server.url()])
         .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
         .args(extra);
@@ -750,24 +762,25 @@ fn first_agent_log(scratch: &Scratch) -> String {
     std::fs::read_to_string(sandbox_agent_log(scratch, "pilot.0000")).unwrap_or_default()
 }
 
-#[test]
-fn a_long_redis_outage_runs_no_unit_to_completion_twice() {
-    let mut server = RedisServer::start();
+/// `units` counting units on one pilot of 2 cores, over a Redis given up on after 3 s,
+/// once some have run: the server, the scratch directory, the run and its session.
+fn counting_with_short_retry(units: usize) -> (RedisServer, Scratch, Running, String) {
+    let server = RedisServer::start();
     let scratch = Scratch::new();
-    let units = 12;
     let workload = counting_workload(&scratch, &[2], units, 0.5);
-    let mut cmd = pstar();
-    cmd.current_dir(scratch.path())
-        .env("PSTAR_REDIS_PASSWORD", server.password())
-        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
-        .env("PSTAR_REDIS_RETRY", "3s")
-        .args(["run", s(&workload), "--coordination", &server.url()])
-        .args(["--sandbox", s(&scratch.sandbox()), "-q"]);
-    let run = Running::start(cmd);
+    let env = [("PSTAR_REDIS_RETRY", "3s")];
+    let run = run_over_with(&server, &scratch, &workload, &env, &[]);
     let session = session_of(&scratch);
     wait_until(Duration::from_secs(60), "units to run", || {
         done_lines(&scratch) >= 2
     });
+    (server, scratch, run, session)
+}
+
+#[test]
+fn a_long_redis_outage_runs_no_unit_to_completion_twice() {
+    let units = 12;
+    let (mut server, scratch, run, session) = counting_with_short_retry(units);
 
     // Longer than the retry window: the manager gives up, and the agent cannot publish the
     // ends of the units that were running.
@@ -857,22 +870,8 @@ fn an_agent_whose_session_was_wiped_ends_with_an_error_and_kills_its_units() {
 
 #[test]
 fn a_resumed_manager_reads_the_journal_of_an_agent_that_died_during_an_outage() {
-    let mut server = RedisServer::start();
-    let scratch = Scratch::new();
     let units = 12;
-    let workload = counting_workload(&scratch, &[2], units, 0.5);
-    let mut cmd = pstar();
-    cmd.current_dir(scratch.path())
-        .env("PSTAR_REDIS_PASSWORD", server.password())
-        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
-        .env("PSTAR_REDIS_RETRY", "3s")
-        .args(["run", s(&workload), "--coordination", &server.url()])
-        .args(["--sandbox", s(&scratch.sandbox()), "-q"]);
-    let run = Running::start(cmd);
-    let session = session_of(&scratch);
-    wait_until(Duration::from_secs(60), "units to run", || {
-        done_lines(&scratch) >= 2
-    });
+    let (mut server, scratch, run, session) = counting_with_short_retry(units);
     let agents = agent_pids(run.pid(), "pilot.0000");
     assert_eq!(agents.len(), 1);
 

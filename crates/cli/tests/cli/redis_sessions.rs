@@ -11,34 +11,6 @@ use super::redis_runs::{
     agent_pids, counting_workload, done_lines, nix_kill, pstar_over, run_over,
 };
 
-/// `redis-cli ARGS...` against `server`; its standard output.
-fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args([
-            "--no-auth-warning",
-            "--raw",
-            "-p",
-            &server.port().to_string(),
-        ])
-        .args(["-a", server.password()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(out.status.success(), "redis-cli {args:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every key in `server`, sorted.
-fn all_keys(server: &RedisServer) -> Vec<String> {
-    let mut keys: Vec<String> = redis_cli(server, &["KEYS", "*"])
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// Records a session in the registry as a manager of `owner` would have, with one key of
 /// data.
 fn fake_session(server: &RedisServer, session: &str, owner: &str, finished: bool) {
@@ -49,15 +21,9 @@ fn fake_session(server: &RedisServer, session: &str, owner: &str, finished: bool
         "created": now_secs(),
         "finished": if finished { Some(now_secs()) } else { None },
     });
-    redis_cli(
-        server,
-        &["HSET", "pstar:sessions", session, &entry.to_string()],
-    );
-    redis_cli(
-        server,
-        &["HSET", &format!("pstar:{session}:units"), "0", "{}"],
-    );
-    redis_cli(server, &["SET", &format!("pstar:{session}:next-unit"), "1"]);
+    server.cli(&["HSET", "pstar:sessions", session, &entry.to_string()]);
+    server.cli(&["HSET", &format!("pstar:{session}:units"), "0", "{}"]);
+    server.cli(&["SET", &format!("pstar:{session}:next-unit"), "1"]);
 }
 
 #[test]
@@ -104,7 +70,7 @@ fn hostile_session_names_are_refused_and_nothing_is_written() {
             );
         }
     }
-    assert_eq!(all_keys(&server), Vec::<String>::new());
+    assert_eq!(server.keys(), Vec::<String>::new());
     assert!(!scratch.sandbox().exists());
 }
 
@@ -119,7 +85,7 @@ fn resuming_a_session_that_does_not_exist_writes_nothing() {
     );
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains("no session `pstar.nosuch`"), "{out}");
-    assert_eq!(all_keys(&server), Vec::<String>::new());
+    assert_eq!(server.keys(), Vec::<String>::new());
 }
 
 #[test]
@@ -130,8 +96,8 @@ fn session_rm_removes_only_the_session_and_respects_other_users() {
     fake_session(&server, "mine.2", "alice", true);
     fake_session(&server, "live", "alice", false);
     fake_session(&server, "theirs", "bob", true);
-    redis_cli(&server, &["SET", "pstar:unrelated", "1"]);
-    redis_cli(&server, &["SET", "pstar:mine", "1"]);
+    server.cli(&["SET", "pstar:unrelated", "1"]);
+    server.cli(&["SET", "pstar:mine", "1"]);
     let as_alice = |args: &[&str]| {
         let mut cmd = pstar();
         cmd.current_dir(scratch.path())
@@ -141,7 +107,7 @@ fn session_rm_removes_only_the_session_and_respects_other_users() {
             .args(args);
         Running::start(cmd).wait(RUN_DEADLINE)
     };
-    let before = all_keys(&server);
+    let before = server.keys();
 
     let theirs = as_alice(&["session", "rm", "theirs"]);
     assert_eq!(theirs.code(), Some(1), "{theirs}");
@@ -153,23 +119,23 @@ fn session_rm_removes_only_the_session_and_respects_other_users() {
     // Refused as a whole: nothing of the list is removed.
     let both = as_alice(&["session", "rm", "mine", "theirs"]);
     assert_eq!(both.code(), Some(1), "{both}");
-    assert_eq!(all_keys(&server), before);
+    assert_eq!(server.keys(), before);
 
     let mine = as_alice(&["session", "rm", "mine"]);
     assert_eq!(mine.code(), Some(0), "{mine}");
-    let left = all_keys(&server);
+    let left = server.keys();
     let gone: Vec<&String> = before.iter().filter(|k| !left.contains(k)).collect();
     assert_eq!(
         gone,
         ["pstar:mine:next-unit", "pstar:mine:units"],
         "{left:?}"
     );
-    let registry = redis_cli(&server, &["HKEYS", "pstar:sessions"]);
+    let registry = server.cli(&["HKEYS", "pstar:sessions"]);
     assert!(!registry.lines().any(|l| l == "mine"), "{registry}");
 
     let forced = as_alice(&["session", "rm", "--force", "theirs", "live"]);
     assert_eq!(forced.code(), Some(0), "{forced}");
-    let left = all_keys(&server);
+    let left = server.keys();
     for kept in [
         "pstar:unrelated",
         "pstar:mine",
@@ -200,17 +166,14 @@ fn session_list_shows_no_terminal_control_characters() {
         "host": "h\u{1b}[1A\u{8}",
         "created": now_secs(),
     });
-    redis_cli(
-        &server,
-        &[
-            "HSET",
-            "pstar:sessions",
-            "evil\u{1b}[31m\r\n",
-            &entry.to_string(),
-        ],
-    );
+    server.cli(&[
+        "HSET",
+        "pstar:sessions",
+        "evil\u{1b}[31m\r\n",
+        &entry.to_string(),
+    ]);
     // An entry that is not one does not hide the others.
-    redis_cli(&server, &["HSET", "pstar:sessions", "junk", "not json"]);
+    server.cli(&["HSET", "pstar:sessions", "junk", "not json"]);
     let out = pstar_over(&server, &scratch, &["session", "list", "--all"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(
@@ -241,7 +204,7 @@ fn cancel_of_what_does_not_exist_fails_and_writes_nothing() {
     let server = RedisServer::start();
     let scratch = Scratch::new();
     let session = finished_session(&server, &scratch);
-    let before = all_keys(&server);
+    let before = server.keys();
     let cases: [(&[&str], &str); 5] = [
         (
             &["cancel", "--session", "pstar.nosuch", "--all"],
@@ -277,8 +240,8 @@ fn cancel_of_what_does_not_exist_fails_and_writes_nothing() {
         finished_unit.stderr.contains("has finished"),
         "{finished_unit}"
     );
-    assert_eq!(all_keys(&server), before);
-    let ttl = redis_cli(&server, &["TTL", &format!("pstar:{session}:events")]);
+    assert_eq!(server.keys(), before);
+    let ttl = server.cli(&["TTL", &format!("pstar:{session}:events")]);
     assert!(
         ttl.trim().parse::<i64>().is_ok_and(|t| t > 0),
         "events key lost its expiry: {ttl}"

@@ -6,6 +6,8 @@ use super::*;
 
 use pstar_testbed::RedisServer;
 
+use super::redis_runs::run_over_with;
+
 /// A workload of `count` units that each sleep for `token` seconds (a duration no other
 /// process sleeps for, so that the test can find them).
 fn sleepers(scratch: &Scratch, cores: u32, count: u32, token: &str, walltime: &str) -> PathBuf {
@@ -80,21 +82,22 @@ fn a_report_path_that_is_an_input_or_a_directory_is_refused() {
     let text = "[[pilot]]\nresource = \"local://\"\n\n[[unit]]\nexecutable = \"/bin/true\"\n";
     let workload = scratch.write("w.toml", text);
     let sandbox = scratch.sandbox();
+    let run_reporting_to = |report: &Path| {
+        let args = [
+            "run",
+            s(&workload),
+            "--sandbox",
+            s(&sandbox),
+            "--report",
+            s(report),
+        ];
+        run_in(scratch.path(), &args)
+    };
     // The workload file itself, also through another name for it.
     let link = scratch.path().join("link.toml");
     std::os::unix::fs::symlink(&workload, &link).expect("symlink");
     for report in [&workload, &link] {
-        let out = run_in(
-            scratch.path(),
-            &[
-                "run",
-                s(&workload),
-                "--sandbox",
-                s(&sandbox),
-                "--report",
-                s(report),
-            ],
-        );
+        let out = run_reporting_to(report);
         assert_eq!(out.code(), Some(2), "{out}");
         assert!(out.stderr.contains("an input of this run"), "{out}");
         assert_eq!(
@@ -103,17 +106,7 @@ fn a_report_path_that_is_an_input_or_a_directory_is_refused() {
             "the workload file was overwritten"
         );
     }
-    let out = run_in(
-        scratch.path(),
-        &[
-            "run",
-            s(&workload),
-            "--sandbox",
-            s(&sandbox),
-            "--report",
-            s(scratch.path()),
-        ],
-    );
+    let out = run_reporting_to(scratch.path());
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("is a directory"), "{out}");
     assert!(
@@ -144,26 +137,6 @@ fn a_unit_cut_short_by_the_walltime_says_so_when_no_pilot_is_left() {
     );
 }
 
-/// `pstar run` of `workload` over `server`, with extra environment.
-fn run_over_with(
-    server: &RedisServer,
-    scratch: &Scratch,
-    workload: &Path,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> Running {
-    let (sandbox, report) = (scratch.sandbox(), scratch.report());
-    let mut cmd = pstar();
-    cmd.current_dir(scratch.path())
-        .env("PSTAR_REDIS_PASSWORD", server.password())
-        .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
-        .envs(env.iter().copied())
-        .args(["run", s(workload), "--coordination", &server.url()])
-        .args(["--sandbox", s(&sandbox), "--report", s(&report), "-q"])
-        .args(extra);
-    Running::start(cmd)
-}
-
 fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -172,65 +145,54 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
-#[test]
-fn ctrl_c_ends_a_run_whose_store_is_unreachable() {
+/// Four sleepers over a Redis that is stopped once two of them run, with `retry` as the
+/// store's retry window.
+fn sleepers_cut_off(token: &str, retry: &str) -> (RedisServer, Scratch, Running) {
     let mut server = RedisServer::start();
     let scratch = Scratch::new();
-    let token = token(2);
-    let _cleanup = KillLeftovers(&token);
-    let workload = sleepers(&scratch, 2, 4, &token, "10m");
-    let running = run_over_with(
-        &server,
-        &scratch,
-        &workload,
-        &[("PSTAR_REDIS_RETRY", "3s")],
-        &[],
-    );
+    let workload = sleepers(&scratch, 2, 4, token, "10m");
+    let env = [("PSTAR_REDIS_RETRY", retry)];
+    let running = run_over_with(&server, &scratch, &workload, &env, &[]);
     wait_until(Duration::from_secs(60), "two running sleeps", || {
-        processes_with_arg(&token).len() >= 2
+        processes_with_arg(token).len() >= 2
     });
     server.stop();
-    signal(running.pid(), "-INT");
-    // The cancel cannot reach the agents; once the store is given up on, the pilots are
-    // killed through their resource, and their units with them.
-    let out = running.wait(Duration::from_secs(60));
+    (server, scratch, running)
+}
+
+/// The run ended with 130, its sleepers are gone and its report lists its four units.
+fn assert_interrupted_and_cleaned_up(out: &Output, token: &str, scratch: &Scratch) {
     assert_eq!(out.code(), Some(130), "{out}");
     wait_until(Duration::from_secs(10), "the sleeps to be gone", || {
-        processes_with_arg(&token).is_empty()
+        processes_with_arg(token).is_empty()
     });
     let report = scratch.read_report();
     assert_eq!(units(&report).len(), 4, "{report}");
 }
 
 #[test]
+fn ctrl_c_ends_a_run_whose_store_is_unreachable() {
+    let token = token(2);
+    let _cleanup = KillLeftovers(&token);
+    let (_server, scratch, running) = sleepers_cut_off(&token, "3s");
+    signal(running.pid(), "-INT");
+    // The cancel cannot reach the agents; once the store is given up on, the pilots are
+    // killed through their resource, and their units with them.
+    let out = running.wait(Duration::from_secs(60));
+    assert_interrupted_and_cleaned_up(&out, &token, &scratch);
+}
+
+#[test]
 fn a_second_ctrl_c_kills_the_units_at_once() {
-    let mut server = RedisServer::start();
-    let scratch = Scratch::new();
     let token = token(3);
     let _cleanup = KillLeftovers(&token);
-    let workload = sleepers(&scratch, 2, 4, &token, "10m");
     // The store's retry window is long: only the second Ctrl-C can end the run soon.
-    let running = run_over_with(
-        &server,
-        &scratch,
-        &workload,
-        &[("PSTAR_REDIS_RETRY", "10m")],
-        &[],
-    );
-    wait_until(Duration::from_secs(60), "two running sleeps", || {
-        processes_with_arg(&token).len() >= 2
-    });
-    server.stop();
+    let (_server, scratch, running) = sleepers_cut_off(&token, "10m");
     signal(running.pid(), "-INT");
     running.wait_for_stderr(Duration::from_secs(10), "again to kill them");
     signal(running.pid(), "-INT");
     let out = running.wait(Duration::from_secs(30));
-    assert_eq!(out.code(), Some(130), "{out}");
-    wait_until(Duration::from_secs(10), "the sleeps to be gone", || {
-        processes_with_arg(&token).is_empty()
-    });
-    let report = scratch.read_report();
-    assert_eq!(units(&report).len(), 4, "{report}");
+    assert_interrupted_and_cleaned_up(&out, &token, &scratch);
 }
 
 #[test]
@@ -240,23 +202,12 @@ fn a_store_that_lost_the_session_ends_the_run_with_a_clear_error() {
     let token = token(4);
     let _cleanup = KillLeftovers(&token);
     let workload = sleepers(&scratch, 2, 4, &token, "10m");
-    let running = run_over_with(
-        &server,
-        &scratch,
-        &workload,
-        &[],
-        &["--heartbeat-timeout", "4s"],
-    );
+    let timeout = ["--heartbeat-timeout", "4s"];
+    let running = run_over_with(&server, &scratch, &workload, &[], &timeout);
     wait_until(Duration::from_secs(60), "two running sleeps", || {
         processes_with_arg(&token).len() >= 2
     });
-    let flushed = Command::new("redis-cli")
-        .args(["--no-auth-warning", "-h", "127.0.0.1", "-p"])
-        .arg(server.port().to_string())
-        .args(["-a", server.password(), "FLUSHALL"])
-        .output()
-        .expect("redis-cli");
-    assert!(flushed.status.success(), "FLUSHALL: {flushed:?}");
+    server.cli(&["FLUSHALL"]);
     let out = running.wait(Duration::from_secs(60));
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains("no longer holds session"), "{out}");
