@@ -126,7 +126,10 @@ impl Launch<'_> {
         for name in SECRET_VARIABLES.iter() {
             cmd.env_remove(name);
         }
-        cmd.current_dir(cwd)
+        cmd.current_dir(&cwd)
+            // What a program that reads `$PWD` instead of asking the kernel finds: where it
+            // runs, not where `pstar` was started.
+            .env("PWD", &cwd)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -317,7 +317,7 @@ where
     };
     let out = runtime.block_on(async {
         let store = match open {
-            Open::Session(session) => pstar_cli::store::open_existing(&url, session).await,
+            Open::Session(session) => pstar_cli::store::open_to_look(&url, session).await,
             Open::Registry => pstar_cli::store::open_registry(&url).await,
         }
         .map_err(|e| e.to_string())?;

@@ -349,16 +349,23 @@ pub fn check_path(path: &Path, inputs: &[&Path]) -> Result<(), String> {
     let probe = tempfile::Builder::new()
         .prefix(".pstar-report-check")
         .tempfile_in(parent(path));
+    let dir = parent(path);
+    if !dir.is_dir() {
+        return Err(format!(
+            "cannot write the report {shown}: the directory {} does not exist",
+            dir.display()
+        ));
+    }
     match probe {
         Ok(_) => Ok(()),
         Err(e) => {
-            let why = e.raw_os_error().map_or_else(
-                || e.to_string(),
-                |n| io::Error::from_raw_os_error(n).to_string(),
-            );
+            // Without the probe's own name, which means nothing to the user.
+            let why = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .map_or_else(|| e.kind().to_string(), io::Error::to_string);
             Err(format!(
                 "cannot write the report {shown}: cannot make a file in {}: {why}",
-                parent(path).display()
+                dir.display()
             ))
         }
     }

@@ -136,12 +136,34 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     let report = open_report(options)?;
     let session = builder.build().await?;
     let total = workload.unit_count();
+    // Where the sandboxes go: under the sandbox root, or a pilot's own working directory
+    // (on its host, for pilots elsewhere).
+    let mut places: Vec<String> = Vec::new();
+    for p in &workload.pilots {
+        let place = match p.resource.host() {
+            Some(host) if p.resource.scheme().over_ssh() => {
+                // Relative to the home directory there, unless absolute.
+                let dir = p
+                    .working_directory
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("pstar.sandbox"));
+                format!("{host}:{}", dir.join(session.id()).display())
+            }
+            _ => pstar_adaptors::local_root(p, session.sandbox_root())
+                .join(session.id())
+                .display()
+                .to_string(),
+        };
+        if !places.contains(&place) {
+            places.push(place);
+        }
+    }
     eprintln!(
         "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
         plural(workload.pilots.len(), "pilot"),
         plural(total, "unit"),
-        session.sandbox_root().join(session.id()).display(),
+        places.join(", "),
     );
 
     let pcs = PilotComputeService::new(&session);
@@ -246,6 +268,12 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "session {0} has a live manager (it recorded itself alive moments ago): \
+         `--resume` is for a session whose manager has died; see it with \
+         `pstar status --session {0}`, stop it with `pstar cancel --session {0} --all`"
+    )]
+    LiveManager(String),
 }
 
 impl From<pstar_coordination::CoordinationError> for RunError {
@@ -266,11 +294,16 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         .into());
     };
     let report = open_report(options)?;
-    let builder = options.configure(
-        Session::builder()
-            .id(id)
-            .coordination(crate::store::connect_existing(url, id).await?),
-    );
+    let store = crate::store::open_existing(url, id).await?;
+    // One manager per session: a live one's record lasts a few seconds after it dies.
+    let deadline = tokio::time::Instant::now() + pstar::MANAGER_ALIVE_FOR + Duration::from_secs(1);
+    while store.has_live_manager().await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RunError::LiveManager(id.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let builder = options.configure(Session::builder().id(id).coordination(store));
     let resumed = pstar::resume(builder, options.policy()).await?;
     let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);
     let counts = cus.counts();

@@ -24,19 +24,36 @@ pub fn retry_for() -> Duration {
 /// comes from the URL or the environment (`PSTAR_REDIS_PASSWORD`,
 /// `PSTAR_REDIS_PASSWORD_FILE`).
 pub async fn open_existing(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
-    RedisStore::connect(url, session, options(false)?).await
+    RedisStore::connect(url, session, options(false, retry_for())?).await
 }
 
-/// Connects to the Redis at `url` to list or remove sessions.
+/// How long a command that only looks at a session (or steers it from outside) keeps
+/// retrying an unreachable Redis: a few seconds, not a restart's worth; a wrong URL is
+/// said at once rather than after a minute.
+const LOOK_RETRY: Duration = Duration::from_secs(5);
+
+/// How long a new run tries to reach a Redis it has never reached (then the calls of the
+/// run retry for [`retry_for`]).
+const FIRST_CONNECT: Duration = Duration::from_secs(10);
+
+/// [`open_existing`] for a command that looks at the session or steers it from another
+/// terminal (`status`, `units`, `cancel`, `pilot logs`): it gives up on an unreachable
+/// Redis after a few seconds.
+pub async fn open_to_look(url: &str, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    RedisStore::connect(url, session, options(false, retry_for().min(LOOK_RETRY))?).await
+}
+
+/// Connects to the Redis at `url` to list or remove sessions (giving up on an unreachable
+/// one after a few seconds).
 pub async fn open_registry(url: &str) -> Result<Arc<RedisStore>, CoordinationError> {
-    RedisStore::connect_registry(url, options(false)?).await
+    RedisStore::connect_registry(url, options(false, retry_for().min(LOOK_RETRY))?).await
 }
 
-fn options(register: bool) -> Result<RedisOptions, CoordinationError> {
+fn options(register: bool, retry_for: Duration) -> Result<RedisOptions, CoordinationError> {
     Ok(RedisOptions {
         password: password_from_environment()?,
         ca_file: std::env::var_os(pstar_coordination::redis::CA_FILE_ENV).map(Into::into),
-        retry_for: retry_for(),
+        retry_for,
         register,
         ..Default::default()
     })
@@ -45,7 +62,11 @@ fn options(register: bool) -> Result<RedisOptions, CoordinationError> {
 /// The store at `url` for a new `session`, recorded in the registry (refused if the
 /// registry holds the id already), as the trait the Pilot-API takes.
 pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, CoordinationError> {
-    Ok(RedisStore::connect(url, session, options(true)?).await?)
+    let options = RedisOptions {
+        connect_for: Some(retry_for().min(FIRST_CONNECT)),
+        ..options(true, retry_for())?
+    };
+    Ok(RedisStore::connect(url, session, options).await?)
 }
 
 /// An existing `session` at `url` (to resume it), as the trait the Pilot-API takes.

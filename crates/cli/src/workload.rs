@@ -158,8 +158,12 @@ impl Ensemble {
 /// A unit description whose text fields may hold `{i}`.
 #[derive(Debug, Clone, PartialEq)]
 struct UnitTemplate {
-    /// The fields that are not templates (the others are left empty here).
+    /// The fields that are not templates (the others are left empty here; the executable
+    /// is there as written, for the checks).
     fixed: ComputeUnitDescription,
+    /// A path with a `/` that is not absolute is joined to `base` once expanded (unless
+    /// it is a shell command line); a bare name is looked up in `PATH`.
+    executable: Template,
     name: Option<Template>,
     arguments: Vec<Template>,
     environment: Vec<(String, Template)>,
@@ -176,7 +180,12 @@ impl UnitTemplate {
     fn member(&self, i: u32) -> ComputeUnitDescription {
         let index = i.to_string();
         let expand = |t: &Template| t.expand(&index);
+        let mut executable = expand(&self.executable);
+        if !self.fixed.shell && executable.contains('/') && !executable.starts_with('/') {
+            executable = self.base.join(&executable).display().to_string();
+        }
         ComputeUnitDescription {
+            executable,
             name: self.name.as_ref().map(expand),
             arguments: self.arguments.iter().map(expand).collect(),
             environment: self
@@ -1209,6 +1218,7 @@ impl RawUnit {
                 .collect()
         };
         let template = UnitTemplate {
+            executable: Template::parse(&fixed.executable),
             fixed,
             name: one(self.name),
             arguments: all(self.arguments),

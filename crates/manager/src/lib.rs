@@ -38,7 +38,9 @@ mod unit_service;
 pub use error::{Error, Result};
 pub use pilot::{PilotCompute, PilotComputeService};
 pub use resume::{Resumed, resume};
-pub use session::{DEFAULT_HEARTBEAT_TIMEOUT, Session, SessionBuilder, new_session_id};
+pub use session::{
+    DEFAULT_HEARTBEAT_TIMEOUT, MANAGER_ALIVE_FOR, Session, SessionBuilder, new_session_id,
+};
 pub use unit::{Callback, ComputeUnit};
 pub use unit_service::{ComputeUnitService, UnitCounts, UnitPolicy};
 

@@ -176,7 +176,8 @@ impl SessionBuilder {
             poll_interval: self.poll_interval.unwrap_or(defaults.poll_interval),
             agent_binary: self.agent_binary.clone(),
         });
-        let mut subscription = if self.replay {
+        let replay = self.replay;
+        let mut subscription = if replay {
             coordination.subscribe_from_start().await?
         } else {
             coordination.subscribe().await?
@@ -214,6 +215,7 @@ impl SessionBuilder {
                 }
             });
             tokio::spawn(monitor_heartbeats(weak.clone(), heartbeat_timeout));
+            tokio::spawn(keep_manager_alive(weak.clone(), !replay));
             SessionInner {
                 id,
                 coordination,
@@ -378,31 +380,13 @@ impl Session {
 /// been silent for `timeout` (killed, its host gone, its network cut). Silence is measured
 /// on this machine's clock, from when a heartbeat last *changed*, so clocks of other hosts
 /// do not matter; while the store itself cannot be read, nobody is declared lost.
-/// Each round also records the manager itself alive in the store
-/// ([`Coordination::manager_alive`]), for `pstar cancel` to tell whether anyone listens.
 async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
     let every = (timeout / 4).max(Duration::from_millis(25));
     let mut beats: HashMap<PilotId, (Timestamp, Instant)> = HashMap::new();
     let mut alive_since: HashMap<PilotId, Instant> = HashMap::new();
     let mut last_read = Instant::now();
     let mut failing: HashSet<PilotId> = HashSet::new();
-    // How long the manager's own sign of life lasts: a few rounds of this loop.
-    let alive_for = (every * 4).max(Duration::from_secs(1));
     loop {
-        let Some(inner) = session.upgrade() else {
-            return;
-        };
-        // Only a session with pilots is one (a resume that finds nothing writes nothing).
-        let has_pilots = inner.pilots.lock().is_ok_and(|p| !p.is_empty());
-        let store = inner.coordination.clone();
-        drop(inner);
-        if has_pilots {
-            let beat = tokio::time::timeout(every, store.manager_alive(alive_for)).await;
-            if let Ok(Err(e)) = beat {
-                tracing::warn!(error = %e, "cannot record the manager alive");
-            }
-        }
-        drop(store);
         tokio::time::sleep(every).await;
         let Some(inner) = session.upgrade() else {
             return;
@@ -482,6 +466,41 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
                 tokio::spawn(async move { pilot.fail(reason).await });
             }
         }
+    }
+}
+
+/// How often the manager records itself alive.
+const MANAGER_ALIVE_EVERY: Duration = Duration::from_secs(1);
+/// How long each record of a live manager lasts: a manager that dies is seen gone this
+/// long after its last record at most.
+pub const MANAGER_ALIVE_FOR: Duration = Duration::from_secs(3);
+
+/// Records the manager alive in the store ([`Coordination::manager_alive`]) every second,
+/// for `pstar cancel` to tell whether anyone listens and `pstar run --resume` to refuse a
+/// session whose manager still runs. A new session records it from its first moment; a
+/// resumed one once it has a pilot (a resume that finds nothing writes nothing), looking
+/// every 50 ms until then.
+async fn keep_manager_alive(session: Weak<SessionInner>, new: bool) {
+    loop {
+        let Some(inner) = session.upgrade() else {
+            return;
+        };
+        let has_pilots = new || inner.pilots.lock().is_ok_and(|p| !p.is_empty());
+        let store = inner.coordination.clone();
+        drop(inner);
+        let pause = if has_pilots {
+            let beat =
+                tokio::time::timeout(MANAGER_ALIVE_EVERY, store.manager_alive(MANAGER_ALIVE_FOR))
+                    .await;
+            if let Ok(Err(e)) = beat {
+                tracing::warn!(error = %e, "cannot record the manager alive");
+            }
+            MANAGER_ALIVE_EVERY
+        } else {
+            Duration::from_millis(50)
+        };
+        drop(store);
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -741,8 +741,12 @@ impl Manager {
         });
         // Every other one is canceled when it is back, if its pilot cannot do it first;
         // that covers units on their way back to the pool, in no pilot and not in it yet.
+        // The first reason asked for is the one a unit keeps (a cancel of the whole session
+        // also cancels its pilots, whose units then come back stranded).
         for id in ids.iter().filter(|id| !in_pool.contains(id)) {
-            self.cancel_requested.insert(*id, reason.to_owned());
+            self.cancel_requested
+                .entry(*id)
+                .or_insert_with(|| reason.to_owned());
         }
         // Units out at a pilot: taken back from its queue if still there, else its agent
         // kills them; if the pilot is gone, they are canceled when they come back.
@@ -763,8 +767,11 @@ impl Manager {
             }
         }
         for (pilot, alive, units) in per_pilot {
-            self.cancel_requested
-                .extend(units.iter().map(|u| (*u, reason.to_owned())));
+            for u in &units {
+                self.cancel_requested
+                    .entry(*u)
+                    .or_insert_with(|| reason.to_owned());
+            }
             if !alive {
                 continue;
             }

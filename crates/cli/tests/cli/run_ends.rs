@@ -6,7 +6,7 @@ use super::*;
 
 use pstar_testbed::RedisServer;
 
-use super::redis_runs::run_over_with;
+use super::redis_runs::{pstar_over, run_over_with};
 
 /// A workload of `count` units that each sleep for `token` seconds (a duration no other
 /// process sleeps for, so that the test can find them).
@@ -218,4 +218,90 @@ fn a_store_that_lost_the_session_ends_the_run_with_a_clear_error() {
     let report = scratch.read_report();
     assert_eq!(units(&report).len(), 4, "{report}");
     assert_eq!(report["summary"]["unfinished"], 4, "{report}");
+}
+
+#[test]
+fn a_session_whose_manager_lives_is_not_resumed_and_takes_cancels_at_once() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let token = token(5);
+    let _cleanup = KillLeftovers(&token);
+    let workload = sleepers(&scratch, 2, 4, &token, "10m");
+    let running = run_over_with(&server, &scratch, &workload, &[], &[]);
+    // From the session's first moments, not only after a heartbeat round.
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(30), "a running sleep", || {
+        !processes_with_arg(&token).is_empty()
+    });
+    let cancel = ["cancel", "--session", &session, "unit.000003"];
+    let out = pstar_over(&server, &scratch, &cancel);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("asked the manager"), "{out}");
+    let sandbox = scratch.sandbox();
+    let resume = ["run", "--resume", &session, "--sandbox", s(&sandbox), "-q"];
+    let resumed = pstar_over(&server, &scratch, &resume);
+    assert_eq!(resumed.code(), Some(1), "{resumed}");
+    assert!(resumed.stderr.contains("has a live manager"), "{resumed}");
+    assert!(!resumed.stderr.contains("resumed session"), "{resumed}");
+    signal(running.pid(), "-INT");
+    let out = running.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(130), "{out}");
+}
+
+#[test]
+fn units_see_where_they_run_and_relative_executables_are_the_workload_file_s() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    for i in 0..2 {
+        let tool = scratch.write(
+            &format!("tool-{i}.sh"),
+            &format!("#!/bin/sh\necho tool {i}\n"),
+        );
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let workload = scratch.write(
+        "w.toml",
+        r#"
+[[pilot]]
+resource = "local://"
+
+[[unit]]
+name = "env"
+executable = "/usr/bin/env"
+
+[[unit]]
+name = "tool-{i}"
+executable = "./tool-{i}.sh"
+count = 2
+"#,
+    );
+    // Started from elsewhere: neither `PWD` nor `./` may be taken from there.
+    let elsewhere = scratch.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let args = [
+        "run",
+        s(&workload),
+        "--sandbox",
+        s(&sandbox),
+        "--report",
+        s(&report),
+        "-q",
+    ];
+    let out = run_in(&elsewhere, &args);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    let by_name = units_by_name(&report);
+    let env = unit_stdout(&elsewhere, by_name["env"]);
+    let pwd = env
+        .lines()
+        .find_map(|l| l.strip_prefix("PWD="))
+        .expect("a PWD line");
+    let stdout = report_path(&elsewhere, &by_name["env"]["stdout"]);
+    let unit_sandbox = stdout.parent().expect("the unit's sandbox");
+    assert_eq!(Path::new(pwd), unit_sandbox, "{env}");
+    for i in 0..2 {
+        let out = unit_stdout(&elsewhere, by_name[&format!("tool-{i}")]);
+        assert_eq!(out, format!("tool {i}\n"));
+    }
 }

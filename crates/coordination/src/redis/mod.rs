@@ -44,6 +44,10 @@ pub struct RedisOptions {
     /// does, and is refused ([`CoordinationError::SessionExists`]) if the id is taken;
     /// agents, resumed managers and commands that only look at sessions do not.
     pub register: bool,
+    /// How long the first connection keeps retrying, when not `retry_for` (a new session
+    /// gives up sooner on a Redis it never reached: more likely a wrong address than a
+    /// restart).
+    pub connect_for: Option<Duration>,
 }
 
 impl Default for RedisOptions {
@@ -54,6 +58,7 @@ impl Default for RedisOptions {
             ca_file: None,
             prefix: "pstar".into(),
             register: true,
+            connect_for: None,
         }
     }
 }
@@ -188,7 +193,7 @@ impl RedisStore {
         }
         .map_err(|e| CoordinationError::Backend(format!("Redis at {public_url}: {e}")))?;
 
-        let deadline = Instant::now() + options.retry_for;
+        let deadline = Instant::now() + options.connect_for.unwrap_or(options.retry_for);
         let conn = connect_retrying(&client, &public_url, deadline, None).await?;
         let store = Arc::new(Self {
             session: session.to_owned(),
@@ -391,6 +396,8 @@ async fn connect_retrying(
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(2));
     let mut delay = Duration::from_millis(50);
+    // Said once per connection attempt; each further try only at debug level.
+    let mut warned = false;
     loop {
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(c) => return Ok(c),
@@ -401,7 +408,14 @@ async fn connect_retrying(
                     )));
                 }
                 Failure::Transient if Instant::now() + delay < deadline => {
-                    tracing::warn!(%url, error = %e, "Redis unreachable; retrying");
+                    if std::mem::replace(&mut warned, true) {
+                        tracing::debug!(%url, error = %e, "Redis unreachable; retrying");
+                    } else {
+                        let left = humantime::format_duration(Duration::from_secs(
+                            deadline.saturating_duration_since(Instant::now()).as_secs(),
+                        ));
+                        tracing::warn!(%url, error = %e, "Redis unreachable; retrying for up to {left}");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -431,6 +445,8 @@ where
 {
     let deadline = Instant::now() + retry_for;
     let mut delay = Duration::from_millis(50);
+    // Said once per call; each further try only at debug level.
+    let mut warned = false;
     loop {
         match op(conn.clone()).await {
             Ok(v) => return Ok(v),
@@ -441,7 +457,11 @@ where
                     )));
                 }
                 Failure::Transient if Instant::now() + delay < deadline => {
-                    tracing::warn!(%url, error = %e, "cannot {what}; retrying");
+                    if std::mem::replace(&mut warned, true) {
+                        tracing::debug!(%url, error = %e, "cannot {what}; retrying");
+                    } else {
+                        tracing::warn!(%url, error = %e, "cannot {what}; retrying");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
