@@ -549,22 +549,29 @@ fn main() -> ExitCode {
             }
             // A report that cannot be written, or would overwrite an input, is found out
             // before anything runs (and nothing is created or truncated).
-            if let Some(path) = &report {
-                let binary = agent_binary.clone().or_else(|| {
-                    workload
-                        .as_ref()
-                        .and_then(|w| w.session.agent_binary.clone())
-                });
-                let inputs: Vec<&std::path::Path> = workload_path
-                    .iter()
-                    .chain(binary.iter())
-                    .map(|p| p.as_path())
-                    .collect();
-                if let Err(e) = pstar_cli::report::check_path(path, &inputs) {
-                    eprintln!("pstar: {e}");
-                    return ExitCode::from(EXIT_BAD_WORKLOAD);
+            let report = match report {
+                None => None,
+                Some(path) => {
+                    // Every program and file this run reads: none may become the report.
+                    let mut inputs: Vec<std::path::PathBuf> =
+                        workload_path.iter().cloned().collect();
+                    inputs.extend(agent_binary.clone());
+                    inputs.extend(
+                        workload
+                            .as_ref()
+                            .and_then(|w| w.session.agent_binary.clone()),
+                    );
+                    inputs.extend(std::env::var_os("PSTAR_AGENT_BIN").map(Into::into));
+                    inputs.extend(std::env::current_exe().ok());
+                    match pstar_cli::report::check_path(&path, &inputs) {
+                        Ok(resolved) => Some(resolved),
+                        Err(e) => {
+                            eprintln!("pstar: {e}");
+                            return ExitCode::from(EXIT_BAD_WORKLOAD);
+                        }
+                    }
                 }
-            }
+            };
             let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,

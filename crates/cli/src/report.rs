@@ -323,16 +323,34 @@ fn stamps<S: State>(history: &[(S, Timestamp)]) -> BTreeMap<&'static str, Timest
     history.iter().map(|(s, t)| (s.as_str(), *t)).collect()
 }
 
-/// Refuses a report path before anything runs: one that names an input of the run (the
-/// workload file, the agent binary), a directory, or a place where no file can be made.
-/// Nothing is created or truncated.
-pub fn check_path(path: &Path, inputs: &[&Path]) -> Result<(), String> {
+/// Refuses a report path before anything runs, and says where the report will go: a
+/// symbolic link is followed (the report replaces the file it names, never the link), and
+/// refused are a path that names an input of the run (the workload file, this program, the
+/// agent binary), anything but a regular file (a directory, a device such as `/dev/null`, a
+/// pipe), an executable file, and a place where no file can be made. Nothing is created
+/// or truncated.
+pub fn check_path(path: &Path, inputs: &[PathBuf]) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let shown = path.display();
-    if path.is_dir() {
-        return Err(format!("the report {shown} is a directory"));
-    }
-    if let Ok(meta) = std::fs::metadata(path) {
-        use std::os::unix::fs::MetadataExt;
+    // Where the report goes: through a link to what it names (a dangling link to the
+    // place it names).
+    let target = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(_) => match std::fs::read_link(path) {
+            Ok(to) => parent(path).join(to),
+            Err(_) => path.to_path_buf(),
+        },
+    };
+    if let Ok(meta) = std::fs::metadata(&target) {
+        if meta.is_dir() {
+            return Err(format!("the report {shown} is a directory"));
+        }
+        if !meta.is_file() {
+            return Err(format!(
+                "the report {shown} is not a regular file (a device, a pipe or a socket): \
+                 it is written beside its path and renamed over it, which would replace it"
+            ));
+        }
         for input in inputs {
             if let Ok(other) = std::fs::metadata(input)
                 && other.dev() == meta.dev()
@@ -344,20 +362,25 @@ pub fn check_path(path: &Path, inputs: &[&Path]) -> Result<(), String> {
                 ));
             }
         }
+        if meta.permissions().mode() & 0o111 != 0 {
+            return Err(format!(
+                "the report {shown} is an executable file: a report never replaces a program"
+            ));
+        }
     }
-    // Whether a file can be made beside it (where the temporary file goes).
-    let probe = tempfile::Builder::new()
-        .prefix(".pstar-report-check")
-        .tempfile_in(parent(path));
-    let dir = parent(path);
+    let dir = parent(&target);
     if !dir.is_dir() {
         return Err(format!(
             "cannot write the report {shown}: the directory {} does not exist",
             dir.display()
         ));
     }
-    match probe {
-        Ok(_) => Ok(()),
+    // Whether a file can be made beside it (where the temporary file goes).
+    match tempfile::Builder::new()
+        .prefix(".pstar-report-check")
+        .tempfile_in(&dir)
+    {
+        Ok(_) => Ok(target),
         Err(e) => {
             // Without the probe's own name, which means nothing to the user.
             let why = std::error::Error::source(&e)

@@ -109,10 +109,47 @@ fn a_report_path_that_is_an_input_or_a_directory_is_refused() {
     let out = run_reporting_to(scratch.path());
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("is a directory"), "{out}");
+    // A pipe (like a device) would be replaced by the rename: refused, and left a pipe.
+    let fifo = scratch.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let out = run_reporting_to(&fifo);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("not a regular file"), "{out}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+    // A program, be it this very one.
+    let program = scratch.path().join("tool");
+    std::fs::copy(env!("CARGO_BIN_EXE_pstar"), &program).expect("copy pstar");
+    for report in [&program, Path::new(env!("CARGO_BIN_EXE_pstar"))] {
+        let out = run_reporting_to(report);
+        assert_eq!(out.code(), Some(2), "{out}");
+    }
+    let copy = Command::new(&program)
+        .arg("--version")
+        .output()
+        .expect("the copy runs");
+    assert!(copy.status.success(), "the program was overwritten");
     assert!(
         !sandbox.exists(),
         "units ran although the report was refused"
     );
+    // A link to a report is followed: the link stays, the file it names is replaced.
+    let real = scratch.path().join("real.json");
+    std::fs::write(&real, "old").expect("write");
+    let link = scratch.path().join("report-link.json");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let out = run_reporting_to(&link);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&real).expect("report"))
+        .expect("the report is JSON");
+    assert_eq!(report["summary"]["done"], 1, "{report}");
 }
 
 #[test]
