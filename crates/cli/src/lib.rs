@@ -7,6 +7,34 @@
 //! * [`store`]: opening the coordination store a command names;
 //! * [`inspect`]: `pstar status`, `units`, `cancel` and `session`, from another terminal.
 
+/// `eprintln!` that never panics: a closed standard error (`pstar run 2>&1 | head -1`)
+/// must not stop a run half-way, before its units are canceled and its report written.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see [`say!`]).
+#[macro_export]
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics: `pstar status | head -1` ends quietly.
+#[macro_export]
+macro_rules! show {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod agent;
 pub mod inspect;
 pub mod progress;

@@ -12,6 +12,7 @@ use pstar_cli::agent::{self, AgentOptions};
 use pstar_cli::inspect;
 use pstar_cli::run::{self, Outcome, RunOptions};
 use pstar_cli::workload;
+use pstar_cli::{say, show};
 
 /// Exit status when the workload file is refused.
 const EXIT_BAD_WORKLOAD: u8 = 2;
@@ -236,7 +237,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("pstar: cannot start the runtime: {e}");
+            say!("pstar: cannot start the runtime: {e}");
             ExitCode::FAILURE
         })
 }
@@ -258,7 +259,7 @@ fn parse_unit_state(text: &str) -> Result<UnitState, String> {
 fn store_url_ok(store: &StoreArgs) -> bool {
     match &store.coordination {
         Some(url) if !workload::is_store_url(url) => {
-            eprintln!(
+            say!(
                 "pstar: --coordination (or PSTAR_COORDINATION) must be a redis://host:port/db \
                  or rediss:// URL"
             );
@@ -307,7 +308,7 @@ where
     Fut: std::future::Future<Output = Result<String, String>>,
 {
     let Some(url) = store.coordination else {
-        eprintln!("pstar: --coordination (or PSTAR_COORDINATION) is required: the session's Redis");
+        say!("pstar: --coordination (or PSTAR_COORDINATION) is required: the session's Redis");
         return ExitCode::from(EXIT_BAD_WORKLOAD);
     };
     pstar_cli::store::warn_if_password_in_url(&url);
@@ -325,11 +326,11 @@ where
     });
     match out {
         Ok(text) => {
-            print!("{text}");
+            show!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pstar: {e}");
+            say!("pstar: {e}");
             ExitCode::FAILURE
         }
     }
@@ -434,17 +435,17 @@ fn main() -> ExitCode {
                 let url = store.coordination.or(w.session.coordination.clone());
                 match pstar_cli::script::render(&w, url.as_deref(), &sandbox) {
                     Ok(text) => {
-                        print!("{text}");
+                        show!("{text}");
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
-                        eprintln!("pstar: {e}");
+                        say!("pstar: {e}");
                         ExitCode::FAILURE
                     }
                 }
             }
             Err(e) => {
-                eprintln!("{e}");
+                say!("{e}");
                 ExitCode::from(EXIT_BAD_WORKLOAD)
             }
         },
@@ -454,8 +455,8 @@ fn main() -> ExitCode {
             }
             match workload::load(&workload, &supported, store.coordination.is_some()) {
                 Ok(w) => {
-                    println!(
-                        "{}: {}, {}: ok",
+                    show!(
+                        "{}: {}, {}: ok\n",
                         workload.display(),
                         pstar_cli::count(w.pilots.len(), "pilot"),
                         pstar_cli::count(w.unit_count(), "unit"),
@@ -463,7 +464,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    say!("{e}");
                     ExitCode::from(EXIT_BAD_WORKLOAD)
                 }
             }
@@ -480,7 +481,7 @@ fn main() -> ExitCode {
             remote_report_window,
         } => {
             let Some(coordination) = store.coordination else {
-                eprintln!("pstar agent: --coordination (or PSTAR_COORDINATION) is required");
+                say!("pstar agent: --coordination (or PSTAR_COORDINATION) is required");
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
             };
             let runtime = match runtime() {
@@ -506,7 +507,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("pstar agent: {pilot}: {e}");
+                    say!("pstar agent: {pilot}: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -538,13 +539,13 @@ fn main() -> ExitCode {
             let workload = match workload.map(|w| workload::load(&w, &supported, networked)) {
                 Some(Ok(w)) => Some(w),
                 Some(Err(e)) => {
-                    eprintln!("{e}");
+                    say!("{e}");
                     return ExitCode::from(EXIT_BAD_WORKLOAD);
                 }
                 None => None,
             };
             if resume.is_some() && store.coordination.is_none() {
-                eprintln!("pstar: --resume needs the session's --coordination URL");
+                say!("pstar: --resume needs the session's --coordination URL");
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
             }
             // A report that cannot be written, or would overwrite an input, is found out
@@ -566,7 +567,7 @@ fn main() -> ExitCode {
                     match pstar_cli::report::check_path(&path, &inputs) {
                         Ok(resolved) => Some(resolved),
                         Err(e) => {
-                            eprintln!("pstar: {e}");
+                            say!("pstar: {e}");
                             return ExitCode::from(EXIT_BAD_WORKLOAD);
                         }
                     }
@@ -605,11 +606,11 @@ fn main() -> ExitCode {
                 Ok(Outcome::Finished { .. }) => ExitCode::FAILURE,
                 Ok(Outcome::Interrupted(_)) => ExitCode::from(130),
                 Ok(Outcome::StoreLost { reason, .. }) => {
-                    eprintln!("pstar: {reason}");
+                    say!("pstar: {reason}");
                     ExitCode::FAILURE
                 }
                 Err(e) => {
-                    eprintln!("pstar: {e}");
+                    say!("pstar: {e}");
                     ExitCode::FAILURE
                 }
             }

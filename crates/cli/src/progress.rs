@@ -58,7 +58,7 @@ pub async fn show(mut counts: watch::Receiver<UnitCounts>, total: usize, quiet: 
                 break;
             }
             if last.elapsed() >= LINE_EVERY {
-                eprintln!(
+                say!(
                     "[{:>7.1}s] {}/{} finished: {}",
                     start.elapsed().as_secs_f64(),
                     c.finished(),

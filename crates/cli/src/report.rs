@@ -15,11 +15,6 @@ use serde::Serialize;
 
 use pstar::{ComputeUnit, PilotCompute, PilotState, State, Timestamp, UnitId, UnitState};
 
-/// `1 unit`, `2 units` ([`pstar_model::plural`] for counts of things in memory).
-pub fn plural(n: usize, what: &str) -> String {
-    pstar_model::plural(n as u64, what)
-}
-
 /// Figures of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
@@ -155,7 +150,7 @@ impl Tally {
         if let Some(report) = &mut self.report
             && let Err(e) = report.add(unit, &history)
         {
-            eprintln!(
+            say!(
                 "pstar: cannot write the report {}: {e}",
                 report.path.display()
             );
@@ -211,7 +206,7 @@ impl Tally {
         let _ = writeln!(
             out,
             "{}: {} in {:.2} s ({:.1} units/s)",
-            plural(summary.units, "unit"),
+            crate::count(summary.units, "unit"),
             parts.join(", "),
             summary.wall_time_s,
             summary.units_per_s
@@ -220,14 +215,14 @@ impl Tally {
             let _ = writeln!(
                 out,
                 "{} of the workload never submitted (the run ended first)",
-                plural(summary.not_submitted, "unit")
+                crate::count(summary.not_submitted, "unit")
             );
         }
         if let Some(this) = &summary.this_run {
             let _ = writeln!(
                 out,
                 "this run (resumed): {} ended in {:.2} s ({:.1} units/s)",
-                plural(this.units_ended, "unit"),
+                crate::count(this.units_ended, "unit"),
                 this.wall_time_s,
                 this.units_per_s
             );
@@ -248,7 +243,7 @@ impl Tally {
             let _ = writeln!(
                 out,
                 "  ... and {} more (see the report)",
-                plural(self.failed_more, "failed unit")
+                crate::count(self.failed_more, "failed unit")
             );
         }
         for (reason, n) in &self.canceled_why {
@@ -266,11 +261,11 @@ impl Tally {
         let path = report.path.clone();
         match report.finish(summary, pilots) {
             Ok(()) => {
-                eprintln!("report: {}", path.display());
+                say!("report: {}", path.display());
                 true
             }
             Err(e) => {
-                eprintln!("pstar: cannot write the report {}: {e}", path.display());
+                say!("pstar: cannot write the report {}: {e}", path.display());
                 false
             }
         }

@@ -7,8 +7,9 @@ use tokio::sync::mpsc;
 
 use pstar::{ComputeUnit, ComputeUnitService, PilotComputeService, Session, State, UnitPolicy};
 
+use crate::count as plural;
 use crate::progress;
-use crate::report::{ReportFile, Summary, Tally, plural};
+use crate::report::{ReportFile, Summary, Tally};
 use crate::workload::Workload;
 
 /// Options of one run.
@@ -158,7 +159,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
             places.push(place);
         }
     }
-    eprintln!(
+    say!(
         "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
         plural(workload.pilots.len(), "pilot"),
@@ -312,7 +313,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         .iter()
         .filter(|p| !p.state().is_final())
         .count();
-    eprintln!(
+    say!(
         "pstar: resumed session {}: {} ({} finished), {} of {} alive",
         session.id(),
         plural(counts.total(), "unit"),
@@ -321,7 +322,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         plural(pcs.pilots().len(), "pilot"),
     );
     if alive == 0 && counts.finished() < counts.total() {
-        eprintln!(
+        say!(
             "pstar: starting {} like the session's first ones",
             plural(resumed.records.len(), "new pilot")
         );
@@ -414,7 +415,7 @@ impl Run {
                     let (n, error) = done.unwrap_or((0, Some(pstar::Error::ServiceClosed)));
                     submitted = Some(n);
                     if let Some(e) = error {
-                        eprintln!("pstar: cannot submit more units: {e}");
+                        say!("pstar: cannot submit more units: {e}");
                         submit_error = Some(e);
                         self.cus.cancel_because("the run could not submit every unit");
                     }
@@ -431,7 +432,7 @@ impl Run {
                     self.cus.cancel_stranded();
                 }
                 signal = signals.recv() => {
-                    eprintln!(
+                    say!(
                         "pstar: interrupted by {signal}; canceling units (again to kill them at once)"
                     );
                     if let Some(s) = submitter.take() {
@@ -460,12 +461,12 @@ impl Run {
                         },
                         reason = &mut store_lost => break Some(reason),
                         signal = signals.recv() => {
-                            eprintln!("pstar: {signal} again: killing every pilot and its units now");
+                            say!("pstar: {signal} again: killing every pilot and its units now");
                             self.abort_pilots(&mut signals, &format!("killed after a second {signal}")).await;
                             break None;
                         }
                         _ = tokio::time::sleep_until(deadline) => {
-                            eprintln!(
+                            say!(
                                 "pstar: units not canceled after {}: killing every pilot and its units",
                                 humantime::format_duration(CANCEL_GRACE)
                             );
@@ -475,7 +476,7 @@ impl Run {
                     }
                 };
                 if let Some(reason) = lost {
-                    eprintln!("pstar: {reason}");
+                    say!("pstar: {reason}");
                     self.abort_pilots(&mut signals, "killed: the coordination store was lost")
                         .await;
                 }
@@ -488,7 +489,7 @@ impl Run {
                     self.abort_pilots(&mut signals, "killed: the session is gone from the store")
                         .await;
                 } else {
-                    eprintln!(
+                    say!(
                         "pstar: the pilots' agents keep what their units did until the store \
                          is back; pick the session up with `pstar run --resume {}`",
                         self.session.id()
@@ -505,7 +506,7 @@ impl Run {
             tokio::select! {
                 _ = self.pcs.cancel() => {}
                 signal = signals.recv() => {
-                    eprintln!("pstar: {signal} while canceling the pilots: killing them now");
+                    say!("pstar: {signal} while canceling the pilots: killing them now");
                     self.abort_pilots(&mut signals, &format!("killed after {signal}")).await;
                 }
             }
@@ -513,7 +514,7 @@ impl Run {
 
         for p in self.pcs.pilots() {
             if p.state() == pstar::PilotState::Failed {
-                eprintln!(
+                say!(
                     "pstar: {} failed: {}",
                     p.id(),
                     p.detail().unwrap_or_default()
@@ -536,7 +537,7 @@ impl Run {
             .resumed
             .map(|(start, before)| (start.elapsed(), self.tally.len().saturating_sub(before)));
         let summary = self.tally.summary(not_submitted, this_run);
-        eprint!("{}", self.tally.render(&summary));
+        say_part!("{}", self.tally.render(&summary));
         let report_written = self.tally.finish_report(&summary, &self.pcs.pilots());
         if !lost {
             // Bounded: a store that does not answer is not waited for.
@@ -546,15 +547,15 @@ impl Run {
                 done = tokio::time::timeout(FINISH_TIMEOUT, finish) => match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        eprintln!("pstar: cannot mark the session finished in the store: {e}")
+                        say!("pstar: cannot mark the session finished in the store: {e}")
                     }
-                    Err(_) => eprintln!(
+                    Err(_) => say!(
                         "pstar: cannot mark the session finished in the store: no answer in {}",
                         humantime::format_duration(FINISH_TIMEOUT)
                     ),
                 },
                 signal = signals.recv() => {
-                    eprintln!("pstar: {signal}: not marking the session finished in the store");
+                    say!("pstar: {signal}: not marking the session finished in the store");
                 }
             }
         }
@@ -577,7 +578,7 @@ impl Run {
         tokio::select! {
             _ = self.pcs.abort(reason) => {}
             signal = signals.recv() => {
-                eprintln!("pstar: {signal} again: exiting now");
+                say!("pstar: {signal} again: exiting now");
                 std::process::exit(130);
             }
         }

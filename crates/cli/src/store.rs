@@ -82,7 +82,7 @@ pub async fn connect_existing(
 pub fn warn_if_password_in_url(url: &str) {
     let from_environment = std::env::var(COORDINATION_ENV).is_ok_and(|v| v == url);
     if !from_environment && pstar_coordination::redis::redact_url(url) != url {
-        eprintln!(
+        say!(
             "pstar: warning: the Redis password in --coordination is visible to every user \
              through `ps`; give it in PSTAR_REDIS_PASSWORD or PSTAR_REDIS_PASSWORD_FILE instead"
         );

@@ -342,3 +342,37 @@ count = 2
         assert_eq!(out, format!("tool {i}\n"));
     }
 }
+
+#[test]
+fn a_closed_standard_error_does_not_stop_a_run() {
+    let scratch = Scratch::new();
+    let workload = examples_dir().join("quickstart.toml");
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    // `pstar run ... 2>&1 | head -1`: whoever read the output has gone.
+    let mut child = pstar()
+        .current_dir(scratch.path())
+        .args([
+            "run",
+            s(&workload),
+            "--sandbox",
+            s(&sandbox),
+            "--report",
+            s(&report),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pstar");
+    drop(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(start.elapsed() < RUN_DEADLINE, "pstar did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(scratch.read_report()["summary"]["done"], 8);
+}
