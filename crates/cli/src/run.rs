@@ -423,8 +423,11 @@ impl Run {
                 reason = &mut store_lost => break End::Lost(reason),
                 _ = &mut every_pilot_ended, if !pilots_ended => {
                     // Every pilot has ended (walltime, failure) with units left: nothing
-                    // will run them.
+                    // will run them. (Or the agents ended because the session is gone.)
                     pilots_ended = true;
+                    if !session.confirm_session().await {
+                        break End::Lost(session.lost().await);
+                    }
                     if let Some(s) = submitter.take() {
                         s.abort();
                         submitted = Some(self.cus.units_submitted());
@@ -501,7 +504,19 @@ impl Run {
         };
         progress.abort();
         let _ = progress.await;
-        let lost = matches!(end, End::Lost(_)) || self.session.session_gone();
+        let lost = matches!(end, End::Lost(_))
+            || self.session.session_gone()
+            || !self.session.confirm_session().await;
+        if lost && !matches!(end, End::Lost(_)) {
+            say!("pstar: {}", self.session.lost().await);
+        }
+        if self.session.session_gone() {
+            // Again, now that its pilots are gone: what they wrote meanwhile expires too.
+            let abandon = self.session.coordination().abandon();
+            if let Ok(Err(e)) = tokio::time::timeout(FINISH_TIMEOUT, abandon).await {
+                say!("pstar: cannot clear the lost session from the store: {e}");
+            }
+        }
         if !lost {
             tokio::select! {
                 _ = self.pcs.cancel() => {}
@@ -590,28 +605,33 @@ pub(crate) async fn interruption() -> &'static str {
     Signals::new().recv().await
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM (what batch systems and `kill` send), listened to for the
-/// whole run, so that every one of them is heard.
+/// SIGINT (Ctrl-C), SIGTERM (what batch systems and `kill` send) and SIGHUP (the
+/// terminal closed, the SSH connection dropped), listened to for the whole run, so that
+/// every one of them is heard.
 struct Signals {
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
 }
 
 impl Signals {
     fn new() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
-        Self {
-            streams: signal(SignalKind::interrupt())
-                .ok()
-                .zip(signal(SignalKind::terminate()).ok()),
-        }
+        let streams = (|| {
+            Some([
+                signal(SignalKind::interrupt()).ok()?,
+                signal(SignalKind::terminate()).ok()?,
+                signal(SignalKind::hangup()).ok()?,
+            ])
+        })();
+        Self { streams }
     }
 
     /// The next signal, by name; never, without signal handling.
     async fn recv(&mut self) -> &'static str {
         match &mut self.streams {
-            Some((int, term)) => tokio::select! {
+            Some([int, term, hup]) => tokio::select! {
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
             },
             None => std::future::pending().await,
         }

@@ -845,6 +845,12 @@ fn sigterm_cancels_units_kills_their_processes_and_exits_130() {
     interrupted_run("-TERM", 2);
 }
 
+#[test]
+fn sighup_cancels_units_kills_their_processes_and_exits_130() {
+    // The terminal closed, or the SSH connection `pstar run` was started from dropped.
+    interrupted_run("-HUP", 3);
+}
+
 /// Interrupts a run of long units with `signal` (a `kill` option); `tag` keeps the
 /// processes of concurrent tests apart.
 fn interrupted_run(signal: &str, tag: u32) {

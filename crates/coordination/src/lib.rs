@@ -313,4 +313,12 @@ pub trait Coordination: Send + Sync + 'static {
     async fn manager_alive(&self, _ttl: Duration) -> Result<()> {
         Ok(())
     }
+
+    /// The store no longer holds the session (its keys were deleted, or it restarted
+    /// without its data): what this manager wrote into it since then is left to expire
+    /// soon, and nothing marks it alive or finished, so that no trace of a session that
+    /// is gone comes back. The embedded store cannot lose a session.
+    async fn abandon(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -391,6 +391,16 @@ impl PilotCompute {
     /// the pilot job is ended through its adaptor.
     pub async fn cancel(&self) {
         let state = self.state();
+        if state == PilotState::Failed {
+            // Failed here (lost, a black hole) while its job may still be there, hung:
+            // make sure it is gone. Most such jobs have ended already: nothing to say.
+            if let Some(record) = self.record() {
+                let ended =
+                    tokio::time::timeout(JOB_END_TIMEOUT, self.inner.adaptor.cancel(&record)).await;
+                tracing::debug!(pilot = %self.id(), ?ended, "ended the job of a failed pilot");
+            }
+            return;
+        }
         if state.is_final() {
             return;
         }

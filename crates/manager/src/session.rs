@@ -241,9 +241,11 @@ struct Lost {
 }
 
 impl SessionInner {
-    /// Records the first loss of the store; later ones change nothing.
+    /// Records the first loss of the store; later ones change nothing. A session gone
+    /// from its store is abandoned there: what was written into it since expires soon.
     fn lose(&self, lost: Lost) {
-        self.lost.send_if_modified(|l| {
+        let gone = lost.session_gone;
+        let first = self.lost.send_if_modified(|l| {
             if l.is_none() {
                 *l = Some(lost);
                 true
@@ -251,6 +253,14 @@ impl SessionInner {
                 false
             }
         });
+        if first && gone {
+            let store = self.coordination.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.abandon().await {
+                    tracing::warn!(error = %e, "cannot abandon the lost session in the store");
+                }
+            });
+        }
     }
 
     /// Pilots first (so a service that reacts to a pilot event sees the pilot's new
@@ -318,6 +328,33 @@ impl Session {
             .borrow()
             .as_ref()
             .is_some_and(|l| l.session_gone)
+    }
+
+    /// Asks the store whether it still holds this session (one of its pilots' records);
+    /// if it answers that it does not, the store is lost as in [`Session::lost`] and
+    /// [`Session::session_gone`] says so. For a decision that must not act on a session
+    /// that is gone (marking it finished would write its keys back).
+    pub async fn confirm_session(&self) -> bool {
+        let probe = self
+            .inner
+            .pilots
+            .lock()
+            .ok()
+            .and_then(|p| p.keys().min().copied());
+        let Some(probe) = probe else { return true };
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.inner.coordination.pilot(probe),
+        )
+        .await;
+        if let Ok(Err(CoordinationError::UnknownPilot(_))) = read {
+            self.inner.lose(Lost {
+                reason: gone_reason(&self.inner.id, probe),
+                session_gone: true,
+            });
+            return false;
+        }
+        true
     }
 
     /// Where pilot sandboxes go unless a pilot names its own working directory.
@@ -410,12 +447,7 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
         // (restarted without its data, keys deleted): nothing would ever move again.
         if let Err(CoordinationError::UnknownPilot(_)) = coordination.pilot(probe).await {
             if let Some(inner) = session.upgrade() {
-                let reason = format!(
-                    "the coordination store no longer holds session {} ({probe} is gone from \
-                     it: the store was restarted without its data, or the session's keys were \
-                     deleted); it cannot be resumed",
-                    inner.id
-                );
+                let reason = gone_reason(&inner.id, probe);
                 tracing::error!(%reason, "lost the session");
                 inner.lose(Lost {
                     reason,
@@ -469,6 +501,15 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
     }
 }
 
+/// Why a store that answers without `probe`'s record has lost session `id`.
+fn gone_reason(id: &str, probe: PilotId) -> String {
+    format!(
+        "the coordination store no longer holds session {id} ({probe} is gone from it: the \
+         store was restarted without its data, or the session's keys were deleted); it \
+         cannot be resumed"
+    )
+}
+
 /// How often the manager records itself alive.
 const MANAGER_ALIVE_EVERY: Duration = Duration::from_secs(1);
 /// How long each record of a live manager lasts: a manager that dies is seen gone this
@@ -485,6 +526,10 @@ async fn keep_manager_alive(session: Weak<SessionInner>, new: bool) {
         let Some(inner) = session.upgrade() else {
             return;
         };
+        if inner.lost.borrow().is_some() {
+            // Nobody can reach this manager through the store any more.
+            return;
+        }
         let has_pilots = new || inner.pilots.lock().is_ok_and(|p| !p.is_empty());
         let store = inner.coordination.clone();
         drop(inner);

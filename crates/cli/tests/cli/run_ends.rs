@@ -234,13 +234,25 @@ fn a_second_ctrl_c_kills_the_units_at_once() {
 
 #[test]
 fn a_store_that_lost_the_session_ends_the_run_with_a_clear_error() {
+    // The manager finds out first (it probes every second).
+    store_loses_the_session(6, &["--heartbeat-timeout", "4s"]);
+}
+
+#[test]
+fn a_session_lost_under_its_agents_first_is_not_written_back() {
+    // The agents find out first (they look before every heartbeat, every 5 s; the
+    // manager every 7.5 s): their pilots end, and nothing of the session comes back.
+    store_loses_the_session(7, &[]);
+}
+
+/// Four sleepers over a Redis that is flushed once two of them run.
+fn store_loses_the_session(tag: u32, extra: &[&str]) {
     let server = RedisServer::start();
     let scratch = Scratch::new();
-    let token = token(4);
+    let token = token(tag);
     let _cleanup = KillLeftovers(&token);
     let workload = sleepers(&scratch, 2, 4, &token, "10m");
-    let timeout = ["--heartbeat-timeout", "4s"];
-    let running = run_over_with(&server, &scratch, &workload, &[], &timeout);
+    let running = run_over_with(&server, &scratch, &workload, &[], extra);
     wait_until(Duration::from_secs(60), "two running sleeps", || {
         processes_with_arg(&token).len() >= 2
     });
@@ -254,7 +266,14 @@ fn a_store_that_lost_the_session_ends_the_run_with_a_clear_error() {
     });
     let report = scratch.read_report();
     assert_eq!(units(&report).len(), 4, "{report}");
-    assert_eq!(report["summary"]["unfinished"], 4, "{report}");
+    assert_eq!(report["summary"]["canceled"], 0, "{report}");
+    // Not marked finished, nor listed: what was written into it meanwhile expires soon.
+    let listed = server.cli(&["HKEYS", "pstar:sessions"]);
+    assert_eq!(listed.trim(), "", "{out}");
+    for key in server.keys() {
+        let ttl: i64 = server.cli(&["TTL", &key]).trim().parse().expect("a TTL");
+        assert!((1..=60).contains(&ttl), "{key} has TTL {ttl}");
+    }
 }
 
 #[test]

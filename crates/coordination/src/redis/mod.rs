@@ -844,7 +844,8 @@ impl Coordination for RedisStore {
 
     async fn finish(&self, keep: Duration) -> Result<()> {
         let keys = self.keys.session_keys(&self.all_pilots().await?);
-        let secs = keep.as_secs().max(1) as i64;
+        // At most a century: Redis refuses (or, past its range, wraps) larger expiries.
+        let secs = keep.as_secs().clamp(1, 100 * 365 * 24 * 3600) as i64;
         let mut pipe = redis::pipe();
         for key in &keys {
             pipe.expire(key, secs).ignore();
@@ -896,6 +897,20 @@ impl Coordination for RedisStore {
         self.retrying("send a heartbeat", |mut c| {
             let key = key.clone();
             async move { c.hset::<_, _, _, ()>(key, pilot.get(), value).await }
+        })
+        .await
+    }
+
+    async fn abandon(&self) -> Result<()> {
+        let keys = self.keys.session_keys(&self.all_pilots().await?);
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.expire(key, 60).ignore();
+        }
+        pipe.del(self.keys.manager()).ignore();
+        self.retrying("abandon the session", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
     }
