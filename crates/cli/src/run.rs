@@ -275,6 +275,12 @@ pub enum RunError {
          `pstar status --session {0}`, stop it with `pstar cancel --session {0} --all`"
     )]
     LiveManager(String),
+    #[error("session {session} belongs to {owner}, not to {me}: only its owner can resume it")]
+    NotOwner {
+        session: String,
+        owner: String,
+        me: String,
+    },
 }
 
 impl From<pstar_coordination::CoordinationError> for RunError {
@@ -296,6 +302,16 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
     };
     let report = open_report(options)?;
     let store = crate::store::open_existing(url, id).await?;
+    // Only its owner carries a session on (its units run as whoever resumes it).
+    let owner = store.session_entry().await?.owner;
+    let me = pstar_coordination::redis::current_user();
+    if owner != me {
+        return Err(RunError::NotOwner {
+            session: id.to_owned(),
+            owner,
+            me,
+        });
+    }
     // One manager per session: a live one's record lasts a few seconds after it dies.
     let deadline = tokio::time::Instant::now() + pstar::MANAGER_ALIVE_FOR + Duration::from_secs(1);
     while store.has_live_manager().await? {

@@ -92,9 +92,11 @@ fn resuming_a_session_that_does_not_exist_writes_nothing() {
 fn session_rm_removes_only_the_session_and_respects_other_users() {
     let server = RedisServer::start();
     let scratch = Scratch::new();
-    fake_session(&server, "mine", "alice", true);
-    fake_session(&server, "mine.2", "alice", true);
-    fake_session(&server, "live", "alice", false);
+    // The owner is the account of the uid, whatever `USER` says.
+    let me = pstar_coordination::redis::current_user();
+    fake_session(&server, "mine", &me, true);
+    fake_session(&server, "mine.2", &me, true);
+    fake_session(&server, "live", &me, false);
     fake_session(&server, "theirs", "bob", true);
     server.cli(&["SET", "pstar:unrelated", "1"]);
     server.cli(&["SET", "pstar:mine", "1"]);
@@ -103,7 +105,7 @@ fn session_rm_removes_only_the_session_and_respects_other_users() {
         cmd.current_dir(scratch.path())
             .env("PSTAR_REDIS_PASSWORD", server.password())
             .env("PSTAR_COORDINATION", server.url())
-            .env("USER", "alice")
+            .env("USER", &me)
             .args(args);
         Running::start(cmd).wait(RUN_DEADLINE)
     };
@@ -388,4 +390,23 @@ fn pilot_script_never_shows_the_password_of_the_store_url() {
         !out.stdout.contains("s3cret"),
         "the password shows in the script: {out}"
     );
+}
+
+#[test]
+fn only_its_owner_resumes_a_session_whatever_user_says() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    fake_session(&server, "bobs", "bob", false);
+    let before = server.keys();
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_COORDINATION", server.url())
+        .env("USER", "bob")
+        .env("LOGNAME", "bob")
+        .args(["run", "--resume", "bobs", "-q"]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("belongs to bob"), "{out}");
+    assert_eq!(server.keys(), before, "{out}");
 }

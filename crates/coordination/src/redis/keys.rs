@@ -142,18 +142,14 @@ impl SessionEntry {
     }
 }
 
-/// The user running this process, by name when the environment says, else by uid.
+/// The user running this process: the account its uid names (not `$USER`, which anyone
+/// can set), else `uid N`.
 pub fn current_user() -> String {
     let uid = nix::unistd::getuid();
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
+    nix::unistd::User::from_uid(uid)
         .ok()
-        .or_else(|| {
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
+        .flatten()
+        .map(|u| u.name)
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
