@@ -122,8 +122,6 @@ pub(crate) enum Command {
     RemovePilots(Vec<PilotId>, tokio::sync::oneshot::Sender<()>),
     /// Cancel what is left because no pilot is left to run it.
     CancelStranded,
-    /// From now on, hand every unit that ends to this sender and forget it.
-    HandOver(mpsc::UnboundedSender<ComputeUnit>),
 }
 
 /// Runs compute units on the pilots of the pilot services added to it (the seeds'
@@ -184,6 +182,7 @@ struct CusInner {
     /// the service keeps no list of them: only of those that have not ended, in `live`.
     handing_over: std::sync::atomic::AtomicBool,
     live: LiveUnits,
+    hand_over: HandOver,
     services: Mutex<Vec<PilotComputeService>>,
 }
 
@@ -232,6 +231,7 @@ impl ComputeUnitService {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (counts_tx, counts) = watch::channel(UnitCounts::default());
         let live = LiveUnits::default();
+        let hand_over = HandOver::default();
         let manager = Manager {
             coordination: session.coordination().clone(),
             commands: commands.downgrade(),
@@ -249,7 +249,7 @@ impl ComputeUnitService {
             counts_sent: tokio::time::Instant::now(),
             outbox: Vec::new(),
             bound: HashMap::new(),
-            hand_over: None,
+            hand_over: hand_over.clone(),
             live: live.clone(),
         };
         tokio::spawn(manager.run(command_rx, session.listen()));
@@ -262,6 +262,7 @@ impl ComputeUnitService {
                 units: Mutex::new(Vec::new()),
                 handing_over: std::sync::atomic::AtomicBool::new(false),
                 live,
+                hand_over,
                 services: Mutex::new(Vec::new()),
             }),
         }
@@ -417,7 +418,11 @@ impl ComputeUnitService {
     pub fn hand_over_finished(&self) -> mpsc::UnboundedReceiver<ComputeUnit> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner.handing_over.store(true, Ordering::SeqCst);
-        let _ = self.inner.commands.send(Command::HandOver(tx));
+        // Set here, not through a command: a unit that ends after this call is handed
+        // over even if the manager is in the middle of a round.
+        if let Ok(mut slot) = self.inner.hand_over.lock() {
+            *slot = Some(tx);
+        }
         rx
     }
 
@@ -530,13 +535,17 @@ struct Manager {
     /// Units bound this round, per pilot, to enqueue after their `Scheduled` is published.
     bound: HashMap<PilotId, Vec<UnitId>>,
     /// Where units that end go, once someone asked for them (and then they are forgotten).
-    hand_over: Option<mpsc::UnboundedSender<ComputeUnit>>,
+    hand_over: HandOver,
     /// The units handed over forget, while they have not ended (shared with the handles).
     live: LiveUnits,
 }
 
 /// Units submitted while ended ones are handed over, until they end.
 type LiveUnits = Arc<Mutex<std::collections::BTreeMap<UnitId, Arc<UnitShared>>>>;
+
+/// Where units that end are handed over, once asked for (shared by the service and its
+/// manager task).
+type HandOver = Arc<Mutex<Option<mpsc::UnboundedSender<ComputeUnit>>>>;
 
 fn event(
     unit: UnitId,
@@ -685,7 +694,6 @@ impl Manager {
                 }
                 let _ = done.send(());
             }
-            Command::HandOver(tx) => self.hand_over = Some(tx),
             Command::CancelStranded => {
                 let mut why: HashMap<String, Vec<UnitId>> = HashMap::new();
                 for u in self.units.values() {
@@ -1028,9 +1036,11 @@ impl Manager {
         if e.exit_code.is_some() {
             rec.exit_code = e.exit_code;
         }
-        // A cancel's own reason wins over the agent's plain "canceled".
+        // A cancel's own reason wins over the agent's plain "canceled" (but not over the
+        // reason the manager's own decision already carries).
+        let plain = e.detail.as_deref().is_none_or(|d| d == "canceled");
         let reason = match e.state {
-            UnitState::Canceled => self.cancel_requested.get(&e.unit).cloned(),
+            UnitState::Canceled if plain => self.cancel_requested.get(&e.unit).cloned(),
             _ => None,
         };
         rec.detail = reason.or_else(|| e.detail.clone());
@@ -1096,9 +1106,10 @@ impl Manager {
             }
         }
         shared.changed.notify_waiters();
+        let hand_over = self.hand_over.lock().ok().and_then(|h| h.clone());
         if e.state.is_final()
             && !replaying
-            && let Some(tx) = &self.hand_over
+            && let Some(tx) = hand_over
             && let Some(commands) = self.commands.upgrade()
         {
             // Handed over and forgotten: a late report of it finds nothing to change.

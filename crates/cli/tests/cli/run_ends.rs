@@ -395,3 +395,48 @@ fn a_closed_standard_error_does_not_stop_a_run() {
     assert_eq!(status.code(), Some(0), "{status}");
     assert_eq!(scratch.read_report()["summary"]["done"], 8);
 }
+
+#[test]
+fn a_session_canceled_while_no_manager_ran_is_canceled_for_that_reason_on_resume() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let token = token(8);
+    let _cleanup = KillLeftovers(&token);
+    let workload = sleepers(&scratch, 4, 4, &token, "10m");
+    let mut running = run_over_with(&server, &scratch, &workload, &[], &[]);
+    let session = session_of(&scratch);
+    wait_until(Duration::from_secs(30), "four running sleeps", || {
+        processes_with_arg(&token).len() >= 4
+    });
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    let out = pstar_over(
+        &server,
+        &scratch,
+        &["cancel", "--session", &session, "--all"],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    let sandbox = scratch.sandbox();
+    let report = scratch.report();
+    let resume = [
+        "run",
+        "--resume",
+        &session,
+        "--sandbox",
+        s(&sandbox),
+        "--report",
+        s(&report),
+        "-q",
+    ];
+    let out = pstar_over(&server, &scratch, &resume);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let report = scratch.read_report();
+    for unit in units(&report) {
+        assert_eq!(unit["state"], "canceled", "{unit}");
+        let detail = unit["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("pstar cancel"), "{unit}");
+    }
+    wait_until(Duration::from_secs(10), "the sleeps to be gone", || {
+        processes_with_arg(&token).is_empty()
+    });
+}
