@@ -189,6 +189,12 @@ pub trait ResourceAdaptor: Send + Sync + 'static {
     /// store; this is what makes sure it is gone).
     async fn cancel(&self, pilot: &PilotRecord) -> Result<(), AdaptorError>;
 
+    /// Ends `pilot`'s job at once, giving its agent no time to report (a second Ctrl-C, a
+    /// store that is gone). Where the resource has nothing quicker, the same as `cancel`.
+    async fn kill(&self, pilot: &PilotRecord) -> Result<(), AdaptorError> {
+        self.cancel(pilot).await
+    }
+
     /// What the resource kept of `pilot`'s job: its output and the agent's log.
     async fn logs(&self, pilot: &PilotRecord) -> Result<String, AdaptorError> {
         let mut text = String::new();

@@ -213,6 +213,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         total,
         tally,
         resumed: None,
+        killed: false,
     };
     run.drive(ended, Some(submitter), options).await
 }
@@ -363,6 +364,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         total,
         tally,
         resumed: Some((Instant::now(), before)),
+        killed: false,
     };
     run.drive(ended, None, options).await
 }
@@ -377,6 +379,9 @@ struct Run {
     tally: Tally,
     /// For a resumed session: when this run started, and how many units had ended then.
     resumed: Option<(Instant, usize)>,
+    /// The pilots were killed (a second signal, a lost store): what is left to ask the
+    /// store is asked briefly.
+    killed: bool,
 }
 
 /// What ended the wait for the units.
@@ -520,9 +525,16 @@ impl Run {
         };
         progress.abort();
         let _ = progress.await;
+        // After a kill, the store gets a moment, not a retry window.
+        let store_wait = if self.killed {
+            Duration::from_secs(2)
+        } else {
+            FINISH_TIMEOUT
+        };
+        let confirmed = tokio::time::timeout(store_wait, self.session.confirm_session()).await;
         let lost = matches!(end, End::Lost(_))
             || self.session.session_gone()
-            || !self.session.confirm_session().await;
+            || confirmed.is_ok_and(|held| !held);
         if lost && !matches!(end, End::Lost(_)) {
             say!("pstar: {}", self.session.lost().await);
         }
@@ -575,14 +587,14 @@ impl Run {
             let keep = options.keep.unwrap_or(DEFAULT_KEEP);
             let finish = self.session.coordination().finish(keep);
             tokio::select! {
-                done = tokio::time::timeout(FINISH_TIMEOUT, finish) => match done {
+                done = tokio::time::timeout(store_wait, finish) => match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         say!("pstar: cannot mark the session finished in the store: {e}")
                     }
                     Err(_) => say!(
                         "pstar: cannot mark the session finished in the store: no answer in {}",
-                        humantime::format_duration(FINISH_TIMEOUT)
+                        humantime::format_duration(store_wait)
                     ),
                 },
                 signal = signals.recv() => {
@@ -605,7 +617,8 @@ impl Run {
 
     /// Kills every pilot through its resource (bounded); a further signal ends the process
     /// at once.
-    async fn abort_pilots(&self, signals: &mut Signals, reason: &str) {
+    async fn abort_pilots(&mut self, signals: &mut Signals, reason: &str) {
+        self.killed = true;
         tokio::select! {
             _ = self.pcs.abort(reason) => {}
             signal = signals.recv() => {

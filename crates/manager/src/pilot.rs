@@ -458,7 +458,16 @@ impl PilotCompute {
         if self.state().is_final() {
             return;
         }
-        self.end_job().await;
+        if let Some(record) = self.record() {
+            match tokio::time::timeout(JOB_END_TIMEOUT, self.inner.adaptor.kill(&record)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(pilot = %self.id(), error = %e, "cannot kill the pilot job")
+                }
+                Err(_) => tracing::warn!(pilot = %self.id(), job = ?record.job,
+                    "cannot kill the pilot job: its resource did not answer in time"),
+            }
+        }
         self.record_here(PilotState::Canceled, reason);
     }
 

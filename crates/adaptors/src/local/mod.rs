@@ -320,7 +320,21 @@ impl ResourceAdaptor for Local {
         }
     }
 
+    async fn kill(&self, pilot: &PilotRecord) -> Result<(), AdaptorError> {
+        self.end(pilot, false).await
+    }
+
     async fn cancel(&self, pilot: &PilotRecord) -> Result<(), AdaptorError> {
+        self.end(pilot, true).await
+    }
+}
+
+impl Local {
+    /// Ends a pilot's agent: with `grace`, SIGTERM first (it returns its units and
+    /// reports) and SIGKILL if it does not end in time; without, SIGKILL at once. Either
+    /// way every process of its session and every process marked as one of its units' is
+    /// killed after.
+    async fn end(&self, pilot: &PilotRecord, grace: bool) -> Result<(), AdaptorError> {
         let job = &crate::job_of(pilot)?;
         let pid = {
             let jobs = self
@@ -350,8 +364,11 @@ impl ResourceAdaptor for Local {
             }
         };
         // SIGTERM: the agent returns its units and reports; SIGKILL if it does not end.
-        signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        if grace {
+            signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline =
+            tokio::time::Instant::now() + if grace { STOP_GRACE } else { Duration::ZERO };
         while tokio::time::Instant::now() < deadline {
             if !PathBuf::from(format!("/proc/{pid}")).exists()
                 || std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -228,7 +228,11 @@ fn a_second_ctrl_c_kills_the_units_at_once() {
     signal(running.pid(), "-INT");
     running.wait_for_stderr(Duration::from_secs(10), "again to kill them");
     signal(running.pid(), "-INT");
-    let out = running.wait(Duration::from_secs(30));
+    // At once: no grace for the agents to report to a store that is not there.
+    wait_until(Duration::from_secs(5), "the sleeps to be killed", || {
+        processes_with_arg(&token).is_empty()
+    });
+    let out = running.wait(Duration::from_secs(15));
     assert_interrupted_and_cleaned_up(&out, &token, &scratch);
 }
 
