@@ -82,6 +82,15 @@ impl Launch<'_> {
         })?;
         let stdout = create_output(&d.stdout_path(self.sandbox), d.stdout.is_some())?;
         let stderr = create_output(&d.stderr_path(self.sandbox), d.stderr.is_some())?;
+        // Two names of one file (a link, `..` through a link): one open file for both, so
+        // that neither stream overwrites the other's output.
+        let stderr = match same_file(&stdout, &stderr) {
+            true => stdout.try_clone().map_err(|source| LaunchError::Output {
+                path: d.stderr_path(self.sandbox),
+                source,
+            })?,
+            false => stderr,
+        };
         // A relative working directory is taken inside the unit's sandbox, whichever
         // process or host the agent runs as: never against the agent's own directory,
         // which differs between stores. (Workload files make theirs absolute first.)
@@ -237,6 +246,16 @@ fn interpreter(file: &Path) -> Option<String> {
 }
 
 /// Creates an output file; `custom` names may sit in directories of their own.
+/// Whether two open files are one (a device such as `/dev/null` is not "one file" in
+/// that sense: writing to it twice loses nothing).
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn create_output(path: &Path, custom: bool) -> Result<File, LaunchError> {
     if let Some(parent) = path.parent().filter(|_| custom) {
         std::fs::create_dir_all(parent).map_err(|source| LaunchError::Output {

@@ -418,3 +418,28 @@ async fn threads_grow_with_what_runs_not_with_declared_cores() {
     );
     agent.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_and_stderr_that_are_one_file_keep_both_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("out.txt");
+    let alias = dir.path().join("alias.txt");
+    std::fs::write(&real, "").unwrap();
+    std::os::unix::fs::symlink(&real, &alias).unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let unit = store.reserve_unit_ids(1).await.unwrap();
+    let desc = ComputeUnitDescription {
+        stdout: Some(real.display().to_string()),
+        stderr: Some(alias.display().to_string()),
+        ..ComputeUnitDescription::new("/bin/sh").with_arguments(["-c", "echo OUT; echo ERR >&2"])
+    };
+    store.put_units(&[(unit, Arc::new(desc))]).await.unwrap();
+    store.enqueue(PilotId::new(0), &[unit]).await.unwrap();
+    let agent = tokio::spawn(
+        Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
+    );
+    next_unit_state(&mut events, unit, UnitState::Done).await;
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "OUT\nERR\n");
+    agent.abort();
+}

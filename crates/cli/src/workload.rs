@@ -306,10 +306,22 @@ impl Template {
         if absolute {
             pieces.push(Piece::Text("/".into()));
         }
-        let kept = components
-            .into_iter()
-            .filter(|c| !c.is_empty() && *c != [Piece::Text(".".into())]);
-        for (k, component) in kept.enumerate() {
+        // `.` goes, and `x/..` goes with it (as the kernel would, but for links).
+        let mut kept: Vec<Vec<Piece>> = Vec::new();
+        for c in components {
+            if c.is_empty() || c == [Piece::Text(".".into())] {
+                continue;
+            }
+            let up = c == [Piece::Text("..".into())];
+            match kept.last() {
+                Some(last) if up && *last != [Piece::Text("..".into())] => {
+                    kept.pop();
+                }
+                None if up && absolute => {}
+                _ => kept.push(c),
+            }
+        }
+        for (k, component) in kept.into_iter().enumerate() {
             if k > 0 {
                 pieces.push(Piece::Text("/".into()));
             }
@@ -2027,6 +2039,10 @@ count = 2
             "55",
             "/a//b{i}",
             "/a/b7",
+            "x/../o1",
+            "o{i}/../out/o3",
+            "../o{i}",
+            "/../a/b7",
         ];
         let count = 120;
         for a in texts {
@@ -2056,10 +2072,22 @@ count = 2
     }
 
     fn lexical_text(path: &str) -> PathBuf {
-        Path::new(path)
-            .components()
-            .filter(|c| !matches!(c, std::path::Component::CurDir))
-            .collect()
+        use std::path::Component;
+        let mut kept: Vec<Component> = Vec::new();
+        for c in Path::new(path).components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir => match kept.last() {
+                    Some(Component::Normal(_)) => {
+                        kept.pop();
+                    }
+                    Some(Component::RootDir) => {}
+                    _ => kept.push(c),
+                },
+                _ => kept.push(c),
+            }
+        }
+        kept.iter().collect()
     }
 
     #[test]
