@@ -236,8 +236,16 @@ impl Tally {
         if !parts.is_empty() {
             let _ = writeln!(out, "mean time per unit: {}", parts.join(", "));
         }
+        // Names and reasons come from workload files and processes: shown without
+        // terminal control characters.
+        use pstar_model::printable;
         for (id, name, detail) in &self.failed_shown {
-            let _ = writeln!(out, "  failed {id} {name}: {detail}");
+            let _ = writeln!(
+                out,
+                "  failed {id} {}: {}",
+                printable(name),
+                printable(detail)
+            );
         }
         if self.failed_more > 0 {
             let _ = writeln!(
@@ -247,7 +255,7 @@ impl Tally {
             );
         }
         for (reason, n) in &self.canceled_why {
-            let _ = writeln!(out, "  canceled {n}: {reason}");
+            let _ = writeln!(out, "  canceled {n}: {}", printable(reason));
         }
         out
     }

@@ -444,3 +444,19 @@ fn a_session_canceled_while_no_manager_ran_is_canceled_for_that_reason_on_resume
         processes_with_arg(&token).is_empty()
     });
 }
+
+#[test]
+fn the_summary_shows_no_terminal_control_characters() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        "[[pilot]]\nresource = \"local://\"\n\n[[unit]]\nname = \"evil\\u001b[2J\\r\"\nexecutable = \"/bin/false\"\n",
+    );
+    let out = scratch.run(&workload);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("failed unit.000000 evil\\u{1b}[2J\\r"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains('\u{1b}'), "{out}");
+}
