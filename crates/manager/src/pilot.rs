@@ -393,10 +393,11 @@ impl PilotCompute {
         let state = self.state();
         if state == PilotState::Failed {
             // Failed here (lost, a black hole) while its job may still be there, hung:
-            // make sure it is gone. Most such jobs have ended already: nothing to say.
+            // make sure it is gone, at once (whatever it would report is ignored now). Most
+            // such jobs have ended already: nothing to say.
             if let Some(record) = self.record() {
                 let ended =
-                    tokio::time::timeout(JOB_END_TIMEOUT, self.inner.adaptor.cancel(&record)).await;
+                    tokio::time::timeout(JOB_END_TIMEOUT, self.inner.adaptor.kill(&record)).await;
                 tracing::debug!(pilot = %self.id(), ?ended, "ended the job of a failed pilot");
             }
             return;

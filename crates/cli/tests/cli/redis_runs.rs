@@ -213,7 +213,16 @@ fn a_silent_agent_is_declared_lost_after_the_heartbeat_timeout() {
     let out = run.wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_lost_and_all_done(&scratch.read_report(), "pilot.0001", "no heartbeat");
-    nix_kill(victims[0], "KILL");
+    // The hung agent's job is ended with the run, not left stopped behind it.
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.contains(") Z ") || s.contains(") X "))
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the stopped agent to be gone",
+        || gone(victims[0]),
+    );
 }
 
 #[test]
