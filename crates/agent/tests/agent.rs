@@ -408,9 +408,16 @@ async fn threads_grow_with_what_runs_not_with_declared_cores() {
         )
         .run(),
     );
-    // `running` starts first (claim order), and `quick` after it.
-    next_unit_state(&mut events, running, UnitState::Running).await;
+    // `running` starts first (claim order), and `quick` after it. (Waiting for one event
+    // and then the other could miss the second: one batch may carry both.)
     next_unit_state(&mut events, quick, UnitState::Done).await;
+    let sleeping = std::fs::read_to_string(
+        record(dir.path(), 1)
+            .sandbox
+            .join(running.to_string())
+            .join("stderr"),
+    );
+    assert!(sleeping.is_ok(), "{running} never started");
     let during = threads();
     assert!(
         during < before + 32,
