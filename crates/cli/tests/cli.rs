@@ -225,19 +225,14 @@ impl Scratch {
 
     /// `pstar run WORKLOAD --sandbox .. --report .. -q`, in this directory.
     fn run(&self, workload: &Path) -> Output {
+        self.run_from(self.path(), workload)
+    }
+
+    /// The same, started in `dir`.
+    fn run_from(&self, dir: &Path, workload: &Path) -> Output {
         let (sandbox, report) = (self.sandbox(), self.report());
-        run_in(
-            self.path(),
-            &[
-                "run",
-                s(workload),
-                "--sandbox",
-                s(&sandbox),
-                "--report",
-                s(&report),
-                "-q",
-            ],
-        )
+        let args = ["run", s(workload), "--sandbox", s(&sandbox)];
+        run_in(dir, &[&args[..], &["--report", s(&report), "-q"]].concat())
     }
 
     fn read_report(&self) -> Value {

@@ -338,17 +338,7 @@ count = 2
     // Started from elsewhere: neither `PWD` nor `./` may be taken from there.
     let elsewhere = scratch.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("mkdir");
-    let (sandbox, report) = (scratch.sandbox(), scratch.report());
-    let args = [
-        "run",
-        s(&workload),
-        "--sandbox",
-        s(&sandbox),
-        "--report",
-        s(&report),
-        "-q",
-    ];
-    let out = run_in(&elsewhere, &args);
+    let out = scratch.run_from(&elsewhere, &workload);
     assert_eq!(out.code(), Some(0), "{out}");
     let report = scratch.read_report();
     let by_name = units_by_name(&report);
