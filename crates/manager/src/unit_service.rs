@@ -411,6 +411,7 @@ impl ComputeUnitService {
     ///     assert_eq!(unit.state(), UnitState::Done);
     /// }
     /// assert!(cus.units().is_empty());
+    /// cus.wait().await; // counts are published every 10 ms at most
     /// assert_eq!(cus.counts().get(UnitState::Done), 3);
     /// # pcs.cancel().await;
     /// # Ok(()) }
