@@ -27,12 +27,26 @@ pub fn password_from_environment() -> Result<Option<String>> {
     }
 }
 
-/// Reads a password file, refusing one that others can read.
+/// The largest password file read (a password is one line).
+const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+
+/// Reads a password file, refusing one that others can read, and anything but a small
+/// regular file.
 pub fn read_password_file(path: &Path) -> Result<String> {
     let refuse = |why: String| {
         CoordinationError::Unauthorized(format!("password file {}: {why}", path.display()))
     };
     let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
+    // A pipe would block the read forever, a device or a huge file never end it.
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    if meta.len() > MAX_PASSWORD_FILE {
+        return Err(refuse(format!(
+            "{} bytes; a password file holds one line",
+            meta.len()
+        )));
+    }
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(refuse(format!(
@@ -66,4 +80,46 @@ pub fn secret_variables() -> Vec<&'static str> {
         names.push(COORDINATION_ENV);
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn private(path: &Path) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn only_a_small_private_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "s3cret\nignored\n").unwrap();
+        private(&good);
+        assert_eq!(read_password_file(&good).unwrap(), "s3cret");
+
+        // A pipe nobody writes to would block the read forever.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        private(&fifo);
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 100_000]).unwrap();
+        private(&big);
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        private(&sub);
+        for (path, why) in [
+            (&fifo, "not a regular file"),
+            (&big, "holds one line"),
+            (&sub, "not a regular file"),
+        ] {
+            let err = read_password_file(path).unwrap_err().to_string();
+            assert!(err.contains(why), "{}: {err}", path.display());
+        }
+    }
 }
