@@ -50,6 +50,10 @@ pub enum CoordinationError {
     /// The store refused our credentials: retrying will not help.
     #[error("the coordination store refused the credentials: {0}")]
     Unauthorized(String),
+    /// The password could not be read from where it was said to be (its file is missing,
+    /// readable by others, not a small regular file): nothing was sent to the store.
+    #[error("cannot read the Redis password: {0}")]
+    Credentials(String),
     /// The store could not be reached, even after retrying for a while.
     #[error("the coordination store is unreachable: {0}")]
     Unreachable(String),

@@ -34,7 +34,7 @@ const MAX_PASSWORD_FILE: u64 = 64 * 1024;
 /// regular file.
 pub fn read_password_file(path: &Path) -> Result<String> {
     let refuse = |why: String| {
-        CoordinationError::Unauthorized(format!("password file {}: {why}", path.display()))
+        CoordinationError::Credentials(format!("password file {}: {why}", path.display()))
     };
     let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
     // A pipe would block the read forever, a device or a huge file never end it.
@@ -120,6 +120,8 @@ mod tests {
         ] {
             let err = read_password_file(path).unwrap_err().to_string();
             assert!(err.contains(why), "{}: {err}", path.display());
+            // Nothing reached the store: it is not the store that refused.
+            assert!(err.starts_with("cannot read the Redis password"), "{err}");
         }
     }
 }
