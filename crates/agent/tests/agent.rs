@@ -49,6 +49,33 @@ async fn next_unit_state(
     .unwrap_or_else(|_| panic!("{unit} never became {state}"))
 }
 
+/// Waits until each unit has reached its state; their events, in the order asked.
+async fn units_reach(
+    events: &mut Subscription,
+    wanted: &[(UnitId, UnitState)],
+) -> Vec<pstar_coordination::UnitEvent> {
+    let mut found: Vec<Option<pstar_coordination::UnitEvent>> = vec![None; wanted.len()];
+    tokio::time::timeout(DEADLINE, async {
+        while found.iter().any(Option::is_none) {
+            let batch = events
+                .next_batch()
+                .await
+                .expect("store closed")
+                .expect("store lost");
+            for e in batch.iter() {
+                if let Event::Unit(u) = e
+                    && let Some(i) = wanted.iter().position(|w| *w == (u.unit, u.state))
+                {
+                    found[i] = Some(u.clone());
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not every unit of {wanted:?} got there"));
+    found.into_iter().flatten().collect()
+}
+
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
@@ -377,8 +404,16 @@ async fn a_missing_interpreter_is_named() {
     let agent = tokio::spawn(
         Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
     );
-    for unit in [direct, behind_shell] {
-        let failed = next_unit_state(&mut events, unit, UnitState::Failed).await;
+    // Both at once: one batch may carry both ends.
+    let ends = units_reach(
+        &mut events,
+        &[
+            (direct, UnitState::Failed),
+            (behind_shell, UnitState::Failed),
+        ],
+    )
+    .await;
+    for (unit, failed) in [direct, behind_shell].into_iter().zip(ends) {
         let detail = failed.detail.unwrap_or_default();
         assert!(
             detail.contains("/nonexistent/interp") && detail.contains("job.sh"),
