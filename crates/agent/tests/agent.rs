@@ -28,25 +28,8 @@ async fn next_unit_state(
     unit: UnitId,
     state: UnitState,
 ) -> pstar_coordination::UnitEvent {
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            let batch = events
-                .next_batch()
-                .await
-                .expect("store closed")
-                .expect("store lost");
-            for e in batch.iter() {
-                if let Event::Unit(u) = e
-                    && u.unit == unit
-                    && u.state == state
-                {
-                    return u.clone();
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{unit} never became {state}"))
+    let mut reached = units_reach(events, &[(unit, state)]).await;
+    reached.remove(0)
 }
 
 /// Waits until each unit has reached its state; their events, in the order asked.

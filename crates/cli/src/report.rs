@@ -278,11 +278,6 @@ impl Tally {
             }
         }
     }
-
-    /// Whether a report was asked for and can still be written.
-    pub fn has_report(&self) -> bool {
-        self.report.is_some()
-    }
 }
 
 fn human(secs: f64) -> String {

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use pstar::{ComputeUnit, ComputeUnitService, PilotComputeService, Session, State, UnitPolicy};
 
-use crate::count as plural;
+use crate::count;
 use crate::progress;
 use crate::report::{ReportFile, Summary, Tally};
 use crate::workload::Workload;
@@ -162,8 +162,8 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     say!(
         "pstar: session {} ({}, {}); sandboxes in {}",
         session.id(),
-        plural(workload.pilots.len(), "pilot"),
-        plural(total, "unit"),
+        count(workload.pilots.len(), "pilot"),
+        count(total, "unit"),
         places.join(", "),
     );
 
@@ -333,15 +333,15 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
     say!(
         "pstar: resumed session {}: {} ({} finished), {} of {} alive",
         session.id(),
-        plural(counts.total(), "unit"),
+        count(counts.total(), "unit"),
         counts.finished(),
         alive,
-        plural(pcs.pilots().len(), "pilot"),
+        count(pcs.pilots().len(), "pilot"),
     );
     if alive == 0 && counts.finished() < counts.total() {
         say!(
             "pstar: starting {} like the session's first ones",
-            plural(resumed.records.len(), "new pilot")
+            count(resumed.records.len(), "new pilot")
         );
         for record in resumed.records {
             pcs.create_pilot(record.description).await?;

@@ -69,14 +69,6 @@ pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, 
     Ok(RedisStore::connect(url, session, options).await?)
 }
 
-/// An existing `session` at `url` (to resume it), as the trait the Pilot-API takes.
-pub async fn connect_existing(
-    url: &str,
-    session: &str,
-) -> Result<Arc<dyn Coordination>, CoordinationError> {
-    Ok(open_existing(url, session).await?)
-}
-
 /// A warning for a password written into a URL on the command line, where `ps` shows it
 /// (not for one that came from `PSTAR_COORDINATION`).
 pub fn warn_if_password_in_url(url: &str) {

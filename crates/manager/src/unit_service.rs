@@ -1107,10 +1107,9 @@ impl Manager {
             }
         }
         shared.changed.notify_waiters();
-        let hand_over = self.hand_over.lock().ok().and_then(|h| h.clone());
         if e.state.is_final()
             && !replaying
-            && let Some(tx) = hand_over
+            && let Some(tx) = self.hand_over.lock().ok().and_then(|h| h.clone())
             && let Some(commands) = self.commands.upgrade()
         {
             // Handed over and forgotten: a late report of it finds nothing to change.
