@@ -180,6 +180,9 @@ pub struct PilotRecord {
     pub job: Option<String>,
 }
 
+/// What to take back from one pilot's queue: the given units, or all with `None`.
+pub type Withdrawal = (PilotId, Option<Vec<UnitId>>);
+
 /// A unit claimed by an agent: its id and description.
 pub type Claimed = (UnitId, SharedDescription);
 
@@ -248,6 +251,21 @@ pub trait Coordination: Send + Sync + 'static {
     /// ones, or all with `None`. Returns those actually removed, in queue order.
     async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>>;
 
+    /// Takes back units from several pilots' queues in one round trip where the backend
+    /// can: for each `(pilot, units)`, as [`withdraw`](Self::withdraw). Returns, in the
+    /// same order, the units actually removed from each.
+    async fn withdraw_batch(
+        &self,
+        requests: Vec<Withdrawal>,
+    ) -> Result<Vec<(PilotId, Vec<UnitId>)>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for (pilot, units) in requests {
+            let removed = self.withdraw(pilot, units.as_deref()).await?;
+            out.push((pilot, removed));
+        }
+        Ok(out)
+    }
+
     /// For an agent: takes up to `max` units from the head of its pilot's queue, waiting up
     /// to `wait` for the first one. An empty result means none came in time.
     async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>>;
@@ -302,6 +320,15 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// Queues a control message for one pilot's agent.
     async fn send_control(&self, pilot: PilotId, message: Control) -> Result<()>;
+
+    /// Queues control messages for many pilots' agents, in one round trip where the
+    /// backend can.
+    async fn send_controls(&self, messages: Vec<(PilotId, Control)>) -> Result<()> {
+        for (pilot, message) in messages {
+            self.send_control(pilot, message).await?;
+        }
+        Ok(())
+    }
 
     /// For an agent: takes its pending control messages, waiting up to `wait` for one.
     async fn recv_control(&self, pilot: PilotId, wait: Duration) -> Result<Vec<Control>>;

@@ -318,6 +318,15 @@ pub struct ComputeUnitDescription {
     pub tags: Vec<String>,
     /// Early binding: run only on this pilot.
     pub pilot: Option<PilotId>,
+    /// How long the unit is expected to run. The scheduler binds it only to a pilot
+    /// with at least this much walltime left; a unit whose `time_request` exceeds every
+    /// live pilot's whole walltime fails at once. `pstar simulate` runs it for this long.
+    #[serde(
+        default,
+        with = "opt_humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub time_request: Option<Duration>,
     /// Reserved for Pilot-Data: data units to stage in before the unit runs.
     pub input_data: Vec<String>,
     /// Reserved for Pilot-Data: data units the unit produces.
@@ -341,6 +350,7 @@ impl Default for ComputeUnitDescription {
             mpi: false,
             tags: Vec::new(),
             pilot: None,
+            time_request: None,
             input_data: Vec::new(),
             output_data: Vec::new(),
         }
@@ -372,6 +382,12 @@ impl ComputeUnitDescription {
         self
     }
 
+    /// The same unit, expected to run for `time`.
+    pub fn with_time_request(mut self, time: Duration) -> Self {
+        self.time_request = Some(time);
+        self
+    }
+
     /// The same unit, bound early to `pilot`.
     pub fn with_pilot(mut self, pilot: PilotId) -> Self {
         self.pilot = Some(pilot);
@@ -397,6 +413,11 @@ impl ComputeUnitDescription {
         }
         if self.cores == 0 {
             return Err(DescriptionError::Zero { field: "cores" });
+        }
+        if self.time_request == Some(Duration::ZERO) {
+            return Err(DescriptionError::Zero {
+                field: "time_request",
+            });
         }
         if !self.input_data.is_empty() {
             return Err(DescriptionError::DataNotSupported {
@@ -438,6 +459,29 @@ impl ComputeUnitDescription {
             });
         }
         Ok(())
+    }
+}
+
+/// Serde for `Option<Duration>` as a human-readable string.
+mod opt_humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::humantime_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => humantime::parse_duration(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }
 
