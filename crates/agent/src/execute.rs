@@ -111,7 +111,7 @@ pub(crate) fn unit_event(
         at: Timestamp::now(),
         exit_code,
         detail,
-        lost_run: false,
+        lost_run: None,
     })
 }
 

@@ -505,7 +505,7 @@ mod tests {
             at,
             exit_code: (state == UnitState::Done).then_some(0),
             detail: None,
-            lost_run: false,
+            lost_run: None,
         }));
     }
 

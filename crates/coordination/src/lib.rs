@@ -92,8 +92,19 @@ pub struct UnitEvent {
     /// The unit's run was lost with its pilot (it had been claimed by an agent that was
     /// lost): this return to the pool, or this failure, uses up one attempt. On the stream
     /// so that a resumed manager counts attempts as the one before did.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub lost_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_run: Option<LostRun>,
+}
+
+/// A run of a unit lost with its pilot: which attempt it was, and why it was lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostRun {
+    /// This was the unit's `attempt`-th run (from 1) ...
+    pub attempt: u32,
+    /// ... of at most `of`.
+    pub of: u32,
+    /// Why the run was lost (its pilot's end).
+    pub reason: String,
 }
 
 /// One transition of a pilot.

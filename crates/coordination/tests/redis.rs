@@ -43,7 +43,7 @@ fn done(unit: UnitId) -> Event {
         at: Timestamp::now(),
         exit_code: Some(0),
         detail: None,
-        lost_run: false,
+        lost_run: None,
     })
 }
 

@@ -27,11 +27,13 @@
 
 #![warn(missing_docs)]
 
+pub mod core;
 mod error;
 mod pilot;
 mod resume;
 pub mod scheduler;
 mod session;
+mod shell;
 mod unit;
 mod unit_service;
 
@@ -42,7 +44,7 @@ pub use session::{
     DEFAULT_HEARTBEAT_TIMEOUT, MANAGER_ALIVE_FOR, Session, SessionBuilder, new_session_id,
 };
 pub use unit::{Callback, ComputeUnit};
-pub use unit_service::{ComputeUnitService, UnitCounts, UnitPolicy};
+pub use unit_service::{ComputeUnitService, ServiceId, UnitCounts, UnitPolicy};
 
 pub use pstar_adaptors::{AdaptorError, BootstrapTimeouts, JobFile};
 pub use pstar_agent::AgentConfig;

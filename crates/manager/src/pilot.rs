@@ -487,12 +487,14 @@ impl PilotCompute {
 
     /// A transition this process records without the store (which cannot carry it).
     fn record_here(&self, state: PilotState, detail: &str) {
-        self.apply(&PilotEvent {
+        let event = PilotEvent {
             pilot: self.id(),
             state,
             at: Timestamp::now(),
             detail: Some(detail.to_owned()),
-        });
+        };
+        self.apply(&event);
+        self.inner.session.dispatch_here(vec![Event::Pilot(event)]);
     }
 
     /// For a pilot taken over by a resumed manager: if its job is gone from its resource,

@@ -52,7 +52,8 @@ pub async fn resume(builder: SessionBuilder, policy: UnitPolicy) -> Result<Resum
     let token =
         u64::from(std::process::id()) << 32 | u64::from(Timestamp::now().as_micros() as u32);
     let (caught_up, replayed) = tokio::sync::oneshot::channel();
-    let service = ComputeUnitService::replaying(&session, policy, token, caught_up);
+    let service = ComputeUnitService::with_policy(&session, policy);
+    service.replay(token, caught_up);
     service.restore(units);
     service.add_pilot_service(&pilots);
     // Units' ends an agent journaled but may not have published (the store was away, and

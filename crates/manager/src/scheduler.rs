@@ -22,7 +22,9 @@
 //!   once, as does an early-bound unit whose pilot has ended. With no live pilot at all,
 //!   units wait: a pilot may still be added.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
 
 use pstar_model::{PilotId, UnitId};
 
@@ -43,6 +45,10 @@ pub struct PilotView {
     pub free_cores: u32,
     /// GPU room left, likewise.
     pub free_gpus: u32,
+    /// Its whole walltime.
+    pub walltime: Duration,
+    /// Walltime left, once it runs (`None`: not running yet, all of it is left).
+    pub remaining: Option<Duration>,
 }
 
 /// What the scheduler knows of one unit in the pool.
@@ -56,6 +62,8 @@ pub struct UnitView {
     pub gpus: u32,
     /// Early binding: the pilot the unit must run on.
     pub pilot: Option<PilotId>,
+    /// How long it is expected to run (its `time_request`).
+    pub time: Option<Duration>,
 }
 
 /// One decision of the scheduler.
@@ -70,38 +78,79 @@ pub enum Decision {
 }
 
 fn fits_ever(p: &PilotView, u: &UnitView) -> bool {
-    u.cores <= p.cores && u.gpus <= p.gpus
+    u.cores <= p.cores && u.gpus <= p.gpus && u.time.is_none_or(|t| t <= p.walltime)
+}
+
+/// Fits the walltime the pilot has left.
+fn in_time(p: &PilotView, u: &UnitView) -> bool {
+    u.time
+        .is_none_or(|t| t <= p.remaining.unwrap_or(p.walltime))
 }
 
 fn fits_now(p: &PilotView, u: &UnitView) -> bool {
-    fits_ever(p, u) && u.cores <= p.free_cores && u.gpus <= p.free_gpus
+    fits_ever(p, u) && u.cores <= p.free_cores && u.gpus <= p.free_gpus && in_time(p, u)
 }
 
 fn plural(n: u32, what: &str) -> String {
     pstar_model::plural(u64::from(n), what)
 }
 
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
 /// Why `unit` can never run on these pilots, if that is so.
 pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
-    let needs = if unit.gpus > 0 {
-        format!(
-            "{} and {}",
-            plural(unit.cores, "core"),
-            plural(unit.gpus, "GPU")
-        )
-    } else {
-        plural(unit.cores, "core")
-    };
-    if let Some(id) = unit.pilot {
-        let p = pilots.iter().find(|p| p.id == id)?;
+    NeverFits::new(pilots).check(unit)
+}
+
+/// [`never_fits`] for many units over the same pilots: the pilots are looked at once,
+/// and units of the same shape share the answer, so checking a unit does not cost a pass
+/// over every pilot.
+pub struct NeverFits {
+    pilots: Vec<PilotView>,
+    by_id: HashMap<PilotId, usize>,
+    alive: Vec<usize>,
+    answers: HashMap<(u32, u32, Option<Duration>), Option<String>>,
+}
+
+impl NeverFits {
+    /// Looks at `pilots` once.
+    pub fn new(pilots: &[PilotView]) -> Self {
+        Self {
+            pilots: pilots.to_vec(),
+            by_id: pilots.iter().enumerate().map(|(i, p)| (p.id, i)).collect(),
+            alive: (0..pilots.len()).filter(|&i| pilots[i].alive).collect(),
+            answers: HashMap::new(),
+        }
+    }
+
+    /// Why `unit` can never run on these pilots, if that is so.
+    pub fn check(&mut self, unit: &UnitView) -> Option<String> {
+        if let Some(id) = unit.pilot {
+            let p = &self.pilots[*self.by_id.get(&id)?];
+            return Self::early(unit, p);
+        }
+        let key = (unit.cores, unit.gpus, unit.time);
+        if let Some(answer) = self.answers.get(&key) {
+            return answer.clone();
+        }
+        let answer = self.late(unit);
+        self.answers.insert(key, answer.clone());
+        answer
+    }
+
+    fn early(unit: &UnitView, p: &PilotView) -> Option<String> {
+        let id = p.id;
         if !p.alive {
             return Some(format!(
                 "unit is bound to {id}, which has ended or left the service"
             ));
         }
-        if !fits_ever(p, unit) {
+        if unit.cores > p.cores || unit.gpus > p.gpus {
             return Some(format!(
-                "unit needs {needs} but its pilot {id} has {}",
+                "unit needs {} but its pilot {id} has {}",
+                needs(unit),
                 if unit.gpus > 0 {
                     format!("{} and {}", plural(p.cores, "core"), plural(p.gpus, "GPU"))
                 } else {
@@ -109,27 +158,62 @@ pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
                 }
             ));
         }
-        return None;
+        if let Some(t) = unit.time
+            && t > p.walltime
+        {
+            return Some(format!(
+                "unit asks for {} of run time (time_request) but its pilot {id} has a \
+                 walltime of {}",
+                duration(t),
+                duration(p.walltime)
+            ));
+        }
+        None
     }
-    let alive: Vec<&PilotView> = pilots.iter().filter(|p| p.alive).collect();
-    if alive.is_empty() || alive.iter().any(|p| fits_ever(p, unit)) {
-        return None;
+
+    fn late(&self, unit: &UnitView) -> Option<String> {
+        let alive = self.alive.iter().map(|&i| &self.pilots[i]);
+        if self.alive.is_empty() || alive.clone().any(|p| fits_ever(p, unit)) {
+            return None;
+        }
+        let max_cores = alive.clone().map(|p| p.cores).max().unwrap_or(0);
+        let max_gpus = alive.clone().map(|p| p.gpus).max().unwrap_or(0);
+        let max_wall = alive.clone().map(|p| p.walltime).max().unwrap_or_default();
+        let needs = needs(unit);
+        Some(if unit.cores > max_cores {
+            format!(
+                "unit needs {needs} but the largest pilot has {}",
+                plural(max_cores, "core")
+            )
+        } else if unit.gpus > max_gpus {
+            format!(
+                "unit needs {needs} but the largest pilot has {}",
+                plural(max_gpus, "GPU")
+            )
+        } else if let Some(t) = unit.time
+            && t > max_wall
+        {
+            format!(
+                "unit asks for {} of run time (time_request) but the longest pilot \
+                 walltime is {}",
+                duration(t),
+                duration(max_wall)
+            )
+        } else {
+            format!("unit needs {needs} but no pilot has all of it")
+        })
     }
-    let max_cores = alive.iter().map(|p| p.cores).max().unwrap_or(0);
-    let max_gpus = alive.iter().map(|p| p.gpus).max().unwrap_or(0);
-    Some(if unit.cores > max_cores {
-        format!(
-            "unit needs {needs} but the largest pilot has {}",
-            plural(max_cores, "core")
-        )
-    } else if unit.gpus > max_gpus {
-        format!(
-            "unit needs {needs} but the largest pilot has {}",
-            plural(max_gpus, "GPU")
-        )
-    } else {
-        format!("unit needs {needs} but no pilot has both")
-    })
+}
+
+fn needs(unit: &UnitView) -> String {
+    let mut needs = plural(unit.cores, "core");
+    if unit.gpus > 0 {
+        needs = format!("{needs} and {}", plural(unit.gpus, "GPU"));
+    }
+    if let Some(t) = unit.time {
+        needs = format!("{needs} for {}", duration(t));
+    }
+    needs
 }
 
 /// Decides, for the units of `pool` in order, which to bind now and which can never run.
@@ -137,34 +221,63 @@ pub fn never_fits(unit: &UnitView, pilots: &[PilotView]) -> Option<String> {
 /// Bound and failed units are removed from `pool`; the others stay, in order. Each pilot's
 /// `free_cores`/`free_gpus` are reduced by what is bound to it.
 pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<Decision> {
+    schedule_live(pool, pilots, |_| true)
+}
+
+/// [`schedule`] over a pool that may hold entries of units that have left it since they
+/// were queued (`live` says which have not): those are dropped as they are met.
+///
+/// The cost of binding a unit does not grow with the number of pilots: the pilots with
+/// room are kept in a heap by free cores, so the best one is found at once (only units
+/// that need GPUs or walltime the best pilots lack look further).
+pub fn schedule_live(
+    pool: &mut VecDeque<UnitView>,
+    pilots: &mut [PilotView],
+    live: impl Fn(UnitId) -> bool,
+) -> Vec<Decision> {
     let mut decisions = Vec::new();
     let mut kept = Vec::new();
     let mut reserved = vec![false; pilots.len()];
-    let open = |pilots: &[PilotView], reserved: &[bool]| {
-        pilots
-            .iter()
-            .zip(reserved)
-            .any(|(p, r)| p.accepting && !r && p.free_cores > 0)
+    let by_id: HashMap<PilotId, usize> =
+        pilots.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+    // Pilots with room, best first; an entry is current only while the pilot's room is
+    // what it says and the pilot is not reserved (stale entries are skipped).
+    let mut open: BinaryHeap<(u32, Reverse<usize>)> = pilots
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.accepting && p.free_cores > 0)
+        .map(|(i, p)| (p.free_cores, Reverse(i)))
+        .collect();
+    let current = |e: &(u32, Reverse<usize>), pilots: &[PilotView], reserved: &[bool]| {
+        let i = e.1.0;
+        pilots[i].free_cores == e.0 && e.0 > 0 && !reserved[i]
     };
+    let mut never = NeverFits::new(pilots);
 
     while let Some(unit) = pool.pop_front() {
-        if let Some(reason) = never_fits(&unit, pilots) {
+        if !live(unit.id) {
+            continue;
+        }
+        if let Some(reason) = never.check(&unit) {
             decisions.push(Decision::Fail {
                 unit: unit.id,
                 reason,
             });
             continue;
         }
-        if !open(pilots, &reserved) {
+        while open.peek().is_some_and(|e| !current(e, pilots, &reserved)) {
+            open.pop();
+        }
+        if open.is_empty() {
             pool.push_front(unit);
             break;
         }
         let chosen = match unit.pilot {
-            Some(id) => match pilots.iter().position(|p| p.id == id) {
-                Some(i) if pilots[i].accepting && !reserved[i] && fits_now(&pilots[i], &unit) => {
+            Some(id) => match by_id.get(&id) {
+                Some(&i) if pilots[i].accepting && !reserved[i] && fits_now(&pilots[i], &unit) => {
                     Some(i)
                 }
-                Some(i) => {
+                Some(&i) => {
                     // Hold the pilot for this unit: FIFO on that pilot.
                     reserved[i] |= pilots[i].accepting;
                     None
@@ -172,18 +285,29 @@ pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<
                 None => None, // its pilot is not (yet) part of this service
             },
             None => {
-                let best = pilots
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, p)| p.accepting && !reserved[*i] && fits_now(p, &unit))
-                    .max_by_key(|(i, p)| (p.free_cores, std::cmp::Reverse(*i)))
-                    .map(|(i, _)| i);
+                // The best pilot with room that fits; pilots passed over (too few GPUs,
+                // too little walltime left) go back for the next unit.
+                let mut passed = Vec::new();
+                let mut best = None;
+                while let Some(e) = open.pop() {
+                    if !current(&e, pilots, &reserved) {
+                        continue;
+                    }
+                    if fits_now(&pilots[e.1.0], &unit) {
+                        best = Some(e.1.0);
+                        break;
+                    }
+                    passed.push(e);
+                }
+                open.extend(passed);
                 if best.is_none() {
                     let hold = pilots
                         .iter()
                         .enumerate()
-                        .filter(|(i, p)| p.accepting && !reserved[*i] && fits_ever(p, &unit))
-                        .max_by_key(|(i, p)| (p.free_cores, std::cmp::Reverse(*i)))
+                        .filter(|(i, p)| {
+                            p.accepting && !reserved[*i] && fits_ever(p, &unit) && in_time(p, &unit)
+                        })
+                        .max_by_key(|(i, p)| (p.free_cores, Reverse(*i)))
                         .map(|(i, _)| i);
                     if let Some(i) = hold {
                         reserved[i] = true;
@@ -197,6 +321,9 @@ pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<
                 let p = &mut pilots[i];
                 p.free_cores -= unit.cores;
                 p.free_gpus -= unit.gpus;
+                if p.free_cores > 0 {
+                    open.push((p.free_cores, Reverse(i)));
+                }
                 decisions.push(Decision::Bind {
                     unit: unit.id,
                     pilot: p.id,
@@ -224,6 +351,8 @@ mod tests {
             gpus: 0,
             free_cores: free,
             free_gpus: 0,
+            walltime: Duration::from_secs(3600),
+            remaining: None,
         }
     }
 
@@ -233,6 +362,7 @@ mod tests {
             cores,
             gpus: 0,
             pilot: None,
+            time: None,
         }
     }
 

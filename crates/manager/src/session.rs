@@ -42,6 +42,9 @@ pub(crate) struct SessionInner {
     adaptors: Vec<Arc<dyn ResourceAdaptor>>,
     pub(crate) pilots: Mutex<HashMap<PilotId, PilotCompute>>,
     listeners: Mutex<Vec<mpsc::UnboundedSender<Arc<[Event]>>>>,
+    /// The session's manager: one core for all of its unit services.
+    manager: mpsc::UnboundedSender<crate::shell::Command>,
+    next_service: std::sync::atomic::AtomicU32,
     dispatcher: tokio::task::AbortHandle,
     /// Why the store was lost for good, once it was.
     lost: watch::Sender<Option<Lost>>,
@@ -191,6 +194,8 @@ impl SessionBuilder {
             None
         };
 
+        let (manager_events, events) = mpsc::unbounded_channel();
+        let manager = crate::shell::Shell::start(coordination.clone(), events);
         let inner = Arc::new_cyclic(|weak: &Weak<SessionInner>| {
             let weak_dispatch = weak.clone();
             let dispatcher = tokio::spawn(async move {
@@ -222,7 +227,9 @@ impl SessionBuilder {
                 sandbox_root,
                 adaptors,
                 pilots: Mutex::new(HashMap::new()),
-                listeners: Mutex::new(Vec::new()),
+                listeners: Mutex::new(vec![manager_events]),
+                manager,
+                next_service: std::sync::atomic::AtomicU32::new(0),
                 dispatcher: dispatcher.abort_handle(),
                 lost,
                 start: Mutex::new(start),
@@ -403,13 +410,24 @@ impl Session {
         }
     }
 
-    /// Every event batch from now on, after the pilots have applied it.
-    pub(crate) fn listen(&self) -> mpsc::UnboundedReceiver<Arc<[Event]>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Ok(mut l) = self.inner.listeners.lock() {
-            l.push(tx);
-        }
-        rx
+    /// The session's manager, to which unit services send their commands.
+    pub(crate) fn manager(&self) -> mpsc::UnboundedSender<crate::shell::Command> {
+        self.inner.manager.clone()
+    }
+
+    /// An id for a new unit service of this session.
+    pub(crate) fn new_service_id(&self) -> crate::core::ServiceId {
+        crate::core::ServiceId(
+            self.inner
+                .next_service
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// Hands events this process records without the store (which cannot carry them) to
+    /// the pilots and the manager, as if they came from the stream.
+    pub(crate) fn dispatch_here(&self, batch: Vec<Event>) {
+        self.inner.dispatch(batch.into());
     }
 }
 

@@ -10,7 +10,7 @@ use pstar_model::{
     ComputeUnitDescription, Lifecycle, PilotId, State, Timestamp, UnitId, UnitState,
 };
 
-use crate::unit_service::Command;
+use crate::shell::Command;
 
 /// A state-change callback: called with the unit and its new state, on the manager's task.
 pub type Callback = Arc<dyn Fn(&ComputeUnit, UnitState) + Send + Sync>;

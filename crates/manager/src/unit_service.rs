@@ -1,128 +1,27 @@
 //! `ComputeUnitService`: accepts compute units and drives them to a final state.
 //!
-//! The service is a handle on one manager task, which owns everything about the units:
-//! the pool (units bound to no pilot yet), what each pilot has bound to it, and every unit
-//! record. The task follows the session's event stream and applies each transition
-//! through the state table; its own decisions (bind, withdraw, fail, cancel) are
-//! published on the same stream and applied when they come back, so there is one path by
-//! which a unit's state ever changes, whoever decided it.
+//! The service is a handle on the session's manager (`shell::Shell` around
+//! `core::Core`), which owns everything about the units of every service of the session:
+//! the pools (units bound to no pilot yet), what each pilot has bound to it, and every
+//! unit's state. The manager follows the session's event stream and applies each
+//! transition through the state table; its own decisions (bind, withdraw, fail, cancel)
+//! are published on the same stream and applied when they come back, so there is one
+//! path by which a unit's state ever changes, whoever decided it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use pstar_coordination::{CancelTarget, Claimed, Control, Coordination, Event, UnitEvent};
-use pstar_model::{
-    ComputeUnitDescription, PilotId, PilotState, State, Timestamp, UnitId, UnitState,
-};
+use pstar_coordination::Claimed;
+use pstar_model::{ComputeUnitDescription, Timestamp, UnitId};
 
+pub use crate::core::{ServiceId, UnitCounts, UnitPolicy};
 use crate::error::{Error, Result};
 use crate::pilot::{PilotCompute, PilotComputeService};
-use crate::scheduler::{self, Decision, PilotView, UnitView};
 use crate::session::Session;
+use crate::shell::{Command, HandOver, LiveUnits};
 use crate::unit::{ComputeUnit, UnitShared};
-
-/// How a [`ComputeUnitService`] binds units and what it does when pilots fail them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UnitPolicy {
-    /// How many times its slots of units a pilot may have bound to it beyond what it runs,
-    /// so its agent has the next units at hand (default 4, for short units; 0 binds a unit
-    /// only to a free core, for long units over pilots that come and go). A pilot with a
-    /// prefetch holds at least four cores' worth per unit of prefetch beyond its cores.
-    pub prefetch: u32,
-    /// How many runs a unit gets when the pilots running it are lost (their agent stopped
-    /// heartbeating, crashed, or was killed): after that many, it fails with the reason of
-    /// each (default 3). A unit sent back because its pilot reached its walltime or was
-    /// canceled does not use up a run.
-    pub max_attempts: u32,
-    /// A pilot on which this many units in a row fail within `black_hole_window` of
-    /// starting, while other pilots run units to `Done`, is a *black hole* (a broken node,
-    /// a missing library): it gets no more units and is failed with that reason
-    /// (default 5; 0 turns the check off).
-    pub black_hole_failures: u32,
-    /// What "fails at once" means for `black_hole_failures` (default 10 s).
-    pub black_hole_window: Duration,
-}
-
-impl Default for UnitPolicy {
-    fn default() -> Self {
-        Self {
-            prefetch: 4,
-            max_attempts: 3,
-            black_hole_failures: 5,
-            black_hole_window: Duration::from_secs(10),
-        }
-    }
-}
-
-/// How many cores' worth of units a pilot of `cores` may have bound to it with `prefetch`:
-/// its cores times `prefetch + 1`, and with any prefetch at least its cores plus four per
-/// unit of prefetch (a one-core pilot over Redis needs more than five units at hand to
-/// never wait on a round trip).
-fn prefetched(cores: u32, prefetch: u32) -> u32 {
-    let scaled = cores.saturating_mul(prefetch.saturating_add(1));
-    if prefetch == 0 {
-        scaled
-    } else {
-        scaled.max(cores.saturating_add(prefetch.saturating_mul(4)))
-    }
-}
-
-/// How often, at most, a service's [`UnitCounts`] are updated while units run.
-const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// How many units of each state a service holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnitCounts {
-    by_state: [usize; 7],
-}
-
-impl UnitCounts {
-    fn index(state: UnitState) -> usize {
-        UnitState::ALL.iter().position(|s| *s == state).unwrap_or(0)
-    }
-
-    /// Units now in `state`.
-    pub fn get(&self, state: UnitState) -> usize {
-        self.by_state[Self::index(state)]
-    }
-
-    /// Units in a final state.
-    pub fn finished(&self) -> usize {
-        UnitState::ALL
-            .iter()
-            .filter(|s| s.is_final())
-            .map(|s| self.get(*s))
-            .sum()
-    }
-
-    /// All units the service knows.
-    pub fn total(&self) -> usize {
-        self.by_state.iter().sum()
-    }
-
-    fn moved(&mut self, from: UnitState, to: UnitState) {
-        self.by_state[Self::index(from)] -= 1;
-        self.by_state[Self::index(to)] += 1;
-    }
-}
-
-pub(crate) enum Command {
-    Submit(Vec<Arc<UnitShared>>),
-    /// Units of a resumed session, loaded from the store: their states come from the
-    /// replayed history, not from the pool.
-    Restore(Vec<Arc<UnitShared>>),
-    Cancel(Vec<UnitId>),
-    CancelAll(String),
-    AddPilot(PilotCompute),
-    RemovePilots(Vec<PilotId>, tokio::sync::oneshot::Sender<()>),
-    /// Cancel what is left because no pilot is left to run it.
-    CancelStranded,
-}
 
 /// Runs compute units on the pilots of the pilot services added to it (the seeds'
 /// `ComputeUnitService`).
@@ -174,6 +73,8 @@ pub struct ComputeUnitService {
 
 struct CusInner {
     session: Session,
+    /// Which of the session's unit services this is, in the session's manager.
+    service: ServiceId,
     commands: mpsc::UnboundedSender<Command>,
     counts: watch::Receiver<UnitCounts>,
     submitted: AtomicUsize,
@@ -209,53 +110,26 @@ impl ComputeUnitService {
 
     /// A service with its own [`UnitPolicy`].
     pub fn with_policy(session: &Session, policy: UnitPolicy) -> Self {
-        Self::start(session, policy, None)
+        Self::start(session, policy)
     }
 
-    /// A service that first replays the session's history up to the `Resumed` marker with
-    /// `token`, and says so on `caught_up`.
-    pub(crate) fn replaying(
-        session: &Session,
-        policy: UnitPolicy,
-        token: u64,
-        caught_up: tokio::sync::oneshot::Sender<()>,
-    ) -> Self {
-        Self::start(session, policy, Some((token, caught_up)))
-    }
-
-    fn start(
-        session: &Session,
-        policy: UnitPolicy,
-        replay: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
-    ) -> Self {
-        let (commands, command_rx) = mpsc::unbounded_channel();
+    fn start(session: &Session, policy: UnitPolicy) -> Self {
         let (counts_tx, counts) = watch::channel(UnitCounts::default());
         let live = LiveUnits::default();
         let hand_over = HandOver::default();
-        let manager = Manager {
-            coordination: session.coordination().clone(),
-            commands: commands.downgrade(),
-            units: HashMap::new(),
-            pool: VecDeque::new(),
-            pilots: Vec::new(),
-            cancel_requested: HashMap::new(),
+        let service = session.new_service_id();
+        let commands = session.manager();
+        let _ = commands.send(Command::AddService {
+            service,
             policy,
-            attempts: HashMap::new(),
-            black_holes: Vec::new(),
-            replay,
-            deferred_cancels: Vec::new(),
-            counts: UnitCounts::default(),
-            counts_tx,
-            counts_sent: tokio::time::Instant::now(),
-            outbox: Vec::new(),
-            bound: HashMap::new(),
+            counts: counts_tx,
             hand_over: hand_over.clone(),
             live: live.clone(),
-        };
-        tokio::spawn(manager.run(command_rx, session.listen()));
+        });
         Self {
             inner: Arc::new(CusInner {
                 session: session.clone(),
+                service,
                 commands,
                 counts,
                 submitted: AtomicUsize::new(0),
@@ -268,6 +142,15 @@ impl ComputeUnitService {
         }
     }
 
+    /// Replays the session's history up to the `Resumed` marker with `token` before
+    /// taking decisions; says so on `caught_up`.
+    pub(crate) fn replay(&self, token: u64, caught_up: tokio::sync::oneshot::Sender<()>) {
+        let _ = self.inner.commands.send(Command::Replay {
+            token,
+            done: caught_up,
+        });
+    }
+
     /// Makes the pilots of `pcs`, present and future, available to this service.
     pub fn add_pilot_service(&self, pcs: &PilotComputeService) {
         if let Ok(mut services) = self.inner.services.lock() {
@@ -276,13 +159,17 @@ impl ComputeUnitService {
             }
             services.push(pcs.clone());
         }
+        let service = self.inner.service;
         for pilot in pcs.pilots() {
-            let _ = self.inner.commands.send(Command::AddPilot(pilot));
+            let _ = self.inner.commands.send(Command::AddPilot(service, pilot));
         }
         let commands = self.inner.commands.downgrade();
-        pcs.on_new_pilot(Box::new(move |pilot| match commands.upgrade() {
-            Some(tx) => tx.send(Command::AddPilot(pilot.clone())).is_ok(),
-            None => false,
+        let me = Arc::downgrade(&self.inner);
+        pcs.on_new_pilot(Box::new(move |pilot| {
+            match (commands.upgrade(), me.upgrade()) {
+                (Some(tx), Some(_)) => tx.send(Command::AddPilot(service, pilot.clone())).is_ok(),
+                _ => false,
+            }
         }));
     }
 
@@ -298,7 +185,7 @@ impl ComputeUnitService {
         if self
             .inner
             .commands
-            .send(Command::RemovePilots(ids, done))
+            .send(Command::RemovePilots(self.inner.service, ids, done))
             .is_ok()
         {
             let _ = removed.await;
@@ -367,7 +254,7 @@ impl ComputeUnitService {
             .collect();
         self.inner
             .commands
-            .send(Command::Submit(shared))
+            .send(Command::Submit(self.inner.service, shared))
             .map_err(|_| Error::ServiceClosed)?;
         Ok(handles)
     }
@@ -385,7 +272,10 @@ impl ComputeUnitService {
         if let Ok(mut all) = self.inner.units.lock() {
             all.extend(shared.iter().cloned());
         }
-        let _ = self.inner.commands.send(Command::Restore(shared));
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Restore(self.inner.service, shared));
     }
 
     /// Hands over every unit that reaches a final state from now on, once, on the
@@ -480,839 +370,19 @@ impl ComputeUnitService {
     /// Cancels every unit that has not reached a final state, giving `reason` as their
     /// [`detail`](ComputeUnit::detail).
     pub fn cancel_because(&self, reason: impl Into<String>) {
-        let _ = self.inner.commands.send(Command::CancelAll(reason.into()));
+        let _ = self
+            .inner
+            .commands
+            .send(Command::CancelAll(self.inner.service, reason.into()));
     }
 
     /// Cancels every unit that has not reached a final state because no pilot is left to
     /// run it (every pilot has ended). Each says why: it never ran, or its run was cut
     /// short (its pilot reached its walltime, say) and no pilot was left to run it again.
     pub fn cancel_stranded(&self) {
-        let _ = self.inner.commands.send(Command::CancelStranded);
-    }
-}
-
-/// What the manager task knows of one pilot.
-struct PilotSlot {
-    pilot: PilotCompute,
-    draining: bool,
-    removed: bool,
-    ended: bool,
-    cores_bound: u32,
-    gpus_bound: u32,
-    /// Units bound to this pilot that have not come back or ended.
-    in_flight: HashSet<UnitId>,
-    /// Units in a row that failed at once here (see [`UnitPolicy::black_hole_failures`]).
-    quick_failures: u32,
-    /// Units this pilot ran to `Done`.
-    done: u64,
-}
-
-/// The manager task: the only owner of the pool and the unit records' transitions.
-struct Manager {
-    coordination: Arc<dyn Coordination>,
-    commands: mpsc::WeakUnboundedSender<Command>,
-    units: HashMap<UnitId, Arc<UnitShared>>,
-    pool: VecDeque<UnitView>,
-    pilots: Vec<PilotSlot>,
-    /// Units to cancel as soon as they are back from their pilot.
-    cancel_requested: HashMap<UnitId, String>,
-    policy: UnitPolicy,
-    /// Why each earlier run of a unit was lost, for units that lost any.
-    attempts: HashMap<UnitId, Vec<String>>,
-    /// Pilots found to be black holes in this round, to take out of rotation.
-    black_holes: Vec<(PilotId, String)>,
-    /// While a resumed manager replays the session's history: the token of its own
-    /// `Resumed` marker, and whom to tell once it has caught up. No decisions are taken
-    /// while replaying: the history already holds those of the manager before.
-    replay: Option<(u64, tokio::sync::oneshot::Sender<()>)>,
-    /// Cancels asked for in the replayed history, carried out once caught up (those of
-    /// units that ended meanwhile change nothing).
-    deferred_cancels: Vec<(CancelTarget, String)>,
-    counts: UnitCounts,
-    counts_tx: watch::Sender<UnitCounts>,
-    counts_sent: tokio::time::Instant,
-    /// Decisions to publish at the end of this round.
-    outbox: Vec<Event>,
-    /// Units bound this round, per pilot, to enqueue after their `Scheduled` is published.
-    bound: HashMap<PilotId, Vec<UnitId>>,
-    /// Where units that end go, once someone asked for them (and then they are forgotten).
-    hand_over: HandOver,
-    /// The units handed over forget, while they have not ended (shared with the handles).
-    live: LiveUnits,
-}
-
-/// Units submitted while ended ones are handed over, until they end.
-type LiveUnits = Arc<Mutex<std::collections::BTreeMap<UnitId, Arc<UnitShared>>>>;
-
-/// Where units that end are handed over, once asked for (shared by the service and its
-/// manager task).
-type HandOver = Arc<Mutex<Option<mpsc::UnboundedSender<ComputeUnit>>>>;
-
-fn event(
-    unit: UnitId,
-    pilot: Option<PilotId>,
-    state: UnitState,
-    detail: impl Into<Option<String>>,
-) -> Event {
-    Event::Unit(UnitEvent {
-        unit,
-        pilot,
-        state,
-        at: Timestamp::now(),
-        exit_code: None,
-        detail: detail.into(),
-        lost_run: false,
-    })
-}
-
-impl Manager {
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        mut events: mpsc::UnboundedReceiver<Arc<[Event]>>,
-    ) {
-        loop {
-            let counts_due = self.counts_sent + COUNTS_EVERY;
-            tokio::select! {
-                // Commands first: a resumed service gets its pilots and units before the
-                // history that speaks of them.
-                biased;
-                command = commands.recv() => match command {
-                    Some(c) => self.command(c).await,
-                    None => break,
-                },
-                batch = events.recv() => match batch {
-                    Some(batch) => {
-                        self.apply_events(&batch).await;
-                        // Whatever else has arrived joins this round: one scheduling
-                        // pass and one publication for all of it.
-                        while let Ok(more) = events.try_recv() {
-                            self.apply_events(&more).await;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(counts_due), if self.counts != *self.counts_tx.borrow() => {}
-            }
-            self.schedule();
-            self.flush().await;
-        }
-    }
-
-    fn slot(&mut self, pilot: PilotId) -> Option<&mut PilotSlot> {
-        self.pilots.iter_mut().find(|s| s.pilot.id() == pilot)
-    }
-
-    fn views(&self) -> Vec<PilotView> {
-        let live = |s: &PilotSlot| !s.removed && !s.ended && !s.pilot.state().is_final();
-        // Suspects get no units while a pilot that is not one can take them; if every
-        // pilot is a suspect, the units are what fails, not the pilots.
-        let all_suspect = self
-            .pilots
-            .iter()
-            .filter(|s| live(s))
-            .all(|s| self.is_suspect(s));
-        self.pilots
-            .iter()
-            .map(|s| {
-                let d = s.pilot.description();
-                let state = s.pilot.state();
-                let alive = live(s);
-                let held_back = self.is_suspect(s) && !all_suspect;
-                PilotView {
-                    id: s.pilot.id(),
-                    accepting: alive && !s.draining && !held_back && state == PilotState::Running,
-                    alive,
-                    cores: d.cores,
-                    gpus: d.gpus,
-                    free_cores: prefetched(d.cores, self.policy.prefetch)
-                        .saturating_sub(s.cores_bound),
-                    free_gpus: d
-                        .gpus
-                        .saturating_mul(self.policy.prefetch.saturating_add(1))
-                        .saturating_sub(s.gpus_bound),
-                }
-            })
-            .collect()
-    }
-
-    fn view(unit: &UnitShared) -> UnitView {
-        let d = &unit.description;
-        UnitView {
-            id: unit.id,
-            cores: d.cores,
-            gpus: d.gpus,
-            pilot: d.pilot,
-        }
-    }
-
-    async fn command(&mut self, command: Command) {
-        match command {
-            Command::Submit(units) => {
-                let views = self.views();
-                self.units.reserve(units.len());
-                for unit in units {
-                    let view = Self::view(&unit);
-                    self.counts.by_state[UnitCounts::index(UnitState::New)] += 1;
-                    self.units.insert(unit.id, unit);
-                    match scheduler::never_fits(&view, &views) {
-                        Some(reason) => {
-                            self.outbox
-                                .push(event(view.id, None, UnitState::Failed, reason))
-                        }
-                        None => self.pool.push_back(view),
-                    }
-                }
-            }
-            Command::Restore(units) => {
-                self.units.reserve(units.len());
-                for unit in units {
-                    self.counts.by_state[UnitCounts::index(UnitState::New)] += 1;
-                    self.units.insert(unit.id, unit);
-                }
-            }
-            Command::AddPilot(pilot) => {
-                if self.slot(pilot.id()).is_none() {
-                    self.pilots.push(PilotSlot {
-                        pilot,
-                        draining: false,
-                        removed: false,
-                        ended: false,
-                        cores_bound: 0,
-                        gpus_bound: 0,
-                        in_flight: HashSet::new(),
-                        quick_failures: 0,
-                        done: 0,
-                    });
-                }
-            }
-            Command::RemovePilots(ids, done) => {
-                for id in ids {
-                    if let Some(slot) = self.slot(id) {
-                        slot.removed = true;
-                        self.withdraw(id, "pilot removed from the service").await;
-                    }
-                }
-                let _ = done.send(());
-            }
-            Command::CancelStranded => {
-                let mut why: HashMap<String, Vec<UnitId>> = HashMap::new();
-                for u in self.units.values() {
-                    let Ok(r) = u.record.lock() else { continue };
-                    if r.life.state().is_final() {
-                        continue;
-                    }
-                    let ran = r
-                        .life
-                        .history()
-                        .iter()
-                        .any(|(s, _)| *s == UnitState::Running);
-                    let reason = match (&r.detail, ran) {
-                        (Some(cut), true) => format!(
-                            "no pilot was left to run it again after its run was cut short: {cut}"
-                        ),
-                        _ => "every pilot ended before this unit could run".to_owned(),
-                    };
-                    why.entry(reason).or_default().push(u.id);
-                }
-                for (reason, ids) in why {
-                    self.cancel(ids, &reason).await;
-                }
-            }
-            Command::Cancel(ids) => self.cancel(ids, "canceled").await,
-            Command::CancelAll(reason) => {
-                let ids = self
-                    .units
-                    .values()
-                    .filter(|u| u.record.lock().is_ok_and(|r| !r.life.state().is_final()))
-                    .map(|u| u.id)
-                    .collect();
-                self.cancel(ids, &reason).await;
-            }
-        }
-    }
-
-    async fn cancel(&mut self, ids: Vec<UnitId>, reason: &str) {
-        let ids: HashSet<UnitId> = ids
-            .into_iter()
-            .filter(|id| self.units.contains_key(id))
-            .collect();
-        // Units in the pool: canceled here.
-        let outbox = &mut self.outbox;
-        let mut in_pool = HashSet::new();
-        self.pool.retain(|u| {
-            let hit = ids.contains(&u.id);
-            if hit {
-                outbox.push(event(u.id, None, UnitState::Canceled, reason.to_owned()));
-                in_pool.insert(u.id);
-            }
-            !hit
-        });
-        // Every other one is canceled when it is back, if its pilot cannot do it first;
-        // that covers units on their way back to the pool, in no pilot and not in it yet.
-        // The first reason asked for is the one a unit keeps (a cancel of the whole session
-        // also cancels its pilots, whose units then come back stranded).
-        for id in ids.iter().filter(|id| !in_pool.contains(id)) {
-            self.cancel_requested
-                .entry(*id)
-                .or_insert_with(|| reason.to_owned());
-        }
-        // Units out at a pilot: taken back from its queue if still there, else its agent
-        // kills them; if the pilot is gone, they are canceled when they come back.
-        let mut per_pilot: Vec<(PilotId, bool, Vec<UnitId>)> = Vec::new();
-        for slot in &self.pilots {
-            let mine: Vec<UnitId> = slot
-                .in_flight
-                .iter()
-                .filter(|u| ids.contains(u))
-                .copied()
-                .collect();
-            if !mine.is_empty() {
-                per_pilot.push((
-                    slot.pilot.id(),
-                    !slot.ended && !slot.pilot.state().is_final(),
-                    mine,
-                ));
-            }
-        }
-        for (pilot, alive, units) in per_pilot {
-            for u in &units {
-                self.cancel_requested
-                    .entry(*u)
-                    .or_insert_with(|| reason.to_owned());
-            }
-            if !alive {
-                continue;
-            }
-            let withdrawn = match self.coordination.withdraw(pilot, Some(&units)).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(%pilot, error = %e, "cannot withdraw units to cancel");
-                    Vec::new()
-                }
-            };
-            for u in &withdrawn {
-                self.outbox.push(event(
-                    *u,
-                    Some(pilot),
-                    UnitState::Canceled,
-                    reason.to_owned(),
-                ));
-            }
-            let withdrawn: HashSet<UnitId> = withdrawn.into_iter().collect();
-            for u in units.into_iter().filter(|u| !withdrawn.contains(u)) {
-                if let Err(e) = self
-                    .coordination
-                    .send_control(pilot, Control::CancelUnit(u))
-                    .await
-                {
-                    // Each further call would wait as long: the rest are canceled when
-                    // they come back, or with their pilot.
-                    tracing::error!(%pilot, unit = %u, error = %e, "cannot ask the agent to cancel");
-                    break;
-                }
-            }
-        }
-    }
-
-    /// `pstar cancel` from another terminal: units, a pilot, or the whole session.
-    async fn cancel_requested_from_outside(&mut self, target: CancelTarget, reason: &str) {
-        tracing::info!(?target, %reason, "cancel requested");
-        match target {
-            CancelTarget::Units(ids) => self.cancel(ids, reason).await,
-            CancelTarget::Pilot(pilot) => {
-                if let Some(slot) = self.slot(pilot) {
-                    let handle = slot.pilot.clone();
-                    tokio::spawn(async move { handle.cancel().await });
-                }
-            }
-            CancelTarget::Session => {
-                let ids = self
-                    .units
-                    .values()
-                    .filter(|u| u.record.lock().is_ok_and(|r| !r.life.state().is_final()))
-                    .map(|u| u.id)
-                    .collect();
-                self.cancel(ids, reason).await;
-                for slot in &self.pilots {
-                    let handle = slot.pilot.clone();
-                    tokio::spawn(async move { handle.cancel().await });
-                }
-            }
-        }
-    }
-
-    /// Takes back every unit still queued for `pilot`: they return to the pool when their
-    /// `New` comes back on the stream.
-    async fn withdraw(&mut self, pilot: PilotId, why: &str) {
-        match self.coordination.withdraw(pilot, None).await {
-            Ok(units) => {
-                for u in units {
-                    self.outbox.push(event(
-                        u,
-                        Some(pilot),
-                        UnitState::New,
-                        format!("{why} ({pilot})"),
-                    ));
-                }
-            }
-            Err(e) => tracing::error!(%pilot, error = %e, "cannot withdraw units"),
-        }
-    }
-
-    async fn apply_events(&mut self, batch: &[Event]) {
-        for e in batch {
-            match e {
-                Event::Unit(u) => self.apply_unit(u),
-                Event::PilotDraining { pilot, .. } => {
-                    let live = self.replay.is_none();
-                    if let Some(slot) = self.slot(*pilot) {
-                        slot.draining = true;
-                        if live {
-                            self.withdraw(*pilot, "pilot is draining before its walltime ends")
-                                .await;
-                        }
-                    }
-                }
-                Event::Pilot(p) if p.state.is_final() && self.replay.is_some() => {
-                    // What it held is settled by the history that follows, or after it.
-                    if let Some(slot) = self.slot(p.pilot) {
-                        slot.ended = true;
-                    }
-                }
-                Event::Pilot(p) if p.state.is_final() => {
-                    self.pilot_ended(p.pilot, p.state, p.detail.as_deref())
-                        .await
-                }
-                Event::Pilot(_) => {}
-                Event::Resumed { token, .. } => {
-                    if self.replay.as_ref().is_some_and(|(t, _)| t == token) {
-                        self.caught_up().await;
-                        for (target, reason) in std::mem::take(&mut self.deferred_cancels) {
-                            self.cancel_requested_from_outside(target, &reason).await;
-                        }
-                    }
-                }
-                Event::CancelRequested { target, reason, .. } => {
-                    if self.replay.is_some() {
-                        self.deferred_cancels.push((target.clone(), reason.clone()));
-                    } else {
-                        self.cancel_requested_from_outside(target.clone(), reason)
-                            .await;
-                    }
-                }
-            }
-        }
-        if self.replay.is_some() {
-            self.black_holes.clear();
-        }
-        for (pilot, reason) in std::mem::take(&mut self.black_holes) {
-            let Some(slot) = self.slot(pilot) else {
-                continue;
-            };
-            slot.removed = true;
-            let handle = slot.pilot.clone();
-            self.withdraw(pilot, "pilot taken out of rotation").await;
-            tokio::spawn(async move { handle.fail(reason).await });
-        }
-    }
-
-    /// A pilot has ended: what is still bound to it goes back to the pool (or fails, if it
-    /// was bound to that pilot early). Its agent returns what it ran before it reports its
-    /// end, so what is left here is what it never reported (it crashed, or never started).
-    async fn pilot_ended(&mut self, pilot: PilotId, state: PilotState, detail: Option<&str>) {
-        let Some(slot) = self.slot(pilot) else { return };
-        if slot.ended {
-            return;
-        }
-        slot.ended = true;
-        self.settle(pilot, state, detail).await;
-    }
-
-    /// Sends what is still bound to an ended pilot back to the pool (or fails it).
-    async fn settle(&mut self, pilot: PilotId, state: PilotState, detail: Option<&str>) {
-        let Some(slot) = self.slot(pilot) else { return };
-        // From now on, reports from this pilot are stale (see `apply_unit`): what it held
-        // is settled here, by the manager.
-        let left: Vec<UnitId> = slot.in_flight.drain().collect();
-        slot.cores_bound = 0;
-        slot.gpus_bound = 0;
-        // What is still in its queue was never claimed; the rest its agent had taken, and
-        // may have started even if no report of it arrived before the agent died.
-        let unclaimed: HashSet<UnitId> = match self.coordination.withdraw(pilot, None).await {
-            Ok(units) => units.into_iter().collect(),
-            Err(e) => {
-                tracing::error!(%pilot, error = %e, "cannot withdraw units of an ended pilot");
-                HashSet::new()
-            }
-        };
-        let why = match detail {
-            Some(d) => format!("{pilot} ended ({state}: {d})"),
-            None => format!("{pilot} ended ({state})"),
-        };
-        for u in left {
-            let Some(shared) = self.units.get(&u) else {
-                continue;
-            };
-            let early = shared.description.pilot == Some(pilot);
-            let claimed = !unclaimed.contains(&u);
-            if early {
-                self.outbox
-                    .push(event(u, None, UnitState::Failed, why.clone()));
-            } else if state == PilotState::Failed && claimed {
-                // The run (begun or about to begin) was lost with its pilot: that uses up
-                // one attempt, counted when the event comes back (`apply_unit`).
-                let earlier: &[String] = self.attempts.get(&u).map_or(&[], |v| v.as_slice());
-                let lost = earlier.len() + 1;
-                let (next, detail) = if lost as u32 >= self.policy.max_attempts.max(1) {
-                    let list: Vec<String> = earlier
-                        .iter()
-                        .chain(std::iter::once(&why))
-                        .enumerate()
-                        .map(|(i, r)| format!("({}) {r}", i + 1))
-                        .collect();
-                    let detail = format!(
-                        "gave up after {}: {}",
-                        pstar_model::plural(lost as u64, "attempt"),
-                        list.join("; ")
-                    );
-                    (UnitState::Failed, detail)
-                } else {
-                    let detail =
-                        format!("{why}; attempt {lost} of {} lost", self.policy.max_attempts);
-                    (UnitState::New, detail)
-                };
-                let mut lost_run = event(u, None, next, detail);
-                if let Event::Unit(e) = &mut lost_run {
-                    e.lost_run = true;
-                }
-                self.outbox.push(lost_run);
-            } else {
-                self.outbox
-                    .push(event(u, None, UnitState::New, why.clone()));
-            }
-        }
-        // With fewer pilots alive, some waiting units may now never fit.
-        self.fail_what_never_fits();
-    }
-
-    fn apply_unit(&mut self, e: &UnitEvent) {
-        let Some(shared) = self.units.get(&e.unit).cloned() else {
-            return;
-        };
-        let Ok(mut rec) = shared.record.lock() else {
-            return;
-        };
-        let from = rec.life.state();
-        let bound_before = rec.pilot.as_ref().map(|(p, _)| *p);
-        let replaying = self.replay.is_some();
-        // A report from a pilot the unit is no longer bound to, or from a pilot that has
-        // ended (an agent that was presumed gone and reports late), is stale.
-        let stale = e.state != UnitState::Scheduled
-            && e.pilot.is_some_and(|p| {
-                rec.pilot.as_ref().map(|(b, _)| *b) != Some(p)
-                    || self.pilots.iter().any(|s| s.pilot.id() == p && s.ended)
-            });
-        if stale {
-            tracing::debug!(unit = %e.unit, pilot = ?e.pilot, "ignored a stale report");
-            return;
-        }
-        if replaying {
-            rec.life.backdate_start(e.at);
-        }
-        if let Err(err) = rec.life.transition(e.state, e.at) {
-            tracing::debug!(unit = %e.unit, error = %err, "ignored unit event");
-            return;
-        }
-        self.counts.moved(from, e.state);
-        if e.lost_run {
-            // The reason, without the attempt count the detail adds.
-            let why = e.detail.as_deref().unwrap_or("run lost");
-            let why = why.rsplit_once("; attempt ").map_or(why, |(w, _)| w);
-            self.attempts
-                .entry(e.unit)
-                .or_default()
-                .push(why.to_owned());
-        }
-        if e.exit_code.is_some() {
-            rec.exit_code = e.exit_code;
-        }
-        // A cancel's own reason wins over the agent's plain "canceled" (but not over the
-        // reason the manager's own decision already carries).
-        let plain = e.detail.as_deref().is_none_or(|d| d == "canceled");
-        let reason = match e.state {
-            UnitState::Canceled if plain => self.cancel_requested.get(&e.unit).cloned(),
-            _ => None,
-        };
-        rec.detail = reason.or_else(|| e.detail.clone());
-        if e.state == UnitState::Scheduled {
-            let sandbox: Option<Arc<Path>> = e.pilot.and_then(|p| {
-                self.pilots
-                    .iter()
-                    .find(|s| s.pilot.id() == p)
-                    .map(|s| Arc::from(s.pilot.sandbox()))
-            });
-            rec.pilot = e.pilot.zip(sandbox);
-        }
-        let ran_for = match e.state {
-            UnitState::Failed => Some(
-                rec.life
-                    .history()
-                    .iter()
-                    .rev()
-                    .find(|(s, _)| *s == UnitState::Running)
-                    .map_or(Duration::ZERO, |(_, at)| e.at.since(*at)),
-            ),
-            _ => None,
-        };
-        let callbacks = rec.callbacks.clone();
-        drop(rec);
-        if let Some(pilot) = e.pilot {
-            self.account(pilot, e.state, ran_for);
-        }
-
-        if e.state.is_final() || e.state == UnitState::New {
-            self.release(&shared, bound_before);
-        }
-        if replaying {
-            // Rebuild what each pilot holds; the pool is rebuilt once caught up.
-            if let (UnitState::Scheduled, Some(pilot)) = (e.state, e.pilot)
-                && let Some(slot) = self.slot(pilot)
-                && slot.in_flight.insert(e.unit)
-            {
-                slot.cores_bound += shared.description.cores;
-                slot.gpus_bound += shared.description.gpus;
-            }
-        } else if e.state.is_final() {
-            self.cancel_requested.remove(&e.unit);
-        } else if e.state == UnitState::New {
-            if let Some(reason) = self.cancel_requested.remove(&e.unit) {
-                self.outbox
-                    .push(event(e.unit, None, UnitState::Canceled, reason));
-            } else {
-                // Back to the head of the pool: it was submitted before what waits there.
-                self.pool.push_front(Self::view(&shared));
-            }
-        }
-        // Callbacks first: whoever `wait`s sees them all done.
-        if !callbacks.is_empty()
-            && let Some(commands) = self.commands.upgrade()
-        {
-            let handle = ComputeUnit {
-                shared: shared.clone(),
-                commands,
-            };
-            for cb in callbacks {
-                cb(&handle, e.state);
-            }
-        }
-        shared.changed.notify_waiters();
-        if e.state.is_final()
-            && !replaying
-            && let Some(tx) = self.hand_over.lock().ok().and_then(|h| h.clone())
-            && let Some(commands) = self.commands.upgrade()
-        {
-            // Handed over and forgotten: a late report of it finds nothing to change.
-            self.units.remove(&e.unit);
-            self.attempts.remove(&e.unit);
-            if let Ok(mut live) = self.live.lock() {
-                live.remove(&e.unit);
-            }
-            let _ = tx.send(ComputeUnit { shared, commands });
-        }
-    }
-
-    /// The replay reached this manager's own `Resumed` marker: the state is what the
-    /// manager before left, and decisions start. Units back in `New` form the pool again
-    /// (oldest first); what ended pilots still held is settled as it would have been.
-    async fn caught_up(&mut self) {
-        let Some((_, done)) = self.replay.take() else {
-            return;
-        };
-        let mut waiting: Vec<UnitView> = self
-            .units
-            .values()
-            .filter(|u| {
-                u.record
-                    .lock()
-                    .is_ok_and(|r| r.life.state() == UnitState::New)
-            })
-            .map(|u| Self::view(u))
-            .collect();
-        waiting.sort_by_key(|u| u.id);
-        self.pool = waiting.into();
-        let ended: Vec<(PilotId, PilotState, Option<String>)> = self
-            .pilots
-            .iter()
-            .filter(|s| s.ended && !s.in_flight.is_empty())
-            .map(|s| (s.pilot.id(), s.pilot.state(), s.pilot.detail()))
-            .collect();
-        for (pilot, state, detail) in ended {
-            self.settle(pilot, state, detail.as_deref()).await;
-        }
-        let draining: Vec<PilotId> = self
-            .pilots
-            .iter()
-            .filter(|s| s.draining && !s.ended)
-            .map(|s| s.pilot.id())
-            .collect();
-        for pilot in draining {
-            self.withdraw(pilot, "pilot is draining before its walltime ends")
-                .await;
-        }
-        self.fail_what_never_fits();
-        tracing::info!(
-            units = self.units.len(),
-            waiting = self.pool.len(),
-            "replayed the session's history"
-        );
-        self.counts_tx.send_replace(self.counts.clone());
-        self.counts_sent = tokio::time::Instant::now();
-        let _ = done.send(());
-    }
-
-    /// Fails the units in the pool that no live pilot can ever fit.
-    fn fail_what_never_fits(&mut self) {
-        let views = self.views();
-        let outbox = &mut self.outbox;
-        self.pool
-            .retain(|u| match scheduler::never_fits(u, &views) {
-                Some(reason) => {
-                    outbox.push(event(u.id, None, UnitState::Failed, reason));
-                    false
-                }
-                None => true,
-            });
-    }
-
-    /// Keeps the black-hole count of `pilot` (see [`UnitPolicy::black_hole_failures`]).
-    fn account(&mut self, pilot: PilotId, state: UnitState, ran_for: Option<Duration>) {
-        let window = self.policy.black_hole_window;
-        let Some(slot) = self.slot(pilot) else { return };
-        // A suspect (a streak of quick failures) is a black hole once another pilot has
-        // shown that units can succeed; until then it gets no new units (see `views`).
-        // Only two events can make that so: a pilot's first `Done` (every other suspect is
-        // judged), or a quick failure on a pilot (it alone is).
-        let to_judge: Vec<usize> = match (state, ran_for) {
-            (UnitState::Done, _) => {
-                slot.done += 1;
-                slot.quick_failures = 0;
-                if slot.done > 1 {
-                    return;
-                }
-                (0..self.pilots.len())
-                    .filter(|&i| self.pilots[i].pilot.id() != pilot)
-                    .collect()
-            }
-            (UnitState::Failed, Some(ran)) if ran < window => {
-                slot.quick_failures += 1;
-                self.pilots
-                    .iter()
-                    .position(|s| s.pilot.id() == pilot)
-                    .into_iter()
-                    .collect()
-            }
-            (UnitState::Failed, _) => {
-                slot.quick_failures = 0;
-                return;
-            }
-            _ => return,
-        };
-        for i in to_judge {
-            let me = self.pilots[i].pilot.id();
-            if !self.is_suspect(&self.pilots[i]) || self.pilots[i].removed {
-                continue;
-            }
-            if !self.pilots.iter().any(|s| s.pilot.id() != me && s.done > 0) {
-                continue;
-            }
-            let slot = &mut self.pilots[i];
-            let reason = format!(
-                "black hole: {} in a row failed within {} of starting here \
-                 while other pilots ran units to done",
-                pstar_model::plural(u64::from(slot.quick_failures), "unit"),
-                humantime::format_duration(window)
-            );
-            slot.removed = true;
-            self.black_holes.push((me, reason));
-        }
-    }
-
-    fn is_suspect(&self, slot: &PilotSlot) -> bool {
-        let threshold = self.policy.black_hole_failures;
-        threshold > 0 && slot.quick_failures >= threshold
-    }
-
-    /// The unit no longer holds room on `pilot`.
-    fn release(&mut self, unit: &UnitShared, pilot: Option<PilotId>) {
-        let Some(slot) = pilot.and_then(|p| self.pilots.iter_mut().find(|s| s.pilot.id() == p))
-        else {
-            return;
-        };
-        if slot.in_flight.remove(&unit.id) {
-            slot.cores_bound = slot.cores_bound.saturating_sub(unit.description.cores);
-            slot.gpus_bound = slot.gpus_bound.saturating_sub(unit.description.gpus);
-        }
-    }
-
-    fn schedule(&mut self) {
-        if self.pool.is_empty() || self.replay.is_some() {
-            return;
-        }
-        let mut views = self.views();
-        for decision in scheduler::schedule(&mut self.pool, &mut views) {
-            match decision {
-                Decision::Bind { unit, pilot } => {
-                    let Some(shared) = self.units.get(&unit) else {
-                        continue;
-                    };
-                    let (cores, gpus) = (shared.description.cores, shared.description.gpus);
-                    if let Some(slot) = self.pilots.iter_mut().find(|s| s.pilot.id() == pilot) {
-                        slot.in_flight.insert(unit);
-                        slot.cores_bound += cores;
-                        slot.gpus_bound += gpus;
-                    }
-                    self.outbox
-                        .push(event(unit, Some(pilot), UnitState::Scheduled, None));
-                    self.bound.entry(pilot).or_default().push(unit);
-                }
-                Decision::Fail { unit, reason } => {
-                    self.outbox
-                        .push(event(unit, None, UnitState::Failed, reason))
-                }
-            }
-        }
-    }
-
-    /// Publishes this round's decisions, then enqueues the bound units: an agent can only
-    /// claim a unit whose `Scheduled` is already on the stream.
-    async fn flush(&mut self) {
-        let bindings: Vec<_> = std::mem::take(&mut self.bound).into_iter().collect();
-        if (!self.outbox.is_empty() || !bindings.is_empty())
-            && let Err(e) = self
-                .coordination
-                .publish_and_enqueue(std::mem::take(&mut self.outbox), bindings)
-                .await
-        {
-            tracing::error!(error = %e, "cannot publish scheduling decisions");
-        }
-        // Counts feed progress displays and `wait`: sent at most every `COUNTS_EVERY`, and
-        // at once when every unit has ended.
-        let now = tokio::time::Instant::now();
-        let all_ended = self.counts.finished() == self.counts.total();
-        if now >= self.counts_sent + COUNTS_EVERY || all_ended {
-            let counts = &self.counts;
-            let sent = self.counts_tx.send_if_modified(|c| {
-                if c != counts {
-                    c.clone_from(counts);
-                    true
-                } else {
-                    false
-                }
-            });
-            if sent {
-                self.counts_sent = now;
-            }
-        }
+        let _ = self
+            .inner
+            .commands
+            .send(Command::CancelStranded(self.inner.service));
     }
 }

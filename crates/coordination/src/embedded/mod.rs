@@ -372,7 +372,7 @@ mod tests {
                 at: Timestamp::now(),
                 exit_code: None,
                 detail: None,
-                lost_run: false,
+                lost_run: None,
             });
             store.publish(vec![e]).await.unwrap();
         }
