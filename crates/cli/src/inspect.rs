@@ -130,9 +130,7 @@ impl SessionView {
                 let Some(unit) = self.units.get(&e.unit) else {
                     return;
                 };
-                let stale = e.state != UnitState::Scheduled
-                    && e.pilot.is_some_and(|p| unit.pilot != Some(p) || ended(p));
-                if stale {
+                if pstar::core::is_stale(e, unit.pilot, ended) {
                     return;
                 }
                 let Some(unit) = self.units.get_mut(&e.unit) else {

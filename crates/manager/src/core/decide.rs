@@ -159,13 +159,11 @@ impl Core {
                 match u.cancel.clone() {
                     Some(reason) => self.decide(e.unit, None, UnitState::Canceled, reason),
                     None => {
-                        // Back to the head of its pool: it was submitted before what
-                        // waits there.
+                        // Back to the head of its pool (with the others back this round,
+                        // oldest first): it was submitted before what waits there.
                         u.pooled = true;
                         let view = u.spec.view();
-                        if let Some(s) = self.service_mut(service) {
-                            s.pool.push_front(view);
-                        }
+                        self.returning.push((service, view));
                     }
                 }
             }

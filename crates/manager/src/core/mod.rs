@@ -426,6 +426,8 @@ pub struct Core {
     /// Withdraws asked for and not answered yet, in order: from which pilot, which units
     /// (all with `None`), and what for.
     asked: Vec<(PilotId, Option<Vec<UnitId>>, Purpose)>,
+    /// Units back in the pool this round, to put at the head of their pools.
+    returning: Vec<(ServiceId, UnitView)>,
     /// Where scheduling starts next round (services take turns).
     turn: usize,
     out: Round,
@@ -462,6 +464,7 @@ impl Core {
             replay: None,
             deferred_cancels: Vec::new(),
             asked: Vec::new(),
+            returning: Vec::new(),
             turn: 0,
             out: Round::default(),
             counts_changed: HashSet::new(),
@@ -553,6 +556,15 @@ impl Core {
     /// Takes the decisions the inputs so far call for (binds units with room) and returns
     /// every effect accumulated since the last round.
     pub fn round(&mut self) -> Round {
+        if !self.returning.is_empty() {
+            let mut back = std::mem::take(&mut self.returning);
+            back.sort_by_key(|(_, v)| std::cmp::Reverse(v.id));
+            for (service, view) in back {
+                if let Some(s) = self.service_mut(service) {
+                    s.pool.push_front(view);
+                }
+            }
+        }
         if self.replay.is_none() && self.asked.is_empty() {
             self.schedule();
         }
