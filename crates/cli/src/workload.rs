@@ -1,7 +1,8 @@
 //! Workload files: the pilots to start and the compute units to run on them, in TOML.
 //!
 //! A workload file declares one or more `[[pilot]]` tables and one or more `[[unit]]`
-//! tables, and optionally one `[session]` table (command-line options win over it):
+//! tables, and optionally one `[session]` table (command-line options win over it) and one
+//! `[simulation]` table (for `pstar simulate` only):
 //!
 //! ```toml
 //! [session]
@@ -14,8 +15,17 @@
 //! agent_binary = "bin/pstar"  # the pstar agents run, copied to remote hosts (relative to
 //!                           # this file's directory); default: the running pstar
 //!
+//! [simulation]              # `pstar simulate` only; `pstar run` checks it and leaves it aside
+//! queue_wait = "1m..10m"    # each pilot's wait in its queue: "5m", or a range drawn
+//!                           # uniformly per pilot; default "0s"
+//! seed = 7                  # seed of every random draw; default 0
+//! pilot_failure = 0.05      # probability that a pilot fails instead of running; default 0
+//! agent_loss = 0.01         # probability that a running pilot's agent is lost; default 0
+//! unit_time = "1m"          # run time of units without `time_request`; default "0s"
+//!
 //! [[pilot]]
 //! name = "big"              # optional; lets units bind early with `pilot = "big"`
+//! count = 1                 # this many identical pilots; default 1, at least 1
 //! resource = "local://"     # required: where the pilot runs (local://, ssh://user@host,
 //!                           # slurm://, slurm+ssh://user@login, sge://, sge+ssh://, pbs://,
 //!                           # pbs+ssh://, lsf://, condor://)
@@ -50,6 +60,7 @@
 //! tags = ["a"]
 //! pilot = "big"             # early binding: the `name` of a [[pilot]]
 //! count = 8                 # an ensemble of 8 units; default 1, at least 1
+//! time_request = "30m"      # expected run time, in the forms of `walltime`; > 0
 //! input_data = []           # reserved for Pilot-Data: must be empty for now
 //! output_data = []          # reserved for Pilot-Data: must be empty for now
 //! ```
@@ -61,6 +72,16 @@
 //! `${HOME}`, `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as
 //! its template and expanded one unit at a time ([`Workload::units`]), so a large `count`
 //! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`] units.
+//!
+//! A pilot with `count = N` becomes `N` identical pilots, in file order, at most
+//! [`MAX_PILOTS`] in all. With a `name` and `N` more than 1, they are named `name-1` to
+//! `name-N`: a unit binds early to one of them (`pilot = "name-2"`); `pilot = "name"` is
+//! refused, since a unit is bound to one pilot (leave `pilot` out to let the scheduler
+//! place the unit on any pilot). No other pilot may take the group's name or a member's.
+//!
+//! A unit's `time_request` is its expected run time: the scheduler binds it only to a
+//! pilot with that much walltime left, and a unit whose `time_request` is longer than the
+//! walltime of every pilot it may run on is refused here.
 //!
 //! Relative paths (`working_directory` of pilots and units, `agent_binary`) are resolved
 //! here, once, against the workload file's directory, into absolute paths: a unit starts in
@@ -77,11 +98,14 @@
 //! ```
 //!
 //! Checked are: TOML syntax, unknown or misspelled keys (anywhere), wrong types, zero
-//! `cores` or `count`, empty `executable`, a `walltime` that is not a duration or is zero,
-//! a `resource` that does not parse or whose scheme this pstar cannot place pilots on,
-//! duplicate pilot names, `pilot = "x"` naming no pilot, a unit needing more cores or GPUs
-//! than any pilot it may run on has, non-empty `input_data`/`output_data`, a file
-//! without any pilot or without any unit, more than [`MAX_UNITS`] units, every refusal of
+//! `cores` or `count`, empty `executable`, a `walltime` or `time_request` that is not a
+//! duration or is zero, a `resource` that does not parse or whose scheme this pstar cannot
+//! place pilots on, duplicate pilot names (members of a counted pilot included),
+//! `pilot = "x"` naming no pilot or a group of pilots, a unit needing more cores, GPUs or
+//! run time than any pilot it may run on has, non-empty `input_data`/`output_data`, a file
+//! without any pilot or without any unit, more than [`MAX_UNITS`] units or
+//! [`MAX_PILOTS`] pilots, a `[simulation]` value out of range (a `queue_wait` that is not
+//! a duration or a rising range, a probability outside 0 to 1), every refusal of
 //! [`ComputeUnitDescription::validate`] and [`PilotComputeDescription::validate`] (NUL
 //! bytes, bad environment variable names, empty or shared `stdout`/`stderr`) for every
 //! member of every ensemble, and every refusal of [`pstar_adaptors::check_pilot`] (what a
@@ -543,12 +567,24 @@ pub enum QueueWait {
 }
 
 impl QueueWait {
-    /// The wait at `fraction` (from 0 to 1) of the way from the shortest wait to the
-    /// longest: a uniform draw in `0..1` gives a uniform wait.
+    /// The wait at `fraction` of the way from the shortest wait to the longest: a uniform
+    /// draw in `0..1` gives a uniform wait. A fraction outside 0 to 1 is taken as the
+    /// nearest end, NaN as 0.
     pub fn at(&self, fraction: f64) -> Duration {
         match *self {
             QueueWait::Fixed(d) => d,
-            QueueWait::Uniform { min, max } => min + (max - min).mul_f64(fraction.clamp(0.0, 1.0)),
+            QueueWait::Uniform { min, max } => {
+                let fraction = if fraction.is_nan() {
+                    0.0
+                } else {
+                    fraction.clamp(0.0, 1.0)
+                };
+                // Rounding may step past `max` (or past what a `Duration` holds).
+                Duration::try_from_secs_f64((max - min).as_secs_f64() * fraction)
+                    .ok()
+                    .and_then(|d| min.checked_add(d))
+                    .map_or(max, |d| d.min(max))
+            }
         }
     }
 }
@@ -851,7 +887,7 @@ struct PilotTable {
     count: u32,
     /// Its `name`; its pilots are named `name-1` to `name-N` when `count` is more than 1.
     name: Option<String>,
-    /// The line its `name` is written on.
+    /// The line its `name` is written on (0 without a name).
     line: usize,
 }
 
@@ -948,8 +984,8 @@ impl Pilots {
     }
 
     /// Adds a checked table of `count` pilots like `description` (whose name, if any, is
-    /// the table's, written on `line`); with a name and more than one pilot, the members are named
-    /// `name-1` to `name-N`.
+    /// the table's, written on `line`); with a name and more than one pilot, the members
+    /// are named `name-1` to `name-N`.
     fn add(&mut self, description: PilotComputeDescription, count: u32, line: usize) {
         self.all.reserve(count as usize);
         let start = self.all.len();
@@ -2315,6 +2351,52 @@ output_data = []
             w.units().nth(7).map(|u| u.description.arguments),
             Some(vec!["hello".to_owned(), "7".to_owned()])
         );
+    }
+
+    #[test]
+    fn what_if_is_two_counted_pilots_timed_units_and_a_simulation() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/what-if.toml"
+        ));
+        let w = load(path, LOCAL, false)
+            .map_err(|e| e.to_string())
+            .expect("what-if loads");
+        let names: Vec<Option<&str>> = w.pilots.iter().map(|p| p.name.as_deref()).collect();
+        assert_eq!(names, [Some("node-1"), Some("node-2")]);
+        assert_eq!(w.unit_count(), 7);
+        let units: Vec<WorkloadUnit> = w.units().collect();
+        assert_eq!(
+            units[0].description.time_request,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(units[6].pilot, Some(0));
+        let simulation = w.simulation.expect("a [simulation] table");
+        assert_eq!(
+            simulation.queue_wait,
+            QueueWait::Uniform {
+                min: Duration::from_secs(60),
+                max: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(simulation.unit_time, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn queue_waits_are_spread_over_the_range() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(300));
+        let range = QueueWait::Uniform { min, max };
+        assert_eq!(range.at(0.0), min);
+        assert_eq!(range.at(0.5), Duration::from_secs(180));
+        assert_eq!(range.at(1.0), max);
+        assert_eq!(range.at(7.0), max);
+        assert_eq!(range.at(f64::NAN), min);
+        assert_eq!(QueueWait::Fixed(max).at(0.3), max);
+        let longest = QueueWait::Uniform {
+            min: Duration::ZERO,
+            max: Duration::MAX,
+        };
+        assert_eq!(longest.at(1.0), Duration::MAX);
     }
 
     #[test]
