@@ -1,7 +1,8 @@
 //! Workload files: the pilots to start and the compute units to run on them, in TOML.
 //!
 //! A workload file declares one or more `[[pilot]]` tables and one or more `[[unit]]`
-//! tables, and optionally one `[session]` table (command-line options win over it):
+//! tables, and optionally one `[session]` table (command-line options win over it) and one
+//! `[simulation]` table (for `pstar simulate` only):
 //!
 //! ```toml
 //! [session]
@@ -14,8 +15,17 @@
 //! agent_binary = "bin/pstar"  # the pstar agents run, copied to remote hosts (relative to
 //!                           # this file's directory); default: the running pstar
 //!
+//! [simulation]              # `pstar simulate` only; `pstar run` checks it and leaves it aside
+//! queue_wait = "1m..10m"    # each pilot's wait in its queue: "5m", or a range drawn
+//!                           # uniformly per pilot; default "0s"
+//! seed = 7                  # seed of every random draw; default 0
+//! pilot_failure = 0.05      # probability that a pilot fails instead of running; default 0
+//! agent_loss = 0.01         # probability that a running pilot's agent is lost; default 0
+//! unit_time = "1m"          # run time of units without `time_request`; default "0s"
+//!
 //! [[pilot]]
 //! name = "big"              # optional; lets units bind early with `pilot = "big"`
+//! count = 1                 # this many identical pilots; default 1, at least 1
 //! resource = "local://"     # required: where the pilot runs (local://, ssh://user@host,
 //!                           # slurm://, slurm+ssh://user@login, sge://, sge+ssh://, pbs://,
 //!                           # pbs+ssh://, lsf://, condor://)
@@ -50,6 +60,7 @@
 //! tags = ["a"]
 //! pilot = "big"             # early binding: the `name` of a [[pilot]]
 //! count = 8                 # an ensemble of 8 units; default 1, at least 1
+//! time_request = "30m"      # expected run time, in the forms of `walltime`; > 0
 //! input_data = []           # reserved for Pilot-Data: must be empty for now
 //! output_data = []          # reserved for Pilot-Data: must be empty for now
 //! ```
@@ -61,6 +72,16 @@
 //! `${HOME}`, `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as
 //! its template and expanded one unit at a time ([`Workload::units`]), so a large `count`
 //! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`] units.
+//!
+//! A pilot with `count = N` becomes `N` identical pilots, in file order, at most
+//! [`MAX_PILOTS`] in all. With a `name` and `N` more than 1, they are named `name-1` to
+//! `name-N`: a unit binds early to one of them (`pilot = "name-2"`); `pilot = "name"` is
+//! refused, since a unit is bound to one pilot (leave `pilot` out to let the scheduler
+//! place the unit on any pilot). No other pilot may take the group's name or a member's.
+//!
+//! A unit's `time_request` is its expected run time: the scheduler binds it only to a
+//! pilot with that much walltime left, and a unit whose `time_request` is longer than the
+//! walltime of every pilot it may run on is refused here.
 //!
 //! Relative paths (`working_directory` of pilots and units, `agent_binary`) are resolved
 //! here, once, against the workload file's directory, into absolute paths: a unit starts in
@@ -77,18 +98,21 @@
 //! ```
 //!
 //! Checked are: TOML syntax, unknown or misspelled keys (anywhere), wrong types, zero
-//! `cores` or `count`, empty `executable`, a `walltime` that is not a duration or is zero,
-//! a `resource` that does not parse or whose scheme this pstar cannot place pilots on,
-//! duplicate pilot names, `pilot = "x"` naming no pilot, a unit needing more cores or GPUs
-//! than any pilot it may run on has, non-empty `input_data`/`output_data`, a file
-//! without any pilot or without any unit, more than [`MAX_UNITS`] units, every refusal of
+//! `cores` or `count`, empty `executable`, a `walltime` or `time_request` that is not a
+//! duration or is zero, a `resource` that does not parse or whose scheme this pstar cannot
+//! place pilots on, duplicate pilot names (members of a counted pilot included),
+//! `pilot = "x"` naming no pilot or a group of pilots, a unit needing more cores, GPUs or
+//! run time than any pilot it may run on has, non-empty `input_data`/`output_data`, a file
+//! without any pilot or without any unit, more than [`MAX_UNITS`] units or
+//! [`MAX_PILOTS`] pilots, a `[simulation]` value out of range (a `queue_wait` that is not
+//! a duration or a rising range, a probability outside 0 to 1), every refusal of
 //! [`ComputeUnitDescription::validate`] and [`PilotComputeDescription::validate`] (NUL
 //! bytes, bad environment variable names, empty or shared `stdout`/`stderr`) for every
 //! member of every ensemble, and every refusal of [`pstar_adaptors::check_pilot`] (what a
 //! resource could never place, a non-local pilot without a networked store): everything
 //! `pstar run` and the Pilot-API would refuse later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::ops::Range;
@@ -109,16 +133,21 @@ pub struct Workload {
     pub path: PathBuf,
     /// The `[session]` table.
     pub session: SessionSettings,
-    /// The pilots, in file order.
+    /// The pilots, in file order; a `[[pilot]]` table with `count = N` gives `N` of them.
     pub pilots: Vec<PilotComputeDescription>,
     /// The `[[unit]]` tables, in file order, each kept as a template of `count` units.
     pub ensembles: Vec<Ensemble>,
+    /// The `[simulation]` table, if the file has one (used by `pstar simulate` only).
+    pub simulation: Option<Simulation>,
     /// Where `[session] agent_binary` is written, for [`load`]'s look at the file.
     agent_binary_at: Option<Range<usize>>,
 }
 
 /// The most units a workload may hold, over all its ensembles.
 pub const MAX_UNITS: usize = 100_000_000;
+
+/// The most pilots a workload may hold, over all its `[[pilot]]` tables and their `count`s.
+pub const MAX_PILOTS: usize = 100_000;
 
 impl Workload {
     /// How many units the workload holds, ensembles counted in full.
@@ -497,6 +526,69 @@ pub struct SessionSettings {
     pub agent_binary: Option<PathBuf>,
 }
 
+/// The `[simulation]` table: how `pstar simulate` plays the workload on a virtual clock.
+/// `pstar run` checks it and leaves it aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulation {
+    /// How long each pilot waits in its batch queue before it runs.
+    pub queue_wait: QueueWait,
+    /// The seed of every random draw (queue waits, failures, losses): one seed, one run.
+    pub seed: u64,
+    /// The probability, from 0 to 1, that a pilot fails instead of running.
+    pub pilot_failure: f64,
+    /// The probability, from 0 to 1, that a running pilot's agent is lost before the
+    /// pilot's walltime is over.
+    pub agent_loss: f64,
+    /// How long a unit without a `time_request` runs.
+    pub unit_time: Duration,
+}
+
+impl Default for Simulation {
+    /// No queue wait, seed 0, no failures or losses, units without `time_request` done at
+    /// once.
+    fn default() -> Self {
+        Self {
+            queue_wait: QueueWait::Fixed(Duration::ZERO),
+            seed: 0,
+            pilot_failure: 0.0,
+            agent_loss: 0.0,
+            unit_time: Duration::ZERO,
+        }
+    }
+}
+
+/// How long a simulated pilot waits in its queue: `queue_wait = "5m"` or `"1m..10m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueWait {
+    /// Every pilot waits this long.
+    Fixed(Duration),
+    /// Each pilot waits a time drawn uniformly from `min` to `max` (`min <= max`).
+    Uniform { min: Duration, max: Duration },
+}
+
+impl QueueWait {
+    /// The wait at `fraction` of the way from the shortest wait to the longest: a uniform
+    /// draw in `0..1` gives a uniform wait. A fraction outside 0 to 1 is taken as the
+    /// nearest end, NaN as 0.
+    pub fn at(&self, fraction: f64) -> Duration {
+        match *self {
+            QueueWait::Fixed(d) => d,
+            QueueWait::Uniform { min, max } => {
+                let fraction = if fraction.is_nan() {
+                    0.0
+                } else {
+                    fraction.clamp(0.0, 1.0)
+                };
+                // Rounding may step past `max` (or past what a `Duration` holds).
+                Duration::try_from_secs_f64((max - min).as_secs_f64() * fraction)
+                    .ok()
+                    .and_then(|d| min.checked_add(d))
+                    .map_or(max, |d| d.min(max))
+            }
+        }
+    }
+}
+
 /// One compute unit of a [`Workload`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadUnit {
@@ -667,41 +759,49 @@ pub fn parse(
             "no [[pilot]] declared: a workload needs at least one pilot",
         ));
     }
-    let mut pilots = Vec::with_capacity(raw.pilot.len());
     let agent_binary_at = raw
         .session
         .as_ref()
-        .and_then(|s| s.agent_binary.as_ref())
+        .and_then(|s| s.0.agent_binary.as_ref())
         .map(Spanned::span);
     let session = match raw.session {
-        Some(s) => s.check(&src, base)?,
+        Some(s) => s.0.check(&src, base)?,
         None => SessionSettings::default(),
     };
+    let simulation = raw.simulation.map(|s| s.0.check(&src)).transpose()?;
     let networked_store = networked_store || session.coordination.is_some();
-    let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
+    let mut pilots = Pilots::default();
     for pilot in raw.pilot {
         let table_span = pilot.span();
-        let pilot = pilot.into_inner();
-        if let Some(name) = &pilot.name {
-            if let Some(first) = names.get(name.get_ref()) {
-                let first_line = src.locate(first.clone()).line;
-                return Err(src.error(
-                    name.span(),
-                    format!(
-                        "a pilot named `{}` is already declared on line {first_line}",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            names.insert(name.get_ref().clone(), name.span());
+        let mut pilot = pilot.into_inner();
+        let count_span = pilot
+            .count
+            .as_ref()
+            .map_or(table_span.clone(), Spanned::span);
+        let count = at_least_one(&src, pilot.count.take(), "count", 1)?;
+        let total = pilots.all.len().saturating_add(count as usize);
+        if total > MAX_PILOTS {
+            return Err(src.error(
+                count_span,
+                format!(
+                    "a workload holds at most {MAX_PILOTS} pilots; this `count` brings it to \
+                     {total}"
+                ),
+            ));
         }
+        let line = match &pilot.name {
+            Some(name) => pilots.claim(&src, name, count)?,
+            None => 0,
+        };
         let (description, keys) = pilot.check(&src, base, supported)?;
+        // The members differ in their names only, which the checks find no fault with
+        // if they find none with the table's: one check stands for all of them.
         description
             .validate()
             .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
         pstar_adaptors::check_pilot(&description, networked_store)
             .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
-        pilots.push(description);
+        pilots.add(description, count, line);
     }
 
     if raw.unit.is_empty() {
@@ -762,10 +862,150 @@ pub fn parse(
     Ok(Workload {
         path: path.to_owned(),
         session,
-        pilots,
+        pilots: pilots.all,
         ensembles,
+        simulation,
         agent_binary_at,
     })
+}
+
+/// The workload's pilots as they are checked, with what their names stand for.
+#[derive(Default)]
+struct Pilots {
+    /// Every pilot, `count`s expanded, in file order.
+    all: Vec<PilotComputeDescription>,
+    /// The `[[pilot]]` tables, in file order.
+    tables: Vec<PilotTable>,
+    /// Every name a unit's `pilot` may give, and the name of every table of more than one
+    /// pilot (kept so that no pilot takes it).
+    names: HashMap<String, Named>,
+}
+
+/// One `[[pilot]]` table: `count` pilots from `all[start]` on.
+struct PilotTable {
+    start: usize,
+    count: u32,
+    /// Its `name`; its pilots are named `name-1` to `name-N` when `count` is more than 1.
+    name: Option<String>,
+    /// The line its `name` is written on (0 without a name).
+    line: usize,
+}
+
+impl PilotTable {
+    /// `` `w` `` for one pilot, `` `w-1` to `w-3` `` for more.
+    fn names(&self) -> Option<String> {
+        let name = self.name.as_ref()?;
+        Some(if self.count == 1 {
+            format!("`{name}`")
+        } else {
+            format!("`{name}-1` to `{name}-{}`", self.count)
+        })
+    }
+}
+
+/// What a pilot name stands for, and the index of the table that declares it.
+#[derive(Clone, Copy)]
+enum Named {
+    /// The pilot `all[index]`.
+    Pilot { index: usize, table: usize },
+    /// All the pilots of a table with `count` more than 1, which no unit can bind to.
+    Group { table: usize },
+}
+
+impl Pilots {
+    /// Claims the names of the next table, named `name` with `count` pilots: its name, and
+    /// its members' names when it has more than one; returns the line of `name`. Each
+    /// name is looked up once, so the claims cost time in proportion to the number of
+    /// pilots.
+    fn claim(
+        &mut self,
+        src: &Source<'_>,
+        name: &Spanned<String>,
+        count: u32,
+    ) -> Result<usize, WorkloadError> {
+        let table = self.tables.len();
+        let start = self.all.len();
+        let base = name.get_ref();
+        if let Some(first) = self.names.get(base) {
+            return Err(src.error(
+                name.span(),
+                format!(
+                    "a pilot named `{base}` is already declared on {}",
+                    self.about(*first)
+                ),
+            ));
+        }
+        if count == 1 {
+            self.names.insert(
+                base.clone(),
+                Named::Pilot {
+                    index: start,
+                    table,
+                },
+            );
+            return Ok(src.locate(name.span()).line);
+        }
+        self.names.insert(base.clone(), Named::Group { table });
+        self.names.reserve(count as usize);
+        for k in 1..=count {
+            let member = format!("{base}-{k}");
+            if let Some(first) = self.names.get(&member) {
+                return Err(src.error(
+                    name.span(),
+                    format!(
+                        "`count = {count}` names these pilots `{base}-1` to `{base}-{count}`, \
+                         but a pilot named `{member}` is already declared on {}",
+                        self.about(*first)
+                    ),
+                ));
+            }
+            let index = start + (k - 1) as usize;
+            self.names.insert(member, Named::Pilot { index, table });
+        }
+        Ok(src.locate(name.span()).line)
+    }
+
+    /// Where a name was declared, and for a group's name or member, which pilots it is
+    /// part of: `line 2`, `line 2 (the 3 pilots `w-1` to `w-3`)`.
+    fn about(&self, named: Named) -> String {
+        let (table, group) = match named {
+            Named::Pilot { table, .. } => (table, false),
+            Named::Group { table } => (table, true),
+        };
+        let Some(t) = self.tables.get(table) else {
+            return "an earlier line".to_owned();
+        };
+        let line = t.line;
+        match (t.count, t.names()) {
+            (1, _) | (_, None) => format!("line {line}"),
+            (n, Some(names)) if group => format!("line {line} (the {n} pilots {names})"),
+            (n, Some(names)) => format!("line {line} (one of the {n} pilots {names})"),
+        }
+    }
+
+    /// Adds a checked table of `count` pilots like `description` (whose name, if any, is
+    /// the table's, written on `line`); with a name and more than one pilot, the members
+    /// are named `name-1` to `name-N`.
+    fn add(&mut self, description: PilotComputeDescription, count: u32, line: usize) {
+        self.all.reserve(count as usize);
+        let start = self.all.len();
+        let name = description.name.clone();
+        if count == 1 {
+            self.all.push(description);
+        } else {
+            for k in 1..=count {
+                let mut member = description.clone();
+                member.name = name.as_ref().map(|n| format!("{n}-{k}"));
+                self.all.push(member);
+            }
+        }
+        self.tables.push(PilotTable {
+            start,
+            count,
+            name,
+            line,
+        });
+    }
 }
 
 /// The text being parsed, to turn byte spans into located errors.
@@ -814,11 +1054,35 @@ impl Source<'_> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorkload {
-    session: Option<RawSession>,
+    session: Option<TableOnly<RawSession>>,
     #[serde(default)]
     pilot: Vec<Spanned<RawPilot>>,
     #[serde(default)]
     unit: Vec<Spanned<RawUnit>>,
+    simulation: Option<TableOnly<RawSimulation>>,
+}
+
+/// A table that must be written as one table: serde would also take a struct from an
+/// array (`[[simulation]]`) and fill its fields in order, with a baffling message.
+struct TableOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TableOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = TableOnly<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("one table, written with single brackets")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TableOnly)
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// The `[session]` table, as written.
@@ -896,6 +1160,77 @@ impl RawSession {
     }
 }
 
+/// The `[simulation]` table, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulation {
+    queue_wait: Option<Spanned<String>>,
+    seed: Option<u64>,
+    pilot_failure: Option<Spanned<f64>>,
+    agent_loss: Option<Spanned<f64>>,
+    unit_time: Option<Spanned<String>>,
+}
+
+impl RawSimulation {
+    fn check(self, src: &Source<'_>) -> Result<Simulation, WorkloadError> {
+        let defaults = Simulation::default();
+        let queue_wait = match &self.queue_wait {
+            None => defaults.queue_wait,
+            Some(q) => parse_queue_wait(q.get_ref()).map_err(|e| src.error(q.span(), e))?,
+        };
+        let unit_time = match &self.unit_time {
+            None => defaults.unit_time,
+            Some(t) => parse_time("unit_time", t.get_ref()).map_err(|e| src.error(t.span(), e))?,
+        };
+        let probability = |field: &str, value: Option<Spanned<f64>>, default: f64| match value {
+            None => Ok(default),
+            Some(p) if (0.0..=1.0).contains(p.get_ref()) => Ok(p.into_inner()),
+            Some(p) => Err(src.error(
+                p.span(),
+                format!(
+                    "`{field}` must be a probability from 0 to 1, not {}",
+                    p.get_ref()
+                ),
+            )),
+        };
+        Ok(Simulation {
+            queue_wait,
+            seed: self.seed.unwrap_or(defaults.seed),
+            pilot_failure: probability(
+                "pilot_failure",
+                self.pilot_failure,
+                defaults.pilot_failure,
+            )?,
+            agent_loss: probability("agent_loss", self.agent_loss, defaults.agent_loss)?,
+            unit_time,
+        })
+    }
+}
+
+/// A `queue_wait`: one duration, or a range `min..max` of them.
+fn parse_queue_wait(text: &str) -> Result<QueueWait, String> {
+    let text = text.trim();
+    let bad = |why: String| {
+        format!(
+            "`queue_wait` `{text}` is not a duration: {why} (expected e.g. \"5m\", or \
+             \"1m..10m\" for waits drawn uniformly in that range)"
+        )
+    };
+    match text.split("..").collect::<Vec<_>>()[..] {
+        [one] => duration(one).map(QueueWait::Fixed).map_err(bad),
+        [min, max] => {
+            let (min, max) = (duration(min).map_err(bad)?, duration(max).map_err(bad)?);
+            if min > max {
+                return Err(format!(
+                    "`queue_wait` range `{text}` goes down: write the shorter wait first"
+                ));
+            }
+            Ok(QueueWait::Uniform { min, max })
+        }
+        _ => Err(bad("a range has two ends".to_owned())),
+    }
+}
+
 /// A `[[pilot]]` table, as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -915,6 +1250,8 @@ struct RawPilot {
     working_directory: Option<Spanned<PathBuf>>,
     environment: Option<Spanned<BTreeMap<String, String>>>,
     affinity: Option<Spanned<Affinity>>,
+    /// Taken out by [`parse`] before the rest is checked.
+    count: Option<Spanned<u32>>,
 }
 
 impl RawPilot {
@@ -1009,7 +1346,7 @@ impl RawPilot {
         let walltime = match self.walltime {
             None => defaults.walltime,
             Some(w) => {
-                let d = parse_walltime(w.get_ref()).map_err(|e| src.error(w.span(), e))?;
+                let d = parse_time("walltime", w.get_ref()).map_err(|e| src.error(w.span(), e))?;
                 if d.is_zero() {
                     return Err(src.error(w.span(), DescriptionError::NoWalltime.to_string()));
                 }
@@ -1062,6 +1399,7 @@ struct RawUnit {
     tags: Option<Spanned<Vec<String>>>,
     pilot: Option<Spanned<String>>,
     count: Option<Spanned<u32>>,
+    time_request: Option<Spanned<String>>,
     input_data: Option<Spanned<Vec<String>>>,
     output_data: Option<Spanned<Vec<String>>>,
 }
@@ -1074,7 +1412,7 @@ impl RawUnit {
         self,
         src: &Source<'_>,
         base: &Path,
-        pilots: &[PilotComputeDescription],
+        pilots: &Pilots,
         table_span: Range<usize>,
     ) -> Result<CheckedUnit, WorkloadError> {
         let defaults = ComputeUnitDescription::default();
@@ -1089,6 +1427,7 @@ impl RawUnit {
         keys.note("stderr", &self.stderr);
         keys.note("pre_exec", &self.pre_exec);
         keys.note("tags", &self.tags);
+        keys.note("time_request", &self.time_request);
 
         if self.executable.get_ref().trim().is_empty() {
             return Err(src.error(
@@ -1131,6 +1470,13 @@ impl RawUnit {
             .as_ref()
             .map_or(table_span.clone(), Spanned::span);
         let count = at_least_one(src, self.count, "count", 1)?;
+        // Zero is refused by `validate`, with the other refusals of the description.
+        let time_request = match &self.time_request {
+            None => None,
+            Some(t) => {
+                Some(parse_time("time_request", t.get_ref()).map_err(|e| src.error(t.span(), e))?)
+            }
+        };
 
         for (field, data) in [
             ("input_data", &self.input_data),
@@ -1146,34 +1492,44 @@ impl RawUnit {
 
         let pilot = match &self.pilot {
             None => None,
-            Some(wanted) => {
-                let index = pilots
-                    .iter()
-                    .position(|p| p.name.as_deref() == Some(wanted.get_ref().as_str()))
-                    .ok_or_else(|| {
-                        let known: Vec<String> = pilots
-                            .iter()
-                            .filter_map(|p| p.name.as_ref())
-                            .map(|n| format!("`{n}`"))
-                            .collect();
-                        let known = if known.is_empty() {
-                            "no pilot has a `name`".to_owned()
-                        } else {
-                            format!("named pilots: {}", known.join(", "))
-                        };
-                        src.error(
-                            wanted.span(),
-                            format!("no pilot is named `{}` ({known})", wanted.get_ref()),
-                        )
-                    })?;
-                Some(index)
-            }
+            Some(wanted) => match pilots.names.get(wanted.get_ref()) {
+                Some(Named::Pilot { index, .. }) => Some(*index),
+                Some(Named::Group { table }) => {
+                    let t = &pilots.tables[*table];
+                    let names = t.names().unwrap_or_default();
+                    return Err(src.error(
+                        wanted.span(),
+                        format!(
+                            "`{}` names {} pilots (`count = {}`): bind to one of them, {names}, \
+                             or leave `pilot` out to run on any pilot",
+                            wanted.get_ref(),
+                            t.count,
+                            t.count
+                        ),
+                    ));
+                }
+                None => {
+                    let known: Vec<String> =
+                        pilots.tables.iter().filter_map(PilotTable::names).collect();
+                    let known = if known.is_empty() {
+                        "no pilot has a `name`".to_owned()
+                    } else {
+                        format!("named pilots: {}", known.join(", "))
+                    };
+                    return Err(src.error(
+                        wanted.span(),
+                        format!("no pilot is named `{}` ({known})", wanted.get_ref()),
+                    ));
+                }
+            },
         };
+        let pilots_all = &pilots.all;
 
         // The unit must fit on the pilot it is bound to, or on at least one pilot.
+        let bound_name = |p: usize| pilots_all[p].name.as_deref().unwrap_or_default();
         let fit_error = |span: Range<usize>, need: u32, what: &str, have: u32| {
             let whom = match pilot {
-                Some(p) => format!("pilot `{}`", pilots[p].name.as_deref().unwrap_or_default()),
+                Some(p) => format!("pilot `{}`", bound_name(p)),
                 None => "the largest pilot".to_owned(),
             };
             src.error(
@@ -1185,9 +1541,10 @@ impl RawUnit {
                 ),
             )
         };
+        // One pilot of each table stands for the table: its pilots differ in name only.
         let candidates: Vec<&PilotComputeDescription> = match pilot {
-            Some(p) => vec![&pilots[p]],
-            None => pilots.iter().collect(),
+            Some(p) => vec![&pilots_all[p]],
+            None => pilots.tables.iter().map(|t| &pilots_all[t.start]).collect(),
         };
         // Ranks of an MPI unit may span nodes; any other unit runs on one node.
         let room = |p: &PilotComputeDescription| if mpi { p.cores } else { p.cores_per_node() };
@@ -1199,16 +1556,49 @@ impl RawUnit {
         if gpus > max_gpus {
             return Err(fit_error(gpus_span, gpus, "GPU", max_gpus));
         }
-        if !candidates
-            .iter()
-            .any(|p| room(p) >= cores && p.gpus >= gpus)
-        {
+        if let (Some(time), Some(t)) = (time_request, &self.time_request) {
+            let longest = candidates
+                .iter()
+                .map(|p| p.walltime)
+                .max()
+                .unwrap_or_default();
+            if time > longest {
+                let whom = match pilot {
+                    Some(p) => format!("pilot `{}`", bound_name(p)),
+                    None => "the longest pilot".to_owned(),
+                };
+                return Err(src.error(
+                    t.span(),
+                    format!(
+                        "`time_request` {} is longer than the walltime of {whom} ({})",
+                        humantime::format_duration(time),
+                        humantime::format_duration(longest)
+                    ),
+                ));
+            }
+        }
+        let fits = |p: &PilotComputeDescription| {
+            room(p) >= cores && p.gpus >= gpus && time_request.is_none_or(|t| p.walltime >= t)
+        };
+        if !candidates.iter().any(|p| fits(p)) {
+            // At least two of the needs are met by some pilot each, never by one.
+            let mut needs = vec![amount(cores, "core")];
+            if gpus > 0 || time_request.is_none() {
+                needs.push(amount(gpus, "GPU"));
+            }
+            if let Some(t) = time_request {
+                needs.push(format!("a walltime of {}", humantime::format_duration(t)));
+            }
+            let (all, last) = if needs.len() > 2 {
+                ("all three", needs.pop().unwrap_or_default())
+            } else {
+                ("both", needs.pop().unwrap_or_default())
+            };
             return Err(src.error(
                 cores_span,
                 format!(
-                    "unit needs {} and {} but no pilot has both",
-                    amount(cores, "core"),
-                    amount(gpus, "GPU")
+                    "unit needs {} and {last} but no pilot has {all}",
+                    needs.join(", ")
                 ),
             ));
         }
@@ -1220,6 +1610,7 @@ impl RawUnit {
             shell: self.shell,
             mpi,
             tags: value_or_default(self.tags),
+            time_request,
             ..ComputeUnitDescription::default()
         };
         let one = |t: Option<Spanned<String>>| t.map(|t| Template::parse(t.get_ref()));
@@ -1315,36 +1706,42 @@ fn at_least_one(
     }
 }
 
-/// A walltime: a humantime duration (`"10m"`, `"1h 30m"`) or `HH:MM:SS` / `MM:SS`.
-fn parse_walltime(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let bad = |why: String| {
+/// The duration `text` gives for `field` (a `walltime` or a `time_request`), or what is
+/// wrong with it.
+fn parse_time(field: &str, text: &str) -> Result<Duration, String> {
+    duration(text).map_err(|why| {
         format!(
-            "`walltime` `{text}` is not a duration: {why} (expected e.g. \"10m\", \"1h 30m\" or \"01:30:00\")"
+            "`{field}` `{}` is not a duration: {why} (expected e.g. \"10m\", \"1h 30m\" or \
+             \"01:30:00\")",
+            text.trim()
         )
-    };
+    })
+}
+
+/// A humantime duration (`"10m"`, `"1h 30m"`) or `HH:MM:SS` / `MM:SS`, or why `text` is
+/// not one.
+fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
     if !text.contains(':') {
-        return humantime::parse_duration(text).map_err(|e| bad(e.to_string()));
+        return humantime::parse_duration(text).map_err(|e| e.to_string());
     }
     let parts: Vec<&str> = text.split(':').collect();
     if !(2..=3).contains(&parts.len()) {
-        return Err(bad("a clock time is `HH:MM:SS` or `MM:SS`".to_owned()));
+        return Err("a clock time is `HH:MM:SS` or `MM:SS`".to_owned());
     }
     let mut secs: u64 = 0;
     for (k, part) in parts.iter().enumerate() {
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(format!("`{part}` is not a number")));
+            return Err(format!("`{part}` is not a number"));
         }
-        let n: u64 = part
-            .parse()
-            .map_err(|_| bad(format!("`{part}` is too large")))?;
+        let n: u64 = part.parse().map_err(|_| format!("`{part}` is too large"))?;
         if k > 0 && n >= 60 {
-            return Err(bad(format!("`{part}` must be below 60")));
+            return Err(format!("`{part}` must be below 60"));
         }
         secs = secs
             .checked_mul(60)
             .and_then(|s| s.checked_add(n))
-            .ok_or_else(|| bad("it is too long".to_owned()))?;
+            .ok_or_else(|| "it is too long".to_owned())?;
     }
     Ok(Duration::from_secs(secs))
 }
@@ -1481,7 +1878,7 @@ output_data = []
         ];
         for (text, secs) in cases {
             assert_eq!(
-                parse_walltime(text),
+                parse_time("walltime", text),
                 Ok(Duration::from_secs(secs)),
                 "walltime {text:?}"
             );
@@ -1496,7 +1893,7 @@ output_data = []
             "10x",
         ] {
             assert!(
-                parse_walltime(text).is_err(),
+                parse_time("walltime", text).is_err(),
                 "walltime {text:?} should be refused"
             );
         }
@@ -1831,6 +2228,12 @@ output_data = []
                 "must not be empty",
             ),
             ("[session]\nretries = 2\n", 2, 1, "unknown field `retries`"),
+            (
+                "[[session]]\nmax_attempts = 2\n",
+                1,
+                1,
+                "invalid type: sequence, expected one table, written with single brackets",
+            ),
         ];
         for (head, line, column, message) in cases {
             let e = parse_err(&format!("{head}{body}"));
@@ -1948,6 +2351,52 @@ output_data = []
             w.units().nth(7).map(|u| u.description.arguments),
             Some(vec!["hello".to_owned(), "7".to_owned()])
         );
+    }
+
+    #[test]
+    fn what_if_is_two_counted_pilots_timed_units_and_a_simulation() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/what-if.toml"
+        ));
+        let w = load(path, LOCAL, false)
+            .map_err(|e| e.to_string())
+            .expect("what-if loads");
+        let names: Vec<Option<&str>> = w.pilots.iter().map(|p| p.name.as_deref()).collect();
+        assert_eq!(names, [Some("node-1"), Some("node-2")]);
+        assert_eq!(w.unit_count(), 7);
+        let units: Vec<WorkloadUnit> = w.units().collect();
+        assert_eq!(
+            units[0].description.time_request,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(units[6].pilot, Some(0));
+        let simulation = w.simulation.expect("a [simulation] table");
+        assert_eq!(
+            simulation.queue_wait,
+            QueueWait::Uniform {
+                min: Duration::from_secs(60),
+                max: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(simulation.unit_time, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn queue_waits_are_spread_over_the_range() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(300));
+        let range = QueueWait::Uniform { min, max };
+        assert_eq!(range.at(0.0), min);
+        assert_eq!(range.at(0.5), Duration::from_secs(180));
+        assert_eq!(range.at(1.0), max);
+        assert_eq!(range.at(7.0), max);
+        assert_eq!(range.at(f64::NAN), min);
+        assert_eq!(QueueWait::Fixed(max).at(0.3), max);
+        let longest = QueueWait::Uniform {
+            min: Duration::ZERO,
+            max: Duration::MAX,
+        };
+        assert_eq!(longest.at(1.0), Duration::MAX);
     }
 
     #[test]
@@ -2152,5 +2601,478 @@ count = 2
             .expect("a working directory");
         assert!(dir.is_absolute(), "{}", dir.display());
         assert_eq!(dir, abs("dir"));
+    }
+
+    const ONE_PILOT: &str = "[[pilot]]\nresource = \"local://\"\n";
+    const ONE_UNIT: &str = "[[unit]]\nexecutable = \"/bin/true\"\n";
+
+    /// Checks that each `(what, file, line, column, message)` is refused at that place
+    /// with exactly that message.
+    fn assert_refused_exactly(cases: &[(&str, String, usize, usize, &str)]) {
+        let mut failures = Vec::new();
+        for (what, text, line, column, message) in cases {
+            match parse(Path::new("work.toml"), text, LOCAL, false) {
+                Ok(_) => failures.push(format!("{what}: accepted")),
+                Err(e) => {
+                    if (e.line(), e.column()) != (Some(*line), Some(*column))
+                        || e.message() != *message
+                    {
+                        failures.push(format!(
+                            "{what}: expected {line}:{column}: {message}\n  got {:?}:{:?}: {}",
+                            e.line(),
+                            e.column(),
+                            e.message()
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn time_request_takes_the_walltime_forms_for_every_member() {
+        for (text, secs) in [
+            ("30m", 1800),
+            ("1h 30m", 5400),
+            ("00:45:00", 2700),
+            ("90:00", 5400),
+            ("10s", 10),
+            ("2h", 7200),
+        ] {
+            let w = parse_ok(&format!(
+                "[[pilot]]\nresource = \"local://\"\nwalltime = \"2h\"\n[[unit]]\n\
+                 executable = \"/bin/true\"\ncount = 3\ntime_request = \"{text}\"\n"
+            ));
+            let times: Vec<Option<Duration>> =
+                w.units().map(|u| u.description.time_request).collect();
+            assert_eq!(times, vec![Some(Duration::from_secs(secs)); 3], "{text}");
+        }
+        let w = parse_ok(&format!("{ONE_PILOT}{ONE_UNIT}"));
+        assert_eq!(
+            w.units().next().map(|u| u.description.time_request),
+            Some(None)
+        );
+        // A unit fits the one pilot that is long enough, even when another is larger.
+        let w = parse_ok(
+            "[[pilot]]\nresource = \"local://\"\ncores = 8\nwalltime = \"10m\"\n\
+             [[pilot]]\nresource = \"local://\"\nwalltime = \"3h\"\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ntime_request = \"2h\"\n",
+        );
+        assert_eq!(w.unit_count(), 1);
+    }
+
+    #[test]
+    fn time_requests_no_pilot_can_meet_are_refused_at_the_key() {
+        let unit =
+            |fields: &str| format!("{ONE_PILOT}[[unit]]\nexecutable = \"/bin/true\"\n{fields}");
+        assert_refused_exactly(&[
+            (
+                "not a duration",
+                unit("time_request = \"soon\"\n"),
+                5,
+                16,
+                "`time_request` `soon` is not a duration: expected number at 0 \
+                 (expected e.g. \"10m\", \"1h 30m\" or \"01:30:00\")",
+            ),
+            (
+                "a clock time out of range",
+                unit("time_request = \"1:75:00\"\n"),
+                5,
+                16,
+                "`time_request` `1:75:00` is not a duration: `75` must be below 60 \
+                 (expected e.g. \"10m\", \"1h 30m\" or \"01:30:00\")",
+            ),
+            (
+                "zero",
+                unit("time_request = \"0s\"\n"),
+                5,
+                16,
+                "`time_request` must be longer than zero (leave it out when the run time is \
+                 not known)",
+            ),
+            (
+                "zero as a clock time",
+                unit("count = 4\ntime_request = \"00:00\"\n"),
+                6,
+                16,
+                "`time_request` must be longer than zero (leave it out when the run time is \
+                 not known)",
+            ),
+            (
+                "not a string",
+                unit("time_request = 30\n"),
+                5,
+                16,
+                "invalid type: integer `30`, expected a string",
+            ),
+            (
+                "longer than every pilot's walltime",
+                format!(
+                    "{ONE_PILOT}[[pilot]]\nresource = \"local://\"\nwalltime = \"2h\"\n\
+                     [[unit]]\nexecutable = \"/bin/true\"\ntime_request = \"3h\"\n"
+                ),
+                8,
+                16,
+                "`time_request` 3h is longer than the walltime of the longest pilot (2h)",
+            ),
+            (
+                "longer than its bound pilot's walltime",
+                "[[pilot]]\nname = \"short\"\nresource = \"local://\"\nwalltime = \"10m\"\n\
+                 [[pilot]]\nresource = \"local://\"\nwalltime = \"3h\"\n[[unit]]\n\
+                 executable = \"/bin/true\"\npilot = \"short\"\ntime_request = \"1h\"\n"
+                    .to_owned(),
+                11,
+                16,
+                "`time_request` 1h is longer than the walltime of pilot `short` (10m)",
+            ),
+            (
+                "long pilots too small, large pilots too short",
+                "[[pilot]]\nresource = \"local://\"\ncores = 4\nwalltime = \"1h\"\n\
+                 [[pilot]]\nresource = \"local://\"\nwalltime = \"5h\"\n[[unit]]\n\
+                 executable = \"/bin/true\"\ncores = 4\ntime_request = \"2h\"\n"
+                    .to_owned(),
+                10,
+                9,
+                "unit needs 4 cores and a walltime of 2h but no pilot has both",
+            ),
+            (
+                "three needs no pilot meets at once",
+                "[[pilot]]\nresource = \"local://\"\ncores = 4\ngpus = 1\nwalltime = \"1h\"\n\
+                 [[pilot]]\nresource = \"local://\"\ncores = 4\nwalltime = \"5h\"\n\
+                 [[unit]]\nexecutable = \"/bin/true\"\ncores = 4\ngpus = 1\n\
+                 time_request = \"2h\"\n"
+                    .to_owned(),
+                12,
+                9,
+                "unit needs 4 cores, 1 GPU and a walltime of 2h but no pilot has all three",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn pilot_count_makes_identical_pilots_with_numbered_names() {
+        let w = parse_ok(
+            "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncores = 2\ncount = 3\n\
+             [[pilot]]\nresource = \"local://\"\ncount = 2\n\
+             [[pilot]]\nname = \"solo\"\nresource = \"local://\"\ncount = 1\n\
+             [[unit]]\nexecutable = \"/bin/true\"\npilot = \"w-3\"\n\
+             [[unit]]\nexecutable = \"/bin/true\"\npilot = \"solo\"\n\
+             [[unit]]\nexecutable = \"/bin/true\"\n",
+        );
+        let names: Vec<Option<&str>> = w.pilots.iter().map(|p| p.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            [
+                Some("w-1"),
+                Some("w-2"),
+                Some("w-3"),
+                None,
+                None,
+                Some("solo")
+            ]
+        );
+        let cores: Vec<u32> = w.pilots.iter().map(|p| p.cores).collect();
+        assert_eq!(cores, [2, 2, 2, 1, 1, 1]);
+        let bound: Vec<Option<usize>> = w.units().map(|u| u.pilot).collect();
+        assert_eq!(bound, [Some(2), Some(5), None]);
+    }
+
+    #[test]
+    fn pilot_counts_that_cannot_be_met_or_named_are_refused_at_the_key() {
+        let unit = ONE_UNIT;
+        assert_refused_exactly(&[
+            (
+                "zero",
+                format!("[[pilot]]\nresource = \"local://\"\ncount = 0\n{unit}"),
+                3,
+                9,
+                "`count` must be at least 1",
+            ),
+            (
+                "negative",
+                format!("[[pilot]]\nresource = \"local://\"\ncount = -2\n{unit}"),
+                3,
+                9,
+                "invalid value: integer `-2`, expected u32",
+            ),
+            (
+                "beyond the limit in one table",
+                format!("[[pilot]]\nresource = \"local://\"\ncount = 100001\n{unit}"),
+                3,
+                9,
+                "a workload holds at most 100000 pilots; this `count` brings it to 100001",
+            ),
+            (
+                "beyond the limit over two tables",
+                format!(
+                    "{ONE_PILOT}count = 60000\n[[pilot]]\nresource = \"local://\"\n\
+                     count = 60000\n{unit}"
+                ),
+                6,
+                9,
+                "a workload holds at most 100000 pilots; this `count` brings it to 120000",
+            ),
+            (
+                "binding to a group",
+                "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncount = 3\n[[unit]]\n\
+                 executable = \"/bin/true\"\npilot = \"w\"\n"
+                    .to_owned(),
+                7,
+                9,
+                "`w` names 3 pilots (`count = 3`): bind to one of them, `w-1` to `w-3`, or \
+                 leave `pilot` out to run on any pilot",
+            ),
+            (
+                "binding to a name no pilot has lists groups by their range",
+                "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncount = 3\n[[pilot]]\n\
+                 name = \"solo\"\nresource = \"local://\"\n[[unit]]\n\
+                 executable = \"/bin/true\"\npilot = \"w-4\"\n"
+                    .to_owned(),
+                10,
+                9,
+                "no pilot is named `w-4` (named pilots: `w-1` to `w-3`, `solo`)",
+            ),
+            (
+                "a group member named like an earlier pilot",
+                format!(
+                    "[[pilot]]\nname = \"w-2\"\nresource = \"local://\"\n[[pilot]]\n\
+                     name = \"w\"\nresource = \"local://\"\ncount = 3\n{unit}"
+                ),
+                5,
+                8,
+                "`count = 3` names these pilots `w-1` to `w-3`, but a pilot named `w-2` is \
+                 already declared on line 2",
+            ),
+            (
+                "a pilot named like an earlier group member",
+                format!(
+                    "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncount = 2\n[[pilot]]\n\
+                     name = \"w-1\"\nresource = \"local://\"\n{unit}"
+                ),
+                6,
+                8,
+                "a pilot named `w-1` is already declared on line 2 (one of the 2 pilots \
+                 `w-1` to `w-2`)",
+            ),
+            (
+                "a pilot named like an earlier group",
+                format!(
+                    "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncount = 2\n[[pilot]]\n\
+                     name = \"w\"\nresource = \"local://\"\n{unit}"
+                ),
+                6,
+                8,
+                "a pilot named `w` is already declared on line 2 (the 2 pilots `w-1` to \
+                 `w-2`)",
+            ),
+            (
+                "two groups of one name",
+                format!(
+                    "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncount = 2\n[[pilot]]\n\
+                     name = \"w\"\nresource = \"local://\"\ncount = 5\n{unit}"
+                ),
+                6,
+                8,
+                "a pilot named `w` is already declared on line 2 (the 2 pilots `w-1` to \
+                 `w-2`)",
+            ),
+            (
+                "a unit too large for a group member",
+                "[[pilot]]\nname = \"w\"\nresource = \"local://\"\ncount = 3\n[[unit]]\n\
+                 executable = \"/bin/true\"\ncores = 2\npilot = \"w-2\"\n"
+                    .to_owned(),
+                7,
+                9,
+                "unit needs 2 cores but pilot `w-2` has 1 core",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn the_largest_pilot_count_loads_without_work_per_pair_of_pilots() {
+        // 100,000 pilots: checking names or binding pair by pair would take minutes.
+        let w = parse_ok(
+            "[[pilot]]\nname = \"p\"\nresource = \"local://\"\ncores = 16\ncount = 90000\n\
+             [[pilot]]\nresource = \"local://\"\ncount = 10000\n\
+             [[unit]]\nexecutable = \"/bin/true\"\npilot = \"p-90000\"\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ncores = 16\ncount = 1000000\n",
+        );
+        assert_eq!(w.pilots.len(), MAX_PILOTS);
+        assert_eq!(w.pilots[89_999].name.as_deref(), Some("p-90000"));
+        assert_eq!(w.pilots[90_000].name, None);
+        assert_eq!(w.units().next().map(|u| u.pilot), Some(Some(89_999)));
+        assert_eq!(w.unit_count(), 1_000_001);
+    }
+
+    #[test]
+    fn the_simulation_table_is_read_into_typed_fields() {
+        let body = format!("{ONE_PILOT}{ONE_UNIT}");
+        assert_eq!(parse_ok(&body).simulation, None);
+        assert_eq!(
+            parse_ok(&format!("[simulation]\n{body}")).simulation,
+            Some(Simulation::default())
+        );
+        assert_eq!(
+            Simulation::default(),
+            Simulation {
+                queue_wait: QueueWait::Fixed(Duration::ZERO),
+                seed: 0,
+                pilot_failure: 0.0,
+                agent_loss: 0.0,
+                unit_time: Duration::ZERO,
+            }
+        );
+        let w = parse_ok(&format!(
+            "[simulation]\nqueue_wait = \"1m..10m\"\nseed = 42\npilot_failure = 0.25\n\
+             agent_loss = 1\nunit_time = \"1m\"\n{body}"
+        ));
+        assert_eq!(
+            w.simulation,
+            Some(Simulation {
+                queue_wait: QueueWait::Uniform {
+                    min: Duration::from_secs(60),
+                    max: Duration::from_secs(600),
+                },
+                seed: 42,
+                pilot_failure: 0.25,
+                agent_loss: 1.0,
+                unit_time: Duration::from_secs(60),
+            })
+        );
+        for (text, wait) in [
+            ("0s", QueueWait::Fixed(Duration::ZERO)),
+            ("5m", QueueWait::Fixed(Duration::from_secs(300))),
+            ("00:05:00", QueueWait::Fixed(Duration::from_secs(300))),
+            (
+                "30s .. 01:00",
+                QueueWait::Uniform {
+                    min: Duration::from_secs(30),
+                    max: Duration::from_secs(60),
+                },
+            ),
+            (
+                "0s..2m",
+                QueueWait::Uniform {
+                    min: Duration::ZERO,
+                    max: Duration::from_secs(120),
+                },
+            ),
+            (
+                "2m..2m",
+                QueueWait::Uniform {
+                    min: Duration::from_secs(120),
+                    max: Duration::from_secs(120),
+                },
+            ),
+        ] {
+            let w = parse_ok(&format!("[simulation]\nqueue_wait = \"{text}\"\n{body}"));
+            assert_eq!(w.simulation.map(|s| s.queue_wait), Some(wait), "{text}");
+        }
+        let w = parse_ok(&format!("[simulation]\nseed = 9223372036854775807\n{body}"));
+        assert_eq!(w.simulation.map(|s| s.seed), Some(i64::MAX as u64));
+    }
+
+    #[test]
+    fn simulation_settings_out_of_range_are_refused_at_the_key() {
+        let sim = |fields: &str| format!("[simulation]\n{fields}{ONE_PILOT}{ONE_UNIT}");
+        assert_refused_exactly(&[
+            (
+                "unknown key",
+                sim("failure = 0.1\n"),
+                2,
+                1,
+                "unknown field `failure`, expected one of `queue_wait`, `seed`, \
+                 `pilot_failure`, `agent_loss`, `unit_time`",
+            ),
+            (
+                "queue wait not a duration",
+                sim("queue_wait = \"soon\"\n"),
+                2,
+                14,
+                "`queue_wait` `soon` is not a duration: expected number at 0 (expected \
+                 e.g. \"5m\", or \"1m..10m\" for waits drawn uniformly in that range)",
+            ),
+            (
+                "queue wait range with an end missing",
+                sim("queue_wait = \"1m..\"\n"),
+                2,
+                14,
+                "`queue_wait` `1m..` is not a duration: value was empty (expected e.g. \
+                 \"5m\", or \"1m..10m\" for waits drawn uniformly in that range)",
+            ),
+            (
+                "queue wait range of three",
+                sim("queue_wait = \"1m..2m..3m\"\n"),
+                2,
+                14,
+                "`queue_wait` `1m..2m..3m` is not a duration: a range has two ends \
+                 (expected e.g. \"5m\", or \"1m..10m\" for waits drawn uniformly in that range)",
+            ),
+            (
+                "queue wait range going down",
+                sim("queue_wait = \"10m..1m\"\n"),
+                2,
+                14,
+                "`queue_wait` range `10m..1m` goes down: write the shorter wait first",
+            ),
+            (
+                "queue wait not a string",
+                sim("queue_wait = 5\n"),
+                2,
+                14,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                "negative seed",
+                sim("seed = -1\n"),
+                2,
+                8,
+                "invalid value: integer `-1`, expected u64",
+            ),
+            (
+                "pilot failure above 1",
+                sim("pilot_failure = 1.5\n"),
+                2,
+                17,
+                "`pilot_failure` must be a probability from 0 to 1, not 1.5",
+            ),
+            (
+                "agent loss below 0",
+                sim("agent_loss = -0.1\n"),
+                2,
+                14,
+                "`agent_loss` must be a probability from 0 to 1, not -0.1",
+            ),
+            (
+                "agent loss not a number",
+                sim("agent_loss = nan\n"),
+                2,
+                14,
+                "`agent_loss` must be a probability from 0 to 1, not NaN",
+            ),
+            (
+                "probability as a string",
+                sim("pilot_failure = \"0.1\"\n"),
+                2,
+                17,
+                "invalid type: string \"0.1\", expected f64",
+            ),
+            (
+                "unit time not a duration",
+                sim("unit_time = \"a while\"\n"),
+                2,
+                13,
+                "`unit_time` `a while` is not a duration: expected number at 0 (expected \
+                 e.g. \"10m\", \"1h 30m\" or \"01:30:00\")",
+            ),
+            (
+                "two simulation tables",
+                format!("[[simulation]]\n{ONE_PILOT}{ONE_UNIT}"),
+                1,
+                1,
+                "invalid type: sequence, expected one table, written with single brackets",
+            ),
+        ]);
     }
 }

@@ -23,6 +23,10 @@ pub enum DescriptionError {
     #[error("`walltime` must be longer than zero")]
     NoWalltime,
     #[error(
+        "`time_request` must be longer than zero (leave it out when the run time is not known)"
+    )]
+    NoTimeRequest,
+    #[error(
         "{} cannot be spread evenly over {nodes} nodes",
         crate::plural(u64::from(*.cores), "core")
     )]
@@ -63,6 +67,7 @@ impl DescriptionError {
             | EmptyOutput { field } => vec![*field],
             NoExecutable => vec!["executable"],
             NoWalltime => vec!["walltime"],
+            NoTimeRequest => vec!["time_request"],
             UnevenNodes { .. } => vec!["nodes", "cores"],
             UnevenGpus { .. } => vec!["nodes", "gpus"],
             BadVariable { .. } => vec!["environment"],
@@ -415,9 +420,7 @@ impl ComputeUnitDescription {
             return Err(DescriptionError::Zero { field: "cores" });
         }
         if self.time_request == Some(Duration::ZERO) {
-            return Err(DescriptionError::Zero {
-                field: "time_request",
-            });
+            return Err(DescriptionError::NoTimeRequest);
         }
         if !self.input_data.is_empty() {
             return Err(DescriptionError::DataNotSupported {
@@ -600,6 +603,11 @@ mod tests {
                     ..unit()
                 },
                 "name the same file",
+            ),
+            (
+                "zero time_request",
+                unit().with_time_request(Duration::ZERO),
+                "`time_request` must be longer than zero",
             ),
             (
                 "stderr on default stdout",

@@ -40,6 +40,25 @@ fn check_of_ten_million_units_does_not_expand_them() {
 }
 
 #[test]
+fn check_counts_every_pilot_of_a_pilot_count() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "many.toml",
+        "[simulation]\nqueue_wait = \"0s..1m\"\n\n[[pilot]]\nname = \"n\"\n\
+         resource = \"local://\"\ncount = 10000\n\n[[pilot]]\nresource = \"local://\"\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\npilot = \"n-10000\"\n",
+    );
+    let out = check_in(scratch.path(), &workload, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains(": 10001 pilots, 1 unit: ok"), "{out}");
+
+    let example = examples_dir().join("what-if.toml");
+    let out = check_in(scratch.path(), &example, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains(": 2 pilots, 7 units: ok"), "{out}");
+}
+
+#[test]
 fn ensembles_beyond_the_unit_limit_are_refused_where_they_cross_it() {
     let scratch = Scratch::new();
     let workload = scratch.write(
