@@ -91,6 +91,27 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         agent_binary: Option<PathBuf>,
     },
+    /// Play a workload through pstar's scheduler on a virtual clock: no processes, no
+    /// store, no batch system. Each unit takes its `time_request`; the workload's
+    /// [simulation] table sets queue waits, pilot failures and agent losses. Prints the
+    /// summary `run` would, in virtual seconds, plus pilot utilisation.
+    ///
+    /// Exit status: 0 if every unit would be done, 1 otherwise, 2 if the workload file or
+    /// the report path was refused.
+    Simulate {
+        /// The workload file (TOML with [[pilot]], [[unit]] and [simulation] tables).
+        workload: PathBuf,
+        /// Write the JSON report `run` would write (timestamps on the virtual clock).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// As for `run`: how many pilots' worth of cores of units to bind to each pilot
+        /// beyond what it runs [default: 4].
+        #[arg(long, value_name = "N")]
+        prefetch: Option<u32>,
+        /// As for `run`: runs a unit gets when the pilots running it are lost [default: 3].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_attempts: Option<u32>,
+    },
     /// Run one pilot's agent (started by pstar's resource adaptors inside the pilot job).
     ///
     /// The Redis password comes from PSTAR_REDIS_PASSWORD or PSTAR_REDIS_PASSWORD_FILE.
@@ -449,6 +470,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_WORKLOAD)
             }
         },
+        Command::Simulate {
+            workload,
+            report,
+            prefetch,
+            max_attempts,
+        } => simulate(&workload, report, prefetch, max_attempts),
         Command::Check { workload, store } => {
             if !store_url_ok(&store) {
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
@@ -615,5 +642,70 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `pstar simulate`.
+fn simulate(
+    path: &std::path::Path,
+    report: Option<PathBuf>,
+    prefetch: Option<u32>,
+    max_attempts: Option<u32>,
+) -> ExitCode {
+    // Every resource is simulated: none needs an adaptor or a store here.
+    let every: Vec<pstar_model::Scheme> =
+        pstar_model::Scheme::ALL.iter().map(|(s, _)| *s).collect();
+    let workload = match workload::load(path, &every, true) {
+        Ok(w) => w,
+        Err(e) => {
+            say!("{e}");
+            return ExitCode::from(EXIT_BAD_WORKLOAD);
+        }
+    };
+    let report = match report {
+        Some(r) => {
+            let inputs = [path.to_path_buf()];
+            let file = pstar_cli::report::check_path(&r, &inputs)
+                .map_err(|e| format!("pstar: {e}"))
+                .and_then(|r| {
+                    pstar_cli::report::ReportFile::create(&r)
+                        .map_err(|e| format!("pstar: cannot write the report {}: {e}", r.display()))
+                });
+            match file {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    say!("{e}");
+                    return ExitCode::from(EXIT_BAD_WORKLOAD);
+                }
+            }
+        }
+        None => None,
+    };
+    let d = pstar::UnitPolicy::default();
+    let policy = pstar::UnitPolicy {
+        prefetch: prefetch.unwrap_or(d.prefetch),
+        max_attempts: max_attempts
+            .or(workload.session.max_attempts)
+            .unwrap_or(d.max_attempts),
+        black_hole_failures: workload
+            .session
+            .black_hole_failures
+            .unwrap_or(d.black_hole_failures),
+        ..d
+    };
+    let tally = pstar_cli::report::Tally::new("simulation", report);
+    let begun = std::time::Instant::now();
+    let sim = pstar_cli::simulate::simulate(&workload, policy, tally);
+    show!("{}", sim.text);
+    say!(
+        "simulated in {:.2} s of wall time ({} scheduling rounds, {:.2} s in the core)",
+        begun.elapsed().as_secs_f64(),
+        sim.rounds,
+        sim.core_time.as_secs_f64()
+    );
+    if sim.summary.all_done() && sim.report_written {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

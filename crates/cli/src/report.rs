@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use pstar::{ComputeUnit, PilotCompute, PilotState, State, Timestamp, UnitId, UnitState};
+use pstar::{ComputeUnit, PilotCompute, PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 
 /// Figures of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -109,9 +109,29 @@ impl Tally {
     /// Folds in one unit (normally once it has ended; one that has not counts as
     /// unfinished).
     pub fn add(&mut self, unit: &ComputeUnit) {
-        let now = Timestamp::now();
-        let history = unit.history();
-        let state = unit.state();
+        let path = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
+        self.add_ended(&EndedUnit {
+            id: unit.id(),
+            name: unit.name().to_owned(),
+            state: unit.state(),
+            exit_code: unit.exit_code(),
+            pilot: unit.pilot(),
+            stdout: path(unit.stdout()),
+            stderr: path(unit.stderr()),
+            detail: unit.detail(),
+            history: unit.history(),
+        });
+    }
+
+    /// Folds in one unit from its record (a simulated run has no handles), at `now`.
+    pub fn add_ended(&mut self, unit: &EndedUnit) {
+        self.add_at(unit, Timestamp::now());
+    }
+
+    /// [`add_ended`](Self::add_ended) on a clock of the caller's (the simulator's).
+    pub fn add_at(&mut self, unit: &EndedUnit, now: Timestamp) {
+        let history = &unit.history;
+        let state = unit.state;
         self.units += 1;
         if let Some((_, at)) = history.first() {
             self.first = Some(self.first.map_or(*at, |f| f.min(*at)));
@@ -121,8 +141,11 @@ impl Tally {
         {
             self.last_end = Some(self.last_end.map_or(*at, |l| l.max(*at)));
         }
-        for (s, d) in unit.time_in_states(now) {
-            *self.time_in.entry(s).or_default() += d;
+        for (i, (s, at)) in history.iter().enumerate() {
+            let until = history.get(i + 1).map_or(now, |(_, t)| *t);
+            if i + 1 < history.len() || !s.is_final() {
+                *self.time_in.entry(*s).or_default() += until.since(*at);
+            }
         }
         match state {
             UnitState::Done => self.done += 1,
@@ -130,9 +153,9 @@ impl Tally {
                 self.failed += 1;
                 if self.failed_shown.len() < FAILED_SHOWN {
                     self.failed_shown.push((
-                        unit.id(),
-                        unit.name().to_owned(),
-                        unit.detail().unwrap_or_default(),
+                        unit.id,
+                        unit.name.clone(),
+                        unit.detail.clone().unwrap_or_default(),
                     ));
                 } else {
                     self.failed_more += 1;
@@ -142,13 +165,13 @@ impl Tally {
                 self.canceled += 1;
                 *self
                     .canceled_why
-                    .entry(unit.detail().unwrap_or_else(|| "canceled".into()))
+                    .entry(unit.detail.clone().unwrap_or_else(|| "canceled".into()))
                     .or_default() += 1;
             }
             _ => self.unfinished += 1,
         }
         if let Some(report) = &mut self.report
-            && let Err(e) = report.add(unit, &history)
+            && let Err(e) = report.add(unit)
         {
             say!(
                 "pstar: cannot write the report {}: {e}",
@@ -161,9 +184,19 @@ impl Tally {
     /// The summary, given how many units were never submitted and, for a resumed session,
     /// how long this run watched and how many units ended meanwhile.
     pub fn summary(&self, not_submitted: usize, this_run: Option<(Duration, usize)>) -> Summary {
+        self.summary_at(not_submitted, this_run, Timestamp::now())
+    }
+
+    /// [`summary`](Self::summary) on a clock of the caller's.
+    pub fn summary_at(
+        &self,
+        not_submitted: usize,
+        this_run: Option<(Duration, usize)>,
+        now: Timestamp,
+    ) -> Summary {
         let wall = match (self.first, self.last_end) {
             (Some(first), Some(last)) => last.since(first),
-            (Some(first), None) => Timestamp::now().since(first),
+            (Some(first), None) => now.since(first),
             _ => Duration::ZERO,
         };
         let wall_s = wall.as_secs_f64();
@@ -263,6 +296,12 @@ impl Tally {
     /// Writes the report, if one was asked for: what was folded in, the summary and the
     /// pilots. Returns whether it was written (true when none was asked for).
     pub fn finish_report(&mut self, summary: &Summary, pilots: &[PilotCompute]) -> bool {
+        let pilots: Vec<PilotEntry> = pilots.iter().map(PilotEntry::of).collect();
+        self.finish_report_with(summary, &pilots)
+    }
+
+    /// [`finish_report`](Self::finish_report) with the pilots' entries made by the caller.
+    pub fn finish_report_with(&mut self, summary: &Summary, pilots: &[PilotEntry]) -> bool {
         let Some(report) = self.report.take() else {
             return true;
         };
@@ -301,22 +340,59 @@ struct UnitEntry {
     timestamps: BTreeMap<&'static str, Timestamp>,
 }
 
-#[derive(Serialize)]
-struct PilotEntry {
-    name: Option<String>,
-    id: String,
-    resource: String,
-    cores: u32,
-    gpus: u32,
-    state: PilotState,
-    detail: Option<String>,
-    /// The pilot job's id on its resource (a batch job id, a process id).
-    job: Option<String>,
-    sandbox: String,
-    timestamps: BTreeMap<&'static str, Timestamp>,
+/// A unit as the report and the summary see it once it has ended.
+#[derive(Debug, Clone)]
+pub struct EndedUnit {
+    pub id: UnitId,
+    pub name: String,
+    pub state: UnitState,
+    pub exit_code: Option<i32>,
+    pub pilot: Option<PilotId>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub detail: Option<String>,
+    /// Every state it entered, with when.
+    pub history: Vec<(UnitState, Timestamp)>,
 }
 
-fn stamps<S: State>(history: &[(S, Timestamp)]) -> BTreeMap<&'static str, Timestamp> {
+/// A pilot's entry in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PilotEntry {
+    pub name: Option<String>,
+    pub id: String,
+    pub resource: String,
+    pub cores: u32,
+    pub gpus: u32,
+    pub state: PilotState,
+    pub detail: Option<String>,
+    /// The pilot job's id on its resource (a batch job id, a process id).
+    pub job: Option<String>,
+    pub sandbox: String,
+    pub timestamps: BTreeMap<&'static str, Timestamp>,
+    /// Of a simulated pilot: the share of its core-seconds while running that units used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utilisation: Option<f64>,
+}
+
+impl PilotEntry {
+    fn of(p: &PilotCompute) -> Self {
+        Self {
+            name: p.description().name.clone(),
+            id: p.id().to_string(),
+            resource: p.description().resource.to_string(),
+            cores: p.description().cores,
+            gpus: p.description().gpus,
+            state: p.state(),
+            detail: p.detail(),
+            job: p.job_id(),
+            sandbox: p.sandbox().display().to_string(),
+            timestamps: stamps(&p.history()),
+            utilisation: None,
+        }
+    }
+}
+
+pub fn stamps<S: State>(history: &[(S, Timestamp)]) -> BTreeMap<&'static str, Timestamp> {
     // The last time each state was entered (a unit returned to the pool enters some twice).
     history.iter().map(|(s, t)| (s.as_str(), *t)).collect()
 }
@@ -431,18 +507,17 @@ impl ReportFile {
         })
     }
 
-    fn add(&mut self, unit: &ComputeUnit, history: &[(UnitState, Timestamp)]) -> io::Result<()> {
-        let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
+    fn add(&mut self, unit: &EndedUnit) -> io::Result<()> {
         let entry = UnitEntry {
-            name: unit.name().to_owned(),
-            id: unit.id().to_string(),
-            state: unit.state(),
-            exit_code: unit.exit_code(),
-            pilot: unit.pilot().map(|p| p.to_string()),
-            stdout: path_str(unit.stdout()),
-            stderr: path_str(unit.stderr()),
-            detail: unit.detail(),
-            timestamps: stamps(history),
+            name: unit.name.clone(),
+            id: unit.id.to_string(),
+            state: unit.state,
+            exit_code: unit.exit_code,
+            pilot: unit.pilot.map(|p| p.to_string()),
+            stdout: unit.stdout.clone(),
+            stderr: unit.stderr.clone(),
+            detail: unit.detail.clone(),
+            timestamps: stamps(&unit.history),
         };
         self.out
             .write_all(if self.first { b"\n    " } else { b",\n    " })?;
@@ -450,22 +525,7 @@ impl ReportFile {
         serde_json::to_writer(&mut self.out, &entry).map_err(io::Error::other)
     }
 
-    fn finish(mut self, summary: &Summary, pilots: &[PilotCompute]) -> io::Result<()> {
-        let pilots: Vec<PilotEntry> = pilots
-            .iter()
-            .map(|p| PilotEntry {
-                name: p.description().name.clone(),
-                id: p.id().to_string(),
-                resource: p.description().resource.to_string(),
-                cores: p.description().cores,
-                gpus: p.description().gpus,
-                state: p.state(),
-                detail: p.detail(),
-                job: p.job_id(),
-                sandbox: p.sandbox().display().to_string(),
-                timestamps: stamps(&p.history()),
-            })
-            .collect();
+    fn finish(mut self, summary: &Summary, pilots: &[PilotEntry]) -> io::Result<()> {
         self.out.write_all(b"\n  ],\n  \"summary\": ")?;
         serde_json::to_writer_pretty(&mut self.out, summary).map_err(io::Error::other)?;
         self.out.write_all(b",\n  \"pilots\": ")?;
