@@ -578,3 +578,85 @@ async fn a_removed_pilot_service_gets_no_more_units_and_its_queue_goes_back_to_t
     f.pcs.cancel().await;
     other.cancel().await;
 }
+
+/// M:N: two unit services share one pilot service. The session's one core accounts for
+/// what both bind to a pilot, so a 2-core pilot without prefetch never holds more than 2
+/// cores' worth of units at once (each service counting its own would bind 2 each).
+#[tokio::test]
+async fn two_unit_services_share_a_pilot_without_over_binding_it() {
+    let f = fixture().await;
+    let a = ComputeUnitService::with_prefetch(&f.session, 0);
+    let b = ComputeUnitService::with_prefetch(&f.session, 0);
+    a.add_pilot_service(&f.pcs);
+    b.add_pilot_service(&f.pcs);
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    // Units between `Scheduled` and their end, over both services, at every change.
+    let bound = Arc::new(Mutex::new((0usize, 0usize)));
+    let mut all = Vec::new();
+    for cus in [&a, &b] {
+        let units = cus
+            .submit_batch((0..4).map(|_| sh("sleep 0.2")))
+            .await
+            .unwrap();
+        for unit in &units {
+            let bound = bound.clone();
+            unit.on_state_change(move |_, state| {
+                let mut b = bound.lock().unwrap();
+                match state {
+                    UnitState::Scheduled => b.0 += 1,
+                    s if s.is_final() || s == UnitState::New => b.0 -= 1,
+                    _ => {}
+                }
+                b.1 = b.1.max(b.0);
+            });
+        }
+        all.extend(units);
+    }
+    within(async {
+        a.wait().await;
+        b.wait().await;
+    })
+    .await;
+    assert!(all.iter().all(|u| u.state() == UnitState::Done));
+    let most = bound.lock().unwrap().1;
+    assert!(
+        most <= 2,
+        "{most} units were bound to a 2-core pilot at once"
+    );
+    assert_eq!(a.counts().get(UnitState::Done), 4);
+    assert_eq!(b.counts().get(UnitState::Done), 4);
+    f.pcs.cancel().await;
+}
+
+/// Walltime-aware binding through the API: a unit whose `time_request` exceeds every
+/// pilot's walltime fails at once, naming both; one that fits runs.
+#[tokio::test]
+async fn a_unit_longer_than_every_pilot_s_walltime_fails_at_once_naming_both() {
+    let f = fixture().await;
+    f.pcs
+        .create_pilot(PilotComputeDescription {
+            walltime: Duration::from_secs(600),
+            ..pilot(1)
+        })
+        .await
+        .unwrap();
+    let long = f
+        .cus
+        .submit(
+            ComputeUnitDescription::new("/bin/true").with_time_request(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let short = f
+        .cus
+        .submit(ComputeUnitDescription::new("/bin/true").with_time_request(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(within(long.wait()).await, UnitState::Failed);
+    assert_eq!(
+        long.detail().as_deref(),
+        Some("unit asks for 1h of run time (time_request) but the longest pilot walltime is 10m")
+    );
+    assert_eq!(within(short.wait()).await, UnitState::Done);
+    f.pcs.cancel().await;
+}
