@@ -426,6 +426,8 @@ pub struct Core {
     /// Withdraws asked for and not answered yet, in order: from which pilot, which units
     /// (all with `None`), and what for.
     asked: Vec<(PilotId, Option<Vec<UnitId>>, Purpose)>,
+    /// Where each pilot's binding is in this round's `enqueue`.
+    enqueue_index: HashMap<PilotId, usize>,
     /// Units back in the pool this round, to put at the head of their pools.
     returning: Vec<(ServiceId, UnitView)>,
     /// Where scheduling starts next round (services take turns).
@@ -464,6 +466,7 @@ impl Core {
             replay: None,
             deferred_cancels: Vec::new(),
             asked: Vec::new(),
+            enqueue_index: HashMap::new(),
             returning: Vec::new(),
             turn: 0,
             out: Round::default(),
@@ -569,6 +572,7 @@ impl Core {
             self.schedule();
         }
         let mut out = std::mem::take(&mut self.out);
+        self.enqueue_index.clear();
         out.withdraw = self
             .asked
             .iter()
@@ -925,12 +929,14 @@ impl Core {
             at,
             None,
         ));
-        match self.out.enqueue.last_mut() {
-            Some((p, units)) if *p == pilot => units.push(unit),
-            _ => match self.out.enqueue.iter_mut().find(|(p, _)| *p == pilot) {
-                Some((_, units)) => units.push(unit),
-                None => self.out.enqueue.push((pilot, vec![unit])),
-            },
+        // One binding per pilot per round, found through an index (not a pass over the
+        // round's bindings: with thousands of pilots that would cost per unit).
+        match self.enqueue_index.get(&pilot) {
+            Some(&i) => self.out.enqueue[i].1.push(unit),
+            None => {
+                self.enqueue_index.insert(pilot, self.out.enqueue.len());
+                self.out.enqueue.push((pilot, vec![unit]));
+            }
         }
     }
 
