@@ -23,6 +23,8 @@ mod redis_sessions;
 mod resources;
 #[path = "cli/run_ends.rs"]
 mod run_ends;
+#[path = "cli/simulate.rs"]
+mod simulate;
 
 /// Longest any `pstar` run in these tests may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
