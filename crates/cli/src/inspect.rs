@@ -1,15 +1,16 @@
 //! Looking at a session from another terminal: `pstar status`, `pstar units`,
 //! `pstar cancel` and `pstar session list|rm`.
 //!
-//! A session's state is its event stream folded through the state table, with the
-//! manager's rule for stale reports (a report from a pilot that has ended, or that the
-//! unit is no longer bound to, does not count). So these commands show the same states a
-//! manager does, whether or not one is running.
+//! A session's state is its event stream folded through the manager's own core
+//! (`pstar::core::Core::observer`: the state table, the rule for stale reports, a report
+//! from a pilot that has ended or that the unit is no longer bound to). So these commands
+//! show the same states a manager does, whether or not one is running.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use pstar::core::{Core, Input, PilotSpec, ServiceId, UnitSpec};
 use pstar::{PilotState, State, UnitState};
 use pstar_coordination::redis::SessionEntry;
 use pstar_coordination::{CancelTarget, Coordination, CoordinationError, Event, RedisStore};
@@ -27,6 +28,8 @@ pub struct SessionView {
     pub heartbeats: BTreeMap<PilotId, Timestamp>,
     /// When the first event on the stream happened.
     pub first_event: Option<Timestamp>,
+    /// The manager's core, folding the stream without deciding anything.
+    core: Core,
 }
 
 pub struct PilotView {
@@ -58,7 +61,12 @@ impl SessionView {
             )));
         }
         let start = Timestamp::from_micros(0);
+        let core = observer(
+            records.iter().map(|r| PilotSpec::of(r.id, &r.description)),
+            descriptions.iter().map(|(id, d)| UnitSpec::of(*id, d)),
+        );
         let mut view = Self {
+            core,
             entry: store.session_entry().await?,
             session,
             pilots: records
@@ -92,13 +100,43 @@ impl SessionView {
             heartbeats: store.heartbeats().await?.into_iter().collect(),
             first_event: None,
         };
-        for event in store.history().await? {
-            view.apply(&event);
-        }
+        view.apply_all(store.history().await?);
         Ok(view)
     }
 
+    #[cfg(test)]
     fn apply(&mut self, event: &Event) {
+        self.apply_all(vec![event.clone()]);
+    }
+
+    /// Folds a batch of the stream: pilots' lifecycles here, units through the core.
+    fn apply_all(&mut self, events: Vec<Event>) {
+        for event in &events {
+            self.note(event);
+        }
+        self.core.handle(Input::Events(events.into()));
+        for a in self.core.round().applied {
+            let Some(unit) = self.units.get_mut(&a.unit) else {
+                continue;
+            };
+            unit.life.backdate_start(a.at);
+            if unit.life.transition(a.state, a.at).is_err() {
+                continue;
+            }
+            if a.pilot.is_some() {
+                unit.pilot = a.pilot;
+            }
+            if a.exit_code.is_some() {
+                unit.exit_code = a.exit_code;
+            }
+            unit.detail = a.detail;
+            if matches!(a.state, UnitState::Done | UnitState::Failed) {
+                self.finished_at.push(a.at);
+            }
+        }
+    }
+
+    fn note(&mut self, event: &Event) {
         let at = match event {
             Event::Unit(e) => e.at,
             Event::Pilot(p) => p.at,
@@ -121,37 +159,7 @@ impl SessionView {
                     p.draining = true;
                 }
             }
-            Event::Unit(e) => {
-                let ended = |p: PilotId| {
-                    self.pilots
-                        .get(&p)
-                        .is_some_and(|v| v.life.state().is_final())
-                };
-                let Some(unit) = self.units.get(&e.unit) else {
-                    return;
-                };
-                if pstar::core::is_stale(e, unit.pilot, ended) {
-                    return;
-                }
-                let Some(unit) = self.units.get_mut(&e.unit) else {
-                    return;
-                };
-                unit.life.backdate_start(e.at);
-                if unit.life.transition(e.state, e.at).is_err() {
-                    return;
-                }
-                if e.state == UnitState::Scheduled {
-                    unit.pilot = e.pilot;
-                }
-                if e.exit_code.is_some() {
-                    unit.exit_code = e.exit_code;
-                }
-                unit.detail = e.detail.clone();
-                if matches!(e.state, UnitState::Done | UnitState::Failed) {
-                    self.finished_at.push(e.at);
-                }
-            }
-            Event::Resumed { .. } | Event::CancelRequested { .. } => {}
+            Event::Unit(_) | Event::Resumed { .. } | Event::CancelRequested { .. } => {}
         }
     }
 
@@ -282,6 +290,32 @@ impl SessionView {
         }
         out
     }
+}
+
+/// A core that folds a session of these pilots and units, as one unit service.
+fn observer(
+    pilots: impl Iterator<Item = PilotSpec>,
+    units: impl Iterator<Item = UnitSpec>,
+) -> Core {
+    let service = ServiceId(0);
+    let mut core = Core::observer(Timestamp::from_micros(0));
+    core.handle(Input::AddService {
+        service,
+        policy: Default::default(),
+    });
+    core.handle(Input::Restore {
+        service,
+        units: units.collect(),
+    });
+    for pilot in pilots {
+        core.handle(Input::AddPilot {
+            service,
+            pilot,
+            state: PilotState::New,
+            running_since: None,
+        });
+    }
+    core
 }
 
 fn ago(d: Duration) -> String {
@@ -447,7 +481,7 @@ mod tests {
     }
 
     /// A session created at `created` with one pilot of 4 cores and `units` units.
-    fn session(created: Timestamp, units: u64) -> SessionView {
+    fn session(created: Timestamp, n: u64) -> SessionView {
         let entry = SessionEntry {
             session: "s".into(),
             owner: "o".into(),
@@ -463,7 +497,7 @@ mod tests {
             detail: None,
             draining: false,
         };
-        let units = (0..units)
+        let units = (0..n)
             .map(|i| {
                 let view = UnitView {
                     name: format!("u{i}"),
@@ -475,7 +509,23 @@ mod tests {
                 (UnitId::new(i), view)
             })
             .collect();
+        let core = observer(
+            std::iter::once(PilotSpec {
+                id: PilotId::new(0),
+                cores: 4,
+                gpus: 0,
+                walltime: Duration::from_secs(3600),
+            }),
+            (0..n).map(|i| UnitSpec {
+                id: UnitId::new(i),
+                cores: 1,
+                gpus: 0,
+                pilot: None,
+                time_request: None,
+            }),
+        );
         SessionView {
+            core,
             session: "s".into(),
             entry,
             pilots: [(PilotId::new(0), pilot)].into_iter().collect(),

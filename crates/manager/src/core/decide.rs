@@ -33,7 +33,7 @@ impl Core {
                 }
             }
             Event::Resumed { token, .. } => {
-                if self.replay == Some(*token) {
+                if !self.observer && self.replay == Some(*token) {
                     self.caught_up();
                 }
             }

@@ -421,6 +421,8 @@ pub struct Core {
     services: Vec<(ServiceId, ServiceEntry)>,
     /// While replaying: the token of the marker that ends it.
     replay: Option<u64>,
+    /// Only folds the stream (`pstar status`): replays for ever, never decides.
+    observer: bool,
     /// Cancels asked for in the replayed history, carried out once caught up.
     deferred_cancels: Vec<(CancelTarget, String)>,
     /// Withdraws asked for and not answered yet, in order: from which pilot, which units
@@ -464,6 +466,7 @@ impl Core {
             pilot_index: HashMap::new(),
             services: Vec::new(),
             replay: None,
+            observer: false,
             deferred_cancels: Vec::new(),
             asked: Vec::new(),
             enqueue_index: HashMap::new(),
@@ -472,6 +475,16 @@ impl Core {
             out: Round::default(),
             counts_changed: HashSet::new(),
         }
+    }
+
+    /// A core that only folds a session's stream, as a replaying one does, and never takes
+    /// a decision: how `pstar status` and `pstar units` see a session, with the manager's
+    /// own rules (the state table, stale reports).
+    pub fn observer(now: Timestamp) -> Self {
+        let mut core = Self::new(now);
+        core.replay = Some(0);
+        core.observer = true;
+        core
     }
 
     /// Feeds one input. Effects accumulate until [`round`](Self::round).
