@@ -7,8 +7,8 @@ use std::time::Duration;
 use pstar_model::PilotComputeDescription;
 
 use super::Condor;
-use crate::dialect::Dialect;
 use crate::dialect::testing::{SANDBOX, failed_detail, output, render_job};
+use crate::dialect::{Dialect, JobRef};
 use crate::{AdaptorError, JobFile, JobState};
 
 /// The representative pilot: two nodes of 16 cores and 2 GPUs each, 1h30m, every
@@ -248,4 +248,40 @@ fn condor_history_states() {
     );
     // An unknown job: nothing in the queue, nothing in the history.
     assert_eq!(h(""), None);
+}
+
+#[test]
+fn one_condor_q_tells_many_jobs() {
+    // No HTCondor pool here: the answer is written from the `condor_q -af:j` manual.
+    let sandbox = Path::new(SANDBOX);
+    let jobs = ["123.0", "124.0", "125.0", "126.0"].map(|id| JobRef { id, sandbox });
+    let commands = Condor.status(&jobs);
+    assert_eq!(commands.len(), 1);
+    assert_eq!(
+        commands[0].argv,
+        [
+            "condor_q",
+            "123.0",
+            "124.0",
+            "125.0",
+            "126.0",
+            "-af:j",
+            "JobStatus",
+            "HoldReason"
+        ]
+    );
+    let out = output(0, include_str!("fixtures/condor-q-many.DOC.txt"), "");
+    let states = Condor.parse_status(0, &jobs, &out);
+    assert_eq!(states.get("123.0"), Some(&JobState::Queued));
+    assert_eq!(states.get("124.0"), Some(&JobState::Running));
+    assert!(
+        failed_detail(states.get("125.0").cloned()).starts_with("job 125.0 is held: Error"),
+        "{states:?}"
+    );
+    // Left the queue: asked of condor_history alone.
+    assert_eq!(states.get("126.0"), None);
+    assert_eq!(
+        Condor.history(jobs[3])[0].argv[..2],
+        ["condor_history", "126.0"]
+    );
 }

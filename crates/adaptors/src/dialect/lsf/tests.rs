@@ -7,8 +7,8 @@ use std::time::Duration;
 use pstar_model::PilotComputeDescription;
 
 use super::{BJOBS_FORMAT, Lsf};
-use crate::dialect::Dialect;
 use crate::dialect::testing::{SANDBOX, failed_detail, output, render_script};
+use crate::dialect::{Dialect, JobRef};
 use crate::{AdaptorError, JobState};
 
 /// Two nodes of 16 cores and 2 GPUs each, 1h30m, every optional field set.
@@ -236,4 +236,61 @@ fn an_unknown_job_is_none() {
         );
         assert_eq!(Lsf.parse_query(index, "123", &output(0, "", doc)), None);
     }
+}
+
+#[test]
+fn one_bjobs_tells_many_jobs() {
+    // No LSF runs here: the answer is the aiida-core test data of `bjobs -o` over several
+    // jobs, and an unknown job's line as IBM documents it, on standard error.
+    let sandbox = Path::new(SANDBOX);
+    let ids = ["764220165", "764254593", "764213236", "123"];
+    let jobs = ids.map(|id| JobRef { id, sandbox });
+    let commands = Lsf.status(&jobs);
+    assert_eq!(
+        commands[0].argv,
+        [
+            "bjobs",
+            "-a",
+            "-noheader",
+            "-o",
+            BJOBS_FORMAT,
+            "764220165",
+            "764254593",
+            "764213236",
+            "123"
+        ]
+    );
+    assert_eq!(
+        commands[1].argv,
+        [
+            "bjobs",
+            "-a",
+            "-w",
+            "764220165",
+            "764254593",
+            "764213236",
+            "123"
+        ]
+    );
+    let out = output(
+        255,
+        include_str!("fixtures/bjobs-o-aiida.txt"),
+        include_str!("fixtures/bjobs-not-found-ibm-doc.txt"),
+    );
+    let states = Lsf.parse_status(0, &jobs, &out);
+    assert_eq!(states.get("764220165"), Some(&JobState::Queued));
+    assert_eq!(states.get("764254593"), Some(&JobState::Running));
+    assert!(
+        failed_detail(states.get("764213236").cloned()).contains("TERM_RUNLIMIT"),
+        "{states:?}"
+    );
+    // The unknown job, and the listed jobs not asked about, are not in the answer.
+    assert_eq!(states.len(), 3, "{states:?}");
+    // The classic table, for the jobs the first command did not list.
+    let table = output(0, include_str!("fixtures/bjobs-w-nextflow.txt"), "");
+    let jobs = ["5085585", "5085604", "123"].map(|id| JobRef { id, sandbox });
+    let states = Lsf.parse_status(1, &jobs, &table);
+    assert_eq!(states.get("5085585"), Some(&JobState::Running));
+    assert_eq!(states.get("5085604"), Some(&JobState::Queued));
+    assert_eq!(states.len(), 2, "{states:?}");
 }

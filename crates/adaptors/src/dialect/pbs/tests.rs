@@ -7,8 +7,8 @@ use std::time::Duration;
 use pstar_model::PilotComputeDescription;
 
 use super::{Flavor, Pbs};
-use crate::dialect::Dialect;
 use crate::dialect::testing::{SANDBOX, failed_detail, output, render_job, render_script};
+use crate::dialect::{Dialect, JobRef};
 use crate::{AdaptorError, JobState};
 
 const PBS: Pbs = Pbs { flavor: None };
@@ -329,4 +329,50 @@ fn a_fixed_flavor_wins_over_the_url() {
             .contains("\n#PBS -l nodes=2:ppn=16:gpus=2\n")
     );
     assert_eq!(Pbs::default().flavor, None);
+}
+
+#[test]
+fn one_qstat_tells_many_jobs() {
+    // No PBS runs here: `qstat -f ID...` prints one block per job, one after the other;
+    // the answer is the recorded blocks of single jobs put together, and an unknown job's
+    // line (a capture) on standard error.
+    let sandbox = Path::new(SANDBOX);
+    let ids = [
+        "515916.barnacle.ucsd.edu",
+        "522059.barnacle.ucsd.edu",
+        "522083.barnacle.ucsd.edu",
+        "412635.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov",
+    ];
+    let jobs = ids.map(|id| JobRef { id, sandbox });
+    let commands = PBS.status(&jobs);
+    assert_eq!(commands[0].argv[..3], ["qstat", "-f", "-x"]);
+    assert_eq!(commands[0].argv[3..], ids);
+    assert_eq!(commands[1].argv[..2], ["qstat", "-f"]);
+    assert_eq!(commands[1].argv[2..], ids);
+    let stdout = [
+        include_str!("fixtures/torque-qstat-f-queued.txt"),
+        include_str!("fixtures/torque-qstat-f-running.txt"),
+        include_str!("fixtures/torque-qstat-f-completed-failed.txt"),
+    ]
+    .join("\n");
+    let out = output(
+        153,
+        &stdout,
+        include_str!("fixtures/pbspro-unknown-job.txt"),
+    );
+    let states = PBS.parse_status(1, &jobs, &out);
+    assert_eq!(states.get(ids[0]), Some(&JobState::Queued));
+    assert_eq!(states.get(ids[1]), Some(&JobState::Running));
+    assert!(
+        failed_detail(states.get(ids[2]).cloned()).contains("exit status -11"),
+        "{states:?}"
+    );
+    assert_eq!(states.get(ids[3]), None);
+    // Torque's XML answer to `-x` knows none of them: all go to the next command.
+    let xml = output(
+        0,
+        include_str!("fixtures/torque-qstat-f-x.TEMPLATE.xml"),
+        "",
+    );
+    assert!(PBS.parse_status(0, &jobs, &xml).is_empty());
 }

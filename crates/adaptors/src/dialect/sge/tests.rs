@@ -7,8 +7,8 @@ use std::time::Duration;
 use pstar_model::PilotComputeDescription;
 
 use super::GridEngine;
-use crate::dialect::Dialect;
 use crate::dialect::testing::{SANDBOX, failed_detail, render_script};
+use crate::dialect::{Dialect, JobRef};
 use crate::transport::Output;
 use crate::{AdaptorError, JobState};
 
@@ -286,4 +286,30 @@ fn each_answer_is_read_by_its_own_reader() {
     // qacct's record is no qstat listing, and a qstat listing no accounting record.
     assert_eq!(qstat("6", &recorded!("qacct-ok")), None);
     assert_eq!(qacct("1", &recorded!("qstat-jobs")), None);
+}
+
+#[test]
+fn one_qstat_tells_every_job_at_once() {
+    // `qstat` lists every job of the user: the same command for one job or many.
+    let sandbox = Path::new(SANDBOX);
+    let jobs = ["1", "2", "3", "4", "5"].map(|id| JobRef { id, sandbox });
+    let commands = GridEngine.status(&jobs);
+    assert_eq!(commands.len(), 1);
+    assert_eq!(commands[0].argv.join(" "), command_of!("qstat-jobs"));
+    let states = GridEngine.parse_status(0, &jobs, &recorded!("qstat-jobs"));
+    assert_eq!(states.get("1"), Some(&JobState::Running));
+    assert_eq!(states.get("2"), Some(&JobState::Queued));
+    assert_eq!(states.get("3"), Some(&JobState::Queued));
+    assert_eq!(states.get("4"), Some(&JobState::Queued));
+    // Not listed: asked of `qacct` alone.
+    assert_eq!(states.get("5"), None);
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert_eq!(GridEngine.history(jobs[4])[0].argv, ["qacct", "-j", "5"]);
+    // Jobs listed but not asked about are not read.
+    assert_eq!(
+        GridEngine
+            .parse_status(0, &jobs[..1], &recorded!("qstat-jobs"))
+            .len(),
+        1
+    );
 }
