@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts, PilotJob, ResourceAdaptor};
+use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts, PilotJob};
 use pstar_coordination::redis::{RedisOptions, RedisStore};
 use pstar_coordination::{Coordination, PilotRecord};
 use pstar_model::{PilotComputeDescription, PilotId, Scheme};
