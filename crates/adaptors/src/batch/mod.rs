@@ -93,11 +93,6 @@ impl BatchAdaptor {
         }
     }
 
-    /// How many status queries this adaptor's watchers have run (all hosts together).
-    pub fn status_queries(&self) -> u64 {
-        self.watchers.queries()
-    }
-
     fn job_name(session: &str, record: &PilotRecord) -> String {
         let clean: String = session
             .chars()

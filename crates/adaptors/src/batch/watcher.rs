@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -69,8 +68,6 @@ pub(crate) struct Watchers {
     poll: Duration,
     /// Host (as [`Transport`] displays it) → its watcher's inbox.
     hosts: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<(Transport, Followed)>>>,
-    /// Status queries run, all hosts together.
-    queries: Arc<AtomicU64>,
 }
 
 impl Watchers {
@@ -79,13 +76,7 @@ impl Watchers {
             system,
             poll,
             hosts: Default::default(),
-            queries: Default::default(),
         }
-    }
-
-    /// How many status queries the watchers have run.
-    pub(crate) fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
     }
 
     /// Follows `follow`'s job until it ends: its host's watcher (started if there is none)
@@ -117,12 +108,7 @@ impl Watchers {
                 let _ = inbox.send(first);
                 hosts.insert(host.clone(), inbox);
                 tracing::debug!(%host, system = self.system.name(), "watcher started");
-                tokio::spawn(watch_host(
-                    self.system.clone(),
-                    self.poll,
-                    jobs,
-                    self.queries.clone(),
-                ));
+                tokio::spawn(watch_host(self.system.clone(), self.poll, jobs));
             }
         }
         tokio::spawn(follow_job(follow, rx));
@@ -135,7 +121,6 @@ async fn watch_host(
     system: Arc<dyn Dialect>,
     poll: Duration,
     mut inbox: mpsc::UnboundedReceiver<(Transport, Followed)>,
-    queries: Arc<AtomicU64>,
 ) {
     let mut jobs: Vec<Followed> = Vec::new();
     let mut transport = Transport::Local;
@@ -167,10 +152,9 @@ async fn watch_host(
                 });
             }
         }
-        let (answers, asked) = ask_counted(&*system, &transport, &refs).await;
-        queries.fetch_add(asked, Ordering::Relaxed);
+        let answers = ask(&*system, &transport, &refs).await;
         tracing::debug!(host = %transport, system = system.name(), jobs = refs.len(),
-            queries = asked, "asked the jobs' states");
+            "asked the jobs' states");
         for j in &jobs {
             let answer = answers.get(&j.job).cloned().unwrap_or(Ok(None));
             let _ = j.answers.send(answer);
@@ -186,18 +170,8 @@ pub(crate) async fn ask(
     transport: &Transport,
     jobs: &[JobRef<'_>],
 ) -> HashMap<String, Answer> {
-    ask_counted(system, transport, jobs).await.0
-}
-
-/// [`ask`], and how many status commands it ran.
-async fn ask_counted(
-    system: &dyn Dialect,
-    transport: &Transport,
-    jobs: &[JobRef<'_>],
-) -> (HashMap<String, Answer>, u64) {
     let mut answers: HashMap<String, Answer> = HashMap::new();
     let mut unknown: Vec<JobRef<'_>> = jobs.to_vec();
-    let mut asked = 0;
     for index in 0.. {
         if unknown.is_empty() {
             break;
@@ -205,7 +179,6 @@ async fn ask_counted(
         let Some(command) = system.status(&unknown).into_iter().nth(index) else {
             break;
         };
-        asked += 1;
         match transport.run(&command, QUERY_TIMEOUT).await {
             Ok(out) => {
                 let known = system.parse_status(index, &unknown, &out);
@@ -216,14 +189,14 @@ async fn ask_counted(
                 for j in unknown {
                     answers.insert(j.id.to_owned(), Err(e.to_string()));
                 }
-                return (answers, asked);
+                return answers;
             }
         }
     }
     for job in unknown {
         answers.insert(job.id.to_owned(), history(system, transport, job).await);
     }
-    (answers, asked)
+    answers
 }
 
 /// Asks `job` of the dialect's history commands: the first that knows it answers.
