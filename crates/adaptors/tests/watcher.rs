@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts, PilotJob};
+use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts, PilotJob, ResourceAdaptor};
 use pstar_coordination::redis::{RedisOptions, RedisStore};
 use pstar_coordination::{Coordination, PilotRecord};
 use pstar_model::{PilotComputeDescription, PilotId, Scheme};
@@ -185,5 +185,122 @@ fn one_status_query_per_interval_serves_every_pilot_job_on_a_slurm() {
             };
             adaptor.cancel(&record).await.expect("scancel");
         }
+    });
+}
+
+/// The next failure of a pilot published in `events`, within 30 s.
+async fn next_failure(events: &mut pstar_coordination::Subscription) -> (PilotId, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let batch = tokio::time::timeout_at(deadline, events.next_batch())
+            .await
+            .expect("a pilot failure within 30 s")
+            .expect("the store is open")
+            .expect("the store is reachable");
+        for event in batch.iter() {
+            if let pstar_coordination::Event::Pilot(p) = event
+                && p.state == pstar_model::PilotState::Failed
+            {
+                return (p.pilot, p.detail.clone().unwrap_or_default());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fork_dialect_over_the_local_transport_follows_each_of_its_processes() {
+    // A transport and a dialect are independent: the `ssh://` dialect (a process started
+    // with `setsid`, its state asked with `kill -0` and `pilot.exit`) over this host's
+    // transport, no sshd. One watcher asks about every process at once; each answer goes
+    // to its own pilot.
+    let redis = RedisServer::start();
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    // The "agent" of pilot.0002 exits with status 3 at once; the others keep running.
+    let agent = executable(
+        scratch.path(),
+        "fake-agent",
+        "#!/bin/sh\ncase \"$*\" in\n*pilot.0002*) echo 'agent: cannot start' >&2; exit 3;;\n\
+         *) exec sleep 600;;\nesac\n",
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let store = RedisStore::connect(
+            &redis.url(),
+            "fork-test",
+            RedisOptions {
+                password: Some(redis.password().to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("connect to redis");
+        let coordination: Arc<dyn Coordination> = store;
+        let mut events = coordination.subscribe().await.expect("subscribe");
+        let config = AdaptorConfig {
+            timeouts: BootstrapTimeouts {
+                agent_start: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            poll_interval: Duration::from_millis(200),
+            agent_binary: Some(agent.clone()),
+            ..Default::default()
+        };
+        let adaptor = pstar_adaptors::batch::BatchAdaptor::new(
+            Scheme::Ssh,
+            Arc::new(pstar_adaptors::dialect::fork::Fork),
+            None,
+            config,
+        );
+        let mut records = Vec::new();
+        for i in 0..3 {
+            let id = PilotId::new(i);
+            let mut record = PilotRecord {
+                id,
+                description: PilotComputeDescription {
+                    resource: "ssh://nobody@nowhere".parse().expect("a resource URL"),
+                    ..Default::default()
+                },
+                sandbox: scratch
+                    .path()
+                    .join("sandbox/fork-test")
+                    .join(id.to_string()),
+                job: None,
+            };
+            let job = adaptor
+                .submit(PilotJob {
+                    record: record.clone(),
+                    coordination: coordination.clone(),
+                })
+                .await
+                .expect("the pilot process starts");
+            record.job = Some(job.0);
+            records.push(record);
+        }
+        let pid = |i: usize| records[i].job.clone().unwrap_or_default();
+
+        // The process that exited badly fails its pilot, with its status and its words.
+        let (pilot, detail) = next_failure(&mut events).await;
+        assert_eq!(pilot, PilotId::new(2), "{detail}");
+        assert!(
+            detail.contains(&format!("process {} exited with status 3", pid(2))),
+            "{detail}"
+        );
+        assert!(detail.contains("agent: cannot start"), "{detail}");
+        // The others run on.
+        for i in 0..2 {
+            assert_eq!(
+                adaptor.state(&records[i]).await.expect("state"),
+                pstar_adaptors::JobState::Running
+            );
+        }
+        // Canceled without their agent reporting, each ends its own pilot.
+        adaptor.cancel(&records[0]).await.expect("cancel");
+        let (pilot, detail) = next_failure(&mut events).await;
+        assert_eq!(pilot, PilotId::new(0), "{detail}");
+        assert!(detail.contains(&format!("process {}", pid(0))), "{detail}");
+        adaptor.cancel(&records[1]).await.expect("cancel");
+        let (pilot, detail) = next_failure(&mut events).await;
+        assert_eq!(pilot, PilotId::new(1), "{detail}");
+        assert!(detail.contains(&format!("process {}", pid(1))), "{detail}");
     });
 }
