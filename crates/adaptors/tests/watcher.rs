@@ -287,9 +287,9 @@ fn the_fork_dialect_over_the_local_transport_follows_each_of_its_processes() {
         );
         assert!(detail.contains("agent: cannot start"), "{detail}");
         // The others run on.
-        for i in 0..2 {
+        for record in &records[..2] {
             assert_eq!(
-                adaptor.state(&records[i]).await.expect("state"),
+                adaptor.state(record).await.expect("state"),
                 pstar_adaptors::JobState::Running
             );
         }
