@@ -453,6 +453,40 @@ pub fn supported_schemes() -> Vec<Scheme> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn what_each_resource_can_do_follows_from_its_transport_and_dialect() {
+        // scheme: over SSH (remote paths, tunnel), several nodes, a batch system
+        let table = [
+            ("local://", false, false, false),
+            ("ssh://me@host", true, false, false),
+            ("slurm://", false, true, true),
+            ("slurm+ssh://me@login", true, true, true),
+            ("sge://", false, true, true),
+            ("sge+ssh://me@login", true, true, true),
+            ("pbs://", false, true, true),
+            ("pbs+ssh://me@login", true, true, true),
+            ("lsf://", false, true, true),
+            ("condor://", false, false, true),
+        ];
+        assert_eq!(table.len(), Scheme::ALL.len(), "a scheme is missing here");
+        for (url, over_ssh, multi_node, batch) in table {
+            let scheme = pilot(url).resource.scheme();
+            let can = Capabilities::of(scheme);
+            assert_eq!(can.over_ssh, over_ssh, "{url}");
+            assert_eq!(can.remote_paths, over_ssh, "{url}");
+            assert_eq!(can.tunnel, over_ssh, "{url}");
+            assert_eq!(can.multi_node, multi_node, "{url}");
+            assert_eq!(can.batch, batch, "{url}");
+            assert_eq!(can.needs_networked_store, scheme != Scheme::Local, "{url}");
+            // The adaptor answers the same.
+            let adaptor = available(Default::default())
+                .into_iter()
+                .find(|a| a.scheme() == scheme)
+                .expect("an adaptor for every scheme");
+            assert_eq!(adaptor.capabilities(), can, "{url}");
+        }
+    }
+
     fn pilot(resource: &str) -> PilotComputeDescription {
         PilotComputeDescription {
             resource: resource.parse().expect("a resource URL"),

@@ -17,11 +17,11 @@
 //!    within the agent-start timeout, or the pilot fails with the job's output and the job
 //!    is canceled.
 //!
-//! Jobs are watched by one [`watcher`] per (transport host, dialect): every pilot job of
+//! Jobs are watched by one watcher (`watcher.rs`) per (transport host, dialect): every pilot job of
 //! that batch system on that host is asked about in one status query per interval, and
 //! each answer goes to the job's own follower.
 //!
-//! Each step has a timeout ([`BootstrapTimeouts`]); a pilot that does not come up fails
+//! Each step has a timeout ([`BootstrapTimeouts`](crate::BootstrapTimeouts)); a pilot that does not come up fails
 //! naming the step and the reason. The batch job ending tells the manager too: a job that
 //! ends badly (the scheduler killed it, the node died) fails its pilot with the
 //! scheduler's own words, even when the agent could not report.
