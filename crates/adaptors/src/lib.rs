@@ -1,19 +1,26 @@
 //! Resource adaptors: how a pilot is placed on a resource (the seeds' SAGA layer).
 //!
-//! Every adaptor implements [`ResourceAdaptor`] and lives in a folder of its own with a
-//! `docs.md` (URL form, what must be installed, what is and is not supported). An adaptor
-//! submits the *pilot job*, whose only task is to start a pilot agent; it knows nothing of
-//! units, which reach the agent through the coordination store.
+//! Every adaptor implements [`ResourceAdaptor`]. An adaptor submits the *pilot job*,
+//! whose only task is to start a pilot agent; it knows nothing of units, which reach the
+//! agent through the coordination store.
 //!
-//! | scheme | adaptor | tested against |
-//! |---|---|---|
-//! | `local://` | [`local::Local`] (agent in-process, or a `pstar agent` child over Redis) | this machine |
-//! | `ssh://` | [`batch::BatchAdaptor`] over [`ssh::Fork`] | a real sshd |
-//! | `slurm://`, `slurm+ssh://` | [`batch::BatchAdaptor`] over [`slurm::Slurm`] | a real Slurm 22.05 |
-//! | `sge://`, `sge+ssh://` | [`batch::BatchAdaptor`] over [`sge::GridEngine`] | a real Grid Engine 8.1 |
-//! | `pbs://`, `pbs+ssh://` | [`batch::BatchAdaptor`] over [`pbs::Pbs`] | recorded outputs only |
-//! | `lsf://` | [`batch::BatchAdaptor`] over [`lsf::Lsf`] | recorded outputs only |
-//! | `condor://` | [`batch::BatchAdaptor`] over [`condor::Condor`] | recorded outputs only |
+//! Apart from `local://` (the agent in this process or a child of it), an adaptor is a
+//! [`batch::BatchAdaptor`]: a **transport** ([`transport`]: this host, or a host over SSH)
+//! composed with a **dialect** ([`dialect`]: fork, Slurm, Grid Engine, PBS, LSF,
+//! HTCondor), each dialect in a folder of its own with a `docs.md` (URL form, what must be
+//! installed, what is and is not supported). The two are independent; [`composition`]
+//! is the one place that says which scheme is which pair, and [`Capabilities`] is what
+//! the rest of pstar asks of a resource instead of matching scheme names.
+//!
+//! | scheme | transport | dialect | tested against |
+//! |---|---|---|---|
+//! | `local://` | ([`local::Local`]: agent in-process, or a `pstar agent` child over Redis) | | this machine |
+//! | `ssh://` | SSH | [`dialect::fork::Fork`] | a real sshd |
+//! | `slurm://`, `slurm+ssh://` | local, SSH | [`dialect::slurm::Slurm`] | a real Slurm 22.05 |
+//! | `sge://`, `sge+ssh://` | local, SSH | [`dialect::sge::GridEngine`] | a real Grid Engine 8.1 |
+//! | `pbs://`, `pbs+ssh://` | local, SSH | [`dialect::pbs::Pbs`] | recorded outputs only |
+//! | `lsf://` | local | [`dialect::lsf::Lsf`] | recorded outputs only |
+//! | `condor://` | local | [`dialect::condor::Condor`] | recorded outputs only |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,14 +32,11 @@ use pstar_coordination::{Coordination, PilotRecord};
 use pstar_model::{PilotComputeDescription, Scheme};
 
 pub mod batch;
-pub mod condor;
-pub mod host;
+pub mod dialect;
 pub mod local;
-pub mod lsf;
-pub mod pbs;
-pub mod sge;
-pub mod slurm;
-pub mod ssh;
+pub mod transport;
+
+pub use transport::SSH_CONFIG_ENV;
 
 /// What an adaptor needs to place one pilot.
 pub struct PilotJob {
@@ -161,6 +165,11 @@ pub trait ResourceAdaptor: Send + Sync + 'static {
     /// The URL scheme this adaptor serves.
     fn scheme(&self) -> Scheme;
 
+    /// What the resource can do ([`Capabilities::of`] its scheme).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(self.scheme())
+    }
+
     /// The directory on the resource under which a pilot with `description` keeps its
     /// sandbox (`default` is the session's local sandbox root).
     async fn sandbox_root(
@@ -278,42 +287,98 @@ pub fn agent_program(configured: Option<&Path>) -> Result<PathBuf, AdaptorError>
         })
 }
 
-/// The batch system that places `scheme`'s pilots (`None` for `local://`).
-fn batch_system(scheme: Scheme) -> Option<Arc<dyn batch::BatchSystem>> {
-    Some(match scheme {
+/// How a scheme's commands reach the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Commands run on this machine.
+    Local,
+    /// Commands run on a host over SSH (a login node, or the host itself).
+    Ssh,
+}
+
+/// The transport and dialect that place `scheme`'s pilots; `None` for `local://`, whose
+/// agent runs in (or beside) this process. The one place that pairs them: whether a
+/// scheme goes over SSH is the model's [`Scheme::over_ssh`], read here and nowhere else
+/// in the adaptors.
+pub fn composition(scheme: Scheme) -> Option<(TransportKind, Arc<dyn dialect::Dialect>)> {
+    use dialect::*;
+    let dialect: Arc<dyn Dialect> = match scheme {
         Scheme::Local => return None,
-        Scheme::Ssh => Arc::new(ssh::Fork),
+        Scheme::Ssh => Arc::new(fork::Fork),
         Scheme::Slurm | Scheme::SlurmSsh => Arc::new(slurm::Slurm),
         Scheme::Sge | Scheme::SgeSsh => Arc::new(sge::GridEngine),
         Scheme::Pbs | Scheme::PbsSsh => Arc::new(pbs::Pbs::default()),
         Scheme::Lsf => Arc::new(lsf::Lsf),
         Scheme::Condor => Arc::new(condor::Condor),
-    })
+    };
+    let transport = if scheme.over_ssh() {
+        TransportKind::Ssh
+    } else {
+        TransportKind::Local
+    };
+    Some((transport, dialect))
+}
+
+/// What a resource can do: asked of it ([`ResourceAdaptor::capabilities`], or
+/// [`Capabilities::of`] a scheme) instead of matching scheme names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Commands, files and the agent are on another machine reached over SSH.
+    pub over_ssh: bool,
+    /// Paths of the pilot (`working_directory`, its sandbox) are on that machine: taken
+    /// as written there (relative to the remote home), not resolved here.
+    pub remote_paths: bool,
+    /// The agent can reach the store through an SSH tunnel (`tunnel = true`).
+    pub tunnel: bool,
+    /// A pilot can span several nodes (`nodes > 1`).
+    pub multi_node: bool,
+    /// A batch system places the pilot job (it has a queue, a walltime it enforces, a
+    /// node list the agent reads).
+    pub batch: bool,
+    /// The agent runs outside this process, so the store must be networked (Redis).
+    pub needs_networked_store: bool,
+}
+
+impl Capabilities {
+    /// What `scheme`'s resources can do, from its transport and dialect.
+    pub fn of(scheme: Scheme) -> Self {
+        match composition(scheme) {
+            None => Self {
+                over_ssh: false,
+                remote_paths: false,
+                tunnel: false,
+                multi_node: false,
+                batch: false,
+                needs_networked_store: false,
+            },
+            Some((transport, dialect)) => {
+                let over_ssh = transport == TransportKind::Ssh;
+                Self {
+                    over_ssh,
+                    remote_paths: over_ssh,
+                    tunnel: over_ssh,
+                    multi_node: dialect.multi_node(),
+                    batch: dialect.is_batch(),
+                    needs_networked_store: true,
+                }
+            }
+        }
+    }
 }
 
 /// The adaptors of this build, one per scheme they serve, sharing `config` and one pool
 /// of SSH connections.
 pub fn available(config: AdaptorConfig) -> Vec<Arc<dyn ResourceAdaptor>> {
     use batch::BatchAdaptor;
-    let ssh = Arc::new(ssh::SshHosts::default());
+    let ssh = Arc::new(transport::SshHosts::default());
     let mut adaptors: Vec<Arc<dyn ResourceAdaptor>> =
         vec![Arc::new(local::Local::with_config(&config))];
-    for scheme in [
-        Scheme::Ssh,
-        Scheme::Slurm,
-        Scheme::SlurmSsh,
-        Scheme::Sge,
-        Scheme::SgeSsh,
-        Scheme::Pbs,
-        Scheme::PbsSsh,
-        Scheme::Lsf,
-        Scheme::Condor,
-    ] {
-        if let Some(system) = batch_system(scheme) {
+    for (scheme, _) in Scheme::ALL {
+        if let Some((transport, dialect)) = composition(*scheme) {
             adaptors.push(Arc::new(BatchAdaptor::new(
-                scheme,
-                system,
-                scheme.over_ssh().then(|| ssh.clone()),
+                *scheme,
+                dialect,
+                (transport == TransportKind::Ssh).then(|| ssh.clone()),
                 config.clone(),
             )));
         }
@@ -333,20 +398,21 @@ pub fn check_pilot(
     networked_store: bool,
 ) -> Result<(), AdaptorError> {
     let scheme = description.resource.scheme();
-    if scheme != Scheme::Local && !networked_store {
+    let can = Capabilities::of(scheme);
+    if can.needs_networked_store && !networked_store {
         return Err(AdaptorError::NeedsNetworkedStore { scheme });
     }
-    if scheme == Scheme::Local && description.node_count() > 1 {
-        return Err(AdaptorError::Unsupported(
-            "a `local://` pilot is one host: `nodes` must be 1".into(),
-        ));
-    }
-    if description.tunnel && !scheme.over_ssh() {
+    if description.tunnel && !can.tunnel {
         return Err(AdaptorError::Unsupported(format!(
             "`tunnel` needs an SSH connection to the resource; `{scheme}://` has none"
         )));
     }
-    let Some(system) = batch_system(scheme) else {
+    let Some((_, system)) = composition(scheme) else {
+        if !can.multi_node && description.node_count() > 1 {
+            return Err(AdaptorError::Unsupported(format!(
+                "a `{scheme}://` pilot is one host: `nodes` must be 1"
+            )));
+        }
         return Ok(());
     };
     let root = description
@@ -354,17 +420,25 @@ pub fn check_pilot(
         .clone()
         .unwrap_or_else(|| PathBuf::from(pstar_model::sandbox::DEFAULT_SANDBOX_ROOT));
     let sandbox = root.join("SESSION").join("pilot.0000");
+    // The dialect refuses what it cannot express in its own words (one node only
+    // included: "HTCondor's vanilla universe runs a job on one machine").
     system
-        .render(&batch::ScriptJob {
+        .render(&dialect::ScriptJob {
             name: "pstar.SESSION.pilot.0000".into(),
             description,
             sandbox: &sandbox,
             stdout: sandbox.join("pilot.out"),
             stderr: sandbox.join("pilot.err"),
             body: String::new(),
-            options: &batch::query_options(description),
+            options: &dialect::query_options(description),
         })
-        .map(drop)
+        .map(drop)?;
+    if !can.multi_node && description.node_count() > 1 {
+        return Err(AdaptorError::Unsupported(format!(
+            "a `{scheme}://` pilot is one host: `nodes` must be 1"
+        )));
+    }
+    Ok(())
 }
 
 /// The schemes this build can place pilots on.
@@ -378,6 +452,40 @@ pub fn supported_schemes() -> Vec<Scheme> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_each_resource_can_do_follows_from_its_transport_and_dialect() {
+        // scheme: over SSH (remote paths, tunnel), several nodes, a batch system
+        let table = [
+            ("local://", false, false, false),
+            ("ssh://me@host", true, false, false),
+            ("slurm://", false, true, true),
+            ("slurm+ssh://me@login", true, true, true),
+            ("sge://", false, true, true),
+            ("sge+ssh://me@login", true, true, true),
+            ("pbs://", false, true, true),
+            ("pbs+ssh://me@login", true, true, true),
+            ("lsf://", false, true, true),
+            ("condor://", false, false, true),
+        ];
+        assert_eq!(table.len(), Scheme::ALL.len(), "a scheme is missing here");
+        for (url, over_ssh, multi_node, batch) in table {
+            let scheme = pilot(url).resource.scheme();
+            let can = Capabilities::of(scheme);
+            assert_eq!(can.over_ssh, over_ssh, "{url}");
+            assert_eq!(can.remote_paths, over_ssh, "{url}");
+            assert_eq!(can.tunnel, over_ssh, "{url}");
+            assert_eq!(can.multi_node, multi_node, "{url}");
+            assert_eq!(can.batch, batch, "{url}");
+            assert_eq!(can.needs_networked_store, scheme != Scheme::Local, "{url}");
+            // The adaptor answers the same.
+            let adaptor = available(Default::default())
+                .into_iter()
+                .find(|a| a.scheme() == scheme)
+                .expect("an adaptor for every scheme");
+            assert_eq!(adaptor.capabilities(), can, "{url}");
+        }
+    }
 
     fn pilot(resource: &str) -> PilotComputeDescription {
         PilotComputeDescription {

@@ -1,9 +1,11 @@
-//! Pilots as batch jobs: what every batch-system adaptor shares.
+//! Pilots as jobs: a transport composed with a dialect.
 //!
-//! A [`BatchSystem`] knows one scheduler's dialect: how a pilot description becomes a job
-//! script, which command submits it and what that command prints, how to ask for a job's
-//! state and how to read the answer, how to cancel. [`BatchAdaptor`] does the rest the
-//! same way for all of them, on this host or through an SSH login node:
+//! A [`Dialect`] knows one scheduler's language (how a pilot description becomes a job
+//! script, which command submits it and what that command prints, how to ask for many
+//! jobs' states at once and how to read the answer, how to cancel); a [`Transport`] runs
+//! commands and writes files, on this host or on a login node over SSH. The two are
+//! independent: [`BatchAdaptor`] composes one of each and does the rest the same way for
+//! every pair:
 //!
 //! 1. **connect** (`+ssh` schemes): one multiplexed SSH connection per host;
 //! 2. **copy**: over SSH, the `pstar` binary is copied to `<sandbox root>/bin/` unless the
@@ -15,128 +17,60 @@
 //!    within the agent-start timeout, or the pilot fails with the job's output and the job
 //!    is canceled.
 //!
-//! Each step has a timeout ([`BootstrapTimeouts`]); a pilot that does not come up fails
+//! Jobs are watched by one watcher (`watcher.rs`) per (transport host, dialect): every pilot job of
+//! that batch system on that host is asked about in one status query per interval, and
+//! each answer goes to the job's own follower.
+//!
+//! Each step has a timeout ([`BootstrapTimeouts`](crate::BootstrapTimeouts)); a pilot that does not come up fails
 //! naming the step and the reason. The batch job ending tells the manager too: a job that
 //! ends badly (the scheduler killed it, the node died) fails its pilot with the
 //! scheduler's own words, even when the agent could not report.
 
 mod bootstrap;
-#[cfg(test)]
-pub(crate) mod testing;
+pub(crate) mod watcher;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
-use pstar_coordination::{Coordination, Event, PilotEvent, PilotRecord};
-use pstar_model::{PilotComputeDescription, PilotState, Scheme, Timestamp};
+use pstar_coordination::PilotRecord;
+use pstar_model::{PilotComputeDescription, Scheme};
 
-use crate::host::{Command, Host, Output};
-use crate::ssh::SshHosts;
-use crate::{AdaptorConfig, AdaptorError, JobFile, JobId, JobState, PilotJob, ResourceAdaptor};
+use crate::dialect::{Dialect, JobRef, ScriptJob, query_options};
+use crate::transport::{Command, SshHosts, Transport};
+use crate::{
+    AdaptorConfig, AdaptorError, Capabilities, JobFile, JobId, JobState, PilotJob, ResourceAdaptor,
+};
+use watcher::{CANCEL_TIMEOUT, Follow, Watchers};
 
 pub use bootstrap::{Bootstrap, agent_binary_name};
 
-/// Everything a [`BatchSystem`] needs to write a pilot's job script.
-pub struct ScriptJob<'a> {
-    /// The job's name in the scheduler (`pstar.<session>.<pilot>`).
-    pub name: String,
-    pub description: &'a PilotComputeDescription,
-    /// The pilot's sandbox on the resource: the job's working directory.
-    pub sandbox: &'a Path,
-    /// Where the job's standard output and error go.
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
-    /// The shell lines that start the agent (after the directives).
-    pub body: String,
-    /// Options from the resource URL's query (`sge://?pe=mpi`).
-    pub options: &'a HashMap<String, String>,
-}
-
-impl ScriptJob<'_> {
-    /// The walltime as `HH:MM:SS` (hours may exceed 24), rounded up to whole seconds.
-    pub fn walltime_hms(&self) -> String {
-        let secs = self.description.walltime.as_secs()
-            + u64::from(self.description.walltime.subsec_nanos() > 0);
-        format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-    }
-
-    /// The walltime in whole minutes, rounded up (at least 1).
-    pub fn walltime_minutes(&self) -> u64 {
-        self.description.walltime.as_secs().div_ceil(60).max(1)
-    }
-}
-
-/// One scheduler's dialect. Implementations are pure: they build commands and read
-/// outputs, and are tested against recorded outputs of the real commands.
-pub trait BatchSystem: Send + Sync + 'static {
-    /// The scheduler's name in messages (`Slurm`).
-    fn name(&self) -> &'static str;
-
-    /// The files of one pilot job, to be written into its sandbox; the first is the one
-    /// [`submit`](Self::submit) is given.
-    fn render(&self, job: &ScriptJob<'_>) -> Result<Vec<JobFile>, AdaptorError>;
-
-    /// The command that submits `script` (the first rendered file, in the sandbox).
-    fn submit(&self, script: &Path) -> Command;
-
-    /// The job id in the submit command's output.
-    fn parse_submit(&self, out: &Output) -> Result<String, AdaptorError>;
-
-    /// Commands that tell a job's state, asked in order until one knows the job.
-    fn queries(&self, job: &str, sandbox: &Path) -> Vec<Command>;
-
-    /// The job's state from the answer to query number `index`, or `None` if that command
-    /// does not know the job (the next one is asked).
-    fn parse_query(&self, index: usize, job: &str, out: &Output) -> Option<JobState>;
-
-    /// The command that cancels a job.
-    fn cancel(&self, job: &str) -> Command;
-}
-
-/// Refuses a value that would end a directive line and start another (or a command).
-pub fn single_line<'a>(field: &str, value: &'a str) -> Result<&'a str, AdaptorError> {
-    if value.contains(['\n', '\r', '\0']) {
-        Err(AdaptorError::Unsupported(format!(
-            "`{field}` must be one line; `{}` is not",
-            value.escape_debug()
-        )))
-    } else {
-        Ok(value)
-    }
-}
-
-/// How long the answers of a scheduler may be missing before a job counts as gone (a job
-/// leaves the queue before its accounting record is written).
-const UNKNOWN_GRACE: Duration = Duration::from_secs(60);
-
-/// How many bytes of a job's output go into a failed pilot's message.
-const OUTPUT_TAIL: u64 = 1500;
-
-/// A resource adaptor over one [`BatchSystem`], on this host or through SSH.
+/// A resource adaptor: one [`Dialect`] over one transport (this host, or SSH).
 pub struct BatchAdaptor {
     scheme: Scheme,
-    system: Arc<dyn BatchSystem>,
+    system: Arc<dyn Dialect>,
     ssh: Option<Arc<SshHosts>>,
     config: AdaptorConfig,
     /// One binary copy at a time per process (pilots to one host share it).
     copying: tokio::sync::Mutex<()>,
+    /// The watchers of this adaptor's jobs, one per host.
+    watchers: Watchers,
 }
 
 impl BatchAdaptor {
     /// An adaptor for `scheme` speaking `system`'s dialect; `ssh` is the connection pool
-    /// when the scheme goes through a login node.
+    /// when the scheme goes through SSH (its transport), `None` for this host.
     pub fn new(
         scheme: Scheme,
-        system: Arc<dyn BatchSystem>,
+        system: Arc<dyn Dialect>,
         ssh: Option<Arc<SshHosts>>,
         config: AdaptorConfig,
     ) -> Self {
         Self {
             scheme,
+            watchers: Watchers::new(system.clone(), config.poll_interval),
             system,
             ssh,
             config,
@@ -144,14 +78,17 @@ impl BatchAdaptor {
         }
     }
 
-    /// The host commands run on for a pilot with `description`.
-    async fn host(&self, description: &PilotComputeDescription) -> Result<Host, AdaptorError> {
+    /// The transport commands run through for a pilot with `description`.
+    async fn transport(
+        &self,
+        description: &PilotComputeDescription,
+    ) -> Result<Transport, AdaptorError> {
         match &self.ssh {
-            None => Ok(Host::Local),
+            None => Ok(Transport::Local),
             Some(pool) => pool
                 .connect(&description.resource, self.config.timeouts.connect)
                 .await
-                .map(Host::Ssh)
+                .map(Transport::Ssh)
                 .map_err(|e| AdaptorError::bootstrap("connect", e)),
         }
     }
@@ -173,9 +110,9 @@ impl BatchAdaptor {
     /// The agent program on the host: this machine's `pstar` locally; over SSH a copy in
     /// `<root>/bin`, sent only if that exact build is not there yet, and kept only if it
     /// runs there.
-    async fn agent_on(&self, host: &Host, root: &Path) -> Result<PathBuf, AdaptorError> {
+    async fn agent_on(&self, host: &Transport, root: &Path) -> Result<PathBuf, AdaptorError> {
         let local = crate::agent_program(self.config.agent_binary.as_deref())?;
-        let Host::Ssh(_) = host else {
+        let Transport::Ssh(_) = host else {
             return Ok(local);
         };
         let name = agent_binary_name(&local)?;
@@ -249,14 +186,14 @@ impl BatchAdaptor {
     /// The agent's store URL: the manager's, or a tunnel's end on the login node.
     async fn store_url(
         &self,
-        host: &Host,
+        host: &Transport,
         url: &str,
         description: &PilotComputeDescription,
     ) -> Result<String, AdaptorError> {
         if !description.tunnel {
             return Ok(url.to_owned());
         }
-        let Host::Ssh(ssh) = host else {
+        let Transport::Ssh(ssh) = host else {
             return Err(AdaptorError::Unsupported(format!(
                 "`tunnel` needs an SSH connection; `{}` has none",
                 description.resource
@@ -323,7 +260,7 @@ impl BatchAdaptor {
             )));
         };
         let record = &job.record;
-        let host = self.host(&record.description).await?;
+        let host = self.transport(&record.description).await?;
         let root = record
             .sandbox
             .parent()
@@ -377,179 +314,33 @@ impl BatchAdaptor {
         Ok(JobId(id))
     }
 
-    /// Starts the watcher of `job`'s batch job `id`.
-    fn spawn_watch(&self, host: Host, id: String, job: &PilotJob, url: String) {
-        tokio::spawn(watch(Watch {
+    /// Hands `job`'s batch job `id` to the watcher of its host.
+    fn spawn_watch(&self, transport: Transport, id: String, job: &PilotJob, url: String) {
+        self.watchers.follow(Follow {
             system: self.system.clone(),
-            host,
+            transport,
             job: id,
             record: job.record.clone(),
             coordination: job.coordination.clone(),
-            poll: self.config.poll_interval,
             agent_start: self.config.timeouts.agent_start,
             url,
-        }));
+        });
     }
 
+    /// `job`'s state, asked of the scheduler alone (status, then history), or `None` if
+    /// it no longer knows it.
     async fn query(
         &self,
-        host: &Host,
+        transport: &Transport,
         job: &str,
         sandbox: &Path,
     ) -> Result<Option<JobState>, AdaptorError> {
-        query(&*self.system, host, job, sandbox).await
-    }
-}
-
-/// Asks the scheduler about `job`: the first query that knows it answers.
-async fn query(
-    system: &dyn BatchSystem,
-    host: &Host,
-    job: &str,
-    sandbox: &Path,
-) -> Result<Option<JobState>, AdaptorError> {
-    for (i, command) in system.queries(job, sandbox).iter().enumerate() {
-        let out = host.run(command, Duration::from_secs(30)).await?;
-        if let Some(state) = system.parse_query(i, job, &out) {
-            return Ok(Some(state));
-        }
-    }
-    Ok(None)
-}
-
-/// Options in the resource URL's query string (`sge://?pe=mpi`).
-pub(crate) fn query_options(d: &PilotComputeDescription) -> HashMap<String, String> {
-    url::Url::parse(d.resource.as_str())
-        .map(|u| u.query_pairs().into_owned().collect())
-        .unwrap_or_default()
-}
-
-struct Watch {
-    system: Arc<dyn BatchSystem>,
-    host: Host,
-    job: String,
-    record: PilotRecord,
-    coordination: Arc<dyn Coordination>,
-    poll: Duration,
-    agent_start: Duration,
-    url: String,
-}
-
-/// Follows a pilot job until it ends: fails the pilot if its agent never reaches the store
-/// once the job runs, or if the job ends badly (the agent may not have been able to say).
-async fn watch(w: Watch) {
-    let pilot = w.record.id;
-    let name = w.system.name();
-    let mut running_since: Option<Instant> = None;
-    let mut contacted = false;
-    let mut unknown_since: Option<Instant> = None;
-    loop {
-        tokio::time::sleep(w.poll).await;
-        let state = match query(&*w.system, &w.host, &w.job, &w.record.sandbox).await {
-            Ok(Some(state)) => {
-                unknown_since = None;
-                state
-            }
-            Ok(None) => {
-                let since = *unknown_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < UNKNOWN_GRACE {
-                    continue;
-                }
-                JobState::Finished {
-                    ok: false,
-                    detail: Some(format!("{name} no longer knows job {}", w.job)),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%pilot, job = %w.job, error = %e, "cannot ask the job's state");
-                continue;
-            }
-        };
-        match state {
-            JobState::Queued => {}
-            JobState::Running => {
-                let since = *running_since.get_or_insert_with(Instant::now);
-                if !contacted {
-                    contacted = w
-                        .coordination
-                        .heartbeats()
-                        .await
-                        .is_ok_and(|h| h.iter().any(|(p, _)| *p == pilot));
-                }
-                if !contacted && since.elapsed() > w.agent_start {
-                    let output = job_output(&w.host, &w.record.sandbox).await;
-                    let detail = format!(
-                        "bootstrap failed at `agent start`: {name} job {} has run for {} but \
-                         its agent never reached the store at {}{output}",
-                        w.job,
-                        humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
-                        w.url
-                    );
-                    // The job goes first: once the pilot has failed, a manager with
-                    // nothing left to run may exit and leave a hanging job behind.
-                    match w
-                        .host
-                        .run(&w.system.cancel(&w.job), Duration::from_secs(30))
-                        .await
-                    {
-                        Ok(out) if out.success() => {}
-                        Ok(out) => tracing::warn!(%pilot, job = %w.job,
-                            error = %out.failure(), "cannot cancel the job"),
-                        Err(e) => tracing::warn!(%pilot, job = %w.job, error = %e,
-                            "cannot cancel the job"),
-                    }
-                    fail(&w.coordination, pilot, detail).await;
-                    return;
-                }
-            }
-            JobState::Finished { ok, detail } => {
-                if !ok {
-                    let output = job_output(&w.host, &w.record.sandbox).await;
-                    let why = detail.unwrap_or_else(|| "it failed".into());
-                    fail(
-                        &w.coordination,
-                        pilot,
-                        format!("{name} job {} ended: {why}{output}", w.job),
-                    )
-                    .await;
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// `; job output: ...` with the tail of the job's standard error and output, if any.
-async fn job_output(host: &Host, sandbox: &Path) -> String {
-    let mut parts = Vec::new();
-    for file in ["pilot.err", "pilot.out"] {
-        if let Some(text) = host.tail(&sandbox.join(file), OUTPUT_TAIL).await {
-            let text = text.trim();
-            if !text.is_empty() {
-                let lines: Vec<&str> = text.lines().collect();
-                let last = &lines[lines.len().saturating_sub(6)..];
-                parts.push(format!("{file}: {}", last.join(" | ")));
-            }
-        }
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", parts.join("; "))
-    }
-}
-
-/// Fails `pilot` (ignored by the state table if it already ended).
-async fn fail(coordination: &Arc<dyn Coordination>, pilot: pstar_model::PilotId, detail: String) {
-    tracing::warn!(%pilot, %detail, "pilot job failed");
-    let event = PilotEvent {
-        pilot,
-        state: PilotState::Failed,
-        at: Timestamp::now(),
-        detail: Some(detail),
-    };
-    if let Err(e) = coordination.publish(vec![Event::Pilot(event)]).await {
-        tracing::error!(%pilot, error = %e, "cannot report the pilot job's end");
+        let one = [JobRef { id: job, sandbox }];
+        watcher::ask(&*self.system, transport, &one)
+            .await
+            .remove(job)
+            .unwrap_or(Ok(None))
+            .map_err(AdaptorError::Resource)
     }
 }
 
@@ -559,15 +350,19 @@ impl ResourceAdaptor for BatchAdaptor {
         self.scheme
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(self.scheme)
+    }
+
     async fn sandbox_root(
         &self,
         description: &PilotComputeDescription,
         default: &Path,
     ) -> Result<PathBuf, AdaptorError> {
-        let host = self.host(description).await?;
+        let host = self.transport(description).await?;
         match host {
-            Host::Local => Ok(crate::local_root(description, default)),
-            Host::Ssh(_) => {
+            Transport::Local => Ok(crate::local_root(description, default)),
+            Transport::Ssh(_) => {
                 // Relative to the remote home unless absolute; resolved there.
                 let dir = description
                     .working_directory
@@ -592,7 +387,7 @@ impl ResourceAdaptor for BatchAdaptor {
 
     async fn follow(&self, job: PilotJob) -> Result<(), AdaptorError> {
         let id = crate::job_of(&job.record)?;
-        let host = self.host(&job.record.description).await?;
+        let host = self.transport(&job.record.description).await?;
         let url = job.coordination.url().unwrap_or_default();
         self.spawn_watch(host, id.0, &job, url);
         Ok(())
@@ -600,7 +395,7 @@ impl ResourceAdaptor for BatchAdaptor {
 
     async fn state(&self, pilot: &PilotRecord) -> Result<JobState, AdaptorError> {
         let job = crate::job_of(pilot)?;
-        let host = self.host(&pilot.description).await?;
+        let host = self.transport(&pilot.description).await?;
         Ok(self
             .query(&host, &job.0, &pilot.sandbox)
             .await?
@@ -612,9 +407,9 @@ impl ResourceAdaptor for BatchAdaptor {
 
     async fn cancel(&self, pilot: &PilotRecord) -> Result<(), AdaptorError> {
         let job = crate::job_of(pilot)?;
-        let host = self.host(&pilot.description).await?;
+        let host = self.transport(&pilot.description).await?;
         let out = host
-            .run(&self.system.cancel(&job.0), Duration::from_secs(60))
+            .run(&self.system.cancel(&job.0), CANCEL_TIMEOUT)
             .await?;
         if out.success() {
             return Ok(());
@@ -631,7 +426,7 @@ impl ResourceAdaptor for BatchAdaptor {
     }
 
     async fn logs(&self, pilot: &PilotRecord) -> Result<String, AdaptorError> {
-        let host = self.host(&pilot.description).await?;
+        let host = self.transport(&pilot.description).await?;
         let mut text = String::new();
         for file in ["pilot.out", "pilot.err", "agent.log"] {
             if let Some(t) = host.tail(&pilot.sandbox.join(file), 64 * 1024).await {
