@@ -91,12 +91,45 @@ pub enum AdaptorError {
 
 impl AdaptorError {
     /// A failure of bootstrap step `step` (`connect`, `copy`, `submit`...).
-    pub fn bootstrap(step: &'static str, reason: impl std::fmt::Display) -> Self {
-        match reason.to_string() {
-            // Already names its step.
-            r if r.starts_with("bootstrap failed at") => AdaptorError::Resource(r),
-            reason => AdaptorError::Bootstrap { step, reason },
+    pub fn bootstrap(step: &'static str, reason: impl StepFailure) -> Self {
+        reason.at_step(step)
+    }
+}
+
+/// What can make a bootstrap step fail: a message, or an adaptor error (which keeps the
+/// step it already names, if it is a bootstrap failure of its own).
+pub trait StepFailure {
+    /// The failure of `step` this is.
+    fn at_step(self, step: &'static str) -> AdaptorError;
+}
+
+impl StepFailure for AdaptorError {
+    fn at_step(self, step: &'static str) -> AdaptorError {
+        match self {
+            named @ AdaptorError::Bootstrap { .. } => named,
+            other => AdaptorError::Bootstrap {
+                step,
+                reason: other.to_string(),
+            },
         }
+    }
+}
+
+impl StepFailure for String {
+    fn at_step(self, step: &'static str) -> AdaptorError {
+        AdaptorError::Bootstrap { step, reason: self }
+    }
+}
+
+impl StepFailure for &str {
+    fn at_step(self, step: &'static str) -> AdaptorError {
+        self.to_owned().at_step(step)
+    }
+}
+
+impl StepFailure for std::io::Error {
+    fn at_step(self, step: &'static str) -> AdaptorError {
+        self.to_string().at_step(step)
     }
 }
 
@@ -568,6 +601,33 @@ mod tests {
         ] {
             let d = pilot(resource);
             assert!(check_pilot(&d, networked).is_ok(), "{resource}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_failure_keeps_the_step_it_names_and_nothing_is_read_from_text() {
+        let inner = AdaptorError::bootstrap("connect", "host unreachable");
+        match AdaptorError::bootstrap("copy", inner) {
+            AdaptorError::Bootstrap { step, reason } => {
+                assert_eq!((step, reason.as_str()), ("connect", "host unreachable"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A message that merely looks like a bootstrap failure is a reason, not a step.
+        match AdaptorError::bootstrap("submit", "bootstrap failed at `x`: y") {
+            AdaptorError::Bootstrap { step, .. } => assert_eq!(step, "submit"),
+            other => panic!("{other:?}"),
+        }
+        match AdaptorError::bootstrap("submit", AdaptorError::Resource("sbatch: no".into())) {
+            AdaptorError::Bootstrap { step, reason } => {
+                assert_eq!((step, reason.as_str()), ("submit", "sbatch: no"))
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

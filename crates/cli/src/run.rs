@@ -142,7 +142,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     let mut places: Vec<String> = Vec::new();
     for p in &workload.pilots {
         let place = match p.resource.host() {
-            Some(host) if p.resource.scheme().over_ssh() => {
+            Some(host) if pstar_adaptors::Capabilities::of(p.resource.scheme()).remote_paths => {
                 // Relative to the home directory there, unless absolute.
                 let dir = p
                     .working_directory

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use pstar_adaptors::{AdaptorConfig, available, local_root};
 use pstar_coordination::PilotRecord;
+use pstar_model::PilotId;
 use pstar_model::sandbox::pilot_sandbox;
-use pstar_model::{PilotId, Scheme};
 
 use crate::workload::Workload;
 
@@ -35,10 +35,7 @@ pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<
             .iter()
             .find(|a| a.scheme() == scheme)
             .ok_or_else(|| format!("no adaptor for `{scheme}://`"))?;
-        let over_ssh = matches!(
-            scheme,
-            Scheme::Ssh | Scheme::SlurmSsh | Scheme::SgeSsh | Scheme::PbsSsh
-        );
+        let over_ssh = pstar_adaptors::Capabilities::of(scheme).remote_paths;
         let pilot_root = if over_ssh {
             description
                 .working_directory

@@ -1301,7 +1301,7 @@ impl RawPilot {
         }
 
         let cores = at_least_one(src, self.cores, "cores", defaults.cores)?;
-        let over_ssh = resource.scheme().over_ssh();
+        let over_ssh = pstar_adaptors::Capabilities::of(resource.scheme()).remote_paths;
         let nodes = match self.nodes {
             None => None,
             Some(n) => {
@@ -1320,7 +1320,7 @@ impl RawPilot {
                         DescriptionError::UnevenGpus { gpus, nodes }.to_string(),
                     ));
                 }
-                if nodes > 1 && matches!(resource.scheme(), Scheme::Local | Scheme::Ssh) {
+                if nodes > 1 && !pstar_adaptors::Capabilities::of(resource.scheme()).batch {
                     return Err(src.error(
                         span,
                         format!(
