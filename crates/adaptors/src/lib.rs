@@ -133,8 +133,6 @@ impl Default for BootstrapTimeouts {
 /// What the adaptors of a session share.
 #[derive(Debug, Clone)]
 pub struct AdaptorConfig {
-    /// Settings of the agents they start.
-    pub agent: pstar_agent::AgentConfig,
     pub timeouts: BootstrapTimeouts,
     /// How often batch jobs' states are asked.
     pub poll_interval: Duration,
@@ -147,7 +145,6 @@ pub struct AdaptorConfig {
 impl Default for AdaptorConfig {
     fn default() -> Self {
         Self {
-            agent: Default::default(),
             timeouts: Default::default(),
             poll_interval: Duration::from_secs(2),
             agent_binary: None,

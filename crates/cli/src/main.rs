@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use std::time::Duration;
 
-use pstar::{AgentConfig, PilotId, UnitState};
+use pstar::{Origin, PilotId, SettingsLayer, UnitState};
 use pstar_cli::agent::{self, AgentOptions};
 use pstar_cli::inspect;
 use pstar_cli::run::{self, Outcome, RunOptions};
@@ -121,21 +121,22 @@ enum Command {
         /// The session the pilot belongs to.
         #[arg(long, value_parser = SessionName)]
         session: String,
-        /// The pilot to run (`pilot.0003`).
+        /// The pilot to run (`pilot.0003`). Its settings come from its record in the store.
         #[arg(long)]
         pilot: PilotId,
-        #[arg(long, value_name = "TIME", default_value = "1s", value_parser = humantime::parse_duration)]
-        claim_wait: Duration,
-        #[arg(long, value_name = "TIME", default_value = "5s", value_parser = humantime::parse_duration)]
-        heartbeat_interval: Duration,
-        #[arg(long, value_name = "TIME", default_value = "2s", value_parser = humantime::parse_duration)]
-        kill_grace: Duration,
-        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        // Overrides of the record's settings, for older job scripts and for debugging.
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        claim_wait: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        heartbeat_interval: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        kill_grace: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
         drain_margin: Option<Duration>,
-        #[arg(long, value_name = "TIME", default_value = "1ms", value_parser = humantime::parse_duration)]
-        report_window: Duration,
-        #[arg(long, value_name = "TIME", default_value = "3ms", value_parser = humantime::parse_duration)]
-        remote_report_window: Duration,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        report_window: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        remote_report_window: Option<Duration>,
     },
     /// Check a workload file without running anything: every check `pstar run` makes
     /// before it starts. Exit status 2 if the file is refused.
@@ -519,13 +520,14 @@ fn main() -> ExitCode {
                 coordination,
                 session,
                 pilot,
-                config: AgentConfig {
+                overrides: SettingsLayer {
                     claim_wait,
                     heartbeat_interval,
                     kill_grace,
                     drain_margin,
                     report_window,
                     remote_report_window,
+                    ..SettingsLayer::from(Origin::CommandLine)
                 },
             };
             match runtime.block_on(agent::run(options)) {

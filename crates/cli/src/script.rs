@@ -53,6 +53,7 @@ pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<
             description: description.clone(),
             sandbox: pilot_sandbox(&pilot_root, session, id),
             job: None,
+            agent: Default::default(),
         };
         let name = description.name.as_deref().unwrap_or("(unnamed)");
         let _ = writeln!(out, "### {id} {name} on {}", description.resource);

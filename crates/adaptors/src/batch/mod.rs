@@ -297,7 +297,6 @@ impl BatchAdaptor {
             url,
             session,
             pilot: record.id,
-            agent_args: self.config.agent.to_args(),
             sandbox: &record.sandbox,
             secrets,
             first_contact: self.config.timeouts.agent_start,
