@@ -79,8 +79,8 @@ pub enum AdaptorError {
     UnknownJob(JobId),
     /// A pilot whose agent runs elsewhere, with a store only this process can reach.
     #[error(
-        "`{scheme}://` pilots need a coordination store their agents can reach: run with \
-         `--coordination redis://HOST:PORT` (or `PSTAR_COORDINATION`, or `[session] coordination`)"
+        "`{scheme}://` pilots need a coordination store their agents can reach (a Redis), \
+         not the in-process one"
     )]
     NeedsNetworkedStore { scheme: Scheme },
 }

@@ -511,20 +511,11 @@ impl Ties {
     }
 }
 
-/// The `[session]` table of a workload file: how to run it, when the command line does not
-/// say.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SessionSettings {
-    /// The coordination store's URL (`redis://...`).
-    pub coordination: Option<String>,
-    pub heartbeat_timeout: Option<Duration>,
-    pub max_attempts: Option<u32>,
-    pub black_hole_failures: Option<u32>,
-    pub agent_start_timeout: Option<Duration>,
-    pub poll_interval: Option<Duration>,
-    /// The `pstar` program agents run, resolved against the workload file's directory.
-    pub agent_binary: Option<PathBuf>,
-}
+/// The `[session]` table of a workload file: its layer of the run's settings, above the
+/// built-in defaults and below the environment and the command line. Each setting it sets
+/// remembers the file and line of its key; `agent_binary` is resolved against the file's
+/// directory.
+pub type SessionSettings = pstar::SettingsLayer;
 
 /// The `[simulation]` table: how `pstar simulate` plays the workload on a virtual clock.
 /// `pstar run` checks it and leaves it aside.
@@ -799,8 +790,15 @@ pub fn parse(
         description
             .validate()
             .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
-        pstar_adaptors::check_pilot(&description, networked_store)
-            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+        pstar_adaptors::check_pilot(&description, networked_store).map_err(|e| {
+            let message = match e {
+                pstar_adaptors::AdaptorError::NeedsNetworkedStore { .. } => {
+                    format!("{e}: {}", crate::settings::STORE_ADVICE)
+                }
+                e => e.to_string(),
+            };
+            src.error(table_span.clone(), message)
+        })?;
         pilots.add(description, count, line);
     }
 
@@ -1092,7 +1090,7 @@ struct RawSession {
     coordination: Option<Spanned<String>>,
     heartbeat_timeout: Option<Spanned<String>>,
     max_attempts: Option<Spanned<u32>>,
-    black_hole_failures: Option<u32>,
+    black_hole_failures: Option<Spanned<u32>>,
     agent_start_timeout: Option<Spanned<String>>,
     poll_interval: Option<Spanned<String>>,
     agent_binary: Option<Spanned<String>>,
@@ -1148,14 +1146,58 @@ impl RawSession {
         {
             return Err(src.error(path.span(), "`agent_binary` must not be empty"));
         }
+        // Where each key is written: `[session]` at file:line.
+        let origin = |span: Range<usize>| pstar::Origin::Workload {
+            path: src.path.to_owned(),
+            line: src.locate(span).line,
+        };
+        let mut at = std::collections::BTreeMap::new();
+        let spans = [
+            (
+                "coordination",
+                self.coordination.as_ref().map(Spanned::span),
+            ),
+            (
+                "heartbeat_timeout",
+                self.heartbeat_timeout.as_ref().map(Spanned::span),
+            ),
+            (
+                "max_attempts",
+                self.max_attempts.as_ref().map(Spanned::span),
+            ),
+            (
+                "black_hole_failures",
+                self.black_hole_failures.as_ref().map(Spanned::span),
+            ),
+            (
+                "agent_start_timeout",
+                self.agent_start_timeout.as_ref().map(Spanned::span),
+            ),
+            (
+                "poll_interval",
+                self.poll_interval.as_ref().map(Spanned::span),
+            ),
+            (
+                "agent_binary",
+                self.agent_binary.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (name, span) in spans {
+            if let Some(span) = span {
+                at.insert(name, origin(span));
+            }
+        }
         Ok(SessionSettings {
             agent_binary: self.agent_binary.map(|p| base.join(p.into_inner())),
             coordination: self.coordination.map(Spanned::into_inner),
             heartbeat_timeout,
             max_attempts: self.max_attempts.map(Spanned::into_inner),
-            black_hole_failures: self.black_hole_failures,
+            black_hole_failures: self.black_hole_failures.map(Spanned::into_inner),
             agent_start_timeout,
             poll_interval,
+            origin: origin(0..0),
+            at,
+            ..Default::default()
         })
     }
 }
@@ -2193,8 +2235,13 @@ output_data = []
              max_attempts = 5\nblack_hole_failures = 0\nagent_start_timeout = \"3m\"\n\
              poll_interval = \"500ms\"\nagent_binary = \"bin/pstar\"\n{body}"
         ));
+        let session = SessionSettings {
+            origin: Default::default(),
+            at: Default::default(),
+            ..w.session.clone()
+        };
         assert_eq!(
-            w.session,
+            session,
             SessionSettings {
                 coordination: Some("redis://h:6379/2".into()),
                 heartbeat_timeout: Some(Duration::from_secs(45)),
@@ -2203,8 +2250,25 @@ output_data = []
                 agent_start_timeout: Some(Duration::from_secs(180)),
                 poll_interval: Some(Duration::from_millis(500)),
                 agent_binary: Some(abs("dir/bin/pstar")),
+                ..Default::default()
             }
         );
+        // Each setting remembers the line of its key.
+        let settings = pstar::Settings::layered([&w.session]);
+        for (name, line) in [
+            ("coordination", 2),
+            ("max_attempts", 4),
+            ("agent_binary", 7),
+        ] {
+            assert_eq!(
+                settings.origin(name),
+                &pstar::Origin::Workload {
+                    path: "dir/work.toml".into(),
+                    line
+                },
+                "{name}"
+            );
+        }
         assert_eq!(parse_ok(body).session, SessionSettings::default());
 
         let cases = [

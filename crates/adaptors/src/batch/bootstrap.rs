@@ -97,7 +97,9 @@ impl Bootstrap<'_> {
             quote(&humantime::format_duration(self.first_contact).to_string())
         ));
         lines.push(r#"echo "pstar: agent starting on $(hostname) at $(date -u +%FT%TZ)""#.into());
-        let command = vec![
+        // Only where the store is and which pilot to run: the agent's settings are in its
+        // pilot's record there.
+        let command: [String; 8] = [
             q(self.agent),
             "agent".into(),
             "--coordination".into(),
