@@ -2258,7 +2258,7 @@ output_data = []
         for (name, line) in [
             ("coordination", 2),
             ("max_attempts", 4),
-            ("agent_binary", 7),
+            ("agent_binary", 8),
         ] {
             assert_eq!(
                 settings.origin(name),
