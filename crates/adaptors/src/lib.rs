@@ -125,7 +125,7 @@ impl Default for BootstrapTimeouts {
             connect: Duration::from_secs(30),
             copy: Duration::from_secs(300),
             submit: Duration::from_secs(60),
-            agent_start: Duration::from_secs(120),
+            agent_start: pstar_model::Settings::default().agent_start_timeout,
         }
     }
 }
@@ -146,7 +146,7 @@ impl Default for AdaptorConfig {
     fn default() -> Self {
         Self {
             timeouts: Default::default(),
-            poll_interval: Duration::from_secs(2),
+            poll_interval: pstar_model::Settings::default().poll_interval,
             agent_binary: None,
         }
     }

@@ -81,9 +81,7 @@ pub struct SessionBuilder {
     replay: bool,
 }
 
-/// How long an agent may go without a heartbeat before its pilot is declared lost (the
-/// default of [`Settings::heartbeat_timeout`]).
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use pstar_model::settings::DEFAULT_HEARTBEAT_TIMEOUT;
 
 impl SessionBuilder {
     /// Use this session id (default: `pstar.<date>.<time>.<nonce>`). It must pass
@@ -662,6 +660,63 @@ mod tests {
         for id in ids.iter().take(10) {
             assert_eq!(pstar_model::check_session_id(id), Ok(()), "{id}");
         }
+    }
+
+    /// `UnitPolicy::default`, which the core keeps for itself, agrees with the built-in
+    /// settings, whose defaults are the ones pstar documents.
+    #[test]
+    fn the_default_settings_give_the_default_policy() {
+        assert_eq!(
+            crate::UnitPolicy::from(&Settings::default()),
+            crate::UnitPolicy::default()
+        );
+    }
+
+    /// A session built with settings runs with them: its unit services take their policy,
+    /// its agents their settings (at most a third of the heartbeat timeout between beats).
+    #[tokio::test]
+    async fn a_session_hands_its_settings_to_its_services_and_agents() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let settings = Settings {
+            sandbox: dir.path().into(),
+            max_attempts: 7,
+            prefetch: 0,
+            heartbeat_timeout: Duration::from_secs(3),
+            ..Settings::default()
+        };
+        let session = Session::builder()
+            .settings(settings)
+            .poll_interval(Duration::from_secs(9))
+            .build()
+            .await
+            .expect("session");
+        let s = session.settings();
+        assert_eq!((s.max_attempts, s.prefetch), (7, 0));
+        assert_eq!(s.poll_interval, Duration::from_secs(9));
+        assert_eq!(s.origin("poll_interval"), &Origin::Api);
+        assert_eq!(
+            session.agent_settings().heartbeat_interval,
+            Duration::from_secs(1)
+        );
+        let policy = crate::UnitPolicy::from(s);
+        assert_eq!((policy.max_attempts, policy.prefetch), (7, 0));
+        assert!(session.sandbox_root().starts_with(dir.path()));
+        // Each pilot's record carries its agent's settings.
+        let pcs = crate::PilotComputeService::new(&session);
+        let pilot = pcs
+            .create_pilot(pstar_model::PilotComputeDescription {
+                cores: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("pilot");
+        let record = session
+            .coordination()
+            .pilot(pilot.id())
+            .await
+            .expect("pilot record");
+        assert_eq!(record.agent, session.agent_settings());
+        pcs.cancel().await;
     }
 
     #[tokio::test]

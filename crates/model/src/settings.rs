@@ -44,6 +44,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::description::{humantime_serde, opt_humantime_serde};
 
+/// How long an agent may go without a heartbeat before its pilot is declared lost, by
+/// default ([`Settings::heartbeat_timeout`]).
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Origin {
@@ -157,7 +161,7 @@ impl Default for Settings {
         Self {
             coordination: None,
             sandbox: PathBuf::from(crate::sandbox::DEFAULT_SANDBOX_ROOT),
-            heartbeat_timeout: Duration::from_secs(30),
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             max_attempts: 3,
             black_hole_failures: 5,
             prefetch: 4,
