@@ -252,7 +252,12 @@ impl SessionBuilder {
                     }
                 }
             });
-            tokio::spawn(monitor_heartbeats(weak.clone(), heartbeat_timeout));
+            let timeout_origin = settings.origin("heartbeat_timeout").clone();
+            tokio::spawn(monitor_heartbeats(
+                weak.clone(),
+                heartbeat_timeout,
+                timeout_origin,
+            ));
             tokio::spawn(keep_manager_alive(weak.clone(), !replay));
             SessionInner {
                 id,
@@ -479,8 +484,9 @@ impl Session {
 /// Watches the heartbeats of the session's running pilots; fails a pilot whose agent has
 /// been silent for `timeout` (killed, its host gone, its network cut). Silence is measured
 /// on this machine's clock, from when a heartbeat last *changed*, so clocks of other hosts
-/// do not matter; while the store itself cannot be read, nobody is declared lost.
-async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
+/// do not matter; while the store itself cannot be read, nobody is declared lost. The
+/// failure names the timeout and where it was set (`origin`).
+async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration, origin: Origin) {
     let every = (timeout / 4).max(Duration::from_millis(25));
     let mut beats: HashMap<PilotId, (Timestamp, Instant)> = HashMap::new();
     let mut alive_since: HashMap<PilotId, Instant> = HashMap::new();
@@ -554,7 +560,7 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
             let silent = now.duration_since(last);
             if silent > timeout && failing.insert(pilot.id()) {
                 let reason = format!(
-                    "agent lost: no heartbeat for {} (timeout {})",
+                    "agent lost: no heartbeat for {} (heartbeat_timeout {}: {origin})",
                     humantime::format_duration(Duration::from_secs(silent.as_secs())),
                     humantime::format_duration(timeout)
                 );

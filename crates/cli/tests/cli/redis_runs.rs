@@ -212,7 +212,14 @@ fn a_silent_agent_is_declared_lost_after_the_heartbeat_timeout() {
 
     let out = run.wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
-    assert_lost_and_all_done(&scratch.read_report(), "pilot.0001", "no heartbeat");
+    let report = scratch.read_report();
+    assert_lost_and_all_done(&report, "pilot.0001", "no heartbeat");
+    // The reason names the timeout and where it was set.
+    assert_lost_and_all_done(
+        &report,
+        "pilot.0001",
+        "(heartbeat_timeout 2s: the command line)",
+    );
     // The hung agent's job is ended with the run, not left stopped behind it.
     let gone = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
