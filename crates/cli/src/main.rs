@@ -758,6 +758,55 @@ mod tests {
         }
     }
 
+    /// `pstar agent` needs only the store, the session and the pilot; the flags older job
+    /// scripts pass are still taken as overrides of the record's settings, and not shown.
+    #[test]
+    fn an_agent_needs_only_store_session_and_pilot() {
+        let base = [
+            "pstar",
+            "agent",
+            "--coordination",
+            "redis://h:6379/0",
+            "--session",
+            "s",
+            "--pilot",
+            "pilot.0001",
+        ];
+        let Ok(Cli {
+            command: Command::Agent { drain_margin, .. },
+            ..
+        }) = Cli::try_parse_from(base)
+        else {
+            panic!("`pstar agent` with store, session and pilot is refused");
+        };
+        assert_eq!(drain_margin, None);
+        let old = base
+            .iter()
+            .copied()
+            .chain(["--drain-margin", "5m", "--claim-wait=2s"]);
+        let Ok(Cli {
+            command:
+                Command::Agent {
+                    drain_margin,
+                    claim_wait,
+                    ..
+                },
+            ..
+        }) = Cli::try_parse_from(old)
+        else {
+            panic!("the old flags are refused");
+        };
+        assert_eq!(drain_margin, Some(Duration::from_secs(300)));
+        assert_eq!(claim_wait, Some(Duration::from_secs(2)));
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("agent")
+            .map(|a| a.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(help.contains("--pilot"), "{help}");
+        assert!(!help.contains("--claim-wait"), "{help}");
+    }
+
     /// The `.rs` files under `dir`.
     fn sources(dir: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
