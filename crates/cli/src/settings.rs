@@ -62,11 +62,6 @@ pub fn explain(e: &pstar::Error) -> String {
     }
 }
 
-/// The command-line flag of setting `name` (`heartbeat_timeout`: `--heartbeat-timeout`).
-pub fn flag(name: &str) -> String {
-    format!("--{}", name.replace('_', "-"))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -220,11 +215,5 @@ mod tests {
         let env = environment(|_| Some(String::new()));
         assert_eq!(env.coordination, None);
         assert_eq!(env.agent_binary, None);
-    }
-
-    #[test]
-    fn a_setting_name_gives_its_flag() {
-        assert_eq!(flag("heartbeat_timeout"), "--heartbeat-timeout");
-        assert_eq!(flag("keep"), "--keep");
     }
 }

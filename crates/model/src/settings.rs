@@ -175,7 +175,8 @@ impl Default for Settings {
     }
 }
 
-/// One layer of settings: the ones it sets, and where they come from.
+/// One layer of settings: the ones it sets (each field as in [`Settings`], or in
+/// [`AgentSettings`] for an agent's), and where they come from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SettingsLayer {
     pub coordination: Option<String>,
