@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         sandbox: sandbox.clone(),
         job: None,
+        agent: AgentConfig::default(),
     };
     let start = Instant::now();
     let agent = tokio::spawn(Agent::new(store.clone(), record, AgentConfig::default()).run());

@@ -83,8 +83,8 @@ pub enum AdaptorError {
     UnknownJob(JobId),
     /// A pilot whose agent runs elsewhere, with a store only this process can reach.
     #[error(
-        "`{scheme}://` pilots need a coordination store their agents can reach: run with \
-         `--coordination redis://HOST:PORT` (or `PSTAR_COORDINATION`, or `[session] coordination`)"
+        "`{scheme}://` pilots need a coordination store their agents can reach (a Redis), \
+         not the in-process one"
     )]
     NeedsNetworkedStore { scheme: Scheme },
 }
@@ -162,7 +162,7 @@ impl Default for BootstrapTimeouts {
             connect: Duration::from_secs(30),
             copy: Duration::from_secs(300),
             submit: Duration::from_secs(60),
-            agent_start: Duration::from_secs(120),
+            agent_start: pstar_model::Settings::default().agent_start_timeout,
         }
     }
 }
@@ -170,8 +170,6 @@ impl Default for BootstrapTimeouts {
 /// What the adaptors of a session share.
 #[derive(Debug, Clone)]
 pub struct AdaptorConfig {
-    /// Settings of the agents they start.
-    pub agent: pstar_agent::AgentConfig,
     pub timeouts: BootstrapTimeouts,
     /// How often batch jobs' states are asked.
     pub poll_interval: Duration,
@@ -184,9 +182,8 @@ pub struct AdaptorConfig {
 impl Default for AdaptorConfig {
     fn default() -> Self {
         Self {
-            agent: Default::default(),
             timeouts: Default::default(),
-            poll_interval: Duration::from_secs(2),
+            poll_interval: pstar_model::Settings::default().poll_interval,
             agent_binary: None,
         }
     }

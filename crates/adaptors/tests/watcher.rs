@@ -104,7 +104,6 @@ fn one_status_query_per_interval_serves_every_pilot_job_on_a_slurm() {
             },
             poll_interval: Duration::from_millis(300),
             agent_binary: Some(agent.clone()),
-            ..Default::default()
         };
         let adaptor = pstar_adaptors::available(config)
             .into_iter()
@@ -127,6 +126,7 @@ fn one_status_query_per_interval_serves_every_pilot_job_on_a_slurm() {
                     .join("sandbox/watcher-test")
                     .join(id.to_string()),
                 job: None,
+                agent: Default::default(),
             };
             let job = adaptor
                 .submit(PilotJob {
@@ -182,6 +182,7 @@ fn one_status_query_per_interval_serves_every_pilot_job_on_a_slurm() {
                 },
                 sandbox: scratch.path().to_owned(),
                 job: Some(job.clone()),
+                agent: Default::default(),
             };
             adaptor.cancel(&record).await.expect("scancel");
         }
@@ -243,7 +244,6 @@ fn the_fork_dialect_over_the_local_transport_follows_each_of_its_processes() {
             },
             poll_interval: Duration::from_millis(200),
             agent_binary: Some(agent.clone()),
-            ..Default::default()
         };
         let adaptor = pstar_adaptors::batch::BatchAdaptor::new(
             Scheme::Ssh,
@@ -265,6 +265,7 @@ fn the_fork_dialect_over_the_local_transport_follows_each_of_its_processes() {
                     .join("sandbox/fork-test")
                     .join(id.to_string()),
                 job: None,
+                agent: Default::default(),
             };
             let job = adaptor
                 .submit(PilotJob {

@@ -65,57 +65,10 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// retried): the agent starts no unit until it is through.
 const STALLED: Duration = Duration::from_secs(2);
 
-/// Tunables of an agent; the defaults suit both tests and production.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// How long one claim waits for units before asking again.
-    pub claim_wait: Duration,
-    /// How often the agent reports that it is alive.
-    pub heartbeat_interval: Duration,
-    /// How long a stopped unit's processes get between SIGTERM and SIGKILL.
-    pub kill_grace: Duration,
-    /// How long before the walltime ends the agent stops taking units; by default the
-    /// smaller of 60 s and a tenth of the walltime.
-    pub drain_margin: Option<Duration>,
-    /// How long a busy agent (every core taken) gathers state changes before it publishes
-    /// them as one batch; an agent with a free core reports at once.
-    pub report_window: Duration,
-    /// Over a networked store (one with a URL) the agent gathers `Pending` and `Running`
-    /// reports for this long even when a core is free: every publication wakes three
-    /// processes (Redis, the manager, the agent). A unit's end is never held back.
-    pub remote_report_window: Duration,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            claim_wait: Duration::from_secs(1),
-            heartbeat_interval: Duration::from_secs(5),
-            kill_grace: Duration::from_secs(2),
-            drain_margin: None,
-            report_window: Duration::from_millis(1),
-            remote_report_window: Duration::from_millis(3),
-        }
-    }
-}
-
-impl AgentConfig {
-    /// The `pstar agent` options that give an agent process this configuration.
-    pub fn to_args(&self) -> Vec<String> {
-        let d = |d: Duration| humantime::format_duration(d).to_string();
-        let mut args = vec![
-            format!("--claim-wait={}", d(self.claim_wait)),
-            format!("--heartbeat-interval={}", d(self.heartbeat_interval)),
-            format!("--kill-grace={}", d(self.kill_grace)),
-            format!("--report-window={}", d(self.report_window)),
-            format!("--remote-report-window={}", d(self.remote_report_window)),
-        ];
-        if let Some(margin) = self.drain_margin {
-            args.push(format!("--drain-margin={}", d(margin)));
-        }
-        args
-    }
-}
+/// Tunables of an agent; the defaults suit both tests and production. They are part of
+/// the session's [`pstar_model::Settings`], and reach an agent in its pilot's record
+/// ([`PilotRecord::agent`]).
+pub type AgentConfig = pstar_model::AgentSettings;
 
 /// Why an agent could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +106,13 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The agent of `record`'s pilot, with the settings the record carries.
+    pub fn for_record(coordination: Arc<dyn Coordination>, record: PilotRecord) -> Self {
+        let config = record.agent.clone();
+        Self::new(coordination, record, config)
+    }
+
+    /// The agent of `record`'s pilot, with `config` instead of the record's settings.
     pub fn new(
         coordination: Arc<dyn Coordination>,
         record: PilotRecord,

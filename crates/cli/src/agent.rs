@@ -3,10 +3,14 @@
 //! Resource adaptors start it inside the pilot job (a child process for `local://` with a
 //! Redis store; a batch job elsewhere). It reads its pilot's record from the store, runs
 //! the pilot's units until the walltime, a cancel, or a signal, and exits.
+//!
+//! Its settings come from the pilot's record ([`pstar_coordination::PilotRecord::agent`]),
+//! so its command line names only the store, the session and the pilot. Flags for single
+//! settings are still taken, hidden, over the record's.
 
 use std::time::Duration;
 
-use pstar::{AgentConfig, Coordination, PilotState};
+use pstar::{Coordination, PilotState, Settings, SettingsLayer};
 use pstar_agent::Agent;
 use pstar_coordination::Control;
 use pstar_model::PilotId;
@@ -19,7 +23,8 @@ pub struct AgentOptions {
     pub coordination: String,
     pub session: String,
     pub pilot: PilotId,
-    pub config: AgentConfig,
+    /// Settings given on the command line, over the record's.
+    pub overrides: SettingsLayer,
 }
 
 /// Runs the agent to its end; returns the pilot's final state.
@@ -36,8 +41,15 @@ pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
         .pilot(options.pilot)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(pilot = %record.id, session = %options.session, "agent starting");
-    let agent = Agent::new(store.clone(), record, options.config.clone());
+    let config = Settings {
+        agent: record.agent.clone(),
+        ..Settings::default()
+    }
+    .with(&options.overrides)
+    .agent;
+    tracing::info!(pilot = %record.id, session = %options.session, ?config, "agent starting");
+    let kill_grace = config.kill_grace;
+    let agent = Agent::new(store.clone(), record, config);
     let mut running = tokio::spawn(agent.run());
     let outcome = tokio::select! {
         end = &mut running => end,
@@ -48,7 +60,7 @@ pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
                 running.abort();
             }
             // The units get their kill grace, then the agent reports; never wait forever.
-            let limit = options.config.kill_grace + Duration::from_secs(20);
+            let limit = kill_grace + Duration::from_secs(20);
             match tokio::time::timeout(limit, &mut running).await {
                 Ok(end) => end,
                 Err(_) => {

@@ -41,6 +41,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod script;
+pub mod settings;
 pub mod simulate;
 pub mod store;
 pub mod workload;

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use std::time::Duration;
 
-use pstar::{AgentConfig, PilotId, UnitState};
+use pstar::{Origin, PilotId, SettingsLayer, UnitState};
 use pstar_cli::agent::{self, AgentOptions};
 use pstar_cli::inspect;
 use pstar_cli::run::{self, Outcome, RunOptions};
@@ -49,9 +49,9 @@ enum Command {
         /// Write a JSON report of every unit and pilot to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
-        /// Root directory of the pilot sandboxes.
-        #[arg(long, value_name = "DIR", default_value = "pstar.sandbox")]
-        sandbox: PathBuf,
+        /// Root directory of the pilot sandboxes [default: pstar.sandbox].
+        #[arg(long, value_name = "DIR")]
+        sandbox: Option<PathBuf>,
         /// No progress display.
         #[arg(short, long)]
         quiet: bool,
@@ -67,16 +67,17 @@ enum Command {
         #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
         heartbeat_timeout: Option<Duration>,
         /// Runs a unit gets when the pilots running it are lost; then it fails
-        /// [default: 3].
+        /// [default: 3, or the workload's [session]].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_attempts: Option<u32>,
         /// Take a pilot out of rotation after this many units in a row fail on it within
-        /// 10 s of starting while other pilots finish theirs (0: never) [default: 5].
+        /// 10 s of starting while other pilots finish theirs (0: never) [default: 5, or the
+        /// workload's [session]].
         #[arg(long, value_name = "N")]
         black_hole_failures: Option<u32>,
-        /// How long Redis keeps a finished session's data.
-        #[arg(long, value_name = "TIME", default_value = "7days", value_parser = humantime::parse_duration)]
-        keep: Duration,
+        /// How long Redis keeps a finished session's data [default: 7days].
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        keep: Option<Duration>,
         /// Fail a batch pilot whose agent has not reached the store this long after its
         /// job started running [default: 2m, or the workload's [session]].
         #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
@@ -87,7 +88,7 @@ enum Command {
         poll_interval: Option<Duration>,
         /// The pstar program agents run: started here for local pilots, copied to remote
         /// hosts for the others; build a static one with scripts/build-static.sh
-        /// [default: $PSTAR_AGENT_BIN, else this program, or the workload's [session]].
+        /// [default: $PSTAR_AGENT_BIN, else the workload's [session], else this program].
         #[arg(long, value_name = "PATH")]
         agent_binary: Option<PathBuf>,
     },
@@ -121,21 +122,22 @@ enum Command {
         /// The session the pilot belongs to.
         #[arg(long, value_parser = SessionName)]
         session: String,
-        /// The pilot to run (`pilot.0003`).
+        /// The pilot to run (`pilot.0003`). Its settings come from its record in the store.
         #[arg(long)]
         pilot: PilotId,
-        #[arg(long, value_name = "TIME", default_value = "1s", value_parser = humantime::parse_duration)]
-        claim_wait: Duration,
-        #[arg(long, value_name = "TIME", default_value = "5s", value_parser = humantime::parse_duration)]
-        heartbeat_interval: Duration,
-        #[arg(long, value_name = "TIME", default_value = "2s", value_parser = humantime::parse_duration)]
-        kill_grace: Duration,
-        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        // Overrides of the record's settings, for older job scripts and for debugging.
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        claim_wait: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        heartbeat_interval: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        kill_grace: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
         drain_margin: Option<Duration>,
-        #[arg(long, value_name = "TIME", default_value = "1ms", value_parser = humantime::parse_duration)]
-        report_window: Duration,
-        #[arg(long, value_name = "TIME", default_value = "3ms", value_parser = humantime::parse_duration)]
-        remote_report_window: Duration,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        report_window: Option<Duration>,
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        remote_report_window: Option<Duration>,
     },
     /// Check a workload file without running anything: every check `pstar run` makes
     /// before it starts. Exit status 2 if the file is refused.
@@ -200,9 +202,10 @@ enum PilotCommand {
         workload: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
-        /// Root directory of the pilot sandboxes (for pilots on this host).
-        #[arg(long, value_name = "DIR", default_value = "pstar.sandbox")]
-        sandbox: PathBuf,
+        /// Root directory of the pilot sandboxes (for pilots on this host)
+        /// [default: pstar.sandbox].
+        #[arg(long, value_name = "DIR")]
+        sandbox: Option<PathBuf>,
     },
     /// Print what a pilot's resource kept of its job: the job's output and the agent's
     /// log (fetched over SSH for remote pilots).
@@ -372,7 +375,17 @@ fn inspect_session(
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `--coordination` said on the command line, rather than read from PSTAR_COORDINATION
+    // (which is the environment's layer of a run's settings).
+    let coordination_flag = matches
+        .subcommand_matches("run")
+        .and_then(|m| m.value_source("coordination"))
+        == Some(clap::parser::ValueSource::CommandLine);
     let default = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -453,8 +466,18 @@ fn main() -> ExitCode {
                 },
         } => match workload::load(&workload, &supported, true) {
             Ok(w) => {
-                let url = store.coordination.or(w.session.coordination.clone());
-                match pstar_cli::script::render(&w, url.as_deref(), &sandbox) {
+                // What `run` would use: its settings from the same layers.
+                let command_line = SettingsLayer {
+                    sandbox,
+                    coordination: store.coordination,
+                    ..SettingsLayer::from(Origin::CommandLine)
+                };
+                let settings = pstar_cli::settings::layered(
+                    Some(&w.session),
+                    &pstar_cli::settings::from_environment(),
+                    &command_line,
+                );
+                match pstar_cli::script::render(&w, &settings) {
                     Ok(text) => {
                         show!("{text}");
                         ExitCode::SUCCESS
@@ -519,13 +542,14 @@ fn main() -> ExitCode {
                 coordination,
                 session,
                 pilot,
-                config: AgentConfig {
+                overrides: SettingsLayer {
                     claim_wait,
                     heartbeat_interval,
                     kill_grace,
                     drain_margin,
                     report_window,
                     remote_report_window,
+                    ..SettingsLayer::from(Origin::CommandLine)
                 },
             };
             match runtime.block_on(agent::run(options)) {
@@ -575,6 +599,24 @@ fn main() -> ExitCode {
                 say!("pstar: --resume needs the session's --coordination URL");
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
             }
+            let command_line = SettingsLayer {
+                coordination: store.coordination.clone().filter(|_| coordination_flag),
+                sandbox,
+                heartbeat_timeout,
+                max_attempts,
+                black_hole_failures,
+                prefetch,
+                agent_start_timeout,
+                poll_interval,
+                agent_binary: agent_binary.clone(),
+                keep,
+                ..SettingsLayer::from(Origin::CommandLine)
+            };
+            let settings = pstar_cli::settings::layered(
+                workload.as_ref().map(|w| &w.session),
+                &pstar_cli::settings::from_environment(),
+                &command_line,
+            );
             // A report that cannot be written, or would overwrite an input, is found out
             // before anything runs (and nothing is created or truncated).
             let report = match report {
@@ -589,7 +631,7 @@ fn main() -> ExitCode {
                             .as_ref()
                             .and_then(|w| w.session.agent_binary.clone()),
                     );
-                    inputs.extend(std::env::var_os("PSTAR_AGENT_BIN").map(Into::into));
+                    inputs.extend(settings.agent_binary.clone());
                     inputs.extend(std::env::current_exe().ok());
                     match pstar_cli::report::check_path(&path, &inputs) {
                         Ok(resolved) => Some(resolved),
@@ -606,17 +648,8 @@ fn main() -> ExitCode {
             };
             let options = RunOptions {
                 report,
-                sandbox: Some(sandbox),
                 quiet,
-                prefetch,
-                coordination: store.coordination,
-                heartbeat_timeout,
-                max_attempts,
-                black_hole_failures,
-                keep: Some(keep),
-                agent_start_timeout,
-                poll_interval,
-                agent_binary,
+                settings,
             };
             let outcome = runtime.block_on(async {
                 match (workload, &resume) {
@@ -681,18 +714,17 @@ fn simulate(
         }
         None => None,
     };
-    let d = pstar::UnitPolicy::default();
-    let policy = pstar::UnitPolicy {
-        prefetch: prefetch.unwrap_or(d.prefetch),
-        max_attempts: max_attempts
-            .or(workload.session.max_attempts)
-            .unwrap_or(d.max_attempts),
-        black_hole_failures: workload
-            .session
-            .black_hole_failures
-            .unwrap_or(d.black_hole_failures),
-        ..d
+    let command_line = SettingsLayer {
+        prefetch,
+        max_attempts,
+        ..SettingsLayer::from(Origin::CommandLine)
     };
+    let settings = pstar_cli::settings::layered(
+        Some(&workload.session),
+        &pstar_cli::settings::from_environment(),
+        &command_line,
+    );
+    let policy = pstar::UnitPolicy::from(&settings);
     let tally = pstar_cli::report::Tally::new("simulation", report);
     let begun = std::time::Instant::now();
     let sim = pstar_cli::simulate::simulate(&workload, policy, tally);
@@ -707,5 +739,139 @@ fn simulate(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every long flag of every `pstar` command.
+    fn flags(command: &clap::Command, into: &mut std::collections::BTreeSet<String>) {
+        for arg in command.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                into.insert(format!("--{long}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            flags(sub, into);
+        }
+    }
+
+    /// `pstar agent` needs only the store, the session and the pilot; the flags older job
+    /// scripts pass are still taken as overrides of the record's settings, and not shown.
+    #[test]
+    fn an_agent_needs_only_store_session_and_pilot() {
+        let base = [
+            "pstar",
+            "agent",
+            "--coordination",
+            "redis://h:6379/0",
+            "--session",
+            "s",
+            "--pilot",
+            "pilot.0001",
+        ];
+        let Ok(Cli {
+            command: Command::Agent { drain_margin, .. },
+            ..
+        }) = Cli::try_parse_from(base)
+        else {
+            panic!("`pstar agent` with store, session and pilot is refused");
+        };
+        assert_eq!(drain_margin, None);
+        let old = base
+            .iter()
+            .copied()
+            .chain(["--drain-margin", "5m", "--claim-wait=2s"]);
+        let Ok(Cli {
+            command:
+                Command::Agent {
+                    drain_margin,
+                    claim_wait,
+                    ..
+                },
+            ..
+        }) = Cli::try_parse_from(old)
+        else {
+            panic!("the old flags are refused");
+        };
+        assert_eq!(drain_margin, Some(Duration::from_secs(300)));
+        assert_eq!(claim_wait, Some(Duration::from_secs(2)));
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("agent")
+            .map(|a| a.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(help.contains("--pilot"), "{help}");
+        assert!(!help.contains("--claim-wait"), "{help}");
+    }
+
+    /// The `.rs` files under `dir`.
+    fn sources(dir: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    /// The libraries' messages name settings and API calls; only the CLI names its flags,
+    /// which a program using the Pilot-API does not have. Comments may name them; an
+    /// argument list may hold them (`"--pilot"`, to start `pstar agent`); a message may not.
+    #[test]
+    fn no_library_message_names_a_pstar_flag() {
+        let mut pstar_flags = std::collections::BTreeSet::new();
+        flags(&Cli::command(), &mut pstar_flags);
+        assert!(pstar_flags.contains("--coordination"), "{pstar_flags:?}");
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for library in ["model", "coordination", "agent", "adaptors", "manager"] {
+            sources(&crates.join(library).join("src"), &mut files);
+        }
+        assert!(files.len() > 20, "found the libraries' sources: {files:?}");
+        let mut found = Vec::new();
+        for file in &files {
+            // Tests of a library may mention what they like.
+            if file.ends_with("tests.rs") {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            let code = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
+                    continue;
+                }
+                for flag in &pstar_flags {
+                    let named = line.match_indices(flag.as_str()).any(|(at, _)| {
+                        let after = line[at + flag.len()..].chars().next();
+                        let whole = !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+                        // `"--pilot"` alone is an argument, not a message.
+                        let argument = line[..at].ends_with('"') && after == Some('"');
+                        whole && !argument
+                    });
+                    if named {
+                        found.push(format!("{}:{}: {flag}: {}", file.display(), n + 1, trimmed));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "library messages name pstar's flags:\n{}",
+            found.join("\n")
+        );
     }
 }

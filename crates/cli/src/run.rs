@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use pstar::{ComputeUnit, ComputeUnitService, PilotComputeService, Session, State, UnitPolicy};
+use pstar::{
+    ComputeUnit, ComputeUnitService, PilotComputeService, Session, Settings, State, UnitPolicy,
+};
 
 use crate::count;
 use crate::progress;
@@ -17,79 +19,22 @@ use crate::workload::Workload;
 pub struct RunOptions {
     /// Write the JSON report here.
     pub report: Option<PathBuf>,
-    /// Root of the pilot sandboxes (default `./pstar.sandbox`).
-    pub sandbox: Option<PathBuf>,
     /// No progress display.
     pub quiet: bool,
-    /// Units bound to a pilot beyond its cores, in pilots' worth (default 4).
-    pub prefetch: Option<u32>,
-    /// The coordination store's URL (`redis://...`); the embedded store if `None`.
-    pub coordination: Option<String>,
-    /// Declare an agent lost after this long without a heartbeat (default 30 s).
-    pub heartbeat_timeout: Option<Duration>,
-    /// Runs a unit gets when the pilots running it are lost (default 3).
-    pub max_attempts: Option<u32>,
-    /// Quick failures in a row that make a pilot a black hole (default 5; 0: off).
-    pub black_hole_failures: Option<u32>,
-    /// How long a Redis keeps a finished session's data (default 7 days).
-    pub keep: Option<Duration>,
-    /// How long a batch pilot's agent may take to reach the store once its job runs.
-    pub agent_start_timeout: Option<Duration>,
-    /// How often batch pilot jobs' states are asked.
-    pub poll_interval: Option<Duration>,
-    /// The `pstar` program agents run (started here, copied to remote hosts).
-    pub agent_binary: Option<PathBuf>,
+    /// The run's settings, every layer applied ([`crate::settings::layered`]): the store's
+    /// URL (the embedded store if `None`), the sandbox root, the policy of its units, its
+    /// agents' settings...
+    pub settings: Settings,
 }
 
-/// How long a Redis keeps a finished session's data unless told otherwise.
-pub const DEFAULT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
-
 impl RunOptions {
-    /// These options, with what they leave open taken from a workload's `[session]`.
-    pub fn or_from(&self, settings: &crate::workload::SessionSettings) -> RunOptions {
-        RunOptions {
-            coordination: self.coordination.clone().or(settings.coordination.clone()),
-            heartbeat_timeout: self.heartbeat_timeout.or(settings.heartbeat_timeout),
-            max_attempts: self.max_attempts.or(settings.max_attempts),
-            black_hole_failures: self.black_hole_failures.or(settings.black_hole_failures),
-            agent_start_timeout: self.agent_start_timeout.or(settings.agent_start_timeout),
-            poll_interval: self.poll_interval.or(settings.poll_interval),
-            agent_binary: self.agent_binary.clone().or(settings.agent_binary.clone()),
-            ..self.clone()
-        }
-    }
-
     /// The session builder with these options' settings.
-    fn configure(&self, mut builder: pstar::SessionBuilder) -> pstar::SessionBuilder {
-        if let Some(root) = &self.sandbox {
-            builder = builder.sandbox_root(root);
-        }
-        if let Some(timeout) = self.heartbeat_timeout {
-            builder = builder.heartbeat_timeout(timeout);
-        }
-        if let Some(timeout) = self.agent_start_timeout {
-            builder = builder.bootstrap_timeouts(pstar::BootstrapTimeouts {
-                agent_start: timeout,
-                ..Default::default()
-            });
-        }
-        if let Some(every) = self.poll_interval {
-            builder = builder.poll_interval(every);
-        }
-        if let Some(path) = &self.agent_binary {
-            builder = builder.agent_binary(path);
-        }
-        builder
+    fn configure(&self, builder: pstar::SessionBuilder) -> pstar::SessionBuilder {
+        builder.settings(self.settings.clone())
     }
 
     fn policy(&self) -> UnitPolicy {
-        let d = UnitPolicy::default();
-        UnitPolicy {
-            prefetch: self.prefetch.unwrap_or(d.prefetch),
-            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
-            black_hole_failures: self.black_hole_failures.unwrap_or(d.black_hole_failures),
-            ..d
-        }
+        UnitPolicy::from(&self.settings)
     }
 }
 
@@ -125,10 +70,9 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `workload` to the end and reports on it.
 pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, RunError> {
-    let options = &options.or_from(&workload.session);
     let id = pstar::new_session_id();
     let mut builder = options.configure(Session::builder().id(&id));
-    if let Some(url) = &options.coordination {
+    if let Some(url) = &options.settings.coordination {
         builder = builder.coordination(crate::store::connect(url, &id).await?);
     } else {
         // The agents are tasks of this process, which starts no child of its own.
@@ -263,7 +207,7 @@ fn open_report(options: &RunOptions) -> Result<Option<ReportFile>, RunError> {
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error(transparent)]
+    #[error("{}", crate::settings::explain(.0))]
     Pstar(#[from] pstar::Error),
     #[error("cannot write the report {}: {source}", path.display())]
     Report {
@@ -290,12 +234,12 @@ impl From<pstar_coordination::CoordinationError> for RunError {
     }
 }
 
-/// Picks up session `id` from the store at `options.coordination` after its manager died,
+/// Picks up session `id` from the store at `options.settings.coordination` after its manager died,
 /// and carries it to the end like [`run`]. Units already finished are not run again. If no
 /// pilot of the session is alive any more, pilots like the session's first ones are
 /// started.
 pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError> {
-    let Some(url) = &options.coordination else {
+    let Some(url) = &options.settings.coordination else {
         return Err(pstar_coordination::CoordinationError::Unsupported(
             "resuming a session needs its --coordination URL (a Redis)".into(),
         )
@@ -584,7 +528,7 @@ impl Run {
         let report_written = self.tally.finish_report(&summary, &self.pcs.pilots());
         if !lost {
             // Bounded: a store that does not answer is not waited for.
-            let keep = options.keep.unwrap_or(DEFAULT_KEEP);
+            let keep = options.settings.keep;
             let finish = self.session.coordination().finish(keep);
             tokio::select! {
                 done = tokio::time::timeout(store_wait, finish) => match done {

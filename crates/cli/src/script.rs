@@ -1,30 +1,35 @@
 //! `pstar pilot script WORKLOAD`: the job files each pilot would be submitted with.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use pstar_adaptors::{AdaptorConfig, available, local_root};
 use pstar_coordination::PilotRecord;
-use pstar_model::PilotId;
 use pstar_model::sandbox::pilot_sandbox;
+use pstar_model::{PilotId, Settings};
 
 use crate::workload::Workload;
 
 /// The store URL shown when none is given.
 const PLACEHOLDER_URL: &str = "redis://STORE-HOST:6379";
 
-/// Every pilot's job files, under a header naming the pilot and the file. `url` is the
-/// store the agents would reach; `sandbox` the local sandbox root.
-pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<String, String> {
+/// Every pilot's job files, under a header naming the pilot and the file, for a run with
+/// `settings` (the store the agents would reach, the local sandbox root, the agents'
+/// program and settings).
+pub fn render(workload: &Workload, settings: &Settings) -> Result<String, String> {
     let adaptors = available(AdaptorConfig {
-        agent_binary: workload.session.agent_binary.clone(),
-        ..Default::default()
+        agent_binary: settings.agent_binary.clone(),
+        poll_interval: settings.poll_interval,
+        timeouts: pstar_adaptors::BootstrapTimeouts {
+            agent_start: settings.agent_start_timeout,
+            ..Default::default()
+        },
     });
+    let (url, sandbox) = (settings.coordination.as_ref(), settings.sandbox.as_path());
     let session = "SESSION";
     // What a real submission gives agents: the URL without its password.
     let url = url.map_or_else(
         || PLACEHOLDER_URL.to_owned(),
-        pstar_coordination::redis::without_password,
+        |u| pstar_coordination::redis::without_password(u),
     );
     let url = url.as_str();
     let root = std::path::absolute(sandbox).unwrap_or_else(|_| sandbox.to_owned());
@@ -50,6 +55,7 @@ pub fn render(workload: &Workload, url: Option<&str>, sandbox: &Path) -> Result<
             description: description.clone(),
             sandbox: pilot_sandbox(&pilot_root, session, id),
             job: None,
+            agent: settings.agent_settings(),
         };
         let name = description.name.as_deref().unwrap_or("(unnamed)");
         let _ = writeln!(out, "### {id} {name} on {}", description.resource);

@@ -1,7 +1,8 @@
 //! Workload files: the pilots to start and the compute units to run on them, in TOML.
 //!
 //! A workload file declares one or more `[[pilot]]` tables and one or more `[[unit]]`
-//! tables, and optionally one `[session]` table (command-line options win over it) and one
+//! tables, and optionally one `[session]` table (its layer of the run's settings: it wins
+//! over the built-in defaults; the environment and the command line win over it) and one
 //! `[simulation]` table (for `pstar simulate` only):
 //!
 //! ```toml
@@ -14,6 +15,10 @@
 //! poll_interval = "2s"      # how often batch pilot jobs' states are asked
 //! agent_binary = "bin/pstar"  # the pstar agents run, copied to remote hosts (relative to
 //!                           # this file's directory); default: the running pstar
+//! prefetch = 4              # pilots' worth of cores of units bound to a pilot beyond its cores
+//! keep = "7days"            # how long Redis keeps a finished session's data
+//! drain_margin = "5m"       # agents stop taking units this long before their walltime
+//!                           # ends; default: the smaller of 60 s and a tenth of the walltime
 //!
 //! [simulation]              # `pstar simulate` only; `pstar run` checks it and leaves it aside
 //! queue_wait = "1m..10m"    # each pilot's wait in its queue: "5m", or a range drawn
@@ -511,20 +516,11 @@ impl Ties {
     }
 }
 
-/// The `[session]` table of a workload file: how to run it, when the command line does not
-/// say.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SessionSettings {
-    /// The coordination store's URL (`redis://...`).
-    pub coordination: Option<String>,
-    pub heartbeat_timeout: Option<Duration>,
-    pub max_attempts: Option<u32>,
-    pub black_hole_failures: Option<u32>,
-    pub agent_start_timeout: Option<Duration>,
-    pub poll_interval: Option<Duration>,
-    /// The `pstar` program agents run, resolved against the workload file's directory.
-    pub agent_binary: Option<PathBuf>,
-}
+/// The `[session]` table of a workload file: its layer of the run's settings, above the
+/// built-in defaults and below the environment and the command line. Each setting it sets
+/// remembers the file and line of its key; `agent_binary` is resolved against the file's
+/// directory.
+pub type SessionSettings = pstar::SettingsLayer;
 
 /// The `[simulation]` table: how `pstar simulate` plays the workload on a virtual clock.
 /// `pstar run` checks it and leaves it aside.
@@ -799,8 +795,15 @@ pub fn parse(
         description
             .validate()
             .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
-        pstar_adaptors::check_pilot(&description, networked_store)
-            .map_err(|e| src.error(table_span.clone(), e.to_string()))?;
+        pstar_adaptors::check_pilot(&description, networked_store).map_err(|e| {
+            let message = match e {
+                pstar_adaptors::AdaptorError::NeedsNetworkedStore { .. } => {
+                    format!("{e}: {}", crate::settings::STORE_ADVICE)
+                }
+                e => e.to_string(),
+            };
+            src.error(table_span.clone(), message)
+        })?;
         pilots.add(description, count, line);
     }
 
@@ -1085,41 +1088,87 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for TableOnly<T> {
     }
 }
 
-/// The `[session]` table, as written.
+/// The `[session]` table, as written: a key per setting of a run (see [`pstar::Settings`])
+/// but `sandbox` (the command line's) and the agents' finer settings (their defaults suit).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSession {
     coordination: Option<Spanned<String>>,
     heartbeat_timeout: Option<Spanned<String>>,
     max_attempts: Option<Spanned<u32>>,
-    black_hole_failures: Option<u32>,
+    black_hole_failures: Option<Spanned<u32>>,
+    prefetch: Option<Spanned<u32>>,
     agent_start_timeout: Option<Spanned<String>>,
     poll_interval: Option<Spanned<String>>,
     agent_binary: Option<Spanned<String>>,
+    keep: Option<Spanned<String>>,
+    drain_margin: Option<Spanned<String>>,
 }
 
-/// A duration field of `[session]` that must be longer than zero.
-fn positive_duration(
-    src: &Source<'_>,
-    field: &str,
-    value: &Option<Spanned<String>>,
-) -> Result<Option<Duration>, WorkloadError> {
-    let Some(t) = value else {
-        return Ok(None);
-    };
-    humantime::parse_duration(t.get_ref())
-        .ok()
-        .filter(|d| !d.is_zero())
-        .map(Some)
-        .ok_or_else(|| {
-            src.error(
-                t.span(),
-                format!(
-                    "`{field}` `{}` is not a duration such as \"30s\"",
-                    t.get_ref()
-                ),
-            )
-        })
+/// The keys of a `[session]` table being checked, each remembered with its line.
+struct SessionKeys<'s, 'a> {
+    src: &'s Source<'a>,
+    at: std::collections::BTreeMap<&'static str, pstar::Origin>,
+}
+
+impl SessionKeys<'_, '_> {
+    /// Key `name` is written at `span`.
+    fn note(&mut self, name: &'static str, span: Range<usize>) {
+        let line = self.src.locate(span).line;
+        self.at.insert(
+            name,
+            pstar::Origin::Workload {
+                path: self.src.path.to_owned(),
+                line,
+            },
+        );
+    }
+
+    /// A duration key; longer than zero unless `zero` is allowed.
+    fn duration(
+        &mut self,
+        name: &'static str,
+        value: Option<Spanned<String>>,
+        zero: bool,
+    ) -> Result<Option<Duration>, WorkloadError> {
+        let Some(t) = value else {
+            return Ok(None);
+        };
+        self.note(name, t.span());
+        humantime::parse_duration(t.get_ref())
+            .ok()
+            .filter(|d| zero || !d.is_zero())
+            .map(Some)
+            .ok_or_else(|| {
+                let longer = if zero { "" } else { " longer than zero" };
+                self.src.error(
+                    t.span(),
+                    format!(
+                        "`{name}` `{}` is not a duration{longer} such as \"30s\"",
+                        t.get_ref()
+                    ),
+                )
+            })
+    }
+
+    /// A count key of at least `least`.
+    fn count(
+        &mut self,
+        name: &'static str,
+        value: Option<Spanned<u32>>,
+        least: u32,
+    ) -> Result<Option<u32>, WorkloadError> {
+        let Some(n) = value else {
+            return Ok(None);
+        };
+        self.note(name, n.span());
+        if *n.get_ref() < least {
+            return Err(self
+                .src
+                .error(n.span(), format!("`{name}` must be at least {least}")));
+        }
+        Ok(Some(n.into_inner()))
+    }
 }
 
 impl RawSession {
@@ -1133,29 +1182,54 @@ impl RawSession {
                 "`coordination` is not a redis://host:port/db or rediss:// URL",
             ));
         }
-        let heartbeat_timeout =
-            positive_duration(src, "heartbeat_timeout", &self.heartbeat_timeout)?;
-        let agent_start_timeout =
-            positive_duration(src, "agent_start_timeout", &self.agent_start_timeout)?;
-        let poll_interval = positive_duration(src, "poll_interval", &self.poll_interval)?;
-        if let Some(n) = &self.max_attempts
-            && *n.get_ref() == 0
-        {
-            return Err(src.error(n.span(), "`max_attempts` must be at least 1"));
-        }
         if let Some(path) = &self.agent_binary
             && path.get_ref().is_empty()
         {
             return Err(src.error(path.span(), "`agent_binary` must not be empty"));
         }
-        Ok(SessionSettings {
+        let mut keys = SessionKeys {
+            src,
+            at: Default::default(),
+        };
+        for (name, span) in [
+            (
+                "coordination",
+                self.coordination.as_ref().map(Spanned::span),
+            ),
+            (
+                "agent_binary",
+                self.agent_binary.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(span) = span {
+                keys.note(name, span);
+            }
+        }
+        let layer = SessionSettings {
+            heartbeat_timeout: keys.duration("heartbeat_timeout", self.heartbeat_timeout, false)?,
+            max_attempts: keys.count("max_attempts", self.max_attempts, 1)?,
+            black_hole_failures: keys.count("black_hole_failures", self.black_hole_failures, 0)?,
+            prefetch: keys.count("prefetch", self.prefetch, 0)?,
+            agent_start_timeout: keys.duration(
+                "agent_start_timeout",
+                self.agent_start_timeout,
+                false,
+            )?,
+            poll_interval: keys.duration("poll_interval", self.poll_interval, false)?,
+            keep: keys.duration("keep", self.keep, false)?,
+            drain_margin: keys.duration("drain_margin", self.drain_margin, true)?,
             agent_binary: self.agent_binary.map(|p| base.join(p.into_inner())),
             coordination: self.coordination.map(Spanned::into_inner),
-            heartbeat_timeout,
-            max_attempts: self.max_attempts.map(Spanned::into_inner),
-            black_hole_failures: self.black_hole_failures,
-            agent_start_timeout,
-            poll_interval,
+            // Every value has its own line; this is the file's.
+            origin: pstar::Origin::Workload {
+                path: src.path.to_owned(),
+                line: 0,
+            },
+            ..Default::default()
+        };
+        Ok(SessionSettings {
+            at: keys.at,
+            ..layer
         })
     }
 }
@@ -2191,10 +2265,16 @@ output_data = []
         let w = parse_ok(&format!(
             "[session]\ncoordination = \"redis://h:6379/2\"\nheartbeat_timeout = \"45s\"\n\
              max_attempts = 5\nblack_hole_failures = 0\nagent_start_timeout = \"3m\"\n\
-             poll_interval = \"500ms\"\nagent_binary = \"bin/pstar\"\n{body}"
+             poll_interval = \"500ms\"\nagent_binary = \"bin/pstar\"\nprefetch = 0\n\
+             keep = \"1day\"\ndrain_margin = \"0s\"\n{body}"
         ));
+        let session = SessionSettings {
+            origin: Default::default(),
+            at: Default::default(),
+            ..w.session.clone()
+        };
         assert_eq!(
-            w.session,
+            session,
             SessionSettings {
                 coordination: Some("redis://h:6379/2".into()),
                 heartbeat_timeout: Some(Duration::from_secs(45)),
@@ -2203,8 +2283,29 @@ output_data = []
                 agent_start_timeout: Some(Duration::from_secs(180)),
                 poll_interval: Some(Duration::from_millis(500)),
                 agent_binary: Some(abs("dir/bin/pstar")),
+                prefetch: Some(0),
+                keep: Some(Duration::from_secs(24 * 3600)),
+                drain_margin: Some(Duration::ZERO),
+                ..Default::default()
             }
         );
+        // Each setting remembers the line of its key.
+        let settings = pstar::Settings::layered([&w.session]);
+        for (name, line) in [
+            ("coordination", 2),
+            ("max_attempts", 4),
+            ("agent_binary", 8),
+            ("drain_margin", 11),
+        ] {
+            assert_eq!(
+                settings.origin(name),
+                &pstar::Origin::Workload {
+                    path: "dir/work.toml".into(),
+                    line
+                },
+                "{name}"
+            );
+        }
         assert_eq!(parse_ok(body).session, SessionSettings::default());
 
         let cases = [
@@ -2221,6 +2322,12 @@ output_data = []
                 "not a duration",
             ),
             ("[session]\nmax_attempts = 0\n", 2, 16, "at least 1"),
+            (
+                "[session]\nkeep = \"0s\"\n",
+                2,
+                8,
+                "`keep` `0s` is not a duration longer than zero",
+            ),
             (
                 "[session]\nagent_binary = \"\"\n",
                 2,

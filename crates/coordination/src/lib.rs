@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use pstar_model::{
-    ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp, UnitId,
-    UnitState,
+    AgentSettings, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp,
+    UnitId, UnitState,
 };
 
 pub mod embedded;
@@ -189,6 +189,11 @@ pub struct PilotRecord {
     /// still end it).
     #[serde(default)]
     pub job: Option<String>,
+    /// The settings its agent runs with (a record without them gives the defaults). The
+    /// agent reads them here, so its command line names only the store, the session and
+    /// the pilot.
+    #[serde(default)]
+    pub agent: AgentSettings,
 }
 
 /// What to take back from one pilot's queue: the given units, or all with `None`.

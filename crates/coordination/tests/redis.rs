@@ -189,6 +189,10 @@ async fn control_messages_heartbeats_and_records() {
         },
         sandbox: "/tmp/x".into(),
         job: Some("local:42".into()),
+        agent: pstar_model::AgentSettings {
+            drain_margin: Some(std::time::Duration::from_secs(90)),
+            ..Default::default()
+        },
     };
     s.put_pilot(record.clone()).await.unwrap();
     assert_eq!(s.pilot(pilot).await.unwrap(), record);

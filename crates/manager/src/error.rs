@@ -27,9 +27,8 @@ pub enum Error {
     },
     /// A pilot whose agent runs elsewhere, with a store only this process can reach.
     #[error(
-        "`{scheme}://` pilots need a coordination store their agents can reach: run with \
-         `--coordination redis://HOST:PORT` (or `[session] coordination`, or \
-         `SessionBuilder::coordination`)"
+        "`{scheme}://` pilots need a coordination store their agents can reach (a Redis), \
+         not the in-process one: give the session one (`SessionBuilder::coordination`)"
     )]
     NeedsNetworkedStore {
         /// The scheme asked for.
@@ -45,7 +44,7 @@ pub enum Error {
     #[error(transparent)]
     InvalidSessionId(#[from] pstar_model::InvalidSessionId),
     /// `resume` found nothing of this session in the store.
-    #[error("no session `{0}` in the coordination store (see `pstar session list`)")]
+    #[error("no session `{0}` in the coordination store")]
     NoSuchSession(String),
     /// A resource adaptor could not do what was asked (the message is the resource's).
     #[error(transparent)]

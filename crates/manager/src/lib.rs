@@ -50,8 +50,8 @@ pub use pstar_adaptors::{AdaptorError, BootstrapTimeouts, JobFile};
 pub use pstar_agent::AgentConfig;
 pub use pstar_coordination::{Coordination, Embedded};
 pub use pstar_model::{
-    Affinity, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, ResourceUrl,
-    Scheme, State, Timestamp, UnitId, UnitState,
+    Affinity, AgentSettings, ComputeUnitDescription, Origin, PilotComputeDescription, PilotId,
+    PilotState, ResourceUrl, Scheme, Settings, SettingsLayer, State, Timestamp, UnitId, UnitState,
 };
 
 /// The Rust examples of the README, compiled and run as doc tests so it never lies.

@@ -113,6 +113,7 @@ impl PilotComputeService {
             description,
             sandbox: pilot_sandbox(&root, session.id(), id),
             job: None,
+            agent: session.agent_settings(),
         };
         coordination.put_pilot(record.clone()).await?;
 
@@ -561,6 +562,7 @@ impl PilotCompute {
             description: self.inner.description.clone(),
             sandbox: self.inner.sandbox.clone(),
             job: None,
+            agent: self.inner.session.agent_settings(),
         });
         Ok(self.inner.adaptor.logs(&record).await?)
     }
@@ -573,6 +575,7 @@ impl PilotCompute {
             description: self.inner.description.clone(),
             sandbox: self.inner.sandbox.clone(),
             job: Some(job.0),
+            agent: self.inner.session.agent_settings(),
         })
     }
 

@@ -13,7 +13,7 @@ use pstar_adaptors::ResourceAdaptor;
 use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts};
 use pstar_agent::AgentConfig;
 use pstar_coordination::{Coordination, CoordinationError, Embedded, Event};
-use pstar_model::{PilotId, PilotState, Scheme, State, Timestamp, sandbox::DEFAULT_SANDBOX_ROOT};
+use pstar_model::{Origin, PilotId, PilotState, Scheme, Settings, State, Timestamp};
 
 use crate::PilotCompute;
 use crate::error::Result;
@@ -39,6 +39,7 @@ pub(crate) struct SessionInner {
     id: String,
     pub(crate) coordination: Arc<dyn Coordination>,
     sandbox_root: PathBuf,
+    settings: Settings,
     adaptors: Vec<Arc<dyn ResourceAdaptor>>,
     pub(crate) pilots: Mutex<HashMap<PilotId, PilotCompute>>,
     listeners: Mutex<Vec<mpsc::UnboundedSender<Arc<[Event]>>>>,
@@ -60,6 +61,9 @@ impl Drop for SessionInner {
 
 /// Builds a [`Session`] that differs from the defaults.
 ///
+/// It holds the session's [`Settings`] whole ([`SessionBuilder::settings`]); the other
+/// setters change one setting each.
+///
 /// ```
 /// # #[tokio::main] async fn main() -> pstar::Result<()> {
 /// let dir = tempfile::tempdir().unwrap();
@@ -71,17 +75,13 @@ impl Drop for SessionInner {
 pub struct SessionBuilder {
     id: Option<String>,
     coordination: Option<Arc<dyn Coordination>>,
-    sandbox_root: Option<PathBuf>,
-    agent_config: Option<AgentConfig>,
+    settings: Settings,
+    /// The bootstrap steps other than the agent's start (a setting of its own).
     bootstrap_timeouts: Option<BootstrapTimeouts>,
-    poll_interval: Option<Duration>,
-    agent_binary: Option<PathBuf>,
-    heartbeat_timeout: Option<Duration>,
     replay: bool,
 }
 
-/// How long an agent may go without a heartbeat before its pilot is declared lost.
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use pstar_model::settings::DEFAULT_HEARTBEAT_TIMEOUT;
 
 impl SessionBuilder {
     /// Use this session id (default: `pstar.<date>.<time>.<nonce>`). It must pass
@@ -98,16 +98,54 @@ impl SessionBuilder {
         self
     }
 
-    /// Put pilot sandboxes under this directory unless a pilot names its own
-    /// (default `./pstar.sandbox`).
-    pub fn sandbox_root(mut self, root: impl Into<PathBuf>) -> Self {
-        self.sandbox_root = Some(root.into());
+    /// Run with these settings, all of them (default: [`Settings::default`]). The
+    /// setters below change one of them each; the store is given apart
+    /// ([`SessionBuilder::coordination`]), since [`Settings::coordination`] is only its URL.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> pstar::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let settings = pstar::Settings {
+    ///     sandbox: dir.path().into(),
+    ///     max_attempts: 1,
+    ///     ..Default::default()
+    /// };
+    /// let session = pstar::Session::builder().settings(settings).build().await?;
+    /// assert_eq!(session.settings().max_attempts, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
         self
     }
 
-    /// Tune the agents that local pilots start.
+    /// Sets one setting, from the program.
+    fn set(mut self, name: &'static str, change: impl FnOnce(&mut Settings)) -> Self {
+        change(&mut self.settings);
+        self.settings.set_origin(name, Origin::Api);
+        self
+    }
+
+    /// Put pilot sandboxes under this directory unless a pilot names its own
+    /// (default `./pstar.sandbox`).
+    pub fn sandbox_root(self, root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        self.set("sandbox", |s| s.sandbox = root)
+    }
+
+    /// Tune the agents of this session's pilots ([`Settings::agent`]).
     pub fn agent_config(mut self, config: AgentConfig) -> Self {
-        self.agent_config = Some(config);
+        self.settings.agent = config;
+        for name in [
+            "claim_wait",
+            "heartbeat_interval",
+            "kill_grace",
+            "drain_margin",
+            "report_window",
+            "remote_report_window",
+        ] {
+            self.settings.set_origin(name, Origin::Api);
+        }
         self
     }
 
@@ -115,30 +153,30 @@ impl SessionBuilder {
     /// submission, agent start) before the pilot fails naming the step.
     pub fn bootstrap_timeouts(mut self, timeouts: BootstrapTimeouts) -> Self {
         self.bootstrap_timeouts = Some(timeouts);
-        self
+        self.set("agent_start_timeout", |s| {
+            s.agent_start_timeout = timeouts.agent_start
+        })
     }
 
     /// How often batch pilot jobs' states are asked from their schedulers (default 2 s).
-    pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.poll_interval = Some(every);
-        self
+    pub fn poll_interval(self, every: Duration) -> Self {
+        self.set("poll_interval", |s| s.poll_interval = every)
     }
 
     /// The `pstar` program agents run: started here for local pilots, copied to remote
     /// hosts for the others. Default: `$PSTAR_AGENT_BIN`, else this program if it is
     /// `pstar`, else the `pstar` beside it or on the `PATH`. A static build
     /// (`scripts/build-static.sh`) runs on any Linux host of its architecture.
-    pub fn agent_binary(mut self, path: impl Into<PathBuf>) -> Self {
-        self.agent_binary = Some(path.into());
-        self
+    pub fn agent_binary(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.set("agent_binary", |s| s.agent_binary = Some(path))
     }
 
     /// Declare a pilot lost (`Failed`, its units back to the pool) when its agent has sent
     /// no heartbeat for this long (default 30 s). Agents are told to beat at least three
     /// times per timeout.
-    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
-        self.heartbeat_timeout = Some(timeout);
-        self
+    pub fn heartbeat_timeout(self, timeout: Duration) -> Self {
+        self.set("heartbeat_timeout", |s| s.heartbeat_timeout = timeout)
     }
 
     /// Follow the stream from its first event, and only once
@@ -161,23 +199,18 @@ impl SessionBuilder {
             Some(c) => c,
             None => Embedded::new(id.clone()),
         };
-        let root = self
-            .sandbox_root
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_ROOT));
+        let mut settings = self.settings;
+        let root = settings.sandbox.clone();
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
-        let heartbeat_timeout = self
-            .heartbeat_timeout
-            .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)
-            .max(Duration::from_millis(100));
-        let mut agent_config = self.agent_config.unwrap_or_default();
-        agent_config.heartbeat_interval =
-            agent_config.heartbeat_interval.min(heartbeat_timeout / 3);
-        let defaults = AdaptorConfig::default();
+        settings.heartbeat_timeout = settings.heartbeat_timeout.max(Duration::from_millis(100));
+        let heartbeat_timeout = settings.heartbeat_timeout;
         let adaptors = pstar_adaptors::available(AdaptorConfig {
-            agent: agent_config,
-            timeouts: self.bootstrap_timeouts.unwrap_or(defaults.timeouts),
-            poll_interval: self.poll_interval.unwrap_or(defaults.poll_interval),
-            agent_binary: self.agent_binary.clone(),
+            timeouts: BootstrapTimeouts {
+                agent_start: settings.agent_start_timeout,
+                ..self.bootstrap_timeouts.unwrap_or_default()
+            },
+            poll_interval: settings.poll_interval,
+            agent_binary: settings.agent_binary.clone(),
         });
         let replay = self.replay;
         let mut subscription = if replay {
@@ -219,12 +252,18 @@ impl SessionBuilder {
                     }
                 }
             });
-            tokio::spawn(monitor_heartbeats(weak.clone(), heartbeat_timeout));
+            let timeout_origin = settings.origin("heartbeat_timeout").clone();
+            tokio::spawn(monitor_heartbeats(
+                weak.clone(),
+                heartbeat_timeout,
+                timeout_origin,
+            ));
             tokio::spawn(keep_manager_alive(weak.clone(), !replay));
             SessionInner {
                 id,
                 coordination,
                 sandbox_root,
+                settings,
                 adaptors,
                 pilots: Mutex::new(HashMap::new()),
                 listeners: Mutex::new(vec![manager_events]),
@@ -364,6 +403,17 @@ impl Session {
         true
     }
 
+    /// The settings the session runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// What the session's agents are given, in their pilots' records
+    /// ([`Settings::agent_settings`]).
+    pub fn agent_settings(&self) -> AgentConfig {
+        self.inner.settings.agent_settings()
+    }
+
     /// Where pilot sandboxes go unless a pilot names its own working directory.
     pub fn sandbox_root(&self) -> &Path {
         &self.inner.sandbox_root
@@ -434,8 +484,9 @@ impl Session {
 /// Watches the heartbeats of the session's running pilots; fails a pilot whose agent has
 /// been silent for `timeout` (killed, its host gone, its network cut). Silence is measured
 /// on this machine's clock, from when a heartbeat last *changed*, so clocks of other hosts
-/// do not matter; while the store itself cannot be read, nobody is declared lost.
-async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
+/// do not matter; while the store itself cannot be read, nobody is declared lost. The
+/// failure names the timeout and where it was set (`origin`).
+async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration, origin: Origin) {
     let every = (timeout / 4).max(Duration::from_millis(25));
     let mut beats: HashMap<PilotId, (Timestamp, Instant)> = HashMap::new();
     let mut alive_since: HashMap<PilotId, Instant> = HashMap::new();
@@ -509,7 +560,7 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration) {
             let silent = now.duration_since(last);
             if silent > timeout && failing.insert(pilot.id()) {
                 let reason = format!(
-                    "agent lost: no heartbeat for {} (timeout {})",
+                    "agent lost: no heartbeat for {} (heartbeat_timeout {}: {origin})",
                     humantime::format_duration(Duration::from_secs(silent.as_secs())),
                     humantime::format_duration(timeout)
                 );
@@ -615,6 +666,63 @@ mod tests {
         for id in ids.iter().take(10) {
             assert_eq!(pstar_model::check_session_id(id), Ok(()), "{id}");
         }
+    }
+
+    /// `UnitPolicy::default`, which the core keeps for itself, agrees with the built-in
+    /// settings, whose defaults are the ones pstar documents.
+    #[test]
+    fn the_default_settings_give_the_default_policy() {
+        assert_eq!(
+            crate::UnitPolicy::from(&Settings::default()),
+            crate::UnitPolicy::default()
+        );
+    }
+
+    /// A session built with settings runs with them: its unit services take their policy,
+    /// its agents their settings (at most a third of the heartbeat timeout between beats).
+    #[tokio::test]
+    async fn a_session_hands_its_settings_to_its_services_and_agents() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let settings = Settings {
+            sandbox: dir.path().into(),
+            max_attempts: 7,
+            prefetch: 0,
+            heartbeat_timeout: Duration::from_secs(3),
+            ..Settings::default()
+        };
+        let session = Session::builder()
+            .settings(settings)
+            .poll_interval(Duration::from_secs(9))
+            .build()
+            .await
+            .expect("session");
+        let s = session.settings();
+        assert_eq!((s.max_attempts, s.prefetch), (7, 0));
+        assert_eq!(s.poll_interval, Duration::from_secs(9));
+        assert_eq!(s.origin("poll_interval"), &Origin::Api);
+        assert_eq!(
+            session.agent_settings().heartbeat_interval,
+            Duration::from_secs(1)
+        );
+        let policy = crate::UnitPolicy::from(s);
+        assert_eq!((policy.max_attempts, policy.prefetch), (7, 0));
+        assert!(session.sandbox_root().starts_with(dir.path()));
+        // Each pilot's record carries its agent's settings.
+        let pcs = crate::PilotComputeService::new(&session);
+        let pilot = pcs
+            .create_pilot(pstar_model::PilotComputeDescription {
+                cores: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("pilot");
+        let record = session
+            .coordination()
+            .pilot(pilot.id())
+            .await
+            .expect("pilot record");
+        assert_eq!(record.agent, session.agent_settings());
+        pcs.cancel().await;
     }
 
     #[tokio::test]

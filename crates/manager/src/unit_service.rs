@@ -87,23 +87,37 @@ struct CusInner {
     services: Mutex<Vec<PilotComputeService>>,
 }
 
+impl From<&pstar_model::Settings> for UnitPolicy {
+    /// The policy `settings` give: their prefetch, attempts and black-hole failures.
+    fn from(settings: &pstar_model::Settings) -> Self {
+        UnitPolicy {
+            prefetch: settings.prefetch,
+            max_attempts: settings.max_attempts,
+            black_hole_failures: settings.black_hole_failures,
+            ..UnitPolicy::default()
+        }
+    }
+}
+
 impl ComputeUnitService {
-    /// A service with no pilots, binding to each pilot up to its slots plus four
-    /// slot-worths of units waiting there (what its agent keeps at hand, so that short
+    /// A service with no pilots, with the policy of the session's settings
+    /// ([`UnitPolicy::from`] them): by default binding to each pilot up to its slots plus
+    /// four slot-worths of units waiting there (what its agent keeps at hand, so that short
     /// units flow without gaps). For long units over pilots that come and go, a smaller
     /// prefetch ([`with_prefetch`](Self::with_prefetch)) binds later.
     pub fn new(session: &Session) -> Self {
-        Self::with_policy(session, UnitPolicy::default())
+        Self::with_policy(session, UnitPolicy::from(session.settings()))
     }
 
     /// A service whose pilots may have `prefetch` times their slots of units bound to them
-    /// beyond what they run (so an agent has its next units at hand).
+    /// beyond what they run (so an agent has its next units at hand); the rest of its
+    /// policy from the session's settings.
     pub fn with_prefetch(session: &Session, prefetch: u32) -> Self {
         Self::with_policy(
             session,
             UnitPolicy {
                 prefetch,
-                ..Default::default()
+                ..UnitPolicy::from(session.settings())
             },
         )
     }

@@ -466,7 +466,7 @@ impl ComputeUnitDescription {
 }
 
 /// Serde for `Option<Duration>` as a human-readable string.
-mod opt_humantime_serde {
+pub(crate) mod opt_humantime_serde {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -489,7 +489,7 @@ mod opt_humantime_serde {
 }
 
 /// Serde for `Duration` as a human-readable string (`"10m"`, `"1h 30m"`).
-mod humantime_serde {
+pub(crate) mod humantime_serde {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -7,7 +7,8 @@
 //! * identifiers ([`PilotId`], [`UnitId`]) and [`Timestamp`]s;
 //! * the states of pilots and units and the one table of legal transitions between them
 //!   ([`PilotState`], [`UnitState`], [`Lifecycle`]);
-//! * the [`ResourceUrl`] that names where a pilot runs.
+//! * the [`ResourceUrl`] that names where a pilot runs;
+//! * the [`Settings`] of a run, layered, with their built-in defaults.
 //!
 //! ```
 //! use pstar_model::{ComputeUnitDescription, Lifecycle, Timestamp, UnitState};
@@ -25,6 +26,7 @@ mod ids;
 mod resource;
 pub mod sandbox;
 mod session_name;
+pub mod settings;
 mod state;
 mod time;
 
@@ -36,6 +38,7 @@ pub use resource::{ResourceUrl, ResourceUrlError, Scheme};
 pub use session_name::{
     InvalidSessionId, MAX_SESSION_ID_LEN, Printable, check_session_id, printable,
 };
+pub use settings::{AgentSettings, Origin, Settings, SettingsLayer};
 pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};
 pub use time::Timestamp;
 

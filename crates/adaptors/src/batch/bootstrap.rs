@@ -69,7 +69,6 @@ pub struct Bootstrap<'a> {
     pub url: &'a str,
     pub session: &'a str,
     pub pilot: PilotId,
-    pub agent_args: Vec<String>,
     pub sandbox: &'a Path,
     pub secrets: &'a Secrets,
     /// How long the agent keeps trying to reach the store before it gives up.
@@ -98,7 +97,9 @@ impl Bootstrap<'_> {
             quote(&humantime::format_duration(self.first_contact).to_string())
         ));
         lines.push(r#"echo "pstar: agent starting on $(hostname) at $(date -u +%FT%TZ)""#.into());
-        let mut command = vec![
+        // Only where the store is and which pilot to run: the agent's settings are in its
+        // pilot's record there.
+        let command: [String; 8] = [
             q(self.agent),
             "agent".into(),
             "--coordination".into(),
@@ -108,7 +109,6 @@ impl Bootstrap<'_> {
             "--pilot".into(),
             quote(&self.pilot.to_string()),
         ];
-        command.extend(self.agent_args.iter().map(|a| quote(a)));
         lines.push(command.join(" "));
         lines.push("status=$?".into());
         lines.push(format!(

@@ -135,7 +135,7 @@ impl BatchAdaptor {
                 "copy",
                 format!(
                     "{host} is `{platform}`, this pstar is built for `{here}`: name a pstar \
-                     built for `{platform}` with --agent-binary"
+                     built for `{platform}` as the agents' program (setting `agent_binary`)"
                 ),
             ));
         }
@@ -174,7 +174,8 @@ impl BatchAdaptor {
                 "copy",
                 format!(
                     "{} does not run on {host}: {}; a static pstar runs on any {here} \
-                     (`bash scripts/build-static.sh`), name it with --agent-binary",
+                     (`bash scripts/build-static.sh`), name it as the agents' program \
+                     (setting `agent_binary`)",
                     local.display(),
                     out.failure()
                 ),
@@ -234,7 +235,6 @@ impl BatchAdaptor {
             url,
             session,
             pilot: record.id,
-            agent_args: self.config.agent.to_args(),
             sandbox: &record.sandbox,
             secrets,
             first_contact: self.config.timeouts.agent_start,
@@ -253,11 +253,9 @@ impl BatchAdaptor {
 
     async fn submit_job(&self, job: PilotJob) -> Result<JobId, AdaptorError> {
         let Some(url) = job.coordination.url() else {
-            return Err(AdaptorError::Unsupported(format!(
-                "`{}` pilots need a networked coordination store their agents can reach: \
-                 run with `--coordination redis://HOST:PORT` (or `[session] coordination`)",
-                self.scheme
-            )));
+            return Err(AdaptorError::NeedsNetworkedStore {
+                scheme: self.scheme,
+            });
         };
         let record = &job.record;
         let host = self.transport(&record.description).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
-use pstar_agent::{Agent, AgentConfig};
+use pstar_agent::Agent;
 use pstar_coordination::{Coordination, Event, PilotEvent, PilotRecord};
 use pstar_model::{PilotId, PilotState, Scheme, Timestamp};
 
@@ -21,7 +21,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 #[doc = include_str!("docs.md")]
 #[derive(Default)]
 pub struct Local {
-    agent_config: AgentConfig,
     /// The `pstar` program agent processes run (see [`agent_program`]).
     agent_binary: Option<PathBuf>,
     jobs: Arc<Mutex<HashMap<JobId, Job>>>,
@@ -42,10 +41,10 @@ enum Handle {
 }
 
 impl Local {
-    /// A local adaptor with `config`'s agent settings and agent program.
+    /// A local adaptor with `config`'s agent program (agents take their settings from
+    /// their pilot's record).
     pub fn with_config(config: &crate::AdaptorConfig) -> Self {
         Self {
-            agent_config: config.agent.clone(),
             agent_binary: config.agent_binary.clone(),
             jobs: Arc::default(),
             warned_cores: Default::default(),
@@ -92,7 +91,7 @@ impl Local {
         let pilot = job.record.id;
         let id = JobId(format!("local:{pilot}"));
         let coordination = job.coordination.clone();
-        let agent = Agent::new(job.coordination, job.record, self.agent_config.clone());
+        let agent = Agent::for_record(job.coordination, job.record);
         let task = tokio::spawn(agent.run());
         self.insert(&id, Handle::Task(task.abort_handle()))?;
 
@@ -143,7 +142,6 @@ impl Local {
             .arg(job.coordination.session())
             .arg("--pilot")
             .arg(pilot.to_string())
-            .args(self.agent_config.to_args())
             .envs(job.coordination.agent_environment())
             .current_dir(sandbox)
             .stdin(Stdio::null())

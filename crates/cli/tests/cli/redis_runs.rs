@@ -212,7 +212,14 @@ fn a_silent_agent_is_declared_lost_after_the_heartbeat_timeout() {
 
     let out = run.wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
-    assert_lost_and_all_done(&scratch.read_report(), "pilot.0001", "no heartbeat");
+    let report = scratch.read_report();
+    assert_lost_and_all_done(&report, "pilot.0001", "no heartbeat");
+    // The reason names the timeout and where it was set.
+    assert_lost_and_all_done(
+        &report,
+        "pilot.0001",
+        "(heartbeat_timeout 2s: the command line)",
+    );
     // The hung agent's job is ended with the run, not left stopped behind it.
     let gone = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -899,4 +906,79 @@ fn a_resumed_manager_reads_the_journal_of_an_agent_that_died_during_an_outage() 
     let out = resume_over(&server, &scratch, &session, &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_each_done_once(&scratch, units);
+}
+
+/// An agent started with nothing but the store, the session and the pilot on its command
+/// line runs with the settings its pilot's record carries: here a drain margin that makes
+/// it stop taking units a second after it starts (by default it would drain a minute
+/// before its hour of walltime ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_with_the_settings_of_its_pilot_record() {
+    use pstar_coordination::{Control, Coordination, Event, PilotRecord};
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let session = "agent-settings";
+    let store = pstar_coordination::RedisStore::connect(
+        &server.url(),
+        session,
+        pstar_coordination::RedisOptions {
+            password: Some(server.password().to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let pilot = store.reserve_pilot_id().await.expect("pilot id");
+    let walltime = Duration::from_secs(3600);
+    let record = PilotRecord {
+        id: pilot,
+        description: pstar::PilotComputeDescription {
+            cores: 1,
+            walltime,
+            ..Default::default()
+        },
+        sandbox: scratch.sandbox().join(pilot.to_string()),
+        job: None,
+        agent: pstar::AgentSettings {
+            drain_margin: Some(walltime - Duration::from_secs(1)),
+            ..Default::default()
+        },
+    };
+    store.put_pilot(record).await.expect("record");
+    let mut events = store.subscribe().await.expect("subscribe");
+    std::fs::create_dir_all(scratch.sandbox()).expect("sandbox root");
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.sandbox())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env_remove("PSTAR_COORDINATION")
+        .args(["agent", "--coordination", &server.url()])
+        .args(["--session", session, "--pilot", &pilot.to_string()]);
+    let agent = Running::start(cmd);
+
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(batch) = events.next_batch().await {
+            let batch = batch.expect("event stream");
+            if batch
+                .iter()
+                .any(|e| matches!(e, Event::PilotDraining { pilot: p, .. } if *p == pilot))
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    store
+        .send_control(pilot, Control::CancelPilot)
+        .await
+        .expect("cancel the pilot");
+    let out = tokio::task::spawn_blocking(move || agent.wait(RUN_DEADLINE))
+        .await
+        .expect("agent waited for");
+    assert_eq!(
+        drained,
+        Ok(true),
+        "the agent did not drain as its record says\n{out}"
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
 }

@@ -60,11 +60,14 @@ pub struct UnitPolicy {
 }
 
 impl Default for UnitPolicy {
+    /// The policy of the default settings (`pstar_model::Settings`, where every default
+    /// is written once), with a black-hole window of 10 s.
     fn default() -> Self {
+        let settings = pstar_model::Settings::default();
         Self {
-            prefetch: 4,
-            max_attempts: 3,
-            black_hole_failures: 5,
+            prefetch: settings.prefetch,
+            max_attempts: settings.max_attempts,
+            black_hole_failures: settings.black_hole_failures,
             black_hole_window: Duration::from_secs(10),
         }
     }
