@@ -607,3 +607,82 @@ async fn a_claimed_unit_without_a_description_means_the_session_is_lost() {
     let err = waiting.await.unwrap().unwrap_err();
     assert!(matches!(err, CoordinationError::SessionLost(_)), "{err}");
 }
+
+#[tokio::test]
+async fn batched_withdraws_and_controls_answer_per_pilot_as_the_single_calls() {
+    let server = RedisServer::start();
+    let s = store(&server, "batch").await;
+    s.put_units(&units(UnitId::new(0), 12)).await.unwrap();
+    let id = |n: u64| UnitId::new(n);
+    let (p0, p1, p2, p3) = (
+        PilotId::new(0),
+        PilotId::new(1),
+        PilotId::new(2),
+        PilotId::new(3),
+    );
+    s.enqueue(p0, &[0, 1, 2, 3].map(id)).await.unwrap();
+    s.enqueue(p1, &[4, 5, 6, 7].map(id)).await.unwrap();
+    s.enqueue(p2, &[8, 9, 10].map(id)).await.unwrap();
+    // Some units are claimed already: those cannot be withdrawn.
+    assert_eq!(s.claim(p0, 2, Duration::ZERO).await.unwrap().len(), 2);
+    assert_eq!(s.claim(p1, 1, Duration::ZERO).await.unwrap().len(), 1);
+
+    let got = s
+        .withdraw_batch(vec![
+            // Asked out of order, one claimed and one never queued: queue order back.
+            (p0, Some(vec![id(3), id(1), id(2)])),
+            (p1, None),
+            (p2, Some(vec![id(11), id(10), id(8)])),
+            (p3, None),
+            (p2, Some(vec![])),
+            // The same pilot twice: the second sees what the first left.
+            (p0, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            (p0, vec![id(2), id(3)]),
+            (p1, vec![id(5), id(6), id(7)]),
+            (p2, vec![id(8), id(10)]),
+            (p3, vec![]),
+            (p2, vec![]),
+            (p0, vec![]),
+        ]
+    );
+    // What was not withdrawn is still queued, in order.
+    let left = s.claim(p2, 8, Duration::ZERO).await.unwrap();
+    assert_eq!(left.iter().map(|c| c.0).collect::<Vec<_>>(), [id(9)]);
+    assert!(s.withdraw_batch(Vec::new()).await.unwrap().is_empty());
+
+    // The single call keeps queue order too.
+    s.enqueue(p3, &[4, 5, 6].map(id)).await.unwrap();
+    assert_eq!(
+        s.withdraw(p3, Some(&[id(6), id(4)])).await.unwrap(),
+        [id(4), id(6)]
+    );
+
+    s.send_controls(vec![
+        (p1, Control::CancelUnit(id(4))),
+        (p2, Control::CancelPilot),
+        (p1, Control::CancelPilot),
+    ])
+    .await
+    .unwrap();
+    s.send_controls(Vec::new()).await.unwrap();
+    assert_eq!(
+        s.recv_control(p1, Duration::from_secs(1)).await.unwrap(),
+        [Control::CancelUnit(id(4)), Control::CancelPilot]
+    );
+    assert_eq!(
+        s.recv_control(p2, Duration::from_secs(1)).await.unwrap(),
+        [Control::CancelPilot]
+    );
+    assert!(
+        s.recv_control(p0, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -14,7 +14,7 @@ use pstar_model::{ComputeUnitDescription, PilotId, Timestamp, UnitId};
 
 use crate::{
     Binding, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
-    Subscription,
+    Subscription, Withdrawal,
 };
 
 mod keys;
@@ -108,14 +108,45 @@ return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}
     )
 });
 
-static WITHDRAW_SOME: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+/// Withdraws from several queues in one step. `KEYS` are the queues; `ARGV` holds, for
+/// each key in turn, a count `n` (`-1`: the whole queue) then `n` unit numbers. Returns,
+/// per key, the units removed, in queue order (each asked-for unit at most once).
+static WITHDRAW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r#"
-local removed = {}
-for _, id in ipairs(ARGV) do
-  if redis.call('LREM', KEYS[1], 1, id) > 0 then table.insert(removed, id) end
+local out = {}
+local a = 1
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  if n < 0 then
+    out[k] = redis.call('LRANGE', KEYS[k], 0, -1)
+    redis.call('DEL', KEYS[k])
+  elseif n == 0 then
+    out[k] = {}
+  else
+    local wanted = {}
+    for i = a, a + n - 1 do wanted[ARGV[i]] = true end
+    a = a + n
+    local removed, kept = {}, {}
+    for _, id in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do
+      if wanted[id] then
+        wanted[id] = nil
+        removed[#removed + 1] = id
+      else
+        kept[#kept + 1] = id
+      end
+    end
+    if #removed > 0 then
+      redis.call('DEL', KEYS[k])
+      for i = 1, #kept, 1000 do
+        redis.call('RPUSH', KEYS[k], unpack(kept, i, math.min(i + 999, #kept)))
+      end
+    end
+    out[k] = removed
+  end
 end
-return removed
+return out
 "#,
     )
 });
@@ -656,41 +687,59 @@ impl Coordination for RedisStore {
     }
 
     async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>> {
-        let key = self.keys.queue(pilot);
-        let removed: Vec<String> = match units {
-            None => {
-                let (items, _): (Vec<String>, u64) = self
-                    .retrying("withdraw units", |mut c| {
-                        let key = key.clone();
-                        async move {
-                            redis::pipe()
-                                .atomic()
-                                .lrange(&key, 0, -1)
-                                .del(&key)
-                                .query_async(&mut c)
-                                .await
-                        }
-                    })
-                    .await?;
-                items
+        let mut out = self
+            .withdraw_batch(vec![(pilot, units.map(<[UnitId]>::to_vec))])
+            .await?;
+        Ok(out.pop().map(|(_, removed)| removed).unwrap_or_default())
+    }
+
+    async fn withdraw_batch(
+        &self,
+        requests: Vec<Withdrawal>,
+    ) -> Result<Vec<(PilotId, Vec<UnitId>)>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::with_capacity(requests.len());
+        let mut args: Vec<i64> = Vec::new();
+        for (pilot, units) in &requests {
+            keys.push(self.keys.queue(*pilot));
+            match units {
+                None => args.push(-1),
+                Some(ids) => {
+                    args.push(ids.len() as i64);
+                    args.extend(ids.iter().map(|u| u.get() as i64));
+                }
             }
-            Some([]) => Vec::new(),
-            Some(ids) => {
-                let ids: Vec<u64> = ids.iter().map(|u| u.get()).collect();
-                self.retrying("withdraw units", |mut c| {
-                    let (key, ids) = (key.clone(), ids.clone());
-                    async move {
-                        let mut call = WITHDRAW_SOME.key(key);
-                        for id in &ids {
-                            call.arg(*id);
-                        }
-                        call.invoke_async(&mut c).await
+        }
+        // One script for every queue: one round trip, and no claim slips in between.
+        let removed: Vec<Vec<String>> = self
+            .retrying("withdraw units", |mut c| {
+                let (keys, args) = (keys.clone(), args.clone());
+                async move {
+                    let mut call = WITHDRAW.prepare_invoke();
+                    for key in &keys {
+                        call.key(key);
                     }
-                })
-                .await?
-            }
-        };
-        Ok(removed.iter().filter_map(|s| parse_unit(s)).collect())
+                    for arg in &args {
+                        call.arg(*arg);
+                    }
+                    call.invoke_async(&mut c).await
+                }
+            })
+            .await?;
+        if removed.len() != requests.len() {
+            return Err(CoordinationError::Backend(format!(
+                "withdrawing from {} queues answered for {}",
+                requests.len(),
+                removed.len()
+            )));
+        }
+        Ok(requests
+            .into_iter()
+            .zip(removed)
+            .map(|((pilot, _), ids)| (pilot, ids.iter().filter_map(|s| parse_unit(s)).collect()))
+            .collect())
     }
 
     async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>> {
@@ -870,6 +919,34 @@ impl Coordination for RedisStore {
         self.retrying("send a control message", |mut c| {
             let (key, json) = (key.clone(), json.clone());
             async move { c.rpush::<_, _, ()>(key, json).await }
+        })
+        .await
+    }
+
+    async fn send_controls(&self, messages: Vec<(PilotId, Control)>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // One RPUSH per pilot, each pilot's messages in the order given; all in one
+        // transaction, so a retried call never delivers half of them twice.
+        let mut per_pilot: Vec<(PilotId, Vec<String>)> = Vec::new();
+        let mut slot: std::collections::HashMap<PilotId, usize> = Default::default();
+        for (pilot, message) in &messages {
+            let encoded = to_json(message)?;
+            let i = *slot.entry(*pilot).or_insert_with(|| {
+                per_pilot.push((*pilot, Vec::new()));
+                per_pilot.len() - 1
+            });
+            per_pilot[i].1.push(encoded);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (pilot, list) in &per_pilot {
+            pipe.rpush(self.keys.control(*pilot), list).ignore();
+        }
+        self.retrying("send control messages", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
     }
