@@ -686,3 +686,82 @@ async fn batched_withdraws_and_controls_answer_per_pilot_as_the_single_calls() {
             .is_empty()
     );
 }
+
+/// A raw connection to the test server, to write values as another pstar would.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let url = format!(
+        "redis://:{}@127.0.0.1:{}/0",
+        server.password(),
+        server.port()
+    );
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn look(server: &RedisServer, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    let options = RedisOptions {
+        register: false,
+        ..options(server)
+    };
+    RedisStore::connect(&server.url(), session, options).await
+}
+
+#[tokio::test]
+async fn a_session_written_in_another_store_format_is_refused_when_opened() {
+    let server = RedisServer::start();
+    let mut c = raw(&server).await;
+    // A session as pstar wrote it before its values carried a format: plain JSON.
+    let unit = serde_json::to_string(&ComputeUnitDescription::new("/bin/true")).unwrap();
+    let events = serde_json::to_string(&[done(UnitId::new(0))]).unwrap();
+    let entry = r#"{"session":"old","owner":"o","host":"h","created":1700000000.0}"#;
+    redis::pipe()
+        .hset("pstar:sessions", "old", entry)
+        .hset("pstar:old:units", 0, &unit)
+        .cmd("XADD")
+        .arg("pstar:old:events")
+        .arg("*")
+        .arg("e")
+        .arg(&events)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    // One a newer pstar wrote.
+    redis::pipe()
+        .set("pstar:new:format", 99)
+        .hset("pstar:new:units", 0, format!("v99:{unit}"))
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+
+    for (session, found) in [("old", "v0 (unversioned)"), ("new", "v99")] {
+        let err = look(&server, session).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("session `{session}`"))
+                && text.contains(&format!("store format {found}"))
+                && text.contains("this pstar reads v1"),
+            "{text}"
+        );
+        assert!(
+            matches!(err, CoordinationError::Incompatible { .. }),
+            "{err:?}"
+        );
+    }
+    // A session the store does not hold is not refused for its format (whoever opens it
+    // says it is missing), and its registry is still listed whatever the formats.
+    look(&server, "absent").await.unwrap();
+    let registry = RedisStore::connect_registry(&server.url(), options(&server))
+        .await
+        .unwrap();
+    let listed: Vec<String> = registry
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e.session)
+        .collect();
+    assert_eq!(listed, ["old"]);
+}
