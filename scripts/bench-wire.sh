@@ -8,10 +8,9 @@
 # (a) wire-formats: size and encode/decode time of every kind of stored value, per format
 # (b) end to end: N null units over a private Redis with 2 agents (two pilots of 1 core),
 #     with each given `pstar` binary (LABEL=PATH; default: this build's), rounds
-#     interleaved so that the builds share the machine's mood: the rate, the CPU time per
-#     unit of `pstar run` with its agents and units and of the Redis server (less
-#     sensitive than the rate to what else the machine runs), and what each session takes
-#     in Redis (MEMORY USAGE of its unit records and of its event stream).
+#     interleaved (every other round in the opposite order) so that the builds share the
+#     machine's mood: the rate of the whole `pstar run`, and what each session takes in
+#     Redis (MEMORY USAGE of its unit records and of its event stream).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,9 +76,7 @@ TOML
 
 echo
 echo "== (b) $N null units over Redis, 2 agents (two pilots of 1 core), $ROUNDS rounds"
-declare -A rates=() cpu=() redis_us=() units_bytes=() events_bytes=()
-# Seconds of CPU the Redis server has used so far.
-redis_cpu() { cli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { print s }'; }
+declare -A rates=() units_bytes=() events_bytes=()
 db=0
 for r in $(seq "$ROUNDS"); do
     # Every other round in the opposite order, so that no build always goes first.
@@ -91,17 +88,11 @@ for r in $(seq "$ROUNDS"); do
     for b in "${order[@]}"; do
         label=${b%%=*} pstar=${b#*=}
         db=$((db + 1))
-        redis0=$(redis_cpu)
         t0=$(now)
-        TIMEFORMAT='%U %S'
-        if { time PSTAR_AGENT_BIN=$pstar "$pstar" run "$work/b.toml" --sandbox "$work/sb-$label-$r" \
-            --quiet --coordination "redis://127.0.0.1:$PORT/$db" >"$work/$label-$r.log" 2>&1; } \
-            2>"$work/$label-$r.time"; then
+        if PSTAR_AGENT_BIN=$pstar "$pstar" run "$work/b.toml" --sandbox "$work/sb-$label-$r" \
+            --quiet --coordination "redis://127.0.0.1:$PORT/$db" >"$work/$label-$r.log" 2>&1; then
             t1=$(now)
             rates[$label]+="$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }') "
-            # CPU of `pstar run` and its children (the agents, and the units themselves).
-            cpu[$label]+="$(awk -v n="$N" '{ printf "%.0f", ($1 + $2) * 1e6 / n }' "$work/$label-$r.time") "
-            redis_us[$label]+="$(awk -v n="$N" -v a="$redis0" -v b="$(redis_cpu)" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }') "
         else
             echo "   ($label round $r failed: $(tail -n 2 "$work/$label-$r.log" | tr '\n' ' '))"
         fi
@@ -114,9 +105,6 @@ done
 for b in "${builds[@]}"; do
     label=${b%%=*}
     echo "   $label: $(echo "${rates[$label]:-}" | median) units/s (rounds: ${rates[$label]:-n/a});" \
-        "CPU per unit: pstar run and its agents and units $(echo "${cpu[$label]:-}" | median) µs" \
-        "(rounds: ${cpu[$label]:-n/a}), Redis $(echo "${redis_us[$label]:-}" | median) µs" \
-        "(rounds: ${redis_us[$label]:-n/a});" \
         "in Redis: unit records $(awk -v b="${units_bytes[$label]:-0}" -v n="$N" 'BEGIN { printf "%.0f", b / n }') B/unit," \
         "event stream $(awk -v b="${events_bytes[$label]:-0}" -v n="$N" 'BEGIN { printf "%.0f", b / n }') B/unit"
 done

@@ -26,7 +26,11 @@ enum Format {
     MsgPackPositional,
 }
 
-const FORMATS: [Format; 3] = [Format::Json, Format::MsgPackNamed, Format::MsgPackPositional];
+const FORMATS: [Format; 3] = [
+    Format::Json,
+    Format::MsgPackNamed,
+    Format::MsgPackPositional,
+];
 
 impl Format {
     fn name(self) -> &'static str {
@@ -179,7 +183,10 @@ fn main() {
                             lost_run: false,
                         })
                     };
-                    [event(UnitState::Running, None), event(UnitState::Done, Some(0))]
+                    [
+                        event(UnitState::Running, None),
+                        event(UnitState::Done, Some(0)),
+                    ]
                 })
                 .collect()
         })
@@ -240,11 +247,28 @@ fn main() {
         })
         .collect();
 
-    println!("figures per value (per event for event batches): the fastest of {TRIES} timings of {reps} passes");
+    println!(
+        "figures per value (per event for event batches): the fastest of {TRIES} timings of {reps} passes"
+    );
     measure("unit description, a null unit", &nulls, 1, reps);
-    measure("unit description, a fuller one (time_request set)", &full, 1, reps);
-    measure("event batch of 100 (Running, Done)", &batches, 100, reps / 10 + 1);
-    measure("every kind of event, one batch", &every_kind, every_kind[0].len(), reps * 10);
+    measure(
+        "unit description, a fuller one (time_request set)",
+        &full,
+        1,
+        reps,
+    );
+    measure(
+        "event batch of 100 (Running, Done)",
+        &batches,
+        100,
+        reps / 10 + 1,
+    );
+    measure(
+        "every kind of event, one batch",
+        &every_kind,
+        every_kind[0].len(),
+        reps * 10,
+    );
     measure("pilot record", &pilots, 1, reps);
     measure("control message", &controls, 1, reps * 10);
 }
