@@ -657,6 +657,21 @@ async fn batched_withdraws_and_controls_answer_per_pilot_as_the_single_calls() {
     assert_eq!(left.iter().map(|c| c.0).collect::<Vec<_>>(), [id(9)]);
     assert!(s.withdraw_batch(Vec::new()).await.unwrap().is_empty());
 
+    // Many at once (the queue is rewritten): the rest keeps its order.
+    let many: Vec<UnitId> = (100..300).map(id).collect();
+    s.enqueue(p3, &many).await.unwrap();
+    let odd: Vec<UnitId> = many
+        .iter()
+        .rev()
+        .filter(|u| u.get() % 2 == 1)
+        .copied()
+        .collect();
+    let got = s.withdraw_batch(vec![(p3, Some(odd))]).await.unwrap();
+    let want: Vec<UnitId> = many.iter().filter(|u| u.get() % 2 == 1).copied().collect();
+    assert_eq!(got, [(p3, want)]);
+    let even: Vec<UnitId> = many.iter().filter(|u| u.get() % 2 == 0).copied().collect();
+    assert_eq!(s.withdraw(p3, None).await.unwrap(), even);
+
     // The single call keeps queue order too.
     s.enqueue(p3, &[4, 5, 6].map(id)).await.unwrap();
     assert_eq!(

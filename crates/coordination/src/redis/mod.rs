@@ -140,11 +140,15 @@ for k = 1, #KEYS do
         kept[#kept + 1] = id
       end
     end
-    if #removed > 0 then
+    if #removed > 32 then
+      -- Many: the queue is rewritten once.
       redis.call('DEL', KEYS[k])
       for i = 1, #kept, 1000 do
         redis.call('RPUSH', KEYS[k], unpack(kept, i, math.min(i + 999, #kept)))
       end
+    else
+      -- A few: each goes where it is, the rest stays untouched.
+      for _, id in ipairs(removed) do redis.call('LREM', KEYS[k], 1, id) end
     end
     out[k] = removed
   end
