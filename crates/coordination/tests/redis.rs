@@ -769,6 +769,26 @@ async fn a_session_written_in_another_store_format_is_refused_when_opened() {
     // A session the store does not hold is not refused for its format (whoever opens it
     // says it is missing), and its registry is still listed whatever the formats.
     look(&server, "absent").await.unwrap();
+    // One whose keys were deleted, some written again since by whoever still worked in
+    // it: lost, not of another format.
+    let current = store(&server, "flushed").await;
+    redis::cmd("DEL")
+        .arg("pstar:flushed:format")
+        .arg("pstar:sessions")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    current.publish(vec![done(UnitId::new(0))]).await.unwrap();
+    let err = look(&server, "flushed").await.unwrap_err();
+    assert!(matches!(err, CoordinationError::SessionLost(_)), "{err:?}");
+    let entry = r#"{"session":"old","owner":"o","host":"h","created":1700000000.0}"#;
+    redis::cmd("HSET")
+        .arg("pstar:sessions")
+        .arg("old")
+        .arg(entry)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
     let registry = RedisStore::connect_registry(&server.url(), options(&server))
         .await
         .unwrap();

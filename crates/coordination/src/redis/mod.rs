@@ -276,9 +276,11 @@ impl RedisStore {
     }
 
     /// Refuses a session written in another store format than this pstar's: its `format`
-    /// key says which, and a session with data but no such key is from before sessions
-    /// had one (format 0). A session the store does not hold passes (whoever opens it
-    /// says it is missing).
+    /// key says which. A session with data but no such key is from before sessions had
+    /// one (format 0) when its registry entry says so too; with neither the key nor an
+    /// entry of another format, its keys were deleted (some have come back since, written
+    /// by someone still at work in it): the session is lost. A session the store does not
+    /// hold passes (whoever opens it says it is missing).
     async fn check_format(&self) -> Result<()> {
         let format = self.keys.format();
         let data = [
@@ -287,29 +289,43 @@ impl RedisStore {
             self.keys.pilots(),
             self.keys.unit_counter(),
         ];
-        let (found, present): (Option<String>, u64) = self
+        let (registry, session) = (self.keys.registry(), self.session.clone());
+        let (found, present, entry): (Option<String>, u64, Option<String>) = self
             .retrying("read the session's store format", |mut c| {
                 let (format, data) = (format.clone(), data.clone());
+                let (registry, session) = (registry.clone(), session.clone());
                 async move {
                     redis::pipe()
                         .get(format)
                         .exists(&data)
+                        .hget(registry, session)
                         .query_async(&mut c)
                         .await
                 }
             })
             .await?;
         let what = || format!("session `{}`", pstar_model::printable(&self.session));
-        let found = match found {
-            Some(text) => text.trim().parse::<u32>().map_err(|_| {
+        let found = match (found, present) {
+            (Some(text), _) => text.trim().parse::<u32>().map_err(|_| {
                 CoordinationError::Backend(format!(
                     "malformed store format of {} in Redis: `{}`",
                     what(),
                     pstar_model::printable(&text)
                 ))
             })?,
-            None if present > 0 => 0,
-            None => return Ok(()),
+            (None, 0) => return Ok(()),
+            (None, _) => {
+                let entry = entry.and_then(|j| serde_json::from_str::<StoredEntry>(&j).ok());
+                match entry {
+                    Some(e) if e.format != WIRE_VERSION => e.format,
+                    _ => {
+                        return Err(CoordinationError::SessionLost(format!(
+                            "{} has data but not its store format (its keys were deleted)",
+                            what()
+                        )));
+                    }
+                }
+            }
         };
         if found == WIRE_VERSION {
             Ok(())
