@@ -67,6 +67,23 @@ pub enum CoordinationError {
     /// A backend-specific failure (a malformed record, a server error...).
     #[error("coordination backend: {0}")]
     Backend(String),
+    /// The store holds `what` in another store format than this pstar reads (an older
+    /// or a newer pstar wrote it): nothing of it is read. See
+    /// [`WIRE_VERSION`](redis::WIRE_VERSION).
+    #[error(
+        "{what} was written in pstar store format {}; this pstar reads {}",
+        redis::show_version(*found),
+        redis::show_version(*reads)
+    )]
+    Incompatible {
+        /// What was being read, e.g. "session `s`" or "unit.000004's description in
+        /// session `s`".
+        what: String,
+        /// The format it was written in (0: from before values carried one).
+        found: u32,
+        /// The format this pstar reads.
+        reads: u32,
+    },
     /// A new session was given the id of one the store already holds.
     #[error("session `{0}` already exists in the coordination store; choose another id")]
     SessionExists(String),

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pstar_coordination::{
-    Control, Coordination, CoordinationError, Event, PilotRecord, RedisOptions, RedisStore,
-    UnitEvent,
+    CancelTarget, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord,
+    RedisOptions, RedisStore, UnitEvent,
 };
 use pstar_model::{
-    ComputeUnitDescription, PilotComputeDescription, PilotId, Timestamp, UnitId, UnitState,
+    ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp, UnitId,
+    UnitState,
 };
 use pstar_testbed::RedisServer;
 
@@ -610,4 +611,419 @@ async fn a_claimed_unit_without_a_description_means_the_session_is_lost() {
     s.enqueue(pilot, &[UnitId::new(1)]).await.unwrap();
     let err = waiting.await.unwrap().unwrap_err();
     assert!(matches!(err, CoordinationError::SessionLost(_)), "{err}");
+}
+
+#[tokio::test]
+async fn batched_withdraws_and_controls_answer_per_pilot_as_the_single_calls() {
+    let server = RedisServer::start();
+    let s = store(&server, "batch").await;
+    s.put_units(&units(UnitId::new(0), 12)).await.unwrap();
+    let id = |n: u64| UnitId::new(n);
+    let (p0, p1, p2, p3) = (
+        PilotId::new(0),
+        PilotId::new(1),
+        PilotId::new(2),
+        PilotId::new(3),
+    );
+    s.enqueue(p0, &[0, 1, 2, 3].map(id)).await.unwrap();
+    s.enqueue(p1, &[4, 5, 6, 7].map(id)).await.unwrap();
+    s.enqueue(p2, &[8, 9, 10].map(id)).await.unwrap();
+    // Some units are claimed already: those cannot be withdrawn.
+    assert_eq!(s.claim(p0, 2, Duration::ZERO).await.unwrap().len(), 2);
+    assert_eq!(s.claim(p1, 1, Duration::ZERO).await.unwrap().len(), 1);
+
+    let got = s
+        .withdraw_batch(vec![
+            // Asked out of order, one claimed and one never queued: queue order back.
+            (p0, Some(vec![id(3), id(1), id(2)])),
+            (p1, None),
+            (p2, Some(vec![id(11), id(10), id(8)])),
+            (p3, None),
+            (p2, Some(vec![])),
+            // The same pilot twice: the second sees what the first left.
+            (p0, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            (p0, vec![id(2), id(3)]),
+            (p1, vec![id(5), id(6), id(7)]),
+            (p2, vec![id(8), id(10)]),
+            (p3, vec![]),
+            (p2, vec![]),
+            (p0, vec![]),
+        ]
+    );
+    // What was not withdrawn is still queued, in order.
+    let left = s.claim(p2, 8, Duration::ZERO).await.unwrap();
+    assert_eq!(left.iter().map(|c| c.0).collect::<Vec<_>>(), [id(9)]);
+    assert!(s.withdraw_batch(Vec::new()).await.unwrap().is_empty());
+
+    // Many at once (the queue is rewritten): the rest keeps its order.
+    let many: Vec<UnitId> = (100..300).map(id).collect();
+    s.enqueue(p3, &many).await.unwrap();
+    let odd: Vec<UnitId> = many
+        .iter()
+        .rev()
+        .filter(|u| u.get() % 2 == 1)
+        .copied()
+        .collect();
+    let got = s.withdraw_batch(vec![(p3, Some(odd))]).await.unwrap();
+    let want: Vec<UnitId> = many.iter().filter(|u| u.get() % 2 == 1).copied().collect();
+    assert_eq!(got, [(p3, want)]);
+    let even: Vec<UnitId> = many.iter().filter(|u| u.get() % 2 == 0).copied().collect();
+    assert_eq!(s.withdraw(p3, None).await.unwrap(), even);
+
+    // The single call keeps queue order too.
+    s.enqueue(p3, &[4, 5, 6].map(id)).await.unwrap();
+    assert_eq!(
+        s.withdraw(p3, Some(&[id(6), id(4)])).await.unwrap(),
+        [id(4), id(6)]
+    );
+
+    s.send_controls(vec![
+        (p1, Control::CancelUnit(id(4))),
+        (p2, Control::CancelPilot),
+        (p1, Control::CancelPilot),
+    ])
+    .await
+    .unwrap();
+    s.send_controls(Vec::new()).await.unwrap();
+    assert_eq!(
+        s.recv_control(p1, Duration::from_secs(1)).await.unwrap(),
+        [Control::CancelUnit(id(4)), Control::CancelPilot]
+    );
+    assert_eq!(
+        s.recv_control(p2, Duration::from_secs(1)).await.unwrap(),
+        [Control::CancelPilot]
+    );
+    assert!(
+        s.recv_control(p0, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A raw connection to the test server, to write values as another pstar would.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let url = format!(
+        "redis://:{}@127.0.0.1:{}/0",
+        server.password(),
+        server.port()
+    );
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn look(server: &RedisServer, session: &str) -> Result<Arc<RedisStore>, CoordinationError> {
+    let options = RedisOptions {
+        register: false,
+        ..options(server)
+    };
+    RedisStore::connect(&server.url(), session, options).await
+}
+
+#[tokio::test]
+async fn a_session_written_in_another_store_format_is_refused_when_opened() {
+    let server = RedisServer::start();
+    let mut c = raw(&server).await;
+    // A session as pstar wrote it before its values carried a format: plain JSON.
+    let unit = serde_json::to_string(&ComputeUnitDescription::new("/bin/true")).unwrap();
+    let events = serde_json::to_string(&[done(UnitId::new(0))]).unwrap();
+    let entry = r#"{"session":"old","owner":"o","host":"h","created":1700000000.0}"#;
+    redis::pipe()
+        .hset("pstar:sessions", "old", entry)
+        .hset("pstar:old:units", 0, &unit)
+        .cmd("XADD")
+        .arg("pstar:old:events")
+        .arg("*")
+        .arg("e")
+        .arg(&events)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    // One a newer pstar wrote.
+    redis::pipe()
+        .set("pstar:new:format", 99)
+        .hset("pstar:new:units", 0, format!("v99:{unit}"))
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+
+    for (session, found) in [("old", "v0 (unversioned)"), ("new", "v99")] {
+        let err = look(&server, session).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("session `{session}`"))
+                && text.contains(&format!("store format {found}"))
+                && text.contains("this pstar reads v1"),
+            "{text}"
+        );
+        assert!(
+            matches!(err, CoordinationError::Incompatible { .. }),
+            "{err:?}"
+        );
+    }
+    // A session the store does not hold is not refused for its format (whoever opens it
+    // says it is missing), and its registry is still listed whatever the formats.
+    look(&server, "absent").await.unwrap();
+    // One whose keys were deleted, some written again since by whoever still worked in
+    // it: lost, not of another format.
+    let current = store(&server, "flushed").await;
+    redis::cmd("DEL")
+        .arg("pstar:flushed:format")
+        .arg("pstar:sessions")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    current.publish(vec![done(UnitId::new(0))]).await.unwrap();
+    let err = look(&server, "flushed").await.unwrap_err();
+    assert!(matches!(err, CoordinationError::SessionLost(_)), "{err:?}");
+    let entry = r#"{"session":"old","owner":"o","host":"h","created":1700000000.0}"#;
+    redis::cmd("HSET")
+        .arg("pstar:sessions")
+        .arg("old")
+        .arg(entry)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let registry = RedisStore::connect_registry(&server.url(), options(&server))
+        .await
+        .unwrap();
+    let listed: Vec<String> = registry
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e.session)
+        .collect();
+    assert_eq!(listed, ["old"]);
+}
+
+/// What an error says, with a check that it is the store-format one.
+fn incompatible(err: CoordinationError) -> String {
+    assert!(
+        matches!(err, CoordinationError::Incompatible { .. }),
+        "{err:?}"
+    );
+    err.to_string()
+}
+
+#[tokio::test]
+async fn a_value_of_another_store_format_is_refused_where_it_is_read() {
+    let server = RedisServer::start();
+    let s = store(&server, "cur").await;
+    let pilot = s.reserve_pilot_id().await.unwrap();
+    s.put_units(&units(UnitId::new(0), 2)).await.unwrap();
+    s.publish(vec![done(UnitId::new(0))]).await.unwrap();
+    let mut c = raw(&server).await;
+    // What a newer pstar (format 2) or an older one (no format) would have left in it.
+    let unit = serde_json::to_string(&ComputeUnitDescription::new("/bin/true")).unwrap();
+    let record = PilotRecord {
+        id: pilot,
+        description: PilotComputeDescription::default(),
+        sandbox: "/tmp/x".into(),
+        job: None,
+    };
+    redis::pipe()
+        .hset("pstar:cur:units", 1, format!("v2:{unit}"))
+        .hset(
+            "pstar:cur:pilots",
+            pilot.get(),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .rpush(format!("pstar:cur:control:{}", pilot.get()), "v2:\x00")
+        .rpush(format!("pstar:cur:queue:{}", pilot.get()), 1)
+        .cmd("XADD")
+        .arg("pstar:cur:events")
+        .arg("*")
+        .arg("e")
+        .arg("v2:whatever a newer pstar writes")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+
+    let text = incompatible(s.claim(pilot, 4, Duration::ZERO).await.unwrap_err());
+    assert_eq!(
+        text,
+        "unit.000001's description in session `cur` was written in pstar store format v2; \
+         this pstar reads v1"
+    );
+    let text = incompatible(s.all_units().await.unwrap_err());
+    assert!(text.contains("unit.000001's description"), "{text}");
+    let text = incompatible(s.pilot(pilot).await.unwrap_err());
+    assert_eq!(
+        text,
+        "pilot.0000's record in session `cur` was written in pstar store format v0 \
+         (unversioned); this pstar reads v1"
+    );
+    incompatible(s.all_pilots().await.unwrap_err());
+    let text = incompatible(s.recv_control(pilot, Duration::ZERO).await.unwrap_err());
+    assert!(text.contains("a control message for pilot.0000"), "{text}");
+    let text = incompatible(s.history().await.unwrap_err());
+    assert!(
+        text.contains("event batch") && text.contains("v2"),
+        "{text}"
+    );
+    // A follower gets the events before it, then the error: it never goes on without it.
+    let mut replay = s.subscribe_from_start().await.unwrap();
+    let mut seen = 0;
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(20), replay.next_batch()).await {
+            Ok(Some(Ok(batch))) => seen += batch.len(),
+            Ok(Some(Err(e))) => break e,
+            other => panic!("the subscription ended without the error: {other:?}"),
+        }
+    };
+    assert_eq!(seen, 1);
+    assert!(incompatible(err).contains("event batch"));
+
+    // The registry entry carries the format too.
+    let entry = r#"{"format":3,"session":"cur","owner":"o","host":"h","created":1.0}"#;
+    redis::cmd("HSET")
+        .arg("pstar:sessions")
+        .arg("cur")
+        .arg(entry)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let text = incompatible(s.session_entry().await.unwrap_err());
+    assert!(
+        text.contains("registry entry of session `cur`") && text.contains("format v3"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_stored_value_round_trips_in_the_current_store_format() {
+    let server = RedisServer::start();
+    let s = store(&server, "trip").await;
+    let at = Timestamp::from_micros(1_700_000_000_250_000);
+    let (p0, p1) = (PilotId::new(0), PilotId::new(1));
+    let unit = |n: u64| UnitId::new(n);
+    let events = vec![
+        Event::Unit(UnitEvent {
+            unit: unit(0),
+            pilot: None,
+            state: UnitState::Scheduled,
+            at,
+            exit_code: None,
+            detail: None,
+            lost_run: false,
+        }),
+        Event::Unit(UnitEvent {
+            unit: unit(1),
+            pilot: Some(p1),
+            state: UnitState::Failed,
+            at,
+            exit_code: Some(-9),
+            detail: Some("lost with pilot.0001: \"ü\"".into()),
+            lost_run: true,
+        }),
+        Event::Pilot(PilotEvent {
+            pilot: p0,
+            state: PilotState::Running,
+            at,
+            detail: None,
+        }),
+        Event::Pilot(PilotEvent {
+            pilot: p1,
+            state: PilotState::Failed,
+            at,
+            detail: Some("walltime".into()),
+        }),
+        Event::PilotDraining { pilot: p0, at },
+        Event::Resumed {
+            token: u64::MAX,
+            at,
+        },
+        Event::CancelRequested {
+            target: CancelTarget::Units(vec![unit(0), unit(1)]),
+            reason: "by hand".into(),
+            at,
+        },
+        Event::CancelRequested {
+            target: CancelTarget::Pilot(p1),
+            reason: String::new(),
+            at,
+        },
+        Event::CancelRequested {
+            target: CancelTarget::Session,
+            reason: "r".into(),
+            at,
+        },
+    ];
+    s.publish(events.clone()).await.unwrap();
+    let mut full = ComputeUnitDescription::new("/bin/sh")
+        .with_arguments(["-c", "echo $X"])
+        .with_cores(3);
+    full.name = Some("n".into());
+    full.environment.insert("X".into(), "1".into());
+    full.time_request = Some(Duration::from_secs(90));
+    full.pilot = Some(p1);
+    full.mpi = true;
+    full.tags = vec!["t".into()];
+    let descriptions = vec![
+        (unit(0), Arc::new(ComputeUnitDescription::new("/bin/true"))),
+        (unit(1), Arc::new(full)),
+    ];
+    s.put_units(&descriptions).await.unwrap();
+    let mut described = PilotComputeDescription {
+        cores: 16,
+        nodes: Some(2),
+        walltime: Duration::from_secs(5400),
+        queue: Some("q".into()),
+        scheduler_options: vec!["--x".into()],
+        tunnel: true,
+        ..Default::default()
+    };
+    described.environment.insert("A".into(), "b".into());
+    let records = vec![
+        PilotRecord {
+            id: p0,
+            description: PilotComputeDescription::default(),
+            sandbox: "/tmp/a".into(),
+            job: None,
+        },
+        PilotRecord {
+            id: p1,
+            description: described,
+            sandbox: "/tmp/b".into(),
+            job: Some("slurm:42".into()),
+        },
+    ];
+    for r in &records {
+        s.put_pilot(r.clone()).await.unwrap();
+    }
+    let controls = vec![Control::CancelUnit(unit(1)), Control::CancelPilot];
+    s.send_controls(controls.iter().map(|c| (p1, c.clone())).collect())
+        .await
+        .unwrap();
+
+    // Read back by another connection, as an agent or `pstar status` would.
+    let other = look(&server, "trip").await.unwrap();
+    assert_eq!(other.history().await.unwrap(), events);
+    let mut replay = other.subscribe_from_start().await.unwrap();
+    let replayed = replay.next_batch().await.unwrap().unwrap();
+    assert_eq!(&replayed[..], &events[..]);
+    assert_eq!(other.all_units().await.unwrap(), descriptions);
+    assert_eq!(other.all_pilots().await.unwrap(), records);
+    assert_eq!(other.pilot(p1).await.unwrap(), records[1]);
+    assert_eq!(
+        other
+            .recv_control(p1, Duration::from_secs(1))
+            .await
+            .unwrap(),
+        controls
+    );
+    other.enqueue(p0, &[unit(1)]).await.unwrap();
+    let claimed = other.claim(p0, 4, Duration::ZERO).await.unwrap();
+    assert_eq!(claimed, descriptions[1..]);
+    assert_eq!(other.session_entry().await.unwrap().session, "trip");
 }

@@ -5,6 +5,7 @@
 
 use super::*;
 
+use pstar_coordination::redis::WIRE_VERSION;
 use pstar_testbed::RedisServer;
 
 use super::redis_runs::{
@@ -12,18 +13,81 @@ use super::redis_runs::{
 };
 
 /// Records a session in the registry as a manager of `owner` would have, with one key of
-/// data.
+/// data (and the key of its store format).
 fn fake_session(server: &RedisServer, session: &str, owner: &str, finished: bool) {
-    let entry = serde_json::json!({
+    fake_session_of_format(server, session, owner, finished, Some(WIRE_VERSION));
+}
+
+/// [`fake_session`] as a pstar of store format `format` would have left it (`None`: one
+/// from before sessions had a format).
+fn fake_session_of_format(
+    server: &RedisServer,
+    session: &str,
+    owner: &str,
+    finished: bool,
+    format: Option<u32>,
+) {
+    let mut entry = serde_json::json!({
         "session": session,
         "owner": owner,
         "host": "somewhere",
         "created": now_secs(),
         "finished": if finished { Some(now_secs()) } else { None },
     });
+    let unit = match format {
+        Some(v) => {
+            entry["format"] = v.into();
+            server.cli(&["SET", &format!("pstar:{session}:format"), &v.to_string()]);
+            format!("v{v}:{{}}")
+        }
+        None => "{}".to_owned(),
+    };
     server.cli(&["HSET", "pstar:sessions", session, &entry.to_string()]);
-    server.cli(&["HSET", &format!("pstar:{session}:units"), "0", "{}"]);
+    server.cli(&["HSET", &format!("pstar:{session}:units"), "0", &unit]);
     server.cli(&["SET", &format!("pstar:{session}:next-unit"), "1"]);
+}
+
+#[test]
+fn every_command_refuses_a_session_of_another_store_format_naming_both() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let me = pstar_coordination::redis::current_user();
+    fake_session_of_format(&server, "old", &me, false, None);
+    fake_session_of_format(&server, "new", &me, false, Some(WIRE_VERSION + 1));
+    let before = server.keys();
+    let newer = format!("store format v{}", WIRE_VERSION + 1);
+    for (session, found) in [("old", "store format v0 (unversioned)"), ("new", &newer)] {
+        let option = format!("--session={session}");
+        let resume = format!("--resume={session}");
+        let commands: [Vec<&str>; 5] = [
+            vec!["run", &resume, "-q"],
+            vec!["status", &option],
+            vec!["units", &option],
+            vec!["cancel", &option, "--all"],
+            vec!["agent", &option, "--pilot", "pilot.0000"],
+        ];
+        for args in commands {
+            let out = pstar_over(&server, &scratch, &args);
+            assert_ne!(out.code(), Some(0), "{args:?}: {out}");
+            let said = format!(
+                "session `{session}` was written in pstar {found}; this pstar reads v{WIRE_VERSION}"
+            );
+            assert!(out.stderr.contains(&said), "{args:?}: {out}");
+        }
+    }
+    assert_eq!(server.keys(), before, "a refused session was written to");
+    // Listing and removing work whatever the format.
+    let list = pstar_over(&server, &scratch, &["session", "list"]);
+    assert!(
+        list.stdout.contains("old") && list.stdout.contains("new"),
+        "{list}"
+    );
+    let rm = pstar_over(
+        &server,
+        &scratch,
+        &["session", "rm", "--force", "old", "new"],
+    );
+    assert_eq!(rm.code(), Some(0), "{rm}");
 }
 
 #[test]
@@ -129,7 +193,11 @@ fn session_rm_removes_only_the_session_and_respects_other_users() {
     let gone: Vec<&String> = before.iter().filter(|k| !left.contains(k)).collect();
     assert_eq!(
         gone,
-        ["pstar:mine:next-unit", "pstar:mine:units"],
+        [
+            "pstar:mine:format",
+            "pstar:mine:next-unit",
+            "pstar:mine:units"
+        ],
         "{left:?}"
     );
     let registry = server.cli(&["HKEYS", "pstar:sessions"]);

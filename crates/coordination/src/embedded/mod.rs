@@ -12,7 +12,7 @@ use pstar_model::{PilotId, State, Timestamp, UnitId};
 
 use crate::{
     Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
-    SharedDescription, Subscription,
+    SharedDescription, Subscription, Withdrawal,
 };
 
 #[doc = include_str!("docs.md")]
@@ -145,6 +145,31 @@ impl Embedded {
     }
 }
 
+/// Takes `units` (all with `None`) out of `pilot`'s queue; returns those removed, in queue
+/// order.
+fn withdraw_from(d: &mut Data, pilot: PilotId, units: Option<&[UnitId]>) -> Vec<UnitId> {
+    let Some(mb) = d.queues.get_mut(&pilot) else {
+        return Vec::new();
+    };
+    match units {
+        None => mb.items.drain(..).collect(),
+        Some([]) => Vec::new(),
+        Some(ids) => {
+            let mut wanted: HashSet<UnitId> = ids.iter().copied().collect();
+            let mut removed = Vec::new();
+            // Each asked-for unit goes once, as Redis's withdraw does.
+            mb.items.retain(|u| {
+                let hit = wanted.remove(u);
+                if hit {
+                    removed.push(*u);
+                }
+                !hit
+            });
+            removed
+        }
+    }
+}
+
 #[async_trait]
 impl Coordination for Embedded {
     fn session(&self) -> &str {
@@ -201,24 +226,19 @@ impl Coordination for Embedded {
 
     async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>> {
         let mut d = self.lock()?;
-        let Some(mb) = d.queues.get_mut(&pilot) else {
-            return Ok(Vec::new());
-        };
-        Ok(match units {
-            None => mb.items.drain(..).collect(),
-            Some(ids) => {
-                let wanted: HashSet<UnitId> = ids.iter().copied().collect();
-                let mut removed = Vec::new();
-                mb.items.retain(|u| {
-                    let hit = wanted.contains(u);
-                    if hit {
-                        removed.push(*u);
-                    }
-                    !hit
-                });
-                removed
-            }
-        })
+        Ok(withdraw_from(&mut d, pilot, units))
+    }
+
+    async fn withdraw_batch(
+        &self,
+        requests: Vec<Withdrawal>,
+    ) -> Result<Vec<(PilotId, Vec<UnitId>)>> {
+        // One lock for the whole batch.
+        let mut d = self.lock()?;
+        Ok(requests
+            .into_iter()
+            .map(|(pilot, units)| (pilot, withdraw_from(&mut d, pilot, units.as_deref())))
+            .collect())
     }
 
     async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>> {
@@ -272,6 +292,16 @@ impl Coordination for Embedded {
         let mb = d.controls.entry(pilot).or_default();
         mb.items.push_back(message);
         mb.notify.notify_one();
+        Ok(())
+    }
+
+    async fn send_controls(&self, messages: Vec<(PilotId, Control)>) -> Result<()> {
+        let mut d = self.lock()?;
+        for (pilot, message) in messages {
+            let mb = d.controls.entry(pilot).or_default();
+            mb.items.push_back(message);
+            mb.notify.notify_one();
+        }
         Ok(())
     }
 
@@ -388,6 +418,49 @@ mod tests {
             store.reserve_pilot_id().await,
             Err(CoordinationError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn batched_withdraws_and_controls_answer_per_pilot_as_the_single_calls() {
+        let store = Embedded::new("s");
+        let ids = units(&store, UnitId::new(0), 11).await;
+        let [p0, p1, p2, p3] = [0, 1, 2, 3].map(PilotId::new);
+        store.enqueue(p0, &ids[0..4]).await.unwrap();
+        store.enqueue(p1, &ids[4..8]).await.unwrap();
+        store.enqueue(p2, &ids[8..11]).await.unwrap();
+        assert_eq!(store.claim(p0, 2, Duration::ZERO).await.unwrap().len(), 2);
+        let got = store
+            .withdraw_batch(vec![
+                (p0, Some(vec![ids[3], ids[1], ids[2]])),
+                (p1, None),
+                (p2, Some(vec![ids[10], ids[8]])),
+                (p3, None),
+                (p0, None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            [
+                (p0, vec![ids[2], ids[3]]),
+                (p1, ids[4..8].to_vec()),
+                (p2, vec![ids[8], ids[10]]),
+                (p3, vec![]),
+                (p0, vec![]),
+            ]
+        );
+        store
+            .send_controls(vec![
+                (p1, Control::CancelUnit(ids[4])),
+                (p2, Control::CancelPilot),
+                (p1, Control::CancelPilot),
+            ])
+            .await
+            .unwrap();
+        let got = store.recv_control(p1, Duration::ZERO).await.unwrap();
+        assert_eq!(got, [Control::CancelUnit(ids[4]), Control::CancelPilot]);
+        let got = store.recv_control(p2, Duration::ZERO).await.unwrap();
+        assert_eq!(got, [Control::CancelPilot]);
     }
 
     #[tokio::test]

@@ -39,6 +39,12 @@ impl Keys {
         format!("{}*", glob_escape(&self.base))
     }
 
+    /// String: the session's store format ([`super::WIRE_VERSION`] of the pstar that
+    /// created it). Named the same in every format, so any pstar can tell.
+    pub fn format(&self) -> String {
+        format!("{}format", self.base)
+    }
+
     /// Counter behind unit ids (`INCRBY`).
     pub fn unit_counter(&self) -> String {
         format!("{}next-unit", self.base)
@@ -49,12 +55,12 @@ impl Keys {
         format!("{}next-pilot", self.base)
     }
 
-    /// Hash: unit number -> description (JSON).
+    /// Hash: unit number -> description (see `wire`).
     pub fn units(&self) -> String {
         format!("{}units", self.base)
     }
 
-    /// Hash: pilot number -> [`PilotRecord`] (JSON).
+    /// Hash: pilot number -> [`PilotRecord`] (see `wire`).
     pub fn pilots(&self) -> String {
         format!("{}pilots", self.base)
     }
@@ -64,12 +70,12 @@ impl Keys {
         format!("{}queue:{}", self.base, pilot.get())
     }
 
-    /// List: control messages (JSON) for one pilot's agent.
+    /// List: control messages for one pilot's agent (see `wire`).
     pub fn control(&self, pilot: PilotId) -> String {
         format!("{}control:{}", self.base, pilot.get())
     }
 
-    /// Stream: one entry per published batch, field `e` = the events (JSON array).
+    /// Stream: one entry per published batch, field `e` = the events (see `wire`).
     pub fn events(&self) -> String {
         format!("{}events", self.base)
     }
@@ -87,6 +93,7 @@ impl Keys {
     /// Every key the session may have, given its pilots.
     pub fn session_keys(&self, pilots: &[PilotRecord]) -> Vec<String> {
         let mut keys = vec![
+            self.format(),
             self.unit_counter(),
             self.pilot_counter(),
             self.units(),
@@ -112,6 +119,17 @@ fn glob_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A session's entry in the registry as stored: the entry and the session's store format.
+/// The registry is shared by the sessions of every format, so it stays JSON with these
+/// fields in every version (an entry from before formats has no `format`: 0).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredEntry {
+    #[serde(default)]
+    pub format: u32,
+    #[serde(flatten)]
+    pub entry: SessionEntry,
 }
 
 /// A session as `pstar session list` shows it.

@@ -14,17 +14,20 @@ use pstar_model::{ComputeUnitDescription, PilotId, Timestamp, UnitId};
 
 use crate::{
     Binding, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
-    Subscription,
+    Subscription, Withdrawal,
 };
 
 mod keys;
 mod secret;
+mod wire;
 
+use keys::StoredEntry;
 pub use keys::{Keys, SessionEntry, current_user};
 pub use secret::{
     CA_FILE_ENV, COORDINATION_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, password_from_environment,
     secret_variables,
 };
+pub use wire::{WIRE_VERSION, show_version};
 
 /// How a store connects, and how long it keeps trying when Redis goes away.
 #[derive(Debug, Clone)]
@@ -108,14 +111,49 @@ return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}
     )
 });
 
-static WITHDRAW_SOME: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+/// Withdraws from several queues in one step. `KEYS` are the queues; `ARGV` holds, for
+/// each key in turn, a count `n` (`-1`: the whole queue) then `n` unit numbers. Returns,
+/// per key, the units removed, in queue order (each asked-for unit at most once).
+static WITHDRAW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r#"
-local removed = {}
-for _, id in ipairs(ARGV) do
-  if redis.call('LREM', KEYS[1], 1, id) > 0 then table.insert(removed, id) end
+local out = {}
+local a = 1
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  if n < 0 then
+    out[k] = redis.call('LRANGE', KEYS[k], 0, -1)
+    redis.call('DEL', KEYS[k])
+  elseif n == 0 then
+    out[k] = {}
+  else
+    local wanted = {}
+    for i = a, a + n - 1 do wanted[ARGV[i]] = true end
+    a = a + n
+    local removed, kept = {}, {}
+    for _, id in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do
+      if wanted[id] then
+        wanted[id] = nil
+        removed[#removed + 1] = id
+      else
+        kept[#kept + 1] = id
+      end
+    end
+    if #removed > 32 then
+      -- Many: the queue is rewritten once.
+      redis.call('DEL', KEYS[k])
+      for i = 1, #kept, 1000 do
+        redis.call('RPUSH', KEYS[k], unpack(kept, i, math.min(i + 999, #kept)))
+      end
+    else
+      -- A few: each goes where it is, the rest stays untouched.
+      for _, id in ipairs(removed) do redis.call('LREM', KEYS[k], 1, id) end
+    end
+    out[k] = removed
+  end
 end
-return removed
+return out
 "#,
     )
 });
@@ -208,6 +246,8 @@ impl RedisStore {
         });
         if options.register {
             store.register().await?;
+        } else if !store.session.is_empty() {
+            store.check_format().await?;
         }
         Ok(store)
     }
@@ -215,8 +255,7 @@ impl RedisStore {
     /// Records the session in the registry of sessions (for `pstar session list`); refuses
     /// an id the registry already holds, so that two runs never share keys.
     async fn register(&self) -> Result<()> {
-        let entry = SessionEntry::new(&self.session);
-        let json = to_json(&entry)?;
+        let json = entry_json(&SessionEntry::new(&self.session))?;
         let registry = self.keys.registry();
         let session = self.session.clone();
         let added: bool = self
@@ -225,11 +264,82 @@ impl RedisStore {
                 async move { c.hset_nx(registry, session, json).await }
             })
             .await?;
-        if added {
+        if !added {
+            return Err(CoordinationError::SessionExists(self.session.clone()));
+        }
+        let key = self.keys.format();
+        self.retrying("record the session's store format", |mut c| {
+            let key = key.clone();
+            async move { c.set::<_, _, ()>(key, WIRE_VERSION).await }
+        })
+        .await
+    }
+
+    /// Refuses a session written in another store format than this pstar's: its `format`
+    /// key says which. A session with data but no such key is from before sessions had
+    /// one (format 0) when its registry entry says so too; with neither the key nor an
+    /// entry of another format, its keys were deleted (some have come back since, written
+    /// by someone still at work in it): the session is lost. A session the store does not
+    /// hold passes (whoever opens it says it is missing).
+    async fn check_format(&self) -> Result<()> {
+        let format = self.keys.format();
+        let data = [
+            self.keys.units(),
+            self.keys.events(),
+            self.keys.pilots(),
+            self.keys.unit_counter(),
+        ];
+        let (registry, session) = (self.keys.registry(), self.session.clone());
+        let (found, present, entry): (Option<String>, u64, Option<String>) = self
+            .retrying("read the session's store format", |mut c| {
+                let (format, data) = (format.clone(), data.clone());
+                let (registry, session) = (registry.clone(), session.clone());
+                async move {
+                    redis::pipe()
+                        .get(format)
+                        .exists(&data)
+                        .hget(registry, session)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let what = || format!("session `{}`", pstar_model::printable(&self.session));
+        let found = match (found, present) {
+            (Some(text), _) => text.trim().parse::<u32>().map_err(|_| {
+                CoordinationError::Backend(format!(
+                    "malformed store format of {} in Redis: `{}`",
+                    what(),
+                    pstar_model::printable(&text)
+                ))
+            })?,
+            (None, 0) => return Ok(()),
+            (None, _) => {
+                let entry = entry.and_then(|j| serde_json::from_str::<StoredEntry>(&j).ok());
+                match entry {
+                    Some(e) if e.format != WIRE_VERSION => e.format,
+                    _ => {
+                        return Err(CoordinationError::SessionLost(format!(
+                            "{} has data but not its store format (its keys were deleted)",
+                            what()
+                        )));
+                    }
+                }
+            }
+        };
+        if found == WIRE_VERSION {
             Ok(())
         } else {
-            Err(CoordinationError::SessionExists(self.session.clone()))
+            Err(wire::incompatible(what(), found))
         }
+    }
+
+    /// What messages call a stored value of this session.
+    fn of_session(&self, what: impl std::fmt::Display) -> String {
+        format!(
+            "{what} in session `{}`",
+            pstar_model::printable(&self.session)
+        )
     }
 
     /// Every session recorded in this Redis under `prefix`, oldest first, with whether its
@@ -246,11 +356,12 @@ impl RedisStore {
         // not allowed to hide the others.
         let entries: Vec<SessionEntry> = all
             .iter()
-            .filter_map(|(name, json)| match from_json::<SessionEntry>(json) {
-                // The registry's field is the session's id, whatever the entry says.
-                Ok(entry) => Some(SessionEntry {
+            .filter_map(|(name, json)| match serde_json::from_str::<StoredEntry>(json) {
+                // The registry's field is the session's id, whatever the entry says. The
+                // sessions of every store format are listed.
+                Ok(stored) => Some(SessionEntry {
                     session: name.clone(),
-                    ..entry
+                    ..stored.entry
                 }),
                 Err(e) => {
                     let name = pstar_model::printable(name);
@@ -362,17 +473,21 @@ impl RedisStore {
     /// The claimed units `ids` with their stored descriptions `descs`. A claimed unit
     /// without a description means the session's keys are gone (deleted, or Redis
     /// restarted without its data): that is an error, not a unit to skip.
-    fn describe(&self, ids: &[String], descs: Vec<Option<String>>) -> Result<Vec<Claimed>> {
+    fn describe(&self, ids: &[String], descs: Vec<Option<Vec<u8>>>) -> Result<Vec<Claimed>> {
         let mut claimed = Vec::with_capacity(ids.len());
-        for (id, json) in ids.iter().zip(descs) {
+        for (id, bytes) in ids.iter().zip(descs) {
             let Some(id) = parse_unit(id) else { continue };
-            let Some(json) = json else {
+            let Some(bytes) = bytes else {
                 return Err(CoordinationError::SessionLost(format!(
                     "{id} was in a queue but its description is not in the store"
                 )));
             };
-            match serde_json::from_str::<ComputeUnitDescription>(&json) {
+            match wire::decode::<ComputeUnitDescription>(&bytes, || {
+                self.of_session(format_args!("{id}'s description"))
+            }) {
                 Ok(d) => claimed.push((id, Arc::new(d))),
+                // Another format is the whole session's matter: said, never skipped.
+                Err(e @ CoordinationError::Incompatible { .. }) => return Err(e),
                 Err(e) => {
                     tracing::error!(unit = %id, error = %e, "malformed unit description in Redis");
                 }
@@ -541,14 +656,14 @@ fn classify(e: &RedisError) -> Failure {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value)
-        .map_err(|e| CoordinationError::Backend(format!("cannot encode a record: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text)
-        .map_err(|e| CoordinationError::Backend(format!("malformed record in Redis: {e}")))
+/// A session's registry entry as stored, in this pstar's store format.
+fn entry_json(entry: &SessionEntry) -> Result<String> {
+    let stored = StoredEntry {
+        format: WIRE_VERSION,
+        entry: entry.clone(),
+    };
+    serde_json::to_string(&stored)
+        .map_err(|e| CoordinationError::Backend(format!("cannot encode a session entry: {e}")))
 }
 
 fn parse_unit(text: &str) -> Option<UnitId> {
@@ -600,26 +715,26 @@ impl Coordination for RedisStore {
     }
 
     async fn put_pilot(&self, record: PilotRecord) -> Result<()> {
-        let json = to_json(&record)?;
+        let bytes = wire::encode(&record)?;
         let key = self.keys.pilots();
         let field = record.id.get();
         self.retrying("store a pilot", |mut c| {
-            let (key, json) = (key.clone(), json.clone());
-            async move { c.hset::<_, _, _, ()>(key, field, json).await }
+            let (key, bytes) = (key.clone(), bytes.clone());
+            async move { c.hset::<_, _, _, ()>(key, field, bytes).await }
         })
         .await
     }
 
     async fn pilot(&self, id: PilotId) -> Result<PilotRecord> {
         let key = self.keys.pilots();
-        let json: Option<String> = self
+        let bytes: Option<Vec<u8>> = self
             .retrying("read a pilot", |mut c| {
                 let key = key.clone();
                 async move { c.hget(key, id.get()).await }
             })
             .await?;
-        match json {
-            Some(j) => from_json(&j),
+        match bytes {
+            Some(b) => wire::decode(&b, || self.of_session(format_args!("{id}'s record"))),
             None => Err(CoordinationError::UnknownPilot(id)),
         }
     }
@@ -628,7 +743,7 @@ impl Coordination for RedisStore {
         let key = self.keys.units();
         let mut fields = Vec::with_capacity(units.len());
         for (id, desc) in units {
-            fields.push((id.get(), to_json(desc.as_ref())?));
+            fields.push((id.get(), wire::encode(desc.as_ref())?));
         }
         // One round trip: every chunk's HSET in one pipeline.
         let mut pipe = redis::pipe();
@@ -656,41 +771,59 @@ impl Coordination for RedisStore {
     }
 
     async fn withdraw(&self, pilot: PilotId, units: Option<&[UnitId]>) -> Result<Vec<UnitId>> {
-        let key = self.keys.queue(pilot);
-        let removed: Vec<String> = match units {
-            None => {
-                let (items, _): (Vec<String>, u64) = self
-                    .retrying("withdraw units", |mut c| {
-                        let key = key.clone();
-                        async move {
-                            redis::pipe()
-                                .atomic()
-                                .lrange(&key, 0, -1)
-                                .del(&key)
-                                .query_async(&mut c)
-                                .await
-                        }
-                    })
-                    .await?;
-                items
+        let mut out = self
+            .withdraw_batch(vec![(pilot, units.map(<[UnitId]>::to_vec))])
+            .await?;
+        Ok(out.pop().map(|(_, removed)| removed).unwrap_or_default())
+    }
+
+    async fn withdraw_batch(
+        &self,
+        requests: Vec<Withdrawal>,
+    ) -> Result<Vec<(PilotId, Vec<UnitId>)>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::with_capacity(requests.len());
+        let mut args: Vec<i64> = Vec::new();
+        for (pilot, units) in &requests {
+            keys.push(self.keys.queue(*pilot));
+            match units {
+                None => args.push(-1),
+                Some(ids) => {
+                    args.push(ids.len() as i64);
+                    args.extend(ids.iter().map(|u| u.get() as i64));
+                }
             }
-            Some([]) => Vec::new(),
-            Some(ids) => {
-                let ids: Vec<u64> = ids.iter().map(|u| u.get()).collect();
-                self.retrying("withdraw units", |mut c| {
-                    let (key, ids) = (key.clone(), ids.clone());
-                    async move {
-                        let mut call = WITHDRAW_SOME.key(key);
-                        for id in &ids {
-                            call.arg(*id);
-                        }
-                        call.invoke_async(&mut c).await
+        }
+        // One script for every queue: one round trip, and no claim slips in between.
+        let removed: Vec<Vec<String>> = self
+            .retrying("withdraw units", |mut c| {
+                let (keys, args) = (keys.clone(), args.clone());
+                async move {
+                    let mut call = WITHDRAW.prepare_invoke();
+                    for key in &keys {
+                        call.key(key);
                     }
-                })
-                .await?
-            }
-        };
-        Ok(removed.iter().filter_map(|s| parse_unit(s)).collect())
+                    for arg in &args {
+                        call.arg(*arg);
+                    }
+                    call.invoke_async(&mut c).await
+                }
+            })
+            .await?;
+        if removed.len() != requests.len() {
+            return Err(CoordinationError::Backend(format!(
+                "withdrawing from {} queues answered for {}",
+                requests.len(),
+                removed.len()
+            )));
+        }
+        Ok(requests
+            .into_iter()
+            .zip(removed)
+            .map(|((pilot, _), ids)| (pilot, ids.iter().filter_map(|s| parse_unit(s)).collect()))
+            .collect())
     }
 
     async fn claim(&self, pilot: PilotId, max: usize, wait: Duration) -> Result<Vec<Claimed>> {
@@ -698,7 +831,7 @@ impl Coordination for RedisStore {
         let queue = self.keys.queue(pilot);
         let units = self.keys.units();
         // The usual case, units waiting: pop them and read their descriptions in one step.
-        let (ids, descs): (Vec<String>, Vec<Option<String>>) = self
+        let (ids, descs): (Vec<String>, Vec<Option<Vec<u8>>>) = self
             .retrying("claim units", |mut c| {
                 let (queue, units) = (queue.clone(), units.clone());
                 async move {
@@ -727,7 +860,7 @@ impl Coordination for RedisStore {
         let Some((_, ids)) = popped else {
             return Ok(Vec::new());
         };
-        let descs: Vec<Option<String>> = self
+        let descs: Vec<Option<Vec<u8>>> = self
             .retrying("read claimed units", |mut c| {
                 let (units, ids) = (units.clone(), ids.clone());
                 async move {
@@ -756,7 +889,7 @@ impl Coordination for RedisStore {
             pipe.atomic();
         }
         if !events.is_empty() {
-            pipe.xadd(self.keys.events(), "*", &[("e", to_json(&events)?)])
+            pipe.xadd(self.keys.events(), "*", &[("e", wire::encode(&events)?)])
                 .ignore();
         }
         for (pilot, units) in &bindings {
@@ -797,7 +930,7 @@ impl Coordination for RedisStore {
         let mut out = Vec::new();
         let mut cursor = 0u64;
         loop {
-            let (next, batch): (u64, Vec<(String, String)>) = self
+            let (next, batch): (u64, Vec<(String, Vec<u8>)>) = self
                 .retrying("read units", |mut c| {
                     let key = key.clone();
                     async move {
@@ -811,9 +944,10 @@ impl Coordination for RedisStore {
                     }
                 })
                 .await?;
-            for (id, json) in batch {
+            for (id, bytes) in batch {
                 if let Some(id) = parse_unit(&id) {
-                    out.push((id, Arc::new(from_json::<ComputeUnitDescription>(&json)?)));
+                    let what = || self.of_session(format_args!("{id}'s description"));
+                    out.push((id, Arc::new(wire::decode(&bytes, what)?)));
                 }
             }
             cursor = next;
@@ -828,7 +962,7 @@ impl Coordination for RedisStore {
 
     async fn all_pilots(&self) -> Result<Vec<PilotRecord>> {
         let key = self.keys.pilots();
-        let all: Vec<(u64, String)> = self
+        let all: Vec<(u64, Vec<u8>)> = self
             .retrying("read pilots", |mut c| {
                 let key = key.clone();
                 async move { c.hgetall(key).await }
@@ -836,7 +970,10 @@ impl Coordination for RedisStore {
             .await?;
         let mut pilots = all
             .iter()
-            .map(|(_, json)| from_json::<PilotRecord>(json))
+            .map(|(n, bytes)| {
+                let what = || self.of_session(format_args!("{}'s record", PilotId::new(*n)));
+                wire::decode::<PilotRecord>(bytes, what)
+            })
             .collect::<Result<Vec<_>>>()?;
         pilots.sort_by_key(|p| p.id);
         Ok(pilots)
@@ -855,7 +992,7 @@ impl Coordination for RedisStore {
         let registry = self.keys.registry();
         let mut entry = self.session_entry().await?;
         entry.finished = Some(Timestamp::now());
-        pipe.hset(&registry, &self.session, to_json(&entry)?)
+        pipe.hset(&registry, &self.session, entry_json(&entry)?)
             .ignore();
         self.retrying("set the session's expiry", |mut c| {
             let pipe = pipe.clone();
@@ -865,18 +1002,40 @@ impl Coordination for RedisStore {
     }
 
     async fn send_control(&self, pilot: PilotId, message: Control) -> Result<()> {
-        let key = self.keys.control(pilot);
-        let json = to_json(&message)?;
-        self.retrying("send a control message", |mut c| {
-            let (key, json) = (key.clone(), json.clone());
-            async move { c.rpush::<_, _, ()>(key, json).await }
+        self.send_controls(vec![(pilot, message)]).await
+    }
+
+    async fn send_controls(&self, messages: Vec<(PilotId, Control)>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // One RPUSH per pilot, each pilot's messages in the order given; all in one
+        // transaction, so a retried call never delivers half of them twice.
+        let mut per_pilot: Vec<(PilotId, Vec<Vec<u8>>)> = Vec::new();
+        let mut slot: std::collections::HashMap<PilotId, usize> = Default::default();
+        for (pilot, message) in &messages {
+            let encoded = wire::encode(message)?;
+            let i = *slot.entry(*pilot).or_insert_with(|| {
+                per_pilot.push((*pilot, Vec::new()));
+                per_pilot.len() - 1
+            });
+            per_pilot[i].1.push(encoded);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (pilot, list) in &per_pilot {
+            pipe.rpush(self.keys.control(*pilot), list).ignore();
+        }
+        self.retrying("send control messages", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
     }
 
     async fn recv_control(&self, pilot: PilotId, wait: Duration) -> Result<Vec<Control>> {
         let key = self.keys.control(pilot);
-        let popped: Option<(String, Vec<String>)> = self
+        let popped: Option<(String, Vec<Vec<u8>>)> = self
             .blocking("wait for control messages", |mut c| {
                 let key = key.clone();
                 async move {
@@ -888,7 +1047,14 @@ impl Coordination for RedisStore {
         let Some((_, messages)) = popped else {
             return Ok(Vec::new());
         };
-        messages.iter().map(|m| from_json(m)).collect()
+        messages
+            .iter()
+            .map(|m| {
+                wire::decode(m, || {
+                    self.of_session(format_args!("a control message for {pilot}"))
+                })
+            })
+            .collect()
     }
 
     async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()> {
@@ -959,9 +1125,10 @@ impl RedisStore {
             let full = page.ids.len() == 1000;
             for entry in &page.ids {
                 if let Some(value) = entry.map.get("e") {
-                    let json: String = redis::from_redis_value_ref(value)
+                    let bytes: Vec<u8> = redis::from_redis_value_ref(value)
                         .map_err(|e| CoordinationError::Backend(e.to_string()))?;
-                    events.extend(from_json::<Vec<Event>>(&json)?);
+                    let what = || self.of_session(format_args!("event batch {}", entry.id));
+                    events.extend(wire::decode::<Vec<Event>>(&bytes, what)?);
                 }
             }
             if !full {
@@ -1010,10 +1177,22 @@ impl RedisStore {
                 async move { c.hget(registry, session).await }
             })
             .await?;
-        match json {
-            Some(j) => from_json(&j),
-            None => Ok(SessionEntry::new(&self.session)),
+        let what = || {
+            format!(
+                "the registry entry of session `{}`",
+                pstar_model::printable(&self.session)
+            )
+        };
+        let Some(json) = json else {
+            return Ok(SessionEntry::new(&self.session));
+        };
+        let stored: StoredEntry = serde_json::from_str(&json).map_err(|e| {
+            CoordinationError::Backend(format!("malformed {} in Redis: {e}", what()))
+        })?;
+        if stored.format != WIRE_VERSION {
+            return Err(wire::incompatible(what(), stored.format));
         }
+        Ok(stored.entry)
     }
 
     /// Follows the stream from just after entry `from`, on a connection of its own.
@@ -1025,6 +1204,7 @@ impl RedisStore {
         let key = self.keys.events();
         let url = self.public_url.clone();
         let retry_for = self.retry_for;
+        let session = pstar_model::printable(&self.session).to_string();
         tokio::spawn(async move {
             let mut last = from;
             while !tx.is_closed() {
@@ -1057,13 +1237,24 @@ impl RedisStore {
                     let Some(value) = entry.map.get("e") else {
                         continue;
                     };
-                    let parsed = redis::from_redis_value_ref::<String>(value)
-                        .map_err(|e| e.to_string())
-                        .and_then(|json| {
-                            serde_json::from_str::<Vec<Event>>(&json).map_err(|e| e.to_string())
+                    let parsed = redis::from_redis_value_ref::<Vec<u8>>(value)
+                        .map_err(|e| CoordinationError::Backend(e.to_string()))
+                        .and_then(|bytes| {
+                            wire::decode::<Vec<Event>>(&bytes, || {
+                                format!("event batch {} in session `{session}`", entry.id)
+                            })
                         });
                     match parsed {
                         Ok(events) => batch.extend(events),
+                        // Another format ends the subscription with the error (after what
+                        // came before it): a follower must not go on without those events.
+                        Err(e @ CoordinationError::Incompatible { .. }) => {
+                            if !batch.is_empty() {
+                                let _ = tx.send(Ok(std::mem::take(&mut batch).into()));
+                            }
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
                         Err(e) => {
                             tracing::error!(entry = %entry.id, error = %e, "malformed event batch")
                         }
