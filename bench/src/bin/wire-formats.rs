@@ -180,7 +180,7 @@ fn main() {
                             at,
                             exit_code,
                             detail: None,
-                            lost_run: false,
+                            lost_run: None,
                         })
                     };
                     [
@@ -200,7 +200,11 @@ fn main() {
             at,
             exit_code: Some(1),
             detail: Some("lost with its pilot".into()),
-            lost_run: true,
+            lost_run: Some(pstar_coordination::LostRun {
+                attempt: 1,
+                of: 3,
+                reason: "lost with its pilot".into(),
+            }),
         }),
         Event::Pilot(PilotEvent {
             pilot,
@@ -235,6 +239,7 @@ fn main() {
             },
             sandbox: format!("/home/u/pstar.sandbox/s/pilot.{i:04}").into(),
             job: Some(format!("slurm:{}", 1000 + i)),
+            agent: Default::default(),
         })
         .collect();
     let controls: Vec<Control> = (0..100)

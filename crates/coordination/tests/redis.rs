@@ -830,6 +830,7 @@ async fn a_value_of_another_store_format_is_refused_where_it_is_read() {
         description: PilotComputeDescription::default(),
         sandbox: "/tmp/x".into(),
         job: None,
+        agent: Default::default(),
     };
     redis::pipe()
         .hset("pstar:cur:units", 1, format!("v2:{unit}"))
@@ -915,7 +916,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
             at,
             exit_code: None,
             detail: None,
-            lost_run: false,
+            lost_run: None,
         }),
         Event::Unit(UnitEvent {
             unit: unit(1),
@@ -924,7 +925,11 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
             at,
             exit_code: Some(-9),
             detail: Some("lost with pilot.0001: \"ü\"".into()),
-            lost_run: true,
+            lost_run: Some(pstar_coordination::LostRun {
+                attempt: 2,
+                of: 3,
+                reason: "lost with pilot.0001: \"ü\"".into(),
+            }),
         }),
         Event::Pilot(PilotEvent {
             pilot: p0,
@@ -990,12 +995,17 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
             description: PilotComputeDescription::default(),
             sandbox: "/tmp/a".into(),
             job: None,
+            agent: Default::default(),
         },
         PilotRecord {
             id: p1,
             description: described,
             sandbox: "/tmp/b".into(),
             job: Some("slurm:42".into()),
+            agent: pstar_model::AgentSettings {
+                drain_margin: Some(std::time::Duration::from_secs(90)),
+                ..Default::default()
+            },
         },
     ];
     for r in &records {
