@@ -1037,3 +1037,49 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
     assert_eq!(claimed, descriptions[1..]);
     assert_eq!(other.session_entry().await.unwrap().session, "trip");
 }
+
+/// A unit whose stored description cannot be read (written by hand into the store, or by
+/// someone holding its password) is out of its queue once claimed: it fails on the
+/// stream with the reason, and the units claimed with it are handed out as usual. It
+/// never waits for ever, half claimed.
+#[tokio::test]
+async fn a_claimed_unit_whose_description_cannot_be_read_fails_with_the_reason() {
+    let server = RedisServer::start();
+    let s = store(&server, "bad").await;
+    let pilot = s.reserve_pilot_id().await.unwrap();
+    s.put_units(&units(UnitId::new(0), 2)).await.unwrap();
+    let mut c = raw(&server).await;
+    redis::pipe()
+        .hset("pstar:bad:units", 1, "v1:{\"executable\": 42}")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    s.enqueue(pilot, &[UnitId::new(0), UnitId::new(1)])
+        .await
+        .unwrap();
+    let mut events = s.subscribe_from_start().await.unwrap();
+    let claimed = s.claim(pilot, 4, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [UnitId::new(0)]
+    );
+    let batch = tokio::time::timeout(Duration::from_secs(10), events.next_batch())
+        .await
+        .expect("an event in time")
+        .expect("a batch")
+        .expect("no error");
+    match &batch[..] {
+        [Event::Unit(e)] => {
+            assert_eq!(
+                (e.unit, e.pilot, e.state),
+                (UnitId::new(1), Some(pilot), UnitState::Failed)
+            );
+            let detail = e.detail.as_deref().unwrap_or_default();
+            assert!(
+                detail.starts_with("its description in the coordination store cannot be read"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -473,7 +473,47 @@ impl RedisStore {
     /// The claimed units `ids` with their stored descriptions `descs`. A claimed unit
     /// without a description means the session's keys are gone (deleted, or Redis
     /// restarted without its data): that is an error, not a unit to skip.
-    fn describe(&self, ids: &[String], descs: Vec<Option<Vec<u8>>>) -> Result<Vec<Claimed>> {
+    ///
+    /// A description that cannot be read (written into the store by hand, or by someone
+    /// hostile) fails its unit, with the reason, on the stream: it is out of its queue now,
+    /// and must not wait there for ever.
+    async fn describe(
+        &self,
+        pilot: PilotId,
+        ids: &[String],
+        descs: Vec<Option<Vec<u8>>>,
+    ) -> Result<Vec<Claimed>> {
+        let mut unreadable = Vec::new();
+        let claimed = self.describe_all(ids, descs, &mut unreadable)?;
+        if !unreadable.is_empty() {
+            let at = pstar_model::Timestamp::now();
+            let events = unreadable
+                .into_iter()
+                .map(|(unit, why)| {
+                    Event::Unit(crate::UnitEvent {
+                        unit,
+                        pilot: Some(pilot),
+                        state: pstar_model::UnitState::Failed,
+                        at,
+                        exit_code: None,
+                        detail: Some(format!(
+                            "its description in the coordination store cannot be read: {why}"
+                        )),
+                        lost_run: None,
+                    })
+                })
+                .collect();
+            self.publish(events).await?;
+        }
+        Ok(claimed)
+    }
+
+    fn describe_all(
+        &self,
+        ids: &[String],
+        descs: Vec<Option<Vec<u8>>>,
+        unreadable: &mut Vec<(UnitId, String)>,
+    ) -> Result<Vec<Claimed>> {
         let mut claimed = Vec::with_capacity(ids.len());
         for (id, bytes) in ids.iter().zip(descs) {
             let Some(id) = parse_unit(id) else { continue };
@@ -490,6 +530,7 @@ impl RedisStore {
                 Err(e @ CoordinationError::Incompatible { .. }) => return Err(e),
                 Err(e) => {
                     tracing::error!(unit = %id, error = %e, "malformed unit description in Redis");
+                    unreadable.push((id, e.to_string()));
                 }
             }
         }
@@ -845,7 +886,7 @@ impl Coordination for RedisStore {
             })
             .await?;
         if !ids.is_empty() || wait.is_zero() {
-            return self.describe(&ids, descs);
+            return self.describe(pilot, &ids, descs).await;
         }
         // None waiting: block until some come (or `wait` ends), on a connection of its own.
         let popped: Option<(String, Vec<String>)> = self
@@ -872,7 +913,7 @@ impl Coordination for RedisStore {
                 }
             })
             .await?;
-        self.describe(&ids, descs)
+        self.describe(pilot, &ids, descs).await
     }
 
     async fn publish(&self, events: Vec<Event>) -> Result<()> {
