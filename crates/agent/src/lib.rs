@@ -417,6 +417,7 @@ impl Run {
                 }
                 control = control_rx.recv() => match control {
                     Some(Control::CancelUnit(unit)) => self.cancel_unit(unit),
+                    Some(Control::ReturnUnits(units)) => self.give_back(&units),
                     Some(Control::CancelPilot) => return End::Pilot(PilotState::Canceled, "pilot canceled".into()),
                     None => return End::Pilot(PilotState::Failed, "control task ended".into()),
                 },
@@ -509,6 +510,34 @@ impl Run {
                 self.canceled_early.insert(unit);
             }
             Some(Found::Running) | None => {}
+        }
+    }
+
+    /// Gives back the units of `units` that still wait here (the manager takes them for
+    /// a pilot that idles); started ones run on.
+    fn give_back(&mut self, units: &[UnitId]) {
+        let asked: std::collections::HashSet<UnitId> = units.iter().copied().collect();
+        let given = self
+            .executors
+            .with(|q| {
+                let mut given = Vec::new();
+                q.pending.retain(|(id, desc)| {
+                    let give = asked.contains(id);
+                    if give {
+                        given.push(*id);
+                        q.pending_cores -= desc.cores;
+                    }
+                    !give
+                });
+                given
+            })
+            .unwrap_or_default();
+        let why = format!(
+            "given back by {} for a pilot with idle cores",
+            self.record.id
+        );
+        for id in given {
+            self.unit_event(id, UnitState::New, None, Some(why.clone()));
         }
     }
 

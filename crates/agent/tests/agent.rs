@@ -469,3 +469,39 @@ async fn stdout_and_stderr_that_are_one_file_keep_both_streams() {
     assert_eq!(std::fs::read_to_string(&real).unwrap(), "OUT\nERR\n");
     agent.abort();
 }
+
+/// A unit the manager asks back (for a pilot whose cores idle) is given back if it still
+/// waits for cores here, reported `New` with why; one already running runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_asked_back_are_given_back_only_if_they_have_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let running = queue_script(&store, "sleep 0.5").await;
+    let waiting = queue_script(&store, "sleep 0.5").await;
+    let agent = tokio::spawn(
+        Agent::new(store.clone(), record(dir.path(), 1), AgentConfig::default()).run(),
+    );
+    units_reach(
+        &mut events,
+        &[(running, UnitState::Running), (waiting, UnitState::Pending)],
+    )
+    .await;
+    store
+        .send_control(
+            PilotId::new(0),
+            pstar_coordination::Control::ReturnUnits(vec![running, waiting]),
+        )
+        .await
+        .unwrap();
+    let got = units_reach(
+        &mut events,
+        &[(waiting, UnitState::New), (running, UnitState::Done)],
+    )
+    .await;
+    assert_eq!(
+        got[0].detail.as_deref(),
+        Some("given back by pilot.0000 for a pilot with idle cores")
+    );
+    agent.abort();
+}

@@ -468,8 +468,10 @@ impl Sim {
         }
         for (pilot, control) in controls {
             let i = p_index(pilot) as u32;
-            if let Control::CancelUnit(unit) = control {
-                self.cancel_on_agent(i, unit);
+            match control {
+                Control::CancelUnit(unit) => self.cancel_on_agent(i, unit),
+                Control::ReturnUnits(units) => self.give_back(i, &units),
+                Control::CancelPilot => {}
             }
         }
         for pilot in cancel_pilots {
@@ -520,6 +522,22 @@ impl Sim {
         touched.dedup();
         for i in touched {
             self.claim_and_start(i);
+        }
+    }
+
+    /// The agent of pilot `i` gives back the units of `units` that wait there.
+    fn give_back(&mut self, i: u32, units: &[UnitId]) {
+        let p = &mut self.pilots[i as usize];
+        let mut given = Vec::new();
+        p.waiting.retain(|u| {
+            let give = units.contains(u);
+            if give {
+                given.push(*u);
+            }
+            !give
+        });
+        for u in given {
+            self.report(u, p_id(i), UnitState::New, None);
         }
     }
 

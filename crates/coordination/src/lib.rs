@@ -193,6 +193,10 @@ pub enum Control {
     CancelUnit(UnitId),
     /// Stop the pilot: units still running go back to the pool, then the pilot is `Canceled`.
     CancelPilot,
+    /// Give these units back if they still wait for cores here (not started): report
+    /// each `New`, so the manager can bind it to a pilot that idles. Units already
+    /// running, or not held here, are left alone.
+    ReturnUnits(Vec<UnitId>),
 }
 
 /// What an agent needs to know about its pilot, stored when the pilot is created.

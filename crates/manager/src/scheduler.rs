@@ -10,8 +10,9 @@
 //! * A unit is bound only to a pilot that is running, accepts work and has room for it
 //!   now (late binding). A pilot's room is its slots plus a small prefetch (so its agent has
 //!   the next unit at hand when one ends), minus what is already bound to it.
-//! * Units are considered oldest first. Among the pilots with room, the one with the most
-//!   free cores gets the unit, so bigger or less loaded pilots take more.
+//! * Units are considered oldest first. Among the pilots with room, one with idle cores
+//!   (nothing bound to them) comes first, then the one with the most room, so idle cores
+//!   fill before units queue anywhere, and bigger or less loaded pilots take more.
 //! * A unit that names a pilot (early binding) goes only to that pilot.
 //! * A unit that fits nowhere *now* but fits some pilot once it drains **reserves** that
 //!   pilot: no younger unit is bound to it until the reserving unit is. The agent runs its
@@ -43,6 +44,9 @@ pub struct PilotView {
     pub gpus: u32,
     /// Room left for more units (slots plus prefetch, minus what is bound to it).
     pub free_cores: u32,
+    /// Cores with nothing bound to them (its cores minus what is bound, or 0): a pilot
+    /// with idle cores gets units before one that would only queue them.
+    pub idle_cores: u32,
     /// GPU room left, likewise.
     pub free_gpus: u32,
     /// Its whole walltime.
@@ -240,17 +244,18 @@ pub fn schedule_live(
     let mut reserved = vec![false; pilots.len()];
     let by_id: HashMap<PilotId, usize> =
         pilots.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-    // Pilots with room, best first; an entry is current only while the pilot's room is
-    // what it says and the pilot is not reserved (stale entries are skipped).
-    let mut open: BinaryHeap<(u32, Reverse<usize>)> = pilots
+    // Pilots with room, best first (idle cores, then room); an entry is current only
+    // while the pilot's room is what it says and the pilot is not reserved (stale entries
+    // are skipped).
+    let mut open: BinaryHeap<(u32, u32, Reverse<usize>)> = pilots
         .iter()
         .enumerate()
         .filter(|(_, p)| p.accepting && p.free_cores > 0)
-        .map(|(i, p)| (p.free_cores, Reverse(i)))
+        .map(|(i, p)| (p.idle_cores, p.free_cores, Reverse(i)))
         .collect();
-    let current = |e: &(u32, Reverse<usize>), pilots: &[PilotView], reserved: &[bool]| {
-        let i = e.1.0;
-        pilots[i].free_cores == e.0 && e.0 > 0 && !reserved[i]
+    let current = |e: &(u32, u32, Reverse<usize>), pilots: &[PilotView], reserved: &[bool]| {
+        let i = e.2.0;
+        pilots[i].idle_cores == e.0 && pilots[i].free_cores == e.1 && e.1 > 0 && !reserved[i]
     };
     let mut never = NeverFits::new(pilots);
 
@@ -293,8 +298,8 @@ pub fn schedule_live(
                     if !current(&e, pilots, &reserved) {
                         continue;
                     }
-                    if fits_now(&pilots[e.1.0], &unit) {
-                        best = Some(e.1.0);
+                    if fits_now(&pilots[e.2.0], &unit) {
+                        best = Some(e.2.0);
                         break;
                     }
                     passed.push(e);
@@ -307,7 +312,7 @@ pub fn schedule_live(
                         .filter(|(i, p)| {
                             p.accepting && !reserved[*i] && fits_ever(p, &unit) && in_time(p, &unit)
                         })
-                        .max_by_key(|(i, p)| (p.free_cores, Reverse(*i)))
+                        .max_by_key(|(i, p)| (p.idle_cores, p.free_cores, Reverse(*i)))
                         .map(|(i, _)| i);
                     if let Some(i) = hold {
                         reserved[i] = true;
@@ -321,8 +326,9 @@ pub fn schedule_live(
                 let p = &mut pilots[i];
                 p.free_cores -= unit.cores;
                 p.free_gpus -= unit.gpus;
+                p.idle_cores = p.idle_cores.saturating_sub(unit.cores);
                 if p.free_cores > 0 {
-                    open.push((p.free_cores, Reverse(i)));
+                    open.push((p.idle_cores, p.free_cores, Reverse(i)));
                 }
                 decisions.push(Decision::Bind {
                     unit: unit.id,
@@ -350,6 +356,7 @@ mod tests {
             cores,
             gpus: 0,
             free_cores: free,
+            idle_cores: free.min(cores),
             free_gpus: 0,
             walltime: Duration::from_secs(3600),
             remaining: None,

@@ -660,3 +660,40 @@ async fn a_unit_longer_than_every_pilot_s_walltime_fails_at_once_naming_both() {
     assert_eq!(within(short.wait()).await, UnitState::Done);
     f.pcs.cancel().await;
 }
+
+/// Work stealing: a 1-core pilot up first takes a small workload (prefetch, and its agent
+/// claims ahead); a 4-core pilot that comes up next gets the units still waiting there
+/// instead of idling.
+#[tokio::test]
+async fn a_pilot_that_comes_up_later_takes_units_waiting_on_a_busy_one() {
+    let f = fixture().await;
+    let small = f.pcs.create_pilot(pilot(1)).await.unwrap();
+    within(small.wait_for(PilotState::Running)).await;
+    let units = f
+        .cus
+        .submit_batch((0..12).map(|_| sh("sleep 0.3")))
+        .await
+        .unwrap();
+    // The small pilot holds them all before the big one exists.
+    within(async {
+        while units
+            .iter()
+            .filter(|u| u.state() == UnitState::Pending)
+            .count()
+            < 11
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let big = f.pcs.create_pilot(pilot(4)).await.unwrap();
+    within(f.cus.wait()).await;
+    assert!(units.iter().all(|u| u.state() == UnitState::Done));
+    let on_big = units.iter().filter(|u| u.pilot() == Some(big.id())).count();
+    // Without stealing the big pilot would get none: all 12 were bound to the small one.
+    assert!(
+        on_big >= 4,
+        "only {on_big} of 12 units ran on the 4-core pilot"
+    );
+    f.pcs.cancel().await;
+}

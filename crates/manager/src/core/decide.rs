@@ -92,6 +92,7 @@ impl Core {
         let service = u.service;
         let spec = u.spec;
         u.state = e.state;
+        let was_stealing = std::mem::take(&mut u.stealing);
         if let Some(lost) = &e.lost_run {
             u.lost.push(lost.reason.clone());
         }
@@ -123,6 +124,9 @@ impl Core {
         let detail = u.detail.clone();
         if let Some(s) = self.service_mut(service) {
             s.counts.moved(from, e.state);
+            if was_stealing {
+                s.stealing_cores = s.stealing_cores.saturating_sub(spec.cores);
+            }
         }
         self.counts_changed.insert(service);
 
@@ -322,6 +326,23 @@ impl Core {
                         } else {
                             self.out.controls.push((pilot, Control::CancelUnit(*u)));
                         }
+                    }
+                }
+                Purpose::Steal { units } => {
+                    let taken: HashSet<UnitId> = taken.into_iter().collect();
+                    let why = format!("taken back from {pilot} for a pilot with idle cores");
+                    let mut claimed = Vec::new();
+                    for u in units {
+                        if taken.contains(&u) {
+                            self.decide(u, Some(pilot), UnitState::New, why.clone());
+                        } else {
+                            claimed.push(u);
+                        }
+                    }
+                    if !claimed.is_empty() {
+                        self.out
+                            .controls
+                            .push((pilot, Control::ReturnUnits(claimed)));
                     }
                 }
                 Purpose::Settle { left, state, why } => {

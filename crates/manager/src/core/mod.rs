@@ -30,6 +30,7 @@ use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 use crate::scheduler::{self, Decision, PilotView, UnitView};
 
 mod decide;
+mod steal;
 #[cfg(test)]
 mod tests;
 
@@ -353,6 +354,9 @@ enum Purpose {
     Return(String),
     /// Cancel those withdrawn; ask the agent to cancel the rest of `units`.
     Cancel { units: Vec<UnitId>, reason: String },
+    /// Give units queued or waiting on a busy pilot to one with idle cores: those
+    /// withdrawn come back at once, the agent is asked to give back the rest.
+    Steal { units: Vec<UnitId> },
     /// Settle an ended pilot: what it still held.
     Settle {
         left: Vec<UnitId>,
@@ -378,6 +382,8 @@ struct UnitEntry {
     cancel: Option<String>,
     /// It has run (been `Running`) at least once.
     ran: bool,
+    /// Asked back from its pilot for one with idle cores (not asked again meanwhile).
+    stealing: bool,
     /// The detail it shows now (why it came back, say).
     detail: Option<String>,
 }
@@ -409,6 +415,9 @@ struct PilotEntry {
 #[derive(Debug)]
 struct ServiceEntry {
     policy: UnitPolicy,
+    /// Cores of this service's units asked back from busy pilots and not back yet: room
+    /// of idle pilots already promised to them.
+    stealing_cores: u32,
     pool: VecDeque<UnitView>,
     counts: UnitCounts,
     forget_finished: bool,
@@ -500,6 +509,7 @@ impl Core {
                         service,
                         ServiceEntry {
                             policy,
+                            stealing_cores: 0,
                             pool: VecDeque::new(),
                             counts: UnitCounts::default(),
                             forget_finished: false,
@@ -586,6 +596,7 @@ impl Core {
         }
         if self.replay.is_none() && self.asked.is_empty() {
             self.schedule();
+            self.steal();
         }
         let mut out = std::mem::take(&mut self.out);
         self.enqueue_index.clear();
@@ -876,6 +887,7 @@ impl Core {
                     cores: p.spec.cores,
                     gpus: p.spec.gpus,
                     free_cores: prefetched(p.spec.cores, prefetch).saturating_sub(p.cores_bound),
+                    idle_cores: p.spec.cores.saturating_sub(p.cores_bound),
                     free_gpus: p
                         .spec
                         .gpus
@@ -973,6 +985,7 @@ impl UnitEntry {
             lost: Vec::new(),
             cancel: None,
             ran: false,
+            stealing: false,
             detail: None,
         }
     }

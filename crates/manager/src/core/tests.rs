@@ -781,6 +781,77 @@ fn forgotten_units_leave_the_core_when_they_end() {
     assert!(h.applied.last().is_some_and(|a| a.forgotten));
 }
 
+#[test]
+fn steal_a_pilot_with_idle_cores_gets_units_that_wait_on_a_busy_one() {
+    let mut h = Harness::default_policy();
+    h.add_pilot(1, 1);
+    // A small workload: the 1-core pilot, alone, gets it all (prefetch) and its agent
+    // claims it all ahead.
+    h.submit((0..10).map(|i| spec(i, 1)).collect());
+    assert_eq!(h.queued(1).len(), 10);
+    let claimed = h.claim(1, 8);
+    h.unit_event(claimed[0], 1, UnitState::Running);
+    // A 4-core pilot comes up: nothing waits in the pool, but 9 units wait on pilot 1.
+    h.add_pilot(2, 4);
+    // The 2 still queued are withdrawn at once; the agent is asked for claimed ones.
+    let asked: Vec<UnitId> = h
+        .controls
+        .iter()
+        .filter_map(|(p1, c)| match c {
+            Control::ReturnUnits(units) if *p1 == p(1) => Some(units.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(h.queued(1).is_empty(), "queued units were withdrawn");
+    assert_eq!(h.queued(2), [8, 9], "and bound to the idle pilot");
+    assert_eq!(
+        asked,
+        [u(7), u(6)],
+        "the last claimed are asked back, for 2 idle cores"
+    );
+    assert!(
+        !asked.contains(&u(claimed[0])),
+        "a running unit is never asked back"
+    );
+    // The agent gives them back: they go to the idle pilot, not back to pilot 1.
+    for unit in [7, 6] {
+        h.unit_event(unit, 1, UnitState::New);
+    }
+    assert_eq!(h.queued(2), [8, 9, 7, 6]);
+    // Asked once: a unit the agent did not give back (it started meanwhile) is not asked
+    // again while its state stays.
+    let before = h.controls.len();
+    h.settle();
+    assert_eq!(h.controls.len(), before);
+}
+
+#[test]
+fn steal_never_takes_early_bound_units_or_moves_work_between_busy_pilots() {
+    let mut h = Harness::new(policy(1));
+    h.add_pilot(1, 1);
+    h.add_pilot(2, 1);
+    let mut early = spec(0, 1);
+    early.pilot = Some(p(1));
+    h.submit(vec![early, spec(1, 1), spec(2, 1), spec(3, 1)]);
+    h.claim(1, 4);
+    h.claim(2, 4);
+    // Both pilots have units bound beyond their cores and none idles: nothing moves.
+    assert!(h.controls.is_empty());
+    h.add_pilot(3, 1);
+    let asked: Vec<UnitId> = h
+        .controls
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Control::ReturnUnits(units) => Some(units.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!asked.contains(&u(0)), "early-bound: stays on its pilot");
+    assert_eq!(asked.len(), 1, "one idle core: one unit asked back");
+}
+
 /// Random interleavings of commands, agents' reports, pilot ends and cancels, for two
 /// services sharing pilots; after every step the core's invariants hold (the harness
 /// checks them), no unit ends twice, and at the end, once a big pilot runs whatever is
@@ -803,6 +874,7 @@ mod interleavings {
             cores: u32,
         },
         ShareLastPilot,
+        Obey,
         Claim {
             pilot: u8,
             n: u8,
@@ -851,6 +923,7 @@ mod interleavings {
             1 => (0..2u32).prop_map(|service| Step::CancelAll { service }),
             1 => (0..2u32, 0..6u8).prop_map(|(service, pilot)| Step::RemovePilot { service, pilot }),
             1 => (1..600u16).prop_map(|secs| Step::Tick { secs }),
+            2 => Just(Step::Obey),
         ]
     }
 
@@ -858,6 +931,31 @@ mod interleavings {
     #[derive(Default)]
     struct Agents {
         claimed: Vec<(u64, u64, bool)>,
+    }
+
+    /// The agents carry out the control messages the core sent: a unit to cancel is
+    /// killed or dropped; a unit to give back is, if it has not started.
+    fn obey(h: &mut Harness, agents: &mut Agents) {
+        for (_, control) in std::mem::take(&mut h.controls) {
+            match control {
+                Control::CancelUnit(unit) => {
+                    if let Some(i) = agents.claimed.iter().position(|c| u(c.0) == unit) {
+                        let (unit, pilot, _) = agents.claimed.remove(i);
+                        h.unit_event(unit, pilot, UnitState::Canceled);
+                    }
+                }
+                Control::ReturnUnits(units) => {
+                    for unit in units {
+                        if let Some(i) = agents.claimed.iter().position(|c| u(c.0) == unit && !c.2)
+                        {
+                            let (unit, pilot, _) = agents.claimed.remove(i);
+                            h.unit_event(unit, pilot, UnitState::New);
+                        }
+                    }
+                }
+                Control::CancelPilot => {}
+            }
+        }
     }
 
     fn play(steps: Vec<Step>) {
@@ -977,21 +1075,7 @@ mod interleavings {
                             units: vec![u(unit)],
                             reason: "canceled".into(),
                         });
-                        // The agent obeys a control message for a unit it holds.
-                        let asked: Vec<UnitId> = h
-                            .controls
-                            .drain(..)
-                            .filter_map(|(_, c)| match c {
-                                Control::CancelUnit(u) => Some(u),
-                                Control::CancelPilot => None,
-                            })
-                            .collect();
-                        for unit in asked {
-                            if let Some(i) = agents.claimed.iter().position(|c| u(c.0) == unit) {
-                                let (unit, pilot, _) = agents.claimed.remove(i);
-                                h.unit_event(unit, pilot, UnitState::Canceled);
-                            }
-                        }
+                        obey(&mut h, &mut agents);
                     }
                 }
                 Step::CancelAll { service } => {
@@ -999,25 +1083,13 @@ mod interleavings {
                         service: ServiceId(service),
                         reason: "all".into(),
                     });
-                    let asked: Vec<UnitId> = h
-                        .controls
-                        .drain(..)
-                        .filter_map(|(_, c)| match c {
-                            Control::CancelUnit(u) => Some(u),
-                            Control::CancelPilot => None,
-                        })
-                        .collect();
-                    for unit in asked {
-                        if let Some(i) = agents.claimed.iter().position(|c| u(c.0) == unit) {
-                            let (unit, pilot, _) = agents.claimed.remove(i);
-                            h.unit_event(unit, pilot, UnitState::Canceled);
-                        }
-                    }
+                    obey(&mut h, &mut agents);
                 }
                 Step::RemovePilot { service, pilot } => h.input(Input::RemovePilots {
                     service: ServiceId(service),
                     pilots: vec![p(u64::from(pilot))],
                 }),
+                Step::Obey => obey(&mut h, &mut agents),
                 Step::Tick { secs: more } => {
                     secs += u64::from(more);
                     h.at(secs);
