@@ -12,7 +12,9 @@
 //! `New` and are bound again, where there is room. A unit that has started is never
 //! taken back, and a unit asked back is not asked again until its state changes.
 
-use pstar_model::{PilotId, PilotState, UnitId, UnitState};
+use std::time::Duration;
+
+use pstar_model::{PilotId, UnitId, UnitState};
 
 use super::{Core, Purpose};
 
@@ -23,34 +25,35 @@ impl Core {
             if !self.pool_is_empty(i) {
                 continue;
             }
-            // Pilots of the service with idle cores now: their room, most first.
-            let mut idle: Vec<u32> = self
-                .pilots
-                .iter()
-                .filter(|p| {
-                    p.services.contains(&service)
-                        && p.alive()
-                        && !p.draining
-                        && p.state == PilotState::Running
-                        && p.cores_bound < p.spec.cores
-                })
-                .map(|p| p.spec.cores - p.cores_bound)
+            // Pilots the scheduler would give units to now, with idle cores: their idle
+            // cores, GPUs and walltime left (the scheduler's own view, so a unit taken
+            // for one is bound there, not back where it came from).
+            let mut idle: Vec<(u32, u32, Option<Duration>)> = self
+                .views(service)
+                .into_iter()
+                .filter(|v| v.accepting && v.idle_cores > 0)
+                .map(|v| (v.idle_cores, v.free_gpus, v.remaining))
                 .collect();
             if idle.is_empty() {
                 continue;
             }
-            idle.sort_unstable_by(|a, b| b.cmp(a));
+            idle.sort_unstable_by(|a, b| b.0.cmp(&a.0));
             // What was asked back already and is on its way takes that room.
-            let promised = self.services[i].1.stealing_cores;
-            let mut room: u32 = idle.iter().sum::<u32>().saturating_sub(promised);
-            if room == 0 {
+            let mut promised = self.services[i].1.stealing_cores;
+            for slot in &mut idle {
+                let used = slot.0.min(promised);
+                slot.0 -= used;
+                promised -= used;
+            }
+            if idle.iter().all(|s| s.0 == 0) {
                 continue;
             }
-            let biggest = idle[0];
-            // Donors: pilots with more bound than their cores (units wait there).
+            // Donors: pilots with more bound than their cores (units wait there). A unit
+            // is taken only for an idle pilot it fits (cores, GPUs, walltime left), so it
+            // cannot bounce back to where it came from.
             let mut taken: Vec<(PilotId, Vec<UnitId>)> = Vec::new();
             for p in &self.pilots {
-                if room == 0 {
+                if idle.iter().all(|s| s.0 == 0) {
                     break;
                 }
                 if !p.services.contains(&service) || p.ended || p.cores_bound <= p.spec.cores {
@@ -67,22 +70,31 @@ impl Core {
                             u.service == service
                                 && !u.stealing
                                 && u.spec.pilot.is_none()
-                                && u.spec.cores <= biggest
                                 && matches!(u.state, UnitState::Scheduled | UnitState::Pending)
                         })
                     })
                     .collect();
                 candidates.sort_unstable_by(|a, b| b.cmp(a));
                 let mut mine = Vec::new();
-                for u in candidates {
-                    let cores = self.units.get(&u).map_or(0, |u| u.spec.cores);
-                    if cores > excess || cores > room {
+                for id in candidates {
+                    let Some(u) = self.units.get(&id) else {
+                        continue;
+                    };
+                    let (cores, gpus, time) = (u.spec.cores, u.spec.gpus, u.spec.time_request);
+                    if cores > excess {
                         continue;
                     }
+                    let home = idle.iter_mut().find(|(c, g, left)| {
+                        cores <= *c
+                            && gpus <= *g
+                            && time.is_none_or(|t| left.is_none_or(|l| t <= l))
+                    });
+                    let Some(home) = home else { continue };
+                    home.0 -= cores;
+                    home.1 -= gpus;
                     excess -= cores;
-                    room -= cores;
-                    mine.push(u);
-                    if excess == 0 || room == 0 {
+                    mine.push(id);
+                    if excess == 0 || idle.iter().all(|s| s.0 == 0) {
                         break;
                     }
                 }
