@@ -220,6 +220,7 @@ impl Agent {
             executors,
             canceled_early: HashSet::new(),
             claimed_ever: HashSet::new(),
+            given_back: HashSet::new(),
             draining: false,
             claim_outstanding: false,
             health,
@@ -311,10 +312,13 @@ struct Run {
     executors: Arc<Executors>,
     /// Cancels that arrived before their unit was claimed.
     canceled_early: HashSet<UnitId>,
-    /// Every unit this agent has claimed. An agent never gets the same unit twice (it
-    /// gives units back only when it stops taking any), so a second copy in its queue (a
-    /// store call retried after its reply was lost) is dropped rather than run twice.
+    /// Every unit this agent has claimed. An agent gets the same unit again only after it
+    /// gave it back (`given_back`), so any other second copy in its queue (a store call
+    /// retried after its reply was lost) is dropped rather than run twice.
     claimed_ever: HashSet<UnitId>,
+    /// Units this agent gave back to the pool (`Control::ReturnUnits`): the manager may
+    /// bind one here again, and that claim is not a second copy.
+    given_back: HashSet<UnitId>,
     draining: bool,
     claim_outstanding: bool,
     /// Whether the store answers; the main loop marks it down when a claim gives up.
@@ -448,7 +452,7 @@ impl Run {
     fn claimed(&mut self, units: Vec<Claimed>) {
         let mut accepted = Vec::with_capacity(units.len());
         for (id, desc) in units {
-            if !self.claimed_ever.insert(id) {
+            if !self.claimed_ever.insert(id) && !self.given_back.remove(&id) {
                 tracing::warn!(unit = %id, "dropped a second copy of a unit already claimed");
                 continue;
             }
@@ -536,6 +540,7 @@ impl Run {
             "given back by {} for a pilot with idle cores",
             self.record.id
         );
+        self.given_back.extend(given.iter().copied());
         for id in given {
             self.unit_event(id, UnitState::New, None, Some(why.clone()));
         }

@@ -503,5 +503,9 @@ async fn units_asked_back_are_given_back_only_if_they_have_not_started() {
         got[0].detail.as_deref(),
         Some("given back by pilot.0000 for a pilot with idle cores")
     );
+    // The manager may bind a unit given back to this pilot again (its new pilot failed,
+    // say): that claim runs it, it is not a second copy.
+    store.enqueue(PilotId::new(0), &[waiting]).await.unwrap();
+    units_reach(&mut events, &[(waiting, UnitState::Done)]).await;
     agent.abort();
 }

@@ -1153,3 +1153,56 @@ mod interleavings {
         }
     }
 }
+
+#[test]
+fn steal_then_the_thief_fails_and_every_unit_still_ends() {
+    let mut h = Harness::default_policy();
+    h.add_pilot(1, 1);
+    h.submit((0..12).map(|i| spec(i, 1)).collect());
+    let claimed = h.claim(1, 16);
+    assert_eq!(claimed.len(), 12);
+    h.unit_event(0, 1, UnitState::Running);
+    h.add_pilot(2, 2);
+    let asked: Vec<UnitId> = h
+        .controls
+        .drain(..)
+        .filter_map(|(_, c)| match c {
+            Control::ReturnUnits(units) => Some(units),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(asked.len(), 2);
+    for unit in &asked {
+        h.unit_event(unit.get(), 1, UnitState::New);
+    }
+    let on2 = h.claim(2, 16);
+    assert_eq!(on2.len(), 2, "{:?}", h.queued(2));
+    for unit in &on2 {
+        h.unit_event(*unit, 2, UnitState::Running);
+    }
+    h.pilot_event(2, PilotState::Failed, "agent killed");
+    // Pilot 1 runs everything left, one by one.
+    h.unit_event(0, 1, UnitState::Done);
+    for _ in 0..50 {
+        for unit in h.claim(1, 16) {
+            let _ = unit;
+        }
+        let next = (0..12).find(|i| {
+            matches!(h.state(*i), Some(UnitState::Pending))
+                && h.core.unit_pilot(u(*i)) == Some(p(1))
+        });
+        match next {
+            Some(i) => h.run(i, 1, UnitState::Done),
+            None => break,
+        }
+    }
+    for i in 0..12 {
+        assert_eq!(
+            h.state(i),
+            Some(UnitState::Done),
+            "unit {i}: {:?}",
+            h.detail(i)
+        );
+    }
+}
