@@ -148,6 +148,12 @@ pub(crate) struct Queue {
     pub(crate) paused: bool,
     /// When waiting units fall below this many cores, the main loop is told to claim more.
     pub(crate) refill_below: u32,
+    /// When the pilot's walltime ends: a unit whose `time_request` does not fit in what
+    /// is left is given back, not started.
+    pub(crate) ends_at: Option<std::time::Instant>,
+    /// Units given back to the pool (for a pilot with idle cores, or for lack of
+    /// walltime here): the manager may bind one here again, and that claim is no copy.
+    pub(crate) given_back: std::collections::HashSet<UnitId>,
     /// Executor threads alive, and how many of them wait for work.
     threads: u32,
     idle: u32,
@@ -172,6 +178,8 @@ impl Executors {
                 closed: false,
                 paused: false,
                 refill_below: d.cores.saturating_mul(2),
+                ends_at: None,
+                given_back: std::collections::HashSet::new(),
                 threads: 0,
                 idle: 0,
             }),
@@ -269,6 +277,35 @@ impl Executors {
                         id,
                         record.id,
                         UnitState::Failed,
+                        None,
+                        Some(detail),
+                    ));
+                    continue;
+                }
+                // A unit that says it needs more time than the walltime left here would be
+                // cut short: it goes back to the pool for a pilot with time.
+                let short = q.pending.front().and_then(|(_, d)| {
+                    let need = d.time_request?;
+                    let left = q
+                        .ends_at?
+                        .saturating_duration_since(std::time::Instant::now());
+                    (need > left).then_some((need, left))
+                });
+                if let Some((need, left)) = short
+                    && let Some((id, desc)) = q.pending.pop_front()
+                {
+                    q.pending_cores -= desc.cores;
+                    q.given_back.insert(id);
+                    let detail = format!(
+                        "needs {} of run time (time_request) and {} has {} of walltime left",
+                        humantime::format_duration(need),
+                        record.id,
+                        humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
+                    );
+                    let _ = events.send(unit_event(
+                        id,
+                        record.id,
+                        UnitState::New,
                         None,
                         Some(detail),
                     ));

@@ -220,11 +220,12 @@ impl Agent {
             executors,
             canceled_early: HashSet::new(),
             claimed_ever: HashSet::new(),
-            given_back: HashSet::new(),
             draining: false,
             claim_outstanding: false,
             health,
         };
+        let ends_at = (started + walltime).into_std();
+        run.executors.with(|q| q.ends_at = Some(ends_at));
         let end = run
             .main_loop(
                 Channels {
@@ -313,12 +314,9 @@ struct Run {
     /// Cancels that arrived before their unit was claimed.
     canceled_early: HashSet<UnitId>,
     /// Every unit this agent has claimed. An agent gets the same unit again only after it
-    /// gave it back (`given_back`), so any other second copy in its queue (a store call
-    /// retried after its reply was lost) is dropped rather than run twice.
+    /// gave it back (`Queue::given_back`), so any other second copy in its queue (a store
+    /// call retried after its reply was lost) is dropped rather than run twice.
     claimed_ever: HashSet<UnitId>,
-    /// Units this agent gave back to the pool (`Control::ReturnUnits`): the manager may
-    /// bind one here again, and that claim is not a second copy.
-    given_back: HashSet<UnitId>,
     draining: bool,
     claim_outstanding: bool,
     /// Whether the store answers; the main loop marks it down when a claim gives up.
@@ -452,7 +450,12 @@ impl Run {
     fn claimed(&mut self, units: Vec<Claimed>) {
         let mut accepted = Vec::with_capacity(units.len());
         for (id, desc) in units {
-            if !self.claimed_ever.insert(id) && !self.given_back.remove(&id) {
+            let again = || {
+                self.executors
+                    .with(|q| q.given_back.remove(&id))
+                    .unwrap_or(false)
+            };
+            if !self.claimed_ever.insert(id) && !again() {
                 tracing::warn!(unit = %id, "dropped a second copy of a unit already claimed");
                 continue;
             }
@@ -533,6 +536,7 @@ impl Run {
                     }
                     !give
                 });
+                q.given_back.extend(given.iter().copied());
                 given
             })
             .unwrap_or_default();
@@ -540,7 +544,6 @@ impl Run {
             "given back by {} for a pilot with idle cores",
             self.record.id
         );
-        self.given_back.extend(given.iter().copied());
         for id in given {
             self.unit_event(id, UnitState::New, None, Some(why.clone()));
         }

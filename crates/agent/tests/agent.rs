@@ -509,3 +509,27 @@ async fn units_asked_back_are_given_back_only_if_they_have_not_started() {
     units_reach(&mut events, &[(waiting, UnitState::Done)]).await;
     agent.abort();
 }
+
+/// A unit whose `time_request` does not fit in the walltime its pilot has left is given
+/// back (reported `New`, with both durations), not started and cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_needs_more_time_than_the_pilot_has_left_is_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::new("s");
+    let mut events = store.subscribe().await.unwrap();
+    let unit = store.reserve_unit_ids(1).await.unwrap();
+    let desc =
+        ComputeUnitDescription::new("/bin/true").with_time_request(Duration::from_secs(3600));
+    store.put_units(&[(unit, Arc::new(desc))]).await.unwrap();
+    store.enqueue(PilotId::new(0), &[unit]).await.unwrap();
+    let mut rec = record(dir.path(), 1);
+    rec.description.walltime = Duration::from_secs(600);
+    let agent = tokio::spawn(Agent::new(store.clone(), rec, AgentConfig::default()).run());
+    let got = units_reach(&mut events, &[(unit, UnitState::New)]).await;
+    let detail = got[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("needs 1h of run time (time_request) and pilot.0000 has 9m"),
+        "{detail}"
+    );
+    agent.abort();
+}
