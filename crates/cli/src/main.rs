@@ -727,7 +727,19 @@ fn simulate(
     let policy = pstar::UnitPolicy::from(&settings);
     let tally = pstar_cli::report::Tally::new("simulation", report);
     let begun = std::time::Instant::now();
-    let sim = pstar_cli::simulate::simulate(&workload, policy, tally);
+    let sim = pstar_cli::simulate::simulate(&workload, policy, settings.agent.drain_margin, tally);
+    let unit_time = workload
+        .simulation
+        .as_ref()
+        .map(|s| s.unit_time)
+        .unwrap_or_default();
+    if sim.untimed > 0 && unit_time.is_zero() {
+        say!(
+            "pstar: note: {} no `time_request` and [simulation] `unit_time` is 0s: each \
+             of them takes no time here (give units a `time_request`, or set `unit_time`)",
+            pstar_cli::count(sim.untimed, "unit has").replace("units has", "units have")
+        );
+    }
     show!("{}", sim.text);
     say!(
         "simulated in {:.2} s of wall time ({} scheduling rounds, {:.2} s in the core)",

@@ -238,11 +238,11 @@ impl Tally {
         }
         let _ = writeln!(
             out,
-            "{}: {} in {:.2} s ({:.1} units/s)",
+            "{}: {} in {:.2} s ({} units/s)",
             crate::count(summary.units, "unit"),
             parts.join(", "),
             summary.wall_time_s,
-            summary.units_per_s
+            per_second(summary.units_per_s)
         );
         if summary.not_submitted > 0 {
             let _ = writeln!(
@@ -287,8 +287,20 @@ impl Tally {
                 crate::count(self.failed_more, "failed unit")
             );
         }
-        for (reason, n) in &self.canceled_why {
+        // The most frequent reasons first; past ten, the rest are in the report.
+        let mut why: Vec<(&String, &usize)> = self.canceled_why.iter().collect();
+        why.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for (reason, n) in why.iter().take(FAILED_SHOWN) {
             let _ = writeln!(out, "  canceled {n}: {}", printable(reason));
+        }
+        if why.len() > FAILED_SHOWN {
+            let more: usize = why.iter().skip(FAILED_SHOWN).map(|(_, n)| **n).sum();
+            let _ = writeln!(
+                out,
+                "  ... and {} for {} more reasons (see the report)",
+                crate::count(more, "canceled unit"),
+                why.len() - FAILED_SHOWN
+            );
         }
         out
     }
@@ -316,6 +328,21 @@ impl Tally {
                 false
             }
         }
+    }
+}
+
+/// A rate with as many digits as it needs to say something: `2381`, `12.5`, `0.0166`.
+fn per_second(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else if rate >= 1.0 {
+        format!("{rate:.1}")
+    } else if rate > 0.0 {
+        // Three significant digits.
+        let digits = (2 - rate.log10().floor() as i32).clamp(3, 12) as usize;
+        format!("{rate:.digits$}")
+    } else {
+        "0".into()
     }
 }
 

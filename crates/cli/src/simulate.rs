@@ -8,14 +8,20 @@
 //!   uniformly per pilot), then runs for its walltime; with probability `pilot_failure` it
 //!   fails instead of running, and with probability `agent_loss` its agent is lost at a
 //!   time drawn uniformly within its walltime (its units' runs are lost with it);
-//! - its agent claims the units bound to it in order, runs each as soon as its cores are
-//!   free, for the unit's `time_request` (or `[simulation] unit_time`), and reports its
-//!   end; at its walltime it returns what it still runs and the pilot ends `done`.
+//! - its agent, like a real one, claims the units bound to it in order and runs each as
+//!   soon as its cores are free, for the unit's `time_request` (or `[simulation]
+//!   unit_time`): exactly that long. It gives back a unit whose `time_request` does not
+//!   fit in the walltime left, and units the manager asks back for an idle pilot; it
+//!   drains `drain_margin` before the walltime (returning what waits), and at the walltime
+//!   returns what still runs; then the pilot ends `done`.
 //!
-//! Events at the same virtual instant are handed to the core as one batch, as a busy
-//! store delivers them. The summary and the report are those of `pstar run`, in virtual
-//! seconds, plus each pilot's utilisation: the share of its core-seconds while running
-//! that units used.
+//! Units are submitted as earlier ones end, as `pstar run` does, so memory follows the
+//! units in flight, not the size of the workload. Events at the same virtual instant are
+//! handed to the core as one batch, as a busy store delivers them; a unit's end at the
+//! instant its pilot's walltime ends counts (it made it). The summary and the report are
+//! those of `pstar run`, in virtual seconds, plus pilot figures: failures, losses and
+//! utilisation (the core-seconds of runs that reached their end, over the core-seconds
+//! pilots ran; runs cut short are counted apart).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -27,17 +33,22 @@ use pstar::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 use pstar_coordination::{Control, Event, PilotEvent, UnitEvent};
 
 use crate::report::{EndedUnit, PilotEntry, Summary, Tally, stamps};
-use crate::workload::{Simulation, Workload};
+use crate::workload::{Simulation, Workload, WorkloadUnit};
 
 const SERVICE: ServiceId = ServiceId(0);
+
+/// At least this many units are in flight (submitted, not ended) while more wait.
+const MIN_WINDOW: usize = 100_000;
 
 /// What a simulation found.
 pub struct Simulated {
     pub summary: Summary,
-    /// The summary as `pstar run` shows it, plus utilisation.
+    /// The summary as `pstar run` shows it, plus the pilots' figures.
     pub text: String,
-    /// Core-seconds units used over core-seconds pilots ran, over all pilots.
+    /// Core-seconds of runs that reached their end, over core-seconds pilots ran.
     pub utilisation: f64,
+    /// Units without a `time_request` that ran for `[simulation] unit_time`.
+    pub untimed: usize,
     /// Scheduling rounds the core took, and the wall time they cost.
     pub rounds: u64,
     pub core_time: Duration,
@@ -45,16 +56,20 @@ pub struct Simulated {
     pub report_written: bool,
 }
 
+/// What happens at an instant; at the same instant, units' ends come first (a unit that
+/// ends as its pilot's walltime does made it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Happening {
+    /// A unit's run ends (the run number tells a current run from one cut short).
+    UnitEnds { unit: u64, pilot: u32, run: u32 },
     /// The pilot leaves its batch queue: it runs, or fails.
     PilotStarts(u32),
+    /// The pilot's agent stops taking units before the walltime.
+    Drain(u32),
     /// The pilot's agent is lost.
     AgentLost(u32),
     /// The pilot reaches its walltime.
     Walltime(u32),
-    /// A unit's run ends (the run number tells a current run from one cut short).
-    UnitEnds { unit: u64, pilot: u32, run: u32 },
 }
 
 struct SimPilot {
@@ -63,22 +78,29 @@ struct SimPilot {
     walltime: Duration,
     state: PilotState,
     fails: bool,
+    draining: bool,
     /// Units bound to it, not claimed yet.
     queue: VecDeque<UnitId>,
     free: u32,
-    /// Units its agent holds: claimed, waiting for cores or running.
+    /// Units its agent holds: claimed, waiting for cores; and those running.
     waiting: VecDeque<UnitId>,
     running: HashMap<UnitId, u32>,
     started: Option<Timestamp>,
     ended: Option<Timestamp>,
+    /// Core-seconds of runs that reached their end, and of runs cut short.
     busy: Duration,
+    wasted: Duration,
+    lost_agent: bool,
     history: Vec<(PilotState, Timestamp)>,
     detail: Option<String>,
 }
 
 struct SimUnit {
     name: Box<str>,
+    /// How long it runs here: its `time_request`, else `[simulation] unit_time`.
     time: Duration,
+    /// Whether that is its own `time_request` (what an agent checks against the walltime).
+    requested: bool,
     cores: u32,
     history: Vec<(UnitState, Timestamp)>,
     pilot: Option<PilotId>,
@@ -89,14 +111,23 @@ struct SimUnit {
     running_since: Option<Timestamp>,
 }
 
-struct Sim {
+struct Sim<'w> {
     core: Core,
     now: Timestamp,
     start: Timestamp,
     pilots: Vec<SimPilot>,
-    units: Vec<SimUnit>,
-    agenda: BinaryHeap<Reverse<(Timestamp, u64, Happening)>>,
+    /// Units submitted and not ended.
+    units: HashMap<u64, SimUnit>,
+    /// The workload's units not submitted yet.
+    source: Box<dyn Iterator<Item = WorkloadUnit> + 'w>,
+    settings: Simulation,
+    next_unit: u64,
+    total: usize,
+    window: usize,
+    untimed: usize,
+    agenda: BinaryHeap<Reverse<(Timestamp, Happening, u64)>>,
     seq: u64,
+    drain_margin: Option<Duration>,
     /// Reports of the agents at this instant, handed to the core together.
     reports: Vec<Event>,
     ended: usize,
@@ -106,27 +137,52 @@ struct Sim {
     stranded: bool,
 }
 
-fn secs(d: Duration) -> u64 {
-    d.as_micros() as u64
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// `t + d`, saturating: durations as long as a workload may write never overflow.
 fn plus(t: Timestamp, d: Duration) -> Timestamp {
-    Timestamp::from_micros(t.as_micros() + secs(d))
+    Timestamp::from_micros(t.as_micros().saturating_add(micros(d)))
 }
 
-/// Plays `workload` through the core. `tally` receives every unit as it ends.
-pub fn simulate(workload: &Workload, policy: UnitPolicy, tally: Tally) -> Simulated {
+/// Core-seconds of `cores` for `d`, saturating.
+fn core_time(d: Duration, cores: u32) -> Duration {
+    d.checked_mul(cores).unwrap_or(Duration::MAX)
+}
+
+/// Plays `workload` through the core with `policy`; agents drain `drain_margin` before
+/// their walltime (by default, as real agents: the smaller of 60 s and a tenth of it).
+/// `tally` receives every unit as it ends.
+pub fn simulate(
+    workload: &Workload,
+    policy: UnitPolicy,
+    drain_margin: Option<Duration>,
+    tally: Tally,
+) -> Simulated {
     let settings = workload.simulation.clone().unwrap_or_default();
     let mut rng = fastrand::Rng::with_seed(settings.seed);
     let start = Timestamp::now();
+    let cores: usize = workload.pilots.iter().map(|p| p.cores as usize).sum();
+    let window = cores
+        .saturating_mul(policy.prefetch as usize + 1)
+        .saturating_mul(2)
+        .max(MIN_WINDOW);
     let mut sim = Sim {
         core: Core::new(start),
         now: start,
         start,
         pilots: Vec::with_capacity(workload.pilots.len()),
-        units: Vec::with_capacity(workload.unit_count()),
+        units: HashMap::new(),
+        source: Box::new(workload.units()),
+        settings,
+        next_unit: 0,
+        total: workload.unit_count(),
+        window,
+        untimed: 0,
         agenda: BinaryHeap::new(),
         seq: 0,
+        drain_margin,
         reports: Vec::new(),
         ended: 0,
         tally,
@@ -139,24 +195,24 @@ pub fn simulate(workload: &Workload, policy: UnitPolicy, tally: Tally) -> Simula
         policy,
     });
     sim.core.handle(Input::ForgetFinished { service: SERVICE });
-    sim.add_pilots(workload, &settings, &mut rng);
-    sim.submit(workload, &settings);
+    sim.add_pilots(workload, &mut rng);
+    sim.submit_more();
     sim.run();
     sim.finish(workload)
 }
 
-impl Sim {
+impl Sim<'_> {
     fn at(&mut self, when: Timestamp, what: Happening) {
         self.seq += 1;
-        self.agenda.push(Reverse((when, self.seq, what)));
+        self.agenda.push(Reverse((when, what, self.seq)));
     }
 
-    fn add_pilots(&mut self, workload: &Workload, settings: &Simulation, rng: &mut fastrand::Rng) {
+    fn add_pilots(&mut self, workload: &Workload, rng: &mut fastrand::Rng) {
         for (i, d) in workload.pilots.iter().enumerate() {
-            let id = PilotId::new(i as u64 + 1);
-            let wait = settings.queue_wait.at(rng.f64());
-            let fails = rng.f64() < settings.pilot_failure;
-            let lost = !fails && rng.f64() < settings.agent_loss;
+            let id = p_id(i as u32);
+            let wait = self.settings.queue_wait.at(rng.f64());
+            let fails = rng.f64() < self.settings.pilot_failure;
+            let lost = !fails && rng.f64() < self.settings.agent_loss;
             let lost_after = d.walltime.mul_f64(rng.f64());
             self.pilots.push(SimPilot {
                 id,
@@ -164,6 +220,7 @@ impl Sim {
                 walltime: d.walltime,
                 state: PilotState::New,
                 fails,
+                draining: false,
                 queue: VecDeque::new(),
                 free: d.cores,
                 waiting: VecDeque::new(),
@@ -171,6 +228,8 @@ impl Sim {
                 started: None,
                 ended: None,
                 busy: Duration::ZERO,
+                wasted: Duration::ZERO,
+                lost_agent: false,
                 history: vec![(PilotState::New, self.now)],
                 detail: None,
             });
@@ -189,43 +248,76 @@ impl Sim {
         }
     }
 
-    fn submit(&mut self, workload: &Workload, settings: &Simulation) {
-        let mut batch = Vec::new();
-        for (i, unit) in workload.units().enumerate() {
-            let d = &unit.description;
-            let id = UnitId::new(i as u64);
-            let mut spec = UnitSpec::of(id, d);
-            spec.pilot = unit.pilot.map(|p| PilotId::new(p as u64 + 1));
-            self.units.push(SimUnit {
-                name: d.display_name().into(),
-                time: d.time_request.unwrap_or(settings.unit_time),
-                cores: d.cores,
-                history: vec![(UnitState::New, self.now)],
-                pilot: None,
-                detail: None,
-                exit_code: None,
-                run: 0,
-                running_since: None,
-            });
-            batch.push(spec);
-            if batch.len() == 10_000 {
-                self.core.handle(Input::Submit {
-                    service: SERVICE,
-                    units: std::mem::take(&mut batch),
-                });
-            }
+    /// Submits units until the window of units in flight is full or none is left.
+    fn submit_more(&mut self) {
+        if self.stranded {
+            return;
         }
-        self.core.handle(Input::Submit {
-            service: SERVICE,
-            units: batch,
-        });
+        let in_flight = self.next_unit as usize - self.ended;
+        if in_flight > self.window / 2 {
+            return;
+        }
+        let mut batch = Vec::new();
+        while (self.next_unit as usize - self.ended) < self.window {
+            let Some(unit) = self.source.next() else {
+                break;
+            };
+            let d = &unit.description;
+            let id = UnitId::new(self.next_unit);
+            let mut spec = UnitSpec::of(id, d);
+            spec.pilot = unit.pilot.map(|p| p_id(p as u32));
+            if d.time_request.is_none() {
+                self.untimed += 1;
+            }
+            self.units.insert(
+                self.next_unit,
+                SimUnit {
+                    name: d.display_name().into(),
+                    time: d.time_request.unwrap_or(self.settings.unit_time),
+                    requested: d.time_request.is_some(),
+                    cores: d.cores,
+                    history: vec![(UnitState::New, self.now)],
+                    pilot: None,
+                    detail: None,
+                    exit_code: None,
+                    run: 0,
+                    running_since: None,
+                },
+            );
+            self.next_unit += 1;
+            batch.push(spec);
+        }
+        if !batch.is_empty() {
+            self.core.handle(Input::Submit {
+                service: SERVICE,
+                units: batch,
+            });
+        }
+    }
+
+    /// Whether a happening no longer means anything (the end of a run cut short): it
+    /// must not move the clock.
+    fn stale(&self, what: &Happening) -> bool {
+        match *what {
+            Happening::UnitEnds { unit, run, .. } => self
+                .units
+                .get(&unit)
+                .is_none_or(|u| u.run != run || u.running_since.is_none()),
+            _ => false,
+        }
     }
 
     /// The main loop: one instant at a time, every happening of that instant, then the
     /// core's rounds until it and the agents have nothing more to do at that instant.
     fn run(&mut self) {
         self.settle();
-        while self.ended < self.units.len() {
+        while self.ended < self.total {
+            while let Some(Reverse((_, what, _))) = self.agenda.peek() {
+                if !self.stale(what) {
+                    break;
+                }
+                self.agenda.pop();
+            }
             let Some(Reverse((when, _, _))) = self.agenda.peek().copied() else {
                 if self.stranded {
                     break;
@@ -238,13 +330,15 @@ impl Sim {
             };
             self.now = when;
             self.core.handle(Input::Tick(when));
-            while let Some(Reverse((t, _, what))) = self.agenda.peek().copied() {
+            while let Some(Reverse((t, what, _))) = self.agenda.peek().copied() {
                 if t != when {
                     break;
                 }
                 self.agenda.pop();
                 self.happen(what);
             }
+            self.settle();
+            self.submit_more();
             self.settle();
         }
     }
@@ -261,16 +355,45 @@ impl Sim {
                 }
                 let p = &mut self.pilots[i as usize];
                 p.started = Some(self.now);
-                let end = plus(self.now, p.walltime);
+                let walltime = p.walltime;
+                let margin = self
+                    .drain_margin
+                    .unwrap_or_else(|| (walltime / 10).min(Duration::from_secs(60)));
                 self.pilot_to(i, PilotState::Running, None);
-                self.at(end, Happening::Walltime(i));
+                self.at(
+                    plus(self.now, walltime.saturating_sub(margin)),
+                    Happening::Drain(i),
+                );
+                self.at(plus(self.now, walltime), Happening::Walltime(i));
+            }
+            Happening::Drain(i) => {
+                let p = &mut self.pilots[i as usize];
+                if p.state != PilotState::Running || p.draining {
+                    return;
+                }
+                p.draining = true;
+                let id = p.id;
+                self.reports.push(Event::PilotDraining {
+                    pilot: id,
+                    at: self.now,
+                });
+                let waiting: Vec<UnitId> = p.waiting.drain(..).collect();
+                for u in waiting {
+                    self.report_why(
+                        u,
+                        id,
+                        UnitState::New,
+                        "pilot is draining before its walltime ends",
+                    );
+                }
             }
             Happening::AgentLost(i) => {
                 if self.pilots[i as usize].state != PilotState::Running {
                     return;
                 }
                 // The agent dies with what it holds: no report; the runs are lost.
-                self.stop_agent(i, false);
+                self.pilots[i as usize].lost_agent = true;
+                self.stop_agent(i, None);
                 self.pilot_to(i, PilotState::Failed, Some("agent lost (simulated)"));
             }
             Happening::Walltime(i) => {
@@ -278,46 +401,57 @@ impl Sim {
                     return;
                 }
                 // The agent returns what it still holds, then the pilot ends.
-                self.stop_agent(i, true);
-                self.pilot_to(i, PilotState::Done, Some("walltime reached"));
+                self.stop_agent(i, Some("pilot reached its walltime"));
+                self.pilot_to(i, PilotState::Done, Some("pilot reached its walltime"));
             }
             Happening::UnitEnds { unit, pilot, run } => {
-                let u = &self.units[unit as usize];
-                if u.run != run || u.running_since.is_none() {
+                if self.stale(&what) {
                     return;
                 }
-                let p = &mut self.pilots[pilot as usize];
                 let id = UnitId::new(unit);
+                let cores = self.units.get(&unit).map_or(0, |u| u.cores);
+                let p = &mut self.pilots[pilot as usize];
                 if p.running.remove(&id).is_none() {
                     return;
                 }
-                p.free += self.units[unit as usize].cores;
-                self.unit_ran(unit, pilot);
+                let _ = run;
+                p.free += cores;
+                self.unit_ran(unit, pilot, true);
                 self.report(id, p_id(pilot), UnitState::Done, Some(0));
                 self.claim_and_start(pilot);
             }
         }
     }
 
-    /// Adds the core-seconds of a run that ends now to its pilot's busy time.
-    fn unit_ran(&mut self, unit: u64, pilot: u32) {
-        let u = &mut self.units[unit as usize];
+    /// Adds the core-seconds of a run that ends now to its pilot's figures: `done` if
+    /// it reached its end, else cut short.
+    fn unit_ran(&mut self, unit: u64, pilot: u32, done: bool) {
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
         if let Some(since) = u.running_since.take() {
-            let cores = u.cores;
-            self.pilots[pilot as usize].busy += self.now.since(since) * cores;
+            let used = core_time(self.now.since(since), u.cores);
+            let p = &mut self.pilots[pilot as usize];
+            if done {
+                p.busy = p.busy.saturating_add(used);
+            } else {
+                p.wasted = p.wasted.saturating_add(used);
+            }
         }
     }
 
-    fn stop_agent(&mut self, i: u32, report: bool) {
+    /// The agent of pilot `i` stops: with a reason, it returns what it holds (a walltime);
+    /// without, it is lost with it.
+    fn stop_agent(&mut self, i: u32, returning: Option<&str>) {
         let p = &mut self.pilots[i as usize];
         let mut held: Vec<UnitId> = p.waiting.drain(..).collect();
         held.extend(p.running.drain().map(|(u, _)| u));
         p.free = p.cores;
         held.sort();
         for u in held {
-            self.unit_ran(u.get(), i);
-            if report {
-                self.report(u, p_id(i), UnitState::New, None);
+            self.unit_ran(u.get(), i, false);
+            if let Some(why) = returning {
+                self.report_why(u, p_id(i), UnitState::New, why);
             }
         }
     }
@@ -350,53 +484,64 @@ impl Sim {
         }));
     }
 
+    fn report_why(&mut self, unit: UnitId, pilot: PilotId, state: UnitState, why: &str) {
+        self.reports.push(Event::Unit(UnitEvent {
+            unit,
+            pilot: Some(pilot),
+            state,
+            at: self.now,
+            exit_code: None,
+            detail: Some(why.to_owned()),
+            lost_run: None,
+        }));
+    }
+
     /// The agent of pilot `i` claims what is queued for it and starts what its free cores
-    /// allow, in order.
+    /// allow, in order; a unit that needs more than the walltime left is given back.
     fn claim_and_start(&mut self, i: u32) {
         let now = self.now;
         let p = &mut self.pilots[i as usize];
-        if p.state != PilotState::Running {
+        if p.state != PilotState::Running || p.draining {
             return;
         }
         let pilot = p.id;
+        let ends = p.started.map(|s| plus(s, p.walltime));
         let claimed: Vec<UnitId> = p.queue.drain(..).collect();
         p.waiting.extend(claimed.iter().copied());
         for u in claimed {
-            self.reports.push(Event::Unit(UnitEvent {
-                unit: u,
-                pilot: Some(pilot),
-                state: UnitState::Pending,
-                at: now,
-                exit_code: None,
-                detail: None,
-                lost_run: None,
-            }));
+            self.report(u, pilot, UnitState::Pending, None);
         }
         loop {
             let p = &mut self.pilots[i as usize];
             let Some(&next) = p.waiting.front() else {
                 break;
             };
-            let unit = &mut self.units[next.get() as usize];
+            let Some(unit) = self.units.get_mut(&next.get()) else {
+                p.waiting.pop_front();
+                continue;
+            };
+            let left = ends.map_or(Duration::MAX, |e| e.since(now));
+            if unit.requested && unit.time > left {
+                p.waiting.pop_front();
+                let why = format!(
+                    "needs {} of run time (time_request) and {pilot} has {} of walltime left",
+                    humantime::format_duration(unit.time),
+                    humantime::format_duration(Duration::from_secs(left.as_secs()))
+                );
+                self.report_why(next, pilot, UnitState::New, &why);
+                continue;
+            }
             if unit.cores > p.free {
                 break; // in order: the head waits for its cores
             }
             p.waiting.pop_front();
             p.free -= unit.cores;
-            p.running.insert(next, unit.run);
             unit.run += 1;
+            p.running.insert(next, unit.run);
             unit.running_since = Some(now);
             let run = unit.run;
             let end = plus(now, unit.time);
-            self.reports.push(Event::Unit(UnitEvent {
-                unit: next,
-                pilot: Some(pilot),
-                state: UnitState::Running,
-                at: now,
-                exit_code: None,
-                detail: None,
-                lost_run: None,
-            }));
+            self.report(next, pilot, UnitState::Running, None);
             self.at(
                 end,
                 Happening::UnitEnds {
@@ -477,7 +622,7 @@ impl Sim {
         for pilot in cancel_pilots {
             let i = p_index(pilot) as u32;
             if self.pilots[i as usize].state == PilotState::Running {
-                self.stop_agent(i, true);
+                self.stop_agent(i, Some("pilot canceled"));
             }
             if !self.pilots[i as usize].state.is_final() {
                 self.pilot_to(i, PilotState::Canceled, Some("pilot canceled"));
@@ -486,12 +631,13 @@ impl Sim {
         for (pilot, reason) in fail_pilots {
             let i = p_index(pilot) as u32;
             if !self.pilots[i as usize].state.is_final() {
-                self.stop_agent(i, false);
+                self.stop_agent(i, None);
                 self.pilot_to(i, PilotState::Failed, Some(&reason));
             }
         }
         for a in applied {
-            let Some(u) = self.units.get_mut(a.unit.get() as usize) else {
+            let key = a.unit.get();
+            let Some(u) = self.units.get_mut(&key) else {
                 continue;
             };
             u.history.push((a.state, a.at));
@@ -502,18 +648,20 @@ impl Sim {
             if a.pilot.is_some() {
                 u.pilot = a.pilot;
             }
-            if a.state.is_final() {
+            if a.state.is_final()
+                && let Some(u) = self.units.remove(&key)
+            {
                 self.ended += 1;
                 let ended = EndedUnit {
                     id: a.unit,
-                    name: u.name.to_string(),
+                    name: u.name.into(),
                     state: a.state,
                     exit_code: u.exit_code,
                     pilot: u.pilot,
                     stdout: None,
                     stderr: None,
-                    detail: u.detail.take(),
-                    history: std::mem::take(&mut u.history),
+                    detail: u.detail,
+                    history: u.history,
                 };
                 self.tally.add_at(&ended, self.now);
             }
@@ -537,14 +685,20 @@ impl Sim {
             !give
         });
         for u in given {
-            self.report(u, p_id(i), UnitState::New, None);
+            self.report_why(
+                u,
+                p_id(i),
+                UnitState::New,
+                "given back for a pilot with idle cores",
+            );
         }
     }
 
     fn cancel_on_agent(&mut self, i: u32, unit: UnitId) {
+        let cores = self.units.get(&unit.get()).map_or(0, |u| u.cores);
         let p = &mut self.pilots[i as usize];
         let held = if p.running.remove(&unit).is_some() {
-            p.free += self.units[unit.get() as usize].cores;
+            p.free += cores;
             true
         } else if let Some(at) = p.waiting.iter().position(|u| *u == unit) {
             p.waiting.remove(at);
@@ -553,7 +707,7 @@ impl Sim {
             false
         };
         if held {
-            self.unit_ran(unit.get(), i);
+            self.unit_ran(unit.get(), i, false);
             self.report(unit, p_id(i), UnitState::Canceled, None);
             self.claim_and_start(i);
         }
@@ -561,25 +715,28 @@ impl Sim {
 
     fn finish(mut self, workload: &Workload) -> Simulated {
         let end = self.now;
-        let summary = self.tally.summary_at(0, None, end);
+        let not_submitted = self.total.saturating_sub(self.next_unit as usize);
+        let summary = self.tally.summary_at(not_submitted, None, end);
         let mut text = self.tally.render(&summary);
         let mut used = Duration::ZERO;
+        let mut wasted = Duration::ZERO;
         let mut offered = Duration::ZERO;
         let mut entries = Vec::with_capacity(self.pilots.len());
+        let share = |a: Duration, b: Duration| {
+            if b.is_zero() {
+                0.0
+            } else {
+                a.as_secs_f64() / b.as_secs_f64()
+            }
+        };
         for (p, d) in self.pilots.iter().zip(&workload.pilots) {
             let ran = match p.started {
-                Some(s) => p.ended.unwrap_or(end).since(s) * p.cores,
+                Some(s) => core_time(p.ended.unwrap_or(end).since(s), p.cores),
                 None => Duration::ZERO,
             };
-            used += p.busy;
-            offered += ran;
-            let share = |a: Duration, b: Duration| {
-                if b.is_zero() {
-                    0.0
-                } else {
-                    a.as_secs_f64() / b.as_secs_f64()
-                }
-            };
+            used = used.saturating_add(p.busy);
+            wasted = wasted.saturating_add(p.wasted);
+            offered = offered.saturating_add(ran);
             entries.push(PilotEntry {
                 name: d.name.clone(),
                 id: p.id.to_string(),
@@ -594,24 +751,54 @@ impl Sim {
                 utilisation: Some(share(p.busy, ran)),
             });
         }
-        let utilisation = if offered.is_zero() {
-            0.0
-        } else {
-            used.as_secs_f64() / offered.as_secs_f64()
-        };
+        let utilisation = share(used, offered);
         let cores: u64 = self.pilots.iter().map(|p| u64::from(p.cores)).sum();
+        let failed = self.pilots.iter().filter(|p| p.fails).count();
+        let lost = self.pilots.iter().filter(|p| p.lost_agent).count();
+        let other = self
+            .pilots
+            .iter()
+            .filter(|p| p.state == PilotState::Failed && !p.fails && !p.lost_agent)
+            .count();
+        let mut parts = Vec::new();
+        if failed > 0 {
+            parts.push(format!("{failed} failed to start"));
+        }
+        if lost > 0 {
+            parts.push(format!("{lost} lost their agent"));
+        }
+        if other > 0 {
+            parts.push(format!("{other} failed (black holes)"));
+        }
         text.push_str(&format!(
-            "pilot utilisation: {:.1} % of {} over {:.0} virtual s (the time units ran, \
-             over the time pilots ran)\n",
+            "{}{}\n",
+            crate::count(self.pilots.len(), "pilot"),
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            }
+        ));
+        text.push_str(&format!(
+            "pilot utilisation: {:.1} % of {} over {:.0} virtual s (runs that reached their \
+             end, over the time pilots ran)",
             utilisation * 100.0,
             crate::count(cores as usize, "core"),
             end.since(self.start).as_secs_f64(),
         ));
+        if !wasted.is_zero() {
+            text.push_str(&format!(
+                "; {:.2} % more went to runs cut short",
+                share(wasted, offered) * 100.0
+            ));
+        }
+        text.push('\n');
         let report_written = self.tally.finish_report_with(&summary, &entries);
         Simulated {
             summary,
             text,
             utilisation,
+            untimed: self.untimed,
             rounds: self.rounds,
             core_time: self.core_time,
             report_written,
@@ -620,9 +807,9 @@ impl Sim {
 }
 
 fn p_index(pilot: PilotId) -> usize {
-    pilot.get() as usize - 1
+    pilot.get() as usize
 }
 
 fn p_id(i: u32) -> PilotId {
-    PilotId::new(u64::from(i) + 1)
+    PilotId::new(u64::from(i))
 }

@@ -76,7 +76,7 @@ fn simulate_binds_long_units_only_to_pilots_with_that_much_walltime() {
     for unit in report["units"].as_array().unwrap() {
         let name = unit["name"].as_str().unwrap();
         if name.starts_with("long-") {
-            assert_eq!(unit["pilot"], "pilot.0002", "{name} needs the 2 h pilot");
+            assert_eq!(unit["pilot"], "pilot.0001", "{name} needs the 2 h pilot");
         }
     }
 }
@@ -130,4 +130,74 @@ fn simulate_refuses_a_bad_workload_with_its_location() {
     let out = simulate(&scratch, &file, &[]);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("w.toml:2:"), "{out}");
+}
+
+/// What the testers met: a unit as long as the walltime is done (its end comes with the
+/// walltime's), a unit that would be cut short is not started (it goes back, as a real
+/// agent gives it back), durations as long as a file may write do not overflow, and a
+/// cut-short unit is not said to have never run.
+#[test]
+fn simulate_agrees_with_real_agents_at_the_walltime_and_never_overflows() {
+    let scratch = Scratch::new();
+    let exact = scratch.write(
+        "exact.toml",
+        &workload(
+            "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"1h\"",
+            "[[unit]]\nexecutable = \"/bin/true\"\ntime_request = \"1h\"",
+            "queue_wait = \"0s\"",
+        ),
+    );
+    let out = simulate(&scratch, &exact, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("1 unit: 1 done"), "{out}");
+
+    // 1 core, 10 s, prefetch binds all 5 at once; 3 s each: 3 done, then 1 s left is too
+    // short for a 3 s unit, and nothing else is left to run the last two.
+    let tight = scratch.write(
+        "tight.toml",
+        &workload(
+            "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10s\"",
+            "[[unit]]\nexecutable = \"/bin/true\"\ntime_request = \"3s\"\ncount = 5",
+            "queue_wait = \"0s\"",
+        ),
+    );
+    let out = simulate(&scratch, &tight, &[]);
+    assert!(
+        out.stdout
+            .contains("5 units: 3 done, 0 failed, 2 canceled in 10.00 s"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("pilot utilisation: 90.0 %"), "{out}");
+
+    let long = scratch.write(
+        "long.toml",
+        &workload(
+            "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"584542years\"",
+            "[[unit]]\nexecutable = \"/bin/true\"\ntime_request = \"584542years\"",
+            "queue_wait = \"0s\"",
+        ),
+    );
+    let out = simulate(&scratch, &long, &[]);
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    assert!(out.code() == Some(0) || out.code() == Some(1), "{out}");
+
+    // A run cut short by the walltime, and no pilot left: said as such.
+    let cut = scratch.write(
+        "cut.toml",
+        &workload(
+            "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"1h\"",
+            "[[unit]]\nexecutable = \"/bin/true\"\ncount = 1",
+            "queue_wait = \"0s\"\nunit_time = \"2h\"",
+        ),
+    );
+    let out = simulate(&scratch, &cut, &[]);
+    assert!(
+        out.stdout.contains("in 3600.00 s"),
+        "the clock stops with the last pilot, not at the cut run's end: {out}"
+    );
+    assert!(
+        out.stdout
+            .contains("canceled 1: no pilot was left to run it again after its run was cut short"),
+        "{out}"
+    );
 }

@@ -552,6 +552,9 @@ impl Core {
                 (Some(cut), true) => {
                     format!("no pilot was left to run it again after its run was cut short: {cut}")
                 }
+                (None, true) => {
+                    "no pilot was left to run it again after its run was cut short".to_owned()
+                }
                 _ => "every pilot ended before this unit could run".to_owned(),
             };
             why.entry(reason).or_default().push(id);
