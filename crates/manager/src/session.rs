@@ -199,10 +199,15 @@ impl SessionBuilder {
             Some(c) => c,
             None => Embedded::new(id.clone()),
         };
-        let mut settings = self.settings;
+        let settings = self.settings;
+        settings
+            .check()
+            .map_err(|source| crate::Error::InvalidSetting {
+                origin: settings.origin(source.name()).clone(),
+                source,
+            })?;
         let root = settings.sandbox.clone();
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
-        settings.heartbeat_timeout = settings.heartbeat_timeout.max(Duration::from_millis(100));
         let heartbeat_timeout = settings.heartbeat_timeout;
         let adaptors = pstar_adaptors::available(AdaptorConfig {
             timeouts: BootstrapTimeouts {
