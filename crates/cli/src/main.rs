@@ -855,7 +855,7 @@ mod tests {
                 "1year",
                 "`poll_interval` must be from 100ms to 10m",
             ),
-            (&run, "--keep", "0s", "`keep` must be from 1m"),
+            (&run, "--keep", "0s", "`keep` must be from 1s"),
             (
                 &run,
                 "--agent-start-timeout",

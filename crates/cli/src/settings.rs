@@ -70,7 +70,7 @@ pub async fn check_agent_settings(
     let Err(e) = config.check(Some((record.description.walltime, pilot.as_str()))) else {
         return Ok(());
     };
-    let reason = format!("refused the agent settings of its pilot record: {e}");
+    let reason = format!("the agent refused the settings in its pilot record: {e}");
     let failed = pstar_coordination::Event::Pilot(pstar_coordination::PilotEvent {
         pilot: record.id,
         state: pstar::PilotState::Failed,

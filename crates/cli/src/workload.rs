@@ -2455,7 +2455,7 @@ output_data = []
                 "[session]\nkeep = \"0s\"\n",
                 2,
                 8,
-                "`keep` must be from 1m to 1year, not 0s",
+                "`keep` must be from 1s to 1year, not 0s",
             ),
             (
                 "[session]\nagent_binary = \"\"\n",
@@ -3338,7 +3338,7 @@ count = 2
                 format!("[session]\nkeep = \"0s\"\n{body}"),
                 2,
                 8,
-                "`keep` must be from 1m to 1year, not 0s",
+                "`keep` must be from 1s to 1year, not 0s",
             ),
             (
                 "a drain margin of centuries",

@@ -83,7 +83,7 @@ impl std::fmt::Display for Origin {
 /// | `heartbeat_timeout` | 100ms | 1day |
 /// | `agent_start_timeout` | 1s | 1day |
 /// | `poll_interval` | 100ms | 10m |
-/// | `keep` | 1m | 1year |
+/// | `keep` | 1s | 1year |
 /// | `claim_wait` | 1ms | 1m |
 /// | `heartbeat_interval` | 10ms | 10m |
 /// | `kill_grace` | 0s | 1h |
@@ -102,7 +102,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
         Duration::from_millis(100),
         Duration::from_secs(600),
     ),
-    ("keep", Duration::from_secs(60), YEAR),
+    ("keep", Duration::from_secs(1), YEAR),
     (
         "claim_wait",
         Duration::from_millis(1),

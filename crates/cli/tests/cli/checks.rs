@@ -260,11 +260,15 @@ fn check_takes_the_store_as_run_does() {
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
 
-    // A store URL pstar cannot use is refused by both, and the URL is not echoed.
+    // A store URL pstar cannot use is refused by both, named with its password masked.
     let url = "http://user:secret@h:1";
     let out = check_in(scratch.path(), &workload, &["--coordination", url]);
     assert_eq!(out.code(), Some(2), "{out}");
-    assert!(out.stderr.contains("must be a redis://"), "{out}");
+    assert!(
+        out.stderr
+            .contains("`http://user:***@h:1` is not a redis://"),
+        "{out}"
+    );
     assert!(!out.stderr.contains("secret"), "{out}");
     let sandbox = scratch.sandbox();
     let mut cmd = pstar();
