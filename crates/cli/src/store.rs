@@ -11,12 +11,27 @@ use pstar_coordination::{CoordinationError, RedisOptions, RedisStore};
 pub use pstar_coordination::redis::COORDINATION_ENV;
 
 /// How long calls keep retrying a lost Redis (`PSTAR_REDIS_RETRY`, e.g. `30s`; default
-/// 60 s).
+/// 60 s). A value that is not a duration is said once, on stderr, and the default used.
 pub fn retry_for() -> Duration {
-    std::env::var("PSTAR_REDIS_RETRY")
-        .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
-        .unwrap_or(RedisOptions::default().retry_for)
+    static RETRY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *RETRY.get_or_init(|| {
+        let default = RedisOptions::default().retry_for;
+        let Some(text) = std::env::var("PSTAR_REDIS_RETRY")
+            .ok()
+            .filter(|v| !v.is_empty())
+        else {
+            return default;
+        };
+        humantime::parse_duration(&text).unwrap_or_else(|_| {
+            say!(
+                "pstar: warning: PSTAR_REDIS_RETRY `{}` is not a duration such as \"30s\"; \
+                 retrying for {}",
+                text.escape_debug(),
+                humantime::format_duration(default)
+            );
+            default
+        })
+    })
 }
 
 /// Connects to the Redis at `url` for an existing `session` (an agent's, a resumed

@@ -591,3 +591,32 @@ fn a_bad_store_url_is_named_with_where_it_came_from() {
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "an empty PSTAR_COORDINATION: {out}");
 }
+
+/// A `PSTAR_REDIS_RETRY` that is not a duration is said, once, with what is used instead
+/// (it was ignored without a word).
+#[test]
+fn a_redis_retry_that_is_not_a_duration_is_said_once() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_REDIS_RETRY", "soon")
+        .args([
+            "status",
+            "--session",
+            "nosuch",
+            "--coordination",
+            &server.url(),
+        ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("no session `nosuch`"), "{out}");
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("PSTAR_REDIS_RETRY"))
+        .collect();
+    assert_eq!(said.len(), 1, "{out}");
+    assert!(said[0].contains("`soon` is not a duration"), "{out}");
+}
