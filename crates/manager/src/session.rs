@@ -195,17 +195,18 @@ impl SessionBuilder {
             (None, None) => new_session_id(),
         };
         pstar_model::check_session_id(&id)?;
+        // Refused before anything is opened or started.
+        self.settings
+            .check()
+            .map_err(|source| crate::Error::InvalidSetting {
+                origin: self.settings.origin(source.name()).clone(),
+                source,
+            })?;
         let coordination: Arc<dyn Coordination> = match self.coordination {
             Some(c) => c,
             None => Embedded::new(id.clone()),
         };
         let settings = self.settings;
-        settings
-            .check()
-            .map_err(|source| crate::Error::InvalidSetting {
-                origin: settings.origin(source.name()).clone(),
-                source,
-            })?;
         let root = settings.sandbox.clone();
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
         let heartbeat_timeout = settings.heartbeat_timeout;
