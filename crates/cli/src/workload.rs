@@ -18,7 +18,8 @@
 //! prefetch = 4              # pilots' worth of cores of units bound to a pilot beyond its cores
 //! keep = "7days"            # how long Redis keeps a finished session's data
 //! drain_margin = "5m"       # agents stop taking units this long before their walltime
-//!                           # ends; default: the smaller of 60 s and a tenth of the walltime
+//!                           # ends; default: the smaller of 60 s and a tenth of the walltime;
+//!                           # shorter than every pilot's walltime
 //!
 //! [simulation]              # `pstar simulate` only; `pstar run` checks it and leaves it aside
 //! queue_wait = "1m..10m"    # each pilot's wait in its queue: "5m", or a range drawn
@@ -102,7 +103,11 @@
 //!   |         ^
 //! ```
 //!
-//! Checked are: TOML syntax, unknown or misspelled keys (anywhere), wrong types, zero
+//! Checked are: TOML syntax, unknown or misspelled keys (anywhere), values of the wrong
+//! kind (said in plain words with what the key takes, one table for every key: `Takes`),
+//! `[session]` durations outside their ranges
+//! ([`pstar_model::settings::DURATION_RANGES`]), a `drain_margin` that is not shorter
+//! than a pilot's walltime (at the key, naming the pilot), zero
 //! `cores` or `count`, empty `executable`, a `walltime` or `time_request` that is not a
 //! duration or is zero, a `resource` that does not parse or whose scheme this pstar cannot
 //! place pilots on, duplicate pilot names (members of a counted pilot included),
