@@ -47,6 +47,7 @@ pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
     }
     .with(&options.overrides)
     .agent;
+    crate::settings::check_agent_settings(store.as_ref(), &record, &config).await?;
     tracing::info!(pilot = %record.id, session = %options.session, ?config, "agent starting");
     let kill_grace = config.kill_grace;
     let agent = Agent::new(store.clone(), record, config);

@@ -64,7 +64,7 @@ enum Command {
         store: StoreArgs,
         /// Declare a pilot lost when its agent sends no heartbeat for this long; its units
         /// go back to the pool [default: 30s, or the workload's [session]].
-        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "TIME", value_parser = pstar_cli::settings::duration_flag("heartbeat_timeout"))]
         heartbeat_timeout: Option<Duration>,
         /// Runs a unit gets when the pilots running it are lost; then it fails
         /// [default: 3, or the workload's [session]].
@@ -76,15 +76,15 @@ enum Command {
         #[arg(long, value_name = "N")]
         black_hole_failures: Option<u32>,
         /// How long Redis keeps a finished session's data [default: 7days].
-        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "TIME", value_parser = pstar_cli::settings::duration_flag("keep"))]
         keep: Option<Duration>,
         /// Fail a batch pilot whose agent has not reached the store this long after its
         /// job started running [default: 2m, or the workload's [session]].
-        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "TIME", value_parser = pstar_cli::settings::duration_flag("agent_start_timeout"))]
         agent_start_timeout: Option<Duration>,
         /// How often batch pilot jobs' states are asked from their schedulers
         /// [default: 2s, or the workload's [session]].
-        #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "TIME", value_parser = pstar_cli::settings::duration_flag("poll_interval"))]
         poll_interval: Option<Duration>,
         /// The pstar program agents run: started here for local pilots, copied to remote
         /// hosts for the others; build a static one with scripts/build-static.sh
@@ -126,17 +126,17 @@ enum Command {
         #[arg(long)]
         pilot: PilotId,
         // Overrides of the record's settings, for older job scripts and for debugging.
-        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        #[arg(long, hide = true, value_parser = pstar_cli::settings::duration_flag("claim_wait"))]
         claim_wait: Option<Duration>,
-        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        #[arg(long, hide = true, value_parser = pstar_cli::settings::duration_flag("heartbeat_interval"))]
         heartbeat_interval: Option<Duration>,
-        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        #[arg(long, hide = true, value_parser = pstar_cli::settings::duration_flag("kill_grace"))]
         kill_grace: Option<Duration>,
-        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        #[arg(long, hide = true, value_parser = pstar_cli::settings::duration_flag("drain_margin"))]
         drain_margin: Option<Duration>,
-        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        #[arg(long, hide = true, value_parser = pstar_cli::settings::duration_flag("report_window"))]
         report_window: Option<Duration>,
-        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        #[arg(long, hide = true, value_parser = pstar_cli::settings::duration_flag("remote_report_window"))]
         remote_report_window: Option<Duration>,
     },
     /// Check a workload file without running anything: every check `pstar run` makes
@@ -279,17 +279,18 @@ fn parse_unit_state(text: &str) -> Result<UnitState, String> {
 }
 
 /// Whether the store named by `--coordination` / `PSTAR_COORDINATION`, if any, is a URL
-/// pstar can use; says why not (without the URL, which may hold a password).
+/// pstar can use; says why not, naming the URL (its password masked) and where it came
+/// from.
 fn store_url_ok(store: &StoreArgs) -> bool {
-    match &store.coordination {
-        Some(url) if !workload::is_store_url(url) => {
-            say!(
-                "pstar: --coordination (or PSTAR_COORDINATION) must be a redis://host:port/db \
-                 or rediss:// URL"
-            );
+    let Some(url) = &store.coordination else {
+        return true;
+    };
+    match pstar_cli::store::check_url(url, &pstar_cli::store::origin_of_flag(url)) {
+        Ok(()) => true,
+        Err(e) => {
+            say!("pstar: {e}");
             false
         }
-        _ => true,
     }
 }
 
@@ -331,11 +332,14 @@ where
     F: FnOnce(std::sync::Arc<pstar_coordination::RedisStore>) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
+    if !store_url_ok(&store) {
+        return ExitCode::from(EXIT_BAD_WORKLOAD);
+    }
     let Some(url) = store.coordination else {
         say!("pstar: --coordination (or PSTAR_COORDINATION) is required: the session's Redis");
         return ExitCode::from(EXIT_BAD_WORKLOAD);
     };
-    pstar_cli::store::warn_if_password_in_url(&url);
+    pstar_cli::store::warn_if_password_in_url(&url, &pstar_cli::store::origin_of_flag(&url));
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -375,6 +379,11 @@ fn inspect_session(
 }
 
 fn main() -> ExitCode {
+    // `PSTAR_COORDINATION=` (set, but empty) names no store: as if it were not set.
+    if std::env::var_os(pstar_cli::store::COORDINATION_ENV).is_some_and(|v| v.is_empty()) {
+        // SAFETY: nothing else runs yet: no thread has been started to read the environment.
+        unsafe { std::env::remove_var(pstar_cli::store::COORDINATION_ENV) };
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -458,6 +467,9 @@ fn main() -> ExitCode {
             adaptor.logs(&record).await.map_err(|e| e.to_string())
         }),
         Command::Pilot {
+            command: PilotCommand::Script { ref store, .. },
+        } if !store_url_ok(store) => ExitCode::from(EXIT_BAD_WORKLOAD),
+        Command::Pilot {
             command:
                 PilotCommand::Script {
                     workload,
@@ -530,6 +542,9 @@ fn main() -> ExitCode {
             report_window,
             remote_report_window,
         } => {
+            if !store_url_ok(&store) {
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            }
             let Some(coordination) = store.coordination else {
                 say!("pstar agent: --coordination (or PSTAR_COORDINATION) is required");
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
@@ -579,9 +594,6 @@ fn main() -> ExitCode {
             poll_interval,
             agent_binary,
         } => {
-            if let Some(url) = &store.coordination {
-                pstar_cli::store::warn_if_password_in_url(url);
-            }
             let workload_path = workload.clone();
             if !store_url_ok(&store) {
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
@@ -617,6 +629,14 @@ fn main() -> ExitCode {
                 &pstar_cli::settings::from_environment(),
                 &command_line,
             );
+            if let Some(url) = &settings.coordination {
+                let origin = settings.origin("coordination");
+                if let Err(e) = pstar_cli::store::check_store_source(url, origin) {
+                    say!("pstar: {e}");
+                    return ExitCode::from(EXIT_BAD_WORKLOAD);
+                }
+                pstar_cli::store::warn_if_password_in_url(url, origin);
+            }
             // A report that cannot be written, or would overwrite an input, is found out
             // before anything runs (and nothing is created or truncated).
             let report = match report {
@@ -817,6 +837,80 @@ mod tests {
             .unwrap_or_default();
         assert!(help.contains("--pilot"), "{help}");
         assert!(!help.contains("--claim-wait"), "{help}");
+    }
+
+    /// A duration flag outside its setting's range is refused by the command line, naming
+    /// the setting and its range; at the ends of the range it is taken.
+    #[test]
+    fn duration_flags_out_of_range_are_refused() {
+        let run = ["pstar", "run", "w.toml"];
+        let agent = [
+            "pstar",
+            "agent",
+            "--coordination",
+            "redis://h:6379/0",
+            "--session",
+            "s",
+            "--pilot",
+            "pilot.0001",
+        ];
+        let cases: &[(&[&str], &str, &str, &str)] = &[
+            (
+                &run,
+                "--heartbeat-timeout",
+                "0s",
+                "`heartbeat_timeout` must be from 100ms",
+            ),
+            (
+                &run,
+                "--poll-interval",
+                "1year",
+                "`poll_interval` must be from 100ms to 10m",
+            ),
+            (&run, "--keep", "0s", "`keep` must be from 1s"),
+            (
+                &run,
+                "--agent-start-timeout",
+                "0s",
+                "`agent_start_timeout` must be from 1s",
+            ),
+            (
+                &agent,
+                "--heartbeat-interval",
+                "0s",
+                "`heartbeat_interval` must be from 10ms",
+            ),
+            (
+                &agent,
+                "--claim-wait",
+                "0s",
+                "`claim_wait` must be from 1ms",
+            ),
+            (
+                &agent,
+                "--report-window",
+                "1h",
+                "`report_window` must be from 0s to 1s",
+            ),
+            (
+                &agent,
+                "--drain-margin",
+                "1000years",
+                "`drain_margin` must be from 0s to 1year",
+            ),
+        ];
+        for (base, flag, value, message) in cases {
+            let args = base.iter().copied().chain([*flag, *value]);
+            match Cli::try_parse_from(args) {
+                Ok(_) => panic!("{flag} {value} was taken"),
+                Err(e) => assert!(e.to_string().contains(message), "{flag} {value}: {e}"),
+            }
+        }
+        let fine = run
+            .iter()
+            .copied()
+            .chain(["--heartbeat-timeout", "100ms", "--keep", "1year"]);
+        assert!(Cli::try_parse_from(fine).is_ok());
     }
 
     /// The `.rs` files under `dir`.

@@ -45,6 +45,44 @@ pub fn layered(
     Settings::layered(workload.into_iter().chain([environment, command_line]))
 }
 
+/// The command line's parser for duration setting `name` (`--heartbeat-timeout 30s`): a
+/// duration within the setting's range ([`pstar_model::settings::DURATION_RANGES`]).
+pub fn duration_flag(
+    name: &'static str,
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let d = humantime::parse_duration(text)
+            .map_err(|e| format!("not a duration such as \"30s\": {e}"))?;
+        pstar_model::settings::check_duration(name, d).map_err(|e| e.to_string())?;
+        Ok(d)
+    }
+}
+
+/// Checks the settings an agent is about to run `record`'s pilot with (its record's, under
+/// any flags). Refused, the pilot fails on the event stream with the reason (the manager
+/// shows it), and the reason is returned for the agent to exit with: nothing runs.
+pub async fn check_agent_settings(
+    store: &dyn pstar::Coordination,
+    record: &pstar_coordination::PilotRecord,
+    config: &pstar::AgentSettings,
+) -> Result<(), String> {
+    let pilot = record.id.to_string();
+    let Err(e) = config.check(Some((record.description.walltime, pilot.as_str()))) else {
+        return Ok(());
+    };
+    let reason = format!("the agent refused the settings in its pilot record: {e}");
+    let failed = pstar_coordination::Event::Pilot(pstar_coordination::PilotEvent {
+        pilot: record.id,
+        state: pstar::PilotState::Failed,
+        at: pstar_model::Timestamp::now(),
+        detail: Some(reason.clone()),
+    });
+    if let Err(e) = store.publish(vec![failed]).await {
+        tracing::warn!(error = %e, "cannot report the pilot failed");
+    }
+    Err(reason)
+}
+
 /// How to give a run a store its agents can reach, in the CLI's words (the libraries'
 /// errors name no flag).
 pub const STORE_ADVICE: &str = "run with `--coordination redis://HOST:PORT` (or \

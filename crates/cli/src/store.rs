@@ -11,12 +11,27 @@ use pstar_coordination::{CoordinationError, RedisOptions, RedisStore};
 pub use pstar_coordination::redis::COORDINATION_ENV;
 
 /// How long calls keep retrying a lost Redis (`PSTAR_REDIS_RETRY`, e.g. `30s`; default
-/// 60 s).
+/// 60 s). A value that is not a duration is said once, on stderr, and the default used.
 pub fn retry_for() -> Duration {
-    std::env::var("PSTAR_REDIS_RETRY")
-        .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
-        .unwrap_or(RedisOptions::default().retry_for)
+    static RETRY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *RETRY.get_or_init(|| {
+        let default = RedisOptions::default().retry_for;
+        let Some(text) = std::env::var("PSTAR_REDIS_RETRY")
+            .ok()
+            .filter(|v| !v.is_empty())
+        else {
+            return default;
+        };
+        humantime::parse_duration(&text).unwrap_or_else(|_| {
+            say!(
+                "pstar: warning: PSTAR_REDIS_RETRY `{}` is not a duration such as \"30s\"; \
+                 retrying for {}",
+                text.escape_debug(),
+                humantime::format_duration(default)
+            );
+            default
+        })
+    })
 }
 
 /// Connects to the Redis at `url` for an existing `session` (an agent's, a resumed
@@ -69,14 +84,97 @@ pub async fn connect(url: &str, session: &str) -> Result<Arc<dyn Coordination>, 
     Ok(RedisStore::connect(url, session, options).await?)
 }
 
-/// A warning for a password written into a URL on the command line, where `ps` shows it
-/// (not for one that came from `PSTAR_COORDINATION`).
-pub fn warn_if_password_in_url(url: &str) {
-    let from_environment = std::env::var(COORDINATION_ENV).is_ok_and(|v| v == url);
-    if !from_environment && pstar_coordination::redis::redact_url(url) != url {
-        say!(
-            "pstar: warning: the Redis password in --coordination is visible to every user \
-             through `ps`; give it in PSTAR_REDIS_PASSWORD or PSTAR_REDIS_PASSWORD_FILE instead"
-        );
+/// Where a store URL given to a command came from: the flag, or `PSTAR_COORDINATION`
+/// (clap reads both into one value; the same text in the variable means the variable).
+pub fn origin_of_flag(url: &str) -> pstar::Origin {
+    if std::env::var(COORDINATION_ENV).is_ok_and(|v| v == url) {
+        pstar::Origin::Environment(COORDINATION_ENV.into())
+    } else {
+        pstar::Origin::CommandLine
     }
+}
+
+/// Where a store URL came from, as a message says it: `--coordination`,
+/// `PSTAR_COORDINATION`, or `` `[session] coordination` at FILE:LINE ``.
+pub fn said_where(origin: &pstar::Origin) -> String {
+    match origin {
+        pstar::Origin::Environment(var) if !var.is_empty() => var.clone(),
+        pstar::Origin::Workload { path, line } => {
+            format!("`[session] coordination` at {}:{line}", path.display())
+        }
+        pstar::Origin::Api => "the program".into(),
+        _ => "--coordination".into(),
+    }
+}
+
+/// `url` as messages show it: its password masked, control characters escaped.
+pub fn shown(url: &str) -> String {
+    pstar_coordination::redis::redact_url(url)
+        .escape_debug()
+        .to_string()
+}
+
+/// Refuses a store URL pstar cannot use, naming it (password masked) and where it came
+/// from.
+pub fn check_url(url: &str, origin: &pstar::Origin) -> Result<(), String> {
+    if crate::workload::is_store_url(url) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} `{}` is not a redis://host:port/db or rediss:// URL",
+        said_where(origin),
+        shown(url)
+    ))
+}
+
+/// Whether `url` carries a password of its own.
+fn has_password(url: &str) -> bool {
+    pstar_coordination::redis::redact_url(url) != url
+}
+
+/// A store named only by a workload file is not sent the password of this environment
+/// (`PSTAR_REDIS_PASSWORD`, `PSTAR_REDIS_PASSWORD_FILE`): a file may come from anyone, and
+/// name anyone's host. Refused unless the user names the store too (`--coordination`,
+/// `PSTAR_COORDINATION`, which then wins over the file) or the URL carries its own
+/// password.
+pub fn check_store_source(url: &str, origin: &pstar::Origin) -> Result<(), String> {
+    let pstar::Origin::Workload { .. } = origin else {
+        return Ok(());
+    };
+    let variable = [
+        pstar_coordination::redis::PASSWORD_ENV,
+        pstar_coordination::redis::PASSWORD_FILE_ENV,
+    ]
+    .into_iter()
+    .find(|v| std::env::var_os(v).is_some());
+    match variable {
+        Some(variable) if !has_password(url) => Err(format!(
+            "the store `{url}` is named by {where_} only; pstar does not send it the Redis \
+             password of your environment ({variable}) unless you name that store yourself: \
+             run with `--coordination {url}` (or set PSTAR_COORDINATION) to confirm it",
+            url = shown(url),
+            where_ = said_where(origin),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A warning, on stderr, for a password written into a store URL: `ps` shows a command
+/// line to every user, a workload file may be read or shared, and the environment is
+/// handed down to child processes. Said once per command (call it once, for the URL the
+/// command uses).
+pub fn warn_if_password_in_url(url: &str, origin: &pstar::Origin) {
+    if !has_password(url) {
+        return;
+    }
+    let why = match origin {
+        pstar::Origin::Workload { .. } => "is in a file that others may read or be sent",
+        pstar::Origin::Environment(_) => "is handed down to every process started from here",
+        _ => "is visible to every user through `ps`",
+    };
+    say!(
+        "pstar: warning: the Redis password in {} {why}; give it in PSTAR_REDIS_PASSWORD or \
+         PSTAR_REDIS_PASSWORD_FILE instead",
+        said_where(origin)
+    );
 }

@@ -18,7 +18,8 @@
 //! prefetch = 4              # pilots' worth of cores of units bound to a pilot beyond its cores
 //! keep = "7days"            # how long Redis keeps a finished session's data
 //! drain_margin = "5m"       # agents stop taking units this long before their walltime
-//!                           # ends; default: the smaller of 60 s and a tenth of the walltime
+//!                           # ends; default: the smaller of 60 s and a tenth of the walltime;
+//!                           # shorter than every pilot's walltime
 //!
 //! [simulation]              # `pstar simulate` only; `pstar run` checks it and leaves it aside
 //! queue_wait = "1m..10m"    # each pilot's wait in its queue: "5m", or a range drawn
@@ -102,7 +103,11 @@
 //!   |         ^
 //! ```
 //!
-//! Checked are: TOML syntax, unknown or misspelled keys (anywhere), wrong types, zero
+//! Checked are: TOML syntax, unknown or misspelled keys (anywhere), values of the wrong
+//! kind (said in plain words with what the key takes, one table for every key: `Takes`),
+//! `[session]` durations outside their ranges
+//! ([`pstar_model::settings::DURATION_RANGES`]), a `drain_margin` that is not shorter
+//! than a pilot's walltime (at the key, naming the pilot), zero
 //! `cores` or `count`, empty `executable`, a `walltime` or `time_request` that is not a
 //! duration or is zero, a `resource` that does not parse or whose scheme this pstar cannot
 //! place pilots on, duplicate pilot names (members of a counted pilot included),
@@ -740,7 +745,9 @@ pub fn parse(
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        src.error(span, message.join(": "))
+        let message = message.join(": ");
+        let message = src.plain_words(&message, span.clone()).unwrap_or(message);
+        src.error(span, message)
     })?;
     // Absolute once and for all: agents may run elsewhere, in other directories.
     let base = std::path::absolute(path)
@@ -759,6 +766,11 @@ pub fn parse(
         .session
         .as_ref()
         .and_then(|s| s.0.agent_binary.as_ref())
+        .map(Spanned::span);
+    let drain_margin_at = raw
+        .session
+        .as_ref()
+        .and_then(|s| s.0.drain_margin.as_ref())
         .map(Spanned::span);
     let session = match raw.session {
         Some(s) => s.0.check(&src, base)?,
@@ -790,6 +802,16 @@ pub fn parse(
             None => 0,
         };
         let (description, keys) = pilot.check(&src, base, supported)?;
+        // A pilot whose agent would drain from the start never runs a unit.
+        if let (Some(margin), Some(span)) = (session.drain_margin, &drain_margin_at) {
+            let table_line = src.locate(table_span.clone()).line;
+            let pilot = match &description.name {
+                Some(name) => format!("pilot `{name}` (line {table_line})"),
+                None => format!("the [[pilot]] at line {table_line}"),
+            };
+            pstar_model::settings::check_drain_margin(margin, description.walltime, pilot)
+                .map_err(|e| src.error(span.clone(), e.to_string()))?;
+        }
         // The members differ in their names only, which the checks find no fault with
         // if they find none with the table's: one check stands for all of them.
         description
@@ -1028,6 +1050,34 @@ impl Source<'_> {
         }
     }
 
+    /// `message`, a value of the wrong kind as serde says it (`invalid type: integer
+    /// `3600`, expected a string`), in plain words: what the key at `span` takes, and the
+    /// value as written. `None` for any other message, or a key it cannot tell.
+    fn plain_words(&self, message: &str, span: Range<usize>) -> Option<String> {
+        let expected = message
+            .strip_prefix("invalid type: ")
+            .or_else(|| message.strip_prefix("invalid value: "))?
+            .rsplit_once(", expected ")?
+            .1;
+        let start = span.start.min(self.text.len());
+        let end = span.end.clamp(start, self.text.len());
+        let written = self.text.get(start..end)?.lines().next()?.trim();
+        // The key is the name before the `=` that starts the value, on its line.
+        let before = self.text.get(..start)?;
+        let line = &before[before.rfind('\n').map_or(0, |n| n + 1)..];
+        let key = line.rsplit_once('=')?.0.trim();
+        let key = key
+            .rsplit(['{', ',', '.'])
+            .next()?
+            .trim()
+            .trim_matches(['"', '\'']);
+        let takes = match Takes::of(key) {
+            Some(takes) => takes.words(written),
+            None => Takes::from_serde(expected)?.to_owned(),
+        };
+        Some(format!("`{key}` must be {takes}, not {written}"))
+    }
+
     /// Line, column and source line of the start of `span`.
     fn locate(&self, span: Range<usize>) -> Location {
         let text = self.text;
@@ -1049,6 +1099,86 @@ impl Source<'_> {
             column,
             source_line: text[line_start..line_end].trim_end_matches('\r').to_owned(),
             width,
+        }
+    }
+}
+
+/// What a key of a workload file takes, in the words its errors use.
+enum Takes {
+    /// A whole number from `least` up to `most`.
+    Whole { least: u64, most: u64 },
+    /// Anything else, said once.
+    Words(&'static str),
+}
+
+impl Takes {
+    /// What key `key` (of any table) takes; `None` for a key it does not know.
+    fn of(key: &str) -> Option<Takes> {
+        let u32_from = |least| Takes::Whole {
+            least,
+            most: u64::from(u32::MAX),
+        };
+        Some(match key {
+            "count" | "cores" | "nodes" | "ranks" | "max_attempts" => u32_from(1),
+            "gpus" | "prefetch" | "black_hole_failures" => u32_from(0),
+            "seed" => Takes::Whole {
+                least: 0,
+                most: u64::MAX,
+            },
+            "walltime" | "time_request" => {
+                Takes::Words("a duration in quotes such as \"1h\" or \"01:00:00\"")
+            }
+            "heartbeat_timeout"
+            | "agent_start_timeout"
+            | "poll_interval"
+            | "keep"
+            | "drain_margin"
+            | "unit_time" => Takes::Words("a duration in quotes such as \"30s\""),
+            "queue_wait" => {
+                Takes::Words("a duration in quotes such as \"5m\", or a range such as \"1m..10m\"")
+            }
+            "pilot_failure" | "agent_loss" => Takes::Words("a number from 0 to 1 (10 % is 0.1)"),
+            "shell" | "mpi" | "tunnel" => Takes::Words("true or false"),
+            "arguments" | "pre_exec" | "tags" | "scheduler_options" | "input_data"
+            | "output_data" => Takes::Words("a list of strings in quotes such as [\"-v\", \"x\"]"),
+            "environment" => {
+                Takes::Words("a table of names and texts such as { OMP_NUM_THREADS = \"4\" }")
+            }
+            "affinity" => Takes::Words("a table such as { datacenter = \"dc1\" }"),
+            "name" | "executable" | "resource" | "queue" | "project" | "reservation"
+            | "working_directory" | "stdout" | "stderr" | "pilot" | "coordination"
+            | "agent_binary" | "datacenter" | "machine" => Takes::Words("text in quotes"),
+            _ => return None,
+        })
+    }
+
+    /// What serde's `expected ...` asks for, for a key [`Takes::of`] does not know.
+    fn from_serde(expected: &str) -> Option<&'static str> {
+        Some(match expected {
+            "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number from 0 up",
+            "f32" | "f64" => "a number",
+            "a string" => "text in quotes",
+            "a boolean" => "true or false",
+            "a sequence" => "a list",
+            _ => return None,
+        })
+    }
+
+    /// In words, for the value `written`: a whole number too large says the most.
+    fn words(&self, written: &str) -> String {
+        match self {
+            Takes::Whole { least, most } => {
+                let too_large = written
+                    .replace('_', "")
+                    .parse::<i128>()
+                    .is_ok_and(|n| n > i128::from(*most));
+                if too_large {
+                    format!("a whole number from {least} up to {most}")
+                } else {
+                    format!("a whole number from {least} up")
+                }
+            }
+            Takes::Words(words) => (*words).to_owned(),
         }
     }
 }
@@ -1124,31 +1254,28 @@ impl SessionKeys<'_, '_> {
         );
     }
 
-    /// A duration key; longer than zero unless `zero` is allowed.
+    /// A duration key, within its range ([`pstar_model::settings::DURATION_RANGES`]).
     fn duration(
         &mut self,
         name: &'static str,
         value: Option<Spanned<String>>,
-        zero: bool,
     ) -> Result<Option<Duration>, WorkloadError> {
         let Some(t) = value else {
             return Ok(None);
         };
         self.note(name, t.span());
-        humantime::parse_duration(t.get_ref())
-            .ok()
-            .filter(|d| zero || !d.is_zero())
-            .map(Some)
-            .ok_or_else(|| {
-                let longer = if zero { "" } else { " longer than zero" };
-                self.src.error(
-                    t.span(),
-                    format!(
-                        "`{name}` `{}` is not a duration{longer} such as \"30s\"",
-                        t.get_ref()
-                    ),
-                )
-            })
+        let d = humantime::parse_duration(t.get_ref()).map_err(|_| {
+            self.src.error(
+                t.span(),
+                format!(
+                    "`{name}` `{}` is not a duration such as \"30s\"",
+                    t.get_ref().escape_debug()
+                ),
+            )
+        })?;
+        pstar_model::settings::check_duration(name, d)
+            .map_err(|e| self.src.error(t.span(), e.to_string()))?;
+        Ok(Some(d))
     }
 
     /// A count key of at least `least`.
@@ -1206,18 +1333,14 @@ impl RawSession {
             }
         }
         let layer = SessionSettings {
-            heartbeat_timeout: keys.duration("heartbeat_timeout", self.heartbeat_timeout, false)?,
+            heartbeat_timeout: keys.duration("heartbeat_timeout", self.heartbeat_timeout)?,
             max_attempts: keys.count("max_attempts", self.max_attempts, 1)?,
             black_hole_failures: keys.count("black_hole_failures", self.black_hole_failures, 0)?,
             prefetch: keys.count("prefetch", self.prefetch, 0)?,
-            agent_start_timeout: keys.duration(
-                "agent_start_timeout",
-                self.agent_start_timeout,
-                false,
-            )?,
-            poll_interval: keys.duration("poll_interval", self.poll_interval, false)?,
-            keep: keys.duration("keep", self.keep, false)?,
-            drain_margin: keys.duration("drain_margin", self.drain_margin, true)?,
+            agent_start_timeout: keys.duration("agent_start_timeout", self.agent_start_timeout)?,
+            poll_interval: keys.duration("poll_interval", self.poll_interval)?,
+            keep: keys.duration("keep", self.keep)?,
+            drain_margin: keys.duration("drain_margin", self.drain_margin)?,
             agent_binary: self.agent_binary.map(|p| base.join(p.into_inner())),
             coordination: self.coordination.map(Spanned::into_inner),
             // Every value has its own line; this is the file's.
@@ -1290,6 +1413,17 @@ fn parse_queue_wait(text: &str) -> Result<QueueWait, String> {
              \"1m..10m\" for waits drawn uniformly in that range)"
         )
     };
+    if text.contains("...") {
+        let mut two = text.to_owned();
+        while two.contains("...") {
+            two = two.replace("...", "..");
+        }
+        return Err(format!(
+            "`queue_wait` range must be written \"{}\" (two dots), not \"{}\"",
+            two.escape_debug(),
+            text.escape_debug()
+        ));
+    }
     match text.split("..").collect::<Vec<_>>()[..] {
         [one] => duration(one).map(QueueWait::Fixed).map_err(bad),
         [min, max] => {
@@ -2022,14 +2156,14 @@ output_data = []
             "[[pilot]]\nresource = \"local://\"\ncores = \"two\"\n",
             3,
             9,
-            "invalid type: string \"two\", expected u32",
+            "`cores` must be a whole number from 1 up, not \"two\"",
         ),
         (
             "negative cores",
             "[[pilot]]\nresource = \"local://\"\ncores = -1\n",
             3,
             9,
-            "expected u32",
+            "`cores` must be a whole number from 1 up, not -1",
         ),
         (
             "zero pilot cores",
@@ -2326,7 +2460,7 @@ output_data = []
                 "[session]\nkeep = \"0s\"\n",
                 2,
                 8,
-                "`keep` `0s` is not a duration longer than zero",
+                "`keep` must be from 1s to 1year, not 0s",
             ),
             (
                 "[session]\nagent_binary = \"\"\n",
@@ -2811,7 +2945,7 @@ count = 2
                 unit("time_request = 30\n"),
                 5,
                 16,
-                "invalid type: integer `30`, expected a string",
+                "`time_request` must be a duration in quotes such as \"1h\" or \"01:00:00\", not 30",
             ),
             (
                 "longer than every pilot's walltime",
@@ -2901,7 +3035,7 @@ count = 2
                 format!("[[pilot]]\nresource = \"local://\"\ncount = -2\n{unit}"),
                 3,
                 9,
-                "invalid value: integer `-2`, expected u32",
+                "`count` must be a whole number from 1 up, not -2",
             ),
             (
                 "beyond the limit in one table",
@@ -3128,14 +3262,14 @@ count = 2
                 sim("queue_wait = 5\n"),
                 2,
                 14,
-                "invalid type: integer `5`, expected a string",
+                "`queue_wait` must be a duration in quotes such as \"5m\", or a range such as \"1m..10m\", not 5",
             ),
             (
                 "negative seed",
                 sim("seed = -1\n"),
                 2,
                 8,
-                "invalid value: integer `-1`, expected u64",
+                "`seed` must be a whole number from 0 up, not -1",
             ),
             (
                 "pilot failure above 1",
@@ -3163,7 +3297,7 @@ count = 2
                 sim("pilot_failure = \"0.1\"\n"),
                 2,
                 17,
-                "invalid type: string \"0.1\", expected f64",
+                "`pilot_failure` must be a number from 0 to 1 (10 % is 0.1), not \"0.1\"",
             ),
             (
                 "unit time not a duration",
@@ -3181,5 +3315,168 @@ count = 2
                 "invalid type: sequence, expected one table, written with single brackets",
             ),
         ]);
+    }
+
+    /// Every duration key of `[session]` is refused outside its range
+    /// ([`pstar::settings::DURATION_RANGES`]), at the value, naming the range.
+    #[test]
+    fn session_durations_out_of_range_are_refused_at_the_key() {
+        let body = "[[pilot]]\nresource = \"local://\"\nwalltime = \"1h\"\n\
+                    [[unit]]\nexecutable = \"/bin/true\"\n";
+        let cases: Vec<(&str, String, usize, usize, &str)> = vec![
+            (
+                "zero heartbeat timeout",
+                format!("[session]\nheartbeat_timeout = \"0s\"\n{body}"),
+                2,
+                21,
+                "`heartbeat_timeout` must be from 100ms to 1day, not 0s",
+            ),
+            (
+                "a poll every year",
+                format!("[session]\npoll_interval = \"1year\"\n{body}"),
+                2,
+                17,
+                "`poll_interval` must be from 100ms to 10m, not 1year",
+            ),
+            (
+                "keep nothing",
+                format!("[session]\nkeep = \"0s\"\n{body}"),
+                2,
+                8,
+                "`keep` must be from 1s to 1year, not 0s",
+            ),
+            (
+                "a drain margin of centuries",
+                format!("[session]\ndrain_margin = \"1000years\"\n{body}"),
+                2,
+                16,
+                "`drain_margin` must be from 0s to 1year, not 1000years",
+            ),
+        ];
+        assert_refused_exactly(&cases);
+    }
+
+    /// A drain margin as long as a pilot's walltime leaves its agent no time to take a
+    /// unit: refused at the key, naming the pilot and both durations.
+    #[test]
+    fn a_drain_margin_not_shorter_than_a_walltime_is_refused_at_the_key() {
+        let head = "[session]\ndrain_margin = \"30m\"\n\
+                    [[pilot]]\nname = \"long\"\nresource = \"local://\"\nwalltime = \"2h\"\n";
+        let unit = "[[unit]]\nexecutable = \"/bin/true\"\n";
+        let cases: Vec<(&str, String, usize, usize, &str)> = vec![
+            (
+                "as long as a named pilot's walltime",
+                format!(
+                    "{head}[[pilot]]\nname = \"short\"\nresource = \"local://\"\nwalltime = \"30m\"\n{unit}"
+                ),
+                2,
+                16,
+                "`drain_margin` 30m is not shorter than the walltime 30m of pilot `short` \
+                 (line 7): its agent would never take a unit; make it shorter than every \
+                 pilot's walltime",
+            ),
+            (
+                "longer than an unnamed pilot's",
+                format!("{head}[[pilot]]\nresource = \"local://\"\nwalltime = \"10m\"\n{unit}"),
+                2,
+                16,
+                "`drain_margin` 30m is not shorter than the walltime 10m of the [[pilot]] at \
+                 line 7: its agent would never take a unit; make it shorter than every \
+                 pilot's walltime",
+            ),
+        ];
+        assert_refused_exactly(&cases);
+        let w = parse_ok(&format!("{head}{unit}"));
+        assert_eq!(w.session.drain_margin, Some(Duration::from_secs(1800)));
+    }
+
+    /// A value of the wrong type is said in plain words, with what the key takes and a
+    /// hint, at the value: never serde's `expected u32`.
+    #[test]
+    fn values_of_the_wrong_kind_are_said_in_plain_words() {
+        let pilot = "[[pilot]]\nresource = \"local://\"\n";
+        let unit = "[[unit]]\nexecutable = \"/bin/true\"\n";
+        let cases: Vec<(&str, String, usize, usize, &str)> = vec![
+            (
+                "negative count",
+                format!("{pilot}{unit}count = -1\n"),
+                5,
+                9,
+                "`count` must be a whole number from 1 up, not -1",
+            ),
+            (
+                "cores in words",
+                format!("[[pilot]]\nresource = \"local://\"\ncores = \"two\"\n{unit}"),
+                3,
+                9,
+                "`cores` must be a whole number from 1 up, not \"two\"",
+            ),
+            (
+                "too many gpus",
+                format!("{pilot}gpus = 5000000000\n{unit}"),
+                3,
+                8,
+                "`gpus` must be a whole number from 0 up to 4294967295, not 5000000000",
+            ),
+            (
+                "walltime in seconds",
+                format!("[[pilot]]\nresource = \"local://\"\nwalltime = 3600\n{unit}"),
+                3,
+                12,
+                "`walltime` must be a duration in quotes such as \"1h\" or \"01:00:00\", not \
+                 3600",
+            ),
+            (
+                "session duration unquoted",
+                format!("[session]\nheartbeat_timeout = 30\n{pilot}{unit}"),
+                2,
+                21,
+                "`heartbeat_timeout` must be a duration in quotes such as \"30s\", not 30",
+            ),
+            (
+                "a percentage",
+                format!("{pilot}{unit}[simulation]\nagent_loss = \"10%\"\n"),
+                6,
+                14,
+                "`agent_loss` must be a number from 0 to 1 (10 % is 0.1), not \"10%\"",
+            ),
+            (
+                "a shell of yes",
+                format!("{pilot}{unit}shell = \"yes\"\n"),
+                5,
+                9,
+                "`shell` must be true or false, not \"yes\"",
+            ),
+            (
+                "arguments as one string",
+                format!("{pilot}{unit}arguments = \"-v x\"\n"),
+                5,
+                13,
+                "`arguments` must be a list of strings in quotes such as [\"-v\", \"x\"], not \
+                 \"-v x\"",
+            ),
+            (
+                "a number for a name",
+                format!("{pilot}{unit}name = 7\n"),
+                5,
+                8,
+                "`name` must be text in quotes, not 7",
+            ),
+            (
+                "a negative seed",
+                format!("{pilot}{unit}[simulation]\nseed = -1\n"),
+                6,
+                8,
+                "`seed` must be a whole number from 0 up, not -1",
+            ),
+            (
+                "three dots",
+                format!("{pilot}{unit}[simulation]\nqueue_wait = \"5m...30m\"\n"),
+                6,
+                14,
+                "`queue_wait` range must be written \"5m..30m\" (two dots), not \"5m...30m\"",
+            ),
+        ];
+        assert_refused_exactly(&cases);
     }
 }

@@ -622,7 +622,7 @@ const MALFORMED: &[(&str, &str, usize, usize, &str)] = &[
         "[[pilot]]\nresource = \"local://\"\ncores = \"two\"\n\n[[unit]]\nexecutable = \"/bin/true\"\n",
         3,
         9,
-        "invalid type",
+        "`cores` must be a whole number from 1 up, not \"two\"",
     ),
     (
         "zero cores",

@@ -1,7 +1,7 @@
 //! Errors of the Pilot-API.
 
 use pstar_coordination::CoordinationError;
-use pstar_model::{DescriptionError, Scheme};
+use pstar_model::{DescriptionError, Origin, Scheme, SettingError};
 
 /// What can go wrong calling the Pilot-API. A unit that fails is *not* an error: it is a
 /// normal outcome, reported through its state, exit code and detail.
@@ -33,6 +33,16 @@ pub enum Error {
     NeedsNetworkedStore {
         /// The scheme asked for.
         scheme: Scheme,
+    },
+    /// A setting pstar refuses: a duration outside its range
+    /// ([`pstar_model::settings::DURATION_RANGES`]), or a drain margin not shorter than a
+    /// pilot's walltime.
+    #[error("{source} (set by {origin})")]
+    InvalidSetting {
+        /// What is wrong, naming the setting.
+        source: SettingError,
+        /// Where the setting came from.
+        origin: Origin,
     },
     /// The coordination store failed.
     #[error(transparent)]

@@ -84,6 +84,18 @@ impl PilotComputeService {
                 what: what(),
                 source,
             })?;
+        // An agent that drains from its start would never take a unit.
+        if let Some(margin) = session.settings().agent.drain_margin {
+            let pilot = match &description.name {
+                Some(name) => format!("pilot `{name}`"),
+                None => "the pilot".to_owned(),
+            };
+            pstar_model::settings::check_drain_margin(margin, description.walltime, pilot)
+                .map_err(|source| Error::InvalidSetting {
+                    origin: session.settings().origin("drain_margin").clone(),
+                    source,
+                })?;
+        }
         let adaptor = session.adaptor(description.resource.scheme())?;
         // The same refusals as `pstar check`'s, before anything is created.
         pstar_adaptors::check_pilot(&description, session.coordination().url().is_some()).map_err(

@@ -195,14 +195,20 @@ impl SessionBuilder {
             (None, None) => new_session_id(),
         };
         pstar_model::check_session_id(&id)?;
+        // Refused before anything is opened or started.
+        self.settings
+            .check()
+            .map_err(|source| crate::Error::InvalidSetting {
+                origin: self.settings.origin(source.name()).clone(),
+                source,
+            })?;
         let coordination: Arc<dyn Coordination> = match self.coordination {
             Some(c) => c,
             None => Embedded::new(id.clone()),
         };
-        let mut settings = self.settings;
+        let settings = self.settings;
         let root = settings.sandbox.clone();
         let sandbox_root = std::path::absolute(&root).unwrap_or(root);
-        settings.heartbeat_timeout = settings.heartbeat_timeout.max(Duration::from_millis(100));
         let heartbeat_timeout = settings.heartbeat_timeout;
         let adaptors = pstar_adaptors::available(AdaptorConfig {
             timeouts: BootstrapTimeouts {

@@ -697,3 +697,77 @@ async fn a_pilot_that_comes_up_later_takes_units_waiting_on_a_busy_one() {
     );
     f.pcs.cancel().await;
 }
+
+/// Settings no agent or manager can work with are refused when the session is built,
+/// naming the setting, its range and where it was set; a drain margin that is not
+/// shorter than a pilot's walltime is refused by `create_pilot`, before anything is
+/// submitted.
+#[tokio::test]
+async fn settings_out_of_range_and_a_drain_margin_as_long_as_the_walltime_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Session::builder()
+        .sandbox_root(dir.path())
+        .heartbeat_timeout(Duration::ZERO)
+        .build()
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        refused.as_deref(),
+        Some("`heartbeat_timeout` must be from 100ms to 1day, not 0s (set by the program)")
+    );
+    let spinning = AgentConfig {
+        claim_wait: Duration::ZERO,
+        ..AgentConfig::default()
+    };
+    let refused = Session::builder()
+        .sandbox_root(dir.path())
+        .agent_config(spinning)
+        .build()
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        refused.as_deref(),
+        Some("`claim_wait` must be from 1ms to 1m, not 0s (set by the program)")
+    );
+
+    let hour = Duration::from_secs(3600);
+    let session = Session::builder()
+        .sandbox_root(dir.path())
+        .agent_config(AgentConfig {
+            drain_margin: Some(hour),
+            ..AgentConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let pcs = PilotComputeService::new(&session);
+    let refused = pcs
+        .create_pilot(PilotComputeDescription {
+            name: Some("short".into()),
+            walltime: hour,
+            ..Default::default()
+        })
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused
+            .starts_with("`drain_margin` 1h is not shorter than the walltime 1h of pilot `short`"),
+        "{refused}"
+    );
+    assert!(pcs.pilots().is_empty());
+    let long = within(pcs.create_pilot(PilotComputeDescription {
+        walltime: 2 * hour,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        within(long.wait_for(PilotState::Running)).await,
+        PilotState::Running
+    );
+    pcs.cancel().await;
+}

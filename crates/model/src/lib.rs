@@ -38,7 +38,7 @@ pub use resource::{ResourceUrl, ResourceUrlError, Scheme};
 pub use session_name::{
     InvalidSessionId, MAX_SESSION_ID_LEN, Printable, check_session_id, printable,
 };
-pub use settings::{AgentSettings, Origin, Settings, SettingsLayer};
+pub use settings::{AgentSettings, Origin, SettingError, Settings, SettingsLayer};
 pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};
 pub use time::Timestamp;
 

@@ -76,6 +76,147 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// The range (both ends included) each duration setting must lie in, written once.
+///
+/// | setting | from | to |
+/// |---|---|---|
+/// | `heartbeat_timeout` | 100ms | 1day |
+/// | `agent_start_timeout` | 1s | 1day |
+/// | `poll_interval` | 100ms | 10m |
+/// | `keep` | 1s | 1year |
+/// | `claim_wait` | 1ms | 1m |
+/// | `heartbeat_interval` | 10ms | 10m |
+/// | `kill_grace` | 0s | 1h |
+/// | `drain_margin` | 0s | 1year, and shorter than each pilot's walltime |
+/// | `report_window` | 0s | 1s |
+/// | `remote_report_window` | 0s | 1s |
+///
+/// A value outside is a mistake, not a preference: a zero heartbeat interval or claim
+/// wait makes an agent spin, a drain margin as long as the walltime makes it take no
+/// unit, a report window of hours holds every unit's end back that long.
+pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
+    ("heartbeat_timeout", Duration::from_millis(100), DAY),
+    ("agent_start_timeout", Duration::from_secs(1), DAY),
+    (
+        "poll_interval",
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    ),
+    ("keep", Duration::from_secs(1), YEAR),
+    (
+        "claim_wait",
+        Duration::from_millis(1),
+        Duration::from_secs(60),
+    ),
+    (
+        "heartbeat_interval",
+        Duration::from_millis(10),
+        Duration::from_secs(600),
+    ),
+    ("kill_grace", Duration::ZERO, Duration::from_secs(3600)),
+    ("drain_margin", Duration::ZERO, YEAR),
+    ("report_window", Duration::ZERO, Duration::from_secs(1)),
+    (
+        "remote_report_window",
+        Duration::ZERO,
+        Duration::from_secs(1),
+    ),
+];
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A year as `humantime` counts it (365.25 days), so that it is written `1year`.
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The range duration setting `name` must lie in ([`DURATION_RANGES`]); `None` for a
+/// setting that is not a duration.
+pub fn duration_range(name: &str) -> Option<(Duration, Duration)> {
+    DURATION_RANGES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// A setting pstar refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// A duration outside its range ([`DURATION_RANGES`]).
+    #[error(
+        "`{name}` must be from {} to {}, not {}",
+        humantime::format_duration(*.min),
+        humantime::format_duration(*.max),
+        humantime::format_duration(*.value)
+    )]
+    OutOfRange {
+        name: &'static str,
+        value: Duration,
+        min: Duration,
+        max: Duration,
+    },
+    /// A drain margin that leaves a pilot no time to take units.
+    #[error(
+        "`drain_margin` {} is not shorter than the walltime {} of {pilot}: its agent would \
+         never take a unit; make it shorter than every pilot's walltime",
+        humantime::format_duration(*.margin),
+        humantime::format_duration(*.walltime)
+    )]
+    DrainMarginTooLong {
+        margin: Duration,
+        walltime: Duration,
+        /// The pilot, as a message names it (`pilot.0001`, `pilot \`big\``).
+        pilot: String,
+    },
+    /// `max_attempts` of 0: a unit would never run.
+    #[error("`max_attempts` must be at least 1")]
+    NoAttempts,
+}
+
+impl SettingError {
+    /// The setting at fault.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SettingError::OutOfRange { name, .. } => name,
+            SettingError::DrainMarginTooLong { .. } => "drain_margin",
+            SettingError::NoAttempts => "max_attempts",
+        }
+    }
+}
+
+/// Whether duration setting `name` may be `value` ([`DURATION_RANGES`]; a name that is not
+/// a duration setting is not checked).
+pub fn check_duration(name: &str, value: Duration) -> Result<(), SettingError> {
+    let Some((n, min, max)) = DURATION_RANGES.iter().find(|(n, _, _)| *n == name) else {
+        return Ok(());
+    };
+    if (*min..=*max).contains(&value) {
+        Ok(())
+    } else {
+        Err(SettingError::OutOfRange {
+            name: n,
+            value,
+            min: *min,
+            max: *max,
+        })
+    }
+}
+
+/// Whether a pilot whose walltime is `walltime` can run with drain margin `margin`: the
+/// margin must be shorter, or the agent never takes a unit. `pilot` names the pilot.
+pub fn check_drain_margin(
+    margin: Duration,
+    walltime: Duration,
+    pilot: impl std::fmt::Display,
+) -> Result<(), SettingError> {
+    if margin < walltime {
+        Ok(())
+    } else {
+        Err(SettingError::DrainMarginTooLong {
+            margin,
+            walltime,
+            pilot: pilot.to_string(),
+        })
+    }
+}
+
 /// The settings of a pilot's agent. They reach an agent in its pilot's record in the
 /// coordination store; a record without them (written by an older pstar) gives the
 /// defaults.
@@ -118,6 +259,30 @@ impl Default for AgentSettings {
             report_window: Duration::from_millis(1),
             remote_report_window: Duration::from_millis(3),
         }
+    }
+}
+
+impl AgentSettings {
+    /// Checks every setting against its range ([`DURATION_RANGES`]), and the drain margin
+    /// against the walltime of `pilot` when given (`(walltime, name)`): the first one
+    /// refused.
+    pub fn check(&self, pilot: Option<(Duration, &str)>) -> Result<(), SettingError> {
+        for (name, value) in [
+            ("claim_wait", self.claim_wait),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("kill_grace", self.kill_grace),
+            ("report_window", self.report_window),
+            ("remote_report_window", self.remote_report_window),
+        ]
+        .into_iter()
+        .chain(self.drain_margin.map(|d| ("drain_margin", d)))
+        {
+            check_duration(name, value)?;
+        }
+        if let (Some(margin), Some((walltime, name))) = (self.drain_margin, pilot) {
+            check_drain_margin(margin, walltime, name)?;
+        }
+        Ok(())
     }
 }
 
@@ -300,6 +465,24 @@ impl Settings {
         self.origins.insert(name, origin);
     }
 
+    /// Checks every setting pstar would refuse: each duration against its range
+    /// ([`DURATION_RANGES`]), `max_attempts` at least 1. The error names the setting; its
+    /// origin is [`Settings::origin`].
+    pub fn check(&self) -> Result<(), SettingError> {
+        for (name, value) in [
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("agent_start_timeout", self.agent_start_timeout),
+            ("poll_interval", self.poll_interval),
+            ("keep", self.keep),
+        ] {
+            check_duration(name, value)?;
+        }
+        if self.max_attempts == 0 {
+            return Err(SettingError::NoAttempts);
+        }
+        self.agent.check(None)
+    }
+
     /// What the session's agents are given: [`Settings::agent`], with the heartbeat
     /// interval at most a third of the heartbeat timeout, so that an agent beats at least
     /// three times before the manager gives up on it.
@@ -462,5 +645,57 @@ mod tests {
         assert_eq!(serde_json::from_str::<AgentSettings>(&json).ok(), Some(a));
         let old: AgentSettings = serde_json::from_str("{}").expect("empty");
         assert_eq!(old, AgentSettings::default());
+    }
+
+    /// Each duration setting is refused below and above its range, and taken at both
+    /// ends; a drain margin must be shorter than the pilot's walltime.
+    #[test]
+    fn settings_out_of_range_are_refused_naming_the_setting() {
+        for (name, min, max) in DURATION_RANGES {
+            assert_eq!(check_duration(name, *min), Ok(()), "{name} at its least");
+            assert_eq!(check_duration(name, *max), Ok(()), "{name} at its most");
+            let above = check_duration(name, *max + Duration::from_millis(1));
+            assert_eq!(above.map_err(|e| e.name()), Err(*name), "{name} above");
+            if let Some(below) = min.checked_sub(Duration::from_nanos(1)) {
+                let e = check_duration(name, below).expect_err(name);
+                assert!(
+                    e.to_string().starts_with(&format!("`{name}` must be from")),
+                    "{e}"
+                );
+            }
+        }
+        let zero_beat = AgentSettings {
+            heartbeat_interval: Duration::ZERO,
+            ..AgentSettings::default()
+        };
+        assert_eq!(
+            zero_beat.check(None).map_err(|e| e.to_string()),
+            Err("`heartbeat_interval` must be from 10ms to 10m, not 0s".to_owned())
+        );
+        let margin = AgentSettings {
+            drain_margin: Some(Duration::from_secs(3600)),
+            ..AgentSettings::default()
+        };
+        assert_eq!(margin.check(None), Ok(()));
+        assert_eq!(
+            margin.check(Some((Duration::from_secs(3601), "pilot.0001"))),
+            Ok(())
+        );
+        let e = margin
+            .check(Some((Duration::from_secs(3600), "pilot.0001")))
+            .expect_err("as long as the walltime");
+        assert_eq!(e.name(), "drain_margin");
+        assert!(
+            e.to_string()
+                .contains("1h is not shorter than the walltime 1h of pilot.0001"),
+            "{e}"
+        );
+        let s = Settings {
+            keep: Duration::ZERO,
+            ..Settings::default()
+        };
+        assert_eq!(s.check().map_err(|e| e.name()), Err("keep"));
+        assert_eq!(Settings::default().check(), Ok(()));
+        assert_eq!(AgentSettings::default().check(None), Ok(()));
     }
 }

@@ -260,11 +260,15 @@ fn check_takes_the_store_as_run_does() {
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
 
-    // A store URL pstar cannot use is refused by both, and the URL is not echoed.
+    // A store URL pstar cannot use is refused by both, named with its password masked.
     let url = "http://user:secret@h:1";
     let out = check_in(scratch.path(), &workload, &["--coordination", url]);
     assert_eq!(out.code(), Some(2), "{out}");
-    assert!(out.stderr.contains("must be a redis://"), "{out}");
+    assert!(
+        out.stderr
+            .contains("`http://user:***@h:1` is not a redis://"),
+        "{out}"
+    );
     assert!(!out.stderr.contains("secret"), "{out}");
     let sandbox = scratch.sandbox();
     let mut cmd = pstar();
@@ -452,4 +456,167 @@ fn colour_codes_only_on_a_terminal_and_never_with_no_color() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("INFO"), "{out}");
     assert!(!has_escape(&out.stdout), "colour with NO_COLOR set:\n{out}");
+}
+
+/// A plain TCP listener on loopback that keeps every byte sent to it, as a host named by
+/// someone else's workload file would.
+struct Eavesdropper {
+    port: u16,
+    heard: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Eavesdropper {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let port = listener.local_addr().expect("its address").port();
+        let heard = Arc::<Mutex<Vec<u8>>>::default();
+        let keep = heard.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let keep = keep.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if let Ok(mut all) = keep.lock() {
+                            all.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, heard }
+    }
+
+    fn heard(&self) -> String {
+        String::from_utf8_lossy(&self.heard.lock().map(|h| h.clone()).unwrap_or_default())
+            .into_owned()
+    }
+}
+
+/// The store a workload file names is not given the password of the user's environment:
+/// the file may come from anyone. `pstar run` refuses it, saying how to confirm the store,
+/// and nothing reaches that host; named on the command line too, it is confirmed.
+#[test]
+fn a_store_named_by_the_workload_file_gets_no_password_from_the_environment() {
+    let host = Eavesdropper::start();
+    let scratch = Scratch::new();
+    let url = format!("redis://127.0.0.1:{}/0", host.port);
+    let workload = scratch.write(
+        "foreign.toml",
+        &format!(
+            "[session]\ncoordination = \"{url}\"\n\n[[pilot]]\nresource = \"local://\"\n\n\
+             [[unit]]\nexecutable = \"/bin/true\"\n"
+        ),
+    );
+    let password = "pw-of-the-user-0123";
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", password)
+        .env_remove("PSTAR_COORDINATION")
+        .args([
+            "run",
+            s(&workload),
+            "--sandbox",
+            s(&scratch.sandbox()),
+            "-q",
+        ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("foreign.toml:2"), "{out}");
+    assert!(
+        out.stderr.contains(&format!("--coordination {url}")),
+        "{out}"
+    );
+    assert!(out.stderr.contains("PSTAR_REDIS_PASSWORD"), "{out}");
+    assert!(!scratch.sandbox().exists(), "a sandbox was created");
+    let heard = host.heard();
+    assert!(
+        !heard.contains(password),
+        "the password reached the host: {heard}"
+    );
+    assert!(!heard.to_ascii_uppercase().contains("AUTH"), "{heard}");
+}
+
+/// A store URL pstar cannot use is named in the refusal (its password masked) with where
+/// it came from; an empty `PSTAR_COORDINATION` is no store at all.
+#[test]
+fn a_bad_store_url_is_named_with_where_it_came_from() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        "[[pilot]]\nresource = \"local://\"\n\n[[unit]]\nexecutable = \"/bin/true\"\n",
+    );
+    let out = check_in(scratch.path(), &workload, &["--coordination", "ftp://x"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("`ftp://x`"), "{out}");
+    assert!(out.stderr.contains("--coordination"), "{out}");
+
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_COORDINATION", "http://me:secret@h:1")
+        .args(["check", s(&workload)]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("PSTAR_COORDINATION"), "{out}");
+    assert!(!out.stderr.contains("--coordination"), "{out}");
+    assert!(out.stderr.contains("http://me:***@h:1"), "{out}");
+    assert!(!out.stderr.contains("secret"), "{out}");
+
+    for command in [
+        vec!["check", s(&workload)],
+        vec!["pilot", "script", s(&workload)],
+    ] {
+        let mut cmd = pstar();
+        cmd.current_dir(scratch.path())
+            .env("PSTAR_COORDINATION", "")
+            .args(&command);
+        let out = Running::start(cmd).wait(RUN_DEADLINE);
+        assert_eq!(out.code(), Some(0), "{command:?}: {out}");
+    }
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_COORDINATION", "")
+        .args([
+            "run",
+            s(&workload),
+            "--sandbox",
+            s(&scratch.sandbox()),
+            "-q",
+        ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "an empty PSTAR_COORDINATION: {out}");
+}
+
+/// A `PSTAR_REDIS_RETRY` that is not a duration is said, once, with what is used instead
+/// (it was ignored without a word).
+#[test]
+fn a_redis_retry_that_is_not_a_duration_is_said_once() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env("PSTAR_REDIS_RETRY", "soon")
+        .args([
+            "status",
+            "--session",
+            "nosuch",
+            "--coordination",
+            &server.url(),
+        ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("no session `nosuch`"), "{out}");
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("PSTAR_REDIS_RETRY"))
+        .collect();
+    assert_eq!(said.len(), 1, "{out}");
+    assert!(said[0].contains("`soon` is not a duration"), "{out}");
 }

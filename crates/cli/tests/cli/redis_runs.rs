@@ -555,14 +555,21 @@ fn the_workload_file_can_name_the_store() {
     let scratch = Scratch::new();
     let counting = counting_workload(&scratch, &[2], 6, 0.0);
     let text = std::fs::read_to_string(&counting).expect("workload");
+    // The file's URL carries its own password: one from the environment would not be
+    // sent to a store only a file names.
+    let with_password =
+        server
+            .url()
+            .replacen("redis://", &format!("redis://:{}@", server.password()), 1);
     let workload = scratch.write(
         "session.toml",
-        &format!("[session]\ncoordination = \"{}\"\n\n{text}", server.url()),
+        &format!("[session]\ncoordination = \"{with_password}\"\n\n{text}"),
     );
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
-        .env("PSTAR_REDIS_PASSWORD", server.password())
+        .env_remove("PSTAR_REDIS_PASSWORD")
+        .env_remove("PSTAR_REDIS_PASSWORD_FILE")
         .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
         .env_remove("PSTAR_COORDINATION")
         .args([
@@ -576,6 +583,15 @@ fn the_workload_file_can_name_the_store() {
         ]);
     let out = Running::start(cmd).wait(RUN_DEADLINE);
     assert_eq!(out.code(), Some(0), "{out}");
+    // Said once: the password is in a file others may read.
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning") && l.contains("password"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(warnings[0].contains("session.toml:2"), "{out}");
+    assert!(!out.stderr.contains(server.password()), "{out}");
     let report = assert_each_done_once(&scratch, 6);
     let sandbox = PathBuf::from(pilots(&report)[0]["sandbox"].as_str().unwrap());
     assert!(
@@ -981,4 +997,72 @@ async fn an_agent_runs_with_the_settings_of_its_pilot_record() {
         "the agent did not drain as its record says\n{out}"
     );
     assert_eq!(out.code(), Some(0), "{out}");
+}
+
+/// A pilot record whose agent settings were changed in the store (by anyone holding the
+/// Redis password) to values no agent can run with: the agent refuses to start, naming
+/// the setting and its value, without a panic; the pilot fails and the run ends.
+#[test]
+fn an_agent_refuses_settings_out_of_range_in_its_pilot_record() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    // Rewrites one field of the record's agent settings, then starts the agent.
+    let wrapper = scratch.write(
+        "tamper.sh",
+        "#!/bin/sh\n\
+         # agent --coordination URL --session S --pilot pilot.N\n\
+         n=$(expr \"${7#pilot.}\" + 0)\n\
+         key=\"pstar:$5:pilots\"\n\
+         cli() { redis-cli --no-auth-warning -p \"$TAMPER_PORT\" -a \"$PSTAR_REDIS_PASSWORD\" \"$@\"; }\n\
+         record=$(cli HGET \"$key\" \"$n\")\n\
+         tampered=$(printf '%s' \"$record\" | \
+           sed -e \"s/\\\"$TAMPER_FIELD\\\":[^,}]*/\\\"$TAMPER_FIELD\\\":\\\"$TAMPER_VALUE\\\"/\")\n\
+         cli HSET \"$key\" \"$n\" \"$tampered\" >/dev/null\n\
+         exec \"$TAMPER_PSTAR\" \"$@\"\n",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the wrapper");
+    }
+    let workload = scratch.write(
+        "one.toml",
+        "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\n",
+    );
+    let port = server.port().to_string();
+    for (field, value) in [
+        ("heartbeat_interval", "0s"),
+        ("claim_wait", "0s"),
+        ("drain_margin", "1000years"),
+        ("report_window", "1000years"),
+    ] {
+        let _ = std::fs::remove_dir_all(scratch.sandbox());
+        let run = run_over_with(
+            &server,
+            &scratch,
+            &workload,
+            &[
+                ("PSTAR_AGENT_BIN", s(&wrapper)),
+                ("TAMPER_PSTAR", env!("CARGO_BIN_EXE_pstar")),
+                ("TAMPER_PORT", &port),
+                ("TAMPER_FIELD", field),
+                ("TAMPER_VALUE", value),
+            ],
+            &[],
+        );
+        let out = run.wait(RUN_DEADLINE);
+        assert_eq!(out.code(), Some(1), "{field} = {value}: {out}");
+        let log = first_agent_log(&scratch);
+        assert!(
+            log.contains(&format!("`{field}`")) && log.contains(value),
+            "{field} = {value}: the agent's log does not name it:\n{log}"
+        );
+        assert!(!log.contains("panicked"), "{field} = {value}:\n{log}");
+        let report = scratch.read_report();
+        let pilot = &pilots(&report)[0];
+        assert_eq!(pilot["state"], "failed", "{field} = {value}: {pilot}");
+        let detail = pilot["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{field} = {value}: {pilot}");
+    }
 }

@@ -420,6 +420,14 @@ fn units_see_no_redis_secret_of_any_kind() {
             ]);
         let out = Running::start(cmd).wait(RUN_DEADLINE);
         assert_eq!(out.code(), Some(0), "{variable}: {out}");
+        // A URL that carries the password is warned about, once, wherever it comes from.
+        let warnings = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("warning") && l.contains("PSTAR_COORDINATION"))
+            .count();
+        let expected = usize::from(variable == "PSTAR_COORDINATION");
+        assert_eq!(warnings, expected, "{variable}: {out}");
         let env = std::fs::read_to_string(&env_file).expect("env.txt");
         assert!(env.contains("PSTAR_UNIT_ID="), "{env}");
         assert!(
