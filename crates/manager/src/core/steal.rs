@@ -37,7 +37,7 @@ impl Core {
             if idle.is_empty() {
                 continue;
             }
-            idle.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            idle.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
             // What was asked back already and is on its way takes that room.
             let mut promised = self.services[i].1.stealing_cores;
             for slot in &mut idle {
