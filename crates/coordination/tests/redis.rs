@@ -1083,3 +1083,17 @@ async fn a_claimed_unit_whose_description_cannot_be_read_fails_with_the_reason()
         other => panic!("{other:?}"),
     }
 }
+
+/// A Redis without any pstar session lists none (an empty pipeline was refused).
+#[tokio::test]
+async fn an_empty_redis_lists_no_session() {
+    let server = RedisServer::start();
+    let looking = RedisOptions {
+        register: false,
+        ..options(&server)
+    };
+    let s = RedisStore::connect(&server.url(), "nothing-here", looking)
+        .await
+        .unwrap();
+    assert_eq!(s.sessions().await.unwrap(), Vec::new());
+}

@@ -370,6 +370,10 @@ impl RedisStore {
                 }
             })
             .collect();
+        if entries.is_empty() {
+            // An empty pipeline is no command at all: Redis would refuse it.
+            return Ok(Vec::new());
+        }
         // Whether each session's data is still there (or has expired): one pipeline.
         let mut pipe = redis::pipe();
         for e in &entries {
