@@ -231,6 +231,13 @@ fn a_stray_event_batch_is_skipped_by_status_units_and_cancel() {
     let stream = format!("pstar:{session}:events");
     server.cli(&["XADD", &stream, "*", "e", r#"v1:[{"Weird":{}}]"#]);
     server.cli(&["XADD", &stream, "*", "e", "v1:not json"]);
+    // A unit description that does not decode either (an agent that claims it fails it).
+    server.cli(&[
+        "HSET",
+        &format!("pstar:{session}:units"),
+        "99",
+        "v1:not json",
+    ]);
     let option = ["--session", session.as_str()];
     for args in [
         vec!["status"],
@@ -244,6 +251,11 @@ fn a_stray_event_batch_is_skipped_by_status_units_and_cancel() {
         assert!(
             out.stderr
                 .contains("skipped an event batch that cannot be read"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.stderr
+                .contains("skipped a unit whose description cannot be read"),
             "{args:?}: {out}"
         );
     }

@@ -1024,9 +1024,17 @@ impl Coordination for RedisStore {
                 })
                 .await?;
             for (id, bytes) in batch {
-                if let Some(id) = parse_unit(&id) {
-                    let what = || self.of_session(format_args!("{id}'s description"));
-                    out.push((id, Arc::new(wire::decode(&bytes, what)?)));
+                let Some(id) = parse_unit(&id) else { continue };
+                let what = || self.of_session(format_args!("{id}'s description"));
+                match wire::decode(&bytes, what) {
+                    Ok(d) => out.push((id, Arc::new(d))),
+                    Err(e @ CoordinationError::Incompatible { .. }) => return Err(e),
+                    // Written by hand, or by someone hostile: as an event batch that does
+                    // not decode, it must not stop a session's inspection or its cancel.
+                    // (An agent that claims it fails it with the reason.)
+                    Err(e) => {
+                        tracing::warn!(unit = %id, error = %e, "skipped a unit whose description cannot be read")
+                    }
                 }
             }
             cursor = next;
