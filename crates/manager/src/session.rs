@@ -250,7 +250,7 @@ impl SessionBuilder {
                                  it into the session; this manager cannot follow the session \
                                  past it, and `pstar run --resume` would stop at it too"
                             );
-                            tracing::error!("{reason}");
+                            tracing::error!(error = %e, "cannot follow the session's event stream");
                             session.lose(Lost {
                                 reason,
                                 session_gone: false,
