@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use pstar_coordination::{
-    Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord,
+    AgentLease, Claimed, Control, Coordination, CoordinationError, Event, PilotEvent, PilotRecord,
 };
 use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 
@@ -96,6 +96,14 @@ pub enum AgentError {
          the units' ends are in {journal}"
     )]
     Undelivered { journal: std::path::PathBuf },
+    /// Another agent took the pilot's lease while this one could not renew it (it was
+    /// stopped, or cut off from the store, for longer than the lease lasts): that one runs
+    /// the pilot now. This one gave its units back and did not end the pilot.
+    #[error(
+        "another agent runs this pilot now ({0}): this one lost its lease, gave its units \
+         back to the pool and stopped without ending the pilot"
+    )]
+    Superseded(AgentLease),
 }
 
 /// One pilot's agent. Build it with [`Agent::new`], then [`run`](Agent::run) it.
@@ -103,6 +111,8 @@ pub struct Agent {
     coordination: Arc<dyn Coordination>,
     record: Arc<PilotRecord>,
     config: AgentConfig,
+    /// The pilot's lease this agent holds, renewed with its heartbeats.
+    lease: Option<AgentLease>,
 }
 
 impl Agent {
@@ -122,7 +132,15 @@ impl Agent {
             coordination,
             record: Arc::new(record),
             config,
+            lease: None,
         }
+    }
+
+    /// This agent holds `lease` (taken with [`Coordination::hold_agent_lease`] for
+    /// [`lease_ttl`]): it renews it with each heartbeat, and stops if another agent took it.
+    pub fn holding(mut self, lease: AgentLease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Runs the pilot until its walltime ends or it is canceled; returns its final state.
@@ -180,6 +198,7 @@ impl Agent {
             // Over a networked store the session may vanish (keys deleted, Redis restarted
             // empty): the agent checks that its record is still there.
             remote.then_some(lost_tx),
+            self.lease.clone(),
         ));
         let (claim_tx, claim_rx) = mpsc::channel::<usize>(1);
         let (claimed_tx, claimed_rx) = mpsc::channel(1);
@@ -240,7 +259,12 @@ impl Agent {
             )
             .await;
         let (final_state, reason) = match end {
-            End::Pilot(state, reason) => (state, reason),
+            End::Pilot(state, reason) => (Ok(state), reason),
+            // The pilot is the other agent's now: its end is that one's to report.
+            End::Superseded(by) => {
+                let reason = format!("another agent runs {pilot} now ({by})");
+                (Err(by), reason)
+            }
             End::SessionLost(why) => {
                 // Nothing to report to: kill the units (dropping `run` does) and say so.
                 tracing::error!(%pilot, why, "the coordination store lost this session");
@@ -261,11 +285,13 @@ impl Agent {
             idle.await;
         }
         helpers.abort_all();
-        pilot_event(&events, pilot, final_state, Some(reason));
+        if let Ok(state) = &final_state {
+            pilot_event(&events, pilot, *state, Some(reason));
+        }
         drop(run);
         drop(events);
         deliver(reporter, journal.path()).await?;
-        Ok(final_state)
+        final_state.map_err(AgentError::Superseded)
     }
 }
 
@@ -291,8 +317,8 @@ struct Channels<'a> {
     claim_tx: mpsc::Sender<usize>,
     claimed_rx: mpsc::Receiver<Result<Vec<Claimed>, CoordinationError>>,
     control_rx: mpsc::Receiver<Control>,
-    /// Why the session is gone from the store, if it is.
-    lost_rx: mpsc::Receiver<String>,
+    /// Why the agent must stop at once (the session is gone, the lease taken), if it must.
+    lost_rx: mpsc::Receiver<Lost>,
     health_rx: &'a mut watch::Receiver<bool>,
 }
 
@@ -302,6 +328,8 @@ enum End {
     Pilot(PilotState, String),
     /// The store no longer holds the session.
     SessionLost(String),
+    /// Another agent holds the pilot's lease now.
+    Superseded(AgentLease),
 }
 
 /// The agent's working state; owned by its main loop alone.
@@ -399,7 +427,10 @@ impl Run {
                         None => return End::Pilot(PilotState::Failed, "claim task ended".into()),
                     }
                 }
-                Some(why) = lost_rx.recv() => return End::SessionLost(why),
+                Some(lost) = lost_rx.recv() => return match lost {
+                    Lost::Session(why) => End::SessionLost(why),
+                    Lost::Lease(by) => End::Superseded(by),
+                },
                 Ok(()) = health_rx.changed() => {
                     let up = *health_rx.borrow_and_update();
                     let running = self.executors.with(|q| {
@@ -736,15 +767,33 @@ async fn controls(
     }
 }
 
+/// How long an agent's lease on its pilot lasts unless renewed: a few heartbeats, so that a
+/// heartbeat late or retried does not lose it, and at least 10 s.
+pub fn lease_ttl(heartbeat_interval: Duration) -> Duration {
+    heartbeat_interval
+        .saturating_mul(3)
+        .max(Duration::from_secs(10))
+}
+
+/// Why the heartbeats tell the agent to stop at once.
+enum Lost {
+    /// The store no longer holds the session.
+    Session(String),
+    /// Another agent holds the pilot's lease now.
+    Lease(AgentLease),
+}
+
 /// Beats every `every`, and says whether the store answers. With `lost`, first checks that
 /// the pilot's record is still in the store: if it is gone, so is the session, and `lost`
-/// is told why (the heartbeat is not written into a session that no longer exists).
+/// is told why (the heartbeat is not written into a session that no longer exists). With a
+/// `lease`, each beat renews it; if another agent holds it now, `lost` is told who.
 async fn heartbeats(
     coordination: Arc<dyn Coordination>,
     pilot: PilotId,
     every: Duration,
     health: Arc<watch::Sender<bool>>,
-    lost: Option<mpsc::Sender<String>>,
+    lost: Option<mpsc::Sender<Lost>>,
+    lease: Option<AgentLease>,
 ) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -752,14 +801,31 @@ async fn heartbeats(
         if let Some(lost) = &lost {
             match coordination.pilot(pilot).await {
                 Err(CoordinationError::UnknownPilot(_)) => {
-                    let _ = lost.send(format!("the record of {pilot} is gone")).await;
+                    let why = format!("the record of {pilot} is gone");
+                    let _ = lost.send(Lost::Session(why)).await;
                     return;
                 }
                 Err(CoordinationError::SessionLost(why)) => {
-                    let _ = lost.send(why).await;
+                    let _ = lost.send(Lost::Session(why)).await;
                     return;
                 }
                 _ => {}
+            }
+        }
+        if let Some(lease) = &lease {
+            match coordination
+                .hold_agent_lease(pilot, lease, lease_ttl(every))
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(other)) => {
+                    tracing::error!(%pilot, %other, "another agent took this pilot's lease");
+                    if let Some(lost) = &lost {
+                        let _ = lost.send(Lost::Lease(other)).await;
+                    }
+                    return;
+                }
+                Err(e) => tracing::warn!(%pilot, error = %e, "cannot renew the pilot's lease"),
             }
         }
         match coordination.heartbeat(pilot, Timestamp::now()).await {

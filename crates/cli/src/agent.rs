@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pstar::{Coordination, PilotState, Settings, SettingsLayer};
 use pstar_agent::Agent;
-use pstar_coordination::Control;
+use pstar_coordination::{AgentLease, Control};
 use pstar_model::PilotId;
 
 use crate::store;
@@ -47,10 +47,49 @@ pub async fn run(options: AgentOptions) -> Result<PilotState, String> {
     }
     .with(&options.overrides)
     .agent;
+    // One live agent per pilot: a second one would run the pilot's units again, and its
+    // end would end the pilot under the first. Taken before anything is published.
+    let lease = AgentLease {
+        token: fastrand::u64(..),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        since: pstar_model::Timestamp::now(),
+    };
+    let ttl = pstar_agent::lease_ttl(config.heartbeat_interval);
+    match store.hold_agent_lease(options.pilot, &lease, ttl).await {
+        Ok(None) => {}
+        Ok(Some(other)) => {
+            return Err(format!(
+                "{} already has a live agent ({other}); a second one would run its units \
+                 twice: this one did not start (it may start once that agent has ended, or \
+                 {} after it last renewed its lease)",
+                options.pilot,
+                humantime::format_duration(ttl)
+            ));
+        }
+        Err(e) => return Err(format!("cannot take the pilot's agent lease: {e}")),
+    }
     crate::settings::check_agent_settings(store.as_ref(), &record, &config).await?;
     tracing::info!(pilot = %record.id, session = %options.session, ?config, "agent starting");
     let kill_grace = config.kill_grace;
-    let agent = Agent::new(store.clone(), record, config);
+    let agent = Agent::new(store.clone(), record, config).holding(lease.clone());
+    let outcome = drive(agent, &store, &options, kill_grace).await;
+    // Whatever the end, the pilot's lease goes (if this agent still holds it).
+    if let Err(e) = store.release_agent_lease(options.pilot, &lease).await {
+        tracing::warn!(error = %e, "cannot release the pilot's agent lease (it expires by itself)");
+    }
+    outcome
+}
+
+/// Runs `agent` to its end, stopping it as a cancel does on SIGTERM or SIGINT.
+async fn drive(
+    agent: Agent,
+    store: &pstar_coordination::RedisStore,
+    options: &AgentOptions,
+    kill_grace: Duration,
+) -> Result<PilotState, String> {
     let mut running = tokio::spawn(agent.run());
     let outcome = tokio::select! {
         end = &mut running => end,

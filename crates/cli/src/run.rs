@@ -456,6 +456,14 @@ impl Run {
                     // for nothing.
                     self.abort_pilots(&mut signals, "killed: the session is gone from the store")
                         .await;
+                } else if self.session.stream_unreadable() {
+                    // Nothing can follow the session past that value, a resumed manager
+                    // neither: its pilots would run on unseen.
+                    self.abort_pilots(
+                        &mut signals,
+                        "killed: the session's event stream holds a value this pstar cannot read",
+                    )
+                    .await;
                 } else {
                     say!(
                         "pstar: the pilots' agents keep what their units did until the store \

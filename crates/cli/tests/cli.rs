@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "cli/checks.rs"]
 mod checks;
+#[path = "cli/redis_intruders.rs"]
+mod redis_intruders;
 #[path = "cli/redis_runs.rs"]
 mod redis_runs;
 #[path = "cli/redis_sessions.rs"]

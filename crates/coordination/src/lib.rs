@@ -217,6 +217,33 @@ pub struct PilotRecord {
     pub agent: AgentSettings,
 }
 
+/// An agent's hold on its pilot: one live agent per pilot. `pstar agent` takes it before
+/// it publishes anything, renews it with every heartbeat and releases it at its end; a
+/// second agent for a pilot whose lease is held refuses to start (it would run the pilot's
+/// units a second time, and its end would end the pilot under the first one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLease {
+    /// Random: tells this agent from every other one, even of the same host and pid.
+    pub token: u64,
+    /// Where the agent runs, for messages.
+    pub host: String,
+    pub pid: u32,
+    /// When it took the lease.
+    pub since: Timestamp,
+}
+
+impl std::fmt::Display for AgentLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} on {}, since {}",
+            self.pid,
+            pstar_model::printable(&self.host),
+            self.since
+        )
+    }
+}
+
 /// What to take back from one pilot's queue: the given units, or all with `None`.
 pub type Withdrawal = (PilotId, Option<Vec<UnitId>>);
 
@@ -375,6 +402,25 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The last heartbeat of every pilot that sent one.
     async fn heartbeats(&self) -> Result<Vec<(PilotId, Timestamp)>>;
+
+    /// For an agent: takes its pilot's [`AgentLease`] for `ttl` if no other agent holds
+    /// it, or renews it if `lease` holds it already; returns the other holder otherwise
+    /// (nothing is changed then). A lease whose holder stopped renewing it is free once its
+    /// `ttl` has passed. A store that cannot lose its agents (the embedded one, whose agents
+    /// live in its process) grants it.
+    async fn hold_agent_lease(
+        &self,
+        _pilot: PilotId,
+        _lease: &AgentLease,
+        _ttl: Duration,
+    ) -> Result<Option<AgentLease>> {
+        Ok(None)
+    }
+
+    /// For an agent at its end: gives its pilot's lease up, if `lease` still holds it.
+    async fn release_agent_lease(&self, _pilot: PilotId, _lease: &AgentLease) -> Result<()> {
+        Ok(())
+    }
 
     /// Records that a manager of the session is alive, for `ttl` (so that `pstar cancel`
     /// can tell a live manager from a dead one). The embedded store has no other reader.

@@ -1097,3 +1097,76 @@ async fn an_empty_redis_lists_no_session() {
         .unwrap();
     assert_eq!(s.sessions().await.unwrap(), Vec::new());
 }
+
+fn lease(token: u64) -> pstar_coordination::AgentLease {
+    pstar_coordination::AgentLease {
+        token,
+        host: "here".into(),
+        pid: 100 + token as u32,
+        since: Timestamp::now(),
+    }
+}
+
+/// One live agent per pilot, as every store keeps it.
+async fn leases_hold_one_agent_per_pilot(s: Arc<dyn Coordination>) {
+    let (pilot, other_pilot) = (PilotId::new(0), PilotId::new(1));
+    let (a, b) = (lease(1), lease(2));
+    let long = Duration::from_secs(60);
+    // Free: taken. Held by another: refused, naming the holder. Held by the asker: renewed.
+    assert_eq!(s.hold_agent_lease(pilot, &a, long).await.unwrap(), None);
+    assert_eq!(
+        s.hold_agent_lease(pilot, &b, long).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(s.hold_agent_lease(pilot, &a, long).await.unwrap(), None);
+    assert_eq!(
+        s.hold_agent_lease(other_pilot, &b, long).await.unwrap(),
+        None
+    );
+    // Only its holder releases it.
+    s.release_agent_lease(pilot, &b).await.unwrap();
+    assert_eq!(
+        s.hold_agent_lease(pilot, &b, long).await.unwrap(),
+        Some(a.clone())
+    );
+    s.release_agent_lease(pilot, &a).await.unwrap();
+    assert_eq!(s.hold_agent_lease(pilot, &b, long).await.unwrap(), None);
+    // One not renewed in time is free.
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        s.hold_agent_lease(other_pilot, &b, short).await.unwrap(),
+        None
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .hold_agent_lease(other_pilot, &a, long)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.hold_agent_lease(other_pilot, &b, long).await.unwrap(),
+        Some(a)
+    );
+}
+
+#[tokio::test]
+async fn an_agent_lease_is_held_by_one_agent_at_a_time() {
+    let server = RedisServer::start();
+    let s = store(&server, "leases").await;
+    leases_hold_one_agent_per_pilot(s.clone()).await;
+    leases_hold_one_agent_per_pilot(pstar_coordination::Embedded::new("leases")).await;
+    // A lease of another store format is refused, not taken over.
+    server.cli(&["SET", "pstar:leases:lease:7", "v9:{}"]);
+    let err = s
+        .hold_agent_lease(PilotId::new(7), &lease(1), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordinationError::Incompatible { .. }),
+        "{err}"
+    );
+}

@@ -247,11 +247,29 @@ impl SessionBuilder {
                     };
                     match delivery {
                         Ok(batch) => session.dispatch(batch),
+                        // A batch of another store format: the store is fine, but this
+                        // manager cannot follow the session past it (nor replay it).
+                        Err(e @ CoordinationError::Incompatible { .. }) => {
+                            let reason = format!(
+                                "the session's event stream holds a value this pstar cannot \
+                                 read: {e}. Another pstar version (or someone, by hand) wrote \
+                                 it into the session; this manager cannot follow the session \
+                                 past it, and `pstar run --resume` would stop at it too"
+                            );
+                            tracing::error!(error = %e, "cannot follow the session's event stream");
+                            session.lose(Lost {
+                                reason,
+                                session_gone: false,
+                                unreadable: true,
+                            });
+                            break;
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "lost the coordination store");
                             session.lose(Lost {
                                 reason: e.to_string(),
                                 session_gone: false,
+                                unreadable: false,
                             });
                             break;
                         }
@@ -290,6 +308,8 @@ struct Lost {
     reason: String,
     /// The store answers, but the session's data is gone from it.
     session_gone: bool,
+    /// The store answers, but its event stream holds a value of another store format.
+    unreadable: bool,
 }
 
 impl SessionInner {
@@ -382,6 +402,17 @@ impl Session {
             .is_some_and(|l| l.session_gone)
     }
 
+    /// Whether the store was lost because its event stream holds a value of another store
+    /// format, which this pstar cannot read: the store answers, but the session cannot be
+    /// followed (or resumed by this pstar) past it.
+    pub fn stream_unreadable(&self) -> bool {
+        self.inner
+            .lost
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| l.unreadable)
+    }
+
     /// Asks the store whether it still holds this session (one of its pilots' records);
     /// if it answers that it does not, the store is lost as in [`Session::lost`] and
     /// [`Session::session_gone`] says so. For a decision that must not act on a session
@@ -403,6 +434,7 @@ impl Session {
             self.inner.lose(Lost {
                 reason: gone_reason(&self.inner.id, probe),
                 session_gone: true,
+                unreadable: false,
             });
             return false;
         }
@@ -527,6 +559,7 @@ async fn monitor_heartbeats(session: Weak<SessionInner>, timeout: Duration, orig
                 inner.lose(Lost {
                     reason,
                     session_gone: true,
+                    unreadable: false,
                 });
             }
             return;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use pstar_model::{PilotId, State, Timestamp, UnitId};
 
 use crate::{
-    Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
+    AgentLease, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
     SharedDescription, Subscription, Withdrawal,
 };
 
@@ -52,6 +52,8 @@ struct Data {
     controls: HashMap<PilotId, Mailbox<Control>>,
     subscribers: Vec<mpsc::UnboundedSender<crate::Delivery>>,
     heartbeats: HashMap<PilotId, Timestamp>,
+    /// Each pilot's agent lease, until when it holds.
+    leases: HashMap<PilotId, (AgentLease, Instant)>,
 }
 
 /// A FIFO with a notification for its one reader.
@@ -317,6 +319,31 @@ impl Coordination for Embedded {
 
     async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()> {
         self.lock()?.heartbeats.insert(pilot, at);
+        Ok(())
+    }
+
+    async fn hold_agent_lease(
+        &self,
+        pilot: PilotId,
+        lease: &AgentLease,
+        ttl: Duration,
+    ) -> Result<Option<AgentLease>> {
+        let mut d = self.lock()?;
+        let now = Instant::now();
+        match d.leases.get(&pilot) {
+            Some((held, until)) if held != lease && *until > now => Ok(Some(held.clone())),
+            _ => {
+                d.leases.insert(pilot, (lease.clone(), now + ttl));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn release_agent_lease(&self, pilot: PilotId, lease: &AgentLease) -> Result<()> {
+        let mut d = self.lock()?;
+        if d.leases.get(&pilot).is_some_and(|(held, _)| held == lease) {
+            d.leases.remove(&pilot);
+        }
         Ok(())
     }
 

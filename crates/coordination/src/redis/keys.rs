@@ -85,6 +85,13 @@ impl Keys {
         format!("{}heartbeats", self.base)
     }
 
+    /// String: the [`crate::AgentLease`] of the live agent of a pilot (see `wire`), set
+    /// with an expiry that its agent's heartbeats renew. It expires by itself, so it is not
+    /// among [`Keys::session_keys`] (whose expiry would outlast its agent).
+    pub fn lease(&self, pilot: PilotId) -> String {
+        format!("{}lease:{}", self.base, pilot.get())
+    }
+
     /// String: set (with an expiry) while a manager of the session is alive.
     pub fn manager(&self) -> String {
         format!("{}manager", self.base)

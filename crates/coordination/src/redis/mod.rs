@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use pstar_model::{ComputeUnitDescription, PilotId, Timestamp, UnitId};
 
 use crate::{
-    Binding, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
-    Subscription, Withdrawal,
+    AgentLease, Binding, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord,
+    Result, Subscription, Withdrawal,
 };
 
 mod keys;
@@ -107,6 +107,31 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 local ids = redis.call('LPOP', KEYS[1], ARGV[1])
 if not ids then return {{}, {}} end
 return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}
+"#,
+    )
+});
+
+/// Takes or renews a pilot's agent lease: `KEYS[1]` is the lease, `ARGV[1]` the asker's
+/// lease as stored, `ARGV[2]` its time to live in milliseconds. Free or already the
+/// asker's: set for that long, nothing returned. Held by another: left alone, the holder
+/// returned.
+static HOLD_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"#,
+    )
+});
+
+/// Deletes a pilot's agent lease if `ARGV[1]` (the asker's, as stored) still holds it.
+static RELEASE_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 "#,
     )
 });
@@ -540,6 +565,19 @@ impl RedisStore {
         }
         Ok(claimed)
     }
+}
+
+/// A batch of events as the stream holds it; `what` names it for messages.
+fn read_batch(value: &redis::Value, what: impl Fn() -> String) -> Result<Vec<Event>> {
+    let bytes: Vec<u8> = redis::from_redis_value_ref(value)
+        .map_err(|e| CoordinationError::Backend(format!("malformed {}: {e}", what())))?;
+    wire::decode::<Vec<Event>>(&bytes, what)
+}
+
+/// What every reader of the stream says of a batch in this format that does not decode:
+/// it is skipped, not fatal, so that a stray value cannot stop a session (or its cancel).
+fn skipped_batch(entry: &str, error: &CoordinationError) {
+    tracing::warn!(%entry, %error, "skipped an event batch that cannot be read");
 }
 
 /// Opens a connection manager, retrying an unreachable server until `deadline`; a refused
@@ -990,9 +1028,17 @@ impl Coordination for RedisStore {
                 })
                 .await?;
             for (id, bytes) in batch {
-                if let Some(id) = parse_unit(&id) {
-                    let what = || self.of_session(format_args!("{id}'s description"));
-                    out.push((id, Arc::new(wire::decode(&bytes, what)?)));
+                let Some(id) = parse_unit(&id) else { continue };
+                let what = || self.of_session(format_args!("{id}'s description"));
+                match wire::decode(&bytes, what) {
+                    Ok(d) => out.push((id, Arc::new(d))),
+                    Err(e @ CoordinationError::Incompatible { .. }) => return Err(e),
+                    // Written by hand, or by someone hostile: as an event batch that does
+                    // not decode, it must not stop a session's inspection or its cancel.
+                    // (An agent that claims it fails it with the reason.)
+                    Err(e) => {
+                        tracing::warn!(unit = %id, error = %e, "skipped a unit whose description cannot be read")
+                    }
                 }
             }
             cursor = next;
@@ -1112,6 +1158,52 @@ impl Coordination for RedisStore {
         .await
     }
 
+    async fn hold_agent_lease(
+        &self,
+        pilot: PilotId,
+        lease: &AgentLease,
+        ttl: Duration,
+    ) -> Result<Option<AgentLease>> {
+        let key = self.keys.lease(pilot);
+        let value = wire::encode(lease)?;
+        let ms = (ttl.as_millis() as u64).max(1);
+        let held: Option<Vec<u8>> = self
+            .retrying("hold the agent's lease", |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    HOLD_LEASE
+                        .key(key)
+                        .arg(value)
+                        .arg(ms)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        held.map(|bytes| {
+            wire::decode::<AgentLease>(&bytes, || {
+                self.of_session(format_args!("the agent lease of {pilot}"))
+            })
+        })
+        .transpose()
+    }
+
+    async fn release_agent_lease(&self, pilot: PilotId, lease: &AgentLease) -> Result<()> {
+        let key = self.keys.lease(pilot);
+        let value = wire::encode(lease)?;
+        self.retrying("release the agent's lease", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                RELEASE_LEASE
+                    .key(key)
+                    .arg(value)
+                    .invoke_async::<()>(&mut c)
+                    .await
+            }
+        })
+        .await
+    }
+
     async fn abandon(&self) -> Result<()> {
         let keys = self.keys.session_keys(&self.all_pilots().await?);
         let mut pipe = redis::pipe();
@@ -1154,6 +1246,10 @@ impl Coordination for RedisStore {
 
 impl RedisStore {
     /// Every event of the session so far, in order (for `pstar status` and `pstar units`).
+    ///
+    /// As a manager following the stream: a batch of another store format fails (nothing
+    /// after it could be trusted to be complete); a batch in this format that does not
+    /// decode (written by hand, or by someone hostile) is skipped with a warning.
     pub async fn history(&self) -> Result<Vec<Event>> {
         let key = self.keys.events();
         let mut events = Vec::new();
@@ -1169,11 +1265,14 @@ impl RedisStore {
             from = format!("({}", last.id);
             let full = page.ids.len() == 1000;
             for entry in &page.ids {
-                if let Some(value) = entry.map.get("e") {
-                    let bytes: Vec<u8> = redis::from_redis_value_ref(value)
-                        .map_err(|e| CoordinationError::Backend(e.to_string()))?;
-                    let what = || self.of_session(format_args!("event batch {}", entry.id));
-                    events.extend(wire::decode::<Vec<Event>>(&bytes, what)?);
+                let Some(value) = entry.map.get("e") else {
+                    continue;
+                };
+                let what = || self.of_session(format_args!("event batch {}", entry.id));
+                match read_batch(value, what) {
+                    Ok(batch) => events.extend(batch),
+                    Err(e @ CoordinationError::Incompatible { .. }) => return Err(e),
+                    Err(e) => skipped_batch(&entry.id, &e),
                 }
             }
             if !full {
@@ -1282,13 +1381,9 @@ impl RedisStore {
                     let Some(value) = entry.map.get("e") else {
                         continue;
                     };
-                    let parsed = redis::from_redis_value_ref::<Vec<u8>>(value)
-                        .map_err(|e| CoordinationError::Backend(e.to_string()))
-                        .and_then(|bytes| {
-                            wire::decode::<Vec<Event>>(&bytes, || {
-                                format!("event batch {} in session `{session}`", entry.id)
-                            })
-                        });
+                    let parsed = read_batch(value, || {
+                        format!("event batch {} in session `{session}`", entry.id)
+                    });
                     match parsed {
                         Ok(events) => batch.extend(events),
                         // Another format ends the subscription with the error (after what
@@ -1300,9 +1395,7 @@ impl RedisStore {
                             let _ = tx.send(Err(e));
                             return;
                         }
-                        Err(e) => {
-                            tracing::error!(entry = %entry.id, error = %e, "malformed event batch")
-                        }
+                        Err(e) => skipped_batch(&entry.id, &e),
                     }
                 }
                 if !batch.is_empty() && tx.send(Ok(batch.into())).is_err() {

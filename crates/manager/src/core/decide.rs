@@ -38,7 +38,9 @@ impl Core {
                 }
             }
             Event::CancelRequested { target, reason, .. } => {
-                if self.replay.is_some() {
+                if self.observer {
+                    self.note_cancel(target, reason);
+                } else if self.replay.is_some() {
                     self.deferred_cancels.push((target.clone(), reason.clone()));
                 } else {
                     self.cancel_from_outside(target.clone(), reason);
@@ -536,6 +538,24 @@ impl Core {
                 self.cancel(ids, reason);
                 let all: Vec<PilotId> = self.pilots.iter().map(|p| p.spec.id).collect();
                 self.out.cancel_pilots.extend(all);
+            }
+        }
+    }
+
+    /// For an observer: the units a cancel targets keep its reason, as a manager's do (the
+    /// first one wins), so an agent's plain "canceled" shows it; nothing is decided.
+    fn note_cancel(&mut self, target: &CancelTarget, reason: &str) {
+        let ids = match target {
+            CancelTarget::Units(ids) => ids.clone(),
+            CancelTarget::Session => self.unfinished(None),
+            // Its units go back to the pool, not canceled.
+            CancelTarget::Pilot(_) => return,
+        };
+        for id in ids {
+            if let Some(u) = self.units.get_mut(&id)
+                && !u.state.is_final()
+            {
+                u.cancel.get_or_insert_with(|| reason.to_owned());
             }
         }
     }

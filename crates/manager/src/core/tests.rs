@@ -852,6 +852,84 @@ fn steal_never_takes_early_bound_units_or_moves_work_between_busy_pilots() {
     assert_eq!(asked.len(), 1, "one idle core: one unit asked back");
 }
 
+#[test]
+fn observer_a_canceled_unit_shows_the_reason_of_the_first_cancel_that_targets_it() {
+    // How `pstar units` folds a session: an observer, fed the stream.
+    let mut h = Harness::new(policy(0));
+    h.core = Core::observer(at(0));
+    h.core.handle(Input::AddService {
+        service: S,
+        policy: policy(0),
+    });
+    h.input(Input::Restore {
+        service: S,
+        units: (0..5).map(|i| spec(i, 1)).collect(),
+    });
+    h.input(Input::AddPilot {
+        service: S,
+        pilot: PilotSpec {
+            id: p(1),
+            cores: 8,
+            gpus: 0,
+            walltime: Duration::from_secs(3600),
+        },
+        state: PilotState::New,
+        running_since: None,
+    });
+    h.pilot_event(1, PilotState::Running, "up");
+    for unit in 0..5 {
+        h.unit_event(unit, 1, UnitState::Scheduled);
+        h.unit_event(unit, 1, UnitState::Pending);
+    }
+    h.run(2, 1, UnitState::Done);
+    let cancel = |target, reason: &str| Event::CancelRequested {
+        target,
+        reason: reason.into(),
+        at: at(1),
+    };
+    h.events(vec![
+        cancel(CancelTarget::Units(vec![u(0)]), "canceled by alice"),
+        cancel(CancelTarget::Pilot(p(1)), "not a unit's reason"),
+        cancel(CancelTarget::Session, "canceled by bob"),
+        cancel(
+            CancelTarget::Units(vec![u(1)]),
+            "too late: bob's came first",
+        ),
+    ]);
+    assert!(h.published.is_empty(), "an observer decides nothing");
+    assert!(h.controls.is_empty() && h.canceled_pilots.is_empty());
+    // The agent reports them canceled, plainly or with its own reason.
+    let canceled = |h: &mut Harness, unit: u64, detail: Option<&str>| {
+        h.events(vec![Event::Unit(UnitEvent {
+            unit: u(unit),
+            pilot: Some(p(1)),
+            state: UnitState::Canceled,
+            at: at(2),
+            exit_code: None,
+            detail: detail.map(str::to_owned),
+            lost_run: None,
+        })]);
+    };
+    canceled(&mut h, 0, Some("canceled"));
+    canceled(&mut h, 1, None);
+    canceled(&mut h, 3, Some("killed: its pilot was canceled"));
+    let table = [
+        (0, UnitState::Canceled, Some("canceled by alice")),
+        (1, UnitState::Canceled, Some("canceled by bob")),
+        (2, UnitState::Done, None),
+        (
+            3,
+            UnitState::Canceled,
+            Some("killed: its pilot was canceled"),
+        ),
+        (4, UnitState::Pending, None),
+    ];
+    for (unit, state, detail) in table {
+        assert_eq!(h.state(unit), Some(state), "unit {unit}");
+        assert_eq!(h.detail(unit).as_deref(), detail, "unit {unit}");
+    }
+}
+
 /// Random interleavings of commands, agents' reports, pilot ends and cancels, for two
 /// services sharing pilots; after every step the core's invariants hold (the harness
 /// checks them), no unit ends twice, and at the end, once a big pilot runs whatever is
