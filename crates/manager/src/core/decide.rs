@@ -7,7 +7,7 @@ use std::time::Duration;
 use pstar_coordination::{CancelTarget, Control, Event, LostRun, PilotEvent, UnitEvent};
 use pstar_model::{PilotId, PilotState, State, UnitId, UnitState};
 
-use super::{Applied, Core, Purpose, ServiceId, is_stale, unit_event};
+use super::{Applied, Core, Purpose, ServiceId, UnitEntry, is_stale, unit_event};
 use crate::scheduler::NeverFits;
 
 impl Core {
@@ -96,15 +96,16 @@ impl Core {
         u.state = e.state;
         let was_stealing = std::mem::take(&mut u.stealing);
         if let Some(lost) = &e.lost_run {
-            u.lost.push(lost.reason.clone());
+            u.extra().lost.push(lost.reason.clone());
         }
         // A cancel's own reason wins over the agent's plain "canceled" (but not over the
         // reason the manager's own decision already carries).
         let plain = e.detail.as_deref().is_none_or(|d| d == "canceled");
-        u.detail = match e.state {
-            UnitState::Canceled if plain => u.cancel.clone().or_else(|| e.detail.clone()),
+        let detail = match e.state {
+            UnitState::Canceled if plain => u.cancel_reason().or_else(|| e.detail.clone()),
             _ => e.detail.clone(),
         };
+        u.set_detail(detail);
         if e.state == UnitState::Scheduled {
             u.bound = e.pilot;
         }
@@ -123,7 +124,7 @@ impl Core {
         if e.state.is_final() || e.state == UnitState::New {
             u.running_since = None;
         }
-        let detail = u.detail.clone();
+        let detail = u.detail().cloned();
         if let Some(s) = self.service_mut(service) {
             s.counts.moved(from, e.state);
             if was_stealing {
@@ -156,13 +157,15 @@ impl Core {
                     self.units.remove(&e.unit);
                     forgotten = true;
                 } else if let Some(u) = self.units.get_mut(&e.unit) {
-                    u.cancel = None;
-                    u.lost = Vec::new();
+                    // Only its detail is still of use.
+                    let detail = u.detail().cloned();
+                    u.extra = None;
+                    u.set_detail(detail);
                 }
             } else if e.state == UnitState::New
                 && let Some(u) = self.units.get_mut(&e.unit)
             {
-                match u.cancel.clone() {
+                match u.cancel_reason() {
                     Some(reason) => self.decide(e.unit, None, UnitState::Canceled, reason),
                     None => {
                         // Back to the head of its pool (with the others back this round,
@@ -322,7 +325,7 @@ impl Core {
                             let reason = self
                                 .units
                                 .get(u)
-                                .and_then(|u| u.cancel.clone())
+                                .and_then(UnitEntry::cancel_reason)
                                 .unwrap_or_else(|| reason.clone());
                             self.decide(*u, Some(pilot), UnitState::Canceled, reason);
                         } else {
@@ -375,10 +378,10 @@ impl Core {
                 // The run (begun or about to begin) was lost with its pilot: that uses up
                 // one attempt, counted when the event comes back (`apply_unit`).
                 let of = self.policy_of(unit).max_attempts.max(1);
-                let attempt = unit.lost.len() as u32 + 1;
+                let attempt = unit.lost().len() as u32 + 1;
                 let (next, detail) = if attempt >= of {
                     let list: Vec<String> = unit
-                        .lost
+                        .lost()
                         .iter()
                         .map(String::as_str)
                         .chain(std::iter::once(why))
@@ -496,7 +499,7 @@ impl Core {
             }
             // The first reason asked for is the one a unit keeps (a cancel of the whole
             // session also cancels its pilots, whose units then come back stranded).
-            u.cancel.get_or_insert_with(|| reason.to_owned());
+            u.ask_cancel(reason);
             if let Some(pilot) = u.bound {
                 per_pilot.entry(pilot).or_default().push(id);
             }
@@ -555,7 +558,7 @@ impl Core {
             if let Some(u) = self.units.get_mut(&id)
                 && !u.state.is_final()
             {
-                u.cancel.get_or_insert_with(|| reason.to_owned());
+                u.ask_cancel(reason);
             }
         }
     }
@@ -568,7 +571,7 @@ impl Core {
             let Some(u) = self.units.get(&id) else {
                 continue;
             };
-            let reason = match (&u.detail, u.ran) {
+            let reason = match (u.detail(), u.ran) {
                 (Some(cut), true) => {
                     format!("no pilot was left to run it again after its run was cut short: {cut}")
                 }

@@ -376,16 +376,57 @@ struct UnitEntry {
     pooled: bool,
     /// When its current run started (for black holes).
     running_since: Option<Timestamp>,
-    /// Why each earlier run was lost, for units that lost any.
-    lost: Vec<String>,
-    /// A cancel asked for: the reason it keeps.
-    cancel: Option<String>,
     /// It has run (been `Running`) at least once.
     ran: bool,
     /// Asked back from its pilot for one with idle cores (not asked again meanwhile).
     stealing: bool,
+    /// What only some units have (lost runs, a cancel, a detail): boxed, so that a unit
+    /// waiting in a pool of millions costs a pointer for them.
+    extra: Option<Box<UnitExtra>>,
+}
+
+/// The rarer facts about a unit.
+#[derive(Debug, Default)]
+struct UnitExtra {
+    /// Why each earlier run was lost, for units that lost any.
+    lost: Vec<String>,
+    /// A cancel asked for: the reason it keeps.
+    cancel: Option<String>,
     /// The detail it shows now (why it came back, say).
     detail: Option<String>,
+}
+
+impl UnitEntry {
+    fn extra(&mut self) -> &mut UnitExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    fn lost(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |x| x.lost.as_slice())
+    }
+
+    fn cancel_reason(&self) -> Option<String> {
+        self.extra.as_ref().and_then(|x| x.cancel.clone())
+    }
+
+    fn detail(&self) -> Option<&String> {
+        self.extra.as_ref().and_then(|x| x.detail.as_ref())
+    }
+
+    fn set_detail(&mut self, detail: Option<String>) {
+        match detail {
+            Some(d) => self.extra().detail = Some(d),
+            None => {
+                if let Some(x) = &mut self.extra {
+                    x.detail = None;
+                }
+            }
+        }
+    }
+
+    fn ask_cancel(&mut self, reason: &str) {
+        self.extra().cancel.get_or_insert_with(|| reason.to_owned());
+    }
 }
 
 #[derive(Debug)]
@@ -982,11 +1023,9 @@ impl UnitEntry {
             bound: None,
             pooled: false,
             running_since: None,
-            lost: Vec::new(),
-            cancel: None,
             ran: false,
             stealing: false,
-            detail: None,
+            extra: None,
         }
     }
 }
