@@ -254,7 +254,7 @@ impl SessionBuilder {
                                 "the session's event stream holds a value this pstar cannot \
                                  read: {e}. Another pstar version (or someone, by hand) wrote \
                                  it into the session; this manager cannot follow the session \
-                                 past it, and `pstar run --resume` would stop at it too"
+                                 past it, and a resumed manager would stop at it too"
                             );
                             tracing::error!(error = %e, "cannot follow the session's event stream");
                             session.lose(Lost {
