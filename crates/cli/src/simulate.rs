@@ -404,7 +404,7 @@ impl Sim<'_> {
                 self.stop_agent(i, Some("pilot reached its walltime"));
                 self.pilot_to(i, PilotState::Done, Some("pilot reached its walltime"));
             }
-            Happening::UnitEnds { unit, pilot, run } => {
+            Happening::UnitEnds { unit, pilot, .. } => {
                 if self.stale(&what) {
                     return;
                 }
@@ -414,7 +414,6 @@ impl Sim<'_> {
                 if p.running.remove(&id).is_none() {
                     return;
                 }
-                let _ = run;
                 p.free += cores;
                 self.unit_ran(unit, pilot, true);
                 self.report(id, p_id(pilot), UnitState::Done, Some(0));
@@ -473,25 +472,29 @@ impl Sim<'_> {
     }
 
     fn report(&mut self, unit: UnitId, pilot: PilotId, state: UnitState, exit_code: Option<i32>) {
+        self.push_report(unit, pilot, state, exit_code, None);
+    }
+
+    fn report_why(&mut self, unit: UnitId, pilot: PilotId, state: UnitState, why: &str) {
+        self.push_report(unit, pilot, state, None, Some(why.to_owned()));
+    }
+
+    /// What the agent of `pilot` publishes about `unit`, at this instant.
+    fn push_report(
+        &mut self,
+        unit: UnitId,
+        pilot: PilotId,
+        state: UnitState,
+        exit_code: Option<i32>,
+        detail: Option<String>,
+    ) {
         self.reports.push(Event::Unit(UnitEvent {
             unit,
             pilot: Some(pilot),
             state,
             at: self.now,
             exit_code,
-            detail: None,
-            lost_run: None,
-        }));
-    }
-
-    fn report_why(&mut self, unit: UnitId, pilot: PilotId, state: UnitState, why: &str) {
-        self.reports.push(Event::Unit(UnitEvent {
-            unit,
-            pilot: Some(pilot),
-            state,
-            at: self.now,
-            exit_code: None,
-            detail: Some(why.to_owned()),
+            detail,
             lost_run: None,
         }));
     }

@@ -1263,9 +1263,7 @@ fn steal_then_the_thief_fails_and_every_unit_still_ends() {
     // Pilot 1 runs everything left, one by one.
     h.unit_event(0, 1, UnitState::Done);
     for _ in 0..50 {
-        for unit in h.claim(1, 16) {
-            let _ = unit;
-        }
+        h.claim(1, 16);
         let next = (0..12).find(|i| {
             matches!(h.state(*i), Some(UnitState::Pending))
                 && h.core.unit_pilot(u(*i)) == Some(p(1))
