@@ -21,6 +21,7 @@
 //! assert!(life.transition(UnitState::Done, Timestamp::now()).is_err()); // must run first
 //! ```
 
+mod data;
 mod description;
 mod ids;
 mod resource;
@@ -33,13 +34,17 @@ mod time;
 pub use description::{
     Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription,
 };
+pub use data::{
+    DataFile, DataUnitDescription, InvalidDataName, InvalidDataPath, MAX_DATA_NAME_LEN, OutputData,
+    PilotDataDescription, check_data_name, check_data_path,
+};
 pub use ids::{IdParseError, PilotId, UnitId};
 pub use resource::{ResourceUrl, ResourceUrlError, Scheme};
 pub use session_name::{
     InvalidSessionId, MAX_SESSION_ID_LEN, Printable, check_session_id, printable,
 };
 pub use settings::{AgentSettings, Origin, SettingError, Settings, SettingsLayer};
-pub use state::{IllegalTransition, Lifecycle, PilotState, State, UnitState};
+pub use state::{DataUnitState, IllegalTransition, Lifecycle, PilotState, State, UnitState};
 pub use time::Timestamp;
 
 /// `n` and `noun`, in the plural unless `n` is 1: `1 core`, `0 cores`, `4 cores`.

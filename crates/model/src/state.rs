@@ -94,23 +94,26 @@ impl State for PilotState {
 /// The state of a compute unit.
 ///
 /// ```text
-/// New -> Scheduled -> Pending -> Running -> Done | Failed | Canceled
-///  ^         |           |          |
-///  +---------+-----------+----------+   back to the pool (pilot ended, drained or canceled)
+/// New -> Scheduled -> [StagingInput ->] Pending -> Running -> [StagingOutput ->] Done | Failed | Canceled
+///  ^         |              |               |          |              |
+///  +---------+--------------+---------------+----------+--------------+  back to the pool
 /// ```
 /// `New`: in the central pool, bound to no pilot. `Scheduled`: bound to a pilot by the
-/// scheduler, in that pilot's queue in the coordination store. `Pending`: claimed by the
-/// pilot's agent, waiting there for slots. `Running`: its process runs.
-///
-/// Pilot-Data will add staging states between `Scheduled` and `Running` and after `Running`;
-/// they slot into [`State::TRANSITIONS`] without touching the code that uses the table.
+/// scheduler, in that pilot's queue in the coordination store. `StagingInput`: claimed by
+/// the pilot's agent, which makes its input data units present at the pilot (only a unit
+/// with `input_data` goes through it). `Pending`: claimed, waiting at the agent for slots.
+/// `Running`: its process runs. `StagingOutput`: its process ended well and the agent
+/// stores its output data units (only a unit with `output_data`). Back to the pool: the
+/// pilot ended, drained or was canceled.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum UnitState {
     New,
     Scheduled,
+    StagingInput,
     Pending,
     Running,
+    StagingOutput,
     Done,
     Failed,
     Canceled,
@@ -121,8 +124,10 @@ impl State for UnitState {
     const ALL: &'static [Self] = &[
         UnitState::New,
         UnitState::Scheduled,
+        UnitState::StagingInput,
         UnitState::Pending,
         UnitState::Running,
+        UnitState::StagingOutput,
         UnitState::Done,
         UnitState::Failed,
         UnitState::Canceled,
@@ -137,6 +142,11 @@ impl State for UnitState {
             (Scheduled, New), // withdrawn from a pilot's queue before its agent claimed it
             (Scheduled, Failed),
             (Scheduled, Canceled),
+            (Scheduled, StagingInput),
+            (StagingInput, Pending),
+            (StagingInput, New),    // returned by a draining or stopping agent
+            (StagingInput, Failed), // an input could not be made present (missing, corrupt)
+            (StagingInput, Canceled),
             (Pending, Running),
             (Pending, New),    // returned unstarted by a draining or stopping agent
             (Pending, Failed), // could not be started (missing executable, sandbox error)
@@ -145,6 +155,11 @@ impl State for UnitState {
             (Running, Failed),
             (Running, Canceled),
             (Running, New), // stopped by its pilot's end (walltime, cancel): runs again elsewhere
+            (Running, StagingOutput),
+            (StagingOutput, Done),
+            (StagingOutput, Failed), // an output pattern matched nothing, or the store failed
+            (StagingOutput, Canceled),
+            (StagingOutput, New), // its pilot ended before the outputs were stored
         ]
     };
 
@@ -152,11 +167,66 @@ impl State for UnitState {
         match self {
             UnitState::New => "new",
             UnitState::Scheduled => "scheduled",
+            UnitState::StagingInput => "staging_input",
             UnitState::Pending => "pending",
             UnitState::Running => "running",
+            UnitState::StagingOutput => "staging_output",
             UnitState::Done => "done",
             UnitState::Failed => "failed",
             UnitState::Canceled => "canceled",
+        }
+    }
+}
+
+/// The state of a data unit.
+///
+/// ```text
+/// New -> Pending -> Running -> Done | Failed
+/// ```
+/// `New`: described, not yet being made. `Pending`: its files are on their way into a store
+/// (placed from the application's files, or being made by the compute unit that outputs
+/// it). `Running`: available in at least one store; units that read it may start.
+/// `Done`: its session ended with it available (and exported, if asked). `Failed`: it
+/// could not be made (a missing file, a quota, a store error, its producer failed).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataUnitState {
+    New,
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl State for DataUnitState {
+    const INITIAL: Self = DataUnitState::New;
+    const ALL: &'static [Self] = &[
+        DataUnitState::New,
+        DataUnitState::Pending,
+        DataUnitState::Running,
+        DataUnitState::Done,
+        DataUnitState::Failed,
+    ];
+    const TRANSITIONS: &'static [(Self, Self)] = {
+        use DataUnitState::*;
+        &[
+            (New, Pending),
+            (New, Failed), // its producer failed or was canceled before it started
+            (Pending, Running),
+            (Pending, Failed),
+            (Pending, New), // its producer goes back to the pool: it will be made again
+            (Running, Done),
+            (Running, Failed), // lost from every store that held it
+        ]
+    };
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DataUnitState::New => "new",
+            DataUnitState::Pending => "pending",
+            DataUnitState::Running => "running",
+            DataUnitState::Done => "done",
+            DataUnitState::Failed => "failed",
         }
     }
 }
@@ -175,7 +245,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(PilotState, UnitState);
+display_as_str!(PilotState, UnitState, DataUnitState);
 
 /// A transition the table does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
