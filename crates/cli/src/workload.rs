@@ -1693,7 +1693,7 @@ impl RawUnit {
             if let Some(data) = data.as_ref().filter(|d| !d.get_ref().is_empty()) {
                 return Err(src.error(
                     data.span(),
-                    DescriptionError::DataNotSupported { field }.to_string(),
+                    format!("`{field}` names data units, but Pilot-Data is not part of this pstar yet"),
                 ));
             }
         }

@@ -36,8 +36,22 @@ pub enum DescriptionError {
         crate::plural(u64::from(*.gpus), "GPU")
     )]
     UnevenGpus { gpus: u32, nodes: u32 },
-    #[error("`{field}` names data units, but Pilot-Data is not part of this pstar yet")]
-    DataNotSupported { field: &'static str },
+    /// A data unit name in `input_data` or `output_data` that is not allowed.
+    #[error("`{field}`: {source}")]
+    DataName {
+        field: &'static str,
+        source: crate::InvalidDataName,
+    },
+    /// The same data unit named twice in one unit's `input_data` or `output_data`.
+    #[error("`{field}` names data unit `{name}` twice")]
+    DataTwice { field: &'static str, name: String },
+    /// An output pattern that could reach outside the unit's sandbox, or is empty.
+    #[error("`output_data` `{name}`: pattern {pattern:?} {why}")]
+    OutputPattern {
+        name: String,
+        pattern: String,
+        why: &'static str,
+    },
     /// No process can be given a string with a NUL byte (arguments, environment, paths).
     #[error("`{field}` contains a NUL byte (`{}`)", .value.escape_debug())]
     Nul { field: &'static str, value: String },
@@ -62,7 +76,8 @@ impl DescriptionError {
         use DescriptionError::*;
         match self {
             Zero { field }
-            | DataNotSupported { field }
+            | DataName { field, .. }
+            | DataTwice { field, .. }
             | Nul { field, .. }
             | EmptyOutput { field } => vec![*field],
             NoExecutable => vec!["executable"],
@@ -72,6 +87,7 @@ impl DescriptionError {
             UnevenGpus { .. } => vec!["nodes", "gpus"],
             BadVariable { .. } => vec!["environment"],
             SameOutput { .. } => vec!["stderr", "stdout"],
+            OutputPattern { .. } => vec!["output_data"],
         }
     }
 }
@@ -332,10 +348,13 @@ pub struct ComputeUnitDescription {
         skip_serializing_if = "Option::is_none"
     )]
     pub time_request: Option<Duration>,
-    /// Reserved for Pilot-Data: data units to stage in before the unit runs.
+    /// Data units made present in the unit's sandbox, under `$PSTAR_DATA/<name>/`, before
+    /// it runs. The unit waits in the pool until each of them exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_data: Vec<String>,
-    /// Reserved for Pilot-Data: data units the unit produces.
-    pub output_data: Vec<String>,
+    /// Data units made of the files the unit leaves in its sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_data: Vec<crate::OutputData>,
 }
 
 impl Default for ComputeUnitDescription {
@@ -412,6 +431,61 @@ impl ComputeUnitDescription {
     }
 
     /// Refuses a unit that could never run.
+    /// Checks `input_data` and `output_data`: names, no name twice, output patterns that
+    /// stay inside the sandbox.
+    fn validate_data(&self) -> Result<(), DescriptionError> {
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.input_data {
+            crate::check_data_name(name).map_err(|source| DescriptionError::DataName {
+                field: "input_data",
+                source,
+            })?;
+            if !seen.insert(name.as_str()) {
+                return Err(DescriptionError::DataTwice { field: "input_data", name: name.clone() });
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for out in &self.output_data {
+            crate::check_data_name(&out.name).map_err(|source| DescriptionError::DataName {
+                field: "output_data",
+                source,
+            })?;
+            if !seen.insert(out.name.as_str()) {
+                return Err(DescriptionError::DataTwice {
+                    field: "output_data",
+                    name: out.name.clone(),
+                });
+            }
+            let bad = |pattern: &String, why| DescriptionError::OutputPattern {
+                name: out.name.clone(),
+                pattern: pattern.clone(),
+                why,
+            };
+            if out.files.is_empty() {
+                return Err(DescriptionError::OutputPattern {
+                    name: out.name.clone(),
+                    pattern: String::new(),
+                    why: "is missing: give at least one pattern such as \"*.out\"",
+                });
+            }
+            for pattern in &out.files {
+                if pattern.is_empty() {
+                    return Err(bad(pattern, "is empty"));
+                }
+                if pattern.starts_with('/') {
+                    return Err(bad(pattern, "is absolute: patterns are relative to the unit's sandbox"));
+                }
+                if pattern.split('/').any(|c| c == "..") {
+                    return Err(bad(pattern, "has a '..' component: it would reach outside the sandbox"));
+                }
+                if pattern.contains('\0') {
+                    return Err(bad(pattern, "contains a NUL byte"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), DescriptionError> {
         if self.executable.trim().is_empty() {
             return Err(DescriptionError::NoExecutable);
@@ -422,16 +496,7 @@ impl ComputeUnitDescription {
         if self.time_request == Some(Duration::ZERO) {
             return Err(DescriptionError::NoTimeRequest);
         }
-        if !self.input_data.is_empty() {
-            return Err(DescriptionError::DataNotSupported {
-                field: "input_data",
-            });
-        }
-        if !self.output_data.is_empty() {
-            return Err(DescriptionError::DataNotSupported {
-                field: "output_data",
-            });
-        }
+        self.validate_data()?;
         no_nul("executable", &self.executable)?;
         if let Some(name) = &self.name {
             no_nul("name", name)?;
