@@ -140,6 +140,7 @@ impl SessionView {
         let at = match event {
             Event::Unit(e) => e.at,
             Event::Pilot(p) => p.at,
+            Event::Data(d) => d.at,
             Event::PilotDraining { at, .. }
             | Event::Resumed { at, .. }
             | Event::CancelRequested { at, .. } => *at,
@@ -159,7 +160,10 @@ impl SessionView {
                     p.draining = true;
                 }
             }
-            Event::Unit(_) | Event::Resumed { .. } | Event::CancelRequested { .. } => {}
+            Event::Unit(_)
+            | Event::Data(_)
+            | Event::Resumed { .. }
+            | Event::CancelRequested { .. } => {}
         }
     }
 

@@ -1693,7 +1693,9 @@ impl RawUnit {
             if let Some(data) = data.as_ref().filter(|d| !d.get_ref().is_empty()) {
                 return Err(src.error(
                     data.span(),
-                    format!("`{field}` names data units, but Pilot-Data is not part of this pstar yet"),
+                    format!(
+                        "`{field}` names data units, but Pilot-Data is not part of this pstar yet"
+                    ),
                 ));
             }
         }

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use pstar_model::{
-    AgentSettings, ComputeUnitDescription, PilotComputeDescription, PilotId, PilotState, Timestamp,
-    UnitId, UnitState,
+    AgentSettings, ComputeUnitDescription, DataFile, DataUnitState, PilotComputeDescription,
+    PilotId, PilotState, Timestamp, UnitId, UnitState,
 };
 
 pub mod embedded;
@@ -133,6 +133,56 @@ pub struct PilotEvent {
     pub detail: Option<String>,
 }
 
+/// A data unit as the coordination store keeps it: its files and the pilot stores that
+/// hold all of them. Written by whoever made it (the manager for data units placed from
+/// the application's files, the agent that stored a unit's output), read by agents before
+/// they stage it. Copies in pilots' caches are not listed here: agents find those of
+/// pilots on their own machine in the file system, and the manager learns of them from
+/// [`DataEvent`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataUnitRecord {
+    pub name: String,
+    pub files: Vec<DataFile>,
+    /// Stores that hold every file, in order of placement.
+    pub replicas: Vec<StoreReplica>,
+}
+
+impl DataUnitRecord {
+    /// Bytes of all its files.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// A pilot store that holds a data unit: its files are under `<url>/<session>/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreReplica {
+    /// The pilot store's name (`[[pilot_data]]` name), or `pilot.NNNN` for a pilot's own
+    /// cache.
+    pub store: String,
+    /// The store's URL (never with credentials).
+    pub url: String,
+}
+
+/// A change of a data unit: it is being made, is available somewhere new, or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataEvent {
+    pub name: String,
+    pub state: DataUnitState,
+    pub at: Timestamp,
+    /// Its size in bytes, once known.
+    pub size: u64,
+    /// The pilot whose cache now holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pilot: Option<PilotId>,
+    /// The pilot store that now holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// Everything that flows on the event stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
@@ -158,6 +208,8 @@ pub enum Event {
         reason: String,
         at: Timestamp,
     },
+    /// A data unit changed: made, cached at a pilot, stored, or failed.
+    Data(DataEvent),
 }
 
 /// What a [`Event::CancelRequested`] is about.
@@ -396,6 +448,12 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// For an agent: takes its pending control messages, waiting up to `wait` for one.
     async fn recv_control(&self, pilot: PilotId, wait: Duration) -> Result<Vec<Control>>;
+
+    /// Stores data unit records (replacing those of the same names).
+    async fn put_data_units(&self, records: &[DataUnitRecord]) -> Result<()>;
+
+    /// The records of these data units, `None` for a name the store does not hold.
+    async fn data_units(&self, names: &[String]) -> Result<Vec<Option<DataUnitRecord>>>;
 
     /// Records that the pilot's agent is alive at `at`.
     async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()>;

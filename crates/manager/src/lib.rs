@@ -30,6 +30,7 @@
 pub mod core;
 mod error;
 mod pilot;
+pub mod placement;
 mod resume;
 pub mod scheduler;
 mod session;

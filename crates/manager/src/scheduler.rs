@@ -68,6 +68,30 @@ pub struct UnitView {
     pub pilot: Option<PilotId>,
     /// How long it is expected to run (its `time_request`).
     pub time: Option<Duration>,
+    /// It reads input data: where it runs is also a question of where its data is
+    /// ([`Placement`]).
+    pub data: bool,
+}
+
+/// The data-aware part of choosing a pilot, for units that read input data
+/// ([`UnitView::data`]); the core implements it over [`crate::placement`].
+pub trait Placement {
+    /// What binding `unit` to `pilot` costs in moved data (0: all of it is there).
+    fn cost(&mut self, unit: UnitId, pilot: &PilotView) -> u64;
+    /// Whether `unit` may still wait for a pilot of lower cost that has no room now.
+    fn may_wait(&mut self, unit: UnitId) -> bool;
+}
+
+/// Placement for pools without input data: every pilot costs the same.
+pub struct Anywhere;
+
+impl Placement for Anywhere {
+    fn cost(&mut self, _: UnitId, _: &PilotView) -> u64 {
+        0
+    }
+    fn may_wait(&mut self, _: UnitId) -> bool {
+        false
+    }
 }
 
 /// One decision of the scheduler.
@@ -225,7 +249,7 @@ fn needs(unit: &UnitView) -> String {
 /// Bound and failed units are removed from `pool`; the others stay, in order. Each pilot's
 /// `free_cores`/`free_gpus` are reduced by what is bound to it.
 pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<Decision> {
-    schedule_live(pool, pilots, |_| true)
+    schedule_live(pool, pilots, |_| true, &mut Anywhere)
 }
 
 /// [`schedule`] over a pool that may hold entries of units that have left it since they
@@ -233,11 +257,15 @@ pub fn schedule(pool: &mut VecDeque<UnitView>, pilots: &mut [PilotView]) -> Vec<
 ///
 /// The cost of binding a unit does not grow with the number of pilots: the pilots with
 /// room are kept in a heap by free cores, so the best one is found at once (only units
-/// that need GPUs or walltime the best pilots lack look further).
+/// that need GPUs or walltime the best pilots lack look further). A unit that reads
+/// input data looks at every pilot with room and takes the one of least
+/// [`Placement::cost`] (then the usual order); if a pilot of lower cost has no room now
+/// and the unit [`Placement::may_wait`], it stays in the pool, without holding anything.
 pub fn schedule_live(
     pool: &mut VecDeque<UnitView>,
     pilots: &mut [PilotView],
     live: impl Fn(UnitId) -> bool,
+    placement: &mut impl Placement,
 ) -> Vec<Decision> {
     let mut decisions = Vec::new();
     let mut kept = Vec::new();
@@ -289,6 +317,31 @@ pub fn schedule_live(
                 }
                 None => None, // its pilot is not (yet) part of this service
             },
+            None if unit.data => {
+                let ideal = pilots
+                    .iter()
+                    .filter(|p| p.accepting && fits_ever(p, &unit) && in_time(p, &unit))
+                    .map(|p| placement.cost(unit.id, p))
+                    .min();
+                let best = pilots
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| p.accepting && !reserved[*i] && fits_now(p, &unit))
+                    .map(|(i, p)| {
+                        (
+                            placement.cost(unit.id, p),
+                            Reverse(p.idle_cores),
+                            Reverse(p.free_cores),
+                            i,
+                        )
+                    })
+                    .min();
+                match best {
+                    Some((cost, .., i)) if ideal.is_none_or(|c| cost <= c) => Some(i),
+                    Some((.., i)) if !placement.may_wait(unit.id) => Some(i),
+                    _ => None,
+                }
+            }
             None => {
                 // The best pilot with room that fits; pilots passed over (too few GPUs,
                 // too little walltime left) go back for the next unit.
@@ -370,6 +423,7 @@ mod tests {
             gpus: 0,
             pilot: None,
             time: None,
+            data: false,
         }
     }
 

@@ -50,7 +50,9 @@ pub fn check_data_name(name: &str) -> Result<(), InvalidDataName> {
     if ok {
         Ok(())
     } else {
-        Err(InvalidDataName { name: name.to_owned() })
+        Err(InvalidDataName {
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -65,7 +67,12 @@ pub struct InvalidDataPath {
 /// Checks a file's path inside a data unit: relative, `/`-separated, no `.` or `..`
 /// component, no empty component, no NUL or control character.
 pub fn check_data_path(path: &str) -> Result<(), InvalidDataPath> {
-    let bad = |why| Err(InvalidDataPath { path: path.to_owned(), why });
+    let bad = |why| {
+        Err(InvalidDataPath {
+            path: path.to_owned(),
+            why,
+        })
+    };
     if path.is_empty() {
         return bad("empty");
     }
@@ -168,7 +175,18 @@ mod tests {
         for ok in ["a", "reads-1", "ref.fa", "A_b.c-9", &"x".repeat(200)] {
             check_data_name(ok).unwrap();
         }
-        for bad in ["", ".", "..", "-x", ".hidden", "a/b", "a b", "a*", "é", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-x",
+            ".hidden",
+            "a/b",
+            "a b",
+            "a*",
+            "é",
+            &"x".repeat(201),
+        ] {
             assert!(check_data_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -178,7 +196,9 @@ mod tests {
         for ok in ["a", "a/b.txt", "dir/sub/file", "x..y"] {
             check_data_path(ok).unwrap();
         }
-        for bad in ["", "/a", "a//b", "a/", "./a", "a/./b", "../a", "a/..", "a\nb", "a\0b"] {
+        for bad in [
+            "", "/a", "a//b", "a/", "./a", "a/./b", "../a", "a/..", "a\nb", "a\0b",
+        ] {
             assert!(check_data_path(bad).is_err(), "{bad:?}");
         }
     }

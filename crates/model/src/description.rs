@@ -441,7 +441,10 @@ impl ComputeUnitDescription {
                 source,
             })?;
             if !seen.insert(name.as_str()) {
-                return Err(DescriptionError::DataTwice { field: "input_data", name: name.clone() });
+                return Err(DescriptionError::DataTwice {
+                    field: "input_data",
+                    name: name.clone(),
+                });
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -473,10 +476,16 @@ impl ComputeUnitDescription {
                     return Err(bad(pattern, "is empty"));
                 }
                 if pattern.starts_with('/') {
-                    return Err(bad(pattern, "is absolute: patterns are relative to the unit's sandbox"));
+                    return Err(bad(
+                        pattern,
+                        "is absolute: patterns are relative to the unit's sandbox",
+                    ));
                 }
                 if pattern.split('/').any(|c| c == "..") {
-                    return Err(bad(pattern, "has a '..' component: it would reach outside the sandbox"));
+                    return Err(bad(
+                        pattern,
+                        "has a '..' component: it would reach outside the sandbox",
+                    ));
                 }
                 if pattern.contains('\0') {
                     return Err(bad(pattern, "contains a NUL byte"));

@@ -31,12 +31,12 @@ pub mod settings;
 mod state;
 mod time;
 
-pub use description::{
-    Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription,
-};
 pub use data::{
     DataFile, DataUnitDescription, InvalidDataName, InvalidDataPath, MAX_DATA_NAME_LEN, OutputData,
     PilotDataDescription, check_data_name, check_data_path,
+};
+pub use description::{
+    Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription,
 };
 pub use ids::{IdParseError, PilotId, UnitId};
 pub use resource::{ResourceUrl, ResourceUrlError, Scheme};

@@ -211,7 +211,8 @@ impl State for DataUnitState {
         use DataUnitState::*;
         &[
             (New, Pending),
-            (New, Failed), // its producer failed or was canceled before it started
+            (New, Running), // found whole in one step (stored by its producer's agent)
+            (New, Failed),  // its producer failed or was canceled before it started
             (Pending, Running),
             (Pending, Failed),
             (Pending, New), // its producer goes back to the pool: it will be made again

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use pstar_model::{PilotId, State, Timestamp, UnitId};
 
 use crate::{
-    AgentLease, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord, Result,
-    SharedDescription, Subscription, Withdrawal,
+    AgentLease, Claimed, Control, Coordination, CoordinationError, DataUnitRecord, Event,
+    PilotRecord, Result, SharedDescription, Subscription, Withdrawal,
 };
 
 #[doc = include_str!("docs.md")]
@@ -47,6 +47,7 @@ struct Data {
     next_unit: u64,
     next_pilot: u64,
     pilots: HashMap<PilotId, PilotRecord>,
+    data: HashMap<String, DataUnitRecord>,
     units: HashMap<UnitId, SharedDescription>,
     queues: HashMap<PilotId, Mailbox<UnitId>>,
     controls: HashMap<PilotId, Mailbox<Control>>,
@@ -207,6 +208,19 @@ impl Coordination for Embedded {
             .get(&id)
             .cloned()
             .ok_or(CoordinationError::UnknownPilot(id))
+    }
+
+    async fn put_data_units(&self, records: &[DataUnitRecord]) -> Result<()> {
+        let mut d = self.lock()?;
+        for r in records {
+            d.data.insert(r.name.clone(), r.clone());
+        }
+        Ok(())
+    }
+
+    async fn data_units(&self, names: &[String]) -> Result<Vec<Option<DataUnitRecord>>> {
+        let d = self.lock()?;
+        Ok(names.iter().map(|n| d.data.get(n).cloned()).collect())
     }
 
     async fn put_units(&self, units: &[Claimed]) -> Result<()> {

@@ -65,6 +65,11 @@ impl Keys {
         format!("{}pilots", self.base)
     }
 
+    /// Hash: data unit name -> [`crate::DataUnitRecord`] (see `wire`).
+    pub fn data(&self) -> String {
+        format!("{}data", self.base)
+    }
+
     /// List: the unit numbers bound to a pilot and not claimed yet, in order.
     pub fn queue(&self, pilot: PilotId) -> String {
         format!("{}queue:{}", self.base, pilot.get())
@@ -105,6 +110,7 @@ impl Keys {
             self.pilot_counter(),
             self.units(),
             self.pilots(),
+            self.data(),
             self.events(),
             self.heartbeats(),
         ];

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use pstar_model::{ComputeUnitDescription, PilotId, Timestamp, UnitId};
 
 use crate::{
-    AgentLease, Binding, Claimed, Control, Coordination, CoordinationError, Event, PilotRecord,
-    Result, Subscription, Withdrawal,
+    AgentLease, Binding, Claimed, Control, Coordination, CoordinationError, DataUnitRecord, Event,
+    PilotRecord, Result, Subscription, Withdrawal,
 };
 
 mod keys;
@@ -820,6 +820,47 @@ impl Coordination for RedisStore {
             Some(b) => wire::decode(&b, || self.of_session(format_args!("{id}'s record"))),
             None => Err(CoordinationError::UnknownPilot(id)),
         }
+    }
+
+    async fn put_data_units(&self, records: &[DataUnitRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.data();
+        let mut fields = Vec::with_capacity(records.len());
+        for r in records {
+            fields.push((r.name.clone(), wire::encode(r)?));
+        }
+        self.retrying("store data units", |mut c| {
+            let (key, fields) = (key.clone(), fields.clone());
+            async move { c.hset_multiple::<_, _, _, ()>(key, &fields).await }
+        })
+        .await
+    }
+
+    async fn data_units(&self, names: &[String]) -> Result<Vec<Option<DataUnitRecord>>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.data();
+        let all: Vec<Option<Vec<u8>>> = self
+            .retrying("read data units", |mut c| {
+                let key = key.clone();
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(key).arg(names);
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        all.into_iter()
+            .zip(names)
+            .map(|(bytes, name)| match bytes {
+                None => Ok(None),
+                Some(b) => wire::decode(&b, || {
+                    self.of_session(format_args!("data unit {name}'s record"))
+                })
+                .map(Some),
+            })
+            .collect()
     }
 
     async fn put_units(&self, units: &[Claimed]) -> Result<()> {

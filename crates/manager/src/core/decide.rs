@@ -14,6 +14,7 @@ impl Core {
     pub(super) fn apply_event(&mut self, e: &Event) {
         match e {
             Event::Unit(u) => self.apply_unit(u),
+            Event::Data(d) => self.apply_data(d),
             Event::Pilot(p) => self.apply_pilot(p),
             Event::PilotDraining { pilot, .. } => {
                 let live = self.replay.is_none();
@@ -149,12 +150,16 @@ impl Core {
         if e.state.is_final() || e.state == UnitState::New {
             self.release(e.unit, bound_before);
         }
+        if e.state.is_final() {
+            self.unit_ended(e.unit, e.state);
+        }
         let mut forgotten = false;
         if !replaying {
             if e.state.is_final() {
                 let forget = self.service(service).is_some_and(|s| s.forget_finished);
                 if forget {
                     self.units.remove(&e.unit);
+                    self.data.forget(e.unit);
                     forgotten = true;
                 } else if let Some(u) = self.units.get_mut(&e.unit) {
                     // Only its detail is still of use.
@@ -171,7 +176,9 @@ impl Core {
                         // Back to the head of its pool (with the others back this round,
                         // oldest first): it was submitted before what waits there.
                         u.pooled = true;
-                        let view = u.spec.view();
+                        let spec = u.spec;
+                        let view = self.view_of(&spec);
+                        self.data.pooled(e.unit, e.at);
                         self.returning.push((service, view));
                     }
                 }
@@ -296,6 +303,7 @@ impl Core {
         };
         p.cores_bound = 0;
         p.gpus_bound = 0;
+        self.data.pilot_ended(pilot);
         let why = match detail {
             Some(d) => format!("{pilot} ended ({state}: {d})"),
             None => format!("{pilot} ended ({state})"),
@@ -593,15 +601,32 @@ impl Core {
     fn caught_up(&mut self) {
         self.replay = None;
         self.out.caught_up = true;
-        let mut waiting: Vec<(ServiceId, super::UnitView)> = self
+        let new: Vec<UnitId> = self
             .units
-            .iter_mut()
+            .iter()
             .filter(|(_, u)| u.state == UnitState::New)
-            .map(|(_, u)| {
-                u.pooled = true;
-                (u.service, u.spec.view())
-            })
+            .map(|(id, _)| *id)
             .collect();
+        let mut waiting: Vec<(ServiceId, super::UnitView)> = Vec::with_capacity(new.len());
+        let now = self.now;
+        for id in new {
+            // A unit whose inputs are not all there yet waits for them outside the pool.
+            match self.data.wait_for_inputs(id) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(reason) => {
+                    self.decide(id, None, UnitState::Failed, reason);
+                    continue;
+                }
+            }
+            self.data.pooled(id, now);
+            let Some(u) = self.units.get_mut(&id) else {
+                continue;
+            };
+            u.pooled = true;
+            let (service, spec) = (u.service, u.spec);
+            waiting.push((service, self.view_of(&spec)));
+        }
         waiting.sort_by_key(|(_, v)| v.id);
         for (_, s) in &mut self.services {
             s.pool.clear();

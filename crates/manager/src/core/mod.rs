@@ -29,6 +29,7 @@ use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 
 use crate::scheduler::{self, Decision, PilotView, UnitView};
 
+mod data;
 mod decide;
 mod steal;
 #[cfg(test)]
@@ -58,6 +59,10 @@ pub struct UnitPolicy {
     pub black_hole_failures: u32,
     /// What "fails at once" means for `black_hole_failures` (default 10 s).
     pub black_hole_window: Duration,
+    /// How long a unit that reads input data may wait for a pilot nearer its data that
+    /// has no room now, before it takes a pilot with room that must move more data
+    /// (default 3 s; 0 never waits). See [`crate::placement`].
+    pub locality_wait: Duration,
 }
 
 impl Default for UnitPolicy {
@@ -70,6 +75,7 @@ impl Default for UnitPolicy {
             max_attempts: settings.max_attempts,
             black_hole_failures: settings.black_hole_failures,
             black_hole_window: Duration::from_secs(10),
+            locality_wait: Duration::from_secs(3),
         }
     }
 }
@@ -90,7 +96,7 @@ pub fn prefetched(cores: u32, prefetch: u32) -> u32 {
 /// How many units of each state a service holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitCounts {
-    by_state: [usize; 7],
+    by_state: [usize; UnitState::ALL.len()],
 }
 
 impl UnitCounts {
@@ -162,6 +168,7 @@ impl UnitSpec {
             gpus: self.gpus,
             pilot: self.pilot,
             time: self.time_request,
+            data: false,
         }
     }
 }
@@ -219,6 +226,25 @@ pub enum Input {
         service: ServiceId,
         /// What they need.
         units: Vec<UnitSpec>,
+    },
+    /// Data units the application made, by name: units may read them.
+    DeclareData(Vec<String>),
+    /// What units read and make, each as (unit, input data units, output data units):
+    /// fed before the units' `Submit` or `Restore`.
+    UnitData(Vec<(UnitId, Box<[String]>, Box<[String]>)>),
+    /// A pilot store's labels.
+    AddStore {
+        /// Its name.
+        name: String,
+        /// Its labels.
+        affinity: pstar_model::Affinity,
+    },
+    /// A pilot's labels (placement puts units next to their data with them).
+    PilotAffinity {
+        /// Which pilot.
+        pilot: PilotId,
+        /// Its labels.
+        affinity: pstar_model::Affinity,
     },
     /// A pilot becomes available to a service (the same pilot may serve several).
     AddPilot {
@@ -489,6 +515,8 @@ pub struct Core {
     turn: usize,
     out: Round,
     counts_changed: HashSet<ServiceId>,
+    /// Data units and the units that read and make them.
+    data: data::DataBook,
 }
 
 fn unit_event(
@@ -527,6 +555,7 @@ impl Core {
             turn: 0,
             out: Round::default(),
             counts_changed: HashSet::new(),
+            data: data::DataBook::default(),
         }
     }
 
@@ -559,6 +588,14 @@ impl Core {
                 }
             }
             Input::Submit { service, units } => self.submit(service, units),
+            Input::DeclareData(names) => self.data.declare(names),
+            Input::UnitData(units) => {
+                for (unit, inputs, outputs) in units {
+                    self.data.unit_data(unit, inputs, outputs);
+                }
+            }
+            Input::AddStore { name, affinity } => self.data.add_store(name, affinity),
+            Input::PilotAffinity { pilot, affinity } => self.data.add_site(pilot, affinity),
             Input::Restore { service, units } => {
                 let Some(s) = self.service_mut(service) else {
                     return;
@@ -879,15 +916,35 @@ impl Core {
                 None => pooled.push(spec),
             }
         }
-        let s = self.service_mut(service).expect("checked above");
-        for spec in &pooled {
-            s.pool.push_back(spec.view());
+        // Units that read data wait outside the pool until their inputs are available.
+        let mut waiting = Vec::new();
+        if !self.data.is_empty() {
+            let now = self.now;
+            let mut ready = Vec::with_capacity(pooled.len());
+            for spec in pooled {
+                match self.data.wait_for_inputs(spec.id) {
+                    Ok(true) => {
+                        self.data.pooled(spec.id, now);
+                        ready.push(spec);
+                    }
+                    Ok(false) => waiting.push(spec),
+                    Err(reason) => failed.push((spec, reason)),
+                }
+            }
+            pooled = ready;
         }
-        self.units.reserve(pooled.len() + failed.len());
+        let views: Vec<UnitView> = pooled.iter().map(|spec| self.view_of(spec)).collect();
+        let s = self.service_mut(service).expect("checked above");
+        s.pool.extend(views);
+        self.units
+            .reserve(pooled.len() + failed.len() + waiting.len());
         for spec in pooled {
             let mut u = UnitEntry::new(service, spec);
             u.pooled = true;
             self.units.insert(spec.id, u);
+        }
+        for spec in waiting {
+            self.units.insert(spec.id, UnitEntry::new(service, spec));
         }
         for (spec, reason) in failed {
             self.units.insert(spec.id, UnitEntry::new(service, spec));
@@ -952,9 +1009,17 @@ impl Core {
             let mut views = self.views(service);
             let mut pool = std::mem::take(&mut self.services[i].1.pool);
             let units = &self.units;
-            let decisions = scheduler::schedule_live(&mut pool, &mut views, |id| {
-                units.get(&id).is_some_and(|u| u.pooled)
-            });
+            let mut placed = data::Placed {
+                book: &self.data,
+                now: self.now,
+                wait: self.services[i].1.policy.locality_wait,
+            };
+            let decisions = scheduler::schedule_live(
+                &mut pool,
+                &mut views,
+                |id| units.get(&id).is_some_and(|u| u.pooled),
+                &mut placed,
+            );
             self.services[i].1.pool = pool;
             for d in decisions {
                 match d {
@@ -990,6 +1055,7 @@ impl Core {
         p.in_flight.insert(unit);
         p.cores_bound += cores;
         p.gpus_bound += gpus;
+        self.data.bound(unit, pilot);
         let at = self.now;
         self.publish(unit_event(
             unit,
@@ -1006,6 +1072,14 @@ impl Core {
                 self.enqueue_index.insert(pilot, self.out.enqueue.len());
                 self.out.enqueue.push((pilot, vec![unit]));
             }
+        }
+    }
+
+    /// What the scheduler sees of a unit.
+    fn view_of(&self, spec: &UnitSpec) -> UnitView {
+        UnitView {
+            data: self.data.reads(spec.id),
+            ..spec.view()
         }
     }
 

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::*;
-use pstar_coordination::LostRun;
+use pstar_coordination::{DataEvent, LostRun};
+use pstar_model::{Affinity, DataUnitState};
 
 pub(crate) const T0: u64 = 1_700_000_000_000_000;
 
@@ -1281,4 +1282,230 @@ fn steal_then_the_thief_fails_and_every_unit_still_ends() {
             h.detail(i)
         );
     }
+}
+
+// --- Pilot-Data: units that wait for their inputs, and placement next to data ---------
+
+fn names(list: &[&str]) -> Box<[String]> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn data_event(
+    name: &str,
+    state: DataUnitState,
+    size: u64,
+    pilot: Option<u64>,
+    store: Option<&str>,
+) -> Event {
+    Event::Data(DataEvent {
+        name: name.into(),
+        state,
+        at: at(0),
+        size,
+        pilot: pilot.map(p),
+        store: store.map(Into::into),
+        detail: None,
+    })
+}
+
+fn labels(dc: Option<&str>, machine: Option<&str>) -> Affinity {
+    Affinity {
+        datacenter: dc.map(Into::into),
+        machine: machine.map(Into::into),
+    }
+}
+
+impl Harness {
+    /// Submits `unit` reading `inputs` and making `outputs`.
+    fn submit_data(&mut self, unit: u64, inputs: &[&str], outputs: &[&str]) {
+        self.input(Input::UnitData(vec![(
+            u(unit),
+            names(inputs),
+            names(outputs),
+        )]));
+        self.submit(vec![spec(unit, 1)]);
+    }
+}
+
+#[test]
+fn data_a_unit_waits_outside_the_pool_until_its_input_is_available() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 2);
+    h.input(Input::DeclareData(vec!["ref".into()]));
+    h.submit_data(0, &["ref"], &[]);
+    h.submit(vec![spec(1, 1)]);
+    assert_eq!(h.queued(1), [1], "the unit without inputs goes first");
+    assert_eq!(h.state(0), Some(UnitState::New));
+    h.events(vec![data_event(
+        "ref",
+        DataUnitState::Running,
+        100,
+        None,
+        Some("archive"),
+    )]);
+    assert_eq!(h.queued(1), [1, 0]);
+}
+
+#[test]
+fn data_an_output_read_by_a_later_unit_releases_it_and_a_failed_producer_fails_it() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 4);
+    h.submit_data(0, &[], &["a"]);
+    h.submit_data(1, &["a"], &["b"]);
+    h.submit_data(2, &["b"], &[]);
+    assert_eq!(h.queued(1), [0]);
+    h.claim(1, 1);
+    h.unit_event(0, 1, UnitState::Pending);
+    h.unit_event(0, 1, UnitState::Running);
+    h.events(vec![data_event(
+        "a",
+        DataUnitState::Running,
+        10,
+        Some(1),
+        None,
+    )]);
+    h.unit_event(0, 1, UnitState::Done);
+    assert_eq!(h.queued(1), [1], "the output made, its reader is bound");
+    h.claim(1, 1);
+    h.unit_event(1, 1, UnitState::Pending);
+    h.unit_event(1, 1, UnitState::Running);
+    h.unit_event(1, 1, UnitState::Failed);
+    h.settle();
+    assert_eq!(h.state(2), Some(UnitState::Failed));
+    assert_eq!(
+        h.detail(2).as_deref(),
+        Some("input data unit b failed: unit.000001, which makes it, ended failed")
+    );
+    h.no_unit_ended_twice();
+}
+
+#[test]
+fn data_a_unit_goes_to_the_pilot_that_holds_its_input() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 4);
+    h.add_pilot(2, 4);
+    h.input(Input::DeclareData(vec!["ref".into()]));
+    h.events(vec![
+        data_event(
+            "ref",
+            DataUnitState::Running,
+            1 << 30,
+            None,
+            Some("archive"),
+        ),
+        data_event("ref", DataUnitState::Running, 1 << 30, Some(2), None),
+    ]);
+    h.submit_data(0, &["ref"], &[]);
+    assert_eq!((h.queued(1), h.queued(2)), (vec![], vec![0]));
+}
+
+#[test]
+fn data_units_sharing_an_input_follow_the_first_one_bound() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 4);
+    h.add_pilot(2, 4);
+    h.input(Input::DeclareData(vec!["ref".into()]));
+    h.events(vec![data_event(
+        "ref",
+        DataUnitState::Running,
+        1 << 30,
+        None,
+        Some("archive"),
+    )]);
+    for i in 0..3 {
+        h.submit_data(i, &["ref"], &[]);
+    }
+    // Without placement the two idle pilots would share them; the first bound makes its
+    // pilot the one where the reference will be.
+    let (a, b) = (h.queued(1), h.queued(2));
+    assert!(
+        a.len() == 3 || b.len() == 3,
+        "all on one pilot: {a:?} {b:?}"
+    );
+}
+
+#[test]
+fn data_a_machine_label_match_beats_a_datacenter_match_beats_none() {
+    let mut h = Harness::new(policy(0));
+    for (id, affinity) in [
+        (1, labels(Some("dc2"), None)),
+        (2, labels(Some("dc1"), Some("m2"))),
+        (3, labels(Some("dc1"), Some("m1"))),
+    ] {
+        h.add_pilot(id, 1);
+        h.input(Input::PilotAffinity {
+            pilot: p(id),
+            affinity,
+        });
+    }
+    h.input(Input::AddStore {
+        name: "archive".into(),
+        affinity: labels(Some("dc1"), Some("m1")),
+    });
+    h.input(Input::DeclareData(vec!["ref".into()]));
+    h.events(vec![data_event(
+        "ref",
+        DataUnitState::Running,
+        1000,
+        None,
+        Some("archive"),
+    )]);
+    for i in 0..3 {
+        h.submit_data(i, &["ref"], &[]);
+    }
+    // The first unit goes to the pilot on the store's machine; the next, with pilot 3
+    // holding it now but full, wait for it (locality_wait) rather than move the data.
+    assert_eq!(
+        (h.queued(1), h.queued(2), h.queued(3)),
+        (vec![], vec![], vec![0])
+    );
+    h.at(5); // past locality_wait (3 s): take the nearest pilot with room
+    h.input(Input::Tick(at(5)));
+    assert_eq!(
+        (h.queued(1), h.queued(2), h.queued(3)),
+        (vec![2], vec![1], vec![0])
+    );
+}
+
+#[test]
+fn data_without_locality_wait_a_unit_takes_a_pilot_with_room_at_once() {
+    let mut h = Harness::new(UnitPolicy {
+        locality_wait: Duration::ZERO,
+        ..policy(0)
+    });
+    h.add_pilot(1, 1);
+    h.add_pilot(2, 1);
+    h.input(Input::DeclareData(vec!["ref".into()]));
+    h.events(vec![data_event(
+        "ref",
+        DataUnitState::Running,
+        1000,
+        Some(1),
+        None,
+    )]);
+    h.submit_data(0, &["ref"], &[]);
+    h.submit_data(1, &["ref"], &[]);
+    assert_eq!((h.queued(1), h.queued(2)), (vec![0], vec![1]));
+}
+
+#[test]
+fn data_a_failed_input_fails_its_readers_and_a_resumed_core_keeps_waiters_out_of_the_pool() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 1);
+    h.input(Input::DeclareData(vec!["x".into(), "y".into()]));
+    h.submit_data(0, &["x"], &[]);
+    h.submit_data(1, &["y"], &[]);
+    let mut failed = data_event("x", DataUnitState::Failed, 0, None, None);
+    if let Event::Data(d) = &mut failed {
+        d.detail = Some("checksum mismatch".into());
+    }
+    h.events(vec![failed]);
+    h.settle();
+    assert_eq!(h.state(0), Some(UnitState::Failed));
+    assert_eq!(
+        h.detail(0).as_deref(),
+        Some("input data unit x failed: checksum mismatch")
+    );
+    assert_eq!(h.state(1), Some(UnitState::New));
+    assert!(h.queued(1).is_empty());
 }
