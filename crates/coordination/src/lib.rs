@@ -154,7 +154,7 @@ impl DataUnitRecord {
     }
 }
 
-/// A pilot store that holds a data unit: its files are under `<url>/<session>/<name>/`.
+/// A place that holds a data unit: its files are under `<url>/<prefix>/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreReplica {
     /// The pilot store's name (`[[pilot_data]]` name), or `pilot.NNNN` for a pilot's own
@@ -162,6 +162,9 @@ pub struct StoreReplica {
     pub store: String,
     /// The store's URL (never with credentials).
     pub url: String,
+    /// Where the data unit's files are below it (`<session>/<name>` in a pilot store,
+    /// `<name>` in a pilot's cache).
+    pub prefix: String,
 }
 
 /// A change of a data unit: it is being made, is available somewhere new, or failed.
@@ -181,6 +184,34 @@ pub struct DataEvent {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The compute unit it moved for (staged in for it, or stored as its output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitId>,
+    /// Bytes that crossed between places to get it here (0 when it was at hand).
+    #[serde(default)]
+    pub moved: u64,
+    /// Where those bytes came from: a pilot store's name, `pilot.NNNN` (a pilot's cache),
+    /// or `client` (the application's files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl DataEvent {
+    /// An event of data unit `name` entering `state` now.
+    pub fn new(name: impl Into<String>, state: DataUnitState) -> Self {
+        Self {
+            name: name.into(),
+            state,
+            at: Timestamp::now(),
+            size: 0,
+            pilot: None,
+            store: None,
+            detail: None,
+            unit: None,
+            moved: 0,
+            from: None,
+        }
+    }
 }
 
 /// Everything that flows on the event stream.

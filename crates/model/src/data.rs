@@ -147,6 +147,10 @@ pub struct OutputData {
     pub export: Option<PathBuf>,
     /// Whether a pattern matching nothing is allowed (`false`: the unit fails).
     pub allow_empty: bool,
+    /// The URL of `store`, filled in when the unit is submitted (agents do not know
+    /// stores by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
 }
 
 impl OutputData {
@@ -162,6 +166,7 @@ impl OutputData {
             store: None,
             export: None,
             allow_empty: false,
+            store_url: None,
         }
     }
 }

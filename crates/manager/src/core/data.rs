@@ -333,13 +333,10 @@ impl Core {
             let at = self.now;
             for name in self.data.unmade(unit) {
                 self.publish(Event::Data(DataEvent {
-                    name,
-                    state: DataUnitState::Failed,
                     at,
-                    size: 0,
-                    pilot: None,
-                    store: None,
                     detail: Some(format!("{unit}, which makes it, ended {state}")),
+                    unit: Some(unit),
+                    ..DataEvent::new(name, DataUnitState::Failed)
                 }));
             }
         }

@@ -1298,13 +1298,11 @@ fn data_event(
     store: Option<&str>,
 ) -> Event {
     Event::Data(DataEvent {
-        name: name.into(),
-        state,
         at: at(0),
         size,
         pilot: pilot.map(p),
         store: store.map(Into::into),
-        detail: None,
+        ..DataEvent::new(name, state)
     })
 }
 
