@@ -25,6 +25,7 @@ use crate::journal::Reports;
 use crate::launch::{Launch, LaunchError};
 use crate::layout::Layout;
 use crate::slots::{Placement, Slots};
+use crate::stage::Stager;
 
 /// Why a running unit is stopped.
 #[derive(Debug, Clone)]
@@ -95,6 +96,8 @@ struct UnitJob {
     pub desc: SharedDescription,
     pub placement: Placement,
     pub layout: Arc<Layout>,
+    pub stager: Arc<Stager>,
+    pub runtime: tokio::runtime::Handle,
 }
 
 pub(crate) fn unit_event(
@@ -133,6 +136,9 @@ pub(crate) struct Executors {
     record: Arc<PilotRecord>,
     layout: Arc<Layout>,
     events: Reports,
+    /// Stores units' output data (on the agent's runtime).
+    stager: Arc<Stager>,
+    runtime: tokio::runtime::Handle,
 }
 
 pub(crate) struct Queue {
@@ -167,6 +173,7 @@ impl Executors {
         layout: Arc<Layout>,
         events: Reports,
         free: Arc<AtomicU32>,
+        stager: Arc<Stager>,
     ) -> Arc<Self> {
         let d = &record.description;
         Arc::new(Self {
@@ -189,6 +196,8 @@ impl Executors {
             record,
             layout,
             events,
+            stager,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -329,6 +338,8 @@ impl Executors {
                             desc,
                             placement,
                             layout: layout.clone(),
+                            stager: self.stager.clone(),
+                            runtime: self.runtime.clone(),
                         },
                         control,
                     );
@@ -472,6 +483,25 @@ fn execute(
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
     ) {
+        (true, _, _) if !job.desc.output_data.is_empty() => {
+            report(UnitState::StagingOutput, None, None);
+            match job
+                .runtime
+                .block_on(job.stager.stage_out(job.id, &job.desc))
+            {
+                Ok(_) => report(UnitState::Done, Some(0), None),
+                Err(why) => {
+                    let _ = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&stderr)
+                        .and_then(|mut f| {
+                            std::io::Write::write_all(&mut f, format!("pstar: {why}\n").as_bytes())
+                        });
+                    report(UnitState::Failed, Some(0), Some(why))
+                }
+            }
+        }
         (true, _, _) => report(UnitState::Done, Some(0), None),
         (false, Some(code), _) => report(
             UnitState::Failed,

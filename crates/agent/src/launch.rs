@@ -147,6 +147,8 @@ impl Launch<'_> {
             .env("PSTAR_UNIT_ID", self.unit.to_string())
             .env("PSTAR_PILOT_ID", self.pilot.to_string())
             .env("PSTAR_SANDBOX", self.sandbox)
+            // Where its input data units are, `$PSTAR_DATA/<name>/` (see `stage`).
+            .env("PSTAR_DATA", self.sandbox.join("data"))
             .env("PSTAR_CORES", d.cores.to_string())
             .env("PSTAR_GPUS", d.gpus.to_string())
             // Its own process group, so that stopping the unit stops everything it started.

@@ -21,7 +21,7 @@
 //! [`Coordination`] trait, so the same code runs in-process (embedded store, today) or, with
 //! a networked store, as a process of its own (planned with the Redis backend).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -41,6 +41,7 @@ mod journal;
 pub mod launch;
 pub mod layout;
 mod slots;
+mod stage;
 
 use execute::{Executors, Stop, unit_event};
 
@@ -229,7 +230,19 @@ impl Agent {
         if layout.nodes.len() > 1 {
             tracing::info!(%pilot, nodes = ?layout.nodes, cores = ?layout.cores, "multi-node pilot");
         }
-        let executors = Executors::new(self.record.clone(), layout, events.clone(), free);
+        let stager = Arc::new(stage::Stager::new(
+            self.coordination.clone(),
+            self.record.clone(),
+            events.clone(),
+        ));
+        let executors = Executors::new(
+            self.record.clone(),
+            layout,
+            events.clone(),
+            free,
+            stager.clone(),
+        );
+        let (staged_tx, staged_rx) = mpsc::unbounded_channel();
         let sweeper = descendants::Sweeper::new(self.record.sandbox.clone());
         helpers.spawn(sweep_orphans(sweeper, executors.clone()));
         let mut run = Run {
@@ -242,6 +255,9 @@ impl Agent {
             draining: false,
             claim_outstanding: false,
             health,
+            stager,
+            staging: HashMap::new(),
+            staged_tx,
         };
         let ends_at = (started + walltime).into_std();
         run.executors.with(|q| q.ends_at = Some(ends_at));
@@ -253,6 +269,7 @@ impl Agent {
                     control_rx,
                     lost_rx,
                     health_rx: &mut health_rx,
+                    staged_rx,
                 },
                 started + walltime.saturating_sub(margin),
                 started + walltime,
@@ -320,7 +337,16 @@ struct Channels<'a> {
     /// Why the agent must stop at once (the session is gone, the lease taken), if it must.
     lost_rx: mpsc::Receiver<Lost>,
     health_rx: &'a mut watch::Receiver<bool>,
+    /// Units whose inputs were staged (or could not be).
+    staged_rx: mpsc::UnboundedReceiver<Staged>,
 }
+
+/// A unit's inputs staged, or why they could not be.
+type Staged = (
+    UnitId,
+    pstar_coordination::SharedDescription,
+    Result<stage::Moved, String>,
+);
 
 /// How the main loop ended.
 enum End {
@@ -349,6 +375,11 @@ struct Run {
     claim_outstanding: bool,
     /// Whether the store answers; the main loop marks it down when a claim gives up.
     health: Arc<watch::Sender<bool>>,
+    /// The pilot's data cache and stores.
+    stager: Arc<stage::Stager>,
+    /// Units whose inputs are being staged, with the task staging them.
+    staging: HashMap<UnitId, tokio::task::AbortHandle>,
+    staged_tx: mpsc::UnboundedSender<Staged>,
 }
 
 impl Drop for Run {
@@ -384,6 +415,7 @@ impl Run {
             mut control_rx,
             mut lost_rx,
             health_rx,
+            mut staged_rx,
         } = channels;
         let pilot = self.record.id;
         let cores = self.record.description.cores;
@@ -406,6 +438,7 @@ impl Run {
             }
             tokio::select! {
                 _ = changed => {}
+                Some((id, desc, result)) = staged_rx.recv() => self.staged(id, desc, result),
                 claimed = claimed_rx.recv() => {
                     self.claim_outstanding = false;
                     match claimed {
@@ -490,7 +523,17 @@ impl Run {
                 tracing::warn!(unit = %id, "dropped a second copy of a unit already claimed");
                 continue;
             }
-            self.unit_event(id, UnitState::Pending, None, None);
+            let stages = !desc.input_data.is_empty();
+            self.unit_event(
+                id,
+                if stages {
+                    UnitState::StagingInput
+                } else {
+                    UnitState::Pending
+                },
+                None,
+                None,
+            );
             let d = &self.record.description;
             if self.canceled_early.remove(&id) {
                 self.unit_event(id, UnitState::Canceled, None, Some("canceled".into()));
@@ -508,6 +551,13 @@ impl Run {
             } else if self.draining {
                 let why = "pilot is draining before its walltime ends".to_owned();
                 self.unit_event(id, UnitState::New, None, Some(why));
+            } else if stages {
+                let (stager, done) = (self.stager.clone(), self.staged_tx.clone());
+                let task = tokio::spawn(async move {
+                    let result = stager.stage_in(id, &desc).await;
+                    let _ = done.send((id, desc, result));
+                });
+                self.staging.insert(id, task.abort_handle());
             } else {
                 accepted.push((id, desc));
             }
@@ -518,6 +568,46 @@ impl Run {
                 q.pending.push_back((id, desc));
             }
         });
+    }
+
+    /// A unit's inputs are staged (or failed to be): it waits for its slots like any
+    /// other, unless it was canceled or the pilot drains meanwhile.
+    fn staged(
+        &mut self,
+        id: UnitId,
+        desc: pstar_coordination::SharedDescription,
+        result: Result<stage::Moved, String>,
+    ) {
+        if self.staging.remove(&id).is_none() {
+            return; // given back or canceled meanwhile
+        }
+        match result {
+            Err(why) => {
+                self.unit_event(id, UnitState::Failed, None, Some(why));
+            }
+            Ok(_) if self.canceled_early.remove(&id) => {
+                self.unit_event(id, UnitState::Canceled, None, Some("canceled".into()));
+            }
+            Ok(_) if self.draining => {
+                let why = "pilot is draining before its walltime ends".to_owned();
+                self.unit_event(id, UnitState::New, None, Some(why));
+            }
+            Ok(_) => {
+                self.unit_event(id, UnitState::Pending, None, None);
+                self.executors.with(|q| {
+                    q.pending_cores += desc.cores;
+                    q.pending.push_back((id, desc));
+                });
+            }
+        }
+    }
+
+    /// Units still staging their inputs go back to the pool (the pilot ends or drains).
+    fn return_staging(&mut self, reason: &str) {
+        for (id, task) in std::mem::take(&mut self.staging) {
+            task.abort();
+            self.unit_event(id, UnitState::New, None, Some(reason.to_owned()));
+        }
     }
 
     fn cancel_unit(&mut self, unit: UnitId) {
@@ -543,6 +633,12 @@ impl Run {
         match found {
             Some(Found::Waiting) => {
                 self.unit_event(unit, UnitState::Canceled, None, Some("canceled".into()))
+            }
+            Some(Found::Nowhere) if self.staging.contains_key(&unit) => {
+                if let Some(task) = self.staging.remove(&unit) {
+                    task.abort();
+                }
+                self.unit_event(unit, UnitState::Canceled, None, Some("canceled".into()));
             }
             Some(Found::Nowhere) => {
                 self.canceled_early.insert(unit);
@@ -596,6 +692,7 @@ impl Run {
     /// Sends every waiting and running unit back to the pool: whether the pilot reached its
     /// walltime or was canceled, its units did nothing wrong and run again elsewhere.
     fn stop_all(&mut self, reason: &str) {
+        self.return_staging(reason);
         self.return_pending(reason);
         let grace = self.kill_grace;
         self.executors.with(|q| {

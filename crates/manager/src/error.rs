@@ -59,6 +59,23 @@ pub enum Error {
     /// A resource adaptor could not do what was asked (the message is the resource's).
     #[error(transparent)]
     Adaptor(#[from] pstar_adaptors::AdaptorError),
+    /// A pilot store that cannot be created (a bad name or URL, a store that cannot be
+    /// reached).
+    #[error("pilot store {name}: {reason}")]
+    PilotData {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A data unit that cannot be placed, replicated, exported or read.
+    #[error("data unit {name}: {reason}")]
+    DataUnit {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The service's manager task has ended (its session is gone).
     #[error("the compute unit service has shut down")]
     ServiceClosed,

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod core;
+mod data;
 mod error;
 mod pilot;
 pub mod placement;
@@ -38,6 +39,9 @@ mod shell;
 mod unit;
 mod unit_service;
 
+pub use data::{
+    CLIENT, ComputeDataService, DataUnit, PilotData, PilotDataService, bytes_text, export_dir,
+};
 pub use error::{Error, Result};
 pub use pilot::{PilotCompute, PilotComputeService};
 pub use resume::{Resumed, resume};
@@ -49,10 +53,11 @@ pub use unit_service::{ComputeUnitService, ServiceId, UnitCounts, UnitPolicy};
 
 pub use pstar_adaptors::{AdaptorError, BootstrapTimeouts, JobFile};
 pub use pstar_agent::AgentConfig;
-pub use pstar_coordination::{Coordination, Embedded};
+pub use pstar_coordination::{Coordination, DataEvent, DataUnitRecord, Embedded, StoreReplica};
 pub use pstar_model::{
-    Affinity, AgentSettings, ComputeUnitDescription, Origin, PilotComputeDescription, PilotId,
-    PilotState, ResourceUrl, Scheme, Settings, SettingsLayer, State, Timestamp, UnitId, UnitState,
+    Affinity, AgentSettings, ComputeUnitDescription, DataFile, DataUnitDescription, DataUnitState,
+    Origin, OutputData, PilotComputeDescription, PilotDataDescription, PilotId, PilotState,
+    ResourceUrl, Scheme, Settings, SettingsLayer, State, Timestamp, UnitId, UnitState,
 };
 
 /// The Rust examples of the README, compiled and run as doc tests so it never lies.

@@ -55,6 +55,8 @@ pub(crate) enum Command {
     RemovePilots(ServiceId, Vec<PilotId>, oneshot::Sender<()>),
     /// Cancel what is left because no pilot is left to run it.
     CancelStranded(ServiceId),
+    /// Pilot-Data facts for the core as they are: a store's labels, data units made.
+    Data(Input),
     /// Replay the history up to the `Resumed` marker with `token`; say so on `done`.
     Replay {
         token: u64,
@@ -207,6 +209,13 @@ impl Shell {
                     .iter()
                     .find(|(s, _)| *s == PilotState::Running)
                     .map(|(_, at)| *at);
+                let affinity = pilot.description().affinity.clone();
+                if affinity != Default::default() {
+                    self.core.handle(Input::PilotAffinity {
+                        pilot: pilot.id(),
+                        affinity,
+                    });
+                }
                 self.pilots.insert(pilot.id(), pilot);
                 self.core.handle(Input::AddPilot {
                     service,
@@ -221,6 +230,7 @@ impl Shell {
                 self.removed.push(done);
             }
             Command::CancelStranded(service) => self.core.handle(Input::CancelStranded { service }),
+            Command::Data(input) => self.core.handle(input),
             Command::Replay { token, done } => {
                 self.replay_done = Some(done);
                 self.core.handle(Input::Replay { token });
@@ -228,16 +238,31 @@ impl Shell {
         }
     }
 
+    /// Records the units' handles and returns what the core needs of them; what units
+    /// read and make goes to the core first (`Input::UnitData`).
     fn take_units(&mut self, units: Vec<Arc<UnitShared>>) -> Vec<UnitSpec> {
         self.units.reserve(units.len());
-        units
+        let mut data = Vec::new();
+        let specs = units
             .into_iter()
             .map(|u| {
                 let spec = UnitSpec::of(u.id, &u.description);
+                let d = &u.description;
+                if !d.input_data.is_empty() || !d.output_data.is_empty() {
+                    data.push((
+                        u.id,
+                        d.input_data.clone().into_boxed_slice(),
+                        d.output_data.iter().map(|o| o.name.clone()).collect(),
+                    ));
+                }
                 self.units.insert(u.id, u);
                 spec
             })
-            .collect()
+            .collect();
+        if !data.is_empty() {
+            self.core.handle(Input::UnitData(data));
+        }
+        specs
     }
 
     /// Applies the core's rounds until it has nothing more to do: a round that takes
