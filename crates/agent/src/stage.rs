@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pstar_coordination::{
-    Coordination, DataEvent, DataUnitRecord, Event, PilotRecord, StoreReplica,
+    Coordination, DataEvent, DataUnitRecord, Event, PilotRecord, StoreReplica, Transfer,
 };
 use pstar_data::{Store, StoreUrl};
 use pstar_model::{
@@ -226,6 +226,7 @@ impl Stager {
             unit: Some(unit),
             moved: bytes,
             from: Some(from.to_owned()),
+            transfer: Some(Transfer::StageIn),
             ..DataEvent::new(&record.name, DataUnitState::Running)
         }));
     }
@@ -383,6 +384,7 @@ impl Stager {
             unit: Some(unit),
             moved: bytes,
             from: Some(me),
+            transfer: Some(Transfer::StageOut),
             ..DataEvent::new(name.clone(), DataUnitState::Running)
         });
         Ok((record, bytes, event))

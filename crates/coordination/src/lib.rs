@@ -194,6 +194,25 @@ pub struct DataEvent {
     /// or `client` (the application's files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// What moved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// Why bytes of a data unit moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transfer {
+    /// Placed in a store from the application's files.
+    Place,
+    /// Brought to a pilot for a unit that reads it.
+    StageIn,
+    /// Stored from the sandbox of the unit that made it.
+    StageOut,
+    /// Copied from one store to another.
+    Replicate,
+    /// Copied out to a local directory.
+    Export,
 }
 
 impl DataEvent {
@@ -210,6 +229,7 @@ impl DataEvent {
             unit: None,
             moved: 0,
             from: None,
+            transfer: None,
         }
     }
 }

@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pstar_coordination::{DataEvent, DataUnitRecord, Event, StoreReplica};
+use pstar_coordination::{DataEvent, DataUnitRecord, Event, StoreReplica, Transfer};
 use pstar_data::{Store, StoreUrl};
 use pstar_model::{
     Affinity, ComputeUnitDescription, DataFile, DataUnitDescription, DataUnitState,
@@ -477,7 +477,19 @@ impl DataUnit {
                 }
             }
             match failed {
-                None => return Ok(moved),
+                None => {
+                    publish(
+                        &self.session,
+                        DataEvent {
+                            moved,
+                            from: Some(replica.store.clone()),
+                            transfer: Some(Transfer::Export),
+                            ..DataEvent::new(&self.record.name, DataUnitState::Running)
+                        },
+                    )
+                    .await;
+                    return Ok(moved);
+                }
                 Some(e) => errors.push(format!("from {}: {e}", replica.store)),
             }
         }

@@ -30,6 +30,7 @@
 pub mod core;
 mod data;
 mod error;
+mod ledger;
 mod pilot;
 pub mod placement;
 mod resume;
@@ -43,6 +44,7 @@ pub use data::{
     CLIENT, ComputeDataService, DataUnit, PilotData, PilotDataService, bytes_text, export_dir,
 };
 pub use error::{Error, Result};
+pub use ledger::{DataLedger, DataUnitEntry};
 pub use pilot::{PilotCompute, PilotComputeService};
 pub use resume::{Resumed, resume};
 pub use session::{

@@ -13,7 +13,7 @@ use pstar_adaptors::ResourceAdaptor;
 use pstar_adaptors::{AdaptorConfig, BootstrapTimeouts};
 use pstar_agent::AgentConfig;
 use pstar_coordination::{Coordination, CoordinationError, Embedded, Event};
-use pstar_model::{Origin, PilotId, PilotState, Scheme, Settings, State, Timestamp};
+use pstar_model::{Origin, PilotId, PilotState, Scheme, Settings, State, Timestamp, UnitId};
 
 use crate::PilotCompute;
 use crate::error::Result;
@@ -51,6 +51,8 @@ pub(crate) struct SessionInner {
     lost: watch::Sender<Option<Lost>>,
     /// Lets a replaying dispatcher go.
     start: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The data units and the bytes moved, as the stream tells them.
+    pub(crate) data: Mutex<crate::ledger::DataLedger>,
 }
 
 impl Drop for SessionInner {
@@ -296,6 +298,7 @@ impl SessionBuilder {
                 dispatcher: dispatcher.abort_handle(),
                 lost,
                 start: Mutex::new(start),
+                data: Mutex::default(),
             }
         });
         Ok(Session { inner })
@@ -352,6 +355,15 @@ impl SessionInner {
         };
         for (pilot, event) in pilots {
             pilot.apply(event);
+        }
+        if batch.iter().any(|e| matches!(e, Event::Data(_)))
+            && let Ok(mut ledger) = self.data.lock()
+        {
+            for e in batch.iter() {
+                if let Event::Data(d) = e {
+                    ledger.note(d);
+                }
+            }
         }
         if let Ok(mut listeners) = self.listeners.lock() {
             listeners.retain(|l| l.send(batch.clone()).is_ok());
@@ -514,6 +526,25 @@ impl Session {
 
     /// Hands events this process records without the store (which cannot carry them) to
     /// the pilots and the manager, as if they came from the stream.
+    /// The session's data units and the bytes moved so far.
+    pub fn data_ledger(&self) -> crate::ledger::DataLedger {
+        self.inner
+            .data
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Bytes staged in and out for `unit` (zero for a unit that reads and makes no data).
+    pub fn data_moved_for(&self, unit: UnitId) -> (u64, u64) {
+        self.inner
+            .data
+            .lock()
+            .ok()
+            .and_then(|l| l.by_unit.get(&unit).copied())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn dispatch_here(&self, batch: Vec<Event>) {
         self.inner.dispatch(batch.into());
     }
