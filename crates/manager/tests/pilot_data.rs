@@ -1,0 +1,276 @@
+//! Pilot-Data end to end: real processes on local pilots, real files in a directory store,
+//! through the Pilot-API (`PilotDataService`, `ComputeDataService`). The SFTP and S3 stores
+//! are exercised against a real sshd and S3 server by the CLI tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pstar::{
+    ComputeDataService, ComputeUnitDescription, ComputeUnitService, DataUnitDescription,
+    DataUnitState, OutputData, PilotComputeDescription, PilotComputeService, PilotDataDescription,
+    PilotDataService, Session, UnitState,
+};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    session: Session,
+    pcs: PilotComputeService,
+    pds: PilotDataService,
+    cds: ComputeDataService,
+}
+
+async fn fixture(pilots: u32, quota: Option<u64>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder()
+        .sandbox_root(dir.path().join("sandbox"))
+        .build()
+        .await
+        .unwrap();
+    let pcs = PilotComputeService::new(&session);
+    for _ in 0..pilots {
+        pcs.create_pilot(PilotComputeDescription {
+            cores: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let pds = PilotDataService::new(&session);
+    pds.create_pilot_data(PilotDataDescription {
+        name: "archive".into(),
+        url: format!("file://{}/store", dir.path().display()),
+        size: quota,
+        affinity: Default::default(),
+    })
+    .await
+    .unwrap();
+    let cus = ComputeUnitService::new(&session);
+    cus.add_pilot_service(&pcs);
+    let cds = ComputeDataService::new(&cus, &pds);
+    Fixture {
+        dir,
+        session,
+        pcs,
+        pds,
+        cds,
+    }
+}
+
+impl Fixture {
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join("in").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn store_file(&self, du: &str, path: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("store")
+            .join(self.session.id())
+            .join(du)
+            .join(path)
+    }
+}
+
+fn sh(script: &str) -> ComputeUnitDescription {
+    ComputeUnitDescription::new("/bin/sh").with_arguments(["-c", script])
+}
+
+fn du(name: &str, files: Vec<PathBuf>) -> DataUnitDescription {
+    DataUnitDescription {
+        name: name.into(),
+        files,
+        store: None,
+    }
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, f).await.expect("timed out")
+}
+
+#[tokio::test]
+async fn a_shared_input_moves_once_per_pilot_and_outputs_feed_later_units() {
+    let f = fixture(1, None).await;
+    let reference = f.file("ref.fa", &vec![b'A'; 100_000]);
+    f.cds
+        .submit_data_unit(du("reference", vec![reference]))
+        .await
+        .unwrap();
+    // Four readers of the reference, each making an output; one unit reads all outputs.
+    let mut units = Vec::new();
+    for i in 0..4 {
+        let mut d = sh(&format!(
+            "wc -c < \"$PSTAR_DATA/reference/ref.fa\" > out-{i}.txt"
+        ));
+        d.input_data = vec!["reference".into()];
+        d.output_data = vec![OutputData::new(format!("counted-{i}"), ["out-*.txt"])];
+        units.push(d);
+    }
+    let mut last = sh("cat \"$PSTAR_DATA\"/counted-*/out-*.txt > all.txt");
+    last.input_data = (0..4).map(|i| format!("counted-{i}")).collect();
+    last.output_data = vec![OutputData::new("all", ["all.txt"])];
+    units.push(last);
+    let handles = f.cds.submit_compute_units(units).await.unwrap();
+    for h in &handles {
+        assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+    }
+    // Readers went through StagingInput, writers through StagingOutput.
+    let states: Vec<UnitState> = handles[0].history().iter().map(|(s, _)| *s).collect();
+    assert!(states.contains(&UnitState::StagingInput), "{states:?}");
+    assert!(states.contains(&UnitState::StagingOutput), "{states:?}");
+
+    let all = f
+        .cds
+        .data_unit("all")
+        .await
+        .unwrap()
+        .expect("the output is recorded");
+    let out = f.dir.path().join("results");
+    all.export(&out).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("all.txt")).unwrap(),
+        "100000\n".repeat(4)
+    );
+    let ledger = f.session.data_ledger();
+    // The reference moved into the store once and to the pilot once.
+    let to_pilot: u64 = ledger
+        .by_unit
+        .iter()
+        .filter(|(u, _)| handles[..4].iter().any(|h| h.id() == **u))
+        .map(|(_, (i, _))| *i)
+        .sum();
+    assert_eq!(to_pilot, 100_000, "{ledger:?}");
+    assert_eq!(
+        ledger.units["reference"].state,
+        Some(DataUnitState::Running)
+    );
+    assert_eq!(ledger.units["all"].state, Some(DataUnitState::Running));
+    f.pcs.cancel().await;
+}
+
+#[tokio::test]
+async fn an_output_pattern_that_matches_nothing_fails_the_unit_and_its_readers() {
+    let f = fixture(1, None).await;
+    let mut maker = sh("true");
+    maker.output_data = vec![OutputData::new("nothing", ["*.bam"])];
+    let mut reader = sh("true");
+    reader.input_data = vec!["nothing".into()];
+    let handles = f
+        .cds
+        .submit_compute_units(vec![maker, reader])
+        .await
+        .unwrap();
+    assert_eq!(within(handles[0].wait()).await, UnitState::Failed);
+    let detail = handles[0].detail().unwrap_or_default();
+    assert!(
+        detail.contains("output data unit nothing: pattern \"*.bam\" matched no file"),
+        "{detail}"
+    );
+    assert_eq!(within(handles[1].wait()).await, UnitState::Failed);
+    let detail = handles[1].detail().unwrap_or_default();
+    assert!(
+        detail.starts_with("input data unit nothing failed"),
+        "{detail}"
+    );
+    f.pcs.cancel().await;
+}
+
+#[tokio::test]
+async fn a_file_changed_in_the_store_fails_the_unit_that_stages_it_naming_the_mismatch() {
+    let f = fixture(1, None).await;
+    let input = f.file("x.txt", b"original");
+    f.cds.submit_data_unit(du("x", vec![input])).await.unwrap();
+    std::fs::write(f.store_file("x", "x.txt"), b"tampered").unwrap();
+    let mut d = sh("cat \"$PSTAR_DATA/x/x.txt\"");
+    d.input_data = vec!["x".into()];
+    let h = f.cds.submit_compute_units(vec![d]).await.unwrap().remove(0);
+    assert_eq!(within(h.wait()).await, UnitState::Failed);
+    let detail = h.detail().unwrap_or_default();
+    assert!(detail.contains("does not match its checksum"), "{detail}");
+    f.pcs.cancel().await;
+}
+
+#[tokio::test]
+async fn a_data_unit_beyond_the_quota_is_refused_before_anything_is_stored() {
+    let f = fixture(0, Some(1000)).await;
+    let small = f.file("small", &[1; 600]);
+    let big = f.file("big", &[2; 600]);
+    f.cds
+        .submit_data_unit(du("small", vec![small]))
+        .await
+        .unwrap();
+    let err = f
+        .cds
+        .submit_data_unit(du("big", vec![big]))
+        .await
+        .err()
+        .expect("over the quota");
+    assert_eq!(
+        err.to_string(),
+        "data unit big: needs 600 B but pilot store archive has 400 B left of its 1000 B quota"
+    );
+    assert!(!f.store_file("big", "big").exists());
+    assert_eq!(f.pds.get("archive").unwrap().used(), 600);
+}
+
+#[tokio::test]
+async fn a_missing_file_or_an_unknown_input_is_refused_and_nothing_is_registered() {
+    let f = fixture(0, None).await;
+    let missing = f.dir.path().join("in/absent.fq");
+    let err = f
+        .cds
+        .submit_data_unit(du("reads", vec![missing]))
+        .await
+        .err()
+        .expect("no such file");
+    assert!(err.to_string().starts_with("data unit reads: "), "{err}");
+    assert!(err.to_string().contains("absent.fq"), "{err}");
+    assert!(f.cds.data_unit("reads").await.unwrap().is_none());
+
+    let mut d = sh("true");
+    d.input_data = vec!["nowhere".into()];
+    let err = f
+        .cds
+        .submit_compute_units(vec![d])
+        .await
+        .err()
+        .expect("unknown input");
+    assert!(
+        err.to_string()
+            .contains("no data unit or unit's output_data of this service has that name"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_data_unit_replicates_to_another_store_and_exports_from_it() {
+    let f = fixture(0, None).await;
+    let other = f
+        .pds
+        .create_pilot_data(PilotDataDescription {
+            name: "mirror".into(),
+            url: format!("file://{}/mirror", f.dir.path().display()),
+            size: None,
+            affinity: Default::default(),
+        })
+        .await
+        .unwrap();
+    let input = f.file("dir/a.txt", b"alpha");
+    let mut unit = f
+        .cds
+        .submit_data_unit(du("set", vec![input.parent().unwrap().to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(unit.files()[0].path, "dir/a.txt");
+    assert_eq!(unit.replicate(&other).await.unwrap(), 5);
+    assert_eq!(unit.replicas().len(), 2);
+    // The first store loses it: the export comes from the mirror.
+    std::fs::remove_dir_all(f.dir.path().join("store")).unwrap();
+    let out = f.dir.path().join("out");
+    unit.export(&out).await.unwrap();
+    assert_eq!(std::fs::read(out.join("dir/a.txt")).unwrap(), b"alpha");
+}
