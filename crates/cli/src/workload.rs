@@ -88,34 +88,15 @@
 //! count = 128               # this many data units; default 1, at least 1
 //! ```
 //!
-//! Each `output_data` entry is a table: `name` and `files` (patterns relative to the
-//! unit's sandbox, such as `"*.bam"` or `"out/**"`) are required; `store` (a
-//! `[[pilot_data]]` to keep it in), `export` (a directory it is copied to when the run
-//! ends, relative to this file's directory) and `allow_empty` (default `false`: a pattern
-//! matching nothing fails the unit) are optional.
-//!
-//! In a `[[data_unit]]` with `count = N`, `{i}` in `name` and `files` becomes `0` to
-//! `N - 1` (escapes as for units, below); a workload declares at most [`MAX_DATA_UNITS`]
-//! data units, which are expanded when the file is read ([`Workload::data_units`]). In a
-//! unit, `{i}` is also replaced in `input_data` names and in `output_data` names, `files`
-//! and `export`.
-//!
-//! Data must flow: every data unit is made once, by one `[[data_unit]]` member or by one
-//! unit's `output_data` (two members of an ensemble making one name is refused: put `{i}`
-//! in it), and every `input_data` name of every member is made somewhere in the file, by a
-//! `[[data_unit]]` or by another unit's `output_data` (a unit then waits until that unit
-//! has made it); a unit reading its own output is refused. A pilot store's URL carrying a
-//! password, a user name (`s3://`), a `?` query or a `#` fragment is refused: SFTP uses
-//! SSH keys and `~/.ssh/config`, S3 credentials come from the environment or a private
-//! file.
-//!
 //! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`,
-//! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory` and
-//! `pre_exec` becomes the member's index, `0` to `N - 1` (with the default `count = 1` it
-//! becomes `0`). In those fields `{{` and `}}` are literal braces (`${{HOME}}` is the shell's
-//! `${HOME}`, `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as
-//! its template and expanded one unit at a time ([`Workload::units`]), so a large `count`
-//! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`] units.
+//! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory`,
+//! `pre_exec`, `input_data` names and `output_data` `name`, `files` and `export` becomes
+//! the member's index, `0` to `N - 1` (with the default `count = 1` it becomes `0`). In
+//! those fields `{{` and `}}` are literal braces (`${{HOME}}` is the shell's `${HOME}`,
+//! `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as its
+//! template and expanded one unit at a time ([`Workload::units`]), so a large `count`
+//! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`]
+//! units.
 //!
 //! A pilot with `count = N` becomes `N` identical pilots, in file order, at most
 //! [`MAX_PILOTS`] in all. With a `name` and `N` more than 1, they are named `name-1` to
@@ -126,6 +107,35 @@
 //! A unit's `time_request` is its expected run time: the scheduler binds it only to a
 //! pilot with that much walltime left, and a unit whose `time_request` is longer than the
 //! walltime of every pilot it may run on is refused here.
+//!
+//! Pilot-Data. Each `output_data` entry is a table (a bare name is refused): `name` and
+//! `files` (patterns relative to the unit's sandbox, such as `"*.bam"` or `"out/**"`) are
+//! required; `store` (the `[[pilot_data]]` to keep it in), `export` (a directory it is
+//! copied to when the run ends, relative to this file's directory) and `allow_empty`
+//! (default `false`: a pattern matching nothing fails the unit) are optional. A unit finds
+//! each of its `input_data` under `$PSTAR_DATA/<name>/` in its sandbox.
+//!
+//! In a `[[data_unit]]` with `count = N`, `{i}` in `name` and `files` becomes `0` to
+//! `N - 1`, with the same escapes as in units; a workload declares at most
+//! [`MAX_DATA_UNITS`] data units, expanded when the file is read
+//! ([`Workload::data_units`]). A data unit's `files` must be on the disk when the file is
+//! [`load`]ed (`pstar check`, `pstar run`): a path that does not exist, or a pattern that
+//! matches nothing, is refused at its entry.
+//!
+//! Data must flow: every data unit is made once, by one `[[data_unit]]` member or by one
+//! unit's `output_data` (two members of an ensemble making one name is refused: put `{i}`
+//! in it), and every `input_data` name of every member is made somewhere in the file, by a
+//! `[[data_unit]]` or by a unit's `output_data` (in any table, before or after; the unit
+//! then waits until it is made). A unit reading its own output is refused. These checks
+//! expand the names of ensembles of up to a million units in all, and compare larger
+//! ensembles' names as templates, so a huge `count` stays cheap.
+//!
+//! A pilot store's `url` without a scheme is a directory, relative to this file's unless
+//! absolute, and becomes a `file:///` URL (a relative directory whose name has a `:` is
+//! written `./name`). A `url` carrying a password, a user name (`s3://`), a `?` query or
+//! a `#` fragment is refused: SFTP uses SSH keys and `~/.ssh/config`, S3 credentials come
+//! from the environment or a private file. `size` is in bytes, or with a unit: kB, MB, GB,
+//! TB, PB are powers of 1000, KiB, MiB, GiB, TiB, PiB powers of 1024 (in any case).
 //!
 //! Relative paths (`working_directory` of pilots and units, `agent_binary`, a data unit's
 //! `files`, an output's `export`, a pilot store given as a directory) are resolved here,
@@ -158,9 +168,9 @@
 //! `url` or `size` that is not one, a `store` naming no `[[pilot_data]]`, empty `files`,
 //! an output pattern reaching outside the sandbox, a data unit made twice, a unit naming a
 //! data unit twice or reading its own output, an `input_data` name nothing makes), a data
-//! unit's file that does not exist or pattern that matches nothing (when the file is
-//! [`load`]ed: `pstar check` and `pstar run`), a `[simulation]` value out of range (a `queue_wait` that is not
-//! a duration or a rising range, a probability outside 0 to 1), every refusal of
+//! unit's file that does not exist or pattern that matches nothing (by [`load`]), a
+//! `[simulation]` value out of range (a `queue_wait` that is not a duration or a rising
+//! range, a probability outside 0 to 1), every refusal of
 //! [`ComputeUnitDescription::validate`] and [`PilotComputeDescription::validate`] (NUL
 //! bytes, bad environment variable names, empty or shared `stdout`/`stderr`) for every
 //! member of every ensemble, and every refusal of [`pstar_adaptors::check_pilot`] (what a
