@@ -2244,6 +2244,17 @@ fn store_url(text: &str, base: &Path) -> Result<String, String> {
     }
     match url.scheme() {
         "file" => {
+            // `file:x` would be read as `/x`.
+            if !text
+                .get(..7)
+                .is_some_and(|t| t.eq_ignore_ascii_case("file://"))
+            {
+                return Err(
+                    "write a file URL as file:///absolute/path, or give the directory \
+                            alone (relative to the workload file's)"
+                        .to_owned(),
+                );
+            }
             if url
                 .host_str()
                 .is_some_and(|h| !h.is_empty() && h != "localhost")
@@ -2714,15 +2725,14 @@ fn check_data_flow(
                     return Err(twice(other, &m.name.expand(&i.to_string())));
                 }
             }
-            let mut clash: Vec<(&String, usize)> = names
+            // The first clash in file order, then by index, whatever the map's order.
+            let clash = names
                 .iter()
                 .filter(|(name, _)| {
                     Template::first_equal(m.name, &Template::literal(name), 0, m.count).is_some()
                 })
-                .map(|(name, e)| (name, *e))
-                .collect();
-            clash.sort_by_key(|(_, e)| *e);
-            if let Some((name, e)) = clash.first() {
+                .min_by_key(|(name, e)| (**e, name.len(), name.as_str()));
+            if let Some((name, e)) = clash {
                 return Err(twice(&makers[*e], name));
             }
             templates.push(k);
@@ -4635,6 +4645,14 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
                 7,
                 "a file:// URL is a directory on this machine: write file:///path (three \
                  slashes), or the path alone",
+            ),
+            (
+                "a file URL without slashes",
+                store("name = \"s\"\nurl = \"file:./store\"\n"),
+                3,
+                7,
+                "write a file URL as file:///absolute/path, or give the directory alone \
+                 (relative to the workload file's)",
             ),
             (
                 "sftp without a host",
