@@ -126,9 +126,10 @@
 //! unit's `output_data` (two members of an ensemble making one name is refused: put `{i}`
 //! in it), and every `input_data` name of every member is made somewhere in the file, by a
 //! `[[data_unit]]` or by a unit's `output_data` (in any table, before or after; the unit
-//! then waits until it is made). A unit reading its own output is refused. These checks
-//! expand the names of ensembles of up to a million units in all, and compare larger
-//! ensembles' names as templates, so a huge `count` stays cheap.
+//! then waits until it is made). A unit reading its own output is refused, and so are
+//! units waiting for each other in a cycle. These checks expand the names of ensembles of
+//! up to a million units in all, and compare larger ensembles' names as templates, so a
+//! huge `count` stays cheap (cycles are only looked for when every name is expanded).
 //!
 //! A pilot store's `url` without a scheme is a directory, relative to this file's unless
 //! absolute, and becomes a `file:///` URL (a relative directory whose name has a `:` is
@@ -167,7 +168,8 @@
 //! ([`pstar_model::check_data_name`]) for some member, two pilot stores of one name, a
 //! `url` or `size` that is not one, a `store` naming no `[[pilot_data]]`, empty `files`,
 //! an output pattern reaching outside the sandbox, a data unit made twice, a unit naming a
-//! data unit twice or reading its own output, an `input_data` name nothing makes), a data
+//! data unit twice or reading its own output, an `input_data` name nothing makes, units
+//! waiting for each other's output in a cycle), a data
 //! unit's file that does not exist or pattern that matches nothing (by [`load`]), a
 //! `[simulation]` value out of range (a `queue_wait` that is not a duration or a rising
 //! range, a probability outside 0 to 1), every refusal of
@@ -2629,7 +2631,9 @@ struct Maker<'t> {
     count: u32,
     /// Where the name is written.
     span: Range<usize>,
-    data_unit: bool,
+    /// The `[[unit]]` table (its index among those with data) whose `output_data` it is;
+    /// `None` for a `[[data_unit]]`.
+    table: Option<usize>,
 }
 
 /// The most data unit names [`check_data_flow`] expands; the names of larger ensembles
@@ -2651,27 +2655,28 @@ fn check_data_flow(
             name: &t.name,
             count: t.count,
             span: t.name_span.clone(),
-            data_unit: true,
+            table: None,
         })
-        .chain(unit_data.iter().flat_map(|(count, data)| {
-            data.outputs.iter().map(|(name, span)| Maker {
+        .chain(unit_data.iter().enumerate().flat_map(|(t, (count, data))| {
+            data.outputs.iter().map(move |(name, span)| Maker {
                 name,
                 count: *count,
                 span: span.clone(),
-                data_unit: false,
+                table: Some(t),
             })
         }))
         .collect();
     // The later of two makers of one name is the one at fault.
     makers.sort_by_key(|m| m.span.start);
 
-    let mut names: HashMap<String, usize> = HashMap::new();
+    // Each expanded name, with its maker and the member that makes it.
+    let mut names: HashMap<String, (usize, u32)> = HashMap::new();
     let mut templates: Vec<usize> = Vec::new();
     let mut budget = EXPANDED_NAMES;
     for (k, m) in makers.iter().enumerate() {
         if m.count > 1 && !m.name.has_index() {
             let name = m.name.expand("0");
-            let message = if m.data_unit {
+            let message = if m.table.is_none() {
                 format!(
                     "the {} data units of this table would all be named `{name}`: put {{i}} \
                      in the name",
@@ -2688,7 +2693,7 @@ fn check_data_flow(
         }
         let twice = |earlier: &Maker, name: &str| {
             let line = src.locate(earlier.span.clone()).line;
-            let by = if earlier.data_unit {
+            let by = if earlier.table.is_none() {
                 "the [[data_unit]]"
             } else {
                 "the output_data"
@@ -2710,13 +2715,13 @@ fn check_data_flow(
             names.reserve(m.count as usize);
             for i in 0..m.count {
                 let name = m.name.expand(&i.to_string());
-                if let Some(&e) = names.get(&name) {
+                if let Some(&(e, _)) = names.get(&name) {
                     return Err(twice(&makers[e], &name));
                 }
                 if let Some(&e) = templates.iter().find(|&&e| made_by_template(e, &name)) {
                     return Err(twice(&makers[e], &name));
                 }
-                names.insert(name, k);
+                names.insert(name, (k, i));
             }
         } else {
             for &e in &templates {
@@ -2731,8 +2736,8 @@ fn check_data_flow(
                 .filter(|(name, _)| {
                     Template::first_equal(m.name, &Template::literal(name), 0, m.count).is_some()
                 })
-                .min_by_key(|(name, e)| (**e, name.len(), name.as_str()));
-            if let Some((name, e)) = clash {
+                .min_by_key(|(name, (e, _))| (*e, name.len(), name.as_str()));
+            if let Some((name, (e, _))) = clash {
                 return Err(twice(&makers[*e], name));
             }
             templates.push(k);
@@ -2776,6 +2781,97 @@ fn check_data_flow(
                 if !made(&name) {
                     return Err(unmade(name));
                 }
+            }
+        }
+    }
+    if templates.is_empty() {
+        check_no_cycle(src, unit_data, &makers, &names)?;
+    }
+    Ok(())
+}
+
+/// Refuses units that wait for each other in a cycle (each reads what the next one makes),
+/// none of which could ever run. Members are the nodes: only those of tables that both
+/// read and make data can be on a cycle, and each of them makes an expanded name, so
+/// there are at most [`EXPANDED_NAMES`] of them; each is visited once.
+fn check_no_cycle(
+    src: &Source<'_>,
+    unit_data: &[(u32, UnitData)],
+    makers: &[Maker],
+    names: &HashMap<String, (usize, u32)>,
+) -> Result<(), WorkloadError> {
+    // The first node of each table that reads and makes.
+    let mut first = vec![None; unit_data.len()];
+    let mut nodes = 0usize;
+    for (t, (count, data)) in unit_data.iter().enumerate() {
+        if !data.inputs.is_empty() && !data.outputs.is_empty() {
+            first[t] = Some(nodes);
+            nodes += *count as usize;
+        }
+    }
+    let mut table_of = Vec::new();
+    for (t, start) in first.iter().enumerate() {
+        if let Some(start) = start {
+            table_of.push((*start, t));
+        }
+    }
+    let member_of = |node: usize| {
+        let k = table_of.partition_point(|(start, _)| *start <= node) - 1;
+        let (start, t) = table_of[k];
+        (t, (node - start) as u32)
+    };
+    // The node that makes `name`, if it is on a table that reads and makes.
+    let maker_of = |name: &str| {
+        let (k, j) = *names.get(name)?;
+        let t = makers[k].table?;
+        first[t].map(|start| start + j as usize)
+    };
+
+    const NEW: u8 = 0;
+    const OPEN: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![NEW; nodes];
+    for root in 0..nodes {
+        if state[root] != NEW {
+            continue;
+        }
+        // Each entry: a node, the next of its inputs to follow, and the name that led to it.
+        let mut stack: Vec<(usize, usize, String)> = vec![(root, 0, String::new())];
+        state[root] = OPEN;
+        while let Some((node, next, _)) = stack.last_mut() {
+            let (t, i) = member_of(*node);
+            let inputs = &unit_data[t].1.inputs;
+            let Some((input, span)) = inputs.get(*next) else {
+                state[*node] = DONE;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            let name = input.expand(&i.to_string());
+            let Some(to) = maker_of(&name) else {
+                continue;
+            };
+            match state[to] {
+                NEW => {
+                    state[to] = OPEN;
+                    stack.push((to, 0, name));
+                }
+                OPEN => {
+                    let at = stack.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
+                    let mut chain = vec![name.clone()];
+                    chain.extend(stack[at + 1..].iter().map(|(_, _, via)| via.clone()));
+                    chain.push(name.clone());
+                    return Err(src.error(
+                        span.clone(),
+                        format!(
+                            "input_data \"{name}\" closes a cycle ({}): each of these data \
+                             units is made by a unit that waits for the next, so none of those \
+                             units could ever run",
+                            chain.join(" → ")
+                        ),
+                    ));
+                }
+                _ => {}
             }
         }
     }
@@ -5085,6 +5181,64 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
         );
         assert_eq!((e.line(), e.column()), (Some(6), Some(15)), "{e}");
         assert!(e.message().contains("own output_data (member 0)"), "{e}");
+    }
+
+    #[test]
+    fn units_waiting_for_each_other_are_refused() {
+        let unit = |fields: &str| format!("[[unit]]\nexecutable = \"/bin/true\"\n{fields}");
+        assert_refused_exactly(&[
+            (
+                "two ensembles, member by member",
+                format!(
+                    "{ONE_PILOT}{}{}",
+                    unit(
+                        "count = 2\ninput_data = [\"b-{i}\"]\n\
+                         output_data = [{ name = \"a-{i}\", files = [\"*\"] }]\n"
+                    ),
+                    unit(
+                        "count = 2\ninput_data = [\"a-{i}\"]\n\
+                         output_data = [{ name = \"b-{i}\", files = [\"*\"] }]\n"
+                    ),
+                ),
+                11,
+                15,
+                "input_data \"a-0\" closes a cycle (a-0 → b-0 → a-0): each of these data \
+                 units is made by a unit that waits for the next, so none of those units \
+                 could ever run",
+            ),
+            (
+                "three units in a ring",
+                format!(
+                    "{ONE_PILOT}{}{}{}",
+                    unit(
+                        "input_data = [\"z\"]\noutput_data = [{ name = \"x\", files = [\"*\"] }]\n"
+                    ),
+                    unit(
+                        "input_data = [\"x\"]\noutput_data = [{ name = \"y\", files = [\"*\"] }]\n"
+                    ),
+                    unit(
+                        "input_data = [\"y\"]\noutput_data = [{ name = \"z\", files = [\"*\"] }]\n"
+                    ),
+                ),
+                9,
+                15,
+                "input_data \"x\" closes a cycle (x → z → y → x): each of these data units is \
+                 made by a unit that waits for the next, so none of those units could ever run",
+            ),
+        ]);
+        // Chains and diamonds are no cycles.
+        let w = parse_ok(&format!(
+            "{ONE_PILOT}{}{}{}{}",
+            unit("output_data = [{ name = \"a\", files = [\"*\"] }]\n"),
+            unit(
+                "count = 3\ninput_data = [\"a\"]\noutput_data = [{ name = \"b-{i}\", files = [\"*\"] }]\n"
+            ),
+            unit(
+                "input_data = [\"a\", \"b-0\", \"b-2\"]\noutput_data = [{ name = \"c\", files = [\"*\"] }]\n"
+            ),
+            unit("input_data = [\"c\", \"b-1\"]\n"),
+        ));
+        assert_eq!(w.unit_count(), 6);
     }
 
     #[test]
