@@ -2203,13 +2203,14 @@ impl RawPilotData {
 }
 
 /// What a pilot store's `url` may be, said in the errors about it.
-const STORE_URL_FORMS: &str = "a directory (relative to the workload file's), file:///path, sftp://user@host/path or \
-     s3://bucket/prefix";
+const STORE_URL_FORMS: &str = "a directory (relative to the workload file's), \
+                               file:///path, sftp://user@host/path or s3://bucket/prefix";
 
-/// The URL of a pilot store written as `text`: `file:///path`, `sftp://[user@]host[:port]/path`,
-/// `s3://bucket/prefix`, or a directory on this machine (a path without a scheme, relative
-/// to `base` unless absolute), which becomes a `file:///` URL. A URL carrying credentials,
-/// a query or a fragment is refused; errors never repeat the URL (it may hold a password).
+/// The URL of a pilot store written as `text`: `file:///path`,
+/// `sftp://[user@]host[:port]/path`, `s3://bucket/prefix`, or a directory on this machine
+/// (a path without a scheme, relative to `base` unless absolute), which becomes a
+/// `file:///` URL. A URL carrying credentials, a query or a fragment is refused; errors
+/// never repeat the URL (it may hold a password).
 fn store_url(text: &str, base: &Path) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err(format!("`url` is empty: give {STORE_URL_FORMS}"));
