@@ -2,8 +2,9 @@
 //!
 //! A workload file declares one or more `[[pilot]]` tables and one or more `[[unit]]`
 //! tables, and optionally one `[session]` table (its layer of the run's settings: it wins
-//! over the built-in defaults; the environment and the command line win over it) and one
-//! `[simulation]` table (for `pstar simulate` only):
+//! over the built-in defaults; the environment and the command line win over it), one
+//! `[simulation]` table (for `pstar simulate` only), and for Pilot-Data `[[pilot_data]]`
+//! tables (pilot stores) and `[[data_unit]]` tables (data units made from local files):
 //!
 //! ```toml
 //! [session]
@@ -67,17 +68,35 @@
 //! pilot = "big"             # early binding: the `name` of a [[pilot]]
 //! count = 8                 # an ensemble of 8 units; default 1, at least 1
 //! time_request = "30m"      # expected run time, in the forms of `walltime`; > 0
-//! input_data = []           # reserved for Pilot-Data: must be empty for now
-//! output_data = []          # reserved for Pilot-Data: must be empty for now
+//! input_data = ["reference", "reads-{i}"]  # data units made present in the sandbox,
+//!                           # under $PSTAR_DATA/<name>/, before the unit runs
+//! output_data = [{ name = "aligned-{i}", files = ["*.bam"], export = "results/{i}/" }]
+//!
+//! [[pilot_data]]            # a pilot store: space for data units
+//! name = "archive"          # required; data units and output_data name it in `store`
+//! url = "sftp://user@login.example.org/scratch/pstar"  # required: file:///path,
+//!                           # sftp://[user@]host[:port]/path, s3://bucket/prefix, or a
+//!                           # directory (relative to this file's directory unless absolute)
+//! size = "100GiB"           # optional quota: "500MB", "1.5TiB" or a number of bytes; > 0
+//! affinity = { datacenter = "dc1", machine = "login1" }
+//!
+//! [[data_unit]]             # a named, immutable set of files
+//! name = "reads-{i}"        # required
+//! files = ["data/reads/{i}.fq"]  # required, not empty: files, directories or patterns
+//!                           # (`*`, `?`, `[a-z]`, `**`), relative to this file's directory
+//! store = "archive"         # optional: the [[pilot_data]] it is placed in first
+//! count = 128               # this many data units; default 1, at least 1
 //! ```
 //!
 //! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`,
-//! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory` and
-//! `pre_exec` becomes the member's index, `0` to `N - 1` (with the default `count = 1` it
-//! becomes `0`). In those fields `{{` and `}}` are literal braces (`${{HOME}}` is the shell's
-//! `${HOME}`, `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as
-//! its template and expanded one unit at a time ([`Workload::units`]), so a large `count`
-//! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`] units.
+//! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory`,
+//! `pre_exec`, `input_data` names and `output_data` `name`, `files` and `export` becomes
+//! the member's index, `0` to `N - 1` (with the default `count = 1` it becomes `0`). In
+//! those fields `{{` and `}}` are literal braces (`${{HOME}}` is the shell's `${HOME}`,
+//! `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as its
+//! template and expanded one unit at a time ([`Workload::units`]), so a large `count`
+//! costs nothing until its units are submitted; a workload holds at most [`MAX_UNITS`]
+//! units.
 //!
 //! A pilot with `count = N` becomes `N` identical pilots, in file order, at most
 //! [`MAX_PILOTS`] in all. With a `name` and `N` more than 1, they are named `name-1` to
@@ -89,8 +108,39 @@
 //! pilot with that much walltime left, and a unit whose `time_request` is longer than the
 //! walltime of every pilot it may run on is refused here.
 //!
-//! Relative paths (`working_directory` of pilots and units, `agent_binary`) are resolved
-//! here, once, against the workload file's directory, into absolute paths: a unit starts in
+//! Pilot-Data. Each `output_data` entry is a table (a bare name is refused): `name` and
+//! `files` (patterns relative to the unit's sandbox, such as `"*.bam"` or `"out/**"`) are
+//! required; `store` (the `[[pilot_data]]` to keep it in), `export` (a directory it is
+//! copied to when the run ends, relative to this file's directory) and `allow_empty`
+//! (default `false`: a pattern matching nothing fails the unit) are optional. A unit finds
+//! each of its `input_data` under `$PSTAR_DATA/<name>/` in its sandbox.
+//!
+//! In a `[[data_unit]]` with `count = N`, `{i}` in `name` and `files` becomes `0` to
+//! `N - 1`, with the same escapes as in units; a workload declares at most
+//! [`MAX_DATA_UNITS`] data units, expanded when the file is read
+//! ([`Workload::data_units`]). A data unit's `files` must be on the disk when the file is
+//! [`load`]ed (`pstar check`, `pstar run`): a path that does not exist, or a pattern that
+//! matches nothing, is refused at its entry.
+//!
+//! Data must flow: every data unit is made once, by one `[[data_unit]]` member or by one
+//! unit's `output_data` (two members of an ensemble making one name is refused: put `{i}`
+//! in it), and every `input_data` name of every member is made somewhere in the file, by a
+//! `[[data_unit]]` or by a unit's `output_data` (in any table, before or after; the unit
+//! then waits until it is made). A unit reading its own output is refused, and so are
+//! units waiting for each other in a cycle. These checks expand the names of ensembles of
+//! up to a million units in all, and compare larger ensembles' names as templates, so a
+//! huge `count` stays cheap (cycles are only looked for when every name is expanded).
+//!
+//! A pilot store's `url` without a scheme is a directory, relative to this file's unless
+//! absolute, and becomes a `file:///` URL (a relative directory whose name has a `:` is
+//! written `./name`). A `url` carrying a password, a user name (`s3://`), a `?` query or
+//! a `#` fragment is refused: SFTP uses SSH keys and `~/.ssh/config`, S3 credentials come
+//! from the environment or a private file. `size` is in bytes, or with a unit: kB, MB, GB,
+//! TB, PB are powers of 1000, KiB, MiB, GiB, TiB, PiB powers of 1024 (in any case).
+//!
+//! Relative paths (`working_directory` of pilots and units, `agent_binary`, a data unit's
+//! `files`, an output's `export`, a pilot store given as a directory) are resolved here,
+//! once, against the workload file's directory, into absolute paths: a unit starts in
 //! the same directory whatever store and agent run it.
 //!
 //! Everything is checked before anything runs, and every mistake is reported with the
@@ -112,10 +162,17 @@
 //! duration or is zero, a `resource` that does not parse or whose scheme this pstar cannot
 //! place pilots on, duplicate pilot names (members of a counted pilot included),
 //! `pilot = "x"` naming no pilot or a group of pilots, a unit needing more cores, GPUs or
-//! run time than any pilot it may run on has, non-empty `input_data`/`output_data`, a file
-//! without any pilot or without any unit, more than [`MAX_UNITS`] units or
-//! [`MAX_PILOTS`] pilots, a `[simulation]` value out of range (a `queue_wait` that is not
-//! a duration or a rising range, a probability outside 0 to 1), every refusal of
+//! run time than any pilot it may run on has, a file without any pilot or without any
+//! unit, more than [`MAX_UNITS`] units, [`MAX_PILOTS`] pilots or [`MAX_DATA_UNITS`] data
+//! units, Pilot-Data mistakes (a data unit or pilot store name that is not valid
+//! ([`pstar_model::check_data_name`]) for some member, two pilot stores of one name, a
+//! `url` or `size` that is not one, a `store` naming no `[[pilot_data]]`, empty `files`,
+//! an output pattern reaching outside the sandbox, a data unit made twice, a unit naming a
+//! data unit twice or reading its own output, an `input_data` name nothing makes, units
+//! waiting for each other's output in a cycle), a data
+//! unit's file that does not exist or pattern that matches nothing (by [`load`]), a
+//! `[simulation]` value out of range (a `queue_wait` that is not a duration or a rising
+//! range, a probability outside 0 to 1), every refusal of
 //! [`ComputeUnitDescription::validate`] and [`PilotComputeDescription::validate`] (NUL
 //! bytes, bad environment variable names, empty or shared `stdout`/`stderr`) for every
 //! member of every ensemble, and every refusal of [`pstar_adaptors::check_pilot`] (what a
@@ -130,8 +187,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pstar_model::{
-    Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription, ResourceUrl,
-    Scheme,
+    Affinity, ComputeUnitDescription, DataUnitDescription, DescriptionError, OutputData,
+    PilotComputeDescription, PilotDataDescription, ResourceUrl, Scheme, check_data_name,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -149,8 +206,16 @@ pub struct Workload {
     pub ensembles: Vec<Ensemble>,
     /// The `[simulation]` table, if the file has one (used by `pstar simulate` only).
     pub simulation: Option<Simulation>,
+    /// The pilot stores (`[[pilot_data]]` tables), in file order, each `url` absolute
+    /// (`file:///...`, `sftp://...` or `s3://...`).
+    pub pilot_data: Vec<PilotDataDescription>,
+    /// The data units (`[[data_unit]]` tables, `count`s expanded and `{i}` replaced), in
+    /// file order, each of `files` absolute.
+    pub data_units: Vec<DataUnitDescription>,
     /// Where `[session] agent_binary` is written, for [`load`]'s look at the file.
     agent_binary_at: Option<Range<usize>>,
+    /// Where each of `data_units[k].files` is written, for [`load`]'s look at the disk.
+    data_files_at: Vec<Vec<Range<usize>>>,
 }
 
 /// The most units a workload may hold, over all its ensembles.
@@ -158,6 +223,10 @@ pub const MAX_UNITS: usize = 100_000_000;
 
 /// The most pilots a workload may hold, over all its `[[pilot]]` tables and their `count`s.
 pub const MAX_PILOTS: usize = 100_000;
+
+/// The most data units a workload may declare, over all its `[[data_unit]]` tables and
+/// their `count`s. They are expanded when the file is read (each is checked on the disk).
+pub const MAX_DATA_UNITS: usize = 100_000;
 
 impl Workload {
     /// How many units the workload holds, ensembles counted in full.
@@ -213,6 +282,21 @@ struct UnitTemplate {
     stdout: Option<Template>,
     stderr: Option<Template>,
     pre_exec: Vec<Template>,
+    /// Names of the data units the unit reads.
+    input_data: Vec<Template>,
+    /// The data units the unit makes.
+    output_data: Vec<OutputTemplate>,
+}
+
+/// One `output_data` entry of a unit, whose name, patterns and export may hold `{i}`.
+#[derive(Debug, Clone, PartialEq)]
+struct OutputTemplate {
+    name: Template,
+    files: Vec<Template>,
+    store: Option<String>,
+    /// As written; joined to the workload file's directory once expanded.
+    export: Option<Template>,
+    allow_empty: bool,
 }
 
 impl UnitTemplate {
@@ -239,6 +323,19 @@ impl UnitTemplate {
             stdout: self.stdout.as_ref().map(expand),
             stderr: self.stderr.as_ref().map(expand),
             pre_exec: self.pre_exec.iter().map(expand).collect(),
+            input_data: self.input_data.iter().map(expand).collect(),
+            output_data: self
+                .output_data
+                .iter()
+                .map(|o| OutputData {
+                    name: expand(&o.name),
+                    files: o.files.iter().map(expand).collect(),
+                    store: o.store.clone(),
+                    export: o.export.as_ref().map(|e| self.base.join(expand(e))),
+                    allow_empty: o.allow_empty,
+                    store_url: None,
+                })
+                .collect(),
             ..self.fixed.clone()
         }
     }
@@ -300,6 +397,17 @@ impl Template {
             pieces.push(Piece::Text(literal));
         }
         Template(pieces)
+    }
+
+    /// `text` as it is, braces and all.
+    fn literal(text: &str) -> Self {
+        Template(vec![Piece::Text(text.to_owned())])
+    }
+
+    /// Whether `{i}` is in it: if so, no two members expand to the same text (their
+    /// indices differ in a digit at the same place, or in length).
+    fn has_index(&self) -> bool {
+        self.0.contains(&Piece::Index)
     }
 
     fn expand(&self, index: &str) -> String {
@@ -379,14 +487,56 @@ impl Template {
 
     /// The characters of a member whose index has `digits` digits.
     fn cells(&self, digits: usize) -> Vec<Cell> {
+        self.cells_from(digits, 0)
+    }
+
+    /// The characters of a member whose index has `digits` digits, numbered from `first`.
+    fn cells_from(&self, digits: usize, first: usize) -> Vec<Cell> {
         let mut cells = Vec::new();
         for piece in &self.0 {
             match piece {
                 Piece::Text(t) => cells.extend(t.chars().map(Cell::Char)),
-                Piece::Index => cells.extend((0..digits).map(Cell::Digit)),
+                Piece::Index => cells.extend((first..first + digits).map(Cell::Digit)),
             }
         }
         cells
+    }
+
+    /// Indices `(i, j)`, `i < na` and `j < nb`, at which `a` and `b` expand to the same
+    /// text, found without expanding them: for each pair of index lengths the characters
+    /// are matched up as in [`Template::first_equal`], with the digits of `i` and `j` told
+    /// apart; each class of tied digits then takes its smallest value (at least 1 when it
+    /// holds a leading digit), which makes both indices as small as they can be at once.
+    fn meet(a: &Template, na: u32, b: &Template, nb: u32) -> Option<(u32, u32)> {
+        let width = |n: u32| n.checked_sub(1).map(|last| last.to_string().len());
+        let (wa, wb) = (width(na)?, width(nb)?);
+        for da in 1..=wa {
+            for db in 1..=wb {
+                let (x, y) = (a.cells_from(da, 0), b.cells_from(db, da));
+                if x.len() != y.len() {
+                    continue;
+                }
+                let Some(mut ties) = Ties::between(&x, &y, da + db) else {
+                    continue;
+                };
+                let roots: Vec<usize> = (0..da + db).map(|k| ties.root(k)).collect();
+                let leading = |k: usize| (k == 0 && da > 1) || (k == da && db > 1);
+                let mut least = vec![0; da + db];
+                for k in (0..da + db).filter(|k| leading(*k)) {
+                    least[roots[k]] = 1;
+                }
+                let digit = |k: usize| ties.value[roots[k]].unwrap_or(least[roots[k]]);
+                if (0..da + db).any(|k| leading(k) && digit(k) == 0) {
+                    continue;
+                }
+                let number = |ks: Range<usize>| ks.fold(0u64, |n, k| n * 10 + u64::from(digit(k)));
+                let (i, j) = (number(0..da), number(da..da + db));
+                if i < u64::from(na) && j < u64::from(nb) {
+                    return Some((u32::try_from(i).ok()?, u32::try_from(j).ok()?));
+                }
+            }
+        }
+        None
     }
 
     /// The smallest index in `from..count` at which `a` and `b` expand to the same text,
@@ -698,14 +848,15 @@ pub fn load(
         source: Some(e),
     })?;
     let workload = parse(path, &text, supported, networked_store)?;
-    // The one check that looks at the disk: the agents' program must be there.
+    let src = Source { path, text: &text };
+    // The checks that look at the disk: the agents' program must be there, and so must
+    // the files of the data units (a run would fail on them).
     if let (Some(program), Some(span)) = (&workload.session.agent_binary, &workload.agent_binary_at)
     {
         use std::os::unix::fs::PermissionsExt;
         let runnable = std::fs::metadata(program)
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if !runnable {
-            let src = Source { path, text: &text };
             return Err(src.error(
                 span.clone(),
                 format!(
@@ -713,6 +864,21 @@ pub fn load(
                     program.display()
                 ),
             ));
+        }
+    }
+    for (unit, spans) in workload.data_units.iter().zip(&workload.data_files_at) {
+        for (file, span) in unit.files.iter().zip(spans) {
+            let missing = if is_pattern(file) {
+                (!matches_any(file)).then_some("matches no file")
+            } else {
+                (!file.exists()).then_some("does not exist")
+            };
+            if let Some(missing) = missing {
+                return Err(src.error(
+                    span.clone(),
+                    format!("data unit `{}`: {} {missing}", unit.name, file.display()),
+                ));
+            }
         }
     }
     Ok(workload)
@@ -829,6 +995,46 @@ pub fn parse(
         pilots.add(description, count, line);
     }
 
+    let mut stores = Stores::default();
+    let mut pilot_data = Vec::new();
+    for store in raw.pilot_data {
+        pilot_data.push(store.into_inner().check(&src, base, &mut stores)?);
+    }
+
+    // Data units are few (at most `MAX_DATA_UNITS`): expanded here, once.
+    let mut data_tables = Vec::new();
+    let mut data_units = Vec::new();
+    let mut data_files_at = Vec::new();
+    for table in raw.data_unit {
+        let table_span = table.span();
+        let table = table.into_inner().check(&src, &stores, table_span)?;
+        let total = data_units.len().saturating_add(table.count as usize);
+        if total > MAX_DATA_UNITS {
+            return Err(src.error(
+                table.count_span.clone(),
+                format!(
+                    "a workload declares at most {MAX_DATA_UNITS} data units; this `count` \
+                     brings it to {total}"
+                ),
+            ));
+        }
+        data_units.reserve(table.count as usize);
+        for i in 0..table.count {
+            let index = i.to_string();
+            data_units.push(DataUnitDescription {
+                name: table.name.expand(&index),
+                files: table
+                    .files
+                    .iter()
+                    .map(|(f, _)| base.join(f.expand(&index)))
+                    .collect(),
+                store: table.store.clone(),
+            });
+            data_files_at.push(table.files.iter().map(|(_, span)| span.clone()).collect());
+        }
+        data_tables.push(table);
+    }
+
     if raw.unit.is_empty() {
         return Err(src.error(
             0..0,
@@ -836,6 +1042,7 @@ pub fn parse(
         ));
     }
     let mut ensembles = Vec::new();
+    let mut unit_data = Vec::new();
     let mut total: usize = 0;
     for unit in raw.unit {
         let table_span = unit.span();
@@ -846,7 +1053,8 @@ pub fn parse(
             count,
             count_span,
             keys,
-        } = unit.check(&src, base, &pilots, table_span.clone())?;
+            data,
+        } = unit.check(&src, base, &pilots, &stores, table_span.clone())?;
         total = total.saturating_add(count as usize);
         if total > MAX_UNITS {
             return Err(src.error(
@@ -863,10 +1071,14 @@ pub fn parse(
         // a field that is too small is in every member if it is in member 0. Only whether
         // `stdout` and `stderr` are one file can change with the index: that is solved
         // for the whole ensemble at once.
-        template
-            .member(0)
-            .validate()
-            .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
+        // A data unit name is checked at both ends: the last member's is the longest.
+        let last = (!data.is_empty() && count > 1).then_some(count - 1);
+        for i in std::iter::once(0).chain(last) {
+            template
+                .member(i)
+                .validate()
+                .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
+        }
         if let Some((i, file)) = template.shared_output(count) {
             return Err(src.error(
                 keys.of(&["stderr", "stdout"], table_span),
@@ -882,7 +1094,11 @@ pub fn parse(
             count,
             pilot,
         });
+        if !data.is_empty() {
+            unit_data.push((count, data));
+        }
     }
+    check_data_flow(&src, &data_tables, &unit_data)?;
 
     Ok(Workload {
         path: path.to_owned(),
@@ -890,7 +1106,10 @@ pub fn parse(
         pilots: pilots.all,
         ensembles,
         simulation,
+        pilot_data,
+        data_units,
         agent_binary_at,
+        data_files_at,
     })
 }
 
@@ -1138,16 +1357,29 @@ impl Takes {
                 Takes::Words("a duration in quotes such as \"5m\", or a range such as \"1m..10m\"")
             }
             "pilot_failure" | "agent_loss" => Takes::Words("a number from 0 to 1 (10 % is 0.1)"),
-            "shell" | "mpi" | "tunnel" => Takes::Words("true or false"),
-            "arguments" | "pre_exec" | "tags" | "scheduler_options" | "input_data"
-            | "output_data" => Takes::Words("a list of strings in quotes such as [\"-v\", \"x\"]"),
+            "shell" | "mpi" | "tunnel" | "allow_empty" => Takes::Words("true or false"),
+            "arguments" | "pre_exec" | "tags" | "scheduler_options" => {
+                Takes::Words("a list of strings in quotes such as [\"-v\", \"x\"]")
+            }
+            "input_data" => Takes::Words(
+                "a list of data unit names in quotes such as [\"reference\", \"reads-{i}\"]",
+            ),
+            "output_data" => Takes::Words(
+                "a list of tables such as [{ name = \"out-{i}\", files = [\"*.out\"] }]",
+            ),
+            "files" => {
+                Takes::Words("a list of paths or patterns in quotes such as [\"data/*.fa\"]")
+            }
+            "size" => Takes::Words(SIZE_WORDS),
             "environment" => {
                 Takes::Words("a table of names and texts such as { OMP_NUM_THREADS = \"4\" }")
             }
             "affinity" => Takes::Words("a table such as { datacenter = \"dc1\" }"),
             "name" | "executable" | "resource" | "queue" | "project" | "reservation"
             | "working_directory" | "stdout" | "stderr" | "pilot" | "coordination"
-            | "agent_binary" | "datacenter" | "machine" => Takes::Words("text in quotes"),
+            | "agent_binary" | "datacenter" | "machine" | "url" | "store" | "export" => {
+                Takes::Words("text in quotes")
+            }
             _ => return None,
         })
     }
@@ -1192,6 +1424,10 @@ struct RawWorkload {
     pilot: Vec<Spanned<RawPilot>>,
     #[serde(default)]
     unit: Vec<Spanned<RawUnit>>,
+    #[serde(default)]
+    pilot_data: Vec<Spanned<RawPilotData>>,
+    #[serde(default)]
+    data_unit: Vec<Spanned<RawDataUnit>>,
     simulation: Option<TableOnly<RawSimulation>>,
 }
 
@@ -1608,8 +1844,20 @@ struct RawUnit {
     pilot: Option<Spanned<String>>,
     count: Option<Spanned<u32>>,
     time_request: Option<Spanned<String>>,
-    input_data: Option<Spanned<Vec<String>>>,
-    output_data: Option<Spanned<Vec<String>>>,
+    input_data: Option<Spanned<Vec<Spanned<String>>>>,
+    output_data: Option<Spanned<Vec<Spanned<RawOutputData>>>>,
+}
+
+/// One `output_data` entry of a `[[unit]]`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutputData {
+    name: Spanned<String>,
+    files: Spanned<Vec<Spanned<String>>>,
+    store: Option<Spanned<String>>,
+    export: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 impl RawUnit {
@@ -1621,6 +1869,7 @@ impl RawUnit {
         src: &Source<'_>,
         base: &Path,
         pilots: &Pilots,
+        stores: &Stores,
         table_span: Range<usize>,
     ) -> Result<CheckedUnit, WorkloadError> {
         let defaults = ComputeUnitDescription::default();
@@ -1636,6 +1885,8 @@ impl RawUnit {
         keys.note("pre_exec", &self.pre_exec);
         keys.note("tags", &self.tags);
         keys.note("time_request", &self.time_request);
+        keys.note("input_data", &self.input_data);
+        keys.note("output_data", &self.output_data);
 
         if self.executable.get_ref().trim().is_empty() {
             return Err(src.error(
@@ -1686,19 +1937,8 @@ impl RawUnit {
             }
         };
 
-        for (field, data) in [
-            ("input_data", &self.input_data),
-            ("output_data", &self.output_data),
-        ] {
-            if let Some(data) = data.as_ref().filter(|d| !d.get_ref().is_empty()) {
-                return Err(src.error(
-                    data.span(),
-                    format!(
-                        "`{field}` names data units, but Pilot-Data is not part of this pstar yet"
-                    ),
-                ));
-            }
-        }
+        let (data, input_data, output_data) =
+            check_unit_data(src, stores, count, self.input_data, self.output_data)?;
 
         let pilot = match &self.pilot {
             None => None,
@@ -1844,6 +2084,8 @@ impl RawUnit {
             stdout: one(self.stdout),
             stderr: one(self.stderr),
             pre_exec: all(self.pre_exec),
+            input_data,
+            output_data,
         };
         Ok(CheckedUnit {
             template,
@@ -1851,6 +2093,7 @@ impl RawUnit {
             count,
             count_span,
             keys,
+            data,
         })
     }
 }
@@ -1864,6 +2107,8 @@ struct CheckedUnit {
     /// Where `count` is written (the table, without one).
     count_span: Range<usize>,
     keys: Keys,
+    /// Its `input_data` and `output_data` names, for the checks across the file.
+    data: UnitData,
 }
 
 /// Where the keys of one table are written, to point at the one a refusal is about.
@@ -1883,6 +2128,837 @@ impl Keys {
             .iter()
             .find_map(|f| self.0.iter().find(|(k, _)| k == f))
             .map_or(table, |(_, span)| span.clone())
+    }
+}
+
+/// The pilot stores declared so far: their names, with the line each is declared on.
+#[derive(Default)]
+struct Stores {
+    lines: HashMap<String, usize>,
+    /// The names in file order, to list them.
+    order: Vec<String>,
+}
+
+impl Stores {
+    /// Refuses a `store` that names no `[[pilot_data]]`.
+    fn check(&self, src: &Source<'_>, store: &Spanned<String>) -> Result<(), WorkloadError> {
+        if self.lines.contains_key(store.get_ref()) {
+            return Ok(());
+        }
+        let known = if self.order.is_empty() {
+            "the file declares no [[pilot_data]]".to_owned()
+        } else {
+            let names: Vec<String> = self.order.iter().map(|n| format!("`{n}`")).collect();
+            format!("pilot stores: {}", names.join(", "))
+        };
+        Err(src.error(
+            store.span(),
+            format!(
+                "no [[pilot_data]] is named `{}` ({known})",
+                store.get_ref().escape_debug()
+            ),
+        ))
+    }
+}
+
+/// A `[[pilot_data]]` table, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPilotData {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    /// A whole number of bytes or a text such as `"100GiB"`.
+    size: Option<Spanned<toml::Value>>,
+    affinity: Option<Spanned<Affinity>>,
+}
+
+impl RawPilotData {
+    /// The pilot store this table declares, its name added to `stores`.
+    fn check(
+        self,
+        src: &Source<'_>,
+        base: &Path,
+        stores: &mut Stores,
+    ) -> Result<PilotDataDescription, WorkloadError> {
+        let name = self.name.get_ref();
+        check_data_name(name).map_err(|e| src.error(self.name.span(), format!("`name`: {e}")))?;
+        if let Some(line) = stores.lines.get(name) {
+            return Err(src.error(
+                self.name.span(),
+                format!("a [[pilot_data]] named `{name}` is already declared on line {line}"),
+            ));
+        }
+        // Not echoed: a URL may hold a password (the caret shows where it is).
+        let url = store_url(self.url.get_ref(), base).map_err(|e| src.error(self.url.span(), e))?;
+        let size = self.size.map(|s| store_size(src, &s)).transpose()?;
+        let line = src.locate(self.name.span()).line;
+        stores.lines.insert(name.clone(), line);
+        stores.order.push(name.clone());
+        Ok(PilotDataDescription {
+            name: self.name.into_inner(),
+            url,
+            size,
+            affinity: value_or_default(self.affinity),
+        })
+    }
+}
+
+/// What a pilot store's `url` may be, said in the errors about it.
+const STORE_URL_FORMS: &str = "a directory (relative to the workload file's), \
+                               file:///path, sftp://user@host/path or s3://bucket/prefix";
+
+/// The URL of a pilot store written as `text`: `file:///path`,
+/// `sftp://[user@]host[:port]/path`, `s3://bucket/prefix`, or a directory on this machine
+/// (a path without a scheme, relative to `base` unless absolute), which becomes a
+/// `file:///` URL. A URL carrying credentials, a query or a fragment is refused; errors
+/// never repeat the URL (it may hold a password).
+fn store_url(text: &str, base: &Path) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(format!("`url` is empty: give {STORE_URL_FORMS}"));
+    }
+    if text.contains('\0') {
+        return Err("`url` contains a NUL byte".to_owned());
+    }
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            let path = lexical(&base.join(text));
+            return url::Url::from_file_path(&path)
+                .map(String::from)
+                .map_err(|()| format!("`url`: {} is not a usable directory", path.display()));
+        }
+        Err(e) => {
+            return Err(format!(
+                "`url` is not a valid URL ({e}): give {STORE_URL_FORMS}"
+            ));
+        }
+    };
+    if url.password().is_some() {
+        return Err(
+            "`url` holds a password: pilot stores never take credentials in their URL (SFTP \
+             uses your SSH keys and ~/.ssh/config, S3 the environment or a private file)"
+                .to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`url` has a `?` query or a `#` fragment, which no pilot store takes: give \
+             {STORE_URL_FORMS}"
+        ));
+    }
+    match url.scheme() {
+        "file" => {
+            // `file:x` would be read as `/x`.
+            if !text
+                .get(..7)
+                .is_some_and(|t| t.eq_ignore_ascii_case("file://"))
+            {
+                return Err(
+                    "write a file URL as file:///absolute/path, or give the directory \
+                            alone (relative to the workload file's)"
+                        .to_owned(),
+                );
+            }
+            if url
+                .host_str()
+                .is_some_and(|h| !h.is_empty() && h != "localhost")
+            {
+                return Err("a file:// URL is a directory on this machine: write \
+                            file:///path (three slashes), or the path alone"
+                    .to_owned());
+            }
+            let path = url
+                .to_file_path()
+                .map_err(|()| "`url`: a file:// URL needs an absolute path".to_owned())?;
+            url::Url::from_file_path(&path)
+                .map(String::from)
+                .map_err(|()| format!("`url`: {} is not a usable directory", path.display()))
+        }
+        "sftp" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err("an sftp:// URL needs a host: sftp://user@host/path".to_owned());
+            }
+            Ok(url.into())
+        }
+        "s3" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err("an s3:// URL needs a bucket: s3://bucket/prefix".to_owned());
+            }
+            if !url.username().is_empty() {
+                return Err(
+                    "`url` holds a user name: S3 credentials come from the environment \
+                            or a private file, never from the URL"
+                        .to_owned(),
+                );
+            }
+            Ok(url.into())
+        }
+        scheme => Err(format!(
+            "`url` scheme `{scheme}` is not a pilot store: give {STORE_URL_FORMS} (write a \
+             relative directory whose name has a `:` as ./name)"
+        )),
+    }
+}
+
+/// `path` without `.` components, and `x/..` taken out (as the kernel would, but for links).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut kept: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match kept.last() {
+                Some(Component::Normal(_)) => {
+                    kept.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => kept.push(c),
+            },
+            _ => kept.push(c),
+        }
+    }
+    kept.iter().collect()
+}
+
+/// What `size` takes, in the words its errors use.
+const SIZE_WORDS: &str =
+    "a size in quotes such as \"100GiB\" or \"500MB\", or a whole number of bytes";
+
+/// A pilot store's `size`: a whole number of bytes, or a text such as `"100GiB"`; more
+/// than zero.
+fn store_size(src: &Source<'_>, value: &Spanned<toml::Value>) -> Result<u64, WorkloadError> {
+    let bytes = match value.get_ref() {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(t) => Some(parse_size(t).map_err(|e| src.error(value.span(), e))?),
+        _ => None,
+    };
+    match bytes {
+        Some(0) => Err(src.error(
+            value.span(),
+            "`size` must be more than zero (leave it out for a store without a quota)",
+        )),
+        Some(n) => Ok(n),
+        None => {
+            let written = src
+                .text
+                .get(value.span())
+                .and_then(|t| t.lines().next())
+                .unwrap_or_default()
+                .trim();
+            Err(src.error(
+                value.span(),
+                format!("`size` must be {SIZE_WORDS}, not {written}"),
+            ))
+        }
+    }
+}
+
+/// The bytes of a size such as `"100GiB"`, `"500 MB"`, `"1.5TiB"` or `"4096"`: kB, MB, GB,
+/// TB and PB are powers of 1000, KiB, MiB, GiB, TiB and PiB powers of 1024 (units in any
+/// case); a fraction of a byte is dropped.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = |why: String| {
+        format!(
+            "`size` `{}` is not a size: {why} (expected e.g. \"100GiB\", \"500MB\" or \"1TiB\")",
+            t.escape_debug()
+        )
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim());
+    let factor: u128 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000u128.pow(2),
+        "gb" => 1000u128.pow(3),
+        "tb" => 1000u128.pow(4),
+        "pb" => 1000u128.pow(5),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "pib" => 1 << 50,
+        _ => {
+            return Err(bad(format!(
+                "unknown unit `{}` (units: B, kB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB)",
+                unit.escape_debug()
+            )));
+        }
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return Err(bad("it does not start with a number".to_owned()));
+    }
+    if fraction.len() > 18 {
+        return Err(bad("too many decimals".to_owned()));
+    }
+    let too_large = || bad("it is too large".to_owned());
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_large())?
+    };
+    let fraction_bytes = if fraction.is_empty() {
+        0
+    } else {
+        let n: u128 = fraction.parse().map_err(|_| too_large())?;
+        n * factor / 10u128.pow(fraction.len() as u32)
+    };
+    whole
+        .checked_mul(factor)
+        .and_then(|b| b.checked_add(fraction_bytes))
+        .and_then(|b| u64::try_from(b).ok())
+        .ok_or_else(too_large)
+}
+
+/// A `[[data_unit]]` table, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataUnit {
+    name: Spanned<String>,
+    files: Spanned<Vec<Spanned<String>>>,
+    store: Option<Spanned<String>>,
+    count: Option<Spanned<u32>>,
+}
+
+/// A `[[data_unit]]` table, checked: `count` data units made from one template.
+struct DataUnitTable {
+    name: Template,
+    name_span: Range<usize>,
+    /// Each path or pattern, as written (relative to the workload file's directory unless
+    /// absolute), and where.
+    files: Vec<(Template, Range<usize>)>,
+    store: Option<String>,
+    count: u32,
+    /// Where `count` is written (the table, without one).
+    count_span: Range<usize>,
+}
+
+impl RawDataUnit {
+    fn check(
+        self,
+        src: &Source<'_>,
+        stores: &Stores,
+        table_span: Range<usize>,
+    ) -> Result<DataUnitTable, WorkloadError> {
+        let count_span = self.count.as_ref().map_or(table_span, Spanned::span);
+        let count = at_least_one(src, self.count, "count", 1)?;
+        let name = Template::parse(self.name.get_ref());
+        check_name_template(src, "name", &name, count, self.name.span())?;
+        if self.files.get_ref().is_empty() {
+            return Err(src.error(
+                self.files.span(),
+                "`files` is empty: give at least one path or pattern such as \"data/*.fa\" \
+                 (relative to the workload file's directory)",
+            ));
+        }
+        let mut files = Vec::new();
+        for file in self.files.into_inner() {
+            let text = file.get_ref();
+            let refuse = |why: &str| Err(src.error(file.span(), format!("`files`: {why}")));
+            if text.trim().is_empty() {
+                return refuse("a path is empty");
+            }
+            if text.contains('\0') {
+                return refuse("a path contains a NUL byte");
+            }
+            if text.contains("://") {
+                return refuse(
+                    "a URL is not a file on this machine: give paths (relative to the \
+                     workload file's directory), and put remote data in a [[pilot_data]] store",
+                );
+            }
+            files.push((Template::parse(text), file.span()));
+        }
+        if let Some(store) = &self.store {
+            stores.check(src, store)?;
+        }
+        Ok(DataUnitTable {
+            name,
+            name_span: self.name.span(),
+            files,
+            store: self.store.map(Spanned::into_inner),
+            count,
+            count_span,
+        })
+    }
+}
+
+/// The data unit names of one `[[unit]]` table, with where each is written.
+#[derive(Default)]
+struct UnitData {
+    inputs: Vec<(Template, Range<usize>)>,
+    /// Each `output_data` entry's `name`.
+    outputs: Vec<(Template, Range<usize>)>,
+}
+
+impl UnitData {
+    fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.outputs.is_empty()
+    }
+}
+
+/// ` (member 3)` in an ensemble, nothing for a lone unit.
+fn member(i: u32, count: u32) -> String {
+    if count > 1 {
+        format!(" (member {i})")
+    } else {
+        String::new()
+    }
+}
+
+/// The `input_data` and `output_data` of a `[[unit]]` table of `count` units, checked
+/// within the table: names, stores, patterns, no data unit named twice by one member, no
+/// member reading what it makes.
+fn check_unit_data(
+    src: &Source<'_>,
+    stores: &Stores,
+    count: u32,
+    input_data: Option<Spanned<Vec<Spanned<String>>>>,
+    output_data: Option<Spanned<Vec<Spanned<RawOutputData>>>>,
+) -> Result<(UnitData, Vec<Template>, Vec<OutputTemplate>), WorkloadError> {
+    let mut data = UnitData::default();
+    for name in value_or_default(input_data) {
+        let template = Template::parse(name.get_ref());
+        check_name_template(src, "input_data", &template, count, name.span())?;
+        for (earlier, _) in &data.inputs {
+            if let Some(i) = Template::first_equal(earlier, &template, 0, count) {
+                return Err(src.error(
+                    name.span(),
+                    format!(
+                        "`input_data` names data unit `{}` twice{}",
+                        template.expand(&i.to_string()),
+                        member(i, count)
+                    ),
+                ));
+            }
+        }
+        data.inputs.push((template, name.span()));
+    }
+    let mut outputs = Vec::new();
+    for out in value_or_default(output_data) {
+        let out = out.into_inner();
+        let name = Template::parse(out.name.get_ref());
+        check_name_template(src, "output_data", &name, count, out.name.span())?;
+        // A unit would wait for ever for what it makes itself.
+        for (input, span) in &data.inputs {
+            if let Some(i) = Template::first_equal(input, &name, 0, count) {
+                return Err(src.error(
+                    span.clone(),
+                    format!(
+                        "input_data \"{}\" is this unit's own output_data{}: a unit cannot read \
+                         what it makes",
+                        input.expand(&i.to_string()),
+                        member(i, count)
+                    ),
+                ));
+            }
+        }
+        if out.files.get_ref().is_empty() {
+            return Err(src.error(
+                out.files.span(),
+                "`files` is empty: give at least one pattern such as \"*.out\" (relative to \
+                 the unit's sandbox)",
+            ));
+        }
+        let mut files = Vec::new();
+        for pattern in out.files.into_inner() {
+            let template = Template::parse(pattern.get_ref());
+            // The Pilot-API's rules, at the pattern: an index only adds digits, so member 0
+            // stands for all.
+            let probe = ComputeUnitDescription {
+                executable: "probe".to_owned(),
+                output_data: vec![OutputData::new(name.expand("0"), [template.expand("0")])],
+                ..ComputeUnitDescription::default()
+            };
+            probe
+                .validate()
+                .map_err(|e| src.error(pattern.span(), e.to_string()))?;
+            files.push(template);
+        }
+        if let Some(store) = &out.store {
+            stores.check(src, store)?;
+        }
+        let export = match out.export {
+            None => None,
+            Some(e) if e.get_ref().trim().is_empty() => {
+                return Err(src.error(
+                    e.span(),
+                    "`export` is empty: give a directory (relative to the workload file's)",
+                ));
+            }
+            Some(e) if e.get_ref().contains('\0') => {
+                return Err(src.error(e.span(), "`export` contains a NUL byte"));
+            }
+            Some(e) => Some(Template::parse(e.get_ref())),
+        };
+        outputs.push(OutputTemplate {
+            name: name.clone(),
+            files,
+            store: out.store.map(Spanned::into_inner),
+            export,
+            allow_empty: out.allow_empty,
+        });
+        data.outputs.push((name, out.name.span()));
+    }
+    let inputs = data.inputs.iter().map(|(t, _)| t.clone()).collect();
+    Ok((data, inputs, outputs))
+}
+
+/// Refuses a data unit name (`field`, at `span`) that some member of `count` would not
+/// have as a valid name. The first and the last member stand for all: an index only adds
+/// digits, and the last member's is the longest.
+fn check_name_template(
+    src: &Source<'_>,
+    field: &str,
+    name: &Template,
+    count: u32,
+    span: Range<usize>,
+) -> Result<(), WorkloadError> {
+    let last = (count > 1).then(|| count - 1);
+    for i in std::iter::once(0).chain(last) {
+        check_data_name(&name.expand(&i.to_string()))
+            .map_err(|e| src.error(span.clone(), format!("`{field}`: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A data unit name the file makes: a `[[data_unit]]`'s or an `output_data`'s, for
+/// `count` members.
+struct Maker<'t> {
+    name: &'t Template,
+    count: u32,
+    /// Where the name is written.
+    span: Range<usize>,
+    /// The `[[unit]]` table (its index among those with data) whose `output_data` it is;
+    /// `None` for a `[[data_unit]]`.
+    table: Option<usize>,
+}
+
+/// The most data unit names [`check_data_flow`] expands; the names of larger ensembles
+/// are kept as templates and compared as such.
+const EXPANDED_NAMES: usize = 1_000_000;
+
+/// Checks the data across the file: each data unit is made once (by one `[[data_unit]]`
+/// member or one unit's `output_data`), and every `input_data` of every member names one
+/// that is made. Tables without data cost nothing; `{i}` names are compared as templates
+/// where an ensemble is too large to expand.
+fn check_data_flow(
+    src: &Source<'_>,
+    data_tables: &[DataUnitTable],
+    unit_data: &[(u32, UnitData)],
+) -> Result<(), WorkloadError> {
+    let mut makers: Vec<Maker> = data_tables
+        .iter()
+        .map(|t| Maker {
+            name: &t.name,
+            count: t.count,
+            span: t.name_span.clone(),
+            table: None,
+        })
+        .chain(unit_data.iter().enumerate().flat_map(|(t, (count, data))| {
+            data.outputs.iter().map(move |(name, span)| Maker {
+                name,
+                count: *count,
+                span: span.clone(),
+                table: Some(t),
+            })
+        }))
+        .collect();
+    // The later of two makers of one name is the one at fault.
+    makers.sort_by_key(|m| m.span.start);
+
+    // Each expanded name, with its maker and the member that makes it.
+    let mut names: HashMap<String, (usize, u32)> = HashMap::new();
+    let mut templates: Vec<usize> = Vec::new();
+    let mut budget = EXPANDED_NAMES;
+    for (k, m) in makers.iter().enumerate() {
+        if m.count > 1 && !m.name.has_index() {
+            let name = m.name.expand("0");
+            let message = if m.table.is_none() {
+                format!(
+                    "the {} data units of this table would all be named `{name}`: put {{i}} \
+                     in the name",
+                    m.count
+                )
+            } else {
+                format!(
+                    "the {} units of this table would all make output_data `{name}`: put {{i}} \
+                     in the name",
+                    m.count
+                )
+            };
+            return Err(src.error(m.span.clone(), message));
+        }
+        let twice = |earlier: &Maker, name: &str| {
+            let line = src.locate(earlier.span.clone()).line;
+            let by = if earlier.table.is_none() {
+                "the [[data_unit]]"
+            } else {
+                "the output_data"
+            };
+            src.error(
+                m.span.clone(),
+                format!(
+                    "data unit `{name}` is already made by {by} on line {line}: each data \
+                     unit is made once"
+                ),
+            )
+        };
+        let made_by_template = |e: usize, name: &str| {
+            Template::first_equal(makers[e].name, &Template::literal(name), 0, makers[e].count)
+                .is_some()
+        };
+        if m.count as usize <= budget {
+            budget -= m.count as usize;
+            names.reserve(m.count as usize);
+            for i in 0..m.count {
+                let name = m.name.expand(&i.to_string());
+                if let Some(&(e, _)) = names.get(&name) {
+                    return Err(twice(&makers[e], &name));
+                }
+                if let Some(&e) = templates.iter().find(|&&e| made_by_template(e, &name)) {
+                    return Err(twice(&makers[e], &name));
+                }
+                names.insert(name, (k, i));
+            }
+        } else {
+            for &e in &templates {
+                let other = &makers[e];
+                if let Some((i, _)) = Template::meet(m.name, m.count, other.name, other.count) {
+                    return Err(twice(other, &m.name.expand(&i.to_string())));
+                }
+            }
+            // The first clash in file order, then by index, whatever the map's order.
+            let clash = names
+                .iter()
+                .filter(|(name, _)| {
+                    Template::first_equal(m.name, &Template::literal(name), 0, m.count).is_some()
+                })
+                .min_by_key(|(name, (e, _))| (*e, name.len(), name.as_str()));
+            if let Some((name, (e, _))) = clash {
+                return Err(twice(&makers[*e], name));
+            }
+            templates.push(k);
+        }
+    }
+
+    let made = |name: &str| {
+        names.contains_key(name)
+            || templates.iter().any(|&e| {
+                Template::first_equal(makers[e].name, &Template::literal(name), 0, makers[e].count)
+                    .is_some()
+            })
+    };
+    for (count, data) in unit_data {
+        for (input, span) in &data.inputs {
+            let unmade = |name: String| {
+                src.error(
+                    span.clone(),
+                    format!(
+                        "input_data \"{name}\" names no [[data_unit]] and no unit's output_data"
+                    ),
+                )
+            };
+            if !input.has_index() {
+                let name = input.expand("0");
+                if !made(&name) {
+                    return Err(unmade(name));
+                }
+                continue;
+            }
+            // A maker of the same template makes the members below its count at once.
+            let covered = templates
+                .iter()
+                .map(|&e| &makers[e])
+                .filter(|m| m.name == input)
+                .map(|m| m.count)
+                .max()
+                .unwrap_or(0);
+            for i in covered..*count {
+                let name = input.expand(&i.to_string());
+                if !made(&name) {
+                    return Err(unmade(name));
+                }
+            }
+        }
+    }
+    if templates.is_empty() {
+        check_no_cycle(src, unit_data, &makers, &names)?;
+    }
+    Ok(())
+}
+
+/// Refuses units that wait for each other in a cycle (each reads what the next one makes),
+/// none of which could ever run. Members are the nodes: only those of tables that both
+/// read and make data can be on a cycle, and each of them makes an expanded name, so
+/// there are at most [`EXPANDED_NAMES`] of them; each is visited once.
+fn check_no_cycle(
+    src: &Source<'_>,
+    unit_data: &[(u32, UnitData)],
+    makers: &[Maker],
+    names: &HashMap<String, (usize, u32)>,
+) -> Result<(), WorkloadError> {
+    // The first node of each table that reads and makes.
+    let mut first = vec![None; unit_data.len()];
+    let mut nodes = 0usize;
+    for (t, (count, data)) in unit_data.iter().enumerate() {
+        if !data.inputs.is_empty() && !data.outputs.is_empty() {
+            first[t] = Some(nodes);
+            nodes += *count as usize;
+        }
+    }
+    let mut table_of = Vec::new();
+    for (t, start) in first.iter().enumerate() {
+        if let Some(start) = start {
+            table_of.push((*start, t));
+        }
+    }
+    let member_of = |node: usize| {
+        let k = table_of.partition_point(|(start, _)| *start <= node) - 1;
+        let (start, t) = table_of[k];
+        (t, (node - start) as u32)
+    };
+    // The node that makes `name`, if it is on a table that reads and makes.
+    let maker_of = |name: &str| {
+        let (k, j) = *names.get(name)?;
+        let t = makers[k].table?;
+        first[t].map(|start| start + j as usize)
+    };
+
+    const NEW: u8 = 0;
+    const OPEN: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![NEW; nodes];
+    for root in 0..nodes {
+        if state[root] != NEW {
+            continue;
+        }
+        // Each entry: a node, the next of its inputs to follow, and the name that led to it.
+        let mut stack: Vec<(usize, usize, String)> = vec![(root, 0, String::new())];
+        state[root] = OPEN;
+        while let Some((node, next, _)) = stack.last_mut() {
+            let (t, i) = member_of(*node);
+            let inputs = &unit_data[t].1.inputs;
+            let Some((input, span)) = inputs.get(*next) else {
+                state[*node] = DONE;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            let name = input.expand(&i.to_string());
+            let Some(to) = maker_of(&name) else {
+                continue;
+            };
+            match state[to] {
+                NEW => {
+                    state[to] = OPEN;
+                    stack.push((to, 0, name));
+                }
+                OPEN => {
+                    let at = stack.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
+                    let mut chain = vec![name.clone()];
+                    chain.extend(stack[at + 1..].iter().map(|(_, _, via)| via.clone()));
+                    chain.push(name.clone());
+                    return Err(src.error(
+                        span.clone(),
+                        format!(
+                            "input_data \"{name}\" closes a cycle ({}): each of these data \
+                             units is made by a unit that waits for the next, so none of those \
+                             units could ever run",
+                            chain.join(" → ")
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a data unit's path is a pattern: it holds `*`, `?` or `[`.
+fn is_pattern(path: &Path) -> bool {
+    path.to_string_lossy().contains(['*', '?', '['])
+}
+
+/// Whether anything on the disk matches `pattern`: in each component, `*` is any run of
+/// characters, `?` one character, `[a-z]` / `[!a]` one character of (or not of) a set; a
+/// component `**` is any number of directories. Symbolic links to directories are not
+/// followed by `**`.
+fn matches_any(pattern: &Path) -> bool {
+    let parts: Vec<&std::ffi::OsStr> = pattern.iter().collect();
+    walk(PathBuf::new(), &parts)
+}
+
+fn walk(at: PathBuf, parts: &[&std::ffi::OsStr]) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
+        return at.exists();
+    };
+    let text = first.to_string_lossy();
+    let entries = |dir: &Path| {
+        std::fs::read_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    };
+    if text == "**" {
+        return walk(at.clone(), rest)
+            || entries(&at)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .any(|e| walk(at.join(e.file_name()), parts));
+    }
+    if !text.contains(['*', '?', '[']) {
+        return walk(at.join(first), rest);
+    }
+    let pattern: Vec<char> = text.chars().collect();
+    entries(&at).any(|e| {
+        let name: Vec<char> = e.file_name().to_string_lossy().chars().collect();
+        wildcard(&pattern, &name) && walk(at.join(e.file_name()), rest)
+    })
+}
+
+/// Whether `name` matches the shell pattern `pattern` (see [`matches_any`]); a `[` without
+/// its `]` is itself.
+fn wildcard(pattern: &[char], name: &[char]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some(('*', rest)) => (0..=name.len()).any(|k| wildcard(rest, &name[k..])),
+        Some(('?', rest)) => !name.is_empty() && wildcard(rest, &name[1..]),
+        Some(('[', rest)) if rest.iter().skip(1).any(|c| *c == ']') => {
+            let (negated, set) = match rest.first() {
+                Some('!' | '^') => (true, &rest[1..]),
+                _ => (false, rest),
+            };
+            // A `]` first in the set is itself.
+            let Some(end) = set.iter().skip(1).position(|c| *c == ']').map(|p| p + 1) else {
+                return name.first() == Some(&'[') && wildcard(rest, &name[1..]);
+            };
+            let (class, after) = (&set[..end], &set[end + 1..]);
+            let Some((c, name_rest)) = name.split_first() else {
+                return false;
+            };
+            let mut k = 0;
+            let mut hit = false;
+            while k < class.len() {
+                if k + 2 < class.len() && class[k + 1] == '-' {
+                    hit |= (class[k]..=class[k + 2]).contains(c);
+                    k += 3;
+                } else {
+                    hit |= class[k] == *c;
+                    k += 1;
+                }
+            }
+            hit != negated && wildcard(after, name_rest)
+        }
+        Some((p, rest)) => name.first() == Some(p) && wildcard(rest, &name[1..]),
     }
 }
 
@@ -2314,20 +3390,6 @@ output_data = []
             3,
             15,
             "environment variable name `A=1` contains `=`",
-        ),
-        (
-            "input data",
-            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\ninput_data = [\"du-1\"]\n",
-            5,
-            14,
-            "`input_data` names data units, but Pilot-Data is not part of this pstar yet",
-        ),
-        (
-            "output data",
-            "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\noutput_data = [\"du-2\"]\n",
-            5,
-            15,
-            "`output_data` names data units, but Pilot-Data",
         ),
     ];
 
@@ -3480,5 +4542,915 @@ count = 2
             ),
         ];
         assert_refused_exactly(&cases);
+    }
+
+    const DATA: &str = r#"
+[[pilot_data]]
+name = "archive"
+url = "sftp://me@login.example.org:2222/scratch/pstar"
+size = "100GiB"
+affinity = { datacenter = "dc1" }
+
+[[pilot_data]]
+name = "local"
+url = "store/../stores/here"
+size = 4096
+
+[[pilot_data]]
+name = "bucket"
+url = "s3://bucket/prefix"
+
+[[pilot_data]]
+name = "abs"
+url = "file:///srv/pstar/"
+
+[[pilot]]
+resource = "local://"
+
+[[data_unit]]
+name = "reference"
+files = ["data/ref/*.fa", "/abs/ref.idx"]
+store = "archive"
+
+[[data_unit]]
+name = "reads-{i}"
+files = ["data/reads/{i}.fq", "data/{{odd}}/{i}"]
+count = 3
+
+[[unit]]
+name = "align-{i}"
+executable = "/bin/true"
+count = 3
+input_data = ["reference", "reads-{i}"]
+output_data = [
+    { name = "aligned-{i}", files = ["*.bam", "logs/{i}/*"], export = "results/{i}/", store = "local" },
+    { name = "stats-{i}", files = ["stats"], allow_empty = true },
+]
+
+[[unit]]
+executable = "/bin/true"
+input_data = ["aligned-0", "aligned-2", "stats-1", "merged-x"]
+
+[[unit]]
+executable = "/bin/true"
+output_data = [{ name = "merged-x", files = ["out/**"] }]
+"#;
+
+    #[test]
+    fn pilot_stores_data_units_and_unit_data_parse_with_index_and_absolute_paths() {
+        let w = parse_ok(DATA);
+        let stores: Vec<(&str, &str, Option<u64>)> = w
+            .pilot_data
+            .iter()
+            .map(|s| (s.name.as_str(), s.url.as_str(), s.size))
+            .collect();
+        let here = format!("file://{}", abs("dir/stores/here").display());
+        assert_eq!(
+            stores,
+            [
+                (
+                    "archive",
+                    "sftp://me@login.example.org:2222/scratch/pstar",
+                    Some(100 << 30)
+                ),
+                ("local", here.as_str(), Some(4096)),
+                ("bucket", "s3://bucket/prefix", None),
+                ("abs", "file:///srv/pstar", None),
+            ]
+        );
+        assert_eq!(w.pilot_data[0].affinity.datacenter.as_deref(), Some("dc1"));
+        assert_eq!(w.pilot_data[1].affinity, Affinity::default());
+
+        let names: Vec<&str> = w.data_units.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["reference", "reads-0", "reads-1", "reads-2"]);
+        assert_eq!(
+            w.data_units[0].files,
+            [abs("dir/data/ref/*.fa"), PathBuf::from("/abs/ref.idx")]
+        );
+        assert_eq!(w.data_units[0].store.as_deref(), Some("archive"));
+        assert_eq!(
+            w.data_units[2].files,
+            [abs("dir/data/reads/1.fq"), abs("dir/data/{odd}/1")]
+        );
+        assert_eq!(w.data_units[2].store, None);
+
+        let units: Vec<ComputeUnitDescription> = w.units().map(|u| u.description).collect();
+        assert_eq!(units.len(), 5);
+        for (i, d) in units[..3].iter().enumerate() {
+            assert_eq!(d.input_data, ["reference".to_owned(), format!("reads-{i}")]);
+            assert_eq!(
+                d.output_data,
+                [
+                    OutputData {
+                        name: format!("aligned-{i}"),
+                        files: vec!["*.bam".to_owned(), format!("logs/{i}/*")],
+                        store: Some("local".to_owned()),
+                        export: Some(abs(&format!("dir/results/{i}/"))),
+                        allow_empty: false,
+                        store_url: None,
+                    },
+                    OutputData {
+                        allow_empty: true,
+                        ..OutputData::new(format!("stats-{i}"), ["stats"])
+                    },
+                ]
+            );
+        }
+        assert_eq!(
+            units[3].input_data,
+            ["aligned-0", "aligned-2", "stats-1", "merged-x"]
+        );
+        assert_eq!(units[3].output_data, []);
+        assert_eq!(
+            units[4].output_data,
+            [OutputData::new("merged-x", ["out/**"])]
+        );
+    }
+
+    #[test]
+    fn pilot_store_mistakes_are_refused_at_the_key() {
+        let store = |fields: &str| format!("[[pilot_data]]\n{fields}{ONE_PILOT}{ONE_UNIT}");
+        assert_refused_exactly(&[
+            (
+                "no name",
+                store("url = \"s\"\n"),
+                1,
+                1,
+                "missing field `name`",
+            ),
+            (
+                "no url",
+                store("name = \"s\"\n"),
+                1,
+                1,
+                "missing field `url`",
+            ),
+            (
+                "a name with a slash",
+                store("name = \"a/b\"\nurl = \"s\"\n"),
+                2,
+                8,
+                "`name`: \"a/b\" is not a valid name: use 1 to 200 letters, digits, '.', '_' \
+                 or '-', not starting with '.' or '-'",
+            ),
+            (
+                "two stores of one name",
+                "[[pilot_data]]\nname = \"s\"\nurl = \"a\"\n[[pilot_data]]\nname = \"s\"\n\
+                 url = \"b\"\n[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n"
+                    .to_owned(),
+                5,
+                8,
+                "a [[pilot_data]] named `s` is already declared on line 2",
+            ),
+            (
+                "a password",
+                store("name = \"s\"\nurl = \"sftp://me:secret@host/x\"\n"),
+                3,
+                7,
+                "`url` holds a password: pilot stores never take credentials in their URL \
+                 (SFTP uses your SSH keys and ~/.ssh/config, S3 the environment or a private \
+                 file)",
+            ),
+            (
+                "a query",
+                store("name = \"s\"\nurl = \"s3://b/p?key=x\"\n"),
+                3,
+                7,
+                "`url` has a `?` query or a `#` fragment, which no pilot store takes: give a \
+                 directory (relative to the workload file's), file:///path, \
+                 sftp://user@host/path or s3://bucket/prefix",
+            ),
+            (
+                "an s3 user",
+                store("name = \"s\"\nurl = \"s3://AKIA@bucket/p\"\n"),
+                3,
+                7,
+                "`url` holds a user name: S3 credentials come from the environment or a \
+                 private file, never from the URL",
+            ),
+            (
+                "an unknown scheme",
+                store("name = \"s\"\nurl = \"http://host/x\"\n"),
+                3,
+                7,
+                "`url` scheme `http` is not a pilot store: give a directory (relative to the \
+                 workload file's), file:///path, sftp://user@host/path or s3://bucket/prefix \
+                 (write a relative directory whose name has a `:` as ./name)",
+            ),
+            (
+                "a file URL with a host",
+                store("name = \"s\"\nurl = \"file://host/x\"\n"),
+                3,
+                7,
+                "a file:// URL is a directory on this machine: write file:///path (three \
+                 slashes), or the path alone",
+            ),
+            (
+                "a file URL without slashes",
+                store("name = \"s\"\nurl = \"file:./store\"\n"),
+                3,
+                7,
+                "write a file URL as file:///absolute/path, or give the directory alone \
+                 (relative to the workload file's)",
+            ),
+            (
+                "sftp without a host",
+                store("name = \"s\"\nurl = \"sftp:///x\"\n"),
+                3,
+                7,
+                "an sftp:// URL needs a host: sftp://user@host/path",
+            ),
+            (
+                "an empty url",
+                store("name = \"s\"\nurl = \" \"\n"),
+                3,
+                7,
+                "`url` is empty: give a directory (relative to the workload file's), \
+                 file:///path, sftp://user@host/path or s3://bucket/prefix",
+            ),
+            (
+                "a zero size",
+                store("name = \"s\"\nurl = \"x\"\nsize = 0\n"),
+                4,
+                8,
+                "`size` must be more than zero (leave it out for a store without a quota)",
+            ),
+            (
+                "a zero size in words",
+                store("name = \"s\"\nurl = \"x\"\nsize = \"0GiB\"\n"),
+                4,
+                8,
+                "`size` must be more than zero (leave it out for a store without a quota)",
+            ),
+            (
+                "a negative size",
+                store("name = \"s\"\nurl = \"x\"\nsize = -5\n"),
+                4,
+                8,
+                "`size` must be a size in quotes such as \"100GiB\" or \"500MB\", or a whole \
+                 number of bytes, not -5",
+            ),
+            (
+                "a size of a float",
+                store("name = \"s\"\nurl = \"x\"\nsize = 1.5\n"),
+                4,
+                8,
+                "`size` must be a size in quotes such as \"100GiB\" or \"500MB\", or a whole \
+                 number of bytes, not 1.5",
+            ),
+            (
+                "a size in an unknown unit",
+                store("name = \"s\"\nurl = \"x\"\nsize = \"10 GiBs\"\n"),
+                4,
+                8,
+                "`size` `10 GiBs` is not a size: unknown unit `GiBs` (units: B, kB, MB, GB, \
+                 TB, PB, KiB, MiB, GiB, TiB, PiB) (expected e.g. \"100GiB\", \"500MB\" or \
+                 \"1TiB\")",
+            ),
+            (
+                "an unknown key",
+                store("name = \"s\"\nurl = \"x\"\nquota = \"1GB\"\n"),
+                4,
+                1,
+                "unknown field `quota`, expected one of `name`, `url`, `size`, `affinity`",
+            ),
+            (
+                "an unknown affinity key",
+                store("name = \"s\"\nurl = \"x\"\naffinity = { rack = \"r\" }\n"),
+                4,
+                14,
+                "unknown field `rack`, expected `datacenter` or `machine`",
+            ),
+            (
+                "a url that is not text",
+                store("name = \"s\"\nurl = 7\n"),
+                3,
+                7,
+                "`url` must be text in quotes, not 7",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        for (text, bytes) in [
+            ("1", 1),
+            ("4096", 4096),
+            ("500MB", 500_000_000),
+            ("500 mb", 500_000_000),
+            ("1kB", 1000),
+            ("1KiB", 1024),
+            ("100GiB", 100 << 30),
+            ("1TiB", 1 << 40),
+            ("2TB", 2_000_000_000_000),
+            ("1.5GiB", 3 << 29),
+            ("0.5KiB", 512),
+            (" 8 B ", 8),
+            ("16383PiB", 16383 << 50),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text:?}");
+        }
+        for text in [
+            "",
+            "GiB",
+            "1 2GB",
+            "-1GB",
+            "1.2.3GB",
+            "1e9",
+            "16384.0001PiB",
+            "1Gb/s",
+        ] {
+            assert!(parse_size(text).is_err(), "{text:?} should be refused");
+        }
+        assert!(
+            parse_size("16384PiB").is_err_and(|e| e.contains("too large")),
+            "beyond 2^64 bytes"
+        );
+    }
+
+    #[test]
+    fn data_unit_mistakes_are_refused_at_the_key() {
+        let store = "[[pilot_data]]\nname = \"s\"\nurl = \"x\"\n";
+        let data = |fields: &str| format!("{ONE_PILOT}{ONE_UNIT}[[data_unit]]\n{fields}");
+        assert_refused_exactly(&[
+            (
+                "no files",
+                data("name = \"d\"\n"),
+                5,
+                1,
+                "missing field `files`",
+            ),
+            (
+                "empty files",
+                data("name = \"d\"\nfiles = []\n"),
+                7,
+                9,
+                "`files` is empty: give at least one path or pattern such as \"data/*.fa\" \
+                 (relative to the workload file's directory)",
+            ),
+            (
+                "an empty path",
+                data("name = \"d\"\nfiles = [\"a\", \"\"]\n"),
+                7,
+                15,
+                "`files`: a path is empty",
+            ),
+            (
+                "a URL",
+                data("name = \"d\"\nfiles = [\"https://example.org/x\"]\n"),
+                7,
+                10,
+                "`files`: a URL is not a file on this machine: give paths (relative to the \
+                 workload file's directory), and put remote data in a [[pilot_data]] store",
+            ),
+            (
+                "files as one string",
+                data("name = \"d\"\nfiles = \"a\"\n"),
+                7,
+                9,
+                "`files` must be a list of paths or patterns in quotes such as [\"data/*.fa\"], \
+                 not \"a\"",
+            ),
+            (
+                "a store no pilot store has",
+                format!(
+                    "{store}{}",
+                    data("name = \"d\"\nfiles = [\"a\"]\nstore = \"t\"\n")
+                ),
+                11,
+                9,
+                "no [[pilot_data]] is named `t` (pilot stores: `s`)",
+            ),
+            (
+                "a store without any pilot store",
+                data("name = \"d\"\nfiles = [\"a\"]\nstore = \"t\"\n"),
+                8,
+                9,
+                "no [[pilot_data]] is named `t` (the file declares no [[pilot_data]])",
+            ),
+            (
+                "a bad name",
+                data("name = \"-d\"\nfiles = [\"a\"]\n"),
+                6,
+                8,
+                "`name`: \"-d\" is not a valid name: use 1 to 200 letters, digits, '.', '_' or \
+                 '-', not starting with '.' or '-'",
+            ),
+            (
+                "a name too long for the last member",
+                data(&format!(
+                    "name = \"{}{{i}}\"\nfiles = [\"a\"]\ncount = 11\n",
+                    "x".repeat(199)
+                )),
+                6,
+                8,
+                &format!(
+                    "`name`: \"{}10\" is not a valid name: use 1 to 200 letters, digits, '.', \
+                     '_' or '-', not starting with '.' or '-'",
+                    "x".repeat(199)
+                ),
+            ),
+            (
+                "zero count",
+                data("name = \"d\"\nfiles = [\"a\"]\ncount = 0\n"),
+                8,
+                9,
+                "`count` must be at least 1",
+            ),
+            (
+                "a count without an index",
+                data("name = \"d\"\nfiles = [\"a\"]\ncount = 2\n"),
+                6,
+                8,
+                "the 2 data units of this table would all be named `d`: put {i} in the name",
+            ),
+            (
+                "beyond the limit",
+                data("name = \"d{i}\"\nfiles = [\"a\"]\ncount = 100001\n"),
+                8,
+                9,
+                "a workload declares at most 100000 data units; this `count` brings it to \
+                 100001",
+            ),
+            (
+                "two data units of one name",
+                data(
+                    "name = \"d-{i}\"\nfiles = [\"a\"]\ncount = 5\n[[data_unit]]\n\
+                     name = \"d-3\"\nfiles = [\"b\"]\n",
+                ),
+                10,
+                8,
+                "data unit `d-3` is already made by the [[data_unit]] on line 6: each data \
+                 unit is made once",
+            ),
+            (
+                "an unknown key",
+                data("name = \"d\"\nfiles = [\"a\"]\npath = \"x\"\n"),
+                8,
+                1,
+                "unknown field `path`, expected one of `name`, `files`, `store`, `count`",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn unit_data_mistakes_are_refused_at_the_entry() {
+        let data = "[[data_unit]]\nname = \"reads-{i}\"\nfiles = [\"r/{i}\"]\ncount = 4\n";
+        let unit = |fields: &str| {
+            format!("{ONE_PILOT}{data}[[unit]]\nexecutable = \"/bin/true\"\n{fields}")
+        };
+        assert_refused_exactly(&[
+            (
+                "an input nothing makes",
+                unit("input_data = [\"reads-1\", \"reads-9\"]\n"),
+                9,
+                26,
+                "input_data \"reads-9\" names no [[data_unit]] and no unit's output_data",
+            ),
+            (
+                "a member's input nothing makes",
+                unit("count = 8\ninput_data = [\"reads-{i}\"]\n"),
+                10,
+                15,
+                "input_data \"reads-4\" names no [[data_unit]] and no unit's output_data",
+            ),
+            (
+                "an input made by no one, with escaped braces",
+                unit("input_data = [\"reads-{{i}}\"]\n"),
+                9,
+                15,
+                "`input_data`: \"reads-{i}\" is not a valid name: use 1 to 200 letters, \
+                 digits, '.', '_' or '-', not starting with '.' or '-'",
+            ),
+            (
+                "the same input twice in one member",
+                unit("count = 3\ninput_data = [\"reads-{i}\", \"reads-2\"]\n"),
+                10,
+                28,
+                "`input_data` names data unit `reads-2` twice (member 2)",
+            ),
+            (
+                "reading its own output",
+                unit(
+                    "count = 3\ninput_data = [\"reads-0\", \"out-{i}\"]\n\
+                     output_data = [{ name = \"out-{i}\", files = [\"*\"] }]\n",
+                ),
+                10,
+                26,
+                "input_data \"out-0\" is this unit's own output_data (member 0): a unit cannot \
+                 read what it makes",
+            ),
+            (
+                "one member reading its own output",
+                unit(
+                    "count = 3\ninput_data = [\"out-2\"]\n\
+                     output_data = [{ name = \"out-{i}\", files = [\"*\"] }]\n",
+                ),
+                10,
+                15,
+                "input_data \"out-2\" is this unit's own output_data (member 2): a unit cannot \
+                 read what it makes",
+            ),
+            (
+                "an output as a plain string",
+                unit("output_data = [\"out\"]\n"),
+                9,
+                16,
+                "`output_data` must be a list of tables such as [{ name = \"out-{i}\", files = \
+                 [\"*.out\"] }], not \"out\"",
+            ),
+            (
+                "an output without files",
+                unit("output_data = [{ name = \"out\" }]\n"),
+                9,
+                16,
+                "missing field `files`",
+            ),
+            (
+                "an output with no patterns",
+                unit("output_data = [{ name = \"out\", files = [] }]\n"),
+                9,
+                40,
+                "`files` is empty: give at least one pattern such as \"*.out\" (relative to \
+                 the unit's sandbox)",
+            ),
+            (
+                "an absolute pattern",
+                unit("output_data = [{ name = \"out\", files = [\"x\", \"/etc/*\"] }]\n"),
+                9,
+                46,
+                "`output_data` `out`: pattern \"/etc/*\" is absolute: patterns are relative to \
+                 the unit's sandbox",
+            ),
+            (
+                "a pattern going up",
+                unit("output_data = [{ name = \"out\", files = [\"../{i}\"] }]\n"),
+                9,
+                41,
+                "`output_data` `out`: pattern \"../0\" has a '..' component: it would reach \
+                 outside the sandbox",
+            ),
+            (
+                "an unknown output key",
+                unit("output_data = [{ name = \"out\", files = [\"*\"], keep = true }]\n"),
+                9,
+                47,
+                "unknown field `keep`, expected one of `name`, `files`, `store`, `export`, \
+                 `allow_empty`",
+            ),
+            (
+                "an output store no pilot store has",
+                unit("output_data = [{ name = \"out\", files = [\"*\"], store = \"s\" }]\n"),
+                9,
+                55,
+                "no [[pilot_data]] is named `s` (the file declares no [[pilot_data]])",
+            ),
+            (
+                "an empty export",
+                unit("output_data = [{ name = \"out\", files = [\"*\"], export = \"\" }]\n"),
+                9,
+                56,
+                "`export` is empty: give a directory (relative to the workload file's)",
+            ),
+            (
+                "one output made by every member",
+                unit("count = 2\noutput_data = [{ name = \"out\", files = [\"*\"] }]\n"),
+                10,
+                25,
+                "the 2 units of this table would all make output_data `out`: put {i} in the \
+                 name",
+            ),
+            (
+                "an output named like a data unit",
+                unit("output_data = [{ name = \"reads-3\", files = [\"*\"] }]\n"),
+                9,
+                25,
+                "data unit `reads-3` is already made by the [[data_unit]] on line 4: each \
+                 data unit is made once",
+            ),
+            (
+                "two units making one output",
+                unit(
+                    "count = 5\noutput_data = [{ name = \"o-{i}\", files = [\"*\"] }]\n\
+                     [[unit]]\nexecutable = \"/bin/true\"\n\
+                     output_data = [{ name = \"o-4\", files = [\"*\"] }]\n",
+                ),
+                13,
+                25,
+                "data unit `o-4` is already made by the output_data on line 10: each data \
+                 unit is made once",
+            ),
+            (
+                "a data unit declared after an output of its name",
+                format!(
+                    "{ONE_PILOT}[[unit]]\nexecutable = \"/bin/true\"\n\
+                     output_data = [{{ name = \"x\", files = [\"*\"] }}]\n\
+                     [[data_unit]]\nname = \"x\"\nfiles = [\"a\"]\n"
+                ),
+                7,
+                8,
+                "data unit `x` is already made by the output_data on line 5: each data unit \
+                 is made once",
+            ),
+            (
+                "input data not a list",
+                unit("input_data = \"reads-1\"\n"),
+                9,
+                14,
+                "`input_data` must be a list of data unit names in quotes such as \
+                 [\"reference\", \"reads-{i}\"], not \"reads-1\"",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn inputs_may_name_outputs_of_any_unit_of_the_file() {
+        // Made by an earlier table or by a later one.
+        let w = parse_ok(
+            "[[pilot]]\nresource = \"local://\"\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ncount = 3\n\
+             output_data = [{ name = \"step-{i}\", files = [\"*\"] }]\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ninput_data = [\"late\", \"step-2\"]\n\
+             [[unit]]\nexecutable = \"/bin/true\"\n\
+             output_data = [{ name = \"late\", files = [\"*\"] }]\n",
+        );
+        let inputs: Vec<Vec<String>> = w.units().map(|u| u.description.input_data).collect();
+        assert_eq!(inputs[3], ["late", "step-2"]);
+        // Member 0 would read its own output: refused, however large the ensemble.
+        let e = parse_err(
+            "[[pilot]]\nresource = \"local://\"\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ncount = 3\ninput_data = [\"step-0\"]\n\
+             output_data = [{ name = \"step-{i}\", files = [\"*\"] }]\n",
+        );
+        assert_eq!((e.line(), e.column()), (Some(6), Some(15)), "{e}");
+        assert!(e.message().contains("own output_data (member 0)"), "{e}");
+    }
+
+    #[test]
+    fn units_waiting_for_each_other_are_refused() {
+        let unit = |fields: &str| format!("[[unit]]\nexecutable = \"/bin/true\"\n{fields}");
+        assert_refused_exactly(&[
+            (
+                "two ensembles, member by member",
+                format!(
+                    "{ONE_PILOT}{}{}",
+                    unit(
+                        "count = 2\ninput_data = [\"b-{i}\"]\n\
+                         output_data = [{ name = \"a-{i}\", files = [\"*\"] }]\n"
+                    ),
+                    unit(
+                        "count = 2\ninput_data = [\"a-{i}\"]\n\
+                         output_data = [{ name = \"b-{i}\", files = [\"*\"] }]\n"
+                    ),
+                ),
+                11,
+                15,
+                "input_data \"a-0\" closes a cycle (a-0 → b-0 → a-0): each of these data \
+                 units is made by a unit that waits for the next, so none of those units \
+                 could ever run",
+            ),
+            (
+                "three units in a ring",
+                format!(
+                    "{ONE_PILOT}{}{}{}",
+                    unit(
+                        "input_data = [\"z\"]\noutput_data = [{ name = \"x\", files = [\"*\"] }]\n"
+                    ),
+                    unit(
+                        "input_data = [\"x\"]\noutput_data = [{ name = \"y\", files = [\"*\"] }]\n"
+                    ),
+                    unit(
+                        "input_data = [\"y\"]\noutput_data = [{ name = \"z\", files = [\"*\"] }]\n"
+                    ),
+                ),
+                9,
+                15,
+                "input_data \"x\" closes a cycle (x → z → y → x): each of these data units is \
+                 made by a unit that waits for the next, so none of those units could ever run",
+            ),
+        ]);
+        // Chains and diamonds are no cycles.
+        let w = parse_ok(&format!(
+            "{ONE_PILOT}{}{}{}{}",
+            unit("output_data = [{ name = \"a\", files = [\"*\"] }]\n"),
+            unit(
+                "count = 3\ninput_data = [\"a\"]\noutput_data = [{ name = \"b-{i}\", files = [\"*\"] }]\n"
+            ),
+            unit(
+                "input_data = [\"a\", \"b-0\", \"b-2\"]\noutput_data = [{ name = \"c\", files = [\"*\"] }]\n"
+            ),
+            unit("input_data = [\"c\", \"b-1\"]\n"),
+        ));
+        assert_eq!(w.unit_count(), 6);
+    }
+
+    #[test]
+    fn data_of_huge_ensembles_is_checked_as_templates() {
+        let pilot = "[[pilot]]\nresource = \"local://\"\n";
+        // Ten million units reading what ten million others make: no name is expanded.
+        let w = parse_ok(&format!(
+            "{pilot}[[unit]]\nexecutable = \"/bin/true\"\ncount = 10000000\n\
+             output_data = [{{ name = \"part-{{i}}\", files = [\"*\"] }}]\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ncount = 10000000\n\
+             input_data = [\"part-{{i}}\", \"ref\"]\n\
+             output_data = [{{ name = \"sum-{{i}}\", files = [\"*\"] }}]\n\
+             [[unit]]\nexecutable = \"/bin/true\"\ninput_data = [\"sum-123\"]\n\
+             [[data_unit]]\nname = \"ref\"\nfiles = [\"ref\"]\n"
+        ));
+        assert_eq!(w.unit_count(), 20_000_001);
+        let last = w.ensembles[1].unit(9_999_999).description;
+        assert_eq!(last.input_data, ["part-9999999", "ref"]);
+        assert_refused_exactly(&[
+            (
+                "a reader larger than its maker",
+                format!(
+                    "{pilot}[[unit]]\nexecutable = \"/bin/true\"\ncount = 2000000\n\
+                     output_data = [{{ name = \"part-{{i}}\", files = [\"*\"] }}]\n\
+                     [[unit]]\nexecutable = \"/bin/true\"\ncount = 3000000\n\
+                     input_data = [\"part-{{i}}\"]\n"
+                ),
+                10,
+                15,
+                "input_data \"part-2000000\" names no [[data_unit]] and no unit's output_data",
+            ),
+            (
+                "two large makers of one name",
+                format!(
+                    "{pilot}[[unit]]\nexecutable = \"/bin/true\"\ncount = 2000000\n\
+                     output_data = [{{ name = \"p{{i}}1\", files = [\"*\"] }}]\n\
+                     [[unit]]\nexecutable = \"/bin/true\"\ncount = 3000000\n\
+                     output_data = [{{ name = \"p1{{i}}\", files = [\"*\"] }}]\n"
+                ),
+                10,
+                25,
+                "data unit `p11` is already made by the output_data on line 6: each data unit \
+                 is made once",
+            ),
+            (
+                "a large maker of a data unit's name",
+                format!(
+                    "{pilot}[[data_unit]]\nname = \"r-1234567\"\nfiles = [\"a\"]\n\
+                     [[unit]]\nexecutable = \"/bin/true\"\ncount = 2000000\n\
+                     output_data = [{{ name = \"r-{{i}}\", files = [\"*\"] }}]\n"
+                ),
+                9,
+                25,
+                "data unit `r-1234567` is already made by the [[data_unit]] on line 4: each \
+                 data unit is made once",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn meet_finds_a_shared_name_of_two_ensembles_like_expanding_them() {
+        let texts = [
+            "o", "o{i}", "o1", "{i}", "{i}{i}", "1{i}", "{i}1", "11", "o{i}1", "o1{i}", "{i}0",
+            "10", "100",
+        ];
+        for a in texts {
+            for b in texts {
+                for (na, nb) in [(1, 1), (3, 12), (12, 3), (120, 15)] {
+                    let (ta, tb) = (Template::parse(a), Template::parse(b));
+                    let names_b: HashMap<String, u32> = (0..nb)
+                        .rev()
+                        .map(|j| (tb.expand(&j.to_string()), j))
+                        .collect();
+                    let brute = (0..na)
+                        .find_map(|i| names_b.get(&ta.expand(&i.to_string())).map(|&j| (i, j)));
+                    let met = Template::meet(&ta, na, &tb, nb);
+                    assert_eq!(
+                        met.is_some(),
+                        brute.is_some(),
+                        "{a:?} ({na}) and {b:?} ({nb})"
+                    );
+                    if let Some((i, j)) = met {
+                        assert!(i < na && j < nb);
+                        assert_eq!(ta.expand(&i.to_string()), tb.expand(&j.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn load_refuses_data_files_that_are_not_there() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let d = dir.path();
+        for f in [
+            "data/ref/a.fa",
+            "data/reads/0.fq",
+            "data/reads/1.fq",
+            "data/deep/x/y/z.bin",
+        ] {
+            let path = d.join(f);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(&path, "x").expect("write");
+        }
+        let head = "[[pilot]]\nresource = \"local://\"\n[[unit]]\nexecutable = \"/bin/true\"\n";
+        let load_text = |body: &str| {
+            let path = d.join("w.toml");
+            std::fs::write(&path, format!("{head}{body}")).expect("write workload");
+            load(&path, LOCAL, false)
+        };
+        let good = "[[data_unit]]\nname = \"ref\"\nfiles = [\"data/ref/*.fa\", \"data/ref\"]\n\
+                    [[data_unit]]\nname = \"reads-{i}\"\nfiles = [\"data/reads/{i}.fq\", \
+                    \"data/r[e]ads/[!x]?fq\", \"data/**/z.bin\", \"data/**\"]\ncount = 2\n";
+        let w = load_text(good)
+            .map_err(|e| e.to_string())
+            .expect("files are there");
+        assert_eq!(w.data_units[2].files[0], d.join("data/reads/1.fq"));
+        for (body, line, column, message) in [
+            (
+                "[[data_unit]]\nname = \"reads-{i}\"\nfiles = [\"data/reads/{i}.fq\"]\ncount = 3\n",
+                7,
+                10,
+                format!(
+                    "data unit `reads-2`: {} does not exist",
+                    d.join("data/reads/2.fq").display()
+                ),
+            ),
+            (
+                "[[data_unit]]\nname = \"ref\"\nfiles = [\"data/ref\", \"data/ref/*.fq\"]\n",
+                7,
+                22,
+                format!(
+                    "data unit `ref`: {} matches no file",
+                    d.join("data/ref/*.fq").display()
+                ),
+            ),
+            (
+                "[[data_unit]]\nname = \"ref\"\nfiles = [\"data/**/y.bin\"]\n",
+                7,
+                10,
+                format!(
+                    "data unit `ref`: {} matches no file",
+                    d.join("data/**/y.bin").display()
+                ),
+            ),
+        ] {
+            let e = load_text(body).expect_err("a missing file is refused");
+            assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
+            assert_eq!(e.message(), message);
+        }
+    }
+
+    #[test]
+    fn wildcards_match_like_the_shell() {
+        let yes = [
+            ("*", "abc"),
+            ("*", ""),
+            ("a*c", "abbbc"),
+            ("*.fa", "x.fa"),
+            ("?", "é"),
+            ("[abc]x", "bx"),
+            ("[a-c]", "b"),
+            ("[!a-c]", "d"),
+            ("[^a]", "b"),
+            ("[]]", "]"),
+            ("[", "["),
+            ("a[", "a["),
+            ("*a*b*", "xaybz"),
+        ];
+        let no = [
+            ("a*c", "abd"),
+            ("?", ""),
+            ("[abc]", "d"),
+            ("[!a-c]", "b"),
+            ("*.fa", "x.fasta"),
+            ("[", "a"),
+        ];
+        let chars = |s: &str| s.chars().collect::<Vec<char>>();
+        for (p, n) in yes {
+            assert!(wildcard(&chars(p), &chars(n)), "{p:?} should match {n:?}");
+        }
+        for (p, n) in no {
+            assert!(
+                !wildcard(&chars(p), &chars(n)),
+                "{p:?} should not match {n:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pilot_data_example_stages_in_and_exports() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/pilot-data.toml"
+        ));
+        let w = load(path, LOCAL, false)
+            .map_err(|e| e.to_string())
+            .expect("pilot-data loads");
+        assert_eq!(w.pilot_data.len(), 1);
+        assert!(
+            w.pilot_data[0].url.starts_with("file:///"),
+            "{:?}",
+            w.pilot_data
+        );
+        assert!(!w.data_units.is_empty());
+        assert!(w.units().any(|u| !u.description.input_data.is_empty()));
+        assert!(
+            w.units()
+                .any(|u| u.description.output_data.iter().any(|o| o.export.is_some()))
+        );
     }
 }

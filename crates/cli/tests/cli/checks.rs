@@ -40,6 +40,31 @@ fn check_of_ten_million_units_does_not_expand_them() {
 }
 
 #[test]
+fn check_of_ten_million_units_reading_ten_million_outputs_does_not_expand_them() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "huge-data.toml",
+        "[[pilot]]\nresource = \"local://\"\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\ncount = 10000000\n\
+         output_data = [{ name = \"part-{i}\", files = [\"out\"] }]\n\n\
+         [[unit]]\nexecutable = \"/bin/true\"\ncount = 10000000\n\
+         input_data = [\"part-{i}\"]\n\
+         output_data = [{ name = \"sum-{i}\", files = [\"out\"] }]\n",
+    );
+    // As for the units themselves: names compared as templates, none expanded.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.current_dir(scratch.path())
+        .env_remove("PSTAR_COORDINATION")
+        .args(["-c", "ulimit -v 1000000 && exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_pstar"))
+        .arg("check")
+        .arg(&workload);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("1 pilot, 20000000 units: ok"), "{out}");
+}
+
+#[test]
 fn check_counts_every_pilot_of_a_pilot_count() {
     let scratch = Scratch::new();
     let workload = scratch.write(
@@ -205,6 +230,36 @@ fn refused() -> Vec<(&'static str, String, usize, usize, &'static str)> {
             7,
             10,
             "member 1: `stdout` and `stderr` name the same file `o1`",
+        ),
+        (
+            "input data nothing makes",
+            format!(
+                "{LOCAL}[[data_unit]]\nname = \"reads-{{i}}\"\nfiles = [\"*.toml\"]\n\
+                 count = 4\n\n{BODY}count = 8\ninput_data = [\"reads-{{i}}\"]\n"
+            ),
+            12,
+            15,
+            "input_data \"reads-4\" names no [[data_unit]] and no unit's output_data",
+        ),
+        (
+            "a data unit's file that is not there",
+            format!(
+                "{LOCAL}[[data_unit]]\nname = \"reads-{{i}}\"\nfiles = [\"reads/{{i}}.fq\"]\n\n\
+                 {BODY}input_data = [\"reads-0\"]\n"
+            ),
+            6,
+            10,
+            "/reads/0.fq does not exist",
+        ),
+        (
+            "an output kept in a store the file does not declare",
+            format!(
+                "[[pilot_data]]\nname = \"archive\"\nurl = \"store\"\n\n{LOCAL}{BODY}\
+                 output_data = [{{ name = \"out\", files = [\"*\"], store = \"archvie\" }}]\n"
+            ),
+            10,
+            55,
+            "no [[pilot_data]] is named `archvie` (pilot stores: `archive`)",
         ),
     ]
 }
