@@ -39,6 +39,70 @@ pub struct Summary {
     /// For a resumed session: what this run did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub this_run: Option<ThisRun>,
+    /// Pilot-Data: what moved, and the data units (absent when the run had none).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub data: Option<DataSummary>,
+}
+
+/// What a run's data units are and what moved between stores, pilots and the client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataSummary {
+    /// Every byte that crossed between stores, pilots and the client (exports included).
+    pub bytes_moved: u64,
+    /// Those bytes by where they came from: a pilot store, `pilot.NNNN`, `client`.
+    pub bytes_from: BTreeMap<String, u64>,
+    /// Those bytes by where they went: a pilot store, `pilot.NNNN`, `export`.
+    pub bytes_to: BTreeMap<String, u64>,
+    /// Every data unit: state, files, and the places that hold it.
+    pub data_units: Vec<DataUnitReport>,
+}
+
+/// One data unit in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataUnitReport {
+    pub name: String,
+    pub state: String,
+    pub size: u64,
+    pub files: Vec<pstar::DataFile>,
+    /// Pilot stores that hold it.
+    pub stores: Vec<String>,
+    /// Pilots whose cache holds it.
+    pub pilots: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Where it was exported to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exported_to: Option<String>,
+}
+
+impl DataSummary {
+    /// The summary's line: bytes moved, from where.
+    pub fn render(&self) -> String {
+        let from: Vec<String> = self
+            .bytes_from
+            .iter()
+            .map(|(k, v)| format!("{} from {k}", pstar::bytes_text(*v)))
+            .collect();
+        let failed = self
+            .data_units
+            .iter()
+            .filter(|d| d.state == "failed")
+            .count();
+        let mut line = format!(
+            "data: {} moved{}; {}",
+            pstar::bytes_text(self.bytes_moved),
+            if from.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", from.join(", "))
+            },
+            crate::count(self.data_units.len(), "data unit"),
+        );
+        if failed > 0 {
+            line.push_str(&format!(", {failed} failed"));
+        }
+        line
+    }
 }
 
 /// The part of a resumed session that this run carried.
@@ -73,6 +137,8 @@ pub struct Tally {
     failed_more: usize,
     canceled_why: BTreeMap<String, usize>,
     report: Option<ReportFile>,
+    /// The session, for the bytes each unit moved (runs with Pilot-Data).
+    data: Option<pstar::Session>,
 }
 
 /// How many failed units the summary names.
@@ -94,7 +160,14 @@ impl Tally {
             failed_more: 0,
             canceled_why: BTreeMap::new(),
             report,
+            data: None,
         }
+    }
+
+    /// Units' entries carry the bytes `session`'s agents moved for them.
+    pub fn with_data(mut self, session: &pstar::Session) -> Self {
+        self.data = Some(session.clone());
+        self
     }
 
     /// Units folded in so far.
@@ -120,6 +193,7 @@ impl Tally {
             stderr: path(unit.stderr()),
             detail: unit.detail(),
             history: unit.history(),
+            bytes: self.data.as_ref().map(|s| s.data_moved_for(unit.id())),
         });
     }
 
@@ -222,6 +296,7 @@ impl Tally {
                 wall_time_s: wall.as_secs_f64(),
                 units_per_s: rate(ended, wall.as_secs_f64()),
             }),
+            data: None,
         }
     }
 
@@ -259,6 +334,17 @@ impl Tally {
                 this.wall_time_s,
                 this.units_per_s
             );
+        }
+        if let Some(data) = &summary.data {
+            let _ = writeln!(out, "{}", data.render());
+            for d in data.data_units.iter().filter(|d| d.state == "failed") {
+                let _ = writeln!(
+                    out,
+                    "  failed data unit {}: {}",
+                    pstar_model::printable(&d.name),
+                    pstar_model::printable(d.detail.as_deref().unwrap_or("")),
+                );
+            }
         }
         let mut states: Vec<(&String, &f64)> = summary.mean_time_in_state_s.iter().collect();
         states.sort_by_key(|(s, _)| UnitState::ALL.iter().position(|u| u.as_str() == s.as_str()));
@@ -365,6 +451,27 @@ struct UnitEntry {
     stderr: Option<String>,
     detail: Option<String>,
     timestamps: BTreeMap<&'static str, Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_out: Option<u64>,
+    /// Seconds staging its inputs in and its outputs out (the seeds' T_X), and running
+    /// (T_C).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    staging_in_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    staging_out_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running_s: Option<f64>,
+}
+
+/// Seconds spent in `state` over a unit's history.
+fn seconds_in(history: &[(UnitState, Timestamp)], state: UnitState) -> f64 {
+    history
+        .windows(2)
+        .filter(|w| w[0].0 == state)
+        .map(|w| w[1].1.since(w[0].1).as_secs_f64())
+        .sum()
 }
 
 /// A unit as the report and the summary see it once it has ended.
@@ -380,6 +487,8 @@ pub struct EndedUnit {
     pub detail: Option<String>,
     /// Every state it entered, with when.
     pub history: Vec<(UnitState, Timestamp)>,
+    /// Bytes staged in and out for it (runs with Pilot-Data).
+    pub bytes: Option<(u64, u64)>,
 }
 
 /// A pilot's entry in the report.
@@ -545,6 +654,17 @@ impl ReportFile {
             stderr: unit.stderr.clone(),
             detail: unit.detail.clone(),
             timestamps: stamps(&unit.history),
+            bytes_in: unit.bytes.map(|b| b.0),
+            bytes_out: unit.bytes.map(|b| b.1),
+            staging_in_s: unit
+                .bytes
+                .map(|_| seconds_in(&unit.history, UnitState::StagingInput)),
+            staging_out_s: unit
+                .bytes
+                .map(|_| seconds_in(&unit.history, UnitState::StagingOutput)),
+            running_s: unit
+                .bytes
+                .map(|_| seconds_in(&unit.history, UnitState::Running)),
         };
         self.out
             .write_all(if self.first { b"\n    " } else { b",\n    " })?;

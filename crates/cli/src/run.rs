@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use pstar::{
-    ComputeUnit, ComputeUnitService, PilotComputeService, Session, Settings, State, UnitPolicy,
+    ComputeDataService, ComputeUnit, ComputeUnitService, PilotComputeService, PilotDataService,
+    Session, Settings, State, UnitPolicy,
 };
 
 use crate::count;
 use crate::progress;
-use crate::report::{ReportFile, Summary, Tally};
+use crate::report::{DataSummary, DataUnitReport, ReportFile, Summary, Tally};
 use crate::workload::Workload;
 
 /// Options of one run.
@@ -115,8 +116,22 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     let cus = ComputeUnitService::with_policy(&session, options.policy());
     cus.add_pilot_service(&pcs);
     let ended = cus.hand_over_finished();
+    let uses_data = workload.uses_data();
     let mut tally = Tally::new(session.id(), report);
+    if uses_data {
+        tally = tally.with_data(&session);
+    }
     let mut pilots = Vec::with_capacity(workload.pilots.len());
+    // The pilot stores first: a store that cannot be reached ends the run before any
+    // pilot is submitted.
+    let pds = PilotDataService::new(&session);
+    for description in &workload.pilot_data {
+        if let Err(e) = pds.create_pilot_data(description.clone()).await {
+            let summary = tally.summary(total, None);
+            tally.finish_report(&summary, &pcs.pilots());
+            return Err(e.into());
+        }
+    }
     for description in &workload.pilots {
         match pcs.create_pilot(description.clone()).await {
             Ok(p) => pilots.push(p),
@@ -141,14 +156,35 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         .saturating_mul(2)
         .max(MIN_IN_FLIGHT);
     // The workload's units are made one by one as they are submitted.
-    let submitting = cus.clone();
+    let target = if uses_data {
+        Target::Data(ComputeDataService::new(&cus, &pds))
+    } else {
+        Target::Units(cus.clone())
+    };
+    let exports: Exports = Default::default();
+    let exporting = exports.clone();
     let submitter = tokio::spawn(async move {
+        if let Target::Data(cds) = &target {
+            // Placed one after the other; units that read one that fails, fail naming it.
+            for d in &workload.data_units {
+                if let Err(e) = cds.submit_data_unit(d.clone()).await {
+                    say!("pstar: {e}");
+                }
+            }
+        }
         let descriptions = workload.units().map(|u| {
             let mut d = u.description;
             d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
+            for o in &d.output_data {
+                if let Some(dir) = &o.export
+                    && let Ok(mut e) = exporting.lock()
+                {
+                    e.push((o.name.clone(), dir.clone()));
+                }
+            }
             d
         });
-        submit_all(submitting, descriptions, in_flight).await
+        submit_all(target, descriptions, in_flight).await
     });
     let run = Run {
         session,
@@ -158,17 +194,47 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         tally,
         resumed: None,
         killed: false,
+        exports: uses_data.then_some(exports),
     };
     run.drive(ended, Some(submitter), options).await
+}
+
+/// Output data units to export when the run ends, and where to.
+type Exports = std::sync::Arc<std::sync::Mutex<Vec<(String, PathBuf)>>>;
+
+/// Where a run's units go: a plain compute unit service, or one that also takes data.
+enum Target {
+    Units(ComputeUnitService),
+    Data(ComputeDataService),
+}
+
+impl Target {
+    fn units(&self) -> &ComputeUnitService {
+        match self {
+            Target::Units(cus) => cus,
+            Target::Data(cds) => cds.units(),
+        }
+    }
+
+    async fn submit(
+        &self,
+        batch: Vec<pstar::ComputeUnitDescription>,
+    ) -> pstar::Result<Vec<ComputeUnit>> {
+        match self {
+            Target::Units(cus) => cus.submit_batch(batch).await,
+            Target::Data(cds) => cds.submit_compute_units(batch).await,
+        }
+    }
 }
 
 /// Submits `descriptions` in batches, keeping at most `in_flight` units not ended;
 /// returns how many it submitted (or the error that stopped it, with that count).
 async fn submit_all(
-    cus: ComputeUnitService,
+    target: Target,
     descriptions: impl Iterator<Item = pstar::ComputeUnitDescription>,
     in_flight: usize,
 ) -> (usize, Option<pstar::Error>) {
+    let cus = target.units();
     let mut descriptions = descriptions.peekable();
     let mut submitted = 0usize;
     let mut counts = cus.watch_counts();
@@ -183,7 +249,7 @@ async fn submit_all(
         }
         let batch: Vec<_> = descriptions.by_ref().take(SUBMIT_BATCH).collect();
         let n = batch.len();
-        if let Err(e) = cus.submit_batch(batch).await {
+        if let Err(e) = target.submit(batch).await {
             return (submitted, Some(e));
         }
         submitted += n;
@@ -309,6 +375,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         tally,
         resumed: Some((Instant::now(), before)),
         killed: false,
+        exports: None,
     };
     run.drive(ended, None, options).await
 }
@@ -326,6 +393,8 @@ struct Run {
     /// The pilots were killed (a second signal, a lost store): what is left to ask the
     /// store is asked briefly.
     killed: bool,
+    /// A run with Pilot-Data: the output data units to export at its end.
+    exports: Option<Exports>,
 }
 
 /// What ended the wait for the units.
@@ -531,7 +600,11 @@ impl Run {
         let this_run = self
             .resumed
             .map(|(start, before)| (start.elapsed(), self.tally.len().saturating_sub(before)));
-        let summary = self.tally.summary(not_submitted, this_run);
+        let mut summary = self.tally.summary(not_submitted, this_run);
+        if let Some(exports) = &self.exports {
+            let exports = exports.lock().map(|e| e.clone()).unwrap_or_default();
+            summary.data = Some(self.data_summary(exports, store_wait).await);
+        }
         say_part!("{}", self.tally.render(&summary));
         let report_written = self.tally.finish_report(&summary, &self.pcs.pilots());
         if !lost {
@@ -565,6 +638,89 @@ impl Run {
                 report_written,
             },
         })
+    }
+
+    /// Exports what was asked for, then sums up the session's data units and what moved.
+    /// Every call to a store is bounded.
+    async fn data_summary(&self, exports: Vec<(String, PathBuf)>, wait: Duration) -> DataSummary {
+        let mut exported: std::collections::HashMap<String, String> = Default::default();
+        let mut export_bytes = 0;
+        for (name, dir) in exports {
+            let unit = match tokio::time::timeout(wait, pstar::DataUnit::get(&self.session, &name))
+                .await
+            {
+                Ok(Ok(Some(u))) => u,
+                Ok(Ok(None)) => {
+                    say!(
+                        "pstar: data unit {name} was not made: nothing exported to {}",
+                        dir.display()
+                    );
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    say!("pstar: cannot export data unit {name}: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    say!("pstar: cannot export data unit {name}: the store did not answer");
+                    continue;
+                }
+            };
+            match unit.export(&dir).await {
+                Ok(bytes) => {
+                    export_bytes += bytes;
+                    exported.insert(name, dir.display().to_string());
+                }
+                Err(e) => say!("pstar: {e}"),
+            }
+        }
+        let ledger = self.session.data_ledger();
+        let names: Vec<String> = ledger.units.keys().cloned().collect();
+        let records = tokio::time::timeout(wait, self.session.coordination().data_units(&names))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let mut files: std::collections::HashMap<String, Vec<pstar::DataFile>> = records
+            .into_iter()
+            .flatten()
+            .map(|r| (r.name, r.files))
+            .collect();
+        let data_units = ledger
+            .units
+            .iter()
+            .map(|(name, d)| DataUnitReport {
+                name: name.clone(),
+                // Available when the session ends: its life in the session is done.
+                state: match d.state {
+                    Some(pstar::DataUnitState::Running) => "done",
+                    Some(s) => s.as_str(),
+                    None => "new",
+                }
+                .to_owned(),
+                size: d.size,
+                files: files.remove(name).unwrap_or_default(),
+                stores: d.stores.iter().cloned().collect(),
+                pilots: d.pilots.iter().map(|p| p.to_string()).collect(),
+                detail: d.detail.clone(),
+                exported_to: exported.remove(name),
+            })
+            .collect();
+        // The ledger may or may not have seen the exports' own events yet: they are
+        // counted from what the exports said.
+        let mut bytes_to = ledger.moved_to.clone();
+        let seen_exports = bytes_to.remove("export").unwrap_or(0);
+        let mut bytes_from = ledger.moved_from.clone();
+        if export_bytes > 0 {
+            bytes_to.insert("export".into(), export_bytes);
+        }
+        bytes_from.retain(|_, v| *v > 0);
+        DataSummary {
+            bytes_moved: ledger.moved - seen_exports + export_bytes,
+            bytes_from,
+            bytes_to,
+            data_units,
+        }
     }
 
     /// Kills every pilot through its resource (bounded); a further signal ends the process

@@ -665,6 +665,7 @@ impl Sim<'_> {
                     stderr: None,
                     detail: u.detail,
                     history: u.history,
+                    bytes: None,
                 };
                 self.tally.add_at(&ended, self.now);
             }

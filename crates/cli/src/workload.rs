@@ -235,6 +235,17 @@ impl Workload {
     }
 
     /// Every unit, in file order, each made when it is asked for.
+    /// Whether the workload has pilot stores, data units, or units that read or make
+    /// data.
+    pub fn uses_data(&self) -> bool {
+        !self.pilot_data.is_empty()
+            || !self.data_units.is_empty()
+            || self.ensembles.iter().any(|e| {
+                let d = e.unit(0).description;
+                !d.input_data.is_empty() || !d.output_data.is_empty()
+            })
+    }
+
     pub fn units(&self) -> impl Iterator<Item = WorkloadUnit> + '_ {
         self.ensembles
             .iter()

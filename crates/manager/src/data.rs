@@ -561,11 +561,11 @@ impl ComputeDataService {
                     reason: "there is no pilot store to place it in: create one first".into(),
                 })?,
         };
-        let du = store.submit_data_unit(description).await?;
+        // Known even if placing it fails: units that read it then fail naming why.
         if let Ok(mut known) = self.known.lock() {
-            known.insert(du.name().to_owned());
+            known.insert(description.name.clone());
         }
-        Ok(du)
+        store.submit_data_unit(description).await
     }
 
     /// Submits compute units that may read and make data units. Every `input_data` name
