@@ -15,6 +15,8 @@ use serde_json::Value;
 
 #[path = "cli/checks.rs"]
 mod checks;
+#[path = "cli/data.rs"]
+mod data;
 #[path = "cli/redis_intruders.rs"]
 mod redis_intruders;
 #[path = "cli/redis_runs.rs"]
@@ -383,6 +385,15 @@ fn every_example_runs_to_done() {
                 for var in ["ENSEMBLE=demo", "STEP=gather"] {
                     assert!(lines.contains(var), "`wide` does not see {var}:\n{env}");
                 }
+            }
+            Some("pilot-data.toml") => {
+                // The last unit counted the lines of what the three made: exported.
+                let lines = examples_dir().join("data/results/lines.txt");
+                assert_eq!(
+                    std::fs::read_to_string(&lines).expect("the export").trim(),
+                    "12"
+                );
+                assert!(report["summary"]["bytes_moved"].as_u64() > Some(0));
             }
             _ => {}
         }

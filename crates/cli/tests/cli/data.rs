@@ -1,0 +1,141 @@
+//! Pilot-Data through `pstar run`: units read data units from and write them to real
+//! stores: a directory, a path over SFTP (the testbed's sshd) and an S3 bucket (the
+//! testbed's S3 server, s3s-fs), and their outputs are exported when the run ends.
+
+use super::*;
+
+/// A workload: two data units in the store `url`, three units each reading the shared one
+/// and its own, each making an output kept in the store; a last unit reading all three
+/// outputs and exported.
+fn pipeline(url: &str, dir: &Path) -> String {
+    std::fs::create_dir_all(dir.join("in/reads")).expect("input directory");
+    std::fs::write(dir.join("in/ref.fa"), ">chr\nACGT\n").expect("reference");
+    for i in 0..3 {
+        std::fs::write(dir.join(format!("in/reads/{i}.fq")), format!("read {i}\n")).expect("reads");
+    }
+    format!(
+        r#"
+[[pilot_data]]
+name = "archive"
+url = "{url}"
+size = "1MiB"
+
+[[pilot]]
+resource = "local://"
+cores = 2
+walltime = "10m"
+
+[[data_unit]]
+name = "reference"
+files = ["in/ref.fa"]
+
+[[data_unit]]
+name = "reads-{{i}}"
+files = ["in/reads/{{i}}.fq"]
+count = 3
+
+[[unit]]
+name = "join-{{i}}"
+executable = "/bin/sh"
+arguments = ["-c", "cat \"$PSTAR_DATA/reference/ref.fa\" \"$PSTAR_DATA/reads-$1/$1.fq\" > joined.txt", "sh", "{{i}}"]
+count = 3
+input_data = ["reference", "reads-{{i}}"]
+output_data = [{{ name = "joined-{{i}}", files = ["joined.txt"] }}]
+
+[[unit]]
+name = "gather"
+executable = "/bin/sh"
+arguments = ["-c", "cat \"$PSTAR_DATA\"/joined-*/joined.txt > all.txt"]
+input_data = ["joined-0", "joined-1", "joined-2"]
+output_data = [{{ name = "all", files = ["all.txt"], export = "results" }}]
+"#
+    )
+}
+
+/// Runs the pipeline against `url` with `env` and checks what it made and moved.
+fn run_pipeline(url: &str, env: &[(&str, String)]) -> Value {
+    let scratch = Scratch::new();
+    let workload = scratch.write("work.toml", &pipeline(url, scratch.path()));
+    let (sandbox, report) = (scratch.sandbox(), scratch.report());
+    let mut cmd = pstar();
+    cmd.current_dir(scratch.path())
+        .args(["run", s(&workload), "--sandbox", s(&sandbox)])
+        .args(["--report", s(&report), "-q"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    for unit in units(&report) {
+        assert_unit_done(scratch.path(), &scratch.sandbox(), &report, unit);
+    }
+    let expected: String = (0..3).map(|i| format!(">chr\nACGT\nread {i}\n")).collect();
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("results/all.txt")).expect("exported"),
+        expected
+    );
+    let summary = &report["summary"];
+    let data_units = summary["data_units"].as_array().expect("data units listed");
+    assert_eq!(data_units.len(), 1 + 3 + 3 + 1, "{summary}");
+    for d in data_units {
+        assert_eq!(d["state"], "done", "{d}");
+        assert!(!d["files"].as_array().expect("files").is_empty(), "{d}");
+        assert!(
+            d["files"][0]["sha256"]
+                .as_str()
+                .is_some_and(|h| h.len() == 64),
+            "{d}"
+        );
+    }
+    let joined = data_units
+        .iter()
+        .find(|d| d["name"] == "joined-0")
+        .expect("joined-0");
+    assert_eq!(joined["stores"], serde_json::json!(["archive"]), "{joined}");
+    // The reference (10 bytes) reached the one pilot once, whatever number of units read it.
+    let by_name = units_by_name(&report);
+    let staged_ref: u64 = (0..3)
+        .map(|i| {
+            by_name[&format!("join-{i}")]["bytes_in"]
+                .as_u64()
+                .expect("bytes_in")
+                - 7
+        })
+        .sum();
+    assert_eq!(staged_ref, 10, "{report}");
+    assert!(summary["bytes_moved"].as_u64().expect("bytes_moved") > 0);
+    report
+}
+
+#[test]
+fn units_read_and_write_data_units_in_a_directory_store() {
+    let dir = tempfile::tempdir().expect("store directory");
+    let report = run_pipeline(&format!("file://{}/store", s(dir.path())), &[]);
+    assert_eq!(
+        report["summary"]["bytes_from"]["client"],
+        10 + 3 * 7,
+        "{report}"
+    );
+}
+
+#[test]
+fn units_read_and_write_data_units_in_a_store_over_sftp() {
+    let sshd = pstar_testbed::SshServer::start();
+    let remote = tempfile::tempdir().expect("remote directory");
+    let url = format!(
+        "sftp://root@127.0.0.1:{}{}/store",
+        sshd.port(),
+        s(remote.path())
+    );
+    let env = [("PSTAR_SSH_CONFIG", s(&sshd.config_file()).to_owned())];
+    run_pipeline(&url, &env);
+    assert!(
+        remote
+            .path()
+            .join("store")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "the store holds the session's data units"
+    );
+}
