@@ -54,13 +54,19 @@ output_data = [{{ name = "all", files = ["all.txt"], export = "results" }}]
 
 /// Runs the pipeline against `url` with `env` and checks what it made and moved.
 fn run_pipeline(url: &str, env: &[(&str, String)]) -> Value {
+    run_pipeline_with(url, env, &[])
+}
+
+/// [`run_pipeline`] with more arguments to `pstar run`.
+fn run_pipeline_with(url: &str, env: &[(&str, String)], extra: &[&str]) -> Value {
     let scratch = Scratch::new();
     let workload = scratch.write("work.toml", &pipeline(url, scratch.path()));
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
         .args(["run", s(&workload), "--sandbox", s(&sandbox)])
-        .args(["--report", s(&report), "-q"]);
+        .args(["--report", s(&report), "-q"])
+        .args(extra);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -137,5 +143,20 @@ fn units_read_and_write_data_units_in_a_store_over_sftp() {
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some()),
         "the store holds the session's data units"
+    );
+}
+
+#[test]
+fn over_redis_agents_of_their_own_stage_and_store_data_units() {
+    let server = pstar_testbed::RedisServer::start();
+    let dir = tempfile::tempdir().expect("store directory");
+    let env = [
+        ("PSTAR_REDIS_PASSWORD", server.password().to_owned()),
+        ("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar").to_owned()),
+    ];
+    run_pipeline_with(
+        &format!("file://{}/store", s(dir.path())),
+        &env,
+        &["--coordination", &server.url()],
     );
 }
