@@ -67,8 +67,6 @@ pub(crate) struct Stager {
     present: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Cached>, String>>>>>,
     /// Open stores, by URL.
     stores: tokio::sync::Mutex<HashMap<String, Arc<Store>>>,
-    /// Caches of other pilots this agent can read, found once.
-    peers: OnceCell<Vec<(PilotId, PathBuf)>>,
 }
 
 impl Stager {
@@ -84,7 +82,6 @@ impl Stager {
             events,
             present: Mutex::new(HashMap::new()),
             stores: tokio::sync::Mutex::new(HashMap::new()),
-            peers: OnceCell::new(),
         }
     }
 
@@ -231,25 +228,21 @@ impl Stager {
         }));
     }
 
-    /// Caches of other pilots on this machine that this agent can read.
+    /// Caches of other pilots on this machine that this agent can read (asked at each
+    /// miss of this pilot's cache: pilots come and go).
     async fn peers(&self) -> Vec<(PilotId, PathBuf)> {
-        self.peers
-            .get_or_init(|| async {
-                let Ok(all) = self.coordination.all_pilots().await else {
-                    return Vec::new();
-                };
-                let mine = &self.record.description;
-                all.into_iter()
-                    .filter(|p| p.id != self.me())
-                    .filter(|p| {
-                        p.description.resource.host() == mine.resource.host()
-                            && p.description.affinity.machine == mine.affinity.machine
-                    })
-                    .map(|p| (p.id, cache_dir(&p.sandbox)))
-                    .collect()
+        let Ok(all) = self.coordination.all_pilots().await else {
+            return Vec::new();
+        };
+        let mine = &self.record.description;
+        all.into_iter()
+            .filter(|p| p.id != self.me())
+            .filter(|p| {
+                p.description.resource.host() == mine.resource.host()
+                    && p.description.affinity.machine == mine.affinity.machine
             })
-            .await
-            .clone()
+            .map(|p| (p.id, cache_dir(&p.sandbox)))
+            .collect()
     }
 
     /// Stores `desc`'s output data units from `unit`'s sandbox; returns the bytes moved.

@@ -274,3 +274,48 @@ async fn a_data_unit_replicates_to_another_store_and_exports_from_it() {
     unit.export(&out).await.unwrap();
     assert_eq!(std::fs::read(out.join("dir/a.txt")).unwrap(), b"alpha");
 }
+
+#[tokio::test]
+async fn a_pilot_takes_a_data_unit_from_a_peer_s_cache_on_its_machine() {
+    let f = fixture(2, None).await;
+    let pilots = f.pcs.pilots();
+    let reference = f.file("ref.fa", &[7; 50_000]);
+    f.cds
+        .submit_data_unit(du("reference", vec![reference]))
+        .await
+        .unwrap();
+    let reader = |pilot: pstar::PilotId| {
+        let mut d = sh("test -s \"$PSTAR_DATA/reference/ref.fa\"").with_pilot(pilot);
+        d.input_data = vec!["reference".into()];
+        d
+    };
+    let first = f
+        .cds
+        .submit_compute_units(vec![reader(pilots[0].id())])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(within(first.wait()).await, UnitState::Done);
+    // The store goes away: the second pilot can only have it from the first's cache.
+    std::fs::remove_dir_all(f.dir.path().join("store")).unwrap();
+    let second = f
+        .cds
+        .submit_compute_units(vec![reader(pilots[1].id())])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        within(second.wait()).await,
+        UnitState::Done,
+        "{:?}",
+        second.detail()
+    );
+    let ledger = f.session.data_ledger();
+    assert_eq!(
+        ledger.moved_from.get("pilot.0000"),
+        Some(&50_000),
+        "{ledger:?}"
+    );
+    assert_eq!(f.session.data_moved_for(second.id()), (50_000, 0));
+    f.pcs.cancel().await;
+}

@@ -210,6 +210,12 @@ impl Coordination for Embedded {
             .ok_or(CoordinationError::UnknownPilot(id))
     }
 
+    async fn all_pilots(&self) -> Result<Vec<PilotRecord>> {
+        let mut all: Vec<PilotRecord> = self.lock()?.pilots.values().cloned().collect();
+        all.sort_by_key(|p| p.id);
+        Ok(all)
+    }
+
     async fn put_data_units(&self, records: &[DataUnitRecord]) -> Result<()> {
         let mut d = self.lock()?;
         for r in records {
