@@ -67,6 +67,9 @@ pub(crate) struct Stager {
     present: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Cached>, String>>>>>,
     /// Open stores, by URL.
     stores: tokio::sync::Mutex<HashMap<String, Arc<Store>>>,
+    /// What the cache holds, for its limit (`cache_size`): size and last use of each data
+    /// unit in it.
+    held: Mutex<HashMap<String, (u64, std::time::Instant)>>,
 }
 
 impl Stager {
@@ -82,6 +85,7 @@ impl Stager {
             events,
             present: Mutex::new(HashMap::new()),
             stores: tokio::sync::Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
@@ -137,6 +141,7 @@ impl Stager {
             if cached.fetched_for == Some(unit) {
                 moved.bytes += cached.moved;
             }
+            self.used(name, record.size());
             link_into(&cached, &unit_dir.join(name))
                 .map_err(|e| format!("input data unit {name}: {e}"))?;
         }
@@ -157,6 +162,7 @@ impl Stager {
         if dir.join(COMPLETE).exists() {
             return Ok(cached(0));
         }
+        self.make_room(&record.name, record.size())?;
         let _ = std::fs::remove_dir_all(&dir);
         let mut errors = Vec::new();
         // A peer on this machine first.
@@ -213,6 +219,52 @@ impl Stager {
         }
         std::fs::write(dir.join(COMPLETE), b"").map_err(|e| e.to_string())?;
         Ok(bytes)
+    }
+
+    /// Notes that data unit `name` of `size` bytes is in the cache and was used now.
+    fn used(&self, name: &str, size: u64) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(name.to_owned(), (size, std::time::Instant::now()));
+        }
+    }
+
+    /// Makes room in the cache for `size` more bytes (data unit `name`), evicting the data
+    /// units used least recently; units that run with an evicted one keep their links to
+    /// its files. Fails if `size` alone is beyond the cache's limit.
+    fn make_room(&self, name: &str, size: u64) -> Result<(), String> {
+        let Some(limit) = self.record.description.cache_size else {
+            return Ok(());
+        };
+        if size > limit {
+            return Err(format!(
+                "data unit {name} ({size} bytes) is larger than {}'s cache ({limit} bytes, \
+                 its `cache` setting)",
+                self.me()
+            ));
+        }
+        let Ok(mut held) = self.held.lock() else {
+            return Ok(());
+        };
+        let mut total: u64 = held.values().map(|(s, _)| s).sum();
+        while total + size > limit {
+            let Some(oldest) = held
+                .iter()
+                .filter(|(n, _)| n.as_str() != name)
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(n, _)| n.clone())
+            else {
+                break;
+            };
+            if let Some((s, _)) = held.remove(&oldest) {
+                total -= s;
+            }
+            if let Ok(mut present) = self.present.lock() {
+                present.remove(&oldest);
+            }
+            let _ = std::fs::remove_dir_all(self.cache.join(&oldest));
+            tracing::info!(pilot = %self.me(), data_unit = %oldest, "evicted from the cache");
+        }
+        Ok(())
     }
 
     /// A data unit arrived in the cache: the manager hears where it is and what moved.
@@ -322,6 +374,14 @@ impl Stager {
             files.push(f);
         }
         std::fs::write(dir.join(COMPLETE), b"").map_err(|e| e.to_string())?;
+        let size: u64 = files.iter().map(|f| f.size).sum();
+        // An output beyond the cache's limit is kept anyway (it is the only copy until
+        // stored); older data units make room for it.
+        let _ = self.make_room(
+            name,
+            size.min(self.record.description.cache_size.unwrap_or(u64::MAX)),
+        );
+        self.used(name, size);
         let me = self.me().to_string();
         let mut replicas = Vec::new();
         let mut bytes = 0;

@@ -49,6 +49,8 @@
 //!                           # (on a host reached over SSH: as written, relative to the home)
 //! environment = { OMP_NUM_THREADS = "1" }
 //! affinity = { datacenter = "dc1", machine = "node7" }
+//! cache = "50GiB"           # most the pilot's data cache holds (least recently used data
+//!                           # units are evicted); default: no limit
 //!
 //! [[unit]]
 //! name = "hello-{i}"        # optional; reports fall back to the executable's name
@@ -1381,7 +1383,7 @@ impl Takes {
             "files" => {
                 Takes::Words("a list of paths or patterns in quotes such as [\"data/*.fa\"]")
             }
-            "size" => Takes::Words(SIZE_WORDS),
+            "size" | "cache" => Takes::Words(SIZE_WORDS),
             "environment" => {
                 Takes::Words("a table of names and texts such as { OMP_NUM_THREADS = \"4\" }")
             }
@@ -1705,6 +1707,7 @@ struct RawPilot {
     working_directory: Option<Spanned<PathBuf>>,
     environment: Option<Spanned<BTreeMap<String, String>>>,
     affinity: Option<Spanned<Affinity>>,
+    cache: Option<Spanned<toml::Value>>,
     /// Taken out by [`parse`] before the rest is checked.
     count: Option<Spanned<u32>>,
 }
@@ -1732,6 +1735,12 @@ impl RawPilot {
         keys.note("working_directory", &self.working_directory);
         keys.note("environment", &self.environment);
         keys.note("affinity", &self.affinity);
+        keys.note("cache", &self.cache);
+        let cache_size = self
+            .cache
+            .as_ref()
+            .map(|c| size_value(src, c, "cache", "a pilot without a cache limit"))
+            .transpose()?;
 
         let resource: ResourceUrl =
             self.resource
@@ -1827,6 +1836,7 @@ impl RawPilot {
                 .map(|d| if over_ssh { d } else { base.join(d) }),
             environment: value_or_default(self.environment),
             affinity: value_or_default(self.affinity),
+            cache_size,
         };
         Ok((description, keys))
     }
@@ -2338,6 +2348,17 @@ const SIZE_WORDS: &str =
 /// A pilot store's `size`: a whole number of bytes, or a text such as `"100GiB"`; more
 /// than zero.
 fn store_size(src: &Source<'_>, value: &Spanned<toml::Value>) -> Result<u64, WorkloadError> {
+    size_value(src, value, "size", "a store without a quota")
+}
+
+/// A size written at `key`: a whole number of bytes, or a text such as `"100GiB"`; more
+/// than zero (`without` says what leaving the key out gives).
+fn size_value(
+    src: &Source<'_>,
+    value: &Spanned<toml::Value>,
+    key: &str,
+    without: &str,
+) -> Result<u64, WorkloadError> {
     let bytes = match value.get_ref() {
         toml::Value::Integer(n) => u64::try_from(*n).ok(),
         toml::Value::String(t) => Some(parse_size(t).map_err(|e| src.error(value.span(), e))?),
@@ -2346,7 +2367,7 @@ fn store_size(src: &Source<'_>, value: &Spanned<toml::Value>) -> Result<u64, Wor
     match bytes {
         Some(0) => Err(src.error(
             value.span(),
-            "`size` must be more than zero (leave it out for a store without a quota)",
+            format!("`{key}` must be more than zero (leave it out for {without})"),
         )),
         Some(n) => Ok(n),
         None => {
@@ -2358,7 +2379,7 @@ fn store_size(src: &Source<'_>, value: &Spanned<toml::Value>) -> Result<u64, Wor
                 .trim();
             Err(src.error(
                 value.span(),
-                format!("`size` must be {SIZE_WORDS}, not {written}"),
+                format!("`{key}` must be {SIZE_WORDS}, not {written}"),
             ))
         }
     }
@@ -4840,6 +4861,30 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
                 "`url` must be text in quotes, not 7",
             ),
         ]);
+    }
+
+    #[test]
+    fn a_pilot_s_cache_limit_is_a_size() {
+        let unit = "[[unit]]\nexecutable = \"/bin/true\"\n";
+        let w = parse_ok(&format!(
+            "[[pilot]]\nresource = \"local://\"\ncache = \"2GiB\"\n{unit}"
+        ));
+        assert_eq!(w.pilots[0].cache_size, Some(2 << 30));
+        assert_eq!(
+            parse_ok(&format!("[[pilot]]\nresource = \"local://\"\n{unit}")).pilots[0].cache_size,
+            None
+        );
+        let e = parse_err(&format!(
+            "[[pilot]]\nresource = \"local://\"\ncache = 0\n{unit}"
+        ));
+        assert!(
+            e.to_string().starts_with("work.toml:3:9: `cache` must be more than zero (leave it out for a pilot without a cache limit)"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "[[pilot]]\nresource = \"local://\"\ncache = \"lots\"\n{unit}"
+        ));
+        assert!(e.to_string().starts_with("work.toml:3:9: "), "{e}");
     }
 
     #[test]

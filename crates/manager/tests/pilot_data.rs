@@ -319,3 +319,53 @@ async fn a_pilot_takes_a_data_unit_from_a_peer_s_cache_on_its_machine() {
     assert_eq!(f.session.data_moved_for(second.id()), (50_000, 0));
     f.pcs.cancel().await;
 }
+
+#[tokio::test]
+async fn a_pilot_s_cache_keeps_to_its_limit_evicting_what_was_used_least_recently() {
+    let f = fixture(0, None).await;
+    let pilot = f
+        .pcs
+        .create_pilot(PilotComputeDescription {
+            cache_size: Some(150_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        let file = f.file(name, &[1; 100_000]);
+        f.cds.submit_data_unit(du(name, vec![file])).await.unwrap();
+    }
+    let big = f.file("big", &[1; 200_000]);
+    f.cds.submit_data_unit(du("big", vec![big])).await.unwrap();
+    let read = |name: &str| {
+        let mut d = sh("true").with_pilot(pilot.id());
+        d.input_data = vec![name.into()];
+        d
+    };
+    let mut moved = Vec::new();
+    for name in ["a", "a", "b", "a"] {
+        let h = f
+            .cds
+            .submit_compute_units(vec![read(name)])
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+        moved.push(f.session.data_moved_for(h.id()).0);
+    }
+    // a arrives, is found in the cache, is evicted when b arrives, and comes back.
+    assert_eq!(moved, [100_000, 0, 100_000, 100_000]);
+    let h = f
+        .cds
+        .submit_compute_units(vec![read("big")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(within(h.wait()).await, UnitState::Failed);
+    let detail = h.detail().unwrap_or_default();
+    assert!(
+        detail.contains("is larger than pilot.0000's cache (150000 bytes"),
+        "{detail}"
+    );
+    f.pcs.cancel().await;
+}

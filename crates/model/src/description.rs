@@ -206,6 +206,10 @@ pub struct PilotComputeDescription {
     pub environment: BTreeMap<String, String>,
     /// Placement labels.
     pub affinity: Affinity,
+    /// Most bytes the pilot's data cache (its own store, in its sandbox) may hold: the
+    /// data units used least recently are evicted to make room. `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<u64>,
 }
 
 impl Default for PilotComputeDescription {
@@ -225,6 +229,7 @@ impl Default for PilotComputeDescription {
             working_directory: None,
             environment: BTreeMap::new(),
             affinity: Affinity::default(),
+            cache_size: None,
         }
     }
 }
