@@ -216,6 +216,11 @@ fn main() {
     );
     let mbs: Vec<f64> = secs.iter().map(|s| bytes / 1e6 / median(s)).collect();
     println!("  sha256 alone (hash_file): {hash_mbs:.0} MB/s");
+    if std::env::var_os("PSTAR_BENCH_VERBOSE").is_some() {
+        for (name, s) in names.iter().zip(&secs) {
+            println!("  {name:<18} seconds per round: {s:.3?}");
+        }
+    }
     for pair in 0..names.len() / 2 {
         let (a, b) = (2 * pair, 2 * pair + 1);
         println!(
