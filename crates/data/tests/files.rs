@@ -69,7 +69,8 @@ fn files_directories_and_globs_take_their_paths() {
     }
     // Absolute specs are taken as they are.
     let abs = b.join("data/reads/2.fq");
-    let files = expand_files(Path::new("/nonexistent"), &[abs.clone()]).expect("absolute");
+    let files =
+        expand_files(Path::new("/nonexistent"), std::slice::from_ref(&abs)).expect("absolute");
     assert_eq!(files, [(abs, "2.fq".to_owned())]);
 }
 
