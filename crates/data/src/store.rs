@@ -709,3 +709,30 @@ fn http_client(timeout: Duration) -> Result<opendal::HttpTransporter, String> {
         opendal_http_transport_reqwest::ReqwestTransport::new(client),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent shares stores between tasks and spawns transfers.
+    #[test]
+    fn stores_and_transfers_can_cross_tasks() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let store: Option<Store> = None;
+        send_sync(&store);
+        if let Some(s) = &store {
+            let file = DataFile {
+                path: String::new(),
+                size: 0,
+                sha256: String::new(),
+            };
+            send(s.put_file(Path::new("x"), "x"));
+            send(s.get_file("x", Path::new("x"), &file));
+            send(s.copy_to("x", s, "y", &file));
+            send(s.list(""));
+            send(s.delete_prefix(""));
+            send(s.usage(""));
+        }
+    }
+}

@@ -144,6 +144,11 @@ impl S3Server {
         self.dir.path()
     }
 
+    /// The server's process id while it runs (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server at once, as if its host went away.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
