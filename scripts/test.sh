@@ -84,6 +84,25 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # ---------------------------------------------------------------------------------------
+# ensure_s3_server: s3s-fs, the S3-compatible server of the Pilot-Data tests (S3Server),
+# built from crates.io once (~2 to 4 min on 2 cores) and kept in ~/.cargo/bin; skipped
+# when that version is there. (0.14.1: later versions need a newer rustc.)
+# ---------------------------------------------------------------------------------------
+S3S_FS_VERSION=0.14.1
+
+ensure_s3_server() {
+    local bin="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qF "$S3S_FS_VERSION"; then
+        step "s3s-fs $S3S_FS_VERSION: present"
+        return 0
+    fi
+    step "s3s-fs $S3S_FS_VERSION: cargo install s3s-fs --version $S3S_FS_VERSION --features binary --locked"
+    cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked
+}
+
+ensure_s3_server
+
+# ---------------------------------------------------------------------------------------
 # The static pstar: the tests copy it to an SSH host as a pilot's agent.
 # ---------------------------------------------------------------------------------------
 step "static pstar: scripts/build-static.sh"

@@ -50,10 +50,6 @@ impl Hasher {
         self.size += bytes.len() as u64;
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     pub fn finish(self) -> Digest {
         Digest {
             size: self.size,

@@ -80,20 +80,17 @@ impl Store {
                         key: String::new(),
                         reason: format!("cannot create the directory: {e}"),
                     })?;
-                let (Some(root_text), Some(partial_text)) = (root.to_str(), partial.to_str())
-                else {
+                let Some(root_text) = root.to_str() else {
                     return Err(DataError::Url {
                         url: name.clone(),
                         reason: "not a UTF-8 path".into(),
                     });
                 };
-                let builder = opendal::services::Fs::default()
-                    .root(root_text)
-                    .atomic_write_dir(partial_text);
+                // Transfers read and write the files directly; OpenDAL lists and deletes.
+                let builder = opendal::services::Fs::default().root(root_text);
                 Backend::Dal(Operator::new(builder).map_err(dal)?.layer(layer))
             }
             Kind::S3 { bucket, prefix } => {
-                install_tls_provider();
                 let s3 = S3Settings::from_env()?;
                 let mut builder = opendal::services::S3::default()
                     .bucket(bucket)
@@ -109,7 +106,15 @@ impl Store {
                 if let Some(token) = &s3.session_token {
                     builder = builder.session_token(token);
                 }
-                Backend::Dal(Operator::new(builder).map_err(dal)?.layer(layer))
+                let op = Operator::new(builder).map_err(dal)?;
+                let http = http_client(timeout).map_err(|reason| DataError::Store {
+                    store: name.clone(),
+                    op: "open",
+                    key: String::new(),
+                    reason,
+                })?;
+                let context = op.context().with_http_transport(http);
+                Backend::Dal(op.with_context(context).layer(layer))
             }
             Kind::Sftp {
                 user,
@@ -152,37 +157,14 @@ impl Store {
     /// is the key.
     pub async fn put_file(&self, local: &Path, key: &str) -> Result<DataFile> {
         self.check_key(key)?;
-        let file = std::fs::File::open(local).map_err(|e| DataError::local(local, e))?;
-        // A thread reads and hashes; this task sends.
-        let (tx, mut rx) = mpsc::channel::<Bytes>(PIPELINE);
-        let path = local.to_owned();
-        let reader = tokio::task::spawn_blocking(move || read_local(file, &path, tx));
-        let mut sink = self.sink(key).await?;
-        let mut sent = Ok(());
-        while let Some(chunk) = rx.recv().await {
-            if let Err(e) = sink.write(self, chunk).await {
-                sent = Err(e);
-                break;
-            }
-        }
-        drop(rx);
-        let read = reader
-            .await
-            .map_err(|e| DataError::local(local, format!("the reading thread failed: {e}")));
-        match (sent, read) {
-            (Ok(()), Ok(Ok(digest))) => {
-                sink.commit(self).await?;
-                Ok(DataFile {
-                    path: key.to_owned(),
-                    size: digest.size,
-                    sha256: digest.sha256,
-                })
-            }
-            (Err(e), _) | (_, Err(e)) | (_, Ok(Err(e))) => {
-                sink.abort(self).await;
-                Err(e)
-            }
-        }
+        let source = local_source(local)?;
+        let sink = self.sink(key).await?;
+        let digest = pump(source, sink, None).await?;
+        Ok(DataFile {
+            path: key.to_owned(),
+            size: digest.size,
+            sha256: digest.sha256,
+        })
     }
 
     /// Downloads `key` to `local`: streamed to a temporary file beside it, checked against
@@ -198,69 +180,10 @@ impl Store {
         let Some(name) = local.file_name().and_then(|n| n.to_str()) else {
             return Err(DataError::local(local, "names no file"));
         };
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| DataError::local(parent, e))?;
+        let source = self.source(key).await?;
         let tmp = parent.join(format!(".{name}.pstar-part.{}", unique()));
-        let file = std::fs::File::create(&tmp).map_err(|e| DataError::local(&tmp, e))?;
-        let result = self.get_to(key, file, &tmp, expect).await;
-        match result {
-            Ok(size) => match tokio::fs::rename(&tmp, local).await {
-                Ok(()) => Ok(size),
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    Err(DataError::local(local, e))
-                }
-            },
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn get_to(
-        &self,
-        key: &str,
-        file: std::fs::File,
-        tmp: &Path,
-        expect: &DataFile,
-    ) -> Result<u64> {
-        let mut source = self.source(key).await?;
-        // A thread writes and hashes; this task receives.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(PIPELINE);
-        let path = tmp.to_owned();
-        let writer = tokio::task::spawn_blocking(move || write_local(file, &path, rx));
-        let mut received = 0u64;
-        let mut failed = None;
-        while let Some(chunk) = source.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if received > expect.size {
-                        // Do not fetch gigabytes that cannot be right.
-                        break;
-                    }
-                    if tx.send(chunk).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        drop(source);
-        let written = writer
-            .await
-            .map_err(|e| DataError::local(tmp, format!("the writing thread failed: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let digest = written?;
-        self.verify(key, expect, &digest, received)?;
+        let sink = Sink::Local(LocalSink::create(tmp, local.to_owned())?);
+        let digest = pump(source, sink, Some((self, key, expect))).await?;
         Ok(digest.size)
     }
 
@@ -276,36 +199,10 @@ impl Store {
     ) -> Result<u64> {
         self.check_key(key)?;
         dest.check_key(dest_key)?;
-        let mut source = self.source(key).await?;
-        let mut sink = dest.sink(dest_key).await?;
-        let mut hasher = Hasher::default();
-        let mut received = 0u64;
-        let outcome: Result<()> = async {
-            while let Some(chunk) = source.next().await {
-                let chunk = chunk?;
-                received += chunk.len() as u64;
-                if received > expect.size {
-                    break;
-                }
-                hasher.update(&chunk);
-                sink.write(dest, chunk).await?;
-            }
-            Ok(())
-        }
-        .await;
-        drop(source);
-        let digest = hasher.finish();
-        let checked = outcome.and_then(|()| self.verify(key, expect, &digest, received));
-        match checked {
-            Ok(()) => {
-                sink.commit(dest).await?;
-                Ok(digest.size)
-            }
-            Err(e) => {
-                sink.abort(dest).await;
-                Err(e)
-            }
-        }
+        let source = self.source(key).await?;
+        let sink = dest.sink(dest_key).await?;
+        let digest = pump(source, sink, Some((self, key, expect))).await?;
+        Ok(digest.size)
     }
 
     /// Every file under `prefix` (a key's directory, or "" for the whole store),
@@ -372,12 +269,7 @@ impl Store {
                         Err(e) => return Err(self.dal_error("delete", key, e)),
                     }
                 }
-                if let Some(root) = self.url.local_root() {
-                    // Directories left empty go too (the store's own stays).
-                    if !prefix.is_empty() {
-                        remove_empty_dirs(&root.join(prefix));
-                    }
-                } else if !prefix.is_empty() && keys.is_empty() {
+                if !prefix.is_empty() && keys.is_empty() {
                     // A single key named as the prefix.
                     match op.delete(prefix).await {
                         Ok(()) => {}
@@ -385,12 +277,9 @@ impl Store {
                         Err(e) => return Err(self.dal_error("delete", prefix, e)),
                     }
                 }
-                if self.url.local_root().is_some() && !prefix.is_empty() && keys.is_empty() {
-                    match op.delete(prefix).await {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
-                        Err(e) => return Err(self.dal_error("delete", prefix, e)),
-                    }
+                if let (Some(root), false) = (self.url.local_root(), prefix.is_empty()) {
+                    // Directories left empty go too (the store's own stays).
+                    remove_empty_dirs(&root.join(prefix));
                 }
                 Ok(())
             }
@@ -461,6 +350,25 @@ impl Store {
 
     /// The key's content, chunk by chunk.
     async fn source(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        if let Some(root) = self.url.local_root() {
+            // A file store's files are read directly, by a thread of their own.
+            let path = root.join(key);
+            let not_found = || DataError::NotFound {
+                store: self.name.clone(),
+                key: key.to_owned(),
+            };
+            return match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => local_source(&path),
+                Ok(_) => Err(not_found()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+                Err(e) => Err(DataError::Store {
+                    store: self.name.clone(),
+                    op: "read",
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                }),
+            };
+        }
         match &self.backend {
             Backend::Sftp(s) => s.read(key).await,
             Backend::Dal(op) => {
@@ -471,15 +379,10 @@ impl Store {
                     .await
                     .map_err(|e| self.dal_error("read", key, e))?;
                 let size = meta.content_length();
-                let concurrent = if self.url.local_root().is_some() {
-                    1
-                } else {
-                    S3_CONCURRENCY
-                };
                 let reader = op
                     .reader_with(key)
                     .chunk(CHUNK)
-                    .concurrent(concurrent)
+                    .concurrent(S3_CONCURRENCY)
                     .await
                     .map_err(|e| self.dal_error("read", key, e))?;
                 let stream = reader
@@ -497,78 +400,222 @@ impl Store {
     }
 
     /// A writer of the key, which appears only on `commit`.
-    async fn sink(&self, key: &str) -> Result<Sink> {
+    async fn sink(&self, key: &str) -> Result<Sink<'_>> {
+        if let Some(root) = self.url.local_root() {
+            // A file store's files are written directly, by a thread of their own.
+            let tmp =
+                root.join(FS_PARTIAL_DIR)
+                    .join(format!("{}.{}", unique(), key.replace('/', "_")));
+            return Ok(Sink::Local(LocalSink::create(tmp, root.join(key))?));
+        }
         match &self.backend {
-            Backend::Sftp(s) => Ok(Sink::Sftp(s.write(key).await?)),
+            Backend::Sftp(s) => Ok(Sink::Sftp {
+                upload: s.write(key).await?,
+                store: s,
+            }),
             Backend::Dal(op) => {
-                let concurrent = if self.url.local_root().is_some() {
-                    1
-                } else {
-                    S3_CONCURRENCY
-                };
                 let writer = op
                     .writer_with(key)
                     .chunk(CHUNK)
-                    .concurrent(concurrent)
+                    .concurrent(S3_CONCURRENCY)
                     .await
                     .map_err(|e| self.dal_error("write", key, e))?;
                 Ok(Sink::Dal {
                     writer,
                     key: key.to_owned(),
+                    store: self,
                 })
             }
         }
     }
 }
 
-enum Sink {
+/// Moves a stream into a sink, hashing it on the way. With `expect` (the source store and
+/// key, for the message), commits only what matches it, else drops what was written.
+async fn pump(
+    mut source: BoxStream<'static, Result<Bytes>>,
+    mut sink: Sink<'_>,
+    expect: Option<(&Store, &str, &DataFile)>,
+) -> Result<Digest> {
+    let mut hasher = Hasher::default();
+    let limit = expect.map(|(_, _, f)| f.size).unwrap_or(u64::MAX);
+    let mut received = 0u64;
+    let moved: Result<()> = async {
+        while let Some(chunk) = source.next().await {
+            let chunk = chunk?;
+            received += chunk.len() as u64;
+            if received > limit {
+                // Do not fetch gigabytes that cannot be right.
+                break;
+            }
+            hasher.update(&chunk);
+            sink.write(chunk).await?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(source);
+    let digest = hasher.finish();
+    let checked = moved.and_then(|()| match expect {
+        Some((store, key, file)) => store.verify(key, file, &digest, received),
+        None => Ok(()),
+    });
+    match checked {
+        Ok(()) => {
+            sink.commit().await?;
+            Ok(digest)
+        }
+        Err(e) => {
+            sink.abort().await;
+            Err(e)
+        }
+    }
+}
+
+enum Sink<'a> {
     Dal {
         writer: opendal::Writer,
         key: String,
+        store: &'a Store,
     },
-    Sftp(SftpUpload),
+    Sftp {
+        upload: SftpUpload,
+        store: &'a SftpStore,
+    },
+    Local(LocalSink),
 }
 
-impl Sink {
-    async fn write(&mut self, store: &Store, chunk: Bytes) -> Result<()> {
-        match (self, &store.backend) {
-            (Sink::Dal { writer, key }, _) => writer
+impl Sink<'_> {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        match self {
+            Sink::Dal { writer, key, store } => writer
                 .write(chunk)
                 .await
                 .map_err(|e| store.dal_error("write", key, e)),
-            (Sink::Sftp(upload), Backend::Sftp(s)) => upload.write(s, chunk).await,
-            (Sink::Sftp(_), Backend::Dal(_)) => unreachable!("an SFTP upload of an SFTP store"),
+            Sink::Sftp { upload, store } => upload.write(store, chunk).await,
+            Sink::Local(local) => local.write(chunk).await,
         }
     }
 
-    async fn commit(self, store: &Store) -> Result<()> {
-        match (self, &store.backend) {
-            (Sink::Dal { mut writer, key }, _) => writer
+    async fn commit(self) -> Result<()> {
+        match self {
+            Sink::Dal {
+                mut writer,
+                key,
+                store,
+            } => writer
                 .close()
                 .await
                 .map(|_| ())
                 .map_err(|e| store.dal_error("write", &key, e)),
-            (Sink::Sftp(upload), Backend::Sftp(s)) => upload.commit(s).await,
-            (Sink::Sftp(_), Backend::Dal(_)) => unreachable!("an SFTP upload of an SFTP store"),
+            Sink::Sftp { upload, store } => upload.commit(store).await,
+            Sink::Local(local) => local.commit().await,
         }
     }
 
     /// Drops what was written (best effort: the store may be gone).
-    async fn abort(self, store: &Store) {
-        match (self, &store.backend) {
-            (Sink::Dal { mut writer, .. }, _) => {
+    async fn abort(self) {
+        match self {
+            Sink::Dal {
+                mut writer, store, ..
+            } => {
                 let _ = tokio::time::timeout(store.timeout, writer.abort()).await;
             }
-            (Sink::Sftp(upload), Backend::Sftp(s)) => upload.abort(s).await,
-            (Sink::Sftp(_), Backend::Dal(_)) => {}
+            Sink::Sftp { upload, store } => upload.abort(store).await,
+            Sink::Local(local) => local.abort().await,
         }
     }
 }
 
-/// Reads a local file in chunks, hashing each, and hands them on.
-fn read_local(mut file: std::fs::File, path: &Path, tx: mpsc::Sender<Bytes>) -> Result<Digest> {
+/// A local file being written by a thread of its own, under a temporary name until
+/// `commit` renames it (making the final name's directories).
+struct LocalSink {
+    tx: Option<mpsc::Sender<Bytes>>,
+    thread: Option<tokio::task::JoinHandle<Result<()>>>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl LocalSink {
+    fn create(tmp: PathBuf, dest: PathBuf) -> Result<Self> {
+        if let Some(parent) = tmp.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| DataError::local(parent, e))?;
+        }
+        let file = std::fs::File::create(&tmp).map_err(|e| DataError::local(&tmp, e))?;
+        let (tx, rx) = mpsc::channel::<Bytes>(PIPELINE);
+        let path = tmp.clone();
+        let thread = tokio::task::spawn_blocking(move || write_local(file, &path, rx));
+        Ok(LocalSink {
+            tx: Some(tx),
+            thread: Some(thread),
+            tmp,
+            dest,
+        })
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped: it says why.
+        self.finish().await?;
+        Err(DataError::local(&self.tmp, "the writing thread stopped"))
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(thread) => thread.await.map_err(|e| {
+                DataError::local(&self.tmp, format!("the writing thread failed: {e}"))
+            })?,
+            None => Ok(()),
+        }
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        let result = async {
+            self.finish().await?;
+            if let Some(parent) = self.dest.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| DataError::local(parent, e))?;
+            }
+            tokio::fs::rename(&self.tmp, &self.dest)
+                .await
+                .map_err(|e| DataError::local(&self.dest, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+        }
+        result
+    }
+
+    async fn abort(mut self) {
+        let _ = self.finish().await;
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+/// A local file's content, read in chunks by a thread of its own.
+fn local_source(path: &Path) -> Result<BoxStream<'static, Result<Bytes>>> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::local(path, e))?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(PIPELINE);
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || read_local(file, &path, tx));
+    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed())
+}
+
+/// Reads a local file in chunks and hands them on; an error ends the stream.
+fn read_local(mut file: std::fs::File, path: &Path, tx: mpsc::Sender<Result<Bytes>>) {
     use std::io::Read;
-    let mut hasher = Hasher::default();
     loop {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0;
@@ -577,41 +624,31 @@ fn read_local(mut file: std::fs::File, path: &Path, tx: mpsc::Sender<Bytes>) -> 
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(DataError::local(path, e)),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(DataError::local(path, e)));
+                    return;
+                }
             }
         }
         if filled == 0 {
-            break;
+            return;
         }
         buf.truncate(filled);
-        hasher.update(&buf);
-        if tx.blocking_send(Bytes::from(buf)).is_err() {
-            // The sender gave up; it says why.
-            break;
-        }
-        if filled < CHUNK {
-            break;
+        // A closed channel: the receiver gave up, and says why.
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || filled < CHUNK {
+            return;
         }
     }
-    Ok(hasher.finish())
 }
 
-/// Writes chunks to a local file, hashing each.
-fn write_local(
-    mut file: std::fs::File,
-    path: &Path,
-    rx: std::sync::mpsc::Receiver<Bytes>,
-) -> Result<Digest> {
+/// Writes chunks to a local file until the channel closes.
+fn write_local(mut file: std::fs::File, path: &Path, mut rx: mpsc::Receiver<Bytes>) -> Result<()> {
     use std::io::Write;
-    let mut hasher = Hasher::default();
-    while let Ok(chunk) = rx.recv() {
-        hasher.update(&chunk);
+    while let Some(chunk) = rx.blocking_recv() {
         file.write_all(&chunk)
             .map_err(|e| DataError::local(path, e))?;
     }
-    file.flush().map_err(|e| DataError::local(path, e))?;
-    let _ = hasher.size();
-    Ok(hasher.finish())
+    file.flush().map_err(|e| DataError::local(path, e))
 }
 
 fn remove_empty_dirs(dir: &Path) {
@@ -659,8 +696,43 @@ fn dal_reason(e: &opendal::Error) -> String {
     text
 }
 
-/// reqwest's TLS (for https:// endpoints) uses rustls with ring, as the coordination
-/// store's rediss:// does.
-fn install_tls_provider() {
+/// The HTTP client of S3 stores: connections bounded in time; TLS (https:// endpoints)
+/// by rustls with ring, as for the coordination store's rediss://.
+fn http_client(timeout: Duration) -> Result<opendal::HttpTransporter, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(30)))
+        .read_timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    Ok(opendal::HttpTransporter::new(
+        opendal_http_transport_reqwest::ReqwestTransport::new(client),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent shares stores between tasks and spawns transfers.
+    #[test]
+    fn stores_and_transfers_can_cross_tasks() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let store: Option<Store> = None;
+        send_sync(&store);
+        if let Some(s) = &store {
+            let file = DataFile {
+                path: String::new(),
+                size: 0,
+                sha256: String::new(),
+            };
+            send(s.put_file(Path::new("x"), "x"));
+            send(s.get_file("x", Path::new("x"), &file));
+            send(s.copy_to("x", s, "y", &file));
+            send(s.list(""));
+            send(s.delete_prefix(""));
+            send(s.usage(""));
+        }
+    }
 }

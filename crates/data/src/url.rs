@@ -349,7 +349,7 @@ mod tests {
             ("file:///", "root directory"),
             ("sftp:///x", "no host"),
             ("sftp://host", "no directory"),
-            ("sftp://host/a/../b", "'..'"),
+            ("sftp://host/a/~/b", "'~'"),
             ("s3://Bucket_Name/x", "bucket name"),
             ("s3://user@bucket/x", "s3://bucket/prefix"),
             ("/tmp/x", "not a URL"),

@@ -161,7 +161,8 @@ fn round_trip_between_all_three_kinds_of_store() {
             want.sort();
             assert_eq!(listed, want, "list of {}", store.url());
             let total: u64 = files.iter().map(|f| f.size).sum();
-            assert_eq!(store.usage("").await.expect("usage"), total);
+            let usage = store.usage(&format!("unit-{i}")).await.expect("usage");
+            assert_eq!(usage, total);
 
             // Down again, and to every store (this one too).
             for file in &files {
@@ -205,10 +206,10 @@ fn round_trip_between_all_three_kinds_of_store() {
         // Only what was put and copied is there, and deleting a prefix takes all of it.
         for store in &opened {
             let keys = store.list("").await.expect("list all");
-            assert_eq!(keys.len(), 3 * 3 + 3 * 3 * 3, "{}: {keys:?}", store.url());
+            assert_eq!(keys.len(), 3 + 3 * 3, "{}: {keys:?}", store.url());
             store.delete_prefix("copied-from-0").await.expect("delete");
             assert!(store.list("copied-from-0").await.expect("list").is_empty());
-            assert_eq!(store.list("").await.expect("list").len(), 3 + 2 * 3 * 3);
+            assert_eq!(store.list("").await.expect("list").len(), 3 + 2 * 3);
             store.delete_prefix("").await.expect("delete all");
             assert!(store.list("").await.expect("list").is_empty());
             assert_eq!(store.usage("").await.expect("usage"), 0);
@@ -278,6 +279,7 @@ fn a_file_changed_in_the_store_fails_its_checksum_and_leaves_nothing() {
             assert_eq!(expected, &file.sha256);
             assert_ne!(found, &file.sha256);
             let text = err.to_string();
+            eprintln!("changed behind pstar's back: {text}");
             assert!(text.contains(&file.sha256) && text.contains(key), "{text}");
             assert!(
                 local_files(&dir).is_empty(),
@@ -457,6 +459,7 @@ fn an_sftp_store_that_goes_away_mid_upload_ends_in_an_error() {
         .expect("upload task");
     let err = result.expect_err("the store went away");
     let text = err.to_string();
+    eprintln!("sftp store gone: {text}");
     assert!(
         matches!(err, DataError::Store { .. } | DataError::Timeout { .. }),
         "{text}"
@@ -498,7 +501,7 @@ fn an_s3_store_that_goes_away_mid_download_ends_in_an_error_and_leaves_nothing()
     );
     // Frozen: the client's time limit ends the transfer.
     let mut s3 = stores.s3;
-    let pid = s3_pid(&s3);
+    let pid = s3.pid().expect("s3s-fs runs");
     signal(&[pid], "-STOP");
     let (result, store) = runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(120), download).await })
@@ -506,6 +509,7 @@ fn an_s3_store_that_goes_away_mid_download_ends_in_an_error_and_leaves_nothing()
         .expect("download task");
     let err = result.expect_err("the store froze");
     let text = err.to_string();
+    eprintln!("s3 store frozen: {text}");
     assert!(
         matches!(err, DataError::Timeout { .. } | DataError::Store { .. }),
         "{text}"
@@ -531,23 +535,10 @@ fn an_s3_store_that_goes_away_mid_download_ends_in_an_error_and_leaves_nothing()
         })
         .expect("must end, not hang")
         .expect_err("the store is gone");
+    eprintln!("s3 store gone: {err}");
     assert!(matches!(err, DataError::Store { .. }), "{err}");
     assert!(err.to_string().contains(&url.to_string()), "{err}");
     assert!(local_files(&down).is_empty());
-}
-
-fn s3_pid(server: &S3Server) -> u32 {
-    let out = Command::new("ss")
-        .args(["-Hltnp", &format!("sport = :{}", server.port())])
-        .output()
-        .expect("ss");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let pid = text
-        .split("pid=")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|p| p.parse().ok());
-    pid.unwrap_or_else(|| panic!("no s3s-fs listening: {text}"))
 }
 
 #[test]

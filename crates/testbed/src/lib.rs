@@ -11,11 +11,16 @@
 //!   node, all on this host;
 //! - [`SgeCell`]: a Grid Engine 8.1.9 cell with its own sge_qmaster and sge_execd;
 //! - [`SshServer`]: a key-only sshd for `root@127.0.0.1`.
+//!
+//! Storage: [`S3Server`] runs `s3s-fs` (from crates.io; `scripts/test.sh` installs it), an
+//! S3-compatible server keeping objects as plain files, on a free loopback port.
 
+mod s3;
 mod sge;
 mod slurm;
 mod sshd;
 
+pub use s3::{S3S_FS_VERSION, S3Server};
 pub use sge::SgeCell;
 pub use slurm::SlurmCluster;
 pub use sshd::SshServer;
