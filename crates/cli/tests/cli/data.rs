@@ -160,3 +160,16 @@ fn over_redis_agents_of_their_own_stage_and_store_data_units() {
         &["--coordination", &server.url()],
     );
 }
+
+#[test]
+fn units_read_and_write_data_units_in_an_s3_bucket() {
+    let s3 = pstar_testbed::S3Server::start();
+    s3.create_bucket("pstar-test");
+    let url = s3.url("pstar-test", "runs");
+    let env: Vec<(&str, String)> = s3.env();
+    run_pipeline(&url, &env);
+    assert!(
+        s3.data_dir().join("pstar-test/runs").is_dir(),
+        "the bucket holds the session's data units"
+    );
+}
