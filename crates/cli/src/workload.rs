@@ -879,6 +879,8 @@ pub fn load(
             ));
         }
     }
+    // What each store will hold, against its quota, as the run would place it.
+    let mut placed: HashMap<&str, u64> = HashMap::new();
     for (unit, spans) in workload.data_units.iter().zip(&workload.data_files_at) {
         for (file, span) in unit.files.iter().zip(spans) {
             let missing = if is_pattern(file) {
@@ -892,6 +894,42 @@ pub fn load(
                     format!("data unit `{}`: {} {missing}", unit.name, file.display()),
                 ));
             }
+        }
+        // The files as `pstar run` takes them (the same expansion), for the quota.
+        let Some(store) = unit
+            .store
+            .as_deref()
+            .or(workload.pilot_data.first().map(|s| s.name.as_str()))
+        else {
+            continue;
+        };
+        let Some(quota) = workload
+            .pilot_data
+            .iter()
+            .find(|s| s.name == store)
+            .and_then(|s| s.size)
+        else {
+            continue;
+        };
+        let at = spans.first().cloned().unwrap_or(0..0);
+        let files = pstar_data::expand_files(Path::new("."), &unit.files)
+            .map_err(|e| src.error(at.clone(), format!("data unit `{}`: {e}", unit.name)))?;
+        let size: u64 = files
+            .iter()
+            .filter_map(|(f, _)| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let total = placed.entry(store).or_default();
+        *total += size;
+        if *total > quota {
+            return Err(src.error(
+                at,
+                format!(
+                    "data unit `{}`: pilot store `{store}` would hold {} bytes of data units \
+                     by now, more than its size of {quota} bytes",
+                    unit.name, *total
+                ),
+            ));
         }
     }
     Ok(workload)

@@ -261,6 +261,17 @@ fn refused() -> Vec<(&'static str, String, usize, usize, &'static str)> {
             55,
             "no [[pilot_data]] is named `archvie` (pilot stores: `archive`)",
         ),
+        (
+            "data units beyond their store's quota",
+            format!(
+                "[[pilot_data]]\nname = \"archive\"\nurl = \"store\"\nsize = 10\n\n{LOCAL}\
+                 [[data_unit]]\nname = \"all\"\nfiles = [\"*.toml\"]\n\n{BODY}\
+                 input_data = [\"all\"]\n"
+            ),
+            11,
+            10,
+            "data unit `all`: pilot store `archive` would hold",
+        ),
     ]
 }
 
