@@ -86,6 +86,11 @@ enum Command {
         /// [default: 2s, or the workload's [session]].
         #[arg(long, value_name = "TIME", value_parser = pstar_cli::settings::duration_flag("poll_interval"))]
         poll_interval: Option<Duration>,
+        /// How long a unit that reads input data waits for a busy pilot nearer its data
+        /// before its data is moved to a free one; 0s never waits [default: 3s, or the
+        /// workload's [session]].
+        #[arg(long, value_name = "TIME", value_parser = pstar_cli::settings::duration_flag("locality_wait"))]
+        locality_wait: Option<Duration>,
         /// The pstar program agents run: started here for local pilots, copied to remote
         /// hosts for the others; build a static one with scripts/build-static.sh
         /// [default: $PSTAR_AGENT_BIN, else the workload's [session], else this program].
@@ -592,6 +597,7 @@ fn main() -> ExitCode {
             keep,
             agent_start_timeout,
             poll_interval,
+            locality_wait,
             agent_binary,
         } => {
             let workload_path = workload.clone();
@@ -620,6 +626,7 @@ fn main() -> ExitCode {
                 prefetch,
                 agent_start_timeout,
                 poll_interval,
+                locality_wait,
                 agent_binary: agent_binary.clone(),
                 keep,
                 ..SettingsLayer::from(Origin::CommandLine)

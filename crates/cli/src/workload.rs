@@ -14,6 +14,8 @@
 //! black_hole_failures = 5   # quick failures in a row that make a pilot a black hole
 //! agent_start_timeout = "2m"  # a batch pilot's agent must reach the store this soon once its job runs
 //! poll_interval = "2s"      # how often batch pilot jobs' states are asked
+//! locality_wait = "3s"      # how long a unit reading data waits for a busy pilot nearer
+//!                           # its data before moving the data to a free one (0s: never)
 //! agent_binary = "bin/pstar"  # the pstar agents run, copied to remote hosts (relative to
 //!                           # this file's directory); default: the running pstar
 //! prefetch = 4              # pilots' worth of cores of units bound to a pilot beyond its cores
@@ -1401,6 +1403,7 @@ impl Takes {
             "heartbeat_timeout"
             | "agent_start_timeout"
             | "poll_interval"
+            | "locality_wait"
             | "keep"
             | "drain_margin"
             | "unit_time" => Takes::Words("a duration in quotes such as \"30s\""),
@@ -1517,6 +1520,7 @@ struct RawSession {
     prefetch: Option<Spanned<u32>>,
     agent_start_timeout: Option<Spanned<String>>,
     poll_interval: Option<Spanned<String>>,
+    locality_wait: Option<Spanned<String>>,
     agent_binary: Option<Spanned<String>>,
     keep: Option<Spanned<String>>,
     drain_margin: Option<Spanned<String>>,
@@ -1626,6 +1630,7 @@ impl RawSession {
             prefetch: keys.count("prefetch", self.prefetch, 0)?,
             agent_start_timeout: keys.duration("agent_start_timeout", self.agent_start_timeout)?,
             poll_interval: keys.duration("poll_interval", self.poll_interval)?,
+            locality_wait: keys.duration("locality_wait", self.locality_wait)?,
             keep: keys.duration("keep", self.keep)?,
             drain_margin: keys.duration("drain_margin", self.drain_margin)?,
             agent_binary: self.agent_binary.map(|p| base.join(p.into_inner())),

@@ -94,6 +94,7 @@ impl From<&pstar_model::Settings> for UnitPolicy {
             prefetch: settings.prefetch,
             max_attempts: settings.max_attempts,
             black_hole_failures: settings.black_hole_failures,
+            locality_wait: settings.locality_wait,
             ..UnitPolicy::default()
         }
     }

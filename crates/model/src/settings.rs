@@ -83,6 +83,7 @@ impl std::fmt::Display for Origin {
 /// | `heartbeat_timeout` | 100ms | 1day |
 /// | `agent_start_timeout` | 1s | 1day |
 /// | `poll_interval` | 100ms | 10m |
+/// | `locality_wait` | 0s | 1h |
 /// | `keep` | 1s | 1year |
 /// | `claim_wait` | 1ms | 1m |
 /// | `heartbeat_interval` | 10ms | 10m |
@@ -102,6 +103,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
         Duration::from_millis(100),
         Duration::from_secs(600),
     ),
+    ("locality_wait", Duration::ZERO, Duration::from_secs(3600)),
     ("keep", Duration::from_secs(1), YEAR),
     (
         "claim_wait",
@@ -309,6 +311,9 @@ pub struct Settings {
     pub agent_start_timeout: Duration,
     /// How often batch pilot jobs' states are asked from their schedulers (default 2 s).
     pub poll_interval: Duration,
+    /// How long a unit that reads input data may wait for a busy pilot nearer its data
+    /// before it moves the data to a free one (default 3 s; 0: never waits).
+    pub locality_wait: Duration,
     /// The `pstar` program agents run; `None` (default): `$PSTAR_AGENT_BIN`, else this
     /// program, else the `pstar` beside it or on the `PATH`.
     pub agent_binary: Option<PathBuf>,
@@ -332,6 +337,7 @@ impl Default for Settings {
             prefetch: 4,
             agent_start_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_secs(2),
+            locality_wait: Duration::from_secs(3),
             agent_binary: None,
             keep: Duration::from_secs(7 * 24 * 3600),
             agent: AgentSettings::default(),
@@ -352,6 +358,7 @@ pub struct SettingsLayer {
     pub prefetch: Option<u32>,
     pub agent_start_timeout: Option<Duration>,
     pub poll_interval: Option<Duration>,
+    pub locality_wait: Option<Duration>,
     pub agent_binary: Option<PathBuf>,
     pub keep: Option<Duration>,
     pub claim_wait: Option<Duration>,
@@ -395,6 +402,7 @@ impl Settings {
         "prefetch",
         "agent_start_timeout",
         "poll_interval",
+        "locality_wait",
         "agent_binary",
         "keep",
         "claim_wait",
@@ -437,6 +445,7 @@ impl Settings {
             prefetch => self.prefetch, same;
             agent_start_timeout => self.agent_start_timeout, same;
             poll_interval => self.poll_interval, same;
+            locality_wait => self.locality_wait, same;
             agent_binary => self.agent_binary, Some;
             keep => self.keep, same;
             claim_wait => self.agent.claim_wait, same;
@@ -473,6 +482,7 @@ impl Settings {
             ("heartbeat_timeout", self.heartbeat_timeout),
             ("agent_start_timeout", self.agent_start_timeout),
             ("poll_interval", self.poll_interval),
+            ("locality_wait", self.locality_wait),
             ("keep", self.keep),
         ] {
             check_duration(name, value)?;
@@ -600,6 +610,7 @@ mod tests {
             prefetch: Some(9),
             agent_start_timeout: Some(Duration::from_secs(9)),
             poll_interval: Some(Duration::from_secs(9)),
+            locality_wait: Some(Duration::from_secs(9)),
             agent_binary: Some("/p".into()),
             keep: Some(Duration::from_secs(9)),
             claim_wait: Some(Duration::from_secs(9)),

@@ -75,7 +75,7 @@ impl Default for UnitPolicy {
             max_attempts: settings.max_attempts,
             black_hole_failures: settings.black_hole_failures,
             black_hole_window: Duration::from_secs(10),
-            locality_wait: Duration::from_secs(3),
+            locality_wait: settings.locality_wait,
         }
     }
 }
