@@ -452,6 +452,43 @@ impl DataUnit {
         })
     }
 
+    /// Deletes its files from every pilot store that holds it and records that no store
+    /// does any more (copies in pilots' caches go with their pilots). Units that read it
+    /// later can still have it from a pilot's cache on their machine, if one is left.
+    pub async fn delete(&mut self, stores: &PilotDataService) -> Result<()> {
+        let mut errors = Vec::new();
+        let mut kept = Vec::new();
+        for replica in std::mem::take(&mut self.record.replicas) {
+            let Some(store) = stores.get(&replica.store) else {
+                kept.push(replica); // a pilot's cache, or a store this service does not hold
+                continue;
+            };
+            match store.inner.store.delete_prefix(&replica.prefix).await {
+                Ok(()) => {
+                    let size = self.size().min(store.used());
+                    store.inner.used.fetch_sub(size, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    errors.push(format!("{}: {e}", replica.store));
+                    kept.push(replica);
+                }
+            }
+        }
+        self.record.replicas = kept;
+        self.session
+            .coordination()
+            .put_data_units(std::slice::from_ref(&self.record))
+            .await?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::DataUnit {
+                name: self.record.name.clone(),
+                reason: format!("could not be deleted from {}", errors.join("; ")),
+            })
+        }
+    }
+
     /// Copies its files into the local directory `dir` (made if missing), each checked
     /// against its checksum, from the first place that serves them. Returns the bytes moved.
     pub async fn export(&self, dir: &Path) -> Result<u64> {

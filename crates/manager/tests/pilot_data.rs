@@ -273,6 +273,24 @@ async fn a_data_unit_replicates_to_another_store_and_exports_from_it() {
     let out = f.dir.path().join("out");
     unit.export(&out).await.unwrap();
     assert_eq!(std::fs::read(out.join("dir/a.txt")).unwrap(), b"alpha");
+    // Deleted: gone from the mirror, its quota given back, no store listed.
+    unit.delete(&f.pds).await.unwrap();
+    assert!(unit.replicas().is_empty());
+    assert_eq!(other.used(), 0);
+    let mirrored = f
+        .dir
+        .path()
+        .join("mirror")
+        .join(f.session.id())
+        .join("set/dir/a.txt");
+    assert!(!mirrored.exists());
+    let stored = f
+        .cds
+        .data_unit("set")
+        .await
+        .unwrap()
+        .expect("still recorded");
+    assert!(stored.replicas().is_empty());
 }
 
 #[tokio::test]
