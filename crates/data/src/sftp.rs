@@ -333,6 +333,31 @@ impl SftpStore {
     /// Removes every file under `prefix`, and the directories left empty.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let sftp = self.sftp("delete", prefix).await?;
+        if !prefix.is_empty() {
+            let path = self.path(prefix);
+            let meta = self
+                .bounded("delete", prefix, async {
+                    sftp.fs().symlink_metadata(&path).await
+                })
+                .await;
+            match meta {
+                Err(DataError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(meta) if !meta.file_type().is_some_and(|t| t.is_dir()) => {
+                    // A single key.
+                    return match self
+                        .bounded("delete", prefix, async {
+                            sftp.fs().remove_file(&path).await
+                        })
+                        .await
+                    {
+                        Ok(()) | Err(DataError::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                }
+                Ok(_) => {}
+            }
+        }
         // Whole directories, deepest first, after their files.
         let mut dirs = vec![prefix.to_owned()];
         let mut todo = vec![prefix.to_owned()];
@@ -348,19 +373,6 @@ impl SftpStore {
             let entries = match entries {
                 Ok(entries) => entries,
                 Err(DataError::NotFound { .. }) => continue,
-                Err(DataError::Store { .. }) if dir == prefix => {
-                    // Not a directory: a single file.
-                    let file = self.path(prefix);
-                    return match self
-                        .bounded("delete", prefix, async {
-                            sftp.fs().remove_file(&file).await
-                        })
-                        .await
-                    {
-                        Ok(()) | Err(DataError::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                }
                 Err(e) => return Err(e),
             };
             for entry in entries {

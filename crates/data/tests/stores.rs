@@ -207,9 +207,20 @@ fn round_trip_between_all_three_kinds_of_store() {
         for store in &opened {
             let keys = store.list("").await.expect("list all");
             assert_eq!(keys.len(), 3 + 3 * 3, "{}: {keys:?}", store.url());
+            // A prefix that is a key deletes that key.
+            store
+                .delete_prefix("copied-from-1/unit-1/dir/small.txt")
+                .await
+                .expect("delete a key");
+            assert_eq!(
+                store.list("copied-from-1").await.expect("list").len(),
+                2,
+                "{}",
+                store.url()
+            );
             store.delete_prefix("copied-from-0").await.expect("delete");
             assert!(store.list("copied-from-0").await.expect("list").is_empty());
-            assert_eq!(store.list("").await.expect("list").len(), 3 + 2 * 3);
+            assert_eq!(store.list("").await.expect("list").len(), 3 + 2 * 3 - 1);
             store.delete_prefix("").await.expect("delete all");
             assert!(store.list("").await.expect("list").is_empty());
             assert_eq!(store.usage("").await.expect("usage"), 0);
