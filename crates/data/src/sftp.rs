@@ -184,6 +184,28 @@ impl SftpStore {
         }
     }
 
+    /// Connects, makes the store's directory if missing and checks it is one.
+    pub async fn check(&self) -> Result<()> {
+        let sftp = self.sftp("check", "").await?;
+        if !self.root.is_empty() {
+            self.mkdir_all(&sftp, &self.root, "").await?;
+        }
+        let path = self.path("");
+        let meta = self
+            .bounded("check", "", async { sftp.fs().metadata(&path).await })
+            .await?;
+        if meta.file_type().is_some_and(|t| t.is_dir()) {
+            Ok(())
+        } else {
+            Err(DataError::Store {
+                store: self.store.clone(),
+                op: "check",
+                key: String::new(),
+                reason: format!("{path} is not a directory"),
+            })
+        }
+    }
+
     /// The file's content as a stream of chunks, read with several requests in flight.
     pub async fn read(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
         let sftp = self.sftp("read", key).await?;

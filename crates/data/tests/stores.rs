@@ -608,6 +608,10 @@ fn s3_credentials_come_only_from_a_private_file_or_the_environment() {
         let err = store.list("").await.expect_err("wrong keys");
         assert!(matches!(err, DataError::Store { .. }), "{err}");
         assert!(!err.to_string().contains("wrong"), "{err}");
+        assert!(
+            err.to_string().contains("check the S3 credentials"),
+            "{err}"
+        );
     });
 }
 
@@ -635,4 +639,42 @@ fn urls_with_credentials_are_refused_without_showing_them() {
     let err = run(Store::open(&url)).expect_err("an endpoint with credentials");
     assert!(matches!(err, DataError::Credentials(_)), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn check_tells_whether_a_store_is_there() {
+    let stores = Stores::start();
+    let port_nobody_listens_on = pstar_testbed::free_port();
+    run(async {
+        // There (the directories are made).
+        for url in stores.urls() {
+            let store = Store::open(&url).await.expect("open");
+            store.check().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert!(stores.sftp_root().is_dir());
+        // Not there: each says so, naming the store.
+        let missing: Vec<StoreUrl> = [
+            format!("sftp://root@127.0.0.1:{port_nobody_listens_on}/tmp/x"),
+            stores.s3.url("no-such-bucket", "p"),
+        ]
+        .iter()
+        .map(|u| u.parse().expect("url"))
+        .collect();
+        for url in &missing {
+            let store = Store::open_with_timeout(url, Duration::from_secs(10))
+                .await
+                .expect("open");
+            let err = store.check().await.expect_err("not there");
+            eprintln!("not there: {err}");
+            assert!(matches!(err, DataError::Store { .. }), "{err}");
+            assert!(err.to_string().contains(&url.to_string()), "{err}");
+        }
+        // A file store whose directory cannot be made is refused at open.
+        let url: StoreUrl = "file:///proc/pstar-store".parse().expect("url");
+        let err = Store::open(&url).await.expect_err("no such directory");
+        assert!(
+            err.to_string().contains("file:///proc/pstar-store"),
+            "{err}"
+        );
+    });
 }
