@@ -723,9 +723,7 @@ fn dal_reason(e: &opendal::Error) -> String {
     {
         let hint = match code {
             "NoSuchBucket" => " (no such bucket)",
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
-                " (check the S3 credentials)"
-            }
+            _ if full.contains("status: 403") => " (check the S3 credentials)",
             _ => "",
         };
         return format!("the S3 server answers {code}{hint}");
