@@ -272,6 +272,7 @@ impl SftpStore {
             path,
             key: key.to_owned(),
             sftp,
+            done: false,
         })
     }
 
@@ -490,6 +491,8 @@ pub(crate) struct SftpUpload {
     path: String,
     key: String,
     sftp: Arc<Sftp>,
+    /// Renamed into place, or removed: nothing for `drop` to clean.
+    done: bool,
 }
 
 impl SftpUpload {
@@ -507,13 +510,18 @@ impl SftpUpload {
     pub async fn commit(mut self, store: &SftpStore) -> Result<()> {
         if let Some(mut file) = self.file.take() {
             let key = self.key.clone();
-            store
+            let flushed = store
                 .bounded("write", &key, async {
                     file.flush().await.map_err(SftpError::from)?;
                     file.shutdown().await.map_err(SftpError::from)?;
                     Ok(())
                 })
-                .await?;
+                .await;
+            if let Err(e) = flushed {
+                drop(file);
+                self.abort(store).await;
+                return Err(e);
+            }
             // Dropping it closes the handle (the server handles requests in order).
             drop(file);
         }
@@ -539,6 +547,7 @@ impl SftpUpload {
                 return Err(e);
             }
         }
+        self.done = true;
         Ok(())
     }
 
@@ -546,6 +555,24 @@ impl SftpUpload {
     pub async fn abort(mut self, store: &SftpStore) {
         drop(self.file.take());
         let _ = tokio::time::timeout(store.timeout, self.sftp.fs().remove_file(&self.tmp)).await;
+        self.done = true;
+    }
+}
+
+impl Drop for SftpUpload {
+    /// An upload dropped half-way (its transfer cancelled) removes its temporary file in
+    /// the background.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        drop(self.file.take());
+        let (sftp, tmp) = (self.sftp.clone(), std::mem::take(&mut self.tmp));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(CONNECT_TIMEOUT, sftp.fs().remove_file(&tmp)).await;
+            });
+        }
     }
 }
 

@@ -563,6 +563,8 @@ struct LocalSink {
     thread: Option<tokio::task::JoinHandle<Result<()>>>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// Renamed into place, or removed: nothing for `drop` to clean.
+    done: bool,
 }
 
 impl LocalSink {
@@ -579,6 +581,7 @@ impl LocalSink {
             thread: Some(thread),
             tmp,
             dest,
+            done: false,
         })
     }
 
@@ -621,12 +624,24 @@ impl LocalSink {
         if result.is_err() {
             let _ = tokio::fs::remove_file(&self.tmp).await;
         }
+        self.done = true;
         result
     }
 
     async fn abort(mut self) {
         let _ = self.finish().await;
         let _ = tokio::fs::remove_file(&self.tmp).await;
+        self.done = true;
+    }
+}
+
+impl Drop for LocalSink {
+    /// A transfer dropped half-way (cancelled) leaves no temporary file behind.
+    fn drop(&mut self) {
+        if !self.done {
+            self.tx = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

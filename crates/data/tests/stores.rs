@@ -678,3 +678,74 @@ fn check_tells_whether_a_store_is_there() {
         );
     });
 }
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cancelled_transfer_leaves_nothing_behind() {
+    let stores = Stores::start();
+    let src = stores.scratch.path().join("big.bin");
+    make_file(&src, 200 * 1024 * 1024, 8);
+    let urls = stores.urls();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (url, root) in [
+        (&urls[0], stores.file_root()),
+        (&urls[1], stores.sftp_root()),
+    ] {
+        let store = std::sync::Arc::new(runtime.block_on(Store::open(url)).expect("open"));
+        runtime.block_on(store.check()).expect("check");
+        let (s, path) = (store.clone(), src.clone());
+        let upload = runtime.spawn(async move { s.put_file(&path, "unit/big.bin").await });
+        // Its temporary file is there from the start.
+        wait_for("upload started", Duration::from_secs(60), || {
+            !all_files(&root).is_empty() || upload.is_finished()
+        });
+        assert!(
+            !upload.is_finished(),
+            "{url}: the upload ended before it was cancelled"
+        );
+        upload.abort();
+        wait_for("nothing left in the store", Duration::from_secs(30), || {
+            all_files(&root).is_empty()
+        });
+        assert!(runtime.block_on(store.list("")).expect("list").is_empty());
+
+        // The same for a download.
+        let file = runtime
+            .block_on(store.put_file(&src, "unit/big.bin"))
+            .expect("put");
+        let down = stores.scratch.path().join("down");
+        let (s, local) = (store.clone(), down.join("big.bin"));
+        let download =
+            runtime.spawn(async move { s.get_file("unit/big.bin", &local, &file).await });
+        wait_for("download started", Duration::from_secs(60), || {
+            !all_files(&down).is_empty() || download.is_finished()
+        });
+        assert!(
+            !download.is_finished(),
+            "{url}: the download ended before it was cancelled"
+        );
+        download.abort();
+        wait_for("nothing left locally", Duration::from_secs(30), || {
+            all_files(&down).is_empty()
+        });
+        runtime
+            .block_on(store.delete_prefix(""))
+            .expect("delete all");
+    }
+}
