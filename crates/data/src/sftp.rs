@@ -253,27 +253,31 @@ impl SftpStore {
             Some(dir) => format!("{dir}/{PART_PREFIX}{}.{name}", unique()),
             None => format!("{PART_PREFIX}{}.{name}", unique()),
         };
+        // Made first, so that a transfer cancelled while the file is being opened still
+        // removes it (requests reach the server in order).
+        let mut upload = SftpUpload {
+            file: None,
+            tmp,
+            path,
+            key: key.to_owned(),
+            sftp: sftp.clone(),
+            done: false,
+        };
         let file = self
             .bounded("write", key, async {
                 sftp.options()
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(&tmp)
+                    .open(&upload.tmp)
                     .await
             })
             .await?;
-        Ok(SftpUpload {
-            file: Some(Box::pin(TokioCompatFile::with_capacity(
-                file,
-                NonZeroUsize::new(256 * 1024).unwrap_or(NonZeroUsize::MIN),
-            ))),
-            tmp,
-            path,
-            key: key.to_owned(),
-            sftp,
-            done: false,
-        })
+        upload.file = Some(Box::pin(TokioCompatFile::with_capacity(
+            file,
+            NonZeroUsize::new(256 * 1024).unwrap_or(NonZeroUsize::MIN),
+        )));
+        Ok(upload)
     }
 
     async fn mkdir_all(&self, sftp: &Sftp, dir: &str, key: &str) -> Result<()> {

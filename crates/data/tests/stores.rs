@@ -720,9 +720,11 @@ fn a_cancelled_transfer_leaves_nothing_behind() {
             "{url}: the upload ended before it was cancelled"
         );
         upload.abort();
-        wait_for("nothing left in the store", Duration::from_secs(30), || {
-            all_files(&root).is_empty()
-        });
+        wait_for(
+            &format!("nothing left in {url}"),
+            Duration::from_secs(30),
+            || all_files(&root).is_empty(),
+        );
         assert!(runtime.block_on(store.list("")).expect("list").is_empty());
 
         // The same for a download.
@@ -741,9 +743,11 @@ fn a_cancelled_transfer_leaves_nothing_behind() {
             "{url}: the download ended before it was cancelled"
         );
         download.abort();
-        wait_for("nothing left locally", Duration::from_secs(30), || {
-            all_files(&down).is_empty()
-        });
+        wait_for(
+            &format!("nothing left from {url}"),
+            Duration::from_secs(30),
+            || all_files(&down).is_empty(),
+        );
         runtime
             .block_on(store.delete_prefix(""))
             .expect("delete all");
