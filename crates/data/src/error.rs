@@ -38,7 +38,7 @@ pub enum DataError {
 
     /// The store failed or went away (connection refused or closed, permission denied,
     /// server error).
-    #[error("{store}: cannot {op} `{key}`: {reason}")]
+    #[error("{store}: cannot {op}{}: {reason}", quoted(.key))]
     Store {
         store: String,
         op: &'static str,
@@ -47,7 +47,11 @@ pub enum DataError {
     },
 
     /// The store did not answer in time.
-    #[error("{store}: no answer to {op} `{key}` within {}s (is the store still there?)", .after.as_secs())]
+    #[error(
+        "{store}: no answer to {op}{} within {}s (is the store still there?)",
+        quoted(.key),
+        .after.as_secs()
+    )]
     Timeout {
         store: String,
         op: &'static str,
@@ -70,6 +74,15 @@ pub enum DataError {
     /// with the same path in the data unit, a link to something other than a file.
     #[error("{0}")]
     Files(String),
+}
+
+/// ` `key`` for a key, nothing for the store as a whole.
+fn quoted(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" `{key}`")
+    }
 }
 
 impl DataError {

@@ -8,8 +8,10 @@
 //! way: [`Store::put_file`] says what it stored as a [`DataFile`](pstar_model::DataFile),
 //! and [`Store::get_file`] and [`Store::copy_to`] check what arrives against one
 //! ([`DataError::Checksum`] if a file changed in the store behind pstar's back). A file
-//! appears whole in its destination or not at all. Every step is bounded in time
-//! ([`DEFAULT_TIMEOUT`]): a store that goes away ends a transfer with an error naming it.
+//! appears whole in its destination or not at all, also when a transfer is cancelled
+//! (its future dropped). Every step is bounded in time ([`DEFAULT_TIMEOUT`]): a store that
+//! goes away ends a transfer with an error naming it. [`Store::check`] tells whether a
+//! store is there and usable before anything is placed in it.
 //!
 //! [`expand_files`] turns a data unit's file specs (files, directories, globs) into the
 //! local files and their paths in the data unit; [`hash_file`] checksums a local file.
@@ -50,6 +52,7 @@
 //! # std::fs::write(&input, "@r1\nACGT\n+\n!!!!\n").unwrap();
 //! let url: StoreUrl = format!("file://{}/store", dir.path().display()).parse()?;
 //! let store = Store::open(&url).await?;
+//! store.check().await?;
 //! let file = store.put_file(&input, "reads-1/reads.fq").await?;
 //! assert_eq!(file.size, 16);
 //! assert_eq!(store.list("reads-1").await?, [("reads-1/reads.fq".to_string(), 16)]);

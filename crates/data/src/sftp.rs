@@ -184,6 +184,28 @@ impl SftpStore {
         }
     }
 
+    /// Connects, makes the store's directory if missing and checks it is one.
+    pub async fn check(&self) -> Result<()> {
+        let sftp = self.sftp("check", "").await?;
+        if !self.root.is_empty() {
+            self.mkdir_all(&sftp, &self.root, "").await?;
+        }
+        let path = self.path("");
+        let meta = self
+            .bounded("check", "", async { sftp.fs().metadata(&path).await })
+            .await?;
+        if meta.file_type().is_some_and(|t| t.is_dir()) {
+            Ok(())
+        } else {
+            Err(DataError::Store {
+                store: self.store.clone(),
+                op: "check",
+                key: String::new(),
+                reason: format!("{path} is not a directory"),
+            })
+        }
+    }
+
     /// The file's content as a stream of chunks, read with several requests in flight.
     pub async fn read(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
         let sftp = self.sftp("read", key).await?;
@@ -231,26 +253,31 @@ impl SftpStore {
             Some(dir) => format!("{dir}/{PART_PREFIX}{}.{name}", unique()),
             None => format!("{PART_PREFIX}{}.{name}", unique()),
         };
+        // Made first, so that a transfer cancelled while the file is being opened still
+        // removes it (requests reach the server in order).
+        let mut upload = SftpUpload {
+            file: None,
+            tmp,
+            path,
+            key: key.to_owned(),
+            sftp: sftp.clone(),
+            done: false,
+        };
         let file = self
             .bounded("write", key, async {
                 sftp.options()
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(&tmp)
+                    .open(&upload.tmp)
                     .await
             })
             .await?;
-        Ok(SftpUpload {
-            file: Some(Box::pin(TokioCompatFile::with_capacity(
-                file,
-                NonZeroUsize::new(256 * 1024).unwrap_or(NonZeroUsize::MIN),
-            ))),
-            tmp,
-            path,
-            key: key.to_owned(),
-            sftp,
-        })
+        upload.file = Some(Box::pin(TokioCompatFile::with_capacity(
+            file,
+            NonZeroUsize::new(256 * 1024).unwrap_or(NonZeroUsize::MIN),
+        )));
+        Ok(upload)
     }
 
     async fn mkdir_all(&self, sftp: &Sftp, dir: &str, key: &str) -> Result<()> {
@@ -333,6 +360,31 @@ impl SftpStore {
     /// Removes every file under `prefix`, and the directories left empty.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let sftp = self.sftp("delete", prefix).await?;
+        if !prefix.is_empty() {
+            let path = self.path(prefix);
+            let meta = self
+                .bounded("delete", prefix, async {
+                    sftp.fs().symlink_metadata(&path).await
+                })
+                .await;
+            match meta {
+                Err(DataError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(meta) if !meta.file_type().is_some_and(|t| t.is_dir()) => {
+                    // A single key.
+                    return match self
+                        .bounded("delete", prefix, async {
+                            sftp.fs().remove_file(&path).await
+                        })
+                        .await
+                    {
+                        Ok(()) | Err(DataError::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                }
+                Ok(_) => {}
+            }
+        }
         // Whole directories, deepest first, after their files.
         let mut dirs = vec![prefix.to_owned()];
         let mut todo = vec![prefix.to_owned()];
@@ -348,19 +400,6 @@ impl SftpStore {
             let entries = match entries {
                 Ok(entries) => entries,
                 Err(DataError::NotFound { .. }) => continue,
-                Err(DataError::Store { .. }) if dir == prefix => {
-                    // Not a directory: a single file.
-                    let file = self.path(prefix);
-                    return match self
-                        .bounded("delete", prefix, async {
-                            sftp.fs().remove_file(&file).await
-                        })
-                        .await
-                    {
-                        Ok(()) | Err(DataError::NotFound { .. }) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                }
                 Err(e) => return Err(e),
             };
             for entry in entries {
@@ -456,6 +495,8 @@ pub(crate) struct SftpUpload {
     path: String,
     key: String,
     sftp: Arc<Sftp>,
+    /// Renamed into place, or removed: nothing for `drop` to clean.
+    done: bool,
 }
 
 impl SftpUpload {
@@ -473,13 +514,18 @@ impl SftpUpload {
     pub async fn commit(mut self, store: &SftpStore) -> Result<()> {
         if let Some(mut file) = self.file.take() {
             let key = self.key.clone();
-            store
+            let flushed = store
                 .bounded("write", &key, async {
                     file.flush().await.map_err(SftpError::from)?;
                     file.shutdown().await.map_err(SftpError::from)?;
                     Ok(())
                 })
-                .await?;
+                .await;
+            if let Err(e) = flushed {
+                drop(file);
+                self.abort(store).await;
+                return Err(e);
+            }
             // Dropping it closes the handle (the server handles requests in order).
             drop(file);
         }
@@ -505,6 +551,7 @@ impl SftpUpload {
                 return Err(e);
             }
         }
+        self.done = true;
         Ok(())
     }
 
@@ -512,6 +559,24 @@ impl SftpUpload {
     pub async fn abort(mut self, store: &SftpStore) {
         drop(self.file.take());
         let _ = tokio::time::timeout(store.timeout, self.sftp.fs().remove_file(&self.tmp)).await;
+        self.done = true;
+    }
+}
+
+impl Drop for SftpUpload {
+    /// An upload dropped half-way (its transfer cancelled) removes its temporary file in
+    /// the background.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        drop(self.file.take());
+        let (sftp, tmp) = (self.sftp.clone(), std::mem::take(&mut self.tmp));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(CONNECT_TIMEOUT, sftp.fs().remove_file(&tmp)).await;
+            });
+        }
     }
 }
 

@@ -138,6 +138,35 @@ impl Store {
         })
     }
 
+    /// Checks that the store is there and usable now: the directory exists (made if
+    /// missing, for file and SFTP stores), the SFTP host lets us in, the S3 bucket exists
+    /// and the credentials are accepted. Within the store's time limit.
+    pub async fn check(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sftp(s) => s.check().await,
+            Backend::Dal(op) => {
+                let listed = async {
+                    let mut lister = op.lister_with("").limit(1).await?;
+                    lister.try_next().await.map(|_| ())
+                }
+                .await;
+                match listed {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => Err(DataError::Store {
+                        store: self.name.clone(),
+                        op: "check",
+                        key: String::new(),
+                        reason: match self.url.local_root() {
+                            Some(_) => "the directory is gone".to_owned(),
+                            None => "no such bucket".to_owned(),
+                        },
+                    }),
+                    Err(e) => Err(self.dal_error("check", "", e)),
+                }
+            }
+        }
+    }
+
     /// The store's URL.
     pub fn url(&self) -> &StoreUrl {
         &self.url
@@ -534,6 +563,8 @@ struct LocalSink {
     thread: Option<tokio::task::JoinHandle<Result<()>>>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// Renamed into place, or removed: nothing for `drop` to clean.
+    done: bool,
 }
 
 impl LocalSink {
@@ -550,6 +581,7 @@ impl LocalSink {
             thread: Some(thread),
             tmp,
             dest,
+            done: false,
         })
     }
 
@@ -592,12 +624,24 @@ impl LocalSink {
         if result.is_err() {
             let _ = tokio::fs::remove_file(&self.tmp).await;
         }
+        self.done = true;
         result
     }
 
     async fn abort(mut self) {
         let _ = self.finish().await;
         let _ = tokio::fs::remove_file(&self.tmp).await;
+        self.done = true;
+    }
+}
+
+impl Drop for LocalSink {
+    /// A transfer dropped half-way (cancelled) leaves no temporary file behind.
+    fn drop(&mut self) {
+        if !self.done {
+            self.tx = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -681,19 +725,34 @@ fn io_error(store: &str, key: &str, timeout: Duration, e: std::io::Error) -> Dat
     }
 }
 
-/// OpenDAL's message with its sources (the connection error is in a source).
+/// The telling part of an OpenDAL error: an S3 server's error code, else the innermost
+/// cause (a refused connection, say), else OpenDAL's own message.
 fn dal_reason(e: &opendal::Error) -> String {
     use std::error::Error;
-    let mut text = e.to_string();
+    let full = format!("{e}");
+    if let Some(code) = full
+        .split_once("code: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(code, _)| code)
+        .filter(|code| !code.is_empty())
+    {
+        let hint = match code {
+            "NoSuchBucket" => " (no such bucket)",
+            _ if full.contains("status: 403") => " (check the S3 credentials)",
+            _ => "",
+        };
+        return format!("the S3 server answers {code}{hint}");
+    }
+    let mut innermost = None;
     let mut source = e.source();
     while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text = format!("{text}: {s_text}");
-        }
+        innermost = Some(s.to_string());
         source = s.source();
     }
-    text
+    match innermost {
+        Some(cause) => format!("{}: {cause}", e.message()),
+        None => e.message().to_owned(),
+    }
 }
 
 /// The HTTP client of S3 stores: connections bounded in time; TLS (https:// endpoints)

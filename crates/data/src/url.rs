@@ -35,8 +35,11 @@ pub struct StoreUrl {
 /// The kinds of store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreKind {
+    /// `file:///path`
     File,
+    /// `sftp://[user@]host[:port]/path`
     Sftp,
+    /// `s3://bucket/prefix`
     S3,
 }
 

@@ -207,9 +207,20 @@ fn round_trip_between_all_three_kinds_of_store() {
         for store in &opened {
             let keys = store.list("").await.expect("list all");
             assert_eq!(keys.len(), 3 + 3 * 3, "{}: {keys:?}", store.url());
+            // A prefix that is a key deletes that key.
+            store
+                .delete_prefix("copied-from-1/unit-1/dir/small.txt")
+                .await
+                .expect("delete a key");
+            assert_eq!(
+                store.list("copied-from-1").await.expect("list").len(),
+                2,
+                "{}",
+                store.url()
+            );
             store.delete_prefix("copied-from-0").await.expect("delete");
             assert!(store.list("copied-from-0").await.expect("list").is_empty());
-            assert_eq!(store.list("").await.expect("list").len(), 3 + 2 * 3);
+            assert_eq!(store.list("").await.expect("list").len(), 3 + 2 * 3 - 1);
             store.delete_prefix("").await.expect("delete all");
             assert!(store.list("").await.expect("list").is_empty());
             assert_eq!(store.usage("").await.expect("usage"), 0);
@@ -597,6 +608,10 @@ fn s3_credentials_come_only_from_a_private_file_or_the_environment() {
         let err = store.list("").await.expect_err("wrong keys");
         assert!(matches!(err, DataError::Store { .. }), "{err}");
         assert!(!err.to_string().contains("wrong"), "{err}");
+        assert!(
+            err.to_string().contains("check the S3 credentials"),
+            "{err}"
+        );
     });
 }
 
@@ -624,4 +639,117 @@ fn urls_with_credentials_are_refused_without_showing_them() {
     let err = run(Store::open(&url)).expect_err("an endpoint with credentials");
     assert!(matches!(err, DataError::Credentials(_)), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn check_tells_whether_a_store_is_there() {
+    let stores = Stores::start();
+    let port_nobody_listens_on = pstar_testbed::free_port();
+    run(async {
+        // There (the directories are made).
+        for url in stores.urls() {
+            let store = Store::open(&url).await.expect("open");
+            store.check().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert!(stores.sftp_root().is_dir());
+        // Not there: each says so, naming the store.
+        let missing: Vec<StoreUrl> = [
+            format!("sftp://root@127.0.0.1:{port_nobody_listens_on}/tmp/x"),
+            stores.s3.url("no-such-bucket", "p"),
+        ]
+        .iter()
+        .map(|u| u.parse().expect("url"))
+        .collect();
+        for url in &missing {
+            let store = Store::open_with_timeout(url, Duration::from_secs(10))
+                .await
+                .expect("open");
+            let err = store.check().await.expect_err("not there");
+            eprintln!("not there: {err}");
+            assert!(matches!(err, DataError::Store { .. }), "{err}");
+            assert!(err.to_string().contains(&url.to_string()), "{err}");
+        }
+        // A file store whose directory cannot be made is refused at open.
+        let url: StoreUrl = "file:///proc/pstar-store".parse().expect("url");
+        let err = Store::open(&url).await.expect_err("no such directory");
+        assert!(
+            err.to_string().contains("file:///proc/pstar-store"),
+            "{err}"
+        );
+    });
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cancelled_transfer_leaves_nothing_behind() {
+    let stores = Stores::start();
+    let src = stores.scratch.path().join("big.bin");
+    make_file(&src, 200 * 1024 * 1024, 8);
+    let urls = stores.urls();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (url, root) in [
+        (&urls[0], stores.file_root()),
+        (&urls[1], stores.sftp_root()),
+    ] {
+        let store = std::sync::Arc::new(runtime.block_on(Store::open(url)).expect("open"));
+        runtime.block_on(store.check()).expect("check");
+        let (s, path) = (store.clone(), src.clone());
+        let upload = runtime.spawn(async move { s.put_file(&path, "unit/big.bin").await });
+        // Its temporary file is there from the start.
+        wait_for("upload started", Duration::from_secs(60), || {
+            !all_files(&root).is_empty() || upload.is_finished()
+        });
+        assert!(
+            !upload.is_finished(),
+            "{url}: the upload ended before it was cancelled"
+        );
+        upload.abort();
+        wait_for(
+            &format!("nothing left in {url}"),
+            Duration::from_secs(30),
+            || all_files(&root).is_empty(),
+        );
+        assert!(runtime.block_on(store.list("")).expect("list").is_empty());
+
+        // The same for a download.
+        let file = runtime
+            .block_on(store.put_file(&src, "unit/big.bin"))
+            .expect("put");
+        let down = stores.scratch.path().join("down");
+        let (s, local) = (store.clone(), down.join("big.bin"));
+        let download =
+            runtime.spawn(async move { s.get_file("unit/big.bin", &local, &file).await });
+        wait_for("download started", Duration::from_secs(60), || {
+            !all_files(&down).is_empty() || download.is_finished()
+        });
+        assert!(
+            !download.is_finished(),
+            "{url}: the download ended before it was cancelled"
+        );
+        download.abort();
+        wait_for(
+            &format!("nothing left from {url}"),
+            Duration::from_secs(30),
+            || all_files(&down).is_empty(),
+        );
+        runtime
+            .block_on(store.delete_prefix(""))
+            .expect("delete all");
+    }
 }
