@@ -356,11 +356,15 @@ impl Stager {
                     if let Some(parent) = to.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                     }
-                    if std::fs::hard_link(&local, &to).is_err() {
+                    // A link's target is copied; a file is linked (no copy) when it can be.
+                    let is_link =
+                        std::fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink());
+                    if is_link || std::fs::hard_link(&local, &to).is_err() {
                         std::fs::copy(&local, &to).map_err(|e| {
                             format!("cannot copy {} to {}: {e}", local.display(), to.display())
                         })?;
                     }
+                    read_only(&to);
                     let d = pstar_data::hash_file(&to).map_err(|e| e.to_string())?;
                     Ok(DataFile {
                         path,
@@ -468,23 +472,44 @@ fn match_outputs(sandbox: &Path, pattern: &str) -> Result<Vec<(PathBuf, String)>
         }
         stack.push(path);
     }
+    // Links are taken only to regular files inside the sandbox (a unit cannot make
+    // pstar store what lies outside it); links to directories are not followed (no loops).
+    let root = sandbox
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", sandbox.display()))?;
     while let Some(path) = stack.pop() {
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.is_dir() {
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            let target = path.canonicalize().ok();
+            let inside = target.as_ref().filter(|t| t.starts_with(&root));
+            if inside.is_some_and(|t| t.is_dir()) {
+                continue; // not followed: it is in the sandbox, its files are matched as such
+            }
+            if !inside.is_some_and(|t| t.is_file()) {
+                return Err(format!(
+                    "{} is a link to {}, not to a file of the unit's sandbox",
+                    path.display(),
+                    target.map_or_else(|| "nothing".to_owned(), |t| t.display().to_string())
+                ));
+            }
+        } else if meta.is_dir() {
             for entry in std::fs::read_dir(&path).map_err(|e| format!("{}: {e}", path.display()))? {
                 stack.push(entry.map_err(|e| e.to_string())?.path());
             }
-        } else if meta.is_file() {
-            let rel = path
-                .strip_prefix(sandbox)
-                .map_err(|_| format!("{} is outside the sandbox", path.display()))?;
-            let rel = rel
-                .to_str()
-                .ok_or_else(|| format!("{} is not UTF-8", rel.display()))?
-                .to_owned();
-            pstar_model::check_data_path(&rel).map_err(|e| e.to_string())?;
-            found.push((path, rel));
+            continue;
+        } else if !meta.is_file() {
+            continue; // a FIFO, a socket, a device: not data
         }
+        let rel = path
+            .strip_prefix(sandbox)
+            .map_err(|_| format!("{} is outside the sandbox", path.display()))?;
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| format!("{} is not UTF-8", rel.display()))?
+            .to_owned();
+        pstar_model::check_data_path(&rel).map_err(|e| e.to_string())?;
+        found.push((path, rel));
     }
     Ok(found)
 }

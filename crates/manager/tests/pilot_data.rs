@@ -387,3 +387,39 @@ async fn a_pilot_s_cache_keeps_to_its_limit_evicting_what_was_used_least_recentl
     );
     f.pcs.cancel().await;
 }
+
+#[tokio::test]
+async fn an_output_that_links_outside_the_sandbox_is_refused_and_one_inside_is_taken() {
+    let f = fixture(1, None).await;
+    let mut outside = sh("ln -s /etc/hostname out.txt");
+    outside.output_data = vec![OutputData::new("leak", ["out.txt"])];
+    let mut inside = sh(
+        "echo x > real.txt && ln -s real.txt out.txt && mkdir d && echo y > d/y && ln -s .. d/up",
+    );
+    inside.output_data = vec![OutputData::new("fine", ["out.txt", "d"])];
+    let handles = f
+        .cds
+        .submit_compute_units(vec![outside, inside])
+        .await
+        .unwrap();
+    assert_eq!(within(handles[0].wait()).await, UnitState::Failed);
+    let detail = handles[0].detail().unwrap_or_default();
+    assert!(
+        detail.contains("is a link to /etc/hostname, not to a file of the unit's sandbox"),
+        "{detail}"
+    );
+    assert_eq!(
+        within(handles[1].wait()).await,
+        UnitState::Done,
+        "{:?}",
+        handles[1].detail()
+    );
+    let fine = f.cds.data_unit("fine").await.unwrap().expect("made");
+    let paths: Vec<&str> = fine.files().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["d/y", "out.txt"],
+        "the link to a directory is not followed"
+    );
+    f.pcs.cancel().await;
+}
