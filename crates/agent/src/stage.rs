@@ -54,6 +54,36 @@ struct Cached {
     /// The unit it was moved here for, and the bytes that moved.
     fetched_for: Option<UnitId>,
     moved: u64,
+    /// Each file's modification time when it was checked, to tell a file changed in the
+    /// cache since (a unit can write through its links despite their mode).
+    stamps: Vec<Option<std::time::SystemTime>>,
+}
+
+impl Cached {
+    fn new(dir: PathBuf, files: Vec<DataFile>, fetched_for: Option<UnitId>, moved: u64) -> Self {
+        let stamps = files.iter().map(|f| stamp(&dir.join(&f.path))).collect();
+        Self {
+            dir,
+            files,
+            fetched_for,
+            moved,
+            stamps,
+        }
+    }
+
+    /// Every file is still as it was checked: same size, not modified since.
+    fn intact(&self) -> bool {
+        self.files.iter().zip(&self.stamps).all(|(f, at)| {
+            let path = self.dir.join(&f.path);
+            at.is_some()
+                && std::fs::metadata(&path).is_ok_and(|m| m.len() == f.size)
+                && stamp(&path) == *at
+        })
+    }
+}
+
+fn stamp(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// The pilot's cache and the stores it reads from and writes to.
@@ -123,19 +153,42 @@ impl Stager {
             let record = record.ok_or_else(|| {
                 format!("input data unit {name} is not in the coordination store")
             })?;
-            let cell = {
-                let mut present = self.present.lock().map_err(|_| "cache lock poisoned")?;
-                present.entry(name.clone()).or_default().clone()
-            };
-            let cached = cell.get_or_init(|| self.fetch(&record, unit)).await.clone();
-            let cached = match cached {
-                Ok(c) => c,
-                Err(e) => {
-                    // A later unit tries again.
-                    if let Ok(mut present) = self.present.lock() {
+            let mut tries = 0;
+            let cached = loop {
+                tries += 1;
+                let cell = {
+                    let mut present = self.present.lock().map_err(|_| "cache lock poisoned")?;
+                    present.entry(name.clone()).or_default().clone()
+                };
+                let cached = cell.get_or_init(|| self.fetch(&record, unit)).await.clone();
+                let forget = || {
+                    if let Ok(mut present) = self.present.lock()
+                        && present.get(name).is_some_and(|c| Arc::ptr_eq(c, &cell))
+                    {
                         present.remove(name);
                     }
-                    return Err(e);
+                };
+                match cached {
+                    Ok(c) if c.intact() => break c,
+                    Ok(_) if tries < 2 => {
+                        // Changed in the cache since it arrived (a unit wrote through its
+                        // links): it is fetched again, and checked again.
+                        tracing::warn!(pilot = %self.me(), data_unit = %name, "changed in the cache: fetching it again");
+                        forget();
+                        let _ = std::fs::remove_dir_all(self.cache.join(name));
+                    }
+                    Ok(_) => {
+                        forget();
+                        return Err(format!(
+                            "input data unit {name} changed in {}'s cache as it was staged",
+                            self.me()
+                        ));
+                    }
+                    Err(e) => {
+                        // A later unit tries again.
+                        forget();
+                        return Err(e);
+                    }
                 }
             };
             if cached.fetched_for == Some(unit) {
@@ -152,15 +205,23 @@ impl Stager {
     async fn fetch(&self, record: &DataUnitRecord, unit: UnitId) -> Result<Arc<Cached>, String> {
         let dir = self.cache.join(&record.name);
         let cached = |moved| {
-            Arc::new(Cached {
-                dir: dir.clone(),
-                files: record.files.clone(),
-                fetched_for: Some(unit),
+            Arc::new(Cached::new(
+                dir.clone(),
+                record.files.clone(),
+                Some(unit),
                 moved,
-            })
+            ))
         };
         if dir.join(COMPLETE).exists() {
-            return Ok(cached(0));
+            // Left by an earlier agent of this pilot: taken if its files are whole.
+            let found = cached(0);
+            let whole = record
+                .files
+                .iter()
+                .all(|f| std::fs::metadata(dir.join(&f.path)).is_ok_and(|m| m.len() == f.size));
+            if whole {
+                return Ok(found);
+            }
         }
         self.make_room(&record.name, record.size())?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -421,12 +482,12 @@ impl Stager {
             prefix: name.clone(),
         });
         if let Ok(mut present) = self.present.lock() {
-            let cell = OnceCell::new_with(Some(Ok(Arc::new(Cached {
-                dir: dir.clone(),
-                files: files.clone(),
-                fetched_for: None,
-                moved: 0,
-            }))));
+            let cell = OnceCell::new_with(Some(Ok(Arc::new(Cached::new(
+                dir.clone(),
+                files.clone(),
+                None,
+                0,
+            )))));
             present.insert(name.clone(), Arc::new(cell));
         }
         let record = DataUnitRecord {

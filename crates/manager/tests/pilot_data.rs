@@ -423,3 +423,31 @@ async fn an_output_that_links_outside_the_sandbox_is_refused_and_one_inside_is_t
     );
     f.pcs.cancel().await;
 }
+
+#[tokio::test]
+async fn a_unit_that_writes_through_its_input_does_not_corrupt_the_next_one_s() {
+    let f = fixture(1, None).await;
+    let input = f.file("x.txt", b"original\n");
+    f.cds.submit_data_unit(du("x", vec![input])).await.unwrap();
+    let mut vandal =
+        sh("chmod u+w \"$PSTAR_DATA/x/x.txt\" && echo spoiled > \"$PSTAR_DATA/x/x.txt\"");
+    vandal.input_data = vec!["x".into()];
+    let h = f
+        .cds
+        .submit_compute_units(vec![vandal])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+    let mut reader = sh("grep -qx original \"$PSTAR_DATA/x/x.txt\"");
+    reader.input_data = vec!["x".into()];
+    let h = f
+        .cds
+        .submit_compute_units(vec![reader])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+    assert_eq!(f.session.data_moved_for(h.id()).0, 9, "fetched again");
+    f.pcs.cancel().await;
+}
