@@ -361,7 +361,22 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
     let ended = cus.hand_over_finished();
     let units = cus.units();
     let total = units.len();
+    // A session with Pilot-Data carries on with its exports and data summary.
+    let mut exported: Vec<(String, PathBuf)> = Vec::new();
+    let mut uses_data = false;
+    for u in &units {
+        let d = u.description();
+        uses_data |= !d.input_data.is_empty() || !d.output_data.is_empty();
+        exported.extend(
+            d.output_data
+                .iter()
+                .filter_map(|o| o.export.clone().map(|dir| (o.name.clone(), dir))),
+        );
+    }
     let mut tally = Tally::new(session.id(), report);
+    if uses_data {
+        tally = tally.with_data(&session);
+    }
     let before = units.iter().filter(|u| u.state().is_final()).count();
     for u in units.iter().filter(|u| u.state().is_final()) {
         tally.add(u);
@@ -375,7 +390,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         tally,
         resumed: Some((Instant::now(), before)),
         killed: false,
-        exports: None,
+        exports: uses_data.then(|| std::sync::Arc::new(std::sync::Mutex::new(exported))),
     };
     run.drive(ended, None, options).await
 }

@@ -173,3 +173,78 @@ fn units_read_and_write_data_units_in_an_s3_bucket() {
         "the bucket holds the session's data units"
     );
 }
+
+#[test]
+fn a_killed_manager_of_a_pipeline_is_resumed_and_every_unit_runs_once() {
+    let server = pstar_testbed::RedisServer::start();
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path().join("seed.txt"), "seed\n").expect("seed");
+    let store = scratch.path().join("store");
+    let workload = scratch.write(
+        "work.toml",
+        &format!(
+            r#"
+[[pilot_data]]
+name = "archive"
+url = "file://{}"
+
+[[pilot]]
+resource = "local://"
+cores = 2
+walltime = "10m"
+
+[[data_unit]]
+name = "seed"
+files = ["seed.txt"]
+
+[[unit]]
+name = "part-{{i}}"
+executable = "/bin/sh"
+arguments = ["-c", "sleep 0.4; echo $1 >> \"$0\"; cat \"$PSTAR_DATA/seed/seed.txt\" > part.txt; echo $1 >> part.txt", "{}", "{{i}}"]
+count = 8
+input_data = ["seed"]
+output_data = [{{ name = "part-{{i}}", files = ["part.txt"] }}]
+
+[[unit]]
+name = "gather"
+executable = "/bin/sh"
+arguments = ["-c", "cat \"$PSTAR_DATA\"/part-*/part.txt > all.txt"]
+input_data = ["part-0", "part-1", "part-2", "part-3", "part-4", "part-5", "part-6", "part-7"]
+output_data = [{{ name = "all", files = ["all.txt"], export = "results" }}]
+"#,
+            s(&store),
+            s(&scratch.path().join("ran.log")),
+        ),
+    );
+    let mut run = super::redis_runs::run_over(&server, &scratch, &workload, &[]);
+    let session = session_of(&scratch);
+    let ran = || {
+        std::fs::read_to_string(scratch.path().join("ran.log"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(30), "parts to run", || ran() >= 2);
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+
+    let out = super::redis_runs::resume_over(&server, &scratch, &session, &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    assert_eq!(units(&report).len(), 9, "{report}");
+    for u in units(&report) {
+        assert_eq!(u["state"], "done", "{u}");
+    }
+    let mut lines: Vec<String> = std::fs::read_to_string(scratch.path().join("ran.log"))
+        .expect("ran.log")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        (0..8).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "each part ran once"
+    );
+    let all = std::fs::read_to_string(scratch.path().join("results/all.txt")).expect("exported");
+    assert_eq!(all.lines().filter(|l| *l == "seed").count(), 8, "{all}");
+}

@@ -292,7 +292,12 @@ pub(super) fn nix_kill(pid: i32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-fn resume_over(server: &RedisServer, scratch: &Scratch, session: &str, extra: &[&str]) -> Output {
+pub(super) fn resume_over(
+    server: &RedisServer,
+    scratch: &Scratch,
+    session: &str,
+    extra: &[&str],
+) -> Output {
     let (sandbox, report) = (scratch.sandbox(), scratch.report());
     let mut cmd = pstar();
     cmd.current_dir(scratch.path())
