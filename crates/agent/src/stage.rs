@@ -328,6 +328,36 @@ impl Stager {
         Ok(())
     }
 
+    /// Stores an output's files (in `dir`) under `<session>/<name>/` of the store at `url`;
+    /// returns that prefix and the bytes sent.
+    async fn upload(
+        &self,
+        url: &str,
+        name: &str,
+        dir: &Path,
+        files: &[DataFile],
+    ) -> Result<(String, u64), String> {
+        let store = self.store(url).await?;
+        let prefix = format!("{}/{}", self.coordination.session(), name);
+        let mut bytes = 0;
+        for f in files {
+            let key = format!("{prefix}/{}", f.path);
+            let stored = store
+                .put_file(&dir.join(&f.path), &key)
+                .await
+                .map_err(|e| format!("output data unit {name}: {e}"))?;
+            if stored.sha256 != f.sha256 {
+                let _ = store.delete_prefix(&prefix).await;
+                return Err(format!(
+                    "output data unit {name}: {} changed while it was stored",
+                    f.path
+                ));
+            }
+            bytes += stored.size;
+        }
+        Ok((prefix, bytes))
+    }
+
     /// A data unit arrived in the cache: the manager hears where it is and what moved.
     fn arrived(&self, record: &DataUnitRecord, unit: UnitId, bytes: u64, from: &str) {
         let _ = self.events.send(Event::Data(DataEvent {
@@ -408,6 +438,8 @@ impl Stager {
         // Into this pilot's cache first (a later unit here reads it from there).
         let dir = self.cache.join(name);
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("output data unit {name}: {}: {e}", dir.display()))?;
         let mut files = Vec::with_capacity(found.len());
         for (local, path) in &found {
             let to = dir.join(path);
@@ -438,7 +470,8 @@ impl Stager {
             };
             files.push(f);
         }
-        std::fs::write(dir.join(COMPLETE), b"").map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(COMPLETE), b"")
+            .map_err(|e| format!("output data unit {name}: {}: {e}", dir.display()))?;
         let size: u64 = files.iter().map(|f| f.size).sum();
         // An output beyond the cache's limit is kept anyway (it is the only copy until
         // stored); older data units make room for it.
@@ -452,23 +485,35 @@ impl Stager {
         let mut bytes = 0;
         let mut store_name = None;
         if let Some(url) = &out.store_url {
-            let store = self.store(url).await?;
-            let prefix = format!("{}/{}", self.coordination.session(), name);
-            for f in &files {
-                let key = format!("{prefix}/{}", f.path);
-                let stored = store
-                    .put_file(&dir.join(&f.path), &key)
-                    .await
-                    .map_err(|e| format!("output data unit {name}: {e}"))?;
-                if stored.sha256 != f.sha256 {
-                    return Err(format!(
-                        "output data unit {name}: {} changed while it was stored",
-                        f.path
-                    ));
-                }
-                bytes += stored.size;
+            let target = out.store.clone().unwrap_or_else(|| url.clone());
+            // The store's quota is shared with the manager and the other agents: the
+            // output's size is reserved first.
+            let reserved = self
+                .coordination
+                .reserve_space(&target, size, out.store_quota)
+                .await
+                .map_err(|e| format!("output data unit {name}: {e}"))?;
+            if let Err(used) = reserved {
+                return Err(format!(
+                    "output data unit {name} {}",
+                    pstar_model::quota_refusal(
+                        size,
+                        &target,
+                        used,
+                        out.store_quota.unwrap_or(u64::MAX)
+                    )
+                ));
             }
-            let store = out.store.clone().unwrap_or_else(|| url.clone());
+            let stored = self.upload(url, name, &dir, &files).await;
+            let (prefix, sent) = match stored {
+                Ok(done) => done,
+                Err(e) => {
+                    let _ = self.coordination.release_space(&target, size).await;
+                    return Err(e);
+                }
+            };
+            bytes += sent;
+            let store = target;
             replicas.push(StoreReplica {
                 store: store.clone(),
                 url: url.clone(),

@@ -762,9 +762,16 @@ fn simulate(
         .unwrap_or_default();
     if sim.untimed > 0 && unit_time.is_zero() {
         say!(
-            "pstar: note: {} no `time_request` and [simulation] `unit_time` is 0s: each \
+            "pstar: note: {} {} no `time_request` and [simulation] `unit_time` is 0s: each \
              of them takes no time here (give units a `time_request`, or set `unit_time`)",
-            pstar_cli::count(sim.untimed, "unit has").replace("units has", "units have")
+            pstar_cli::count(sim.untimed, "unit"),
+            if sim.untimed == 1 { "has" } else { "have" }
+        );
+    }
+    if workload.uses_data() {
+        say!(
+            "pstar: note: the simulation leaves Pilot-Data aside: data units are not \
+             placed or moved, and units do not wait for their inputs"
         );
     }
     show!("{}", sim.text);

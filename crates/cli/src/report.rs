@@ -55,6 +55,8 @@ pub struct DataSummary {
     pub bytes_to: BTreeMap<String, u64>,
     /// Every data unit: state, files, and the places that hold it.
     pub data_units: Vec<DataUnitReport>,
+    /// Exports asked for that did not happen (the run does not count as all done).
+    pub export_failures: usize,
 }
 
 /// One data unit in the report.
@@ -101,6 +103,12 @@ impl DataSummary {
         if failed > 0 {
             line.push_str(&format!(", {failed} failed"));
         }
+        if self.export_failures > 0 {
+            line.push_str(&format!(
+                "; {} not exported",
+                crate::count(self.export_failures, "data unit")
+            ));
+        }
         line
     }
 }
@@ -117,7 +125,9 @@ pub struct ThisRun {
 impl Summary {
     /// Every unit ended `Done`.
     pub fn all_done(&self) -> bool {
-        self.done == self.units && self.not_submitted == 0
+        self.done == self.units
+            && self.not_submitted == 0
+            && self.data.as_ref().is_none_or(|d| d.export_failures == 0)
     }
 }
 

@@ -156,6 +156,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         .saturating_mul(2)
         .max(MIN_IN_FLIGHT);
     // The workload's units are made one by one as they are submitted.
+    let pds_kept = pds.clone();
     let target = if uses_data {
         Target::Data(ComputeDataService::new(&cus, &pds))
     } else {
@@ -195,6 +196,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         resumed: None,
         killed: false,
         exports: uses_data.then_some(exports),
+        pds: Some(pds_kept),
     };
     run.drive(ended, Some(submitter), options).await
 }
@@ -391,6 +393,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         resumed: Some((Instant::now(), before)),
         killed: false,
         exports: uses_data.then(|| std::sync::Arc::new(std::sync::Mutex::new(exported))),
+        pds: None,
     };
     run.drive(ended, None, options).await
 }
@@ -410,6 +413,8 @@ struct Run {
     killed: bool,
     /// A run with Pilot-Data: the output data units to export at its end.
     exports: Option<Exports>,
+    /// Its pilot stores (open: exports read through them).
+    pds: Option<PilotDataService>,
 }
 
 /// What ended the wait for the units.
@@ -656,10 +661,20 @@ impl Run {
     }
 
     /// Exports what was asked for, then sums up the session's data units and what moved.
-    /// Every call to a store is bounded.
+    /// Every call to a store is bounded; an export that fails, or would overwrite what
+    /// another export of this run wrote, is said and counted (the run does not succeed).
     async fn data_summary(&self, exports: Vec<(String, PathBuf)>, wait: Duration) -> DataSummary {
+        let pds = self
+            .pds
+            .clone()
+            .unwrap_or_else(|| PilotDataService::new(&self.session));
         let mut exported: std::collections::HashMap<String, String> = Default::default();
-        let mut export_bytes = 0;
+        let mut written: std::collections::HashMap<PathBuf, String> = Default::default();
+        let mut bytes_from = std::collections::BTreeMap::<String, u64>::new();
+        let (mut export_bytes, mut export_failures) = (0, 0);
+        if !exports.is_empty() {
+            say!("pstar: exporting {}", count(exports.len(), "data unit"));
+        }
         for (name, dir) in exports {
             let unit = match tokio::time::timeout(wait, pstar::DataUnit::get(&self.session, &name))
                 .await
@@ -670,23 +685,48 @@ impl Run {
                         "pstar: data unit {name} was not made: nothing exported to {}",
                         dir.display()
                     );
+                    export_failures += 1;
                     continue;
                 }
                 Ok(Err(e)) => {
                     say!("pstar: cannot export data unit {name}: {e}");
+                    export_failures += 1;
                     continue;
                 }
                 Err(_) => {
                     say!("pstar: cannot export data unit {name}: the store did not answer");
+                    export_failures += 1;
                     continue;
                 }
             };
-            match unit.export(&dir).await {
-                Ok(bytes) => {
+            let clash = unit.files().iter().find_map(|f| {
+                let to = dir.join(&f.path);
+                written.get(&to).map(|other| (to, other.clone()))
+            });
+            if let Some((to, other)) = clash {
+                say!(
+                    "pstar: data unit {name} not exported to {}: its {} would overwrite what \
+                     data unit {other} exported there (give each output its own `export` \
+                     directory, such as \"results/{{i}}/\")",
+                    dir.display(),
+                    to.display()
+                );
+                export_failures += 1;
+                continue;
+            }
+            match pds.export(&unit, &dir).await {
+                Ok((bytes, from)) => {
                     export_bytes += bytes;
+                    *bytes_from.entry(from).or_default() += bytes;
+                    for f in unit.files() {
+                        written.insert(dir.join(&f.path), name.clone());
+                    }
                     exported.insert(name, dir.display().to_string());
                 }
-                Err(e) => say!("pstar: {e}"),
+                Err(e) => {
+                    say!("pstar: {e}");
+                    export_failures += 1;
+                }
             }
         }
         let ledger = self.session.data_ledger();
@@ -721,20 +761,22 @@ impl Run {
                 exported_to: exported.remove(name),
             })
             .collect();
-        // The ledger may or may not have seen the exports' own events yet: they are
-        // counted from what the exports said.
+        // Exports are counted from what they said here, not from the ledger (which may
+        // not have seen their events yet).
+        for (from, bytes) in &ledger.moved_from {
+            *bytes_from.entry(from.clone()).or_default() += bytes;
+        }
         let mut bytes_to = ledger.moved_to.clone();
-        let seen_exports = bytes_to.remove("export").unwrap_or(0);
-        let mut bytes_from = ledger.moved_from.clone();
         if export_bytes > 0 {
             bytes_to.insert("export".into(), export_bytes);
         }
         bytes_from.retain(|_, v| *v > 0);
         DataSummary {
-            bytes_moved: ledger.moved - seen_exports + export_bytes,
+            bytes_moved: ledger.moved + export_bytes,
             bytes_from,
             bytes_to,
             data_units,
+            export_failures,
         }
     }
 

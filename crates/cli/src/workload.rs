@@ -349,6 +349,7 @@ impl UnitTemplate {
                     export: o.export.as_ref().map(|e| self.base.join(expand(e))),
                     allow_empty: o.allow_empty,
                     store_url: None,
+                    store_quota: None,
                 })
                 .collect(),
             ..self.fixed.clone()
@@ -4723,6 +4724,7 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
                         export: Some(abs(&format!("dir/results/{i}/"))),
                         allow_empty: false,
                         store_url: None,
+                        store_quota: None,
                     },
                     OutputData {
                         allow_empty: true,

@@ -506,6 +506,19 @@ pub trait Coordination: Send + Sync + 'static {
     /// The records of these data units, `None` for a name the store does not hold.
     async fn data_units(&self, names: &[String]) -> Result<Vec<Option<DataUnitRecord>>>;
 
+    /// Reserves `bytes` of pilot store `store`'s space for this session, if that keeps
+    /// its use within `quota` (any use with `None`): `Ok(Ok(used))` with the use after,
+    /// or `Ok(Err(used))` with the use that left too little room (nothing reserved).
+    async fn reserve_space(
+        &self,
+        store: &str,
+        bytes: u64,
+        quota: Option<u64>,
+    ) -> Result<std::result::Result<u64, u64>>;
+
+    /// Gives back `bytes` of pilot store `store`'s space.
+    async fn release_space(&self, store: &str, bytes: u64) -> Result<()>;
+
     /// Records that the pilot's agent is alive at `at`.
     async fn heartbeat(&self, pilot: PilotId, at: Timestamp) -> Result<()>;
 

@@ -61,6 +61,7 @@ use pstar_model::{
 use crate::core::Input;
 use crate::shell::Command;
 use crate::{ComputeUnit, ComputeUnitService, Error, Result, Session};
+pub use pstar_model::{bytes_text, quota_refusal};
 
 /// The "store" a data unit placed from the application's own files comes from, in
 /// [`DataEvent::from`] and the report.
@@ -125,10 +126,33 @@ impl PilotDataService {
                 description: description.clone(),
                 url,
                 store,
-                used: AtomicU64::new(used),
+                used: AtomicU64::new(0),
                 session: self.session.clone(),
             }),
         };
+        // What this session has there already (a resumed one) counts against the quota.
+        if used > 0 {
+            let counted = self
+                .session
+                .coordination()
+                .reserve_space(&description.name, 0, None)
+                .await?
+                .unwrap_or(0);
+            if counted < used {
+                let _ = self
+                    .session
+                    .coordination()
+                    .reserve_space(&description.name, used - counted, None)
+                    .await?;
+            }
+        }
+        let now = self
+            .session
+            .coordination()
+            .reserve_space(&description.name, 0, None)
+            .await?
+            .unwrap_or(used);
+        pd.inner.used.store(now, Ordering::SeqCst);
         let _ = self.session.manager().send(Command::Data(Input::AddStore {
             name: description.name.clone(),
             affinity: description.affinity.clone(),
@@ -186,32 +210,39 @@ impl PilotData {
         format!("{}/{name}", self.inner.session.id())
     }
 
-    /// Reserves `bytes` of the quota, or says why not (nothing is reserved then).
-    fn reserve(&self, name: &str, bytes: u64) -> Result<()> {
-        let Some(quota) = self.size() else {
-            self.inner.used.fetch_add(bytes, Ordering::SeqCst);
-            return Ok(());
-        };
-        let used = &self.inner.used;
-        let mut now = used.load(Ordering::SeqCst);
-        loop {
-            if now.saturating_add(bytes) > quota {
-                return Err(Error::DataUnit {
-                    name: name.to_owned(),
-                    reason: format!(
-                        "needs {} but pilot store {} has {} left of its {} quota",
-                        bytes_text(bytes),
-                        self.name(),
-                        bytes_text(quota.saturating_sub(now)),
-                        bytes_text(quota)
-                    ),
-                });
+    /// Reserves `bytes` of the quota for data unit `name`, or says why not (nothing is
+    /// reserved then). The use is kept in the coordination store, shared with the agents
+    /// that store outputs here.
+    async fn reserve(&self, name: &str, bytes: u64) -> Result<()> {
+        let coordination = self.inner.session.coordination();
+        match coordination
+            .reserve_space(self.name(), bytes, self.size())
+            .await?
+        {
+            Ok(used) => {
+                self.inner.used.store(used, Ordering::SeqCst);
+                Ok(())
             }
-            match used.compare_exchange(now, now + bytes, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return Ok(()),
-                Err(actual) => now = actual,
+            Err(used) => {
+                let quota = self.size().unwrap_or(u64::MAX);
+                Err(Error::DataUnit {
+                    name: name.to_owned(),
+                    reason: quota_refusal(bytes, self.name(), used, quota),
+                })
             }
         }
+    }
+
+    /// Gives back `bytes` of the quota.
+    async fn release(&self, bytes: u64) {
+        let coordination = self.inner.session.coordination();
+        if let Err(e) = coordination.release_space(self.name(), bytes).await {
+            tracing::warn!(store = self.name(), error = %e, "cannot give back space");
+        }
+        let used = &self.inner.used;
+        let _ = used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+            Some(u.saturating_sub(bytes))
+        });
     }
 
     /// Places a data unit made of the files `description` names (relative paths against
@@ -237,7 +268,7 @@ impl PilotData {
                 .map_err(|e| bad(format!("{}: {e}", local.display())))?
                 .len();
         }
-        self.reserve(&name, total)?;
+        self.reserve(&name, total).await?;
         let _ = session
             .manager()
             .send(Command::Data(Input::DeclareData(vec![name.clone()])));
@@ -319,22 +350,6 @@ async fn publish(session: &Session, event: DataEvent) {
     }
 }
 
-/// `n` bytes, in the largest binary unit that keeps it above 1.
-pub fn bytes_text(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
 /// A data unit: a named, immutable set of files in one or more stores.
 #[derive(Clone)]
 pub struct DataUnit {
@@ -384,7 +399,7 @@ impl DataUnit {
             return Ok(0);
         }
         let name = self.record.name.clone();
-        store.reserve(&name, self.size())?;
+        store.reserve(&name, self.size()).await?;
         let prefix = store.prefix(&name);
         let mut errors = Vec::new();
         for replica in self.record.replicas.clone() {
@@ -464,10 +479,7 @@ impl DataUnit {
                 continue;
             };
             match store.inner.store.delete_prefix(&replica.prefix).await {
-                Ok(()) => {
-                    let size = self.size().min(store.used());
-                    store.inner.used.fetch_sub(size, Ordering::SeqCst);
-                }
+                Ok(()) => store.release(self.size()).await,
                 Err(e) => {
                     errors.push(format!("{}: {e}", replica.store));
                     kept.push(replica);
@@ -490,16 +502,37 @@ impl DataUnit {
     }
 
     /// Copies its files into the local directory `dir` (made if missing), each checked
-    /// against its checksum, from the first place that serves them. Returns the bytes moved.
-    pub async fn export(&self, dir: &Path) -> Result<u64> {
+    /// against its checksum, from the first place that serves them. Returns the bytes
+    /// moved and the place they came from.
+    pub async fn export(&self, dir: &Path) -> Result<(u64, String)> {
+        self.export_through(dir, None).await
+    }
+
+    /// [`export`](Self::export), reading through the stores of `stores` that it holds
+    /// (open already: no new connection per data unit).
+    async fn export_through(
+        &self,
+        dir: &Path,
+        stores: Option<&PilotDataService>,
+    ) -> Result<(u64, String)> {
         let mut errors = Vec::new();
         for replica in &self.record.replicas {
-            let source = match open(&replica.url).await {
-                Ok(s) => s,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
+            let held = stores
+                .and_then(|s| s.get(&replica.store))
+                .filter(|s| s.url() == replica.url);
+            let opened;
+            let source = match &held {
+                Some(pd) => &pd.inner.store,
+                None => match open(&replica.url).await {
+                    Ok(s) => {
+                        opened = s;
+                        &opened
+                    }
+                    Err(e) => {
+                        errors.push(format!("from {}: {e}", replica.store));
+                        continue;
+                    }
+                },
             };
             let mut moved = 0;
             let mut failed = None;
@@ -525,7 +558,7 @@ impl DataUnit {
                         },
                     )
                     .await;
-                    return Ok(moved);
+                    return Ok((moved, replica.store.clone()));
                 }
                 Some(e) => errors.push(format!("from {}: {e}", replica.store)),
             }
@@ -538,6 +571,14 @@ impl DataUnit {
                 errors.join("; ")
             ),
         })
+    }
+}
+
+impl PilotDataService {
+    /// Exports `unit` to `dir` like [`DataUnit::export`], through this service's open
+    /// stores.
+    pub async fn export(&self, unit: &DataUnit, dir: &Path) -> Result<(u64, String)> {
+        unit.export_through(dir, Some(self)).await
     }
 }
 
@@ -613,11 +654,11 @@ impl ComputeDataService {
         descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
     ) -> Result<Vec<ComputeUnit>> {
         let mut descriptions: Vec<ComputeUnitDescription> = descriptions.into_iter().collect();
-        let stores: HashMap<String, String> = self
+        let stores: HashMap<String, (String, Option<u64>)> = self
             .data
             .list()
             .iter()
-            .map(|s| (s.name().to_owned(), s.url()))
+            .map(|s| (s.name().to_owned(), (s.url(), s.size())))
             .collect();
         let first = self.data.list().first().map(|s| s.name().to_owned());
         {
@@ -653,7 +694,7 @@ impl ComputeDataService {
                 for o in &mut d.output_data {
                     let store = o.store.clone().or_else(|| first.clone());
                     if let Some(store) = store {
-                        let url = stores.get(&store).ok_or_else(|| Error::DataUnit {
+                        let (url, quota) = stores.get(&store).ok_or_else(|| Error::DataUnit {
                             name: o.name.clone(),
                             reason: format!(
                                 "names pilot store {store}, which this service does not have"
@@ -661,6 +702,7 @@ impl ComputeDataService {
                         })?;
                         o.store = Some(store);
                         o.store_url = Some(url.clone());
+                        o.store_quota = *quota;
                     }
                 }
             }

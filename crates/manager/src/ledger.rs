@@ -34,6 +34,9 @@ pub struct DataLedger {
     pub moved_to: BTreeMap<String, u64>,
     /// Bytes staged in and out for each unit that read or made data.
     pub by_unit: HashMap<UnitId, (u64, u64)>,
+    /// Bytes copied out to local directories (`DataUnit::export`), by where they came
+    /// from; not in `moved`.
+    pub exported_from: BTreeMap<String, u64>,
 }
 
 impl DataLedger {
@@ -60,12 +63,16 @@ impl DataLedger {
         if e.state == DataUnitState::Failed && e.detail.is_some() {
             d.detail = e.detail.clone();
         }
+        if e.transfer == Some(Transfer::Export) {
+            let from = e.from.clone().unwrap_or_else(|| "unknown".into());
+            *self.exported_from.entry(from).or_default() += e.moved;
+            return;
+        }
         if e.moved > 0 {
             self.moved += e.moved;
             let from = e.from.clone().unwrap_or_else(|| "unknown".into());
             *self.moved_from.entry(from).or_default() += e.moved;
             let to = match (e.transfer, &e.store, e.pilot) {
-                (Some(Transfer::Export), ..) => "export".to_owned(),
                 (Some(Transfer::StageIn), _, Some(p)) => p.to_string(),
                 (_, Some(s), _) => s.clone(),
                 (_, None, Some(p)) => p.to_string(),

@@ -42,6 +42,7 @@ mod unit_service;
 
 pub use data::{
     CLIENT, ComputeDataService, DataUnit, PilotData, PilotDataService, bytes_text, export_dir,
+    quota_refusal,
 };
 pub use error::{Error, Result};
 pub use ledger::{DataLedger, DataUnitEntry};

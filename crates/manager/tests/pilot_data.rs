@@ -451,3 +451,79 @@ async fn a_unit_that_writes_through_its_input_does_not_corrupt_the_next_one_s() 
     assert_eq!(f.session.data_moved_for(h.id()).0, 9, "fetched again");
     f.pcs.cancel().await;
 }
+
+#[tokio::test]
+async fn outputs_count_against_their_store_s_quota() {
+    let f = fixture(1, Some(1000)).await;
+    let write = |i: u32| {
+        let mut d = sh("head -c 600 /dev/zero > big.out");
+        d.output_data = vec![OutputData::new(format!("big-{i}"), ["big.out"])];
+        d
+    };
+    let first = f
+        .cds
+        .submit_compute_units(vec![write(0)])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        within(first.wait()).await,
+        UnitState::Done,
+        "{:?}",
+        first.detail()
+    );
+    let second = f
+        .cds
+        .submit_compute_units(vec![write(1)])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(within(second.wait()).await, UnitState::Failed);
+    assert_eq!(
+        second.detail().as_deref(),
+        Some(
+            "output data unit big-1 needs 600 B but pilot store archive has 400 B left of its \
+             1000 B quota"
+        )
+    );
+    // Nothing of it was stored, and what was refused is not counted.
+    assert!(!f.store_file("big-1", "big.out").exists());
+    let mut small = sh("head -c 400 /dev/zero > small.out");
+    small.output_data = vec![OutputData::new("small", ["small.out"])];
+    let third = f
+        .cds
+        .submit_compute_units(vec![small])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        within(third.wait()).await,
+        UnitState::Done,
+        "{:?}",
+        third.detail()
+    );
+    f.pcs.cancel().await;
+}
+
+#[tokio::test]
+async fn an_empty_output_is_a_data_unit_of_no_files_when_allowed() {
+    let f = fixture(1, None).await;
+    let mut maker = sh("true");
+    maker.output_data = vec![OutputData {
+        allow_empty: true,
+        ..OutputData::new("empty", ["*.bam"])
+    }];
+    let mut reader = sh("test -d \"$PSTAR_DATA\" || true");
+    reader.input_data = vec!["empty".into()];
+    let handles = f
+        .cds
+        .submit_compute_units(vec![maker, reader])
+        .await
+        .unwrap();
+    for h in &handles {
+        assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+    }
+    let empty = f.cds.data_unit("empty").await.unwrap().expect("made");
+    assert!(empty.files().is_empty());
+    f.pcs.cancel().await;
+}

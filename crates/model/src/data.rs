@@ -151,6 +151,10 @@ pub struct OutputData {
     /// stores by name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_url: Option<String>,
+    /// The quota of `store`, filled in with its URL: the agent reserves the output's size
+    /// against it before storing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_quota: Option<u64>,
 }
 
 impl OutputData {
@@ -167,7 +171,34 @@ impl OutputData {
             export: None,
             allow_empty: false,
             store_url: None,
+            store_quota: None,
         }
+    }
+}
+
+/// Why `bytes` more do not fit in pilot store `store`, with `used` of its `quota` used.
+pub fn quota_refusal(bytes: u64, store: &str, used: u64, quota: u64) -> String {
+    format!(
+        "needs {} but pilot store {store} has {} left of its {} quota",
+        bytes_text(bytes),
+        bytes_text(quota.saturating_sub(used)),
+        bytes_text(quota)
+    )
+}
+
+/// `n` bytes, in the largest binary unit that keeps it above 1.
+pub fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
     }
 }
 

@@ -33,7 +33,7 @@ mod time;
 
 pub use data::{
     DataFile, DataUnitDescription, InvalidDataName, InvalidDataPath, MAX_DATA_NAME_LEN, OutputData,
-    PilotDataDescription, check_data_name, check_data_path,
+    PilotDataDescription, bytes_text, check_data_name, check_data_path, quota_refusal,
 };
 pub use description::{
     Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription,

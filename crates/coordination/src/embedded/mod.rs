@@ -48,6 +48,7 @@ struct Data {
     next_pilot: u64,
     pilots: HashMap<PilotId, PilotRecord>,
     data: HashMap<String, DataUnitRecord>,
+    space: HashMap<String, u64>,
     units: HashMap<UnitId, SharedDescription>,
     queues: HashMap<PilotId, Mailbox<UnitId>>,
     controls: HashMap<PilotId, Mailbox<Control>>,
@@ -214,6 +215,29 @@ impl Coordination for Embedded {
         let mut all: Vec<PilotRecord> = self.lock()?.pilots.values().cloned().collect();
         all.sort_by_key(|p| p.id);
         Ok(all)
+    }
+
+    async fn reserve_space(
+        &self,
+        store: &str,
+        bytes: u64,
+        quota: Option<u64>,
+    ) -> Result<std::result::Result<u64, u64>> {
+        let mut d = self.lock()?;
+        let used = d.space.entry(store.to_owned()).or_default();
+        let after = used.saturating_add(bytes);
+        if quota.is_some_and(|q| after > q) {
+            return Ok(Err(*used));
+        }
+        *used = after;
+        Ok(Ok(after))
+    }
+
+    async fn release_space(&self, store: &str, bytes: u64) -> Result<()> {
+        let mut d = self.lock()?;
+        let used = d.space.entry(store.to_owned()).or_default();
+        *used = used.saturating_sub(bytes);
+        Ok(())
     }
 
     async fn put_data_units(&self, records: &[DataUnitRecord]) -> Result<()> {

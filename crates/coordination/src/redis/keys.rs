@@ -70,6 +70,12 @@ impl Keys {
         format!("{}data", self.base)
     }
 
+    /// Hash: pilot store name -> bytes of this session's data units in it (its quota's
+    /// use, shared by the manager and the agents).
+    pub fn space(&self) -> String {
+        format!("{}space", self.base)
+    }
+
     /// List: the unit numbers bound to a pilot and not claimed yet, in order.
     pub fn queue(&self, pilot: PilotId) -> String {
         format!("{}queue:{}", self.base, pilot.get())
@@ -111,6 +117,7 @@ impl Keys {
             self.units(),
             self.pilots(),
             self.data(),
+            self.space(),
             self.events(),
             self.heartbeats(),
         ];

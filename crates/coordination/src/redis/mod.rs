@@ -126,6 +126,35 @@ return false
     )
 });
 
+/// Reserves space in a pilot store: `KEYS[1]` the session's `space` hash, `ARGV[1]` the
+/// store, `ARGV[2]` the bytes, `ARGV[3]` the quota (`-1`: none). Returns `{1, used after}`,
+/// or `{0, used}` when the bytes do not fit (nothing reserved).
+static RESERVE_SPACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local used = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local want = tonumber(ARGV[2])
+local quota = tonumber(ARGV[3])
+if quota >= 0 and used + want > quota then return {0, used} end
+return {1, redis.call('HINCRBY', KEYS[1], ARGV[1], want)}
+"#,
+    )
+});
+
+/// Gives space back: `KEYS[1]` the `space` hash, `ARGV[1]` the store, `ARGV[2]` the bytes;
+/// never below zero.
+static RELEASE_SPACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local used = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local left = used - tonumber(ARGV[2])
+if left < 0 then left = 0 end
+redis.call('HSET', KEYS[1], ARGV[1], left)
+return left
+"#,
+    )
+});
+
 /// Deletes a pilot's agent lease if `ARGV[1]` (the asker's, as stored) still holds it.
 static RELEASE_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -820,6 +849,51 @@ impl Coordination for RedisStore {
             Some(b) => wire::decode(&b, || self.of_session(format_args!("{id}'s record"))),
             None => Err(CoordinationError::UnknownPilot(id)),
         }
+    }
+
+    async fn reserve_space(
+        &self,
+        store: &str,
+        bytes: u64,
+        quota: Option<u64>,
+    ) -> Result<std::result::Result<u64, u64>> {
+        let key = self.keys.space();
+        let quota: i64 = quota.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let (ok, used): (i64, i64) = self
+            .retrying("reserve space in a pilot store", |mut c| {
+                let key = key.clone();
+                async move {
+                    RESERVE_SPACE
+                        .key(key)
+                        .arg(store)
+                        .arg(bytes)
+                        .arg(quota)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let used = u64::try_from(used).unwrap_or(0);
+        Ok(if ok == 1 { Ok(used) } else { Err(used) })
+    }
+
+    async fn release_space(&self, store: &str, bytes: u64) -> Result<()> {
+        let key = self.keys.space();
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.retrying("give back space in a pilot store", |mut c| {
+            let key = key.clone();
+            async move {
+                RELEASE_SPACE
+                    .key(key)
+                    .arg(store)
+                    .arg(bytes)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
     }
 
     async fn put_data_units(&self, records: &[DataUnitRecord]) -> Result<()> {
