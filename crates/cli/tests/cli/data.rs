@@ -248,3 +248,34 @@ output_data = [{{ name = "all", files = ["all.txt"], export = "results" }}]
     let all = std::fs::read_to_string(scratch.path().join("results/all.txt")).expect("exported");
     assert_eq!(all.lines().filter(|l| *l == "seed").count(), 8, "{all}");
 }
+
+#[test]
+fn exports_that_would_overwrite_each_other_or_fail_make_the_run_fail() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path().join("in.txt"), "x\n").expect("input");
+    let workload = scratch.write(
+        "work.toml",
+        r#"
+[[pilot]]
+resource = "local://"
+
+[[unit]]
+name = "w-{i}"
+executable = "/bin/sh"
+arguments = ["-c", "echo $0 > out.txt", "{i}"]
+count = 2
+output_data = [{ name = "o-{i}", files = ["out.txt"], export = "same/" }]
+"#,
+    );
+    let out = scratch.run(&workload);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("would overwrite what data unit o-0 exported there"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("1 data unit not exported"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("same/out.txt")).expect("the first export"),
+        "0\n"
+    );
+}
