@@ -62,6 +62,11 @@ pub enum Outcome {
 const SUBMIT_BATCH: usize = 5_000;
 const MIN_IN_FLIGHT: usize = 20_000;
 
+/// The pilot store of data units in a workload that declares none, and its directory
+/// under the sandbox root.
+pub const DEFAULT_STORE: &str = "sandbox";
+pub const DEFAULT_STORE_DIR: &str = "pstar.data";
+
 /// After a first Ctrl-C, how long the units get to be canceled through their agents
 /// before their pilots are killed.
 const CANCEL_GRACE: Duration = Duration::from_secs(60);
@@ -125,7 +130,23 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     // The pilot stores first: a store that cannot be reached ends the run before any
     // pilot is submitted.
     let pds = PilotDataService::new(&session);
-    for description in &workload.pilot_data {
+    let mut stores = workload.pilot_data.clone();
+    if stores.is_empty() && !workload.data_units.is_empty() {
+        // Data units without a pilot store go to a directory under the sandbox root.
+        stores.push(pstar::PilotDataDescription {
+            name: DEFAULT_STORE.into(),
+            url: format!(
+                "file://{}",
+                std::path::absolute(session.sandbox_root())
+                    .unwrap_or_else(|_| session.sandbox_root().to_owned())
+                    .join(DEFAULT_STORE_DIR)
+                    .display()
+            ),
+            size: None,
+            affinity: Default::default(),
+        });
+    }
+    for description in &stores {
         if let Err(e) = pds.create_pilot_data(description.clone()).await {
             let summary = tally.summary(total, None);
             tally.finish_report(&summary, &pcs.pilots());

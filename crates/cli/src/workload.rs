@@ -2253,8 +2253,25 @@ impl RawPilotData {
                 format!("a [[pilot_data]] named `{name}` is already declared on line {line}"),
             ));
         }
-        // Not echoed: a URL may hold a password (the caret shows where it is).
-        let url = store_url(self.url.get_ref(), base).map_err(|e| src.error(self.url.span(), e))?;
+        // Not echoed: a URL may hold a password (the caret shows where it is, and the
+        // line shown has it masked).
+        let url = store_url(self.url.get_ref(), base).map_err(|e| {
+            let mut e = src.error(self.url.span(), e);
+            if let Some(loc) = &mut e.location {
+                loc.source_line = mask_passwords(&loc.source_line);
+            }
+            e
+        })?;
+        let reserved = ["client", "export", "unknown"];
+        if reserved.contains(&name.as_str()) || name.starts_with("pilot.") {
+            return Err(src.error(
+                self.name.span(),
+                format!(
+                    "`name` `{name}` is kept for what reports count besides stores \
+                     (`client`, `export`, `unknown` and pilots' caches `pilot.NNNN`): choose another"
+                ),
+            ));
+        }
         let size = self.size.map(|s| store_size(src, &s)).transpose()?;
         let line = src.locate(self.name.span()).line;
         stores.lines.insert(name.clone(), line);
@@ -2266,6 +2283,29 @@ impl RawPilotData {
             affinity: value_or_default(self.affinity),
         })
     }
+}
+
+/// `line` with the password of every `scheme://user:password@` in it masked.
+fn mask_passwords(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest.find(['/', '"', '\'', ' ']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("****");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What a pilot store's `url` may be, said in the errors about it.
@@ -2287,6 +2327,13 @@ fn store_url(text: &str, base: &Path) -> Result<String, String> {
     let url = match url::Url::parse(text) {
         Ok(url) => url,
         Err(url::ParseError::RelativeUrlWithoutBase) => {
+            if text.starts_with('~') {
+                return Err(
+                    "`url` starts with `~`, which pstar does not expand: write the \
+                     directory's path in full, or relative to the workload file's"
+                        .to_owned(),
+                );
+            }
             let path = lexical(&base.join(text));
             return url::Url::from_file_path(&path)
                 .map(String::from)
@@ -4745,6 +4792,20 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
     }
 
     #[test]
+    fn a_password_in_a_store_url_is_masked_in_the_line_shown() {
+        let text = format!(
+            "[[pilot_data]]\nname = \"s\"\nurl = \"sftp://me:hunter2@host/x\"\n{ONE_PILOT}{ONE_UNIT}"
+        );
+        let e = parse_err(&text).to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("url = \"sftp://me:****@host/x\""), "{e}");
+        assert_eq!(
+            mask_passwords("a s3://k:v@b/x and sftp://u@h/p"),
+            "a s3://k:****@b/x and sftp://u@h/p"
+        );
+    }
+
+    #[test]
     fn pilot_store_mistakes_are_refused_at_the_key() {
         let store = |fields: &str| format!("[[pilot_data]]\n{fields}{ONE_PILOT}{ONE_UNIT}");
         assert_refused_exactly(&[
@@ -4787,6 +4848,30 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
                 "`url` holds a password: pilot stores never take credentials in their URL \
                  (SFTP uses your SSH keys and ~/.ssh/config, S3 the environment or a private \
                  file)",
+            ),
+            (
+                "a home directory",
+                store("name = \"s\"\nurl = \"~/pstar-store\"\n"),
+                3,
+                7,
+                "`url` starts with `~`, which pstar does not expand: write the directory's \
+                 path in full, or relative to the workload file's",
+            ),
+            (
+                "a name reports keep for themselves",
+                store("name = \"client\"\nurl = \"s\"\n"),
+                2,
+                8,
+                "`name` `client` is kept for what reports count besides stores (`client`, \
+                 `export`, `unknown` and pilots' caches `pilot.NNNN`): choose another",
+            ),
+            (
+                "a name like a pilot's cache",
+                store("name = \"pilot.0001\"\nurl = \"s\"\n"),
+                2,
+                8,
+                "`name` `pilot.0001` is kept for what reports count besides stores \
+                 (`client`, `export`, `unknown` and pilots' caches `pilot.NNNN`): choose another",
             ),
             (
                 "a query",

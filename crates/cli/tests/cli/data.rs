@@ -270,7 +270,8 @@ output_data = [{ name = "o-{i}", files = ["out.txt"], export = "same/" }]
     let out = scratch.run(&workload);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(
-        out.stderr.contains("would overwrite what data unit o-0 exported there"),
+        out.stderr
+            .contains("would overwrite what data unit o-0 exported there"),
         "{out}"
     );
     assert!(out.stderr.contains("1 data unit not exported"), "{out}");
@@ -278,4 +279,36 @@ output_data = [{ name = "o-{i}", files = ["out.txt"], export = "same/" }]
         std::fs::read_to_string(scratch.path().join("same/out.txt")).expect("the first export"),
         "0\n"
     );
+}
+
+#[test]
+fn data_units_without_a_pilot_store_are_placed_under_the_sandbox_root() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path().join("in.txt"), "hello\n").expect("input");
+    let workload = scratch.write(
+        "work.toml",
+        r#"
+[[pilot]]
+resource = "local://"
+
+[[data_unit]]
+name = "greeting"
+files = ["in.txt"]
+
+[[unit]]
+executable = "/bin/sh"
+arguments = ["-c", "cat \"$PSTAR_DATA/greeting/in.txt\""]
+input_data = ["greeting"]
+"#,
+    );
+    let out = scratch.run(&workload);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    let unit = &units(&report)[0];
+    assert_eq!(unit_stdout(scratch.path(), unit), "hello\n");
+    assert_eq!(
+        report["summary"]["data_units"][0]["stores"],
+        serde_json::json!(["sandbox"])
+    );
+    assert!(scratch.sandbox().join("pstar.data").is_dir());
 }
