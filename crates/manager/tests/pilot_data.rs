@@ -527,3 +527,38 @@ async fn an_empty_output_is_a_data_unit_of_no_files_when_allowed() {
     assert!(empty.files().is_empty());
     f.pcs.cancel().await;
 }
+
+#[tokio::test]
+async fn a_unit_reading_more_than_its_pilot_s_cache_holds_leaves_only_what_fits() {
+    let f = fixture(0, None).await;
+    let pilot = f
+        .pcs
+        .create_pilot(PilotComputeDescription {
+            cache_size: Some(150_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        let file = f.file(name, &[1; 100_000]);
+        f.cds.submit_data_unit(du(name, vec![file])).await.unwrap();
+    }
+    let mut both = sh("cat \"$PSTAR_DATA/a/a\" \"$PSTAR_DATA/b/b\" | wc -c | grep -qx 200000")
+        .with_pilot(pilot.id());
+    both.input_data = vec!["a".into(), "b".into()];
+    let h = f.cds.submit_compute_units(vec![both]).await.unwrap().remove(0);
+    assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+    let cache = f
+        .dir
+        .path()
+        .join("sandbox")
+        .join(f.session.id())
+        .join("pilot.0000/data");
+    let mut held: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    held.sort();
+    assert_eq!(held, ["b"], "a was evicted to make room for b");
+    f.pcs.cancel().await;
+}
