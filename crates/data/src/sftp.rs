@@ -289,6 +289,7 @@ impl SftpStore {
             return Ok(());
         }
         let mut current = String::new();
+        let mut refused = None;
         for part in dir.split('/') {
             if current.is_empty() && part.is_empty() {
                 current.push('/');
@@ -300,8 +301,8 @@ impl SftpStore {
             current.push_str(part);
             match tokio::time::timeout(self.timeout, fs.create_dir(&current)).await {
                 Ok(Ok(())) => {}
-                // There already (or not ours to make: the write says why if it matters).
-                Ok(Err(SftpError::SftpError(..))) => {}
+                // There already, or not ours to make: told apart below.
+                Ok(Err(e @ SftpError::SftpError(..))) => refused = Some((current.clone(), e)),
                 Ok(Err(e)) => return Err(self.error("write", key, e).await),
                 Err(_) => {
                     return Err(DataError::Timeout {
@@ -313,7 +314,23 @@ impl SftpStore {
                 }
             }
         }
-        Ok(())
+        let made = matches!(
+            tokio::time::timeout(self.timeout, fs.metadata(dir)).await,
+            Ok(Ok(meta)) if meta.file_type().is_some_and(|t| t.is_dir())
+        );
+        if made {
+            return Ok(());
+        }
+        let reason = match refused {
+            Some((at, e)) => format!("cannot make the directory {at}: {e}"),
+            None => format!("cannot make the directory {dir}"),
+        };
+        Err(DataError::Store {
+            store: self.store.clone(),
+            op: "write",
+            key: key.to_owned(),
+            reason,
+        })
     }
 
     /// Every file under `prefix` ("" for all), with its size; keys relative to the store.

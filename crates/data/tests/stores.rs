@@ -753,3 +753,38 @@ fn a_cancelled_transfer_leaves_nothing_behind() {
             .expect("delete all");
     }
 }
+
+#[test]
+fn a_store_directory_that_cannot_be_made_says_why() {
+    let stores = Stores::start();
+    // A file where the store's directory would be: nothing can be made below it.
+    let blocker = stores.scratch.path().join("blocker");
+    std::fs::write(&blocker, "not a directory").expect("blocker");
+    let src = stores.scratch.path().join("x.txt");
+    std::fs::write(&src, "x").expect("src");
+    for url in [
+        format!("file://{}/store", blocker.display()),
+        format!(
+            "sftp://root@127.0.0.1:{}{}/store",
+            stores.ssh.port(),
+            blocker.display()
+        ),
+    ] {
+        let url: StoreUrl = url.parse().expect("url");
+        let err = run(async {
+            match Store::open(&url).await {
+                Err(e) => e,
+                Ok(store) => store
+                    .put_file(&src, "d/x.txt")
+                    .await
+                    .expect_err("cannot be stored"),
+            }
+        })
+        .to_string();
+        assert!(
+            err.contains("cannot make the directory") || err.contains("Not a directory"),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("no `"), "{url}: not a missing key: {err}");
+    }
+}

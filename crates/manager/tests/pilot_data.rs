@@ -546,7 +546,12 @@ async fn a_unit_reading_more_than_its_pilot_s_cache_holds_leaves_only_what_fits(
     let mut both = sh("cat \"$PSTAR_DATA/a/a\" \"$PSTAR_DATA/b/b\" | wc -c | grep -qx 200000")
         .with_pilot(pilot.id());
     both.input_data = vec!["a".into(), "b".into()];
-    let h = f.cds.submit_compute_units(vec![both]).await.unwrap().remove(0);
+    let h = f
+        .cds
+        .submit_compute_units(vec![both])
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
     let cache = f
         .dir
