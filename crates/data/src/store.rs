@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use pstar_model::DataFile;
 
+use crate::S3_ENDPOINT_ENV;
 use crate::error::{DataError, Result};
 use crate::files::{CHUNK, Digest, Hasher};
 use crate::s3env::S3Settings;
@@ -129,6 +130,16 @@ impl Store {
                 root.clone(),
                 timeout,
             )),
+        };
+        // An S3 store's messages say which server they went to.
+        let name = match &url.kind {
+            Kind::S3 { .. } => match S3Settings::from_env()?.endpoint {
+                Some(endpoint) => format!("{name} at {endpoint}"),
+                None => format!(
+                    "{name} at AWS (no {S3_ENDPOINT_ENV} or AWS_ENDPOINT_URL names another server)"
+                ),
+            },
+            _ => name,
         };
         Ok(Store {
             url: url.clone(),
