@@ -117,6 +117,9 @@ impl PilotDataService {
             .parse()
             .map_err(|e: pstar_data::DataError| bad(e.to_string()))?;
         let store = Store::open(&url).await.map_err(|e| bad(e.to_string()))?;
+        // Reached (and its directory made, its bucket there, its credentials taken) before
+        // anything else is asked of it.
+        store.check().await.map_err(|e| bad(e.to_string()))?;
         let used = store
             .usage(self.session.id())
             .await
