@@ -39,7 +39,8 @@ enum Command {
     /// report could not be written at the end), 2 if the workload file or the report path
     /// was refused before anything ran, 130 if interrupted (SIGINT or SIGTERM).
     Run {
-        /// The workload file (TOML with [[pilot]] and [[unit]] tables).
+        /// The workload file (TOML with [[pilot]] and [[unit]] tables, and for Pilot-Data
+        /// [[pilot_data]] and [[data_unit]] tables).
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]
         workload: Option<PathBuf>,
         /// Pick up SESSION from its Redis (--coordination) after its manager died, and carry
