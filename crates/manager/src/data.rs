@@ -106,6 +106,14 @@ impl PilotDataService {
             reason,
         };
         check_data_name(&description.name).map_err(|e| bad(e.to_string()))?;
+        let name = description.name.as_str();
+        if [CLIENT, "export", "unknown"].contains(&name) || name.starts_with("pilot.") {
+            return Err(bad(
+                "the name is kept for what reports count besides stores (`client`, `export`, \
+                 `unknown` and pilots' caches `pilot.NNNN`): choose another"
+                    .into(),
+            ));
+        }
         if self.get(&description.name).is_some() {
             return Err(bad("a pilot store of this name exists already".into()));
         }
