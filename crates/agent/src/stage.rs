@@ -449,10 +449,14 @@ impl Stager {
                     if let Some(parent) = to.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                     }
-                    // A link's target is copied; a file is linked (no copy) when it can be.
-                    let is_link =
-                        std::fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink());
-                    if is_link || std::fs::hard_link(&local, &to).is_err() {
+                    // A file only the sandbox holds is linked into the cache (no copy);
+                    // a link's target, or a file with other names (a hard link to a file
+                    // elsewhere), is copied, so that nothing outside the sandbox is
+                    // shared with the cache or its readers.
+                    use std::os::unix::fs::MetadataExt;
+                    let own = std::fs::symlink_metadata(&local)
+                        .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
+                    if !own || std::fs::hard_link(&local, &to).is_err() {
                         std::fs::copy(&local, &to).map_err(|e| {
                             format!("cannot copy {} to {}: {e}", local.display(), to.display())
                         })?;

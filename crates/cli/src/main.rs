@@ -384,6 +384,13 @@ fn inspect_session(
     })
 }
 
+/// A log directive written here (always valid).
+fn quiet(directive: &str) -> tracing_subscriber::filter::Directive {
+    directive
+        .parse()
+        .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::WARN.into())
+}
+
 fn main() -> ExitCode {
     // `PSTAR_COORDINATION=` (set, but empty) names no store: as if it were not set.
     if std::env::var_os(pstar_cli::store::COORDINATION_ENV).is_some_and(|v| v.is_empty()) {
@@ -407,7 +414,10 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PSTAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // The S3 signing library logs its credentials at debug level: never shown.
+        .add_directive(quiet("reqsign_core=info"))
+        .add_directive(quiet("reqsign=info"));
     // Colour codes only for a person at a terminal: not in a file or a pipe (an agent's
     // log is its redirected stderr), and never with NO_COLOR set (https://no-color.org).
     let colour = {

@@ -96,7 +96,14 @@ pub(crate) fn read_credentials_file(path: &Path) -> Result<(String, String)> {
             path.display()
         ))
     };
-    let mut file = std::fs::File::open(path).map_err(|e| refuse(format!("cannot open: {e}")))?;
+    // Not blocking on a FIFO (or a device) put in its place: non-blocking, and only a
+    // regular file is read.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| refuse(format!("cannot open: {e}")))?;
     let meta = file
         .metadata()
         .map_err(|e| refuse(format!("cannot stat: {e}")))?;

@@ -789,3 +789,28 @@ fn a_store_directory_that_cannot_be_made_says_why() {
         assert!(!err.contains("no `"), "{url}: not a missing key: {err}");
     }
 }
+
+#[test]
+fn a_fifo_as_the_credentials_file_is_refused_without_waiting_on_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fifo = dir.path().join("creds");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    set_env(&[
+        ("PSTAR_S3_ENDPOINT", "http://127.0.0.1:9".into()),
+        ("PSTAR_S3_CREDENTIALS_FILE", fifo.display().to_string()),
+    ]);
+    let url: StoreUrl = "s3://bucket/p".parse().expect("url");
+    let err = run(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), Store::open(&url))
+            .await
+            .expect("no wait on the FIFO")
+            .err()
+            .expect("refused")
+    });
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}

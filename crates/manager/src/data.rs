@@ -261,6 +261,28 @@ impl PilotData {
     /// before anything moves; a failure removes what was stored and registers nothing.
     pub async fn submit_data_unit(&self, description: DataUnitDescription) -> Result<DataUnit> {
         let name = description.name.clone();
+        let placed = self.place(description).await;
+        if let Err(e) = &placed {
+            // Units that read it (submitted or to come) fail naming why, not wait for it.
+            let why = match e {
+                Error::DataUnit { reason, .. } => reason.clone(),
+                e => e.to_string(),
+            };
+            publish(
+                &self.inner.session,
+                DataEvent {
+                    detail: Some(why),
+                    store: Some(self.name().to_owned()),
+                    ..DataEvent::new(&name, DataUnitState::Failed)
+                },
+            )
+            .await;
+        }
+        placed
+    }
+
+    async fn place(&self, description: DataUnitDescription) -> Result<DataUnit> {
+        let name = description.name.clone();
         let bad = |reason: String| Error::DataUnit {
             name: name.clone(),
             reason,
@@ -303,20 +325,8 @@ impl PilotData {
                 }
                 Err(e) => {
                     let _ = self.inner.store.delete_prefix(&prefix).await;
-                    self.inner
-                        .used
-                        .fetch_sub(total.min(self.used()), Ordering::SeqCst);
-                    let why = e.to_string();
-                    publish(
-                        session,
-                        DataEvent {
-                            detail: Some(why.clone()),
-                            store: Some(self.name().to_owned()),
-                            ..DataEvent::new(&name, DataUnitState::Failed)
-                        },
-                    )
-                    .await;
-                    return Err(bad(why));
+                    self.release(total).await;
+                    return Err(bad(e.to_string()));
                 }
             }
         }
@@ -468,10 +478,7 @@ impl DataUnit {
             .await;
             return Ok(moved);
         }
-        store
-            .inner
-            .used
-            .fetch_sub(self.size().min(store.used()), Ordering::SeqCst);
+        store.release(self.size()).await;
         Err(Error::DataUnit {
             name,
             reason: format!("could not be replicated: {}", errors.join("; ")),

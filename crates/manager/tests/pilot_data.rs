@@ -215,6 +215,31 @@ async fn a_data_unit_beyond_the_quota_is_refused_before_anything_is_stored() {
     );
     assert!(!f.store_file("big", "big").exists());
     assert_eq!(f.pds.get("archive").unwrap().used(), 600);
+    // A unit that reads it fails naming why, rather than wait for it.
+    f.pcs
+        .create_pilot(PilotComputeDescription {
+            cores: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut reader = sh("true");
+    reader.input_data = vec!["big".into()];
+    let h = f
+        .cds
+        .submit_compute_units(vec![reader])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(within(h.wait()).await, UnitState::Failed);
+    assert_eq!(
+        h.detail().as_deref(),
+        Some(
+            "input data unit big failed: needs 600 B but pilot store archive has 400 B left of \
+             its 1000 B quota"
+        )
+    );
+    f.pcs.cancel().await;
 }
 
 #[tokio::test]
@@ -565,5 +590,34 @@ async fn a_unit_reading_more_than_its_pilot_s_cache_holds_leaves_only_what_fits(
         .collect();
     held.sort();
     assert_eq!(held, ["b"], "a was evicted to make room for b");
+    f.pcs.cancel().await;
+}
+
+#[tokio::test]
+async fn an_output_that_is_a_hard_link_to_a_file_outside_is_copied_not_shared() {
+    let f = fixture(1, None).await;
+    let outside = f.file("outside.txt", b"mine\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut maker = sh(&format!("ln {} h.txt", outside.display()));
+    maker.output_data = vec![OutputData::new("h", ["h.txt"])];
+    let mut writer =
+        sh("chmod u+w \"$PSTAR_DATA/h/h.txt\"; echo changed > \"$PSTAR_DATA/h/h.txt\"");
+    writer.input_data = vec!["h".into()];
+    let handles = f
+        .cds
+        .submit_compute_units(vec![maker, writer])
+        .await
+        .unwrap();
+    for h in &handles {
+        assert_eq!(within(h.wait()).await, UnitState::Done, "{:?}", h.detail());
+    }
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        b"mine\n",
+        "the outside file is untouched"
+    );
+    let mode = std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "and so is its mode");
     f.pcs.cancel().await;
 }

@@ -495,6 +495,12 @@ impl ComputeUnitDescription {
                 if pattern.contains('\0') {
                     return Err(bad(pattern, "contains a NUL byte"));
                 }
+                if glob::Pattern::new(pattern).is_err() {
+                    return Err(bad(
+                        pattern,
+                        "is not a valid pattern (`*`, `?`, `[abc]` and `**` are; a lone `[` is not)",
+                    ));
+                }
             }
         }
         Ok(())
@@ -585,6 +591,22 @@ pub(crate) mod humantime_serde {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn output_patterns_must_be_valid_and_stay_in_the_sandbox() {
+        let with = |pattern: &str| {
+            let mut d = ComputeUnitDescription::new("/bin/true");
+            d.output_data = vec![crate::OutputData::new("out", [pattern])];
+            d.validate()
+        };
+        for ok in ["*.bam", "out/**", "a?.txt", "[ab].txt", "plain"] {
+            with(ok).unwrap();
+        }
+        for bad in ["[", "/etc/*", "../x", "a/../../b", ""] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("`output_data` `out`: pattern"), "{bad}: {e}");
+        }
+    }
+
     use super::*;
 
     #[test]
