@@ -185,6 +185,10 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     };
     let exports: Exports = Default::default();
     let exporting = exports.clone();
+    let protected: Vec<PathBuf> = [Some(workload.path.clone()), options.report.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
     let submitter = tokio::spawn(async move {
         if let Target::Data(cds) = &target {
             // Placed one after the other; units that read one that fails, fail naming it.
@@ -218,8 +222,18 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         killed: false,
         exports: uses_data.then_some(exports),
         pds: Some(pds_kept),
+        protected,
     };
     run.drive(ended, Some(submitter), options).await
+}
+
+/// Whether `a` and `b` name one existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Output data units to export when the run ends, and where to.
@@ -415,6 +429,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         killed: false,
         exports: uses_data.then(|| std::sync::Arc::new(std::sync::Mutex::new(exported))),
         pds: None,
+        protected: options.report.iter().cloned().collect(),
     };
     run.drive(ended, None, options).await
 }
@@ -436,6 +451,8 @@ struct Run {
     exports: Option<Exports>,
     /// Its pilot stores (open: exports read through them).
     pds: Option<PilotDataService>,
+    /// Files no export may replace: the workload file, the report.
+    protected: Vec<PathBuf>,
 }
 
 /// What ended the wait for the units.
@@ -724,6 +741,24 @@ impl Run {
                 let to = dir.join(&f.path);
                 written.get(&to).map(|other| (to, other.clone()))
             });
+            let protected = unit.files().iter().find_map(|f| {
+                let to = dir.join(&f.path);
+                self.protected
+                    .iter()
+                    .find(|p| same_file(p, &to))
+                    .map(|p| (to, p))
+            });
+            if let Some((to, input)) = protected {
+                say!(
+                    "pstar: data unit {name} not exported to {}: its {} is {}, an input or the \
+                     report of this run",
+                    dir.display(),
+                    to.display(),
+                    input.display()
+                );
+                export_failures += 1;
+                continue;
+            }
             if let Some((to, other)) = clash {
                 say!(
                     "pstar: data unit {name} not exported to {}: its {} would overwrite what \

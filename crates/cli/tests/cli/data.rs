@@ -312,3 +312,25 @@ input_data = ["greeting"]
     );
     assert!(scratch.sandbox().join("pstar.data").is_dir());
 }
+
+#[test]
+fn no_export_replaces_the_workload_file() {
+    let scratch = Scratch::new();
+    let text = r#"
+[[pilot]]
+resource = "local://"
+
+[[unit]]
+executable = "/bin/sh"
+arguments = ["-c", "echo PWNED > work.toml"]
+output_data = [{ name = "o", files = ["work.toml"], export = "." }]
+"#;
+    let workload = scratch.write("work.toml", text);
+    let out = scratch.run(&workload);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("an input or the report of this run"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&workload).expect("workload"), text);
+}
