@@ -1048,6 +1048,9 @@ impl Core {
             return;
         }
         u.pooled = false;
+        // Bound from now on, not only once its `Scheduled` comes back on the stream: a
+        // cancel meanwhile must find it on its pilot.
+        u.bound = Some(pilot);
         let (cores, gpus) = (u.spec.cores, u.spec.gpus);
         let Some(p) = self.pilot_mut(pilot) else {
             return;

@@ -1507,3 +1507,26 @@ fn data_a_failed_input_fails_its_readers_and_a_resumed_core_keeps_waiters_out_of
     assert_eq!(h.state(1), Some(UnitState::New));
     assert!(h.queued(1).is_empty());
 }
+
+#[test]
+fn a_cancel_between_a_bind_and_its_scheduled_event_reaches_the_unit() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 2);
+    // Bound in a round whose events have not come back yet.
+    h.core.handle(Input::Submit {
+        service: S,
+        units: vec![spec(0, 1)],
+    });
+    let round = h.core.round();
+    assert_eq!(round.enqueue, [(p(1), vec![u(0)])]);
+    h.core.handle(Input::Cancel {
+        units: vec![u(0)],
+        reason: "canceled".into(),
+    });
+    let next = h.core.round();
+    assert_eq!(
+        next.withdraw.len(),
+        1,
+        "the cancel asks the unit back from its pilot's queue"
+    );
+}
