@@ -86,6 +86,9 @@ fn stamp(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// A data unit in (or on its way into) the cache: one transfer, its result shared.
+type Present = Arc<OnceCell<Result<Arc<Cached>, String>>>;
+
 /// The pilot's cache and the stores it reads from and writes to.
 pub(crate) struct Stager {
     coordination: Arc<dyn Coordination>,
@@ -94,7 +97,7 @@ pub(crate) struct Stager {
     /// `<pilot sandbox>/data`.
     cache: PathBuf,
     /// Data units in (or on their way into) the cache: one transfer each.
-    present: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Cached>, String>>>>>,
+    present: Mutex<HashMap<String, Present>>,
     /// Open stores, by URL.
     stores: tokio::sync::Mutex<HashMap<String, Arc<Store>>>,
     /// What the cache holds, for its limit (`cache_size`): size and last use of each data

@@ -44,9 +44,7 @@ impl DataLedger {
     pub fn note(&mut self, e: &DataEvent) {
         let d = self.units.entry(e.name.clone()).or_default();
         let from = d.state.unwrap_or(DataUnitState::New);
-        if from.can_transition_to(e.state) {
-            d.state = Some(e.state);
-        } else if d.state.is_none() {
+        if from.can_transition_to(e.state) || d.state.is_none() {
             d.state = Some(e.state);
         }
         if e.size > 0 {

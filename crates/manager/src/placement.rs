@@ -138,6 +138,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn nearness_is_graded_by_cache_then_machine_then_datacenter() {
         let none = aff(None, None);
         let dc1 = aff(Some("dc1"), None);

@@ -198,6 +198,9 @@ impl PilotSpec {
     }
 }
 
+/// What one unit reads and makes: (unit, input data units, output data units).
+pub type UnitData = (UnitId, Box<[String]>, Box<[String]>);
+
 /// Everything the core reacts to.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -231,7 +234,7 @@ pub enum Input {
     DeclareData(Vec<String>),
     /// What units read and make, each as (unit, input data units, output data units):
     /// fed before the units' `Submit` or `Restore`.
-    UnitData(Vec<(UnitId, Box<[String]>, Box<[String]>)>),
+    UnitData(Vec<UnitData>),
     /// A pilot store's labels.
     AddStore {
         /// Its name.
