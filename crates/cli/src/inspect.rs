@@ -30,6 +30,8 @@ pub struct SessionView {
     pub first_event: Option<Timestamp>,
     /// The manager's core, folding the stream without deciding anything.
     core: Core,
+    /// The session's data units and the bytes moved, folded from its data events.
+    pub data: pstar::DataLedger,
 }
 
 pub struct PilotView {
@@ -99,6 +101,7 @@ impl SessionView {
             finished_at: Vec::new(),
             heartbeats: store.heartbeats().await?.into_iter().collect(),
             first_event: None,
+            data: Default::default(),
         };
         view.apply_all(store.history().await?);
         Ok(view)
@@ -160,10 +163,8 @@ impl SessionView {
                     p.draining = true;
                 }
             }
-            Event::Unit(_)
-            | Event::Data(_)
-            | Event::Resumed { .. }
-            | Event::CancelRequested { .. } => {}
+            Event::Data(d) => self.data.note(d),
+            Event::Unit(_) | Event::Resumed { .. } | Event::CancelRequested { .. } => {}
         }
     }
 
@@ -231,6 +232,30 @@ impl SessionView {
             .collect();
         let _ = writeln!(out, "\nunits: {} ({})", self.units.len(), parts.join(", "));
         let _ = writeln!(out, "throughput: {}", self.throughput(now));
+        if !self.data.units.is_empty() {
+            let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+            for d in self.data.units.values() {
+                *by_state
+                    .entry(d.state.map_or("new", |s| s.as_str()))
+                    .or_default() += 1;
+            }
+            let parts: Vec<String> = by_state.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "data units: {} ({}); {} moved",
+                self.data.units.len(),
+                parts.join(", "),
+                pstar::bytes_text(self.data.moved)
+            );
+            for (name, d) in self.data.units.iter().filter(|(_, d)| d.detail.is_some()) {
+                let _ = writeln!(
+                    out,
+                    "  failed data unit {}: {}",
+                    Printable(name),
+                    Printable(d.detail.as_deref().unwrap_or(""))
+                );
+            }
+        }
         out
     }
 
@@ -537,6 +562,7 @@ mod tests {
             finished_at: Vec::new(),
             heartbeats: BTreeMap::new(),
             first_event: None,
+            data: Default::default(),
         }
     }
 

@@ -154,11 +154,27 @@ fn over_redis_agents_of_their_own_stage_and_store_data_units() {
         ("PSTAR_REDIS_PASSWORD", server.password().to_owned()),
         ("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar").to_owned()),
     ];
-    run_pipeline_with(
+    let report = run_pipeline_with(
         &format!("file://{}/store", s(dir.path())),
         &env,
         &["--coordination", &server.url()],
     );
+    // `pstar status` shows the session's data units and what moved.
+    let session = report["summary"]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let mut cmd = pstar();
+    cmd.env("PSTAR_REDIS_PASSWORD", server.password()).args([
+        "status",
+        "--session",
+        &session,
+        "--coordination",
+        &server.url(),
+    ]);
+    let out = Running::start(cmd).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("data units: 8 (running 8); "), "{out}");
 }
 
 #[test]
