@@ -291,6 +291,23 @@ impl Executors {
                     ));
                     continue;
                 }
+                // Its inputs changed in the cache since they were staged (a unit that ran
+                // meanwhile wrote through its links): back to the pool, to be staged
+                // afresh, rather than run on what another unit left.
+                let spoiled = q.pending.front().and_then(|(_, d)| {
+                    if d.input_data.is_empty() {
+                        return None;
+                    }
+                    self.stager.inputs_intact(d).err()
+                });
+                if let Some(why) = spoiled
+                    && let Some((id, desc)) = q.pending.pop_front()
+                {
+                    q.pending_cores -= desc.cores;
+                    q.given_back.insert(id);
+                    let _ = events.send(unit_event(id, record.id, UnitState::New, None, Some(why)));
+                    continue;
+                }
                 // A unit that says it needs more time than the walltime left here would be
                 // cut short: it goes back to the pool for a pilot with time.
                 let short = q.pending.front().and_then(|(_, d)| {

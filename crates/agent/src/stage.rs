@@ -391,6 +391,27 @@ impl Stager {
             .collect()
     }
 
+    /// Whether `desc`'s inputs in this pilot's cache are still as they arrived (a unit
+    /// that ran meanwhile may have written through its links): checked right before the
+    /// unit starts.
+    pub(crate) fn inputs_intact(&self, desc: &ComputeUnitDescription) -> Result<(), String> {
+        let Ok(present) = self.present.lock() else {
+            return Ok(());
+        };
+        for name in &desc.input_data {
+            if let Some(Ok(cached)) = present.get(name).and_then(|cell| cell.get())
+                && !cached.intact()
+            {
+                return Err(format!(
+                    "input data unit {name} changed in {}'s cache after it was staged for \
+                     this unit: it is staged again",
+                    self.me()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Stores `desc`'s output data units from `unit`'s sandbox; returns the bytes moved.
     pub(crate) async fn stage_out(
         &self,
@@ -591,6 +612,18 @@ fn match_outputs(sandbox: &Path, pattern: &str) -> Result<Vec<(PathBuf, String)>
         .canonicalize()
         .map_err(|e| format!("{}: {e}", sandbox.display()))?;
     while let Some(path) = stack.pop() {
+        // Whatever the path, what it names must be inside the sandbox: a pattern can pass
+        // through a linked directory (`a/b/*` with `a/b` a link elsewhere).
+        let real = path
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "{} is {}, not a file of the unit's sandbox (through a link)",
+                path.display(),
+                real.display()
+            ));
+        }
         let meta =
             std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if meta.file_type().is_symlink() {

@@ -113,7 +113,7 @@
 //! walltime of every pilot it may run on is refused here.
 //!
 //! Pilot-Data. Each `output_data` entry is a table (a bare name is refused): `name` and
-//! `files` (patterns relative to the unit's sandbox, such as `"*.bam"` or `"out/**"`) are
+//! `files` (patterns relative to the unit's sandbox, such as `"*.bam"`, `"out"` for a whole directory, or `"out/**/*.txt"`) are
 //! required; `store` (the `[[pilot_data]]` to keep it in), `export` (a directory it is
 //! copied to when the run ends, relative to this file's directory) and `allow_empty`
 //! (default `false`: a pattern matching nothing fails the unit) are optional. A unit finds
@@ -1315,9 +1315,12 @@ struct Source<'a> {
 impl Source<'_> {
     /// An error pointing at the bytes `span` of the text.
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> WorkloadError {
+        let mut location = self.locate(span);
+        // Whatever the mistake, a password written in a URL on its line is not shown.
+        location.source_line = mask_passwords(&location.source_line);
         WorkloadError {
             path: self.path.to_owned(),
-            location: Some(self.locate(span)),
+            location: Some(location),
             message: message.into(),
             source: None,
         }
@@ -4803,6 +4806,13 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
             mask_passwords("a s3://k:v@b/x and sftp://u@h/p"),
             "a s3://k:****@b/x and sftp://u@h/p"
         );
+        // Whatever the mistake on the line, the password is not shown: here a syntax error.
+        let text = format!(
+            "[[pilot_data]]\nname = \"s\"\nurl = \"sftp://me:hunter2@host/x\" oops\n{ONE_PILOT}{ONE_UNIT}"
+        );
+        let e = parse_err(&text).to_string();
+        assert!(e.starts_with("work.toml:3:"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub struct DataUnitDescription {
 pub struct OutputData {
     /// Name of the new data unit ([`check_data_name`]).
     pub name: String,
-    /// Glob patterns relative to the unit's sandbox (`*.bam`, `out/**`).
+    /// Glob patterns relative to the unit's sandbox (`*.bam`, `out` for a whole directory,
+    /// `out/**/*.txt`).
     pub files: Vec<String>,
     /// Pilot store to keep it in. `None`: the first pilot store, or else the pilot's own
     /// cache.
