@@ -34,7 +34,12 @@ pub(crate) enum Stop {
     Cancel,
     /// Its pilot ends: it goes back to the pool (`New`) to run elsewhere.
     Return(String),
+    /// It ran longer than its `timeout`: it ends `Failed`.
+    Timeout(Duration),
 }
+
+/// How long a unit past its `timeout` gets between SIGTERM and SIGKILL.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
 /// Shared between a unit's thread and the agent's main loop.
 #[derive(Default)]
@@ -76,6 +81,15 @@ impl UnitControl {
             tokio::time::sleep(grace).await;
             me.signal(Signal::SIGKILL);
         });
+    }
+
+    /// [`stop`](Self::stop), unless a stop was asked already (a cancel wins over a
+    /// timeout that comes after it).
+    pub(crate) fn stop_unless_stopped(self: &Arc<Self>, stop: Stop, grace: Duration) {
+        let stopped = self.process.lock().map_or(true, |p| p.stop.is_some());
+        if !stopped {
+            self.stop(stop, grace);
+        }
     }
 
     /// Kills the unit's process group at once (the agent is going away); the unit goes
@@ -406,7 +420,7 @@ impl Executors {
 }
 
 /// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`.
-fn run(job: UnitJob, control: &UnitControl, events: &Reports) {
+fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports) {
     let (id, pilot) = (job.id, job.record.id);
     let report = |state, exit_code, detail| {
         let _ = events.send(unit_event(id, pilot, state, exit_code, detail));
@@ -422,12 +436,20 @@ fn run(job: UnitJob, control: &UnitControl, events: &Reports) {
 
 fn execute(
     job: &UnitJob,
-    control: &UnitControl,
+    control: &Arc<UnitControl>,
     report: &dyn Fn(UnitState, Option<i32>, Option<String>),
 ) -> Result<(), LaunchError> {
     let stopped = |stop: Option<Stop>| match stop {
         Some(Stop::Cancel) => report(UnitState::Canceled, None, Some("canceled".into())),
         Some(Stop::Return(why)) => report(UnitState::New, None, Some(why)),
+        Some(Stop::Timeout(after)) => report(
+            UnitState::Failed,
+            None,
+            Some(format!(
+                "timeout after {}",
+                humantime::format_duration(after)
+            )),
+        ),
         None => {}
     };
     if let Some(stop) = control.process.lock().ok().and_then(|p| p.stop.clone()) {
@@ -464,6 +486,14 @@ fn execute(
     if stop_pending {
         control.signal(Signal::SIGTERM);
     }
+    // Its `timeout`: a watchdog on the agent's runtime stops the whole process group.
+    let watchdog = job.desc.timeout.map(|after| {
+        let control = control.clone();
+        job.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            control.stop_unless_stopped(Stop::Timeout(after), TIMEOUT_GRACE);
+        })
+    });
 
     // Wait for the leader to exit without reaping it, so that its group id stays ours
     // while we kill whatever it left running in the group; mark it reaped (no one may
@@ -477,6 +507,9 @@ fn execute(
             other => break other.is_ok(),
         }
     };
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let stop = match control.process.lock() {
         Ok(mut p) => {
             // Only while the exited leader still holds the group id.

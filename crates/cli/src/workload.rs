@@ -72,6 +72,8 @@
 //! pilot = "big"             # early binding: the `name` of a [[pilot]]
 //! count = 8                 # an ensemble of 8 units; default 1, at least 1
 //! time_request = "30m"      # expected run time, in the forms of `walltime`; > 0
+//! timeout = "10m"           # its process tree is killed when it runs longer; it fails
+//!                           # with "timeout after 10m"; in the forms of `walltime`; > 0
 //! input_data = ["reference", "reads-{i}"]  # data units made present in the sandbox,
 //!                           # under $PSTAR_DATA/<name>/, before the unit runs
 //! output_data = [{ name = "aligned-{i}", files = ["*.bam"], export = "results/{i}/" }]
@@ -1401,7 +1403,7 @@ impl Takes {
                 least: 0,
                 most: u64::MAX,
             },
-            "walltime" | "time_request" => {
+            "walltime" | "time_request" | "timeout" => {
                 Takes::Words("a duration in quotes such as \"1h\" or \"01:00:00\"")
             }
             "heartbeat_timeout"
@@ -1912,6 +1914,7 @@ struct RawUnit {
     pilot: Option<Spanned<String>>,
     count: Option<Spanned<u32>>,
     time_request: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
     input_data: Option<Spanned<Vec<Spanned<String>>>>,
     output_data: Option<Spanned<Vec<Spanned<RawOutputData>>>>,
 }
@@ -1953,6 +1956,7 @@ impl RawUnit {
         keys.note("pre_exec", &self.pre_exec);
         keys.note("tags", &self.tags);
         keys.note("time_request", &self.time_request);
+        keys.note("timeout", &self.timeout);
         keys.note("input_data", &self.input_data);
         keys.note("output_data", &self.output_data);
 
@@ -1998,6 +2002,13 @@ impl RawUnit {
             .map_or(table_span.clone(), Spanned::span);
         let count = at_least_one(src, self.count, "count", 1)?;
         // Zero is refused by `validate`, with the other refusals of the description.
+        // Zero is refused by `validate`, with the other refusals of the description.
+        let timeout = match &self.timeout {
+            None => None,
+            Some(t) => {
+                Some(parse_time("timeout", t.get_ref()).map_err(|e| src.error(t.span(), e))?)
+            }
+        };
         let time_request = match &self.time_request {
             None => None,
             Some(t) => {
@@ -2129,6 +2140,7 @@ impl RawUnit {
             mpi,
             tags: value_or_default(self.tags),
             time_request,
+            timeout,
             ..ComputeUnitDescription::default()
         };
         let one = |t: Option<Spanned<String>>| t.map(|t| Template::parse(t.get_ref()));
@@ -5001,6 +5013,33 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
                 "`url` must be text in quotes, not 7",
             ),
         ]);
+    }
+
+    #[test]
+    fn a_unit_s_timeout_is_a_duration_above_zero() {
+        let pilot = "[[pilot]]\nresource = \"local://\"\n";
+        let w = parse_ok(&format!(
+            "{pilot}[[unit]]\nexecutable = \"/bin/true\"\ntimeout = \"10m\"\n"
+        ));
+        assert_eq!(
+            w.units().next().map(|u| u.description.timeout),
+            Some(Some(Duration::from_secs(600)))
+        );
+        let e = parse_err(&format!(
+            "{pilot}[[unit]]\nexecutable = \"/bin/true\"\ntimeout = \"soon\"\n"
+        ));
+        assert!(
+            e.to_string()
+                .starts_with("work.toml:5:11: `timeout` `soon` is not a duration"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{pilot}[[unit]]\nexecutable = \"/bin/true\"\ntimeout = \"0s\"\n"
+        ));
+        assert!(
+            e.to_string().contains("`timeout` must be longer than zero"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -771,3 +771,37 @@ async fn settings_out_of_range_and_a_drain_margin_as_long_as_the_walltime_are_re
     );
     pcs.cancel().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_past_its_timeout_fails_and_its_process_tree_is_killed() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(1)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = dir.path().join("child");
+    let mut d = sh(&format!("sleep 30 & echo $! > {}; wait", child.display()));
+    d.timeout = Some(Duration::from_secs(1));
+    let unit = f.cus.submit(d).await.unwrap();
+    assert_eq!(within(unit.wait()).await, UnitState::Failed);
+    assert_eq!(unit.detail().as_deref(), Some("timeout after 1s"));
+    let pid: i32 = std::fs::read_to_string(&child)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unit's child {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A unit that ends in time is not touched.
+    let mut quick = sh("true");
+    quick.timeout = Some(Duration::from_secs(30));
+    let quick = f.cus.submit(quick).await.unwrap();
+    assert_eq!(within(quick.wait()).await, UnitState::Done);
+    f.pcs.cancel().await;
+}

@@ -26,6 +26,8 @@ pub enum DescriptionError {
         "`time_request` must be longer than zero (leave it out when the run time is not known)"
     )]
     NoTimeRequest,
+    #[error("`timeout` must be longer than zero (leave it out for no limit)")]
+    NoTimeout,
     #[error(
         "{} cannot be spread evenly over {nodes} nodes",
         crate::plural(u64::from(*.cores), "core")
@@ -83,6 +85,7 @@ impl DescriptionError {
             NoExecutable => vec!["executable"],
             NoWalltime => vec!["walltime"],
             NoTimeRequest => vec!["time_request"],
+            NoTimeout => vec!["timeout"],
             UnevenNodes { .. } => vec!["nodes", "cores"],
             UnevenGpus { .. } => vec!["nodes", "gpus"],
             BadVariable { .. } => vec!["environment"],
@@ -353,6 +356,14 @@ pub struct ComputeUnitDescription {
         skip_serializing_if = "Option::is_none"
     )]
     pub time_request: Option<Duration>,
+    /// Kill the unit's whole process tree when it has run this long; it fails with
+    /// "timeout after <timeout>". `None`: no limit.
+    #[serde(
+        default,
+        with = "opt_humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
     /// Data units made present in the unit's sandbox, under `$PSTAR_DATA/<name>/`, before
     /// it runs. The unit waits in the pool until each of them exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -380,6 +391,7 @@ impl Default for ComputeUnitDescription {
             tags: Vec::new(),
             pilot: None,
             time_request: None,
+            timeout: None,
             input_data: Vec::new(),
             output_data: Vec::new(),
         }
@@ -515,6 +527,9 @@ impl ComputeUnitDescription {
         }
         if self.time_request == Some(Duration::ZERO) {
             return Err(DescriptionError::NoTimeRequest);
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(DescriptionError::NoTimeout);
         }
         self.validate_data()?;
         no_nul("executable", &self.executable)?;
