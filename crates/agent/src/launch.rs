@@ -105,24 +105,49 @@ impl Launch<'_> {
             None => self.sandbox.to_owned(),
         };
 
-        let mut cmd = if d.shell || !d.pre_exec.is_empty() {
+        let mut cmd = if d.shell || !d.pre_exec.is_empty() || !d.post_exec.is_empty() {
+            let post = !d.post_exec.is_empty();
             let mut script = String::from("set -e\n");
             for line in &d.pre_exec {
                 script.push_str(line);
                 script.push('\n');
             }
-            let mut cmd = self.command("/bin/sh");
-            if d.shell {
+            // With post_exec lines, they run whatever the executable's exit code, which
+            // stays the unit's unless one of them fails.
+            if post {
+                script.push_str("set +e\n");
+            }
+            let zero = if d.shell {
                 // The executable is a command line; $0 is the unit's name, $1.. its arguments.
-                script.push_str(&d.executable);
-                cmd.arg("-c").arg(script).arg(d.display_name());
+                if post {
+                    script.push_str("{\n");
+                    script.push_str(&d.executable);
+                    script.push_str("\n}\n");
+                } else {
+                    script.push_str(&d.executable);
+                }
+                d.display_name().to_owned()
             } else {
                 if d.executable.contains('/') {
                     check_executable(&d.executable)?;
                 }
-                script.push_str("exec \"$0\" \"$@\"");
-                cmd.arg("-c").arg(script).arg(&d.executable);
+                script.push_str(if post {
+                    "\"$0\" \"$@\"\n"
+                } else {
+                    "exec \"$0\" \"$@\""
+                });
+                d.executable.clone()
+            };
+            if post {
+                script.push_str("pstar_status=$?\nset -e\n");
+                for line in &d.post_exec {
+                    script.push_str(line);
+                    script.push('\n');
+                }
+                script.push_str("exit $pstar_status\n");
             }
+            let mut cmd = self.command("/bin/sh");
+            cmd.arg("-c").arg(script).arg(zero);
             cmd.args(&d.arguments);
             cmd
         } else {

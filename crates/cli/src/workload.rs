@@ -65,6 +65,7 @@
 //! stdout = "out.txt"        # optional; relative to the unit's sandbox
 //! stderr = "err.txt"        # optional
 //! pre_exec = ["module load x"]
+//! post_exec = ["gzip -f out.txt"]  # after the executable, whatever its exit code (kept)
 //! shell = false             # run `executable` as a `/bin/sh` command line
 //! ranks = 4                 # an MPI unit of 4 ranks (one core each; sets `cores`)
 //! mpi = false               # an MPI unit with one rank per core (`ranks` implies it)
@@ -96,7 +97,7 @@
 //!
 //! A unit with `count = N` becomes `N` units, in file order; in each, `{i}` in `name`,
 //! `arguments`, `environment` *values*, `stdout`, `stderr`, `working_directory`,
-//! `pre_exec`, `input_data` names and `output_data` `name`, `files` and `export` becomes
+//! `pre_exec`, `post_exec`, `input_data` names and `output_data` `name`, `files` and `export` becomes
 //! the member's index, `0` to `N - 1` (with the default `count = 1` it becomes `0`). In
 //! those fields `{{` and `}}` are literal braces (`${{HOME}}` is the shell's `${HOME}`,
 //! `{{i}}` is `{i}`); any other brace is kept as it is. An ensemble is kept as its
@@ -299,6 +300,7 @@ struct UnitTemplate {
     stdout: Option<Template>,
     stderr: Option<Template>,
     pre_exec: Vec<Template>,
+    post_exec: Vec<Template>,
     /// Names of the data units the unit reads.
     input_data: Vec<Template>,
     /// The data units the unit makes.
@@ -340,6 +342,7 @@ impl UnitTemplate {
             stdout: self.stdout.as_ref().map(expand),
             stderr: self.stderr.as_ref().map(expand),
             pre_exec: self.pre_exec.iter().map(expand).collect(),
+            post_exec: self.post_exec.iter().map(expand).collect(),
             input_data: self.input_data.iter().map(expand).collect(),
             output_data: self
                 .output_data
@@ -1418,7 +1421,7 @@ impl Takes {
             }
             "pilot_failure" | "agent_loss" => Takes::Words("a number from 0 to 1 (10 % is 0.1)"),
             "shell" | "mpi" | "tunnel" | "allow_empty" => Takes::Words("true or false"),
-            "arguments" | "pre_exec" | "tags" | "scheduler_options" => {
+            "arguments" | "pre_exec" | "post_exec" | "tags" | "scheduler_options" => {
                 Takes::Words("a list of strings in quotes such as [\"-v\", \"x\"]")
             }
             "input_data" => Takes::Words(
@@ -1905,6 +1908,7 @@ struct RawUnit {
     stdout: Option<Spanned<String>>,
     stderr: Option<Spanned<String>>,
     pre_exec: Option<Spanned<Vec<String>>>,
+    post_exec: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     shell: bool,
     #[serde(default)]
@@ -1954,6 +1958,7 @@ impl RawUnit {
         keys.note("stdout", &self.stdout);
         keys.note("stderr", &self.stderr);
         keys.note("pre_exec", &self.pre_exec);
+        keys.note("post_exec", &self.post_exec);
         keys.note("tags", &self.tags);
         keys.note("time_request", &self.time_request);
         keys.note("timeout", &self.timeout);
@@ -2164,6 +2169,7 @@ impl RawUnit {
             stdout: one(self.stdout),
             stderr: one(self.stderr),
             pre_exec: all(self.pre_exec),
+            post_exec: all(self.post_exec),
             input_data,
             output_data,
         };

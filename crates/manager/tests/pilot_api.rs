@@ -805,3 +805,32 @@ async fn a_unit_past_its_timeout_fails_and_its_process_tree_is_killed() {
     assert_eq!(within(quick.wait()).await, UnitState::Done);
     f.pcs.cancel().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_exec_lines_run_after_the_executable_and_keep_its_exit_code() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    let mut ok = ComputeUnitDescription::new("/bin/echo").with_arguments(["main", "$HOME"]);
+    ok.post_exec = vec!["echo post".into()];
+    let mut failing = sh("echo main; exit 3");
+    failing.post_exec = vec!["echo post".into()];
+    let mut post_fails = ComputeUnitDescription::new("/bin/true");
+    post_fails.post_exec = vec!["false".into(), "echo never".into()];
+    let units = f.cus.submit_batch([ok, failing, post_fails]).await.unwrap();
+    for u in &units {
+        within(u.wait()).await;
+    }
+    let out = |u: &ComputeUnit| std::fs::read_to_string(u.stdout().unwrap()).unwrap();
+    assert_eq!(units[0].state(), UnitState::Done);
+    assert_eq!(
+        out(&units[0]),
+        "main $HOME\npost\n",
+        "arguments stay as they are"
+    );
+    assert_eq!(units[1].state(), UnitState::Failed);
+    assert_eq!(units[1].exit_code(), Some(3));
+    assert_eq!(out(&units[1]), "main\npost\n");
+    assert_eq!(units[2].state(), UnitState::Failed);
+    assert_eq!(out(&units[2]), "");
+    f.pcs.cancel().await;
+}

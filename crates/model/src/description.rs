@@ -337,6 +337,10 @@ pub struct ComputeUnitDescription {
     pub stderr: Option<String>,
     /// Shell lines run before the executable, e.g. `module load gromacs`.
     pub pre_exec: Vec<String>,
+    /// Shell lines run in `/bin/sh` after the executable, whatever its exit code (which
+    /// stays the unit's unless a line fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_exec: Vec<String>,
     /// Run `executable` as a `/bin/sh` command line.
     pub shell: bool,
     /// An MPI program: one rank per core, started over the unit's cores with the
@@ -386,6 +390,7 @@ impl Default for ComputeUnitDescription {
             stdout: None,
             stderr: None,
             pre_exec: Vec::new(),
+            post_exec: Vec::new(),
             shell: false,
             mpi: false,
             tags: Vec::new(),
@@ -539,6 +544,7 @@ impl ComputeUnitDescription {
         for (field, values) in [
             ("arguments", &self.arguments),
             ("pre_exec", &self.pre_exec),
+            ("post_exec", &self.post_exec),
             ("tags", &self.tags),
         ] {
             for v in values {
