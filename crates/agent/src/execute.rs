@@ -129,6 +129,7 @@ pub(crate) fn unit_event(
         exit_code,
         detail,
         lost_run: None,
+        failed_run: false,
     })
 }
 
@@ -422,8 +423,19 @@ impl Executors {
 /// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`.
 fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports) {
     let (id, pilot) = (job.id, job.record.id);
+    let desc = job.desc.clone();
     let report = |state, exit_code, detail| {
-        let _ = events.send(unit_event(id, pilot, state, exit_code, detail));
+        let mut e = unit_event(id, pilot, state, exit_code, detail);
+        // A failed run of a unit with retries goes back to be tried again; the manager
+        // counts the failed runs and ends the unit when they are used up.
+        if state == UnitState::Failed
+            && desc.retries_exit(exit_code)
+            && let Event::Unit(u) = &mut e
+        {
+            u.state = UnitState::New;
+            u.failed_run = true;
+        }
+        let _ = events.send(e);
     };
     if let Err(e) = execute(&job, control, &report) {
         let msg = e.to_string();
@@ -464,6 +476,7 @@ fn execute(
         pilot: job.record.id,
         description: &job.desc,
         pilot_environment: &job.record.description.environment,
+        pilot_pre_exec: &job.record.description.pre_exec,
         sandbox: &sandbox,
         gpus: &job.placement.gpu_ids(),
         pilot_gpus: job.record.description.gpus,

@@ -1,6 +1,6 @@
 //! Turning a unit description into a process.
 //!
-//! Without `shell` and `pre_exec` the executable is started directly, with its arguments as
+//! Without `shell`, `pre_exec` (the unit's or its pilot's) and `post_exec` the executable is started directly, with its arguments as
 //! they are: nothing passes through a shell. When a shell is needed, the unit's arguments
 //! travel as the shell's positional parameters (`"$@"`), never pasted into the script.
 
@@ -24,6 +24,8 @@ pub struct Launch<'a> {
     pub pilot: PilotId,
     pub description: &'a ComputeUnitDescription,
     pub pilot_environment: &'a BTreeMap<String, String>,
+    /// The pilot's `pre_exec` lines, run before the unit's own.
+    pub pilot_pre_exec: &'a [String],
     pub sandbox: &'a Path,
     pub gpus: &'a [u32],
     /// How many GPUs the pilot holds.
@@ -105,10 +107,11 @@ impl Launch<'_> {
             None => self.sandbox.to_owned(),
         };
 
-        let mut cmd = if d.shell || !d.pre_exec.is_empty() || !d.post_exec.is_empty() {
+        let pre = self.pilot_pre_exec.iter().chain(&d.pre_exec);
+        let mut cmd = if d.shell || pre.clone().next().is_some() || !d.post_exec.is_empty() {
             let post = !d.post_exec.is_empty();
             let mut script = String::from("set -e\n");
-            for line in &d.pre_exec {
+            for line in pre {
                 script.push_str(line);
                 script.push('\n');
             }

@@ -551,6 +551,7 @@ mod tests {
                 gpus: 0,
                 pilot: None,
                 time_request: None,
+                retries: 0,
             }),
         );
         SessionView {
@@ -584,6 +585,7 @@ mod tests {
             exit_code: (state == UnitState::Done).then_some(0),
             detail: None,
             lost_run: None,
+            failed_run: false,
         }));
     }
 

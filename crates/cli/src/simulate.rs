@@ -496,6 +496,7 @@ impl Sim<'_> {
             exit_code,
             detail,
             lost_run: None,
+            failed_run: false,
         }));
     }
 

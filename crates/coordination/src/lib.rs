@@ -111,6 +111,11 @@ pub struct UnitEvent {
     /// so that a resumed manager counts attempts as the one before did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_run: Option<LostRun>,
+    /// On a return to `New`: the run failed (`exit_code` and `detail` say how) and the
+    /// unit has `retries`, so its agent gives it back to be tried again; the manager
+    /// counts the failed runs and fails the unit once they exceed its retries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_run: bool,
 }
 
 /// A run of a unit lost with its pilot: which attempt it was, and why it was lost.

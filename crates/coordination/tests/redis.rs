@@ -45,6 +45,7 @@ fn done(unit: UnitId) -> Event {
         exit_code: Some(0),
         detail: None,
         lost_run: None,
+        failed_run: false,
     })
 }
 
@@ -917,6 +918,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
             exit_code: None,
             detail: None,
             lost_run: None,
+            failed_run: false,
         }),
         Event::Unit(UnitEvent {
             unit: unit(1),
@@ -930,6 +932,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
                 of: 3,
                 reason: "lost with pilot.0001: \"ü\"".into(),
             }),
+            failed_run: false,
         }),
         Event::Pilot(PilotEvent {
             pilot: p0,

@@ -671,6 +671,24 @@ impl ComputeDataService {
         &self,
         descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
     ) -> Result<Vec<ComputeUnit>> {
+        self.submit_compute_units_as(descriptions, None).await
+    }
+
+    /// Submits units as [`submit_compute_units`](Self::submit_compute_units) does, with
+    /// the next ids of `ids` (see [`ComputeUnitService::reserve_unit_ids`]).
+    pub async fn submit_reserved(
+        &self,
+        ids: &mut crate::ReservedIds,
+        descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
+    ) -> Result<Vec<ComputeUnit>> {
+        self.submit_compute_units_as(descriptions, Some(ids)).await
+    }
+
+    async fn submit_compute_units_as(
+        &self,
+        descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
+        reserved: Option<&mut crate::ReservedIds>,
+    ) -> Result<Vec<ComputeUnit>> {
         let mut descriptions: Vec<ComputeUnitDescription> = descriptions.into_iter().collect();
         let stores: HashMap<String, (String, Option<u64>)> = self
             .data
@@ -726,7 +744,7 @@ impl ComputeDataService {
             }
             known.extend(batch);
         }
-        self.units.submit_batch(descriptions).await
+        self.units.submit_batch_as(descriptions, reserved).await
     }
 
     /// The data unit `name` as it is now (a unit's output once it is made).

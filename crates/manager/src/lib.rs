@@ -51,8 +51,8 @@ pub use resume::{Resumed, resume};
 pub use session::{
     DEFAULT_HEARTBEAT_TIMEOUT, MANAGER_ALIVE_FOR, Session, SessionBuilder, new_session_id,
 };
-pub use unit::{Callback, ComputeUnit};
-pub use unit_service::{ComputeUnitService, ServiceId, UnitCounts, UnitPolicy};
+pub use unit::{Attempt, Callback, ComputeUnit, RunEnd};
+pub use unit_service::{ComputeUnitService, ReservedIds, ServiceId, UnitCounts, UnitPolicy};
 
 pub use pstar_adaptors::{AdaptorError, BootstrapTimeouts, JobFile};
 pub use pstar_agent::AgentConfig;

@@ -21,7 +21,7 @@ use pstar_coordination::{Coordination, Event};
 use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId};
 
 use crate::core::{
-    Applied, Core, Input, PilotSpec, Round, ServiceId, UnitCounts, UnitPolicy, UnitSpec,
+    Applied, Core, Input, PilotSpec, Round, ServiceId, UnitCounts, UnitNeeds, UnitPolicy, UnitSpec,
 };
 use crate::pilot::PilotCompute;
 use crate::unit::{ComputeUnit, UnitShared};
@@ -239,7 +239,7 @@ impl Shell {
     }
 
     /// Records the units' handles and returns what the core needs of them; what units
-    /// read and make goes to the core first (`Input::UnitData`).
+    /// need and make goes to the core first (`Input::UnitNeeds`).
     fn take_units(&mut self, units: Vec<Arc<UnitShared>>) -> Vec<UnitSpec> {
         self.units.reserve(units.len());
         let mut data = Vec::new();
@@ -247,20 +247,15 @@ impl Shell {
             .into_iter()
             .map(|u| {
                 let spec = UnitSpec::of(u.id, &u.description);
-                let d = &u.description;
-                if !d.input_data.is_empty() || !d.output_data.is_empty() {
-                    data.push((
-                        u.id,
-                        d.input_data.clone().into_boxed_slice(),
-                        d.output_data.iter().map(|o| o.name.clone()).collect(),
-                    ));
+                if let Some(needs) = UnitNeeds::of(u.id, &u.description) {
+                    data.push(needs);
                 }
                 self.units.insert(u.id, u);
                 spec
             })
             .collect();
         if !data.is_empty() {
-            self.core.handle(Input::UnitData(data));
+            self.core.handle(Input::UnitNeeds(data));
         }
         specs
     }
@@ -361,6 +356,7 @@ impl Shell {
                     self.pilots.get(&pilot).map(|p| Arc::from(p.sandbox()));
                 rec.pilot = sandbox.map(|s| (pilot, s));
             }
+            rec.note_run(a.state, a.at, a.exit_code, a.failed_run);
             rec.callbacks.clone()
         };
         // Callbacks first: whoever `wait`s sees them all done.

@@ -38,6 +38,7 @@ impl UnitShared {
                 pilot: None,
                 exit_code: None,
                 detail: None,
+                attempts: Vec::new(),
                 callbacks: Vec::new(),
             }),
             changed: Notify::new(),
@@ -51,7 +52,90 @@ pub(crate) struct UnitRecord {
     pub(crate) pilot: Option<(PilotId, Arc<Path>)>,
     pub(crate) exit_code: Option<i32>,
     pub(crate) detail: Option<String>,
+    /// Its runs, the last one first to end last.
+    pub(crate) attempts: Vec<Attempt>,
     pub(crate) callbacks: Vec<Callback>,
+}
+
+impl UnitRecord {
+    /// Keeps the unit's runs: one begins when it starts running on a pilot and ends with
+    /// the next return to the pool or final state.
+    pub(crate) fn note_run(
+        &mut self,
+        state: UnitState,
+        at: Timestamp,
+        exit_code: Option<i32>,
+        failed_run: bool,
+    ) {
+        if state == UnitState::Running {
+            self.attempts.push(Attempt {
+                pilot: self.pilot.as_ref().map(|(p, _)| *p),
+                started: at,
+                ended: None,
+                end: None,
+                exit_code: None,
+                detail: None,
+            });
+            return;
+        }
+        if !(state.is_final() || state == UnitState::New) {
+            return;
+        }
+        let Some(last) = self.attempts.last_mut().filter(|a| a.ended.is_none()) else {
+            return;
+        };
+        last.ended = Some(at);
+        last.exit_code = exit_code;
+        last.detail = self.detail.clone();
+        last.end = Some(match state {
+            UnitState::Done => RunEnd::Done,
+            UnitState::Canceled => RunEnd::Canceled,
+            UnitState::New if !failed_run => RunEnd::Returned,
+            _ => RunEnd::Failed,
+        });
+    }
+}
+
+/// One run of a unit: where and when it ran and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The pilot it ran on.
+    pub pilot: Option<PilotId>,
+    /// When it started running.
+    pub started: Timestamp,
+    /// When the run ended, if it has.
+    pub ended: Option<Timestamp>,
+    /// How it ended, if it has.
+    pub end: Option<RunEnd>,
+    /// The process's exit code, if it had one.
+    pub exit_code: Option<i32>,
+    /// Why it ended so, when there is more to say.
+    pub detail: Option<String>,
+}
+
+/// How one run of a unit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The unit is `Done`.
+    Done,
+    /// The run failed (tried again if the unit had retries left).
+    Failed,
+    /// The unit was canceled while it ran.
+    Canceled,
+    /// It went back to the pool unfinished (its pilot ended, drained, or was lost).
+    Returned,
+}
+
+impl RunEnd {
+    /// Its name in reports: `done`, `failed`, `canceled`, `returned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Done => "done",
+            RunEnd::Failed => "failed",
+            RunEnd::Canceled => "canceled",
+            RunEnd::Returned => "returned",
+        }
+    }
 }
 
 /// One compute unit (the seeds' `ComputeUnit`): its id, state, exit code and output files.
@@ -165,6 +249,12 @@ impl ComputeUnit {
     pub fn stderr(&self) -> Option<PathBuf> {
         self.sandbox()
             .map(|s| self.shared.description.stderr_path(&s))
+    }
+
+    /// Each time the unit ran: on which pilot, when, and how the run ended (with
+    /// `retries`, or after its pilots were lost, there may be several).
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.with(|r| r.attempts.clone()).unwrap_or_default()
     }
 
     /// Every state the unit went through, with when it entered it.

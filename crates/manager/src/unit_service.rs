@@ -219,6 +219,36 @@ impl ComputeUnitService {
         &self,
         descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
     ) -> Result<Vec<ComputeUnit>> {
+        self.submit_batch_as(descriptions, None).await
+    }
+
+    /// Reserves the session's next `n` unit ids for units submitted later with
+    /// [`submit_reserved`](Self::submit_reserved), in order: whoever must name units in
+    /// each other's `after` before they are submitted (a workload file whose units are
+    /// submitted as earlier ones end) knows their ids in advance.
+    pub async fn reserve_unit_ids(&self, n: u64) -> Result<ReservedIds> {
+        let first = self.inner.session.coordination().reserve_unit_ids(n).await?;
+        Ok(ReservedIds {
+            next: first.get(),
+            end: first.get().saturating_add(n),
+        })
+    }
+
+    /// Submits units as [`submit_batch`](Self::submit_batch) does, with the next ids of
+    /// `ids`, in order. Fails, submitting none, if `ids` has fewer left than the batch.
+    pub async fn submit_reserved(
+        &self,
+        ids: &mut ReservedIds,
+        descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
+    ) -> Result<Vec<ComputeUnit>> {
+        self.submit_batch_as(descriptions, Some(ids)).await
+    }
+
+    pub(crate) async fn submit_batch_as(
+        &self,
+        descriptions: impl IntoIterator<Item = ComputeUnitDescription>,
+        reserved: Option<&mut ReservedIds>,
+    ) -> Result<Vec<ComputeUnit>> {
         let descriptions: Vec<Arc<ComputeUnitDescription>> =
             descriptions.into_iter().map(Arc::new).collect();
         for (i, d) in descriptions.iter().enumerate() {
@@ -231,10 +261,22 @@ impl ComputeUnitService {
             return Ok(Vec::new());
         }
         let coordination = self.inner.session.coordination();
-        let first = coordination
-            .reserve_unit_ids(descriptions.len() as u64)
-            .await?
-            .get();
+        let n = descriptions.len() as u64;
+        let first = match reserved {
+            Some(ids) => {
+                if ids.end.saturating_sub(ids.next) < n {
+                    return Err(Error::InvalidDescription {
+                        what: format!("a batch of {n} units"),
+                        source: pstar_model::DescriptionError::Reserved {
+                            left: ids.end.saturating_sub(ids.next),
+                        },
+                    });
+                }
+                ids.next += n;
+                ids.next - n
+            }
+            None => coordination.reserve_unit_ids(n).await?.get(),
+        };
         let now = Timestamp::now();
         let shared: Vec<Arc<UnitShared>> = descriptions
             .into_iter()
@@ -399,5 +441,31 @@ impl ComputeUnitService {
             .inner
             .commands
             .send(Command::CancelStranded(self.inner.service));
+    }
+}
+
+/// Unit ids reserved with [`ComputeUnitService::reserve_unit_ids`], used in order by
+/// [`ComputeUnitService::submit_reserved`].
+#[derive(Debug)]
+pub struct ReservedIds {
+    next: u64,
+    end: u64,
+}
+
+impl ReservedIds {
+    /// The id the next unit submitted with these will have, if any is left.
+    pub fn next(&self) -> Option<UnitId> {
+        (self.next < self.end).then(|| UnitId::new(self.next))
+    }
+
+    /// The id of the `k`-th of the ids left (from 0), if there are that many.
+    pub fn nth(&self, k: u64) -> Option<UnitId> {
+        let id = self.next.checked_add(k)?;
+        (id < self.end).then(|| UnitId::new(id))
+    }
+
+    /// How many are left.
+    pub fn left(&self) -> u64 {
+        self.end - self.next
     }
 }

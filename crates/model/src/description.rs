@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PilotId, ResourceUrl};
+use crate::{PilotId, ResourceUrl, UnitId};
 
 /// A description that can never be satisfied, found before anything is submitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +70,12 @@ pub enum DescriptionError {
         .path.escape_debug()
     )]
     SameOutput { path: String },
+    /// More units submitted with reserved ids than were reserved.
+    #[error("only {left} reserved unit ids are left")]
+    Reserved { left: u64 },
+    /// `retry_on_exit_codes` without `retries`: no run would be tried again.
+    #[error("`retry_on_exit_codes` needs `retries` above zero")]
+    RetryCodesWithoutRetries,
 }
 
 impl DescriptionError {
@@ -91,6 +97,8 @@ impl DescriptionError {
             BadVariable { .. } => vec!["environment"],
             SameOutput { .. } => vec!["stderr", "stdout"],
             OutputPattern { .. } => vec!["output_data"],
+            Reserved { .. } => vec![],
+            RetryCodesWithoutRetries => vec!["retry_on_exit_codes", "retries"],
         }
     }
 }
@@ -213,6 +221,10 @@ pub struct PilotComputeDescription {
     /// data units used least recently are evicted to make room. `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<u64>,
+    /// Shell lines every unit of this pilot runs before its own `pre_exec` (module loads,
+    /// a conda activation), in the same `/bin/sh`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_exec: Vec<String>,
 }
 
 impl Default for PilotComputeDescription {
@@ -233,6 +245,7 @@ impl Default for PilotComputeDescription {
             environment: BTreeMap::new(),
             affinity: Affinity::default(),
             cache_size: None,
+            pre_exec: Vec::new(),
         }
     }
 }
@@ -276,6 +289,9 @@ impl PilotComputeDescription {
         }
         for option in &self.scheduler_options {
             no_nul("scheduler_options", option)?;
+        }
+        for line in &self.pre_exec {
+            no_nul("pre_exec", line)?;
         }
         no_nul_path("working_directory", &self.working_directory)?;
         check_environment(&self.environment)?;
@@ -375,6 +391,45 @@ pub struct ComputeUnitDescription {
     /// Data units made of the files the unit leaves in its sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_data: Vec<crate::OutputData>,
+    /// Units of the same session this one runs after: it waits outside the pool until
+    /// each of them is `Done`. (A unit that reads another's `output_data` waits for it
+    /// without naming it here.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<UnitId>,
+    /// What the unit does when a unit it runs after (or whose output it reads) fails or is
+    /// canceled: by default it is canceled, with a reason naming that unit.
+    #[serde(default, skip_serializing_if = "OnDependencyFailure::is_cancel")]
+    pub on_dependency_failure: OnDependencyFailure,
+    /// How many more times a failed run is tried, on any pilot (0: none). Each attempt is
+    /// kept in the unit's `attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Only runs that exit with one of these codes are tried again (empty: any failure of
+    /// the run, a timeout or a signal included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on_exit_codes: Vec<i32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What a unit does when a unit it depends on ends other than `Done`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailure {
+    /// It is canceled, naming the dependency (the default).
+    #[default]
+    Cancel,
+    /// It runs anyway once every dependency has ended (an input data unit that was never
+    /// made still cancels it: there is nothing to stage).
+    Run,
+}
+
+impl OnDependencyFailure {
+    fn is_cancel(&self) -> bool {
+        *self == OnDependencyFailure::Cancel
+    }
 }
 
 impl Default for ComputeUnitDescription {
@@ -399,6 +454,10 @@ impl Default for ComputeUnitDescription {
             timeout: None,
             input_data: Vec::new(),
             output_data: Vec::new(),
+            after: Vec::new(),
+            on_dependency_failure: OnDependencyFailure::Cancel,
+            retries: 0,
+            retry_on_exit_codes: Vec::new(),
         }
     }
 }
@@ -438,6 +497,27 @@ impl ComputeUnitDescription {
     pub fn with_pilot(mut self, pilot: PilotId) -> Self {
         self.pilot = Some(pilot);
         self
+    }
+
+    /// The same unit, run only after each of `units` is `Done` (units of the same
+    /// session, already submitted).
+    pub fn after(mut self, units: impl IntoIterator<Item = UnitId>) -> Self {
+        self.after.extend(units);
+        self
+    }
+
+    /// The same unit, tried up to `retries` more times when a run fails.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Whether a run that ended with `exit_code` (`None`: a signal, a timeout, a launch
+    /// error) is one that `retry_on_exit_codes` lets be tried again.
+    pub fn retries_exit(&self, exit_code: Option<i32>) -> bool {
+        self.retries > 0
+            && (self.retry_on_exit_codes.is_empty()
+                || exit_code.is_some_and(|c| self.retry_on_exit_codes.contains(&c)))
     }
 
     /// The name shown in reports: `name`, else the executable's file name.
@@ -535,6 +615,9 @@ impl ComputeUnitDescription {
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(DescriptionError::NoTimeout);
+        }
+        if self.retries == 0 && !self.retry_on_exit_codes.is_empty() {
+            return Err(DescriptionError::RetryCodesWithoutRetries);
         }
         self.validate_data()?;
         no_nul("executable", &self.executable)?;

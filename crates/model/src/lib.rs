@@ -36,7 +36,8 @@ pub use data::{
     PilotDataDescription, bytes_text, check_data_name, check_data_path, quota_refusal,
 };
 pub use description::{
-    Affinity, ComputeUnitDescription, DescriptionError, PilotComputeDescription,
+    Affinity, ComputeUnitDescription, DescriptionError, OnDependencyFailure,
+    PilotComputeDescription,
 };
 pub use ids::{IdParseError, PilotId, UnitId};
 pub use resource::{ResourceUrl, ResourceUrlError, Scheme};

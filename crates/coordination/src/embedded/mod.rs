@@ -474,6 +474,7 @@ mod tests {
                 exit_code: None,
                 detail: None,
                 lost_run: None,
+                failed_run: false,
             });
             store.publish(vec![e]).await.unwrap();
         }

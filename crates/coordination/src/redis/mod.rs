@@ -558,6 +558,7 @@ impl RedisStore {
                             "its description in the coordination store cannot be read: {why}"
                         )),
                         lost_run: None,
+                        failed_run: false,
                     })
                 })
                 .collect();

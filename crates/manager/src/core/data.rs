@@ -10,18 +10,23 @@
 //! * [`Event::Data`](pstar_coordination::Event::Data): a data unit is available in a
 //!   store or a pilot's cache, or failed.
 //!
-//! A unit whose inputs are not all available waits outside the pool (state `New`). When
-//! its last missing input becomes available it joins the pool; when one of them fails,
-//! the unit fails naming it. When a unit ends in any way but `Done`, the data units it
-//! was to make fail, and with them the units waiting for them.
+//! Dependencies between units are the same mechanism: a unit that runs `after` others
+//! waits for each of their ends as it waits for each missing input.
+//!
+//! A unit whose needs are not all met waits outside the pool (state `New`). When the last
+//! of them is met it joins the pool. When a unit it runs after ends in any way but
+//! `Done`, it is canceled naming that unit (unless it runs anyway); when an input data
+//! unit fails, it fails naming it, or is canceled if the data unit failed because the
+//! unit making it did not end `Done`. When a unit ends in any way but `Done`, the data
+//! units it was to make fail, and with them the units waiting for them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use pstar_coordination::{DataEvent, Event};
 use pstar_model::{Affinity, DataUnitState, PilotId, State, Timestamp, UnitId, UnitState};
 
-use super::Core;
+use super::{Core, UnitNeeds};
 use crate::placement::{DataSite, Site, transfer_cost};
 use crate::scheduler::{PilotView, Placement};
 
@@ -55,8 +60,19 @@ pub(super) struct DataBook {
     inputs: HashMap<UnitId, Box<[String]>>,
     /// What each unit makes.
     outputs: HashMap<UnitId, Box<[String]>>,
-    /// Units waiting outside the pool: how many of their inputs are not available yet.
+    /// Units waiting outside the pool: how many of their inputs are not available yet
+    /// and how many of the units they run after have not ended.
     missing: HashMap<UnitId, usize>,
+    /// What each unit runs after.
+    after: HashMap<UnitId, Box<[UnitId]>>,
+    /// Units that run even when one they run after did not end `Done`.
+    run_anyway: HashSet<UnitId>,
+    /// Units waiting for each unit's end.
+    dependents: HashMap<UnitId, Vec<UnitId>>,
+    /// Units forgotten after ending other than `Done`, and how they ended: a unit
+    /// submitted later that runs after one of them is canceled. (A unit that runs after
+    /// one the core does not hold runs after a unit forgotten once `Done`.)
+    ended_badly: HashMap<UnitId, UnitState>,
     /// When each unit that reads data joined its pool (for `locality_wait`).
     pooled_at: HashMap<UnitId, Timestamp>,
     /// Pilots' labels.
@@ -73,12 +89,14 @@ impl DataBook {
         }
     }
 
-    pub(super) fn unit_data(
-        &mut self,
-        unit: UnitId,
-        inputs: Box<[String]>,
-        outputs: Box<[String]>,
-    ) {
+    pub(super) fn unit_needs(&mut self, needs: UnitNeeds) {
+        let UnitNeeds {
+            unit,
+            inputs,
+            outputs,
+            after,
+            run_anyway,
+        } = needs;
         for name in outputs.iter() {
             self.data.entry(name.clone()).or_default().producer = Some(unit);
         }
@@ -88,6 +106,22 @@ impl DataBook {
         if !outputs.is_empty() {
             self.outputs.insert(unit, outputs);
         }
+        if !after.is_empty() {
+            self.after.insert(unit, after);
+        }
+        if run_anyway {
+            self.run_anyway.insert(unit);
+        }
+    }
+
+    /// A unit waiting outside the pool stops waiting (it is canceled): whether it was.
+    pub(super) fn stop_waiting(&mut self, unit: UnitId) -> bool {
+        self.missing.remove(&unit).is_some()
+    }
+
+    /// A unit ended other than `Done` and is forgotten.
+    pub(super) fn ended_badly(&mut self, unit: UnitId, state: UnitState) {
+        self.ended_badly.insert(unit, state);
     }
 
     pub(super) fn add_store(&mut self, name: String, affinity: Affinity) {
@@ -98,44 +132,15 @@ impl DataBook {
         self.sites.insert(pilot, affinity);
     }
 
-    /// Whether no unit reads or makes data (the book costs nothing then).
+    /// Whether no unit reads or makes data or runs after another (the book costs nothing
+    /// then).
     pub(super) fn is_empty(&self) -> bool {
-        self.inputs.is_empty() && self.outputs.is_empty()
+        self.inputs.is_empty() && self.outputs.is_empty() && self.after.is_empty()
     }
 
     /// Whether `unit` reads input data.
     pub(super) fn reads(&self, unit: UnitId) -> bool {
         self.inputs.contains_key(&unit)
-    }
-
-    /// What `unit` still waits for: `Ok(true)` when all its inputs are available, and
-    /// registers it as a waiter of the others; `Err` names a failed input.
-    pub(super) fn wait_for_inputs(&mut self, unit: UnitId) -> Result<bool, String> {
-        let Some(inputs) = self.inputs.get(&unit) else {
-            return Ok(true);
-        };
-        let mut missing = 0;
-        for name in inputs.iter() {
-            let d = self.data.entry(name.clone()).or_default();
-            if d.state == Some(DataUnitState::Failed) {
-                return Err(failed_input(name, d));
-            }
-            if !d.available() {
-                missing += 1;
-            }
-        }
-        if missing == 0 {
-            return Ok(true);
-        }
-        for name in inputs.iter() {
-            if let Some(d) = self.data.get_mut(name)
-                && !d.available()
-            {
-                d.waiters.push(unit);
-            }
-        }
-        self.missing.insert(unit, missing);
-        Ok(false)
     }
 
     /// A unit that read data was bound to `pilot`: its inputs will be in that pilot's
@@ -168,6 +173,9 @@ impl DataBook {
     }
 
     pub(super) fn forget(&mut self, unit: UnitId) {
+        self.after.remove(&unit);
+        self.run_anyway.remove(&unit);
+        self.dependents.remove(&unit);
         self.inputs.remove(&unit);
         self.outputs.remove(&unit);
         self.missing.remove(&unit);
@@ -187,6 +195,23 @@ impl DataBook {
                 .collect()
         })
     }
+}
+
+/// Whether a unit waits for what it needs.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// It has all it needs: it joins the pool.
+    Ready,
+    /// It waits outside the pool.
+    Waiting,
+    /// It fails, for this reason (an input data unit failed).
+    Fail(String),
+    /// It is canceled, for this reason (a unit it depends on did not end `Done`).
+    Cancel(String),
+}
+
+fn dependency_ended(dep: UnitId, state: UnitState) -> String {
+    format!("{dep}, which it runs after, ended {state}")
 }
 
 fn failed_input(name: &str, d: &DataEntry) -> String {
@@ -243,6 +268,88 @@ impl Placement for Placed<'_> {
 }
 
 impl Core {
+    /// How `unit` ended, if it has (a unit the core no longer holds ended `Done`, unless
+    /// the book says otherwise).
+    fn end_of(&self, unit: UnitId) -> Option<UnitState> {
+        match self.units.get(&unit) {
+            Some(u) => u.state.is_final().then_some(u.state),
+            None => Some(
+                self.data
+                    .ended_badly
+                    .get(&unit)
+                    .copied()
+                    .unwrap_or(UnitState::Done),
+            ),
+        }
+    }
+
+    /// Whether a failed data unit failed because the unit making it did not end `Done`.
+    fn producer_ended_badly(&self, d: &DataEntry) -> bool {
+        d.producer
+            .and_then(|p| self.end_of(p))
+            .is_some_and(|s| s != UnitState::Done)
+    }
+
+    /// What `unit` still waits for; registers it as a waiter of each need not met.
+    pub(super) fn wait_for_needs(&mut self, unit: UnitId) -> Wait {
+        let mut missing = 0;
+        if let Some(inputs) = self.data.inputs.get(&unit) {
+            for name in inputs.iter() {
+                match self.data.data.get(name) {
+                    Some(d) if d.state == Some(DataUnitState::Failed) => {
+                        let why = failed_input(name, d);
+                        return match self.producer_ended_badly(d) {
+                            true => Wait::Cancel(why),
+                            false => Wait::Fail(why),
+                        };
+                    }
+                    Some(d) if d.available() => {}
+                    _ => missing += 1,
+                }
+            }
+        }
+        let run_anyway = self.data.run_anyway.contains(&unit);
+        let mut running = Vec::new();
+        if let Some(after) = self.data.after.get(&unit) {
+            for dep in after.iter() {
+                match self.end_of(*dep) {
+                    None => running.push(*dep),
+                    Some(UnitState::Done) => {}
+                    Some(_) if run_anyway => {}
+                    Some(state) => return Wait::Cancel(dependency_ended(*dep, state)),
+                }
+            }
+        }
+        if missing == 0 && running.is_empty() {
+            return Wait::Ready;
+        }
+        if let Some(inputs) = self.data.inputs.get(&unit) {
+            for name in inputs.iter() {
+                let d = self.data.data.entry(name.clone()).or_default();
+                if !d.available() {
+                    d.waiters.push(unit);
+                }
+            }
+        }
+        for dep in &running {
+            self.data.dependents.entry(*dep).or_default().push(unit);
+        }
+        self.data.missing.insert(unit, missing + running.len());
+        Wait::Waiting
+    }
+
+    /// One need of a waiting unit is met: it joins the pool once it has all.
+    fn need_met(&mut self, unit: UnitId) {
+        let Some(left) = self.data.missing.get_mut(&unit) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.data.missing.remove(&unit);
+            self.join_pool(unit);
+        }
+    }
+
     /// A data unit changed (an event on the stream).
     pub(super) fn apply_data(&mut self, e: &DataEvent) {
         let d = self.data.data.entry(e.name.clone()).or_default();
@@ -279,19 +386,17 @@ impl Core {
             DataUnitState::Running => {
                 let waiters = std::mem::take(&mut d.waiters);
                 for unit in waiters {
-                    let Some(left) = self.data.missing.get_mut(&unit) else {
-                        continue;
-                    };
-                    *left = left.saturating_sub(1);
-                    if *left == 0 {
-                        self.data.missing.remove(&unit);
-                        self.join_pool(unit);
-                    }
+                    self.need_met(unit);
                 }
             }
             DataUnitState::Failed => {
                 let why = failed_input(&e.name, d);
                 let waiters = std::mem::take(&mut d.waiters);
+                let d = self.data.data.get(&e.name).expect("entered above");
+                let outcome = match self.producer_ended_badly(d) {
+                    true => UnitState::Canceled,
+                    false => UnitState::Failed,
+                };
                 if self.replay.is_none() {
                     for unit in waiters {
                         if self.data.missing.remove(&unit).is_some()
@@ -300,7 +405,7 @@ impl Core {
                                 .get(&unit)
                                 .is_some_and(|u| u.state == UnitState::New)
                         {
-                            self.decide(unit, None, UnitState::Failed, why.clone());
+                            self.decide(unit, None, outcome, why.clone());
                         }
                     }
                 }
@@ -327,8 +432,25 @@ impl Core {
         }
     }
 
-    /// A unit ended: if not `Done`, the data units it was to make fail.
+    /// A unit ended: the units waiting for its end have one need fewer, or are canceled;
+    /// if it did not end `Done`, the data units it was to make fail.
     pub(super) fn unit_ended(&mut self, unit: UnitId, state: UnitState) {
+        if self.replay.is_none()
+            && let Some(dependents) = self.data.dependents.remove(&unit)
+        {
+            for d in dependents {
+                if state == UnitState::Done || self.data.run_anyway.contains(&d) {
+                    self.need_met(d);
+                } else if self.data.missing.remove(&d).is_some()
+                    && self
+                        .units
+                        .get(&d)
+                        .is_some_and(|u| u.state == UnitState::New)
+                {
+                    self.decide(d, None, UnitState::Canceled, dependency_ended(unit, state));
+                }
+            }
+        }
         if state != UnitState::Done && self.replay.is_none() {
             let at = self.now;
             for name in self.data.unmade(unit) {

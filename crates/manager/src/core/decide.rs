@@ -99,6 +99,14 @@ impl Core {
         if let Some(lost) = &e.lost_run {
             u.extra().lost.push(lost.reason.clone());
         }
+        if e.failed_run {
+            let how = e.detail.as_deref().unwrap_or("failed");
+            let how = match e.pilot {
+                Some(p) => format!("{how} (on {p})"),
+                None => how.to_owned(),
+            };
+            u.extra().failed_runs.push((how, e.exit_code));
+        }
         // A cancel's own reason wins over the agent's plain "canceled" (but not over the
         // reason the manager's own decision already carries).
         let plain = e.detail.as_deref().is_none_or(|d| d == "canceled");
@@ -117,6 +125,10 @@ impl Core {
                 None
             }
             UnitState::Failed => Some(
+                u.running_since
+                    .map_or(Duration::ZERO, |since| e.at.since(since)),
+            ),
+            UnitState::New if e.failed_run => Some(
                 u.running_since
                     .map_or(Duration::ZERO, |since| e.at.since(since)),
             ),
@@ -145,7 +157,12 @@ impl Core {
             p.gpus_bound += spec.gpus;
         }
         if let Some(pilot) = e.pilot {
-            self.account(pilot, service, e.state, ran_for);
+            // A failed run given back to be tried again counts as a failure here.
+            let outcome = match e.failed_run {
+                true => UnitState::Failed,
+                false => e.state,
+            };
+            self.account(pilot, service, outcome, ran_for);
         }
         if e.state.is_final() || e.state == UnitState::New {
             self.release(e.unit, bound_before);
@@ -160,6 +177,9 @@ impl Core {
                 if forget {
                     self.units.remove(&e.unit);
                     self.data.forget(e.unit);
+                    if e.state != UnitState::Done {
+                        self.data.ended_badly(e.unit, e.state);
+                    }
                     forgotten = true;
                 } else if let Some(u) = self.units.get_mut(&e.unit) {
                     // Only its detail is still of use.
@@ -168,11 +188,15 @@ impl Core {
                     u.set_detail(detail);
                 }
             } else if e.state == UnitState::New
+                && let Some(used_up) = self.units.get(&e.unit).map(|u| self.retries_used_up(u))
                 && let Some(u) = self.units.get_mut(&e.unit)
             {
-                match u.cancel_reason() {
-                    Some(reason) => self.decide(e.unit, None, UnitState::Canceled, reason),
-                    None => {
+                match (u.cancel_reason(), used_up) {
+                    (Some(reason), _) => {
+                        self.decide(e.unit, None, UnitState::Canceled, reason);
+                    }
+                    (None, Some(end)) => self.publish(end),
+                    (None, None) => {
                         // Back to the head of its pool (with the others back this round,
                         // oldest first): it was submitted before what waits there.
                         u.pooled = true;
@@ -197,6 +221,7 @@ impl Core {
             exit_code: e.exit_code,
             detail,
             forgotten,
+            failed_run: e.failed_run,
         });
     }
 
@@ -487,6 +512,33 @@ impl Core {
         !twin || named
     }
 
+    /// The failure that ends a unit whose failed runs are more than its retries, if they
+    /// are: it keeps the last run's exit code and names how each run failed.
+    pub(super) fn retries_used_up(&self, u: &UnitEntry) -> Option<Event> {
+        let runs = u
+            .extra
+            .as_ref()
+            .map_or(&[][..], |x| x.failed_runs.as_slice());
+        if runs.is_empty() || runs.len() <= u.spec.retries as usize {
+            return None;
+        }
+        let list: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, (how, _))| format!("({}) {how}", i + 1))
+            .collect();
+        let detail = format!(
+            "failed {}: {}",
+            pstar_model::plural(runs.len() as u64, "time"),
+            list.join("; ")
+        );
+        let mut end = unit_event(u.spec.id, None, UnitState::Failed, self.now, detail);
+        if let Event::Unit(e) = &mut end {
+            e.exit_code = runs.last().and_then(|(_, code)| *code);
+        }
+        Some(end)
+    }
+
     /// Cancels units wherever they are: in the pool at once; in a live pilot's queue by
     /// withdrawing them; claimed by an agent through a control message; on their way back
     /// (or on a pilot that is gone) when they come back.
@@ -500,7 +552,8 @@ impl Core {
             if u.state.is_final() {
                 continue;
             }
-            if u.pooled {
+            // In the pool, or waiting outside it for what it needs: nowhere else to reach.
+            if u.pooled || self.data.stop_waiting(id) {
                 u.pooled = false;
                 in_pool.push(id);
                 continue;
@@ -610,12 +663,22 @@ impl Core {
         let mut waiting: Vec<(ServiceId, super::UnitView)> = Vec::with_capacity(new.len());
         let now = self.now;
         for id in new {
-            // A unit whose inputs are not all there yet waits for them outside the pool.
-            match self.data.wait_for_inputs(id) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(reason) => {
+            // A failed run that used up the unit's retries, when the manager before died
+            // between the run's report and its decision.
+            if let Some(e) = self.units.get(&id).and_then(|u| self.retries_used_up(u)) {
+                self.publish(e);
+                continue;
+            }
+            // A unit whose needs are not all met waits for them outside the pool.
+            match self.wait_for_needs(id) {
+                super::data::Wait::Ready => {}
+                super::data::Wait::Waiting => continue,
+                super::data::Wait::Fail(reason) => {
                     self.decide(id, None, UnitState::Failed, reason);
+                    continue;
+                }
+                super::data::Wait::Cancel(reason) => {
+                    self.decide(id, None, UnitState::Canceled, reason);
                     continue;
                 }
             }

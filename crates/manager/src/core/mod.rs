@@ -147,6 +147,8 @@ pub struct UnitSpec {
     pub pilot: Option<PilotId>,
     /// How long it is expected to run.
     pub time_request: Option<Duration>,
+    /// How many more times a failed run is tried.
+    pub retries: u32,
 }
 
 impl UnitSpec {
@@ -158,6 +160,7 @@ impl UnitSpec {
             gpus: d.gpus,
             pilot: d.pilot,
             time_request: d.time_request,
+            retries: d.retries,
         }
     }
 
@@ -198,8 +201,36 @@ impl PilotSpec {
     }
 }
 
-/// What one unit reads and makes: (unit, input data units, output data units).
-pub type UnitData = (UnitId, Box<[String]>, Box<[String]>);
+/// What one unit waits for before it runs, and what it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitNeeds {
+    /// Which unit.
+    pub unit: UnitId,
+    /// The data units it reads.
+    pub inputs: Box<[String]>,
+    /// The data units it makes.
+    pub outputs: Box<[String]>,
+    /// The units it runs after.
+    pub after: Box<[UnitId]>,
+    /// It runs even when a unit it runs after did not end `Done`.
+    pub run_anyway: bool,
+}
+
+impl UnitNeeds {
+    /// What `d` says unit `unit` needs, if anything.
+    pub fn of(unit: UnitId, d: &pstar_model::ComputeUnitDescription) -> Option<Self> {
+        if d.input_data.is_empty() && d.output_data.is_empty() && d.after.is_empty() {
+            return None;
+        }
+        Some(Self {
+            unit,
+            inputs: d.input_data.clone().into_boxed_slice(),
+            outputs: d.output_data.iter().map(|o| o.name.clone()).collect(),
+            after: d.after.clone().into_boxed_slice(),
+            run_anyway: d.on_dependency_failure == pstar_model::OnDependencyFailure::Run,
+        })
+    }
+}
 
 /// Everything the core reacts to.
 #[derive(Debug, Clone)]
@@ -232,9 +263,9 @@ pub enum Input {
     },
     /// Data units the application made, by name: units may read them.
     DeclareData(Vec<String>),
-    /// What units read and make, each as (unit, input data units, output data units):
-    /// fed before the units' `Submit` or `Restore`.
-    UnitData(Vec<UnitData>),
+    /// What units wait for (data units they read, units they run after) and what they
+    /// make: fed before the units' `Submit` or `Restore`.
+    UnitNeeds(Vec<UnitNeeds>),
     /// A pilot store's labels.
     AddStore {
         /// Its name.
@@ -363,6 +394,8 @@ pub struct Applied {
     pub detail: Option<String>,
     /// The unit was forgotten by the core after this (its service hands units over).
     pub forgotten: bool,
+    /// A return to `New` of a run that failed, to be tried again.
+    pub failed_run: bool,
 }
 
 /// Whether a unit event is a stale report: one (other than `Scheduled`) from a pilot the
@@ -419,6 +452,8 @@ struct UnitEntry {
 struct UnitExtra {
     /// Why each earlier run was lost, for units that lost any.
     lost: Vec<String>,
+    /// How each earlier run failed (for units with retries), and its exit code.
+    failed_runs: Vec<(String, Option<i32>)>,
     /// A cancel asked for: the reason it keeps.
     cancel: Option<String>,
     /// The detail it shows now (why it came back, say).
@@ -537,6 +572,7 @@ fn unit_event(
         exit_code: None,
         detail: detail.into(),
         lost_run: None,
+        failed_run: false,
     })
 }
 
@@ -592,9 +628,9 @@ impl Core {
             }
             Input::Submit { service, units } => self.submit(service, units),
             Input::DeclareData(names) => self.data.declare(names),
-            Input::UnitData(units) => {
-                for (unit, inputs, outputs) in units {
-                    self.data.unit_data(unit, inputs, outputs);
+            Input::UnitNeeds(units) => {
+                for needs in units {
+                    self.data.unit_needs(needs);
                 }
             }
             Input::AddStore { name, affinity } => self.data.add_store(name, affinity),
@@ -919,19 +955,26 @@ impl Core {
                 None => pooled.push(spec),
             }
         }
-        // Units that read data wait outside the pool until their inputs are available.
-        let mut waiting = Vec::new();
+        // Every unit is entered first, so that one may wait for another of the same batch.
+        self.units.reserve(pooled.len() + failed.len());
+        for spec in pooled.iter().chain(failed.iter().map(|(spec, _)| spec)) {
+            self.units.insert(spec.id, UnitEntry::new(service, *spec));
+        }
+        // Units that read data or run after others wait outside the pool until what they
+        // need is there.
+        let mut canceled = Vec::new();
         if !self.data.is_empty() {
             let now = self.now;
             let mut ready = Vec::with_capacity(pooled.len());
             for spec in pooled {
-                match self.data.wait_for_inputs(spec.id) {
-                    Ok(true) => {
+                match self.wait_for_needs(spec.id) {
+                    data::Wait::Ready => {
                         self.data.pooled(spec.id, now);
                         ready.push(spec);
                     }
-                    Ok(false) => waiting.push(spec),
-                    Err(reason) => failed.push((spec, reason)),
+                    data::Wait::Waiting => {}
+                    data::Wait::Fail(reason) => failed.push((spec, reason)),
+                    data::Wait::Cancel(reason) => canceled.push((spec, reason)),
                 }
             }
             pooled = ready;
@@ -939,19 +982,16 @@ impl Core {
         let views: Vec<UnitView> = pooled.iter().map(|spec| self.view_of(spec)).collect();
         let s = self.service_mut(service).expect("checked above");
         s.pool.extend(views);
-        self.units
-            .reserve(pooled.len() + failed.len() + waiting.len());
         for spec in pooled {
-            let mut u = UnitEntry::new(service, spec);
-            u.pooled = true;
-            self.units.insert(spec.id, u);
-        }
-        for spec in waiting {
-            self.units.insert(spec.id, UnitEntry::new(service, spec));
+            if let Some(u) = self.units.get_mut(&spec.id) {
+                u.pooled = true;
+            }
         }
         for (spec, reason) in failed {
-            self.units.insert(spec.id, UnitEntry::new(service, spec));
             self.decide(spec.id, None, UnitState::Failed, reason);
+        }
+        for (spec, reason) in canceled {
+            self.decide(spec.id, None, UnitState::Canceled, reason);
         }
         self.counts_changed.insert(service);
     }

@@ -33,6 +33,7 @@ pub(crate) fn spec(i: u64, cores: u32) -> UnitSpec {
         gpus: 0,
         pilot: None,
         time_request: None,
+        retries: 0,
     }
 }
 
@@ -183,6 +184,7 @@ impl Harness {
             },
             detail: None,
             lost_run: None,
+            failed_run: false,
         };
         self.events(vec![Event::Unit(e)]);
     }
@@ -536,6 +538,7 @@ fn the_stale_rule_is_one_function() {
         exit_code: None,
         detail: None,
         lost_run: None,
+        failed_run: false,
     };
     let alive = |_| false;
     assert!(!is_stale(&e(UnitState::Running, 1), Some(p(1)), alive));
@@ -705,6 +708,7 @@ fn resume_a_replayed_history_rebuilds_the_state_and_settles_what_an_ended_pilot_
             exit_code: a.exit_code,
             detail: a.detail.clone(),
             lost_run: None,
+            failed_run: false,
         }));
     }
     stream.extend(history.into_iter().filter(|e| !matches!(e, Event::Unit(_))));
@@ -909,6 +913,7 @@ fn observer_a_canceled_unit_shows_the_reason_of_the_first_cancel_that_targets_it
             exit_code: None,
             detail: detail.map(str::to_owned),
             lost_run: None,
+            failed_run: false,
         })]);
     };
     canceled(&mut h, 0, Some("canceled"));
@@ -1316,11 +1321,13 @@ fn labels(dc: Option<&str>, machine: Option<&str>) -> Affinity {
 impl Harness {
     /// Submits `unit` reading `inputs` and making `outputs`.
     fn submit_data(&mut self, unit: u64, inputs: &[&str], outputs: &[&str]) {
-        self.input(Input::UnitData(vec![(
-            u(unit),
-            names(inputs),
-            names(outputs),
-        )]));
+        self.input(Input::UnitNeeds(vec![UnitNeeds {
+            unit: u(unit),
+            inputs: names(inputs),
+            outputs: names(outputs),
+            after: Box::new([]),
+            run_anyway: false,
+        }]));
         self.submit(vec![spec(unit, 1)]);
     }
 }
@@ -1345,7 +1352,7 @@ fn data_a_unit_waits_outside_the_pool_until_its_input_is_available() {
 }
 
 #[test]
-fn data_an_output_read_by_a_later_unit_releases_it_and_a_failed_producer_fails_it() {
+fn data_an_output_read_by_a_later_unit_releases_it_and_a_failed_producer_cancels_it() {
     let mut h = Harness::new(policy(0));
     h.add_pilot(1, 4);
     h.submit_data(0, &[], &["a"]);
@@ -1369,7 +1376,8 @@ fn data_an_output_read_by_a_later_unit_releases_it_and_a_failed_producer_fails_i
     h.unit_event(1, 1, UnitState::Running);
     h.unit_event(1, 1, UnitState::Failed);
     h.settle();
-    assert_eq!(h.state(2), Some(UnitState::Failed));
+    // Its producer failed: the reader is canceled, as with any failed dependency.
+    assert_eq!(h.state(2), Some(UnitState::Canceled));
     assert_eq!(
         h.detail(2).as_deref(),
         Some("input data unit b failed: unit.000001, which makes it, ended failed")
@@ -1529,4 +1537,225 @@ fn a_cancel_between_a_bind_and_its_scheduled_event_reaches_the_unit() {
         1,
         "the cancel asks the unit back from its pilot's queue"
     );
+}
+
+// --- Dependencies: units that run after others, and retries -------------------------
+
+impl Harness {
+    /// Submits, as one batch, units each running after those listed with it.
+    fn submit_after(&mut self, units: &[(u64, &[u64])], run_anyway: bool) {
+        self.input(Input::UnitNeeds(
+            units
+                .iter()
+                .filter(|(_, after)| !after.is_empty())
+                .map(|(unit, after)| UnitNeeds {
+                    unit: u(*unit),
+                    inputs: Box::new([]),
+                    outputs: Box::new([]),
+                    after: after.iter().map(|i| u(*i)).collect(),
+                    run_anyway,
+                })
+                .collect(),
+        ));
+        self.submit(units.iter().map(|(unit, _)| spec(*unit, 1)).collect());
+    }
+
+    /// The agent of `pilot` reports a failed run of `unit` that it gives back to be tried
+    /// again (the unit has retries).
+    fn failed_run(&mut self, unit: u64, pilot: u64, exit_code: i32) {
+        self.events(vec![Event::Unit(UnitEvent {
+            unit: u(unit),
+            pilot: Some(p(pilot)),
+            state: UnitState::New,
+            at: self.now,
+            exit_code: Some(exit_code),
+            detail: Some(format!("exit code {exit_code}")),
+            lost_run: None,
+            failed_run: true,
+        })]);
+    }
+}
+
+#[test]
+fn deps_a_diamond_runs_in_order_each_unit_once_its_dependencies_are_done() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 4);
+    // 0 -> {1, 2} -> 3, submitted in one batch, the last first.
+    h.submit_after(&[(3, &[1, 2]), (1, &[0]), (2, &[0]), (0, &[])], false);
+    assert_eq!(h.queued(1), [0], "only the root is bound");
+    assert_eq!(h.state(3), Some(UnitState::New));
+    h.claim(1, 1);
+    h.run(0, 1, UnitState::Done);
+    assert_eq!(h.queued(1), [1, 2]);
+    h.claim(1, 2);
+    h.run(1, 1, UnitState::Done);
+    assert!(h.queued(1).is_empty(), "3 still waits for 2");
+    h.run(2, 1, UnitState::Done);
+    assert_eq!(h.queued(1), [3]);
+    h.claim(1, 1);
+    h.run(3, 1, UnitState::Done);
+    h.no_unit_ended_twice();
+}
+
+#[test]
+fn deps_a_failed_dependency_cancels_its_dependents_and_theirs_naming_it() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 4);
+    h.submit_after(&[(0, &[]), (1, &[0]), (2, &[1]), (3, &[])], false);
+    h.claim(1, 2);
+    h.run(0, 1, UnitState::Failed);
+    assert_eq!(h.state(1), Some(UnitState::Canceled));
+    assert_eq!(
+        h.detail(1).as_deref(),
+        Some("unit.000000, which it runs after, ended failed")
+    );
+    assert_eq!(h.state(2), Some(UnitState::Canceled));
+    assert_eq!(
+        h.detail(2).as_deref(),
+        Some("unit.000001, which it runs after, ended canceled")
+    );
+    h.run(3, 1, UnitState::Done);
+    // A unit submitted later after one that failed is canceled at once.
+    h.submit_after(&[(4, &[0])], false);
+    assert_eq!(h.state(4), Some(UnitState::Canceled));
+    h.no_unit_ended_twice();
+}
+
+#[test]
+fn deps_a_unit_that_runs_anyway_runs_once_its_failed_dependency_has_ended() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 4);
+    h.submit_after(&[(0, &[]), (1, &[0])], true);
+    h.claim(1, 1);
+    h.unit_event(0, 1, UnitState::Running);
+    assert!(
+        h.queued(1).is_empty(),
+        "it waits for the end, whatever it is"
+    );
+    h.unit_event(0, 1, UnitState::Failed);
+    assert_eq!(h.queued(1), [1]);
+}
+
+#[test]
+fn deps_a_waiting_unit_is_canceled_where_it_waits_and_its_dependents_with_it() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 1);
+    h.submit_after(&[(0, &[]), (1, &[0]), (2, &[1])], false);
+    h.input(Input::Cancel {
+        units: vec![u(1)],
+        reason: "not wanted".into(),
+    });
+    assert_eq!(h.state(1), Some(UnitState::Canceled));
+    assert_eq!(h.detail(1).as_deref(), Some("not wanted"));
+    assert_eq!(h.state(2), Some(UnitState::Canceled));
+    h.claim(1, 1);
+    h.run(0, 1, UnitState::Done);
+    assert!(h.queued(1).is_empty());
+    h.no_unit_ended_twice();
+}
+
+#[test]
+fn deps_a_unit_after_one_the_core_forgot_knows_how_it_ended() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 2);
+    h.input(Input::ForgetFinished { service: S });
+    h.submit_after(&[(0, &[]), (1, &[])], false);
+    h.claim(1, 2);
+    h.run(0, 1, UnitState::Done);
+    h.run(1, 1, UnitState::Failed);
+    assert_eq!(h.state(0), None, "forgotten");
+    h.submit_after(&[(2, &[0]), (3, &[1])], false);
+    assert_eq!(h.queued(1), [2]);
+    assert_eq!(h.finals.get(&u(3)), Some(&vec![UnitState::Canceled]));
+    assert_eq!(
+        h.detail(3).as_deref(),
+        Some("unit.000001, which it runs after, ended failed")
+    );
+}
+
+#[test]
+fn retries_a_failed_run_goes_back_to_the_pool_until_the_retries_are_used_up() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 1);
+    h.add_pilot(2, 1);
+    let mut s = spec(0, 1);
+    s.retries = 1;
+    h.submit(vec![s]);
+    let first = if h.queued(1) == [0] { 1 } else { 2 };
+    h.claim(first, 1);
+    h.unit_event(0, first, UnitState::Running);
+    h.failed_run(0, first, 3);
+    assert_eq!(h.state(0), Some(UnitState::Scheduled), "tried again");
+    let second = if h.queued(1) == [0] { 1 } else { 2 };
+    h.claim(second, 1);
+    h.unit_event(0, second, UnitState::Running);
+    h.failed_run(0, second, 4);
+    assert_eq!(h.state(0), Some(UnitState::Failed));
+    assert_eq!(
+        h.detail(0).as_deref(),
+        Some(
+            format!(
+                "failed 2 times: (1) exit code 3 (on pilot.{first:04}); \
+                 (2) exit code 4 (on pilot.{second:04})"
+            )
+            .as_str()
+        )
+    );
+    let last = h
+        .applied
+        .iter()
+        .rev()
+        .find(|a| a.unit == u(0))
+        .map(|a| a.exit_code);
+    assert_eq!(last, Some(Some(4)), "the last run's exit code");
+    h.no_unit_ended_twice();
+}
+
+#[test]
+fn retries_a_unit_whose_retries_were_used_up_when_the_manager_died_fails_on_resume() {
+    // The history a manager killed between a failed run's report and its decision leaves:
+    // two failed runs of a unit with one retry.
+    let mut s = spec(0, 1);
+    s.retries = 1;
+    let e = |state, exit_code, failed_run| {
+        Event::Unit(UnitEvent {
+            unit: u(0),
+            pilot: Some(p(1)),
+            state,
+            at: at(1),
+            exit_code,
+            detail: exit_code.map(|c| format!("exit code {c}")),
+            lost_run: None,
+            failed_run,
+        })
+    };
+    let mut stream = Vec::new();
+    for code in [1, 2] {
+        stream.push(e(UnitState::Scheduled, None, false));
+        stream.push(e(UnitState::Pending, None, false));
+        stream.push(e(UnitState::Running, None, false));
+        stream.push(e(UnitState::New, Some(code), true));
+    }
+    stream.push(Event::Resumed {
+        token: 7,
+        at: at(2),
+    });
+    let mut h = Harness::new(policy(0));
+    h.input(Input::Replay { token: 7 });
+    h.input(Input::Restore {
+        service: S,
+        units: vec![s],
+    });
+    h.add_pilot(1, 1);
+    h.events(stream);
+    assert!(!h.core.replaying());
+    assert_eq!(h.state(0), Some(UnitState::Failed));
+    assert!(h.queued(1).is_empty(), "not run a third time");
+    let last = h
+        .applied
+        .iter()
+        .rev()
+        .find(|a| a.unit == u(0))
+        .map(|a| a.exit_code);
+    assert_eq!(last, Some(Some(2)));
 }

@@ -1760,6 +1760,7 @@ struct RawPilot {
     environment: Option<Spanned<BTreeMap<String, String>>>,
     affinity: Option<Spanned<Affinity>>,
     cache: Option<Spanned<toml::Value>>,
+    pre_exec: Option<Spanned<Vec<String>>>,
     /// Taken out by [`parse`] before the rest is checked.
     count: Option<Spanned<u32>>,
 }
@@ -1788,6 +1789,7 @@ impl RawPilot {
         keys.note("environment", &self.environment);
         keys.note("affinity", &self.affinity);
         keys.note("cache", &self.cache);
+        keys.note("pre_exec", &self.pre_exec);
         let cache_size = self
             .cache
             .as_ref()
@@ -1889,6 +1891,7 @@ impl RawPilot {
             environment: value_or_default(self.environment),
             affinity: value_or_default(self.affinity),
             cache_size,
+            pre_exec: value_or_default(self.pre_exec),
         };
         Ok((description, keys))
     }
