@@ -70,6 +70,7 @@ fn measure(pilots: u64) -> (f64, f64) {
         gpus: 0,
         pilot: None,
         time_request: None,
+        retries: 0,
     };
     core.handle(Input::Submit {
         service: s,
@@ -96,6 +97,7 @@ fn measure(pilots: u64) -> (f64, f64) {
                     exit_code: None,
                     detail: None,
                     lost_run: None,
+                    failed_run: false,
                 }));
             }
         }

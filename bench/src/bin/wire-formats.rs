@@ -181,6 +181,7 @@ fn main() {
                             exit_code,
                             detail: None,
                             lost_run: None,
+                            failed_run: false,
                         })
                     };
                     [
@@ -205,6 +206,7 @@ fn main() {
                 of: 3,
                 reason: "lost with its pilot".into(),
             }),
+            failed_run: false,
         }),
         Event::Pilot(PilotEvent {
             pilot,
