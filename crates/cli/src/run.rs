@@ -198,9 +198,21 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
                 }
             }
         }
+        // Every unit's id is known before any is submitted, so that a unit can name the
+        // units it runs after (each submitted before it) whichever batch they are in.
+        let ids = match target.units().reserve_unit_ids(total as u64).await {
+            Ok(ids) => ids,
+            Err(e) => return (0, Some(e)),
+        };
+        let first = ids.next().map_or(0, |id| id.get());
         let descriptions = workload.units().map(|u| {
             let mut d = u.description;
             d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
+            d.after = u
+                .after
+                .iter()
+                .map(|p| pstar::UnitId::new(first + p))
+                .collect();
             for o in &d.output_data {
                 if let Some(dir) = &o.export
                     && let Ok(mut e) = exporting.lock()
@@ -210,7 +222,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
             }
             d
         });
-        submit_all(target, descriptions, in_flight).await
+        submit_all(target, ids, descriptions, in_flight).await
     });
     let run = Run {
         session,
@@ -255,19 +267,22 @@ impl Target {
 
     async fn submit(
         &self,
+        ids: &mut pstar::ReservedIds,
         batch: Vec<pstar::ComputeUnitDescription>,
     ) -> pstar::Result<Vec<ComputeUnit>> {
         match self {
-            Target::Units(cus) => cus.submit_batch(batch).await,
-            Target::Data(cds) => cds.submit_compute_units(batch).await,
+            Target::Units(cus) => cus.submit_reserved(ids, batch).await,
+            Target::Data(cds) => cds.submit_reserved(ids, batch).await,
         }
     }
 }
 
-/// Submits `descriptions` in batches, keeping at most `in_flight` units not ended;
-/// returns how many it submitted (or the error that stopped it, with that count).
+/// Submits `descriptions` in batches with the ids of `ids`, in order, keeping at most
+/// `in_flight` units not ended; returns how many it submitted (or the error that stopped
+/// it, with that count).
 async fn submit_all(
     target: Target,
+    mut ids: pstar::ReservedIds,
     descriptions: impl Iterator<Item = pstar::ComputeUnitDescription>,
     in_flight: usize,
 ) -> (usize, Option<pstar::Error>) {
@@ -286,7 +301,7 @@ async fn submit_all(
         }
         let batch: Vec<_> = descriptions.by_ref().take(SUBMIT_BATCH).collect();
         let n = batch.len();
-        if let Err(e) = target.submit(batch).await {
+        if let Err(e) = target.submit(&mut ids, batch).await {
             return (submitted, Some(e));
         }
         submitted += n;

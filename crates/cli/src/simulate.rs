@@ -258,12 +258,23 @@ impl Sim<'_> {
             return;
         }
         let mut batch = Vec::new();
+        let mut needs = Vec::new();
         while (self.next_unit as usize - self.ended) < self.window {
             let Some(unit) = self.source.next() else {
                 break;
             };
             let d = &unit.description;
             let id = UnitId::new(self.next_unit);
+            // Units are numbered in the order the workload gives them, as `run` does.
+            if !unit.after.is_empty() {
+                needs.push(pstar::core::UnitNeeds {
+                    unit: id,
+                    inputs: Box::new([]),
+                    outputs: Box::new([]),
+                    after: unit.after.iter().map(|p| UnitId::new(*p)).collect(),
+                    run_anyway: d.on_dependency_failure == pstar::OnDependencyFailure::Run,
+                });
+            }
             let mut spec = UnitSpec::of(id, d);
             spec.pilot = unit.pilot.map(|p| p_id(p as u32));
             if d.time_request.is_none() {
@@ -286,6 +297,9 @@ impl Sim<'_> {
             );
             self.next_unit += 1;
             batch.push(spec);
+        }
+        if !needs.is_empty() {
+            self.core.handle(Input::UnitNeeds(needs));
         }
         if !batch.is_empty() {
             self.core.handle(Input::Submit {

@@ -59,8 +59,9 @@ pub use pstar_agent::AgentConfig;
 pub use pstar_coordination::{Coordination, DataEvent, DataUnitRecord, Embedded, StoreReplica};
 pub use pstar_model::{
     Affinity, AgentSettings, ComputeUnitDescription, DataFile, DataUnitDescription, DataUnitState,
-    Origin, OutputData, PilotComputeDescription, PilotDataDescription, PilotId, PilotState,
-    ResourceUrl, Scheme, Settings, SettingsLayer, State, Timestamp, UnitId, UnitState,
+    OnDependencyFailure, Origin, OutputData, PilotComputeDescription, PilotDataDescription,
+    PilotId, PilotState, ResourceUrl, Scheme, Settings, SettingsLayer, State, Timestamp, UnitId,
+    UnitState,
 };
 
 /// The Rust examples of the README, compiled and run as doc tests so it never lies.

@@ -227,7 +227,12 @@ impl ComputeUnitService {
     /// each other's `after` before they are submitted (a workload file whose units are
     /// submitted as earlier ones end) knows their ids in advance.
     pub async fn reserve_unit_ids(&self, n: u64) -> Result<ReservedIds> {
-        let first = self.inner.session.coordination().reserve_unit_ids(n).await?;
+        let first = self
+            .inner
+            .session
+            .coordination()
+            .reserve_unit_ids(n)
+            .await?;
         Ok(ReservedIds {
             next: first.get(),
             end: first.get().saturating_add(n),

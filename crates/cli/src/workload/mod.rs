@@ -194,11 +194,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pstar_model::{
-    Affinity, ComputeUnitDescription, DataUnitDescription, DescriptionError, OutputData,
-    PilotComputeDescription, PilotDataDescription, ResourceUrl, Scheme, check_data_name,
+    Affinity, ComputeUnitDescription, DataUnitDescription, DescriptionError, OnDependencyFailure,
+    OutputData, PilotComputeDescription, PilotDataDescription, ResourceUrl, Scheme,
+    check_data_name,
 };
 use serde::Deserialize;
 use toml::Spanned;
+
+mod deps;
+mod sweep;
 
 /// A parsed and checked workload file.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +227,9 @@ pub struct Workload {
     agent_binary_at: Option<Range<usize>>,
     /// Where each of `data_units[k].files` is written, for [`load`]'s look at the disk.
     data_files_at: Vec<Vec<Range<usize>>>,
+    /// The units' dependencies (`after`, and `input_data` made by other units), if any
+    /// unit has an `after`.
+    deps: Option<deps::Deps>,
 }
 
 /// The most units a workload may hold, over all its ensembles.
@@ -253,10 +260,28 @@ impl Workload {
             })
     }
 
-    pub fn units(&self) -> impl Iterator<Item = WorkloadUnit> + '_ {
-        self.ensembles
-            .iter()
-            .flat_map(|e| (0..e.count).map(move |i| e.unit(i)))
+    pub fn units(&self) -> Box<dyn Iterator<Item = WorkloadUnit> + Send + '_> {
+        match &self.deps {
+            None => Box::new(self.ensembles.iter().enumerate().flat_map(|(k, e)| {
+                (0..e.count).map(move |i| WorkloadUnit {
+                    ensemble: k,
+                    ..e.unit(i)
+                })
+            })),
+            // Each unit after what it depends on; `after` by position in this order.
+            Some(deps) => Box::new((0..self.unit_count() as u64).map(move |position| {
+                let (e, i) = deps.member_at(position);
+                let mut unit = self.ensembles[e].unit(i);
+                unit.after = deps.after(e, i);
+                unit.ensemble = e;
+                unit
+            })),
+        }
+    }
+
+    /// How many `after` dependencies the units have.
+    pub fn dependencies(&self) -> u64 {
+        self.deps.as_ref().map_or(0, |d| d.edges)
     }
 }
 
@@ -268,15 +293,22 @@ pub struct Ensemble {
     pub count: u32,
     /// Early binding: the index into [`Workload::pilots`] every member must run on.
     pub pilot: Option<usize>,
+    /// A parameter sweep: the values of each member's `{name}`s.
+    sweep: Option<std::sync::Arc<sweep::Sweep>>,
+    /// Stop the ensemble once this many of its units have failed.
+    pub max_fails: Option<u32>,
 }
 
 impl Ensemble {
     /// Member `i`: `{i}` replaced by `i` (and `{{`, `}}` by braces) in the name, arguments,
     /// environment values, output file names, working directory and pre-exec lines.
     pub fn unit(&self, i: u32) -> WorkloadUnit {
+        let values = self.sweep.as_ref().map(|s| s.values(i)).unwrap_or_default();
         WorkloadUnit {
-            description: self.template.member(i),
+            description: self.template.member(i, &values),
             pilot: self.pilot,
+            after: Vec::new(),
+            ensemble: 0,
         }
     }
 }
@@ -319,9 +351,10 @@ struct OutputTemplate {
 }
 
 impl UnitTemplate {
-    fn member(&self, i: u32) -> ComputeUnitDescription {
+    /// Member `i`, whose sweep parameters (if any) have `values`.
+    fn member(&self, i: u32, values: &[String]) -> ComputeUnitDescription {
         let index = i.to_string();
-        let expand = |t: &Template| t.expand(&index);
+        let expand = |t: &Template| t.expand_member(&index, values);
         let mut executable = expand(&self.executable);
         if !self.fixed.shell && executable.contains('/') && !executable.starts_with('/') {
             executable = self.base.join(&executable).display().to_string();
@@ -382,6 +415,8 @@ struct Template(Vec<Piece>);
 enum Piece {
     Text(String),
     Index,
+    /// A sweep parameter, by its place in the sweep's names (see [`sweep::Sweep`]).
+    Param(usize),
 }
 
 /// One character of an expanded template: a literal, or digit `k` of the index.
@@ -393,10 +428,30 @@ enum Cell {
 
 impl Template {
     fn parse(text: &str) -> Self {
+        Self::parse_with(text, &[])
+    }
+
+    /// A template in which `{name}` stands for sweep parameter `name` too, for each of
+    /// `params`.
+    fn parse_with(text: &str, params: &[String]) -> Self {
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
-        while let Some(c) = rest.chars().next() {
+        'next: while let Some(c) = rest.chars().next() {
+            if c == '{' && !rest.starts_with("{{") {
+                for (k, name) in params.iter().enumerate() {
+                    if let Some(after) = rest[1..].strip_prefix(name.as_str())
+                        && let Some(after) = after.strip_prefix('}')
+                    {
+                        if !literal.is_empty() {
+                            pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                        }
+                        pieces.push(Piece::Param(k));
+                        rest = after;
+                        continue 'next;
+                    }
+                }
+            }
             if rest.starts_with("{{") {
                 literal.push('{');
                 rest = &rest[2..];
@@ -431,12 +486,28 @@ impl Template {
         self.0.contains(&Piece::Index)
     }
 
+    /// Whether a sweep parameter is in it.
+    fn has_param(&self) -> bool {
+        self.0.iter().any(|p| matches!(p, Piece::Param(_)))
+    }
+
+    /// Whether it is the same for every member.
+    fn is_fixed(&self) -> bool {
+        !self.has_index() && !self.has_param()
+    }
+
     fn expand(&self, index: &str) -> String {
+        self.expand_member(index, &[])
+    }
+
+    /// Member `index`'s text, whose sweep parameters have `values`.
+    fn expand_member(&self, index: &str, values: &[String]) -> String {
         let mut out = String::new();
         for piece in &self.0 {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Index => out.push_str(index),
+                Piece::Param(k) => out.push_str(values.get(*k).map_or("", String::as_str)),
             }
         }
         out
@@ -450,10 +521,10 @@ impl Template {
         let mut components: Vec<Vec<Piece>> = vec![Vec::new()];
         for piece in &self.0 {
             match piece {
-                Piece::Index => components
+                Piece::Index | Piece::Param(_) => components
                     .last_mut()
                     .into_iter()
-                    .for_each(|c| c.push(Piece::Index)),
+                    .for_each(|c| c.push(piece.clone())),
                 Piece::Text(t) => {
                     for (k, part) in t.split('/').enumerate() {
                         if k > 0 {
@@ -518,6 +589,8 @@ impl Template {
             match piece {
                 Piece::Text(t) => cells.extend(t.chars().map(Cell::Char)),
                 Piece::Index => cells.extend((first..first + digits).map(Cell::Digit)),
+                // Sweep parameters are not in the names these compare (refused there).
+                Piece::Param(_) => cells.push(Cell::Char('\u{fffd}')),
             }
         }
         cells
@@ -769,6 +842,11 @@ pub struct WorkloadUnit {
     pub description: ComputeUnitDescription,
     /// Early binding: the index into [`Workload::pilots`] of the pilot this unit must run on.
     pub pilot: Option<usize>,
+    /// The units it runs after, by their place in the order [`Workload::units`] gives
+    /// (always before this one's): unit ids only exist once units are submitted.
+    pub after: Vec<u64>,
+    /// The index of its `[[unit]]` table in [`Workload::ensembles`].
+    pub ensemble: usize,
 }
 
 /// Why a workload file was refused: where, and what is wrong.
@@ -1101,6 +1179,7 @@ pub fn parse(
         ));
     }
     let mut ensembles = Vec::new();
+    let mut afters = Vec::new();
     let mut unit_data = Vec::new();
     let mut total: usize = 0;
     for unit in raw.unit {
@@ -1113,6 +1192,9 @@ pub fn parse(
             count_span,
             keys,
             data,
+            sweep,
+            after,
+            max_fails,
         } = unit.check(&src, base, &pilots, &stores, table_span.clone())?;
         total = total.saturating_add(count as usize);
         if total > MAX_UNITS {
@@ -1131,14 +1213,44 @@ pub fn parse(
         // `stdout` and `stderr` are one file can change with the index: that is solved
         // for the whole ensemble at once.
         // A data unit name is checked at both ends: the last member's is the longest.
+        // A sweep's values are any text: each of its members is checked.
         let last = (!data.is_empty() && count > 1).then_some(count - 1);
-        for i in std::iter::once(0).chain(last) {
-            template
-                .member(i)
-                .validate()
-                .map_err(|e| src.error(keys.of(&e.fields(), table_span.clone()), e.to_string()))?;
+        let members: Box<dyn Iterator<Item = u32>> = match &sweep {
+            Some(_) => Box::new(0..count),
+            None => Box::new(std::iter::once(0).chain(last)),
+        };
+        for i in members {
+            let values = sweep.as_ref().map(|s| s.values(i)).unwrap_or_default();
+            let member = template.member(i, &values);
+            member.validate().map_err(|e| {
+                let whose = match (&sweep, count > 1) {
+                    (Some(_), true) => format!("member {i}: "),
+                    _ => String::new(),
+                };
+                src.error(
+                    keys.of(&e.fields(), table_span.clone()),
+                    format!("{whose}{e}"),
+                )
+            })?;
+            if sweep.is_some() {
+                let (out, err) = (member.stdout_path(base), member.stderr_path(base));
+                if lexical(&out) == lexical(&err) {
+                    return Err(src.error(
+                        keys.of(&["stderr", "stdout"], table_span),
+                        format!(
+                            "member {i}: `stdout` and `stderr` name the same file `{}`: give \
+                             them different names",
+                            member.stdout.as_deref().unwrap_or("stdout").escape_debug()
+                        ),
+                    ));
+                }
+            }
         }
-        if let Some((i, file)) = template.shared_output(count) {
+        let shared = match sweep {
+            None => template.shared_output(count),
+            Some(_) => None,
+        };
+        if let Some((i, file)) = shared {
             return Err(src.error(
                 keys.of(&["stderr", "stdout"], table_span),
                 format!(
@@ -1152,14 +1264,19 @@ pub fn parse(
             template,
             count,
             pilot,
+            sweep,
+            max_fails,
         });
+        afters.push((after, table_span.clone()));
         if !data.is_empty() {
             unit_data.push((count, data));
         }
     }
     check_data_flow(&src, &data_tables, &unit_data)?;
+    let deps = deps::resolve(&src, &ensembles, afters)?;
 
     Ok(Workload {
+        deps,
         path: path.to_owned(),
         session,
         pilots: pilots.all,
@@ -1924,6 +2041,13 @@ struct RawUnit {
     timeout: Option<Spanned<String>>,
     input_data: Option<Spanned<Vec<Spanned<String>>>>,
     output_data: Option<Spanned<Vec<Spanned<RawOutputData>>>>,
+    after: Option<Spanned<Vec<Spanned<String>>>>,
+    on_dependency_failure: Option<Spanned<String>>,
+    retries: Option<Spanned<u32>>,
+    retry_on_exit_codes: Option<Spanned<Vec<i32>>>,
+    max_fails: Option<Spanned<u32>>,
+    parameters: Option<sweep::RawParameters>,
+    parameters_from: Option<Spanned<String>>,
 }
 
 /// One `output_data` entry of a `[[unit]]`, as written.
@@ -1967,6 +2091,13 @@ impl RawUnit {
         keys.note("timeout", &self.timeout);
         keys.note("input_data", &self.input_data);
         keys.note("output_data", &self.output_data);
+        keys.note("after", &self.after);
+        keys.note("on_dependency_failure", &self.on_dependency_failure);
+        keys.note("retries", &self.retries);
+        keys.note("retry_on_exit_codes", &self.retry_on_exit_codes);
+        keys.note("max_fails", &self.max_fails);
+        keys.note("parameters", &self.parameters);
+        keys.note("parameters_from", &self.parameters_from);
 
         if self.executable.get_ref().trim().is_empty() {
             return Err(src.error(
@@ -2008,8 +2139,67 @@ impl RawUnit {
             .count
             .as_ref()
             .map_or(table_span.clone(), Spanned::span);
-        let count = at_least_one(src, self.count, "count", 1)?;
-        // Zero is refused by `validate`, with the other refusals of the description.
+        // A sweep makes one unit per combination (or row) of its parameters' values.
+        let sweep = match (self.parameters, &self.parameters_from) {
+            (Some(_), Some(file)) => {
+                return Err(src.error(
+                    file.span(),
+                    "give `parameters` or `parameters_from`, not both",
+                ));
+            }
+            (Some(lists), None) => Some(sweep::Sweep::from_lists(src, lists)?),
+            (None, Some(file)) => Some(sweep::Sweep::from_file(src, base, file)?),
+            (None, None) => None,
+        };
+        let count = match &sweep {
+            Some(sweep) => {
+                if let Some(c) = &self.count {
+                    return Err(src.error(
+                        c.span(),
+                        format!(
+                            "`count` comes from the sweep's parameters ({} units): leave it out",
+                            sweep.count()
+                        ),
+                    ));
+                }
+                sweep.count() as u32
+            }
+            None => at_least_one(src, self.count, "count", 1)?,
+        };
+        let params: Vec<String> = sweep.as_ref().map(|s| s.names.clone()).unwrap_or_default();
+        let on_dependency_failure = match &self.on_dependency_failure {
+            None => OnDependencyFailure::Cancel,
+            Some(v) => match v.get_ref().as_str() {
+                "cancel" => OnDependencyFailure::Cancel,
+                "run" => OnDependencyFailure::Run,
+                other => {
+                    return Err(src.error(
+                        v.span(),
+                        format!(
+                            "`on_dependency_failure` is \"cancel\" (the default) or \"run\", \
+                             not {other:?}"
+                        ),
+                    ));
+                }
+            },
+        };
+        let max_fails = self
+            .max_fails
+            .map(|m| at_least_one(src, Some(m), "max_fails", 1))
+            .transpose()?;
+        let mut after = Vec::new();
+        for pattern in value_or_default(self.after) {
+            let text = pattern.get_ref();
+            let target = text.strip_prefix("tag:").unwrap_or(text);
+            if target.trim().is_empty() {
+                return Err(src.error(
+                    pattern.span(),
+                    "an `after` entry names units by name (a pattern such as \"prep-*\") or \
+                     by tag (\"tag:stage1\"): this one is empty",
+                ));
+            }
+            after.push((Template::parse_with(text, &params), pattern.span()));
+        }
         // Zero is refused by `validate`, with the other refusals of the description.
         let timeout = match &self.timeout {
             None => None,
@@ -2024,8 +2214,14 @@ impl RawUnit {
             }
         };
 
-        let (data, input_data, output_data) =
-            check_unit_data(src, stores, count, self.input_data, self.output_data)?;
+        let (data, input_data, output_data) = check_unit_data(
+            src,
+            stores,
+            count,
+            &params,
+            self.input_data,
+            self.output_data,
+        )?;
 
         let pilot = match &self.pilot {
             None => None,
@@ -2149,23 +2345,27 @@ impl RawUnit {
             tags: value_or_default(self.tags),
             time_request,
             timeout,
+            on_dependency_failure,
+            retries: self.retries.map_or(0, Spanned::into_inner),
+            retry_on_exit_codes: value_or_default(self.retry_on_exit_codes),
             ..ComputeUnitDescription::default()
         };
-        let one = |t: Option<Spanned<String>>| t.map(|t| Template::parse(t.get_ref()));
+        let one =
+            |t: Option<Spanned<String>>| t.map(|t| Template::parse_with(t.get_ref(), &params));
         let all = |t: Option<Spanned<Vec<String>>>| -> Vec<Template> {
             value_or_default(t)
                 .iter()
-                .map(|t| Template::parse(t))
+                .map(|t| Template::parse_with(t, &params))
                 .collect()
         };
         let template = UnitTemplate {
-            executable: Template::parse(&fixed.executable),
+            executable: Template::parse_with(&fixed.executable, &params),
             fixed,
             name: one(self.name),
             arguments: all(self.arguments),
             environment: value_or_default(self.environment)
                 .into_iter()
-                .map(|(k, v)| (k, Template::parse(&v)))
+                .map(|(k, v)| (k, Template::parse_with(&v, &params)))
                 .collect(),
             working_directory: one(self.working_directory),
             base: base.to_owned(),
@@ -2183,6 +2383,9 @@ impl RawUnit {
             count_span,
             keys,
             data,
+            sweep: sweep.map(std::sync::Arc::new),
+            after,
+            max_fails,
         })
     }
 }
@@ -2190,6 +2393,11 @@ impl RawUnit {
 /// A `[[unit]]` table, checked.
 struct CheckedUnit {
     template: UnitTemplate,
+    /// Its parameter sweep, if it is one.
+    sweep: Option<std::sync::Arc<sweep::Sweep>>,
+    /// Its `after` patterns, and where each is written.
+    after: Vec<(Template, Range<usize>)>,
+    max_fails: Option<u32>,
     /// Early binding: the index of the pilot.
     pilot: Option<usize>,
     count: u32,
@@ -2664,11 +2872,24 @@ fn check_unit_data(
     src: &Source<'_>,
     stores: &Stores,
     count: u32,
+    params: &[String],
     input_data: Option<Spanned<Vec<Spanned<String>>>>,
     output_data: Option<Spanned<Vec<Spanned<RawOutputData>>>>,
 ) -> Result<(UnitData, Vec<Template>, Vec<OutputTemplate>), WorkloadError> {
+    // Data unit names are checked across the file as templates of `{i}`: a sweep's
+    // parameters are not allowed in them.
+    let no_param =
+        |text: &Spanned<String>| match Template::parse_with(text.get_ref(), params).has_param() {
+            true => Err(src.error(
+                text.span(),
+                "a data unit name cannot hold a sweep parameter: name it with {i}, the \
+                 unit's index in its table",
+            )),
+            false => Ok(()),
+        };
     let mut data = UnitData::default();
     for name in value_or_default(input_data) {
+        no_param(&name)?;
         let template = Template::parse(name.get_ref());
         check_name_template(src, "input_data", &template, count, name.span())?;
         for (earlier, _) in &data.inputs {
@@ -2688,6 +2909,7 @@ fn check_unit_data(
     let mut outputs = Vec::new();
     for out in value_or_default(output_data) {
         let out = out.into_inner();
+        no_param(&out.name)?;
         let name = Template::parse(out.name.get_ref());
         check_name_template(src, "output_data", &name, count, out.name.span())?;
         // A unit would wait for ever for what it makes itself.
@@ -2713,7 +2935,7 @@ fn check_unit_data(
         }
         let mut files = Vec::new();
         for pattern in out.files.into_inner() {
-            let template = Template::parse(pattern.get_ref());
+            let template = Template::parse_with(pattern.get_ref(), params);
             // The Pilot-API's rules, at the pattern: an index only adds digits, so member 0
             // stands for all.
             let probe = ComputeUnitDescription {
@@ -2740,7 +2962,7 @@ fn check_unit_data(
             Some(e) if e.get_ref().contains('\0') => {
                 return Err(src.error(e.span(), "`export` contains a NUL byte"));
             }
-            Some(e) => Some(Template::parse(e.get_ref())),
+            Some(e) => Some(Template::parse_with(e.get_ref(), params)),
         };
         outputs.push(OutputTemplate {
             name: name.clone(),
@@ -5698,3 +5920,6 @@ output_data = [{ name = "merged-x", files = ["out/**"] }]
         );
     }
 }
+
+#[cfg(test)]
+mod workflow_tests;
