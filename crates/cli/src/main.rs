@@ -533,8 +533,15 @@ fn main() -> ExitCode {
             }
             match workload::load(&workload, &supported, store.coordination.is_some()) {
                 Ok(w) => {
+                    for warning in w.warnings() {
+                        say!("{}: warning: {warning}", workload.display());
+                    }
+                    let deps = match w.dependencies() {
+                        0 => String::new(),
+                        n => format!(", {}", pstar_cli::count(n as usize, "dependency")),
+                    };
                     show!(
-                        "{}: {}, {}: ok\n",
+                        "{}: {}, {}{deps}: ok\n",
                         workload.display(),
                         pstar_cli::count(w.pilots.len(), "pilot"),
                         pstar_cli::count(w.unit_count(), "unit"),

@@ -204,6 +204,18 @@ impl Tally {
             detail: unit.detail(),
             history: unit.history(),
             bytes: self.data.as_ref().map(|s| s.data_moved_for(unit.id())),
+            attempts: unit
+                .attempts()
+                .into_iter()
+                .map(|a| AttemptEntry {
+                    pilot: a.pilot.map(|p| p.to_string()),
+                    started: a.started,
+                    ended: a.ended,
+                    end: a.end.map(pstar::RunEnd::as_str),
+                    exit_code: a.exit_code,
+                    detail: a.detail,
+                })
+                .collect(),
         });
     }
 
@@ -473,6 +485,21 @@ struct UnitEntry {
     staging_out_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     running_s: Option<f64>,
+    /// Every run of a unit that ran more than once (retries, runs lost with their pilot).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attempts: Vec<AttemptEntry>,
+}
+
+/// One run of a unit, in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptEntry {
+    pub pilot: Option<String>,
+    pub started: Timestamp,
+    pub ended: Option<Timestamp>,
+    /// `done`, `failed`, `canceled`, or `returned` (back to the pool unfinished).
+    pub end: Option<&'static str>,
+    pub exit_code: Option<i32>,
+    pub detail: Option<String>,
 }
 
 /// Seconds spent in `state` over a unit's history.
@@ -499,6 +526,8 @@ pub struct EndedUnit {
     pub history: Vec<(UnitState, Timestamp)>,
     /// Bytes staged in and out for it (runs with Pilot-Data).
     pub bytes: Option<(u64, u64)>,
+    /// Each of its runs.
+    pub attempts: Vec<AttemptEntry>,
 }
 
 /// A pilot's entry in the report.
@@ -675,6 +704,10 @@ impl ReportFile {
             running_s: unit
                 .bytes
                 .map(|_| seconds_in(&unit.history, UnitState::Running)),
+            attempts: match unit.attempts.len() {
+                0 | 1 => Vec::new(),
+                _ => unit.attempts.clone(),
+            },
         };
         self.out
             .write_all(if self.first { b"\n    " } else { b",\n    " })?;

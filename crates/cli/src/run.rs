@@ -189,6 +189,8 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         .into_iter()
         .flatten()
         .collect();
+    let stops = MaxFails::new(&workload);
+    let submit_stops = stops.clone();
     let submitter = tokio::spawn(async move {
         if let Target::Data(cds) = &target {
             // Placed one after the other; units that read one that fails, fail naming it.
@@ -206,6 +208,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         };
         let first = ids.next().map_or(0, |id| id.get());
         let descriptions = workload.units().map(|u| {
+            let table = u.ensemble;
             let mut d = u.description;
             d.pilot = u.pilot.and_then(|i| pilot_ids.get(i)).copied();
             d.after = u
@@ -220,9 +223,9 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
                     e.push((o.name.clone(), dir.clone()));
                 }
             }
-            d
+            (d, table)
         });
-        submit_all(target, ids, descriptions, in_flight).await
+        submit_all(target, ids, descriptions, in_flight, submit_stops).await
     });
     let run = Run {
         session,
@@ -235,6 +238,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         exports: uses_data.then_some(exports),
         pds: Some(pds_kept),
         protected,
+        stops,
     };
     run.drive(ended, Some(submitter), options).await
 }
@@ -277,14 +281,74 @@ impl Target {
     }
 }
 
-/// Submits `descriptions` in batches with the ids of `ids`, in order, keeping at most
-/// `in_flight` units not ended; returns how many it submitted (or the error that stopped
-/// it, with that count).
+/// The `[[unit]]` tables with `max_fails`: which units are theirs, and how many of them
+/// have failed. Once a table's count is reached, its other units are canceled, those
+/// submitted later as soon as they are.
+struct MaxFails {
+    /// Per table: its `max_fails`, if it has one.
+    limit: Vec<Option<u32>>,
+    /// Per table: its units submitted so far, and how many failed.
+    units: Vec<Vec<pstar::UnitId>>,
+    failed: Vec<u32>,
+    of: std::collections::HashMap<pstar::UnitId, usize>,
+}
+
+type Stops = std::sync::Arc<std::sync::Mutex<MaxFails>>;
+
+impl MaxFails {
+    fn new(workload: &Workload) -> Option<Stops> {
+        let limit: Vec<Option<u32>> = workload.ensembles.iter().map(|e| e.max_fails).collect();
+        limit.iter().any(Option::is_some).then(|| {
+            std::sync::Arc::new(std::sync::Mutex::new(MaxFails {
+                units: vec![Vec::new(); limit.len()],
+                failed: vec![0; limit.len()],
+                limit,
+                of: Default::default(),
+            }))
+        })
+    }
+
+    fn reason(&self, table: usize) -> String {
+        let n = self.limit[table].unwrap_or_default();
+        format!(
+            "{} of its [[unit]] table failed (max_fails = {n})",
+            crate::count(n as usize, "unit")
+        )
+    }
+
+    fn stopped(&self, table: usize) -> bool {
+        self.limit[table].is_some_and(|n| self.failed[table] >= n)
+    }
+
+    /// Unit `id` of `table` was submitted: whether its table has stopped.
+    fn submitted(&mut self, id: pstar::UnitId, table: usize) -> Option<String> {
+        self.limit[table]?;
+        self.units[table].push(id);
+        self.of.insert(id, table);
+        self.stopped(table).then(|| self.reason(table))
+    }
+
+    /// A unit ended: the units to cancel, and why, if its table just stopped.
+    fn ended(&mut self, unit: &ComputeUnit) -> Option<(Vec<pstar::UnitId>, String)> {
+        let table = self.of.remove(&unit.id())?;
+        if unit.state() != pstar::UnitState::Failed || self.stopped(table) {
+            return None;
+        }
+        self.failed[table] += 1;
+        self.stopped(table)
+            .then(|| (std::mem::take(&mut self.units[table]), self.reason(table)))
+    }
+}
+
+/// Submits `descriptions` (each with its `[[unit]]` table) in batches with the ids of
+/// `ids`, in order, keeping at most `in_flight` units not ended; returns how many it
+/// submitted (or the error that stopped it, with that count).
 async fn submit_all(
     target: Target,
     mut ids: pstar::ReservedIds,
-    descriptions: impl Iterator<Item = pstar::ComputeUnitDescription>,
+    descriptions: impl Iterator<Item = (pstar::ComputeUnitDescription, usize)>,
     in_flight: usize,
+    stops: Option<Stops>,
 ) -> (usize, Option<pstar::Error>) {
     let cus = target.units();
     let mut descriptions = descriptions.peekable();
@@ -299,12 +363,28 @@ async fn submit_all(
         if closed {
             return (submitted, Some(pstar::Error::ServiceClosed));
         }
-        let batch: Vec<_> = descriptions.by_ref().take(SUBMIT_BATCH).collect();
+        let (batch, tables): (Vec<_>, Vec<usize>) =
+            descriptions.by_ref().take(SUBMIT_BATCH).unzip();
         let n = batch.len();
-        if let Err(e) = target.submit(&mut ids, batch).await {
-            return (submitted, Some(e));
-        }
+        let units = match target.submit(&mut ids, batch).await {
+            Ok(units) => units,
+            Err(e) => return (submitted, Some(e)),
+        };
         submitted += n;
+        // Units of a table that already stopped (max_fails) are canceled at once.
+        if let Some(stops) = &stops
+            && let Ok(mut stops) = stops.lock()
+        {
+            let mut cancel: Vec<(pstar::UnitId, String)> = Vec::new();
+            for (u, table) in units.iter().zip(tables) {
+                if let Some(why) = stops.submitted(u.id(), table) {
+                    cancel.push((u.id(), why));
+                }
+            }
+            for (id, why) in cancel {
+                cus.cancel_units(vec![id], why);
+            }
+        }
     }
     (submitted, None)
 }
@@ -445,6 +525,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         exports: uses_data.then(|| std::sync::Arc::new(std::sync::Mutex::new(exported))),
         pds: None,
         protected: options.report.iter().cloned().collect(),
+        stops: None,
     };
     run.drive(ended, None, options).await
 }
@@ -468,6 +549,8 @@ struct Run {
     pds: Option<PilotDataService>,
     /// Files no export may replace: the workload file, the report.
     protected: Vec<PathBuf>,
+    /// The `[[unit]]` tables with `max_fails`.
+    stops: Option<Stops>,
 }
 
 /// What ended the wait for the units.
@@ -514,7 +597,14 @@ impl Run {
             }
             tokio::select! {
                 unit = ended.recv() => match unit {
-                    Some(u) => self.tally.add(&u),
+                    Some(u) => {
+                        self.tally.add(&u);
+                        let stop = self.stops.as_ref().and_then(|s| s.lock().ok()?.ended(&u));
+                        if let Some((units, why)) = stop {
+                            say!("pstar: max_fails reached ({why}): canceling the table's other units");
+                            self.cus.cancel_units(units, why);
+                        }
+                    }
                     None => break End::Lost("the compute unit service has shut down".into()),
                 },
                 done = async { submitter.as_mut().expect("guarded").await }, if submitter.is_some() => {

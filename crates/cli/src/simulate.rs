@@ -681,6 +681,7 @@ impl Sim<'_> {
                     detail: u.detail,
                     history: u.history,
                     bytes: None,
+                    attempts: Vec::new(),
                 };
                 self.tally.add_at(&ended, self.now);
             }

@@ -49,7 +49,7 @@ pub(crate) enum Command {
     /// Units of a resumed session, loaded from the store: their states come from the
     /// replayed history, not from the pool.
     Restore(ServiceId, Vec<Arc<UnitShared>>),
-    Cancel(Vec<UnitId>),
+    Cancel(Vec<UnitId>, String),
     CancelAll(ServiceId, String),
     AddPilot(ServiceId, PilotCompute),
     RemovePilots(ServiceId, Vec<PilotId>, oneshot::Sender<()>),
@@ -194,10 +194,7 @@ impl Shell {
                     units: specs,
                 });
             }
-            Command::Cancel(units) => self.core.handle(Input::Cancel {
-                units,
-                reason: "canceled".into(),
-            }),
+            Command::Cancel(units, reason) => self.core.handle(Input::Cancel { units, reason }),
             Command::CancelAll(service, reason) => {
                 self.core.handle(Input::CancelAll { service, reason })
             }

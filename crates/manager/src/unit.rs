@@ -294,7 +294,9 @@ impl ComputeUnit {
     /// Asks for the unit to be canceled: taken out of the pool or its pilot's queue, or its
     /// process tree killed. Returns at once; [`wait`](Self::wait) to see it `Canceled`.
     pub fn cancel(&self) {
-        let _ = self.commands.send(Command::Cancel(vec![self.id()]));
+        let _ = self
+            .commands
+            .send(Command::Cancel(vec![self.id()], "canceled".into()));
     }
 
     /// Calls `callback` on every later state change of this unit.

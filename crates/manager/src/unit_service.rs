@@ -429,6 +429,16 @@ impl ComputeUnitService {
         self.cancel_because("canceled");
     }
 
+    /// Cancels the units `units` that have not reached a final state (wherever they are:
+    /// waiting for what they need, in the pool, queued, running), giving `reason` as their
+    /// [`detail`](ComputeUnit::detail).
+    pub fn cancel_units(&self, units: Vec<UnitId>, reason: impl Into<String>) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Cancel(units, reason.into()));
+    }
+
     /// Cancels every unit that has not reached a final state, giving `reason` as their
     /// [`detail`](ComputeUnit::detail).
     pub fn cancel_because(&self, reason: impl Into<String>) {

@@ -56,8 +56,13 @@ pub use time::Timestamp;
 /// ```
 pub fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
+        return format!("1 {noun}");
+    }
+    let mut chars = noun.chars().rev();
+    match (chars.next(), chars.next()) {
+        (Some('y'), Some(c)) if !"aeiou".contains(c) => {
+            format!("{n} {}ies", &noun[..noun.len() - 1])
+        }
+        _ => format!("{n} {noun}s"),
     }
 }

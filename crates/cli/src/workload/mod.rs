@@ -279,6 +279,30 @@ impl Workload {
         }
     }
 
+    /// What `pstar check` warns about without refusing the file: an executable given as a
+    /// path (a relative one is taken against the workload file's directory) that is not
+    /// on this machine (pilots elsewhere may still have it).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (k, e) in self.ensembles.iter().enumerate() {
+            if e.template.fixed.shell {
+                continue;
+            }
+            let unit = e.unit(0).description;
+            let exe = Path::new(&unit.executable);
+            if unit.executable.contains('/') && !exe.exists() {
+                warnings.push(format!(
+                    "the executable of [[unit]] #{} ({}) is not on this machine: {} (a \
+                     relative path is taken against the workload file's directory)",
+                    k + 1,
+                    unit.display_name(),
+                    exe.display()
+                ));
+            }
+        }
+        warnings
+    }
+
     /// How many `after` dependencies the units have.
     pub fn dependencies(&self) -> u64 {
         self.deps.as_ref().map_or(0, |d| d.edges)
