@@ -404,7 +404,13 @@ impl Executors {
 
             let id = job.id;
             let placement = job.placement.clone();
-            run(job, &control, events);
+            // A failed run given back to be tried again may come back to this agent.
+            let given_back = |unit| {
+                if let Ok(mut q) = self.state.lock() {
+                    q.given_back.insert(unit);
+                }
+            };
+            run(job, &control, events, &given_back);
 
             let Ok(mut q) = self.state.lock() else { return };
             q.running.remove(&id);
@@ -420,8 +426,9 @@ impl Executors {
     }
 }
 
-/// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`.
-fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports) {
+/// Runs the unit to its end; blocking. Reports `Running` and the final state on `events`;
+/// calls `given_back` before it reports a failed run given back to be tried again.
+fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports, given_back: &dyn Fn(UnitId)) {
     let (id, pilot) = (job.id, job.record.id);
     let desc = job.desc.clone();
     let report = |state, exit_code, detail| {
@@ -434,6 +441,7 @@ fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports) {
         {
             u.state = UnitState::New;
             u.failed_run = true;
+            given_back(id);
         }
         let _ = events.send(e);
     };

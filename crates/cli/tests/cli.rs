@@ -29,6 +29,8 @@ mod resources;
 mod run_ends;
 #[path = "cli/simulate.rs"]
 mod simulate;
+#[path = "cli/workflows.rs"]
+mod workflows;
 
 /// Longest any `pstar` run in these tests may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);

@@ -8,10 +8,10 @@ use pstar_testbed::{RedisServer, SgeCell, SlurmCluster, SshServer};
 
 /// The services one run may use, with the environment `pstar run` needs for them.
 #[derive(Default)]
-struct Services<'a> {
-    slurm: Option<&'a SlurmCluster>,
-    sge: Option<&'a SgeCell>,
-    ssh: Option<&'a SshServer>,
+pub(super) struct Services<'a> {
+    pub(super) slurm: Option<&'a SlurmCluster>,
+    pub(super) sge: Option<&'a SgeCell>,
+    pub(super) ssh: Option<&'a SshServer>,
 }
 
 impl Services<'_> {
@@ -50,7 +50,7 @@ fn run_command(
 }
 
 /// Runs [`run_command`] with `extra` arguments to its end.
-fn run_with(
+pub(super) fn run_with(
     redis: &RedisServer,
     services: &Services<'_>,
     scratch: &Scratch,

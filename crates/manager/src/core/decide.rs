@@ -100,7 +100,9 @@ impl Core {
             u.extra().lost.push(lost.reason.clone());
         }
         if e.failed_run {
+            // "exit code 1; see .../stderr": the file is the same for every run.
             let how = e.detail.as_deref().unwrap_or("failed");
+            let how = how.split("; see ").next().unwrap_or(how);
             let how = match e.pilot {
                 Some(p) => format!("{how} (on {p})"),
                 None => how.to_owned(),
