@@ -5,7 +5,7 @@
 //! replay rebuilds the same book:
 //! * [`Input::DeclareData`](super::Input::DeclareData): the application's data units, by
 //!   name, before units that read them are submitted;
-//! * [`Input::UnitData`](super::Input::UnitData): what each unit reads and makes (a unit's
+//! * [`Input::UnitNeeds`](super::Input::UnitNeeds): what each unit reads and makes (a unit's
 //!   outputs are declared with it);
 //! * [`Event::Data`](pstar_coordination::Event::Data): a data unit is available in a
 //!   store or a pilot's cache, or failed.
