@@ -146,6 +146,7 @@ impl SessionView {
             Event::Data(d) => d.at,
             Event::PilotDraining { at, .. }
             | Event::Resumed { at, .. }
+            | Event::SubmitRequested { at, .. }
             | Event::CancelRequested { at, .. } => *at,
         };
         self.first_event = Some(self.first_event.map_or(at, |t| t.min(at)));
@@ -164,7 +165,10 @@ impl SessionView {
                 }
             }
             Event::Data(d) => self.data.note(d),
-            Event::Unit(_) | Event::Resumed { .. } | Event::CancelRequested { .. } => {}
+            Event::Unit(_)
+            | Event::Resumed { .. }
+            | Event::SubmitRequested { .. }
+            | Event::CancelRequested { .. } => {}
         }
     }
 

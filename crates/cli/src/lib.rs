@@ -44,6 +44,7 @@ pub mod script;
 pub mod settings;
 pub mod simulate;
 pub mod store;
+pub mod submit;
 pub mod workload;
 
 /// `1 unit`, `2 units`, `0 units`: a count with its noun, for messages.

@@ -174,6 +174,17 @@ enum Command {
         #[arg(long)]
         pilot: Option<PilotId>,
     },
+    /// Add the units (and pilots) of WORKLOAD to a session a manager is running (over
+    /// Redis). Their `after` may name the session's units too; they run on its pilots.
+    Submit {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_parser = SessionName)]
+        session: String,
+        /// A workload file: `[[unit]]` tables, and `[[pilot]]` tables if more pilots are
+        /// wanted.
+        workload: PathBuf,
+    },
     /// Cancel units or pilots of a running session (unit.N, pilot.N), or all of it.
     Cancel {
         #[command(flatten)]
@@ -441,6 +452,50 @@ fn main() -> ExitCode {
             state,
             pilot,
         } => inspect_session(store, &session, |view| Ok(view.render_units(state, pilot))),
+        Command::Submit {
+            store,
+            session,
+            workload,
+        } => {
+            if !store_url_ok(&store) {
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            }
+            let Some(url) = store.coordination else {
+                say!(
+                    "pstar: --coordination (or PSTAR_COORDINATION) is required: the session's \
+                     Redis"
+                );
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            };
+            pstar_cli::store::warn_if_password_in_url(
+                &url,
+                &pstar_cli::store::origin_of_flag(&url),
+            );
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let out = runtime.block_on(async {
+                let store = pstar_cli::store::open_existing(&url, &session)
+                    .await
+                    .map_err(|e| pstar_cli::submit::SubmitError::Session(e.to_string()))?;
+                pstar_cli::submit::submit(store, &session, &workload, &supported).await
+            });
+            match out {
+                Ok(text) => {
+                    show!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ pstar_cli::submit::SubmitError::Workload(_)) => {
+                    say!("{e}");
+                    ExitCode::from(EXIT_BAD_WORKLOAD)
+                }
+                Err(e) => {
+                    say!("pstar: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Cancel {
             store,
             session,

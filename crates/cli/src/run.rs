@@ -121,6 +121,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
     let cus = ComputeUnitService::with_policy(&session, options.policy());
     cus.add_pilot_service(&pcs);
     let ended = cus.hand_over_finished();
+    let submissions = cus.accept_submissions();
     let uses_data = workload.uses_data();
     let mut tally = Tally::new(session.id(), report);
     if uses_data {
@@ -239,6 +240,7 @@ pub async fn run(workload: Workload, options: &RunOptions) -> Result<Outcome, Ru
         pds: Some(pds_kept),
         protected,
         stops,
+        submissions: Some(submissions),
     };
     run.drive(ended, Some(submitter), options).await
 }
@@ -466,6 +468,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
     let builder = options.configure(Session::builder().id(id).coordination(store));
     let resumed = pstar::resume(builder, options.policy()).await?;
     let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);
+    let resumed_submissions = resumed.submissions;
     let counts = cus.counts();
     let alive = pcs
         .pilots()
@@ -526,6 +529,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         pds: None,
         protected: options.report.iter().cloned().collect(),
         stops: None,
+        submissions: Some(resumed_submissions),
     };
     run.drive(ended, None, options).await
 }
@@ -551,6 +555,8 @@ struct Run {
     protected: Vec<PathBuf>,
     /// The `[[unit]]` tables with `max_fails`.
     stops: Option<Stops>,
+    /// Units (and pilots) `pstar submit` adds to the session while it runs.
+    submissions: Option<mpsc::UnboundedReceiver<pstar::Submission>>,
 }
 
 /// What ended the wait for the units.
@@ -586,16 +592,43 @@ impl Run {
         };
         let mut submit_error = None;
         let mut pilots_ended = false;
+        // Units `pstar submit` added to the session while it ran.
+        let mut added = 0usize;
+        let mut submissions = self.submissions.take();
         // Made once, not once a unit: each looks at every pilot.
         let (pcs, session) = (self.pcs.clone(), self.session.clone());
         let every_pilot_ended = pcs.wait();
         let store_lost = session.lost();
         tokio::pin!(every_pilot_ended, store_lost);
         let end = loop {
-            if submitted.is_some_and(|n| self.tally.len() >= n) {
+            if submitted.is_some_and(|n| self.tally.len() >= n + added) {
                 break End::AllEnded;
             }
             tokio::select! {
+                request = async { submissions.as_mut().expect("guarded").recv().await },
+                    if submissions.is_some() =>
+                {
+                    let Some(request) = request else {
+                        submissions = None;
+                        continue;
+                    };
+                    added += request.units.len();
+                    self.total += request.units.len();
+                    say!(
+                        "pstar: {} added {} and {} to the session",
+                        request.by,
+                        count(request.units.len(), "unit"),
+                        count(request.pilots.len(), "pilot"),
+                    );
+                    for (id, why) in &request.refused {
+                        say!("pstar: {id} from {} was left out: {why}", request.by);
+                    }
+                    for description in request.pilots {
+                        if let Err(e) = self.pcs.create_pilot(description).await {
+                            say!("pstar: a pilot {} asked for was not created: {e}", request.by);
+                        }
+                    }
+                }
                 unit = ended.recv() => match unit {
                     Some(u) => {
                         self.tally.add(&u);
@@ -627,7 +660,7 @@ impl Run {
                     }
                     if let Some(s) = submitter.take() {
                         s.abort();
-                        submitted = Some(self.cus.units_submitted());
+                        submitted = Some(self.cus.units_submitted().saturating_sub(added));
                     }
                     self.cus.cancel_stranded();
                 }
@@ -637,7 +670,7 @@ impl Run {
                     );
                     if let Some(s) = submitter.take() {
                         s.abort();
-                        submitted = Some(self.cus.units_submitted());
+                        submitted = Some(self.cus.units_submitted().saturating_sub(added));
                     }
                     self.cus.cancel_because(format!("interrupted by {signal}"));
                     break End::Interrupted;
@@ -648,7 +681,7 @@ impl Run {
             End::Interrupted => {
                 // Bounded: the units' cancels come back, or the store is lost, or a second
                 // signal or the grace period has the pilots killed.
-                let n = submitted.unwrap_or(0);
+                let n = submitted.unwrap_or(0) + added;
                 let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
                 let lost = loop {
                     if self.tally.len() >= n {
@@ -759,7 +792,7 @@ impl Run {
         }
         let not_submitted = self
             .total
-            .saturating_sub(submitted.unwrap_or_else(|| self.cus.units_submitted()));
+            .saturating_sub(submitted.map_or_else(|| self.cus.units_submitted(), |n| n + added));
         let this_run = self
             .resumed
             .map(|(start, before)| (start.elapsed(), self.tally.len().saturating_sub(before)));

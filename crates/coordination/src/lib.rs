@@ -266,6 +266,16 @@ pub enum Event {
     },
     /// A data unit changed: made, cached at a pilot, stored, or failed.
     Data(DataEvent),
+    /// Someone added units (already in the store's unit records, with ids reserved in the
+    /// session) and pilots to a running session (`pstar submit`); the manager takes them
+    /// on. A resumed manager finds the units among the records and ignores the request.
+    SubmitRequested {
+        units: Vec<(UnitId, pstar_model::ComputeUnitDescription)>,
+        pilots: Vec<pstar_model::PilotComputeDescription>,
+        /// Who asked.
+        by: String,
+        at: Timestamp,
+    },
 }
 
 /// What a [`Event::CancelRequested`] is about.

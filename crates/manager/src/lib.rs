@@ -52,7 +52,9 @@ pub use session::{
     DEFAULT_HEARTBEAT_TIMEOUT, MANAGER_ALIVE_FOR, Session, SessionBuilder, new_session_id,
 };
 pub use unit::{Attempt, Callback, ComputeUnit, RunEnd};
-pub use unit_service::{ComputeUnitService, ReservedIds, ServiceId, UnitCounts, UnitPolicy};
+pub use unit_service::{
+    ComputeUnitService, ReservedIds, ServiceId, Submission, UnitCounts, UnitPolicy,
+};
 
 pub use pstar_adaptors::{AdaptorError, BootstrapTimeouts, JobFile};
 pub use pstar_agent::AgentConfig;

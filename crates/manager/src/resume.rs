@@ -33,6 +33,9 @@ pub struct Resumed {
     pub units: ComputeUnitService,
     /// The pilot records as stored (to start like pilots again if none is left).
     pub records: Vec<PilotRecord>,
+    /// Units `pstar submit` adds from now on (see
+    /// [`ComputeUnitService::accept_submissions`]).
+    pub submissions: tokio::sync::mpsc::UnboundedReceiver<crate::Submission>,
 }
 
 /// Resumes the session `builder` names (its id and its store are required).
@@ -55,6 +58,7 @@ pub async fn resume(builder: SessionBuilder, policy: UnitPolicy) -> Result<Resum
     let service = ComputeUnitService::with_policy(&session, policy);
     service.replay(token, caught_up);
     service.restore(units);
+    let submissions = service.accept_submissions_after(Some(token));
     service.add_pilot_service(&pilots);
     // Units' ends an agent journaled but may not have published (the store was away, and
     // the agent died before it came back), where this machine sees the pilot's sandbox:
@@ -84,5 +88,6 @@ pub async fn resume(builder: SessionBuilder, policy: UnitPolicy) -> Result<Resum
         pilots,
         units: service,
         records,
+        submissions,
     })
 }

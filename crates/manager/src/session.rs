@@ -545,6 +545,16 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Every batch of the session's events from now on (from its first, for a resumed
+    /// session whose dispatch has not started yet).
+    pub(crate) fn listen(&self) -> mpsc::UnboundedReceiver<Arc<[Event]>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut listeners) = self.inner.listeners.lock() {
+            listeners.push(tx);
+        }
+        rx
+    }
+
     pub(crate) fn dispatch_here(&self, batch: Vec<Event>) {
         self.inner.dispatch(batch.into());
     }

@@ -166,6 +166,91 @@ impl ComputeUnitService {
         });
     }
 
+    /// Takes on the units that `pstar submit` (an [`Event::SubmitRequested`] on the
+    /// session's stream) adds to the session from now on: they join this service as if
+    /// submitted here, and each request (with the pilots it asks for, which the caller
+    /// creates) comes out of the returned receiver. For a resumed session, call it before
+    /// the replay starts (see [`crate::resume`]): requests replayed from before this
+    /// manager's `resumed` marker are history (their units are among the records).
+    ///
+    /// [`Event::SubmitRequested`]: pstar_coordination::Event::SubmitRequested
+    pub fn accept_submissions(&self) -> mpsc::UnboundedReceiver<Submission> {
+        self.accept_submissions_after(None)
+    }
+
+    pub(crate) fn accept_submissions_after(
+        &self,
+        marker: Option<u64>,
+    ) -> mpsc::UnboundedReceiver<Submission> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut events = self.inner.session.listen();
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut live = marker.is_none();
+            while let Some(batch) = events.recv().await {
+                for e in batch.iter() {
+                    match e {
+                        pstar_coordination::Event::Resumed { token, .. } => {
+                            live |= Some(*token) == marker;
+                        }
+                        pstar_coordination::Event::SubmitRequested {
+                            units, pilots, by, ..
+                        } if live => {
+                            let submission = service.adopt(units, pilots, by);
+                            if tx.send(submission).is_err() {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// Units already stored in the session by someone else join this service; an invalid
+    /// description is left out, with why.
+    fn adopt(
+        &self,
+        units: &[(UnitId, ComputeUnitDescription)],
+        pilots: &[pstar_model::PilotComputeDescription],
+        by: &str,
+    ) -> Submission {
+        let now = Timestamp::now();
+        let mut refused = Vec::new();
+        let mut shared = Vec::with_capacity(units.len());
+        for (id, d) in units {
+            match d.validate() {
+                Ok(()) => shared.push(UnitShared::new(*id, Arc::new(d.clone()), now)),
+                Err(e) => refused.push((*id, e.to_string())),
+            }
+        }
+        let ids: Vec<UnitId> = shared.iter().map(|u| u.id).collect();
+        self.inner
+            .submitted
+            .fetch_add(shared.len(), Ordering::SeqCst);
+        if self.inner.handing_over.load(Ordering::SeqCst) {
+            if let Ok(mut live) = self.inner.live.lock() {
+                live.extend(shared.iter().map(|u| (u.id, u.clone())));
+            }
+        } else if let Ok(mut all) = self.inner.units.lock() {
+            all.extend(shared.iter().cloned());
+        }
+        if !shared.is_empty() {
+            let _ = self
+                .inner
+                .commands
+                .send(Command::Submit(self.inner.service, shared));
+        }
+        Submission {
+            units: ids,
+            refused,
+            pilots: pilots.to_vec(),
+            by: by.to_owned(),
+        }
+    }
+
     /// Makes the pilots of `pcs`, present and future, available to this service.
     pub fn add_pilot_service(&self, pcs: &PilotComputeService) {
         if let Ok(mut services) = self.inner.services.lock() {
@@ -483,4 +568,18 @@ impl ReservedIds {
     pub fn left(&self) -> u64 {
         self.end - self.next
     }
+}
+
+/// Units (and pilots) someone added to the session with `pstar submit`, as
+/// [`ComputeUnitService::accept_submissions`] took them on.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The units now in the service.
+    pub units: Vec<UnitId>,
+    /// Units left out, with why (an invalid description).
+    pub refused: Vec<(UnitId, String)>,
+    /// Pilots asked for, for the caller to create.
+    pub pilots: Vec<pstar_model::PilotComputeDescription>,
+    /// Who asked.
+    pub by: String,
 }

@@ -10,7 +10,7 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::ops::Range;
 
-use super::{Ensemble, Source, Template, WorkloadError};
+use super::{Ensemble, KnownUnit, Source, Template, WorkloadError};
 
 /// The most units a workload with dependencies may hold: each costs a few words of
 /// memory while the graph is checked.
@@ -32,6 +32,8 @@ pub(super) struct Deps {
     position: Option<Vec<u32>>,
     /// How many `after` dependencies there are.
     pub edges: u64,
+    /// Units already in the session (`pstar submit`), by their index less the total.
+    session: Vec<pstar::UnitId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,8 +65,19 @@ impl Deps {
         self.locate(self.at_position(position))
     }
 
+    fn total(&self) -> u64 {
+        *self.offsets.last().unwrap_or(&0)
+    }
+
+    /// A unit of the session named by position `p` (one past the file's units).
+    pub fn session_unit(&self, p: u64) -> Option<pstar::UnitId> {
+        let k = p.checked_sub(self.total())?;
+        self.session.get(k as usize).copied()
+    }
+
     fn position_of(&self, unit: u64) -> u64 {
         match &self.position {
+            Some(_) if unit >= self.total() => unit,
             Some(p) => u64::from(p[unit as usize]),
             None => unit,
         }
@@ -97,6 +110,7 @@ pub(super) fn resolve(
     src: &Source<'_>,
     ensembles: &[Ensemble],
     afters: Vec<(Vec<(Template, Range<usize>)>, Range<usize>)>,
+    session: &[KnownUnit],
 ) -> Result<Option<Deps>, WorkloadError> {
     let Some(first) = afters.iter().find(|(a, _)| !a.is_empty()) else {
         return Ok(None);
@@ -117,7 +131,8 @@ pub(super) fn resolve(
             ),
         ));
     }
-    let names = Names::of(ensembles, &offsets);
+    let mut names = Names::of(ensembles, &offsets);
+    names.add_session(session, total);
     let mut edges = 0u64;
     let mut after = Vec::with_capacity(ensembles.len());
     let mut cache: HashMap<String, Vec<Range<u64>>> = HashMap::new();
@@ -208,6 +223,7 @@ pub(super) fn resolve(
         order: None,
         position: None,
         edges,
+        session: session.iter().map(|u| u.id).collect(),
     };
     let made_by = producers(ensembles, &deps.offsets);
     order(src, ensembles, &afters, &mut deps, &made_by)?;
@@ -279,6 +295,20 @@ impl Names {
         Names { by_name, by_tag }
     }
 
+    /// Units already in the session, numbered from `first` on.
+    fn add_session(&mut self, units: &[KnownUnit], first: u64) {
+        for (k, u) in units.iter().enumerate() {
+            let i = first + k as u64;
+            self.by_name
+                .entry(u.name.clone())
+                .or_default()
+                .push(i..i + 1);
+            for tag in &u.tags {
+                self.by_tag.entry(tag.clone()).or_default().push(i..i + 1);
+            }
+        }
+    }
+
     /// The units `entry` names (a name, a glob over names, or `tag:NAME`).
     fn find(&self, entry: &str) -> Result<Vec<Range<u64>>, String> {
         if let Some(tag) = entry.strip_prefix("tag:") {
@@ -343,6 +373,8 @@ fn order(
             ranges
                 .iter()
                 .flat_map(|r| r.clone())
+                // Units already in the session wait for nothing of the file's.
+                .filter(|d| *d < total)
                 .map(|d| (d, Why::After)),
         );
         for input in &ensembles[e].template.input_data {

@@ -303,6 +303,12 @@ impl Workload {
         warnings
     }
 
+    /// The unit of the session that position `p` of a [`WorkloadUnit::after`] names,
+    /// when it is past this file's units (a file read by [`load_more`]).
+    pub fn session_unit(&self, p: u64) -> Option<pstar::UnitId> {
+        self.deps.as_ref().and_then(|d| d.session_unit(p))
+    }
+
     /// How many `after` dependencies the units have.
     pub fn dependencies(&self) -> u64 {
         self.deps.as_ref().map_or(0, |d| d.edges)
@@ -964,13 +970,61 @@ pub fn load(
     supported: &[Scheme],
     networked_store: bool,
 ) -> Result<Workload, WorkloadError> {
+    load_with(path, supported, networked_store, &More::default())
+}
+
+/// A unit already in a session, that the `after` of units added to it (`pstar submit`)
+/// may name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownUnit {
+    pub id: pstar::UnitId,
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+/// How a workload file is read: on its own (`pstar run`, `pstar check`), or as more work
+/// for a session (`pstar submit`).
+#[derive(Debug, Clone, Default)]
+pub struct More {
+    /// It adds to a session: it may have no `[[pilot]]`, it may not bind units early
+    /// (the session's pilots have no names in it) nor use Pilot-Data, and its `after`
+    /// entries may name these units of the session.
+    pub session_units: Option<Vec<KnownUnit>>,
+    /// The session's pilots, which its units may run on as well as the file's.
+    pub session_pilots: Vec<PilotComputeDescription>,
+}
+
+/// [`load`] a file that adds to a session (`pstar submit`).
+pub fn load_more(
+    path: &Path,
+    supported: &[Scheme],
+    session_units: Vec<KnownUnit>,
+    session_pilots: Vec<PilotComputeDescription>,
+) -> Result<Workload, WorkloadError> {
+    load_with(
+        path,
+        supported,
+        true,
+        &More {
+            session_units: Some(session_units),
+            session_pilots,
+        },
+    )
+}
+
+fn load_with(
+    path: &Path,
+    supported: &[Scheme],
+    networked_store: bool,
+    more: &More,
+) -> Result<Workload, WorkloadError> {
     let text = std::fs::read_to_string(path).map_err(|e| WorkloadError {
         path: path.to_owned(),
         location: None,
         message: format!("cannot read workload file: {e}"),
         source: Some(e),
     })?;
-    let workload = parse(path, &text, supported, networked_store)?;
+    let workload = parse_with(path, &text, supported, networked_store, more)?;
     let src = Source { path, text: &text };
     // The checks that look at the disk: the agents' program must be there, and so must
     // the files of the data units (a run would fail on them).
@@ -1062,6 +1116,17 @@ pub fn parse(
     supported: &[Scheme],
     networked_store: bool,
 ) -> Result<Workload, WorkloadError> {
+    parse_with(path, text, supported, networked_store, &More::default())
+}
+
+/// [`parse`], as `more` says.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    supported: &[Scheme],
+    networked_store: bool,
+    more: &More,
+) -> Result<Workload, WorkloadError> {
     let src = Source { path, text };
     let raw: RawWorkload = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -1083,7 +1148,21 @@ pub fn parse(
         .unwrap_or_else(|| path.parent().unwrap_or(Path::new("")).to_owned());
     let base = base.as_path();
 
-    if raw.pilot.is_empty() {
+    if more.session_units.is_some() {
+        let data = raw
+            .pilot_data
+            .first()
+            .map(Spanned::span)
+            .or_else(|| raw.data_unit.first().map(Spanned::span));
+        if let Some(span) = data {
+            return Err(src.error(
+                span,
+                "`pstar submit` adds compute units and pilots; Pilot-Data tables are only \
+                 read by `pstar run`",
+            ));
+        }
+    }
+    if raw.pilot.is_empty() && more.session_units.is_none() {
         return Err(src.error(
             0..0,
             "no [[pilot]] declared: a workload needs at least one pilot",
@@ -1106,6 +1185,19 @@ pub fn parse(
     let simulation = raw.simulation.map(|s| s.0.check(&src)).transpose()?;
     let networked_store = networked_store || session.coordination.is_some();
     let mut pilots = Pilots::default();
+    // Units added to a session must fit its pilots or the file's: the session's come
+    // first, unnamed, and are not the file's.
+    for p in &more.session_pilots {
+        pilots.add(
+            PilotComputeDescription {
+                name: None,
+                ..p.clone()
+            },
+            1,
+            0,
+        );
+    }
+    let session_pilots = more.session_pilots.len();
     for pilot in raw.pilot {
         let table_span = pilot.span();
         let mut pilot = pilot.into_inner();
@@ -1296,14 +1388,34 @@ pub fn parse(
             unit_data.push((count, data));
         }
     }
+    if more.session_units.is_some() {
+        // Units added to a session bind to no pilot by name, and move no data.
+        for (e, (_, table)) in ensembles.iter().zip(&afters) {
+            let d = e.unit(0).description;
+            let why = if e.pilot.is_some() {
+                Some("binds to a pilot by name (`pilot`)")
+            } else if !d.input_data.is_empty() || !d.output_data.is_empty() {
+                Some("reads or makes data units")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(src.error(
+                    table.clone(),
+                    format!("this [[unit]] {why}: `pstar submit` cannot add such units yet"),
+                ));
+            }
+        }
+    }
     check_data_flow(&src, &data_tables, &unit_data)?;
-    let deps = deps::resolve(&src, &ensembles, afters)?;
+    let known = more.session_units.as_deref().unwrap_or_default();
+    let deps = deps::resolve(&src, &ensembles, afters, known)?;
 
     Ok(Workload {
         deps,
         path: path.to_owned(),
         session,
-        pilots: pilots.all,
+        pilots: pilots.all.split_off(session_pilots),
         ensembles,
         simulation,
         pilot_data,

@@ -331,3 +331,77 @@ fn a_manager_killed_mid_workflow_is_resumed_over_redis_and_runs_each_unit_once()
         assert!(stamp(by[format!("third-{i}").as_str()], "running") >= last_second);
     }
 }
+
+#[test]
+fn pstar_submit_adds_units_and_a_pilot_to_a_running_session() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "first.toml",
+        "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+         [[unit]]\nname = \"slow-{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"1\"]\n\
+         count = 3\ntags = [\"first\"]\n",
+    );
+    let run = run_over(&server, &scratch, &workload, &[]);
+    let session = session_of(&scratch);
+    let more = scratch.write(
+        "more.toml",
+        "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
+         [[unit]]\nname = \"added-{i}\"\nexecutable = \"/bin/echo\"\narguments = [\"{i}\"]\n\
+         count = 2\n\n\
+         [[unit]]\nname = \"after-all\"\nexecutable = \"/bin/true\"\n\
+         after = [\"tag:first\", \"added-*\"]\n",
+    );
+    let submit = |file: &Path| {
+        let mut cmd = pstar();
+        cmd.current_dir(scratch.path())
+            .env("PSTAR_REDIS_PASSWORD", server.password())
+            .args([
+                "submit",
+                "--session",
+                &session,
+                "--coordination",
+                &server.url(),
+            ])
+            .arg(file);
+        Running::start(cmd).wait(RUN_DEADLINE)
+    };
+    // Once the session's manager is up (it records itself alive).
+    wait_until(Duration::from_secs(30), "the first unit to start", || {
+        std::fs::read_dir(scratch.sandbox().join(&session))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
+    let out = submit(&more);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("added 3 units (unit.000003 to unit.000005) and 1 pilot"),
+        "{out}"
+    );
+    let bad = scratch.write(
+        "bad.toml",
+        "[[unit]]\nname = \"x\"\nexecutable = \"/bin/true\"\nafter = [\"nothing-*\"]\n",
+    );
+    let refused = submit(&bad);
+    assert_eq!(refused.code(), Some(2), "{refused}");
+    assert!(refused.stderr.contains("bad.toml:4:"), "{refused}");
+
+    let out = run.wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stderr.contains("added 3 units and 1 pilot"), "{out}");
+    let report = scratch.read_report();
+    let by = units_by_name(&report);
+    assert_eq!(by.len(), 6, "{report}");
+    assert!(by.values().all(|u| u["state"] == "done"));
+    let last_first = (0..3)
+        .map(|i| stamp(by[format!("slow-{i}").as_str()], "done"))
+        .fold(0.0, f64::max);
+    assert!(stamp(by["after-all"], "running") >= last_first);
+    assert_eq!(pilots(&report).len(), 2);
+
+    // Nothing runs what is added to a finished session: refused.
+    let late = submit(&more);
+    assert_eq!(late.code(), Some(1), "{late}");
+    assert!(late.stderr.contains("has finished"), "{late}");
+}

@@ -38,6 +38,8 @@ impl Core {
                     self.caught_up();
                 }
             }
+            // Taken on by the unit service that accepts submissions, as new units.
+            Event::SubmitRequested { .. } => {}
             Event::CancelRequested { target, reason, .. } => {
                 if self.observer {
                     self.note_cancel(target, reason);

@@ -1,0 +1,137 @@
+//! `pstar submit`: more units (and pilots) for a session a manager is running.
+//!
+//! The units are checked like a workload file's (their `after` may also name the
+//! session's units, by name or tag), given ids reserved in the session, stored with the
+//! session's units, and announced on its stream (`Event::SubmitRequested`); the running
+//! manager takes them on, with their dependencies, and creates the pilots. A manager
+//! resumed later finds them among the session's units.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pstar::{Scheme, Timestamp, UnitId};
+use pstar_coordination::{Claimed, Coordination, Event, RedisStore};
+
+use crate::workload::{self, KnownUnit, WorkloadError};
+
+/// The most units one `pstar submit` adds (they travel in one event).
+pub const MAX_SUBMIT: usize = 100_000;
+
+/// Why nothing was added.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The file was refused (exit 2).
+    #[error("{0}")]
+    Workload(#[from] WorkloadError),
+    /// The session cannot take them, or the store failed.
+    #[error("{0}")]
+    Session(String),
+}
+
+/// Adds the units and pilots of the workload file `path` to `session`, whose store is
+/// `store`; returns what it says on success.
+pub async fn submit(
+    store: Arc<RedisStore>,
+    session: &str,
+    path: &Path,
+    supported: &[Scheme],
+) -> Result<String, SubmitError> {
+    let fail = |e: &dyn std::fmt::Display| SubmitError::Session(e.to_string());
+    let entry = store.session_entry().await.map_err(|e| fail(&e))?;
+    if let Some(at) = entry.finished {
+        return Err(SubmitError::Session(format!(
+            "session {session} has finished ({at}): no manager would run what is added; \
+             start a new run"
+        )));
+    }
+    let me = pstar_coordination::redis::current_user();
+    if entry.owner != me {
+        return Err(SubmitError::Session(format!(
+            "session {session} belongs to {}, not to {me}: only its owner adds to it",
+            entry.owner
+        )));
+    }
+    if !store.has_live_manager().await.map_err(|e| fail(&e))? {
+        return Err(SubmitError::Session(format!(
+            "no manager is running session {session} now: `pstar submit` adds to a running \
+             session (`pstar run --resume {session}` runs it again; submit then)"
+        )));
+    }
+    let existing = store.all_units().await.map_err(|e| fail(&e))?;
+    let known: Vec<KnownUnit> = existing
+        .iter()
+        .map(|(id, d)| KnownUnit {
+            id: *id,
+            name: d.display_name().to_owned(),
+            tags: d.tags.clone(),
+        })
+        .collect();
+    drop(existing);
+    // The session's live pilots: what the units may run on (besides the file's own).
+    let pilots: Vec<pstar::PilotComputeDescription> = store
+        .all_pilots()
+        .await
+        .map_err(|e| fail(&e))?
+        .into_iter()
+        .map(|r| r.description)
+        .collect();
+    let workload = workload::load_more(path, supported, known, pilots)?;
+    let n = workload.unit_count();
+    if n > MAX_SUBMIT {
+        return Err(SubmitError::Session(format!(
+            "{} adds {n} units; one `pstar submit` adds at most {MAX_SUBMIT}",
+            path.display()
+        )));
+    }
+    let first = store
+        .reserve_unit_ids(n as u64)
+        .await
+        .map_err(|e| fail(&e))?
+        .get();
+    let units: Vec<(UnitId, pstar::ComputeUnitDescription)> = workload
+        .units()
+        .enumerate()
+        .map(|(k, u)| {
+            let mut d = u.description;
+            d.after = u
+                .after
+                .iter()
+                .map(|p| {
+                    workload
+                        .session_unit(*p)
+                        .unwrap_or_else(|| UnitId::new(first + p))
+                })
+                .collect();
+            (UnitId::new(first + k as u64), d)
+        })
+        .collect();
+    let claimed: Vec<Claimed> = units
+        .iter()
+        .map(|(id, d)| (*id, Arc::new(d.clone())))
+        .collect();
+    store.put_units(&claimed).await.map_err(|e| fail(&e))?;
+    let pilots = workload.pilots.len();
+    store
+        .publish(vec![Event::SubmitRequested {
+            units,
+            pilots: workload.pilots,
+            by: me,
+            at: Timestamp::now(),
+        }])
+        .await
+        .map_err(|e| fail(&e))?;
+    let ids = match n {
+        0 => String::new(),
+        1 => format!(" ({})", UnitId::new(first)),
+        _ => format!(
+            " ({} to {})",
+            UnitId::new(first),
+            UnitId::new(first + n as u64 - 1)
+        ),
+    };
+    Ok(format!(
+        "added {}{ids} and {} to session {session}\n",
+        crate::count(n, "unit"),
+        crate::count(pilots, "pilot"),
+    ))
+}
