@@ -147,6 +147,7 @@ impl SessionView {
             Event::PilotDraining { at, .. }
             | Event::Resumed { at, .. }
             | Event::SubmitRequested { at, .. }
+            | Event::RerunRequested { at, .. }
             | Event::CancelRequested { at, .. } => *at,
         };
         self.first_event = Some(self.first_event.map_or(at, |t| t.min(at)));
@@ -168,6 +169,7 @@ impl SessionView {
             Event::Unit(_)
             | Event::Resumed { .. }
             | Event::SubmitRequested { .. }
+            | Event::RerunRequested { .. }
             | Event::CancelRequested { .. } => {}
         }
     }

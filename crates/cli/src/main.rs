@@ -47,6 +47,11 @@ enum Command {
         /// it to the end; finished units are not run again.
         #[arg(long, value_name = "SESSION", value_parser = SessionName)]
         resume: Option<String>,
+        /// With --resume: units of the session that ended this way (failed, canceled; may
+        /// be given twice) run again, keeping their ids and history. The session may have
+        /// finished.
+        #[arg(long, value_name = "STATE", requires = "resume", value_parser = parse_rerun)]
+        rerun: Vec<UnitState>,
         /// Write a JSON report of every unit and pilot to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
@@ -281,6 +286,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             say!("pstar: cannot start the runtime: {e}");
             ExitCode::FAILURE
         })
+}
+
+/// `--rerun`: `failed` or `canceled`.
+fn parse_rerun(text: &str) -> Result<UnitState, String> {
+    match text {
+        "failed" => Ok(UnitState::Failed),
+        "canceled" | "cancelled" => Ok(UnitState::Canceled),
+        other => Err(format!(
+            "`{other}`: --rerun takes `failed` or `canceled` (the units that ended so run again)"
+        )),
+    }
 }
 
 fn parse_unit_state(text: &str) -> Result<UnitState, String> {
@@ -659,6 +675,7 @@ fn main() -> ExitCode {
         Command::Run {
             workload,
             resume,
+            rerun,
             report,
             sandbox,
             quiet,
@@ -754,7 +771,7 @@ fn main() -> ExitCode {
             let outcome = runtime.block_on(async {
                 match (workload, &resume) {
                     (Some(w), _) => run::run(w, &options).await,
-                    (None, Some(session)) => run::resume(session, &options).await,
+                    (None, Some(session)) => run::resume(session, &rerun, &options).await,
                     (None, None) => unreachable!("clap requires a workload or --resume"),
                 }
             });

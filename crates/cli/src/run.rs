@@ -438,7 +438,11 @@ impl From<pstar_coordination::CoordinationError> for RunError {
 /// and carries it to the end like [`run`]. Units already finished are not run again. If no
 /// pilot of the session is alive any more, pilots like the session's first ones are
 /// started.
-pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError> {
+pub async fn resume(
+    id: &str,
+    rerun: &[pstar::UnitState],
+    options: &RunOptions,
+) -> Result<Outcome, RunError> {
     let Some(url) = &options.settings.coordination else {
         return Err(pstar_coordination::CoordinationError::Unsupported(
             "resuming a session needs its --coordination URL (a Redis)".into(),
@@ -466,7 +470,7 @@ pub async fn resume(id: &str, options: &RunOptions) -> Result<Outcome, RunError>
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let builder = options.configure(Session::builder().id(id).coordination(store));
-    let resumed = pstar::resume(builder, options.policy()).await?;
+    let resumed = pstar::resume_rerunning(builder, options.policy(), rerun).await?;
     let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);
     let resumed_submissions = resumed.submissions;
     let counts = cus.counts();

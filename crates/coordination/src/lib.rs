@@ -266,6 +266,14 @@ pub enum Event {
     },
     /// A data unit changed: made, cached at a pilot, stored, or failed.
     Data(DataEvent),
+    /// Units that ended in one of `states` start over in `New` (`pstar run --resume S
+    /// --rerun failed`), keeping their ids and history; whoever replays the stream resets
+    /// the units in those states at this point.
+    RerunRequested {
+        states: Vec<UnitState>,
+        by: String,
+        at: Timestamp,
+    },
     /// Someone added units (already in the store's unit records, with ids reserved in the
     /// session) and pilots to a running session (`pstar submit`); the manager takes them
     /// on. A resumed manager finds the units among the records and ignores the request.

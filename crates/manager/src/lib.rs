@@ -47,7 +47,7 @@ pub use data::{
 pub use error::{Error, Result};
 pub use ledger::{DataLedger, DataUnitEntry};
 pub use pilot::{PilotCompute, PilotComputeService};
-pub use resume::{Resumed, resume};
+pub use resume::{Resumed, resume, resume_rerunning};
 pub use session::{
     DEFAULT_HEARTBEAT_TIMEOUT, MANAGER_ALIVE_FOR, Session, SessionBuilder, new_session_id,
 };

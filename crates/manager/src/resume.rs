@@ -40,6 +40,18 @@ pub struct Resumed {
 
 /// Resumes the session `builder` names (its id and its store are required).
 pub async fn resume(builder: SessionBuilder, policy: UnitPolicy) -> Result<Resumed> {
+    resume_rerunning(builder, policy, &[]).await
+}
+
+/// [`resume`], and the units that ended in one of `rerun` (`Failed`, `Canceled`) start
+/// over in `New`, keeping their ids and history (`pstar run --resume S --rerun failed`):
+/// the request is on the stream before this manager's marker, so the replay (this one and
+/// any later one) resets them there.
+pub async fn resume_rerunning(
+    builder: SessionBuilder,
+    policy: UnitPolicy,
+    rerun: &[pstar_model::UnitState],
+) -> Result<Resumed> {
     let session = builder.replay().build().await?;
     let coordination = session.coordination().clone();
     let records = coordination.all_pilots().await?;
@@ -68,6 +80,13 @@ pub async fn resume(builder: SessionBuilder, policy: UnitPolicy) -> Result<Resum
         .iter()
         .flat_map(|r| pstar_agent::journal_reports(&r.sandbox))
         .collect();
+    if !rerun.is_empty() {
+        journaled.push(Event::RerunRequested {
+            states: rerun.to_vec(),
+            by: pstar_coordination::redis::current_user(),
+            at: Timestamp::now(),
+        });
+    }
     journaled.push(Event::Resumed {
         token,
         at: Timestamp::now(),

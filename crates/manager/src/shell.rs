@@ -340,7 +340,14 @@ impl Shell {
                 return;
             };
             rec.life.backdate_start(a.at);
-            if let Err(err) = rec.life.transition(a.state, a.at) {
+            let moved = match a.rerun {
+                true => rec.life.restart(a.at),
+                false => rec.life.transition(a.state, a.at),
+            };
+            if a.rerun {
+                rec.exit_code = None;
+            }
+            if let Err(err) = moved {
                 tracing::debug!(unit = %a.unit, error = %err, "handle refused a transition");
                 return;
             }

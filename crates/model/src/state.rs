@@ -304,6 +304,21 @@ impl<S: State> Lifecycle<S> {
         self.history.last().map_or(S::INITIAL, |&(s, _)| s)
     }
 
+    /// Starts over in [`State::INITIAL`] at `at`, from a final state: the one way out of
+    /// one, for a unit asked to run again (`pstar run --resume S --rerun failed`). The
+    /// history keeps what came before. Refused from a state that is not final.
+    pub fn restart(&mut self, at: Timestamp) -> Result<(), IllegalTransition<S>> {
+        let from = self.state();
+        if !from.is_final() {
+            return Err(IllegalTransition {
+                from,
+                to: S::INITIAL,
+            });
+        }
+        self.history.push((S::INITIAL, at));
+        Ok(())
+    }
+
     /// Moves to `to` at `at` if the table allows it; otherwise changes nothing.
     pub fn transition(&mut self, to: S, at: Timestamp) -> Result<(), IllegalTransition<S>> {
         let from = self.state();

@@ -405,3 +405,74 @@ fn pstar_submit_adds_units_and_a_pilot_to_a_running_session() {
     assert_eq!(late.code(), Some(1), "{late}");
     assert!(late.stderr.contains("has finished"), "{late}");
 }
+
+#[test]
+fn rerun_runs_again_the_failed_and_canceled_units_of_a_finished_session() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let flag = scratch.path().join("fixed");
+    let log = scratch.path().join("done.log");
+    let workload = scratch.write(
+        "rerun.toml",
+        &format!(
+            "[[pilot]]\nresource = \"local://\"\ncores = 2\nwalltime = \"10m\"\n\n\
+             [[unit]]\nname = \"fragile\"\nexecutable = \"/bin/sh\"\n\
+             arguments = [\"-c\", \"test -e {flag} && echo fragile >> {log}\"]\n\n\
+             [[unit]]\nname = \"next\"\nexecutable = \"/bin/sh\"\nafter = [\"fragile\"]\n\
+             arguments = [\"-c\", \"echo next >> {log}\"]\n\n\
+             [[unit]]\nname = \"steady\"\nexecutable = \"/bin/sh\"\n\
+             arguments = [\"-c\", \"echo steady >> {log}\"]\n",
+            flag = flag.display(),
+            log = log.display()
+        ),
+    );
+    let out = run_over(&server, &scratch, &workload, &[]).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let session = session_of(&scratch);
+    let first = scratch.read_report();
+    let ids: BTreeMap<String, String> = units(&first)
+        .iter()
+        .map(|u| {
+            (
+                u["name"].as_str().unwrap().to_owned(),
+                u["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(units_by_name(&first)["next"]["state"], "canceled");
+
+    // The cause is fixed; what failed, and what was canceled because of it, runs again.
+    std::fs::write(&flag, "").expect("fix");
+    let out = resume_over(
+        &server,
+        &scratch,
+        &session,
+        &["--rerun", "failed", "--rerun", "canceled"],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    let report = scratch.read_report();
+    let by = units_by_name(&report);
+    assert_eq!(by.len(), 3);
+    for (name, u) in &by {
+        assert_eq!(u["state"], "done", "{u}");
+        assert_eq!(u["id"].as_str(), Some(ids[name].as_str()), "ids are kept");
+    }
+    let lines = std::fs::read_to_string(&log).expect("done.log");
+    let mut lines: Vec<&str> = lines.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["fragile", "next", "steady"],
+        "steady did not run twice"
+    );
+    // Its history keeps the failed run.
+    let history = by["fragile"]["timestamps"].as_object().expect("timestamps");
+    assert!(history.contains_key("failed"), "{history:?}");
+
+    let bad = resume_over(&server, &scratch, &session, &["--rerun", "done"]);
+    assert_eq!(bad.code(), Some(2), "{bad}");
+    assert!(
+        bad.stderr.contains("--rerun takes `failed` or `canceled`"),
+        "{bad}"
+    );
+}

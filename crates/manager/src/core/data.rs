@@ -114,6 +114,22 @@ impl DataBook {
         }
     }
 
+    /// A unit runs again (`--rerun`): the data units it makes that failed may be made
+    /// again, and it is no longer one that ended badly.
+    pub(super) fn rerun(&mut self, unit: UnitId) {
+        self.ended_badly.remove(&unit);
+        if let Some(outputs) = self.outputs.get(&unit) {
+            for name in outputs.iter() {
+                if let Some(d) = self.data.get_mut(name)
+                    && d.state == Some(DataUnitState::Failed)
+                {
+                    d.state = None;
+                    d.detail = None;
+                }
+            }
+        }
+    }
+
     /// A unit waiting outside the pool stops waiting (it is canceled): whether it was.
     pub(super) fn stop_waiting(&mut self, unit: UnitId) -> bool {
         self.missing.remove(&unit).is_some()

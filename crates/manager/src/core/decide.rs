@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use pstar_coordination::{CancelTarget, Control, Event, LostRun, PilotEvent, UnitEvent};
-use pstar_model::{PilotId, PilotState, State, UnitId, UnitState};
+use pstar_model::{PilotId, PilotState, State, Timestamp, UnitId, UnitState};
 
 use super::{Applied, Core, Purpose, ServiceId, UnitEntry, is_stale, unit_event};
 use crate::scheduler::NeverFits;
@@ -40,6 +40,7 @@ impl Core {
             }
             // Taken on by the unit service that accepts submissions, as new units.
             Event::SubmitRequested { .. } => {}
+            Event::RerunRequested { states, at, .. } => self.rerun(states, *at),
             Event::CancelRequested { target, reason, .. } => {
                 if self.observer {
                     self.note_cancel(target, reason);
@@ -226,6 +227,7 @@ impl Core {
             detail,
             forgotten,
             failed_run: e.failed_run,
+            rerun: false,
         });
     }
 
@@ -514,6 +516,69 @@ impl Core {
             .service(service)
             .is_some_and(|s| s.pool.iter().any(|v| v.pilot == Some(gone)));
         !twin || named
+    }
+
+    /// Units that ended in one of `states` start over in `New` (`--rerun`): their runs,
+    /// attempts and cancel are forgotten, the data units they make may be made again, and
+    /// once caught up (or at once, if live) they wait for what they need like new units.
+    fn rerun(&mut self, states: &[UnitState], at: Timestamp) {
+        let mut ids: Vec<UnitId> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.state.is_final() && states.contains(&u.state))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        for id in ids {
+            let Some(u) = self.units.get_mut(&id) else {
+                continue;
+            };
+            let (from, service) = (u.state, u.service);
+            u.state = UnitState::New;
+            u.bound = None;
+            u.pooled = false;
+            u.running_since = None;
+            u.ran = false;
+            u.stealing = false;
+            u.extra = None;
+            if let Some(s) = self.service_mut(service) {
+                s.counts.moved(from, UnitState::New);
+            }
+            self.counts_changed.insert(service);
+            self.data.rerun(id);
+            self.out.applied.push(Applied {
+                unit: id,
+                service,
+                state: UnitState::New,
+                at,
+                pilot: None,
+                exit_code: None,
+                detail: Some("run again (--rerun)".into()),
+                forgotten: false,
+                failed_run: false,
+                rerun: true,
+            });
+            if self.replay.is_none() && !self.observer {
+                match self.wait_for_needs(id) {
+                    super::data::Wait::Ready => {
+                        if let Some(u) = self.units.get_mut(&id) {
+                            u.pooled = true;
+                            let spec = u.spec;
+                            let view = self.view_of(&spec);
+                            self.data.pooled(id, at);
+                            self.returning.push((service, view));
+                        }
+                    }
+                    super::data::Wait::Waiting => {}
+                    super::data::Wait::Fail(reason) => {
+                        self.decide(id, None, UnitState::Failed, reason);
+                    }
+                    super::data::Wait::Cancel(reason) => {
+                        self.decide(id, None, UnitState::Canceled, reason);
+                    }
+                }
+            }
+        }
     }
 
     /// The failure that ends a unit whose failed runs are more than its retries, if they

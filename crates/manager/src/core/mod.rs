@@ -396,6 +396,8 @@ pub struct Applied {
     pub forgotten: bool,
     /// A return to `New` of a run that failed, to be tried again.
     pub failed_run: bool,
+    /// A unit that had ended starts over (`--rerun`): `state` is `New`.
+    pub rerun: bool,
 }
 
 /// Whether a unit event is a stale report: one (other than `Scheduled`) from a pilot the

@@ -1759,3 +1759,29 @@ fn retries_a_unit_whose_retries_were_used_up_when_the_manager_died_fails_on_resu
         .map(|a| a.exit_code);
     assert_eq!(last, Some(Some(2)));
 }
+
+#[test]
+fn rerun_a_failed_unit_starts_over_and_its_canceled_dependent_with_it() {
+    let mut h = Harness::new(policy(0));
+    h.add_pilot(1, 2);
+    h.submit_after(&[(0, &[]), (1, &[0]), (2, &[])], false);
+    h.claim(1, 2);
+    h.run(0, 1, UnitState::Failed);
+    h.run(2, 1, UnitState::Done);
+    assert_eq!(h.state(1), Some(UnitState::Canceled));
+    h.events(vec![Event::RerunRequested {
+        states: vec![UnitState::Failed, UnitState::Canceled],
+        by: "me".into(),
+        at: at(1),
+    }]);
+    assert_eq!(h.state(0), Some(UnitState::Scheduled), "run again");
+    assert_eq!(h.state(1), Some(UnitState::New), "waits for it again");
+    assert_eq!(h.state(2), Some(UnitState::Done), "done stays done");
+    assert_eq!(h.core.counts(S).get(UnitState::Failed), 0);
+    h.claim(1, 1);
+    h.run(0, 1, UnitState::Done);
+    assert_eq!(h.queued(1), [1]);
+    h.claim(1, 1);
+    h.run(1, 1, UnitState::Done);
+    assert_eq!(h.core.counts(S).get(UnitState::Done), 3);
+}
