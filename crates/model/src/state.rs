@@ -94,11 +94,12 @@ impl State for PilotState {
 /// The state of a compute unit.
 ///
 /// ```text
-/// New -> Scheduled -> [StagingInput ->] Pending -> Running -> [StagingOutput ->] Done | Failed | Canceled
-///  ^         |              |               |          |              |
-///  +---------+--------------+---------------+----------+--------------+  back to the pool
+/// New -> [Waiting ->] Scheduled -> [StagingInput ->] Pending -> Running -> [StagingOutput ->] Done | Failed | Canceled
+///  ^                      |              |               |          |              |
+///  +----------------------+--------------+---------------+----------+--------------+  back to the pool
 /// ```
-/// `New`: in the central pool, bound to no pilot. `Scheduled`: bound to a pilot by the
+/// `New`: in the central pool, bound to no pilot. `Waiting`: held out of the pool until
+/// the units it runs after are done and its input data units exist. `Scheduled`: bound to a pilot by the
 /// scheduler, in that pilot's queue in the coordination store. `StagingInput`: claimed by
 /// the pilot's agent, which makes its input data units present at the pilot (only a unit
 /// with `input_data` goes through it). `Pending`: claimed, waiting at the agent for slots.
@@ -109,6 +110,7 @@ impl State for PilotState {
 #[serde(rename_all = "snake_case")]
 pub enum UnitState {
     New,
+    Waiting,
     Scheduled,
     StagingInput,
     Pending,
@@ -119,10 +121,19 @@ pub enum UnitState {
     Canceled,
 }
 
+impl UnitState {
+    /// Bound to no pilot and not ended: in the pool (`New`) or held out of it until what it
+    /// needs is there (`Waiting`).
+    pub fn is_held(self) -> bool {
+        matches!(self, UnitState::New | UnitState::Waiting)
+    }
+}
+
 impl State for UnitState {
     const INITIAL: Self = UnitState::New;
     const ALL: &'static [Self] = &[
         UnitState::New,
+        UnitState::Waiting,
         UnitState::Scheduled,
         UnitState::StagingInput,
         UnitState::Pending,
@@ -138,6 +149,10 @@ impl State for UnitState {
             (New, Scheduled),
             (New, Failed), // no pilot can ever fit it, or its early-bound pilot is gone
             (New, Canceled),
+            (New, Waiting),       // it runs after units not done, or reads data not there
+            (Waiting, Scheduled), // what it waited for is there: it was bound from the pool
+            (Waiting, Failed),    // an input data unit failed, or no pilot fits it
+            (Waiting, Canceled),  // a unit it runs after did not end done, or a cancel
             (Scheduled, Pending),
             (Scheduled, New), // withdrawn from a pilot's queue before its agent claimed it
             (Scheduled, Failed),
@@ -166,6 +181,7 @@ impl State for UnitState {
     fn as_str(self) -> &'static str {
         match self {
             UnitState::New => "new",
+            UnitState::Waiting => "waiting",
             UnitState::Scheduled => "scheduled",
             UnitState::StagingInput => "staging_input",
             UnitState::Pending => "pending",
@@ -378,6 +394,11 @@ mod tests {
         // (from, to, allowed)
         let cases = [
             (New, Scheduled, true),
+            (New, Waiting, true),
+            (Waiting, Scheduled, true),
+            (Waiting, Canceled, true),
+            (Waiting, Running, false),
+            (Waiting, New, false),
             (New, Running, false),
             (New, Done, false),
             (New, Failed, true),

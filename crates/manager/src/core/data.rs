@@ -218,8 +218,8 @@ impl DataBook {
 pub(super) enum Wait {
     /// It has all it needs: it joins the pool.
     Ready,
-    /// It waits outside the pool.
-    Waiting,
+    /// It waits outside the pool, for what this says.
+    Waiting(String),
     /// It fails, for this reason (an input data unit failed).
     Fail(String),
     /// It is canceled, for this reason (a unit it depends on did not end `Done`).
@@ -351,7 +351,17 @@ impl Core {
             self.data.dependents.entry(*dep).or_default().push(unit);
         }
         self.data.missing.insert(unit, missing + running.len());
-        Wait::Waiting
+        let mut what = Vec::new();
+        if let Some(first) = running.first() {
+            what.push(match running.len() {
+                1 => format!("{first}"),
+                n => format!("{first} and {} more units", n - 1),
+            });
+        }
+        if missing > 0 {
+            what.push(pstar_model::plural(missing as u64, "input data unit"));
+        }
+        Wait::Waiting(format!("waits for {}", what.join(" and ")))
     }
 
     /// One need of a waiting unit is met: it joins the pool once it has all.
@@ -419,7 +429,7 @@ impl Core {
                             && self
                                 .units
                                 .get(&unit)
-                                .is_some_and(|u| u.state == UnitState::New)
+                                .is_some_and(|u| u.state.is_held())
                         {
                             self.decide(unit, None, outcome, why.clone());
                         }
@@ -436,7 +446,7 @@ impl Core {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        if u.state != UnitState::New || u.pooled {
+        if !u.state.is_held() || u.pooled {
             return;
         }
         u.pooled = true;
@@ -461,7 +471,7 @@ impl Core {
                     && self
                         .units
                         .get(&d)
-                        .is_some_and(|u| u.state == UnitState::New)
+                        .is_some_and(|u| u.state.is_held())
                 {
                     self.decide(d, None, UnitState::Canceled, dependency_ended(unit, state));
                 }

@@ -569,7 +569,9 @@ impl Core {
                             self.returning.push((service, view));
                         }
                     }
-                    super::data::Wait::Waiting => {}
+                    super::data::Wait::Waiting(what) => {
+                        self.decide(id, None, UnitState::Waiting, what);
+                    }
                     super::data::Wait::Fail(reason) => {
                         self.decide(id, None, UnitState::Failed, reason);
                     }
@@ -726,7 +728,7 @@ impl Core {
         let new: Vec<UnitId> = self
             .units
             .iter()
-            .filter(|(_, u)| u.state == UnitState::New)
+            .filter(|(_, u)| u.state.is_held())
             .map(|(id, _)| *id)
             .collect();
         let mut waiting: Vec<(ServiceId, super::UnitView)> = Vec::with_capacity(new.len());
@@ -741,7 +743,12 @@ impl Core {
             // A unit whose needs are not all met waits for them outside the pool.
             match self.wait_for_needs(id) {
                 super::data::Wait::Ready => {}
-                super::data::Wait::Waiting => continue,
+                super::data::Wait::Waiting(what) => {
+                    if self.units.get(&id).is_some_and(|u| u.state == UnitState::New) {
+                        self.decide(id, None, UnitState::Waiting, what);
+                    }
+                    continue;
+                }
                 super::data::Wait::Fail(reason) => {
                     self.decide(id, None, UnitState::Failed, reason);
                     continue;

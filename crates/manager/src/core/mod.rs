@@ -801,7 +801,7 @@ impl Core {
         let mut counts: HashMap<ServiceId, UnitCounts> = HashMap::new();
         for (id, u) in &self.units {
             counts.entry(u.service).or_default().add(u.state, 1);
-            if u.pooled && u.state != UnitState::New {
+            if u.pooled && !u.state.is_held() {
                 broken.push(format!("{id} is in the pool but {}", u.state));
             }
         }
@@ -965,6 +965,7 @@ impl Core {
         // Units that read data or run after others wait outside the pool until what they
         // need is there.
         let mut canceled = Vec::new();
+        let mut waiting = Vec::new();
         if !self.data.is_empty() {
             let now = self.now;
             let mut ready = Vec::with_capacity(pooled.len());
@@ -974,7 +975,7 @@ impl Core {
                         self.data.pooled(spec.id, now);
                         ready.push(spec);
                     }
-                    data::Wait::Waiting => {}
+                    data::Wait::Waiting(what) => waiting.push((spec.id, what)),
                     data::Wait::Fail(reason) => failed.push((spec, reason)),
                     data::Wait::Cancel(reason) => canceled.push((spec, reason)),
                 }
@@ -994,6 +995,9 @@ impl Core {
         }
         for (spec, reason) in canceled {
             self.decide(spec.id, None, UnitState::Canceled, reason);
+        }
+        for (id, what) in waiting {
+            self.decide(id, None, UnitState::Waiting, what);
         }
         self.counts_changed.insert(service);
     }

@@ -1340,7 +1340,7 @@ fn data_a_unit_waits_outside_the_pool_until_its_input_is_available() {
     h.submit_data(0, &["ref"], &[]);
     h.submit(vec![spec(1, 1)]);
     assert_eq!(h.queued(1), [1], "the unit without inputs goes first");
-    assert_eq!(h.state(0), Some(UnitState::New));
+    assert_eq!(h.state(0), Some(UnitState::Waiting));
     h.events(vec![data_event(
         "ref",
         DataUnitState::Running,
@@ -1583,7 +1583,7 @@ fn deps_a_diamond_runs_in_order_each_unit_once_its_dependencies_are_done() {
     // 0 -> {1, 2} -> 3, submitted in one batch, the last first.
     h.submit_after(&[(3, &[1, 2]), (1, &[0]), (2, &[0]), (0, &[])], false);
     assert_eq!(h.queued(1), [0], "only the root is bound");
-    assert_eq!(h.state(3), Some(UnitState::New));
+    assert_eq!(h.state(3), Some(UnitState::Waiting));
     h.claim(1, 1);
     h.run(0, 1, UnitState::Done);
     assert_eq!(h.queued(1), [1, 2]);
@@ -1775,7 +1775,7 @@ fn rerun_a_failed_unit_starts_over_and_its_canceled_dependent_with_it() {
         at: at(1),
     }]);
     assert_eq!(h.state(0), Some(UnitState::Scheduled), "run again");
-    assert_eq!(h.state(1), Some(UnitState::New), "waits for it again");
+    assert_eq!(h.state(1), Some(UnitState::Waiting), "waits for it again");
     assert_eq!(h.state(2), Some(UnitState::Done), "done stays done");
     assert_eq!(h.core.counts(S).get(UnitState::Failed), 0);
     h.claim(1, 1);
