@@ -1512,7 +1512,7 @@ fn data_a_failed_input_fails_its_readers_and_a_resumed_core_keeps_waiters_out_of
         h.detail(0).as_deref(),
         Some("input data unit x failed: checksum mismatch")
     );
-    assert_eq!(h.state(1), Some(UnitState::New));
+    assert_eq!(h.state(1), Some(UnitState::Waiting));
     assert!(h.queued(1).is_empty());
 }
 
