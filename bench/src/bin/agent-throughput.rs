@@ -35,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sandbox: sandbox.clone(),
         job: None,
         agent: AgentConfig::default(),
+        restart_of: None,
     };
     let start = Instant::now();
     let agent = tokio::spawn(Agent::new(store.clone(), record, AgentConfig::default()).run());

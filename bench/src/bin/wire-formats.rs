@@ -242,6 +242,7 @@ fn main() {
             sandbox: format!("/home/u/pstar.sandbox/s/pilot.{i:04}").into(),
             job: Some(format!("slurm:{}", 1000 + i)),
             agent: Default::default(),
+            restart_of: None,
         })
         .collect();
     let controls: Vec<Control> = (0..100)

@@ -127,6 +127,7 @@ fn one_status_query_per_interval_serves_every_pilot_job_on_a_slurm() {
                     .join(id.to_string()),
                 job: None,
                 agent: Default::default(),
+                restart_of: None,
             };
             let job = adaptor
                 .submit(PilotJob {
@@ -183,6 +184,7 @@ fn one_status_query_per_interval_serves_every_pilot_job_on_a_slurm() {
                 sandbox: scratch.path().to_owned(),
                 job: Some(job.clone()),
                 agent: Default::default(),
+                restart_of: None,
             };
             adaptor.cancel(&record).await.expect("scancel");
         }
@@ -266,6 +268,7 @@ fn the_fork_dialect_over_the_local_transport_follows_each_of_its_processes() {
                     .join(id.to_string()),
                 job: None,
                 agent: Default::default(),
+                restart_of: None,
             };
             let job = adaptor
                 .submit(PilotJob {

@@ -21,6 +21,7 @@ fn record(dir: &std::path::Path, cores: u32) -> PilotRecord {
         sandbox: dir.join("pilot.0000"),
         job: None,
         agent: Default::default(),
+        restart_of: None,
     }
 }
 

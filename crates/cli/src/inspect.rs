@@ -123,8 +123,16 @@ impl SessionView {
                 continue;
             };
             unit.life.backdate_start(a.at);
-            if unit.life.transition(a.state, a.at).is_err() {
+            // A unit run again (`--rerun`) starts over from its end.
+            let moved = match a.rerun {
+                true => unit.life.restart(a.at),
+                false => unit.life.transition(a.state, a.at),
+            };
+            if moved.is_err() {
                 continue;
+            }
+            if a.rerun {
+                unit.exit_code = None;
             }
             if a.pilot.is_some() {
                 unit.pilot = a.pilot;

@@ -694,6 +694,13 @@ fn main() -> ExitCode {
             if !store_url_ok(&store) {
                 return ExitCode::from(EXIT_BAD_WORKLOAD);
             }
+            if !rerun.is_empty() && resume.is_none() {
+                say!(
+                    "pstar: --rerun runs again units of a session: give it with --resume \
+                     SESSION (a workload file runs every unit anyway)"
+                );
+                return ExitCode::from(EXIT_BAD_WORKLOAD);
+            }
             let networked = store.coordination.is_some();
             let workload = match workload.map(|w| workload::load(&w, &supported, networked)) {
                 Some(Ok(w)) => Some(w),

@@ -18,19 +18,27 @@ fn describe(c: &UnitCounts) -> String {
         c.get(UnitState::Failed),
         c.get(UnitState::Canceled),
         c.get(UnitState::Running),
-        c.get(UnitState::New) + c.get(UnitState::Scheduled) + c.get(UnitState::Pending),
+        c.get(UnitState::New)
+            + c.get(UnitState::Waiting)
+            + c.get(UnitState::Scheduled)
+            + c.get(UnitState::Pending),
     )
 }
 
-/// Shows progress until `counts` closes or every one of `total` units has finished.
-/// `quiet` shows nothing.
-pub async fn show(mut counts: watch::Receiver<UnitCounts>, total: usize, quiet: bool) {
+/// Shows progress until `counts` closes or every one of `total` units has finished (the
+/// total may grow: `pstar submit`). `quiet` shows nothing.
+pub async fn show(
+    mut counts: watch::Receiver<UnitCounts>,
+    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    quiet: bool,
+) {
     if quiet {
         return;
     }
+    let total = move || total.load(std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total as u64);
+        let bar = ProgressBar::new(total() as u64);
         bar.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} | {msg}",
@@ -41,9 +49,10 @@ pub async fn show(mut counts: watch::Receiver<UnitCounts>, total: usize, quiet: 
         bar.enable_steady_tick(Duration::from_millis(200));
         loop {
             let c = counts.borrow_and_update().clone();
+            bar.set_length(total() as u64);
             bar.set_position(c.finished() as u64);
             bar.set_message(describe(&c));
-            if c.finished() >= total || counts.changed().await.is_err() {
+            if c.finished() >= total() || counts.changed().await.is_err() {
                 break;
             }
             // Redraw at most 20 times a second, however fast units end.
@@ -54,7 +63,7 @@ pub async fn show(mut counts: watch::Receiver<UnitCounts>, total: usize, quiet: 
         let mut last = Instant::now();
         loop {
             let c = counts.borrow_and_update().clone();
-            if c.finished() >= total {
+            if c.finished() >= total() {
                 break;
             }
             if last.elapsed() >= LINE_EVERY {
@@ -62,7 +71,7 @@ pub async fn show(mut counts: watch::Receiver<UnitCounts>, total: usize, quiet: 
                     "[{:>7.1}s] {}/{} finished: {}",
                     start.elapsed().as_secs_f64(),
                     c.finished(),
-                    total,
+                    total(),
                     describe(&c)
                 );
                 last = Instant::now();

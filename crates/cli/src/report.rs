@@ -239,7 +239,8 @@ impl Tally {
         }
         for (i, (s, at)) in history.iter().enumerate() {
             let until = history.get(i + 1).map_or(now, |(_, t)| *t);
-            if i + 1 < history.len() || !s.is_final() {
+            // A final state is not time spent (a unit run again, `--rerun`, left one).
+            if !s.is_final() {
                 *self.time_in.entry(*s).or_default() += until.since(*at);
             }
         }

@@ -469,7 +469,18 @@ pub async fn resume(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let builder = options.configure(Session::builder().id(id).coordination(store));
+    let mut builder = options.configure(Session::builder().id(id).coordination(store.clone()));
+    // New pilots go where the session's first ones went, unless --sandbox says otherwise.
+    if options.settings.origin("sandbox") == &pstar::Origin::Default
+        && let Some(root) = pstar_coordination::Coordination::all_pilots(&*store)
+            .await?
+            .iter()
+            .filter(|r| r.description.working_directory.is_none())
+            .filter(|r| r.description.resource.scheme() == pstar::Scheme::Local)
+            .find_map(|r| Some(r.sandbox.parent()?.parent()?.to_owned()))
+    {
+        builder = builder.sandbox_root(root);
+    }
     let resumed = pstar::resume_rerunning(builder, options.policy(), rerun).await?;
     let (session, pcs, cus) = (resumed.session, resumed.pilots, resumed.units);
     let resumed_submissions = resumed.submissions;
@@ -488,12 +499,18 @@ pub async fn resume(
         count(pcs.pilots().len(), "pilot"),
     );
     if alive == 0 && counts.finished() < counts.total() {
+        // Like the session's own pilots: not like those an earlier resume started too.
+        let own: Vec<&pstar_coordination::PilotRecord> = resumed
+            .records
+            .iter()
+            .filter(|r| r.restart_of.is_none())
+            .collect();
         say!(
             "pstar: starting {} like the session's first ones",
-            count(resumed.records.len(), "new pilot")
+            count(own.len(), "new pilot")
         );
-        for record in resumed.records {
-            pcs.create_pilot(record.description).await?;
+        for record in own {
+            pcs.restart_pilot(record).await?;
         }
     }
     // Units that ended before are folded in now; the rest as they end.
@@ -582,9 +599,10 @@ impl Run {
         mut submitter: Option<Submitter>,
         options: &RunOptions,
     ) -> Result<Outcome, RunError> {
+        let shown_total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(self.total));
         let progress = tokio::spawn(progress::show(
             self.cus.watch_counts(),
-            self.total,
+            shown_total.clone(),
             options.quiet,
         ));
         let mut signals = Signals::new();
@@ -618,6 +636,7 @@ impl Run {
                     };
                     added += request.units.len();
                     self.total += request.units.len();
+                    shown_total.store(self.total, std::sync::atomic::Ordering::Relaxed);
                     say!(
                         "pstar: {} added {} and {} to the session",
                         request.by,

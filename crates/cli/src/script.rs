@@ -56,6 +56,7 @@ pub fn render(workload: &Workload, settings: &Settings) -> Result<String, String
             sandbox: pilot_sandbox(&pilot_root, session, id),
             job: None,
             agent: settings.agent_settings(),
+            restart_of: None,
         };
         let name = description.name.as_deref().unwrap_or("(unnamed)");
         let _ = writeln!(out, "### {id} {name} on {}", description.resource);

@@ -37,6 +37,13 @@ pub async fn submit(
     supported: &[Scheme],
 ) -> Result<String, SubmitError> {
     let fail = |e: &dyn std::fmt::Display| SubmitError::Session(e.to_string());
+    let existing = store.all_units().await.map_err(|e| fail(&e))?;
+    let records = store.all_pilots().await.map_err(|e| fail(&e))?;
+    if existing.is_empty() && records.is_empty() {
+        return Err(SubmitError::Session(format!(
+            "no session `{session}` in the coordination store (see `pstar session list`)"
+        )));
+    }
     let entry = store.session_entry().await.map_err(|e| fail(&e))?;
     if let Some(at) = entry.finished {
         return Err(SubmitError::Session(format!(
@@ -57,7 +64,6 @@ pub async fn submit(
              session (`pstar run --resume {session}` runs it again; submit then)"
         )));
     }
-    let existing = store.all_units().await.map_err(|e| fail(&e))?;
     let known: Vec<KnownUnit> = existing
         .iter()
         .map(|(id, d)| KnownUnit {
@@ -68,13 +74,8 @@ pub async fn submit(
         .collect();
     drop(existing);
     // The session's live pilots: what the units may run on (besides the file's own).
-    let pilots: Vec<pstar::PilotComputeDescription> = store
-        .all_pilots()
-        .await
-        .map_err(|e| fail(&e))?
-        .into_iter()
-        .map(|r| r.description)
-        .collect();
+    let pilots: Vec<pstar::PilotComputeDescription> =
+        records.into_iter().map(|r| r.description).collect();
     let workload = workload::load_more(path, supported, known, pilots)?;
     let n = workload.unit_count();
     if n > MAX_SUBMIT {

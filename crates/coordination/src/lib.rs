@@ -341,6 +341,10 @@ pub struct PilotRecord {
     /// the pilot.
     #[serde(default)]
     pub agent: AgentSettings,
+    /// Started by a resumed manager in place of this pilot of the session's (none had
+    /// been left alive): the session's own pilots are those without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_of: Option<PilotId>,
 }
 
 /// An agent's hold on its pilot: one live agent per pilot. `pstar agent` takes it before

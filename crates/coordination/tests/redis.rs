@@ -195,6 +195,7 @@ async fn control_messages_heartbeats_and_records() {
             drain_margin: Some(std::time::Duration::from_secs(90)),
             ..Default::default()
         },
+        restart_of: None,
     };
     s.put_pilot(record.clone()).await.unwrap();
     assert_eq!(s.pilot(pilot).await.unwrap(), record);
@@ -832,6 +833,7 @@ async fn a_value_of_another_store_format_is_refused_where_it_is_read() {
         sandbox: "/tmp/x".into(),
         job: None,
         agent: Default::default(),
+        restart_of: None,
     };
     redis::pipe()
         .hset("pstar:cur:units", 1, format!("v2:{unit}"))
@@ -999,6 +1001,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
             sandbox: "/tmp/a".into(),
             job: None,
             agent: Default::default(),
+            restart_of: None,
         },
         PilotRecord {
             id: p1,
@@ -1009,6 +1012,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
                 drain_margin: Some(std::time::Duration::from_secs(90)),
                 ..Default::default()
             },
+            restart_of: Some(p0),
         },
     ];
     for r in &records {

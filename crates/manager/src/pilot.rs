@@ -67,6 +67,23 @@ impl PilotComputeService {
     /// [`detail`](PilotCompute::detail) is the resource's message; a description that can
     /// never work is an error.
     pub async fn create_pilot(&self, description: PilotComputeDescription) -> Result<PilotCompute> {
+        self.create_pilot_as(description, None).await
+    }
+
+    /// Creates a pilot like the session's pilot `record` (a resumed session with none
+    /// left alive): the new record says which one it stands in for, so that a later
+    /// resume starts pilots like the session's own again, not like these too.
+    pub async fn restart_pilot(&self, record: &PilotRecord) -> Result<PilotCompute> {
+        let of = record.restart_of.unwrap_or(record.id);
+        self.create_pilot_as(record.description.clone(), Some(of))
+            .await
+    }
+
+    async fn create_pilot_as(
+        &self,
+        description: PilotComputeDescription,
+        restart_of: Option<PilotId>,
+    ) -> Result<PilotCompute> {
         let session = &self.inner.session;
         let what = || {
             format!(
@@ -126,6 +143,7 @@ impl PilotComputeService {
             sandbox: pilot_sandbox(&root, session.id(), id),
             job: None,
             agent: session.agent_settings(),
+            restart_of,
         };
         coordination.put_pilot(record.clone()).await?;
 
@@ -575,6 +593,7 @@ impl PilotCompute {
             sandbox: self.inner.sandbox.clone(),
             job: None,
             agent: self.inner.session.agent_settings(),
+            restart_of: None,
         });
         Ok(self.inner.adaptor.logs(&record).await?)
     }
@@ -588,6 +607,7 @@ impl PilotCompute {
             sandbox: self.inner.sandbox.clone(),
             job: Some(job.0),
             agent: self.inner.session.agent_settings(),
+            restart_of: None,
         })
     }
 

@@ -73,6 +73,13 @@ pub enum DescriptionError {
     /// More units submitted with reserved ids than were reserved.
     #[error("only {left} reserved unit ids are left")]
     Reserved { left: u64 },
+    /// An exit code a failed run cannot have (1 to 255; 0 is success).
+    #[error(
+        "`retry_on_exit_codes` holds {0}: a failed run exits with 1 to 255 (a run killed by \
+         a signal or a timeout has no exit code, and is tried again only without \
+         `retry_on_exit_codes`)"
+    )]
+    RetryCode(i32),
     /// `retry_on_exit_codes` without `retries`: no run would be tried again.
     #[error("`retry_on_exit_codes` needs `retries` above zero")]
     RetryCodesWithoutRetries,
@@ -99,6 +106,7 @@ impl DescriptionError {
             OutputPattern { .. } => vec!["output_data"],
             Reserved { .. } => vec![],
             RetryCodesWithoutRetries => vec!["retry_on_exit_codes", "retries"],
+            RetryCode(_) => vec!["retry_on_exit_codes"],
         }
     }
 }
@@ -618,6 +626,13 @@ impl ComputeUnitDescription {
         }
         if self.retries == 0 && !self.retry_on_exit_codes.is_empty() {
             return Err(DescriptionError::RetryCodesWithoutRetries);
+        }
+        if let Some(code) = self
+            .retry_on_exit_codes
+            .iter()
+            .find(|c| !(1..=255).contains(*c))
+        {
+            return Err(DescriptionError::RetryCode(*code));
         }
         self.validate_data()?;
         no_nul("executable", &self.executable)?;

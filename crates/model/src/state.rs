@@ -149,10 +149,10 @@ impl State for UnitState {
             (New, Scheduled),
             (New, Failed), // no pilot can ever fit it, or its early-bound pilot is gone
             (New, Canceled),
-            (New, Waiting),       // it runs after units not done, or reads data not there
+            (New, Waiting), // it runs after units not done, or reads data not there
             (Waiting, Scheduled), // what it waited for is there: it was bound from the pool
-            (Waiting, Failed),    // an input data unit failed, or no pilot fits it
-            (Waiting, Canceled),  // a unit it runs after did not end done, or a cancel
+            (Waiting, Failed), // an input data unit failed, or no pilot fits it
+            (Waiting, Canceled), // a unit it runs after did not end done, or a cancel
             (Scheduled, Pending),
             (Scheduled, New), // withdrawn from a pilot's queue before its agent claimed it
             (Scheduled, Failed),

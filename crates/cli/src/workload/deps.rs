@@ -168,9 +168,18 @@ pub(super) fn resolve(
                     return Err(src.error(
                         span.clone(),
                         format!(
-                            "`after` entry \"{}\"{whose} matches no unit of the workload \
-                             (names are each unit's `name`, or its executable's file name)",
-                            text.escape_debug()
+                            "`after` entry \"{}\"{whose} matches no unit{} ({})",
+                            text.escape_debug(),
+                            match session.is_empty() {
+                                true => " of the workload",
+                                false => " of the file or the session",
+                            },
+                            match text.starts_with("tag:") {
+                                true => "a tag matches the units whose `tags` hold it exactly",
+                                false =>
+                                    "names are each unit's `name`, or its executable's \
+                                          file name",
+                            },
                         ),
                     ));
                 }
@@ -319,7 +328,8 @@ impl Names {
         }
         let pattern = glob::Pattern::new(entry).map_err(|e| {
             format!(
-                "`after` entry \"{}\" is not a valid pattern ({}): `*`, `?` and `[abc]` are",
+                "`after` entry \"{}\" is not a valid pattern ({}); a pattern matches names \
+                 with `*`, `?` and `[abc]`",
                 entry.escape_debug(),
                 e.msg
             )

@@ -1301,6 +1301,15 @@ pub fn parse_with(
     for unit in raw.unit {
         let table_span = unit.span();
         let unit = unit.into_inner();
+        if more.session_units.is_some()
+            && let Some(pilot) = &unit.pilot
+        {
+            return Err(src.error(
+                pilot.span(),
+                "`pstar submit` cannot bind units to a pilot by name yet: leave `pilot` out \
+                 and the units run on any of the session's pilots (or the file's)",
+            ));
+        }
         let CheckedUnit {
             template,
             pilot,
@@ -2319,6 +2328,14 @@ impl RawUnit {
                 }
             },
         };
+        if let Some(codes) = &self.retry_on_exit_codes
+            && codes.get_ref().is_empty()
+        {
+            return Err(src.error(
+                codes.span(),
+                "`retry_on_exit_codes` is empty: leave it out to try any failed run again",
+            ));
+        }
         let max_fails = self
             .max_fails
             .map(|m| at_least_one(src, Some(m), "max_fails", 1))

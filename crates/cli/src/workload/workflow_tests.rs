@@ -157,6 +157,10 @@ count = 10
     assert!(e.message().contains("\"cancel\""), "{e}");
     let e = err("[[unit]]\nexecutable = \"/bin/true\"\nretry_on_exit_codes = [1]\n");
     assert!(e.message().contains("needs `retries`"), "{e}");
+    let e = err("[[unit]]\nexecutable = \"/bin/true\"\nretries = 1\nretry_on_exit_codes = []\n");
+    assert!(e.message().contains("is empty"), "{e}");
+    let e = err("[[unit]]\nexecutable = \"/bin/true\"\nretries = 1\nretry_on_exit_codes = [0]\n");
+    assert!(e.message().contains("1 to 255"), "{e}");
     let e = err("[[unit]]\nexecutable = \"/bin/true\"\nmax_fails = 0\n");
     assert!(e.message().contains("max_fails"), "{e}");
 }

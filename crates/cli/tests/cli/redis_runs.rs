@@ -964,6 +964,7 @@ async fn an_agent_runs_with_the_settings_of_its_pilot_record() {
             drain_margin: Some(walltime - Duration::from_secs(1)),
             ..Default::default()
         },
+        restart_of: None,
     };
     store.put_pilot(record).await.expect("record");
     let mut events = store.subscribe().await.expect("subscribe");

@@ -750,8 +750,13 @@ enum Failure {
 
 fn classify(e: &RedisError) -> Failure {
     let code = e.code().unwrap_or_default();
+    // A pipeline's failure carries its commands' codes in its text only.
+    let text = e.to_string();
     if e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+        || ["\"NOAUTH\"", "\"WRONGPASS\"", "\"NOPERM\""]
+            .iter()
+            .any(|c| text.contains(c))
     {
         Failure::Auth
     } else if e.to_string().to_lowercase().contains("certificate") {

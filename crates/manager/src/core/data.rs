@@ -426,10 +426,7 @@ impl Core {
                 if self.replay.is_none() {
                     for unit in waiters {
                         if self.data.missing.remove(&unit).is_some()
-                            && self
-                                .units
-                                .get(&unit)
-                                .is_some_and(|u| u.state.is_held())
+                            && self.units.get(&unit).is_some_and(|u| u.state.is_held())
                         {
                             self.decide(unit, None, outcome, why.clone());
                         }
@@ -468,10 +465,7 @@ impl Core {
                 if state == UnitState::Done || self.data.run_anyway.contains(&d) {
                     self.need_met(d);
                 } else if self.data.missing.remove(&d).is_some()
-                    && self
-                        .units
-                        .get(&d)
-                        .is_some_and(|u| u.state.is_held())
+                    && self.units.get(&d).is_some_and(|u| u.state.is_held())
                 {
                     self.decide(d, None, UnitState::Canceled, dependency_ended(unit, state));
                 }

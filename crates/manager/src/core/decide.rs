@@ -744,7 +744,11 @@ impl Core {
             match self.wait_for_needs(id) {
                 super::data::Wait::Ready => {}
                 super::data::Wait::Waiting(what) => {
-                    if self.units.get(&id).is_some_and(|u| u.state == UnitState::New) {
+                    if self
+                        .units
+                        .get(&id)
+                        .is_some_and(|u| u.state == UnitState::New)
+                    {
                         self.decide(id, None, UnitState::Waiting, what);
                     }
                     continue;
