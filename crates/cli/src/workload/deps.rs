@@ -98,6 +98,10 @@ impl Deps {
     }
 }
 
+/// Each `[[unit]]` table's `after` entries (with where each is written) and where the
+/// table is written.
+pub(super) type Afters = Vec<(Vec<(Template, Range<usize>)>, Range<usize>)>;
+
 /// Why one unit waits for another, to explain a cycle.
 enum Why {
     After,
@@ -109,7 +113,7 @@ enum Why {
 pub(super) fn resolve(
     src: &Source<'_>,
     ensembles: &[Ensemble],
-    afters: Vec<(Vec<(Template, Range<usize>)>, Range<usize>)>,
+    afters: Afters,
     session: &[KnownUnit],
 ) -> Result<Option<Deps>, WorkloadError> {
     let Some(first) = afters.iter().find(|(a, _)| !a.is_empty()) else {
@@ -365,7 +369,7 @@ fn producers(ensembles: &[Ensemble], offsets: &[u64]) -> HashMap<String, u64> {
 fn order(
     src: &Source<'_>,
     ensembles: &[Ensemble],
-    afters: &[(Vec<(Template, Range<usize>)>, Range<usize>)],
+    afters: &Afters,
     deps: &mut Deps,
     made_by: &HashMap<String, u64>,
 ) -> Result<(), WorkloadError> {

@@ -319,5 +319,5 @@ fn a_thousand_units_with_random_dependencies_load_and_order() {
             );
         }
     }
-    assert_eq!(position["n0"] < position["n999"], true);
+    assert!(position["n0"] < position["n999"]);
 }
