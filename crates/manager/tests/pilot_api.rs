@@ -834,3 +834,100 @@ async fn post_exec_lines_run_after_the_executable_and_keep_its_exit_code() {
     assert_eq!(out(&units[2]), "");
     f.pcs.cancel().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_run_after_others_through_the_api_and_a_failure_cancels_what_follows() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(2)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order");
+    let step = |name: &str| sh(&format!("sleep 0.1; echo {name} >> {}", log.display()));
+    let first = f.cus.submit(step("first")).await.unwrap();
+    let second = f
+        .cus
+        .submit(step("second").after([first.id()]))
+        .await
+        .unwrap();
+    let broken = f.cus.submit(sh("exit 3")).await.unwrap();
+    let never = f
+        .cus
+        .submit(step("never").after([second.id(), broken.id()]))
+        .await
+        .unwrap();
+    let anyway = f
+        .cus
+        .submit(ComputeUnitDescription {
+            on_dependency_failure: pstar::OnDependencyFailure::Run,
+            ..step("anyway").after([broken.id()])
+        })
+        .await
+        .unwrap();
+    assert_eq!(within(never.wait()).await, UnitState::Canceled);
+    assert!(
+        never.detail().is_some_and(|d| d.contains(&format!(
+            "{}, which it runs after, ended failed",
+            broken.id()
+        ))),
+        "{:?}",
+        never.detail()
+    );
+    assert_eq!(within(second.wait()).await, UnitState::Done);
+    assert_eq!(within(anyway.wait()).await, UnitState::Done);
+    let order = std::fs::read_to_string(&log).unwrap();
+    let order: Vec<&str> = order.lines().collect();
+    let at = |n: &str| order.iter().position(|l| *l == n).unwrap();
+    assert!(at("first") < at("second"), "{order:?}");
+    assert!(!order.contains(&"never"));
+    assert!(
+        second
+            .history()
+            .iter()
+            .any(|(s, _)| *s == UnitState::Waiting),
+        "it waited in a state of its own"
+    );
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_with_retries_runs_again_and_keeps_each_attempt() {
+    let f = fixture().await;
+    f.pcs.create_pilot(pilot(1)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("seen");
+    let flaky = sh(&format!(
+        "test -e {0} && exit 0; touch {0}; exit 75",
+        flag.display()
+    ))
+    .with_retries(2);
+    let unit = f.cus.submit(flaky).await.unwrap();
+    assert_eq!(within(unit.wait()).await, UnitState::Done);
+    let attempts = unit.attempts();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].exit_code, Some(75));
+    assert_eq!(attempts[0].end, Some(pstar::RunEnd::Failed));
+    assert_eq!(attempts[1].end, Some(pstar::RunEnd::Done));
+    f.pcs.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_s_pre_exec_runs_before_each_unit_s_own() {
+    let f = fixture().await;
+    f.pcs
+        .create_pilot(PilotComputeDescription {
+            pre_exec: vec!["export FROM_PILOT=pilot-says".into()],
+            ..pilot(1)
+        })
+        .await
+        .unwrap();
+    let unit = f
+        .cus
+        .submit(ComputeUnitDescription {
+            pre_exec: vec!["export FROM_UNIT=\"$FROM_PILOT and unit\"".into()],
+            ..ComputeUnitDescription::new("/bin/sh").with_arguments(["-c", "echo $FROM_UNIT"])
+        })
+        .await
+        .unwrap();
+    assert_eq!(within(unit.wait()).await, UnitState::Done);
+    assert_eq!(read(unit.stdout()), "pilot-says and unit\n");
+    f.pcs.cancel().await;
+}

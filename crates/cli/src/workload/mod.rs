@@ -289,7 +289,7 @@ impl Workload {
                 continue;
             }
             let unit = e.unit(0).description;
-            let exe = Path::new(&unit.executable);
+            let exe = lexical(Path::new(&unit.executable));
             if unit.executable.contains('/') && !exe.exists() {
                 warnings.push(format!(
                     "the executable of [[unit]] #{} ({}) is not on this machine: {} (a \

@@ -686,3 +686,24 @@ fn a_redis_retry_that_is_not_a_duration_is_said_once() {
     assert_eq!(said.len(), 1, "{out}");
     assert!(said[0].contains("`soon` is not a duration"), "{out}");
 }
+
+#[test]
+fn check_warns_of_an_executable_path_that_is_not_on_this_machine() {
+    let scratch = Scratch::new();
+    let workload = scratch.write(
+        "w.toml",
+        "[[pilot]]\nresource = \"local://\"\n\n\
+         [[unit]]\nname = \"mine\"\nexecutable = \"./bin/simulate\"\n",
+    );
+    let out = run_in(scratch.path(), &["check", s(&workload)]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let expected = scratch.path().join("bin/simulate");
+    assert!(out.stderr.contains("warning"), "{out}");
+    assert!(out.stderr.contains(s(&expected)), "{out}");
+    // Once it is there, nothing to say.
+    std::fs::create_dir_all(scratch.path().join("bin")).unwrap();
+    std::fs::write(&expected, "#!/bin/sh\n").unwrap();
+    let out = run_in(scratch.path(), &["check", s(&workload)]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!out.stderr.contains("warning"), "{out}");
+}

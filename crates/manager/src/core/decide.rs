@@ -553,7 +553,7 @@ impl Core {
                 at,
                 pilot: None,
                 exit_code: None,
-                detail: Some("run again (--rerun)".into()),
+                detail: Some("asked to run again".into()),
                 forgotten: false,
                 failed_run: false,
                 rerun: true,
