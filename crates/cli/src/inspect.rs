@@ -183,6 +183,11 @@ impl SessionView {
     }
 
     /// Units in each state.
+    /// The state of unit `id`, if the session has it.
+    pub fn unit_state(&self, id: UnitId) -> Option<UnitState> {
+        self.units.get(&id).map(|u| u.life.state())
+    }
+
     pub fn counts(&self) -> BTreeMap<UnitState, usize> {
         let mut counts = BTreeMap::new();
         for u in self.units.values() {

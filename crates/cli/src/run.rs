@@ -580,6 +580,26 @@ struct Run {
     submissions: Option<mpsc::UnboundedReceiver<pstar::Submission>>,
 }
 
+impl Run {
+    /// Says what `pstar submit` added, and creates the pilots it asked for.
+    async fn take_submission(&mut self, request: pstar::Submission) {
+        say!(
+            "pstar: {} added {} and {} to the session",
+            request.by,
+            count(request.units.len(), "unit"),
+            count(request.pilots.len(), "pilot"),
+        );
+        for (id, why) in &request.refused {
+            say!("pstar: {id} from {} was left out: {why}", request.by);
+        }
+        for description in request.pilots {
+            if let Err(e) = self.pcs.create_pilot(description).await {
+                say!("pstar: a pilot {} asked for was not created: {e}", request.by);
+            }
+        }
+    }
+}
+
 /// What ended the wait for the units.
 enum End {
     AllEnded,
@@ -624,7 +644,18 @@ impl Run {
         tokio::pin!(every_pilot_ended, store_lost);
         let end = loop {
             if submitted.is_some_and(|n| self.tally.len() >= n + added) {
-                break End::AllEnded;
+                // Not while units someone added are on their way in.
+                let late = submissions.as_mut().and_then(|s| s.try_recv().ok());
+                match late {
+                    None => break End::AllEnded,
+                    Some(request) => {
+                        added += request.units.len();
+                        self.total += request.units.len();
+                        shown_total.store(self.total, std::sync::atomic::Ordering::Relaxed);
+                        self.take_submission(request).await;
+                        continue;
+                    }
+                }
             }
             tokio::select! {
                 request = async { submissions.as_mut().expect("guarded").recv().await },
@@ -637,20 +668,7 @@ impl Run {
                     added += request.units.len();
                     self.total += request.units.len();
                     shown_total.store(self.total, std::sync::atomic::Ordering::Relaxed);
-                    say!(
-                        "pstar: {} added {} and {} to the session",
-                        request.by,
-                        count(request.units.len(), "unit"),
-                        count(request.pilots.len(), "pilot"),
-                    );
-                    for (id, why) in &request.refused {
-                        say!("pstar: {id} from {} was left out: {why}", request.by);
-                    }
-                    for description in request.pilots {
-                        if let Err(e) = self.pcs.create_pilot(description).await {
-                            say!("pstar: a pilot {} asked for was not created: {e}", request.by);
-                        }
-                    }
+                    self.take_submission(request).await;
                 }
                 unit = ended.recv() => match unit {
                     Some(u) => {

@@ -106,11 +106,13 @@ pub async fn submit(
             (UnitId::new(first + k as u64), d)
         })
         .collect();
+    // Announced first, in one event: cut short before it, nothing was added; after it,
+    // the manager stores them (as this does next) and runs them.
     let claimed: Vec<Claimed> = units
         .iter()
         .map(|(id, d)| (*id, Arc::new(d.clone())))
         .collect();
-    store.put_units(&claimed).await.map_err(|e| fail(&e))?;
+    let ids: Vec<UnitId> = units.iter().map(|(id, _)| *id).collect();
     let pilots = workload.pilots.len();
     store
         .publish(vec![Event::SubmitRequested {
@@ -121,6 +123,16 @@ pub async fn submit(
         }])
         .await
         .map_err(|e| fail(&e))?;
+    store.put_units(&claimed).await.map_err(|e| fail(&e))?;
+    drop(claimed);
+    // A session whose manager ended as they were announced did not take them.
+    if let Some(left) = not_taken(&store, &ids).await {
+        return Err(SubmitError::Session(format!(
+            "session {session} ended as {} were added, and {left} of them did not run: \
+             `pstar run --resume {session}` runs them",
+            crate::count(n, "unit")
+        )));
+    }
     let ids = match n {
         0 => String::new(),
         1 => format!(" ({})", UnitId::new(first)),
@@ -135,4 +147,29 @@ pub async fn submit(
         crate::count(n, "unit"),
         crate::count(pilots, "pilot"),
     ))
+}
+
+/// How long `pstar submit` watches for a session that ends as its units are announced.
+const WATCH_END: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How many of `ids` did not end in a session that finished (watched for a moment after
+/// they were announced); `None` while its manager runs, or if all of them ended.
+async fn not_taken(store: &Arc<RedisStore>, ids: &[UnitId]) -> Option<usize> {
+    let until = std::time::Instant::now() + WATCH_END;
+    loop {
+        let finished = store.session_entry().await.ok()?.finished.is_some();
+        if finished {
+            break;
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let view = crate::inspect::SessionView::load(store).await.ok()?;
+    let left = ids
+        .iter()
+        .filter(|id| view.unit_state(**id).is_none_or(|s| !s.is_final()))
+        .count();
+    (left > 0).then_some(left)
 }

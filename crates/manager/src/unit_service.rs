@@ -196,7 +196,7 @@ impl ComputeUnitService {
                         pstar_coordination::Event::SubmitRequested {
                             units, pilots, by, ..
                         } if live => {
-                            let submission = service.adopt(units, pilots, by);
+                            let submission = service.adopt(units, pilots, by).await;
                             if tx.send(submission).is_err() {
                                 return;
                             }
@@ -209,9 +209,10 @@ impl ComputeUnitService {
         rx
     }
 
-    /// Units already stored in the session by someone else join this service; an invalid
+    /// Units someone else announced join this service, stored first (whoever announced
+    /// them stores them too: a record written twice is the same record); an invalid
     /// description is left out, with why.
-    fn adopt(
+    async fn adopt(
         &self,
         units: &[(UnitId, ComputeUnitDescription)],
         pilots: &[pstar_model::PilotComputeDescription],
@@ -225,6 +226,14 @@ impl ComputeUnitService {
                 Ok(()) => shared.push(UnitShared::new(*id, Arc::new(d.clone()), now)),
                 Err(e) => refused.push((*id, e.to_string())),
             }
+        }
+        let stored: Vec<Claimed> = shared
+            .iter()
+            .map(|u| (u.id, u.description.clone()))
+            .collect();
+        if let Err(e) = self.inner.session.coordination().put_units(&stored).await {
+            let why = format!("cannot be stored: {e}");
+            refused.extend(shared.drain(..).map(|u| (u.id, why.clone())));
         }
         let ids: Vec<UnitId> = shared.iter().map(|u| u.id).collect();
         self.inner

@@ -73,6 +73,9 @@ pub enum DescriptionError {
     /// More units submitted with reserved ids than were reserved.
     #[error("only {left} reserved unit ids are left")]
     Reserved { left: u64 },
+    /// More retries than [`MAX_RETRIES`].
+    #[error("`retries` is {0}: at most {MAX_RETRIES} (every run is kept in the unit's record)")]
+    TooManyRetries(u32),
     /// An exit code a failed run cannot have (1 to 255; 0 is success).
     #[error(
         "`retry_on_exit_codes` holds {0}: a failed run exits with 1 to 255 (a run killed by \
@@ -107,6 +110,7 @@ impl DescriptionError {
             Reserved { .. } => vec![],
             RetryCodesWithoutRetries => vec!["retry_on_exit_codes", "retries"],
             RetryCode(_) => vec!["retry_on_exit_codes"],
+            TooManyRetries(_) => vec!["retries"],
         }
     }
 }
@@ -418,6 +422,9 @@ pub struct ComputeUnitDescription {
     pub retry_on_exit_codes: Vec<i32>,
 }
 
+/// The most `retries` a unit may have.
+pub const MAX_RETRIES: u32 = 100;
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -623,6 +630,9 @@ impl ComputeUnitDescription {
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(DescriptionError::NoTimeout);
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(DescriptionError::TooManyRetries(self.retries));
         }
         if self.retries == 0 && !self.retry_on_exit_codes.is_empty() {
             return Err(DescriptionError::RetryCodesWithoutRetries);

@@ -102,6 +102,9 @@ impl Deps {
 /// table is written.
 pub(super) type Afters = Vec<(Vec<(Template, Range<usize>)>, Range<usize>)>;
 
+/// How many units of a cycle its message names.
+const CYCLE_SHOWN: usize = 8;
+
 /// Why one unit waits for another, to explain a cycle.
 enum Why {
     After,
@@ -256,10 +259,17 @@ fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     out
 }
 
+/// The most names globs of `after` entries are matched against, over a whole file (an
+/// entry with `{i}` is a glob per unit): past it the file is refused, not checked for
+/// hours.
+const MAX_GLOB_MATCHES: u64 = 50_000_000;
+
 /// The units' names and tags, to find what an `after` entry names.
 struct Names {
     by_name: HashMap<String, Vec<Range<u64>>>,
     by_tag: HashMap<String, Vec<Range<u64>>>,
+    /// Names matched against globs so far.
+    matched: std::cell::Cell<u64>,
 }
 
 impl Names {
@@ -305,7 +315,11 @@ impl Names {
                 }
             }
         }
-        Names { by_name, by_tag }
+        Names {
+            by_name,
+            by_tag,
+            matched: std::cell::Cell::new(0),
+        }
     }
 
     /// Units already in the session, numbered from `first` on.
@@ -329,6 +343,15 @@ impl Names {
         }
         if !entry.contains(['*', '?', '[']) {
             return Ok(merge(self.by_name.get(entry).cloned().unwrap_or_default()));
+        }
+        let matched = self.matched.get() + self.by_name.len() as u64;
+        self.matched.set(matched);
+        if matched > MAX_GLOB_MATCHES {
+            return Err(format!(
+                "`after` globs are matched against more than {MAX_GLOB_MATCHES} names in this \
+                 file (a glob with {{i}} or a parameter is one per unit): name units exactly, \
+                 or by `tag:`"
+            ));
         }
         let pattern = glob::Pattern::new(entry).map_err(|e| {
             format!(
@@ -474,6 +497,9 @@ fn order(
                 false => format!("`{name}` (the [[unit]] at line {line})"),
             }
         };
+        // A long cycle is named by its first units, and how many there are.
+        let whole = path.len();
+        path.truncate(CYCLE_SHOWN);
         let mut text = String::new();
         for (k, (u, why)) in path.iter().enumerate() {
             let verb = match why {
@@ -486,7 +512,12 @@ fn order(
                 text.push_str(&format!(" {}, which {verb}", describe(*u)));
             }
         }
-        if let Some((first, _)) = path.first() {
+        if whole > path.len() {
+            text.push_str(&format!(
+                " ... ({} in the cycle in all)",
+                pstar_model::plural(whole as u64, "unit")
+            ));
+        } else if let Some((first, _)) = path.first() {
             text.push_str(&format!(" {}", describe(*first)));
         }
         let (e, _) = deps.locate(path.first().map_or(stuck, |(u, _)| *u));

@@ -17,6 +17,9 @@ use toml::Spanned;
 
 use super::{MAX_UNITS, Source, WorkloadError};
 
+/// The largest parameters file read.
+const MAX_PARAMETERS_FILE: u64 = 256 << 20;
+
 /// The values of a sweep's parameters, member by member.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Sweep {
@@ -133,15 +136,34 @@ impl Sweep {
         let span = file.span();
         let path = base.join(file.get_ref());
         let shown = file.get_ref();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let refuse = |why: String| {
             src.error(
                 span.clone(),
                 format!(
-                    "cannot read the parameters file {shown} ({}): {e}",
+                    "cannot read the parameters file {shown} ({}): {why}",
                     path.display()
                 ),
             )
-        })?;
+        };
+        // Only a regular file (not a FIFO, a device, a directory), and not a huge one:
+        // read at most one byte past the limit.
+        let meta = std::fs::metadata(&path).map_err(|e| refuse(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(refuse("not a regular file".into()));
+        }
+        let mut text = String::new();
+        let file = std::fs::File::open(&path).map_err(|e| refuse(e.to_string()))?;
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_PARAMETERS_FILE + 1),
+            &mut text,
+        )
+        .map_err(|e| refuse(e.to_string()))?;
+        if text.len() as u64 > MAX_PARAMETERS_FILE {
+            return Err(refuse(format!(
+                "larger than {} MiB",
+                MAX_PARAMETERS_FILE >> 20
+            )));
+        }
         let extension = path
             .extension()
             .and_then(|e| e.to_str())

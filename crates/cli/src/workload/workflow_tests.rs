@@ -321,3 +321,44 @@ fn a_thousand_units_with_random_dependencies_load_and_order() {
     }
     assert!(position["n0"] < position["n999"]);
 }
+
+#[test]
+fn a_parameters_file_that_is_not_a_regular_file_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.csv")).unwrap();
+    for file in ["zero.csv", "/dev/zero", "."] {
+        let e = parse_in(
+            dir.path(),
+            &format!("[[unit]]\nexecutable = \"/bin/echo\"\nparameters_from = \"{file}\"\n"),
+        )
+        .expect_err("not a regular file");
+        assert!(e.message().contains("not a regular file"), "{e}");
+    }
+}
+
+#[test]
+fn a_long_cycle_is_named_by_its_first_units_and_its_length() {
+    let n = 500;
+    let mut text = String::new();
+    for k in 0..n {
+        text.push_str(&format!(
+            "[[unit]]\nname = \"r{k}\"\nexecutable = \"/bin/true\"\nafter = [\"r{}\"]\n",
+            (k + 1) % n
+        ));
+    }
+    let e = err(&text);
+    assert!(e.message().contains("(500 units in the cycle in all)"), "{e}");
+    assert!(e.message().len() < 2_000, "{}", e.message().len());
+}
+
+#[test]
+fn per_unit_globs_are_refused_past_their_budget_and_retries_are_capped() {
+    let e = err(
+        "[[unit]]\nname = \"a-{i}\"\nexecutable = \"/bin/true\"\ncount = 10000\n\
+         [[unit]]\nname = \"b-{i}\"\nexecutable = \"/bin/true\"\ncount = 10000\n\
+         after = [\"[a]-{i}\"]\n",
+    );
+    assert!(e.message().contains("name units exactly"), "{e}");
+    let e = err("[[unit]]\nexecutable = \"/bin/true\"\nretries = 101\n");
+    assert!(e.message().contains("at most 100"), "{e}");
+}

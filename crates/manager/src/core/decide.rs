@@ -522,6 +522,9 @@ impl Core {
     /// attempts and cancel are forgotten, the data units they make may be made again, and
     /// once caught up (or at once, if live) they wait for what they need like new units.
     fn rerun(&mut self, states: &[UnitState], at: Timestamp) {
+        // Cancels asked for before the request are history: they ended what now runs
+        // again (carried out once caught up, they would end it once more).
+        self.deferred_cancels.clear();
         let mut ids: Vec<UnitId> = self
             .units
             .iter()

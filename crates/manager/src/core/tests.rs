@@ -1785,3 +1785,46 @@ fn rerun_a_failed_unit_starts_over_and_its_canceled_dependent_with_it() {
     h.run(1, 1, UnitState::Done);
     assert_eq!(h.core.counts(S).get(UnitState::Done), 3);
 }
+
+#[test]
+fn rerun_is_not_undone_by_a_cancel_asked_before_it() {
+    // The history: a unit canceled from outside, then a resume that reruns it.
+    let e = |state| {
+        Event::Unit(UnitEvent {
+            unit: u(0),
+            pilot: None,
+            state,
+            at: at(1),
+            exit_code: None,
+            detail: None,
+            lost_run: None,
+            failed_run: false,
+        })
+    };
+    let stream = vec![
+        Event::CancelRequested {
+            target: pstar_coordination::CancelTarget::Units(vec![u(0)]),
+            reason: "canceled by me".into(),
+            at: at(1),
+        },
+        e(UnitState::Canceled),
+        Event::RerunRequested {
+            states: vec![UnitState::Canceled],
+            by: "me".into(),
+            at: at(2),
+        },
+        Event::Resumed {
+            token: 7,
+            at: at(3),
+        },
+    ];
+    let mut h = Harness::new(policy(0));
+    h.input(Input::Replay { token: 7 });
+    h.input(Input::Restore {
+        service: S,
+        units: vec![spec(0, 1)],
+    });
+    h.add_pilot(1, 1);
+    h.events(stream);
+    assert_eq!(h.state(0), Some(UnitState::Scheduled), "it runs again");
+}
