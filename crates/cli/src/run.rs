@@ -594,7 +594,10 @@ impl Run {
         }
         for description in request.pilots {
             if let Err(e) = self.pcs.create_pilot(description).await {
-                say!("pstar: a pilot {} asked for was not created: {e}", request.by);
+                say!(
+                    "pstar: a pilot {} asked for was not created: {e}",
+                    request.by
+                );
             }
         }
     }

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pstar::{Scheme, Timestamp, UnitId};
+use pstar::{Scheme, State, Timestamp, UnitId};
 use pstar_coordination::{Claimed, Coordination, Event, RedisStore};
 
 use crate::workload::{self, KnownUnit, WorkloadError};
@@ -44,6 +44,20 @@ pub async fn submit(
             "no session `{session}` in the coordination store (see `pstar session list`)"
         )));
     }
+    let known: Vec<KnownUnit> = existing
+        .iter()
+        .map(|(id, d)| KnownUnit {
+            id: *id,
+            name: d.display_name().to_owned(),
+            tags: d.tags.clone(),
+        })
+        .collect();
+    drop(existing);
+    // The session's live pilots: what the units may run on (besides the file's own).
+    let pilots: Vec<pstar::PilotComputeDescription> =
+        records.into_iter().map(|r| r.description).collect();
+    let workload = workload::load_more(path, supported, known, pilots)?;
+    // The file first (exit 2 for a bad one, whatever the session), then the session.
     let entry = store.session_entry().await.map_err(|e| fail(&e))?;
     if let Some(at) = entry.finished {
         return Err(SubmitError::Session(format!(
@@ -64,19 +78,6 @@ pub async fn submit(
              session (`pstar run --resume {session}` runs it again; submit then)"
         )));
     }
-    let known: Vec<KnownUnit> = existing
-        .iter()
-        .map(|(id, d)| KnownUnit {
-            id: *id,
-            name: d.display_name().to_owned(),
-            tags: d.tags.clone(),
-        })
-        .collect();
-    drop(existing);
-    // The session's live pilots: what the units may run on (besides the file's own).
-    let pilots: Vec<pstar::PilotComputeDescription> =
-        records.into_iter().map(|r| r.description).collect();
-    let workload = workload::load_more(path, supported, known, pilots)?;
     let n = workload.unit_count();
     if n > MAX_SUBMIT {
         return Err(SubmitError::Session(format!(
@@ -150,7 +151,7 @@ pub async fn submit(
 }
 
 /// How long `pstar submit` watches for a session that ends as its units are announced.
-const WATCH_END: std::time::Duration = std::time::Duration::from_secs(3);
+const WATCH_END: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How many of `ids` did not end in a session that finished (watched for a moment after
 /// they were announced); `None` while its manager runs, or if all of them ended.

@@ -347,7 +347,10 @@ fn a_long_cycle_is_named_by_its_first_units_and_its_length() {
         ));
     }
     let e = err(&text);
-    assert!(e.message().contains("(500 units in the cycle in all)"), "{e}");
+    assert!(
+        e.message().contains("(500 units in the cycle in all)"),
+        "{e}"
+    );
     assert!(e.message().len() < 2_000, "{}", e.message().len());
 }
 

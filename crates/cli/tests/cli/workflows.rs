@@ -339,7 +339,7 @@ fn pstar_submit_adds_units_and_a_pilot_to_a_running_session() {
     let workload = scratch.write(
         "first.toml",
         "[[pilot]]\nresource = \"local://\"\ncores = 1\nwalltime = \"10m\"\n\n\
-         [[unit]]\nname = \"slow-{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"1\"]\n\
+         [[unit]]\nname = \"slow-{i}\"\nexecutable = \"/bin/sleep\"\narguments = [\"2\"]\n\
          count = 3\ntags = [\"first\"]\n",
     );
     let run = run_over(&server, &scratch, &workload, &[]);

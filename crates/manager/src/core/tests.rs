@@ -1826,5 +1826,7 @@ fn rerun_is_not_undone_by_a_cancel_asked_before_it() {
     });
     h.add_pilot(1, 1);
     h.events(stream);
-    assert_eq!(h.state(0), Some(UnitState::Scheduled), "it runs again");
+    assert!(!h.core.replaying());
+    assert_eq!(h.state(0), Some(UnitState::New), "it runs again");
+    assert_eq!(h.core.waiting(S), 1, "in the pool, not canceled once more");
 }
