@@ -463,7 +463,8 @@ pub async fn resume(
     }
     // One manager per session: a live one's record lasts a few seconds after it dies.
     let deadline = tokio::time::Instant::now() + pstar::MANAGER_ALIVE_FOR + Duration::from_secs(1);
-    while store.has_live_manager().await? {
+    // Taken in one step: of two resumes started at once, one manages the session.
+    while !store.claim_manager(pstar::MANAGER_ALIVE_FOR).await? {
         if tokio::time::Instant::now() >= deadline {
             return Err(RunError::LiveManager(id.to_owned()));
         }

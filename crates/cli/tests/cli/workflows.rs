@@ -476,3 +476,50 @@ fn rerun_runs_again_the_failed_and_canceled_units_of_a_finished_session() {
         "{bad}"
     );
 }
+
+#[test]
+fn of_two_resumes_started_at_once_one_manages_the_session_and_no_unit_runs_twice() {
+    let server = RedisServer::start();
+    let scratch = Scratch::new();
+    let log = scratch.path().join("runs.log");
+    let workload = scratch.write(
+        "twice.toml",
+        &format!(
+            "[[pilot]]\nresource = \"local://\"\ncores = 2\nwalltime = \"10m\"\n\n\
+             [[unit]]\nname = \"f-{{i}}\"\nexecutable = \"/bin/sh\"\ncount = 2\n\
+             arguments = [\"-c\", \"echo $0 >> {}; sleep 6; exit 1\", \"f-{{i}}\"]\n",
+            log.display()
+        ),
+    );
+    let out = run_over(&server, &scratch, &workload, &[]).wait(RUN_DEADLINE);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let session = session_of(&scratch);
+    let resume = || {
+        let mut cmd = pstar();
+        cmd.current_dir(scratch.path())
+            .env("PSTAR_REDIS_PASSWORD", server.password())
+            .env("PSTAR_AGENT_BIN", env!("CARGO_BIN_EXE_pstar"))
+            .args(["run", "--resume", &session, "--coordination", &server.url()])
+            .args([
+                "--sandbox",
+                s(&scratch.sandbox()),
+                "-q",
+                "--rerun",
+                "failed",
+            ]);
+        Running::start(cmd)
+    };
+    let (a, b) = (resume(), resume());
+    let (a, b) = (a.wait(RUN_DEADLINE), b.wait(RUN_DEADLINE));
+    let refused = [&a, &b]
+        .iter()
+        .filter(|o| o.stderr.contains("has a live manager"))
+        .count();
+    assert_eq!(refused, 1, "one of them manages it:\n{a}\n{b}");
+    let runs = std::fs::read_to_string(&log).expect("runs.log");
+    assert_eq!(
+        runs.lines().count(),
+        4,
+        "each unit ran once, then once again: {runs}"
+    );
+}

@@ -1405,6 +1405,29 @@ impl RedisStore {
 
     /// Whether a manager of this session is alive: one recorded itself
     /// ([`Coordination::manager_alive`]) and its record has not expired.
+    /// Takes the session's manager record for `ttl` if no live manager holds it, in one
+    /// step (`SET NX`): of two managers that ask at once, one gets it. Whether this did.
+    pub async fn claim_manager(&self, ttl: Duration) -> Result<bool> {
+        let key = self.keys.manager();
+        let value = Timestamp::now().as_micros();
+        let ms = (ttl.as_millis() as u64).max(1);
+        self.retrying("claim the session's manager", |mut c| {
+            let key = key.clone();
+            async move {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            }
+        })
+        .await
+    }
+
     pub async fn has_live_manager(&self) -> Result<bool> {
         let key = self.keys.manager();
         self.retrying("look for the session's manager", |mut c| {
