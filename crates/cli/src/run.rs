@@ -463,6 +463,10 @@ pub async fn resume(
     }
     // One manager per session: a live one's record lasts a few seconds after it dies.
     let deadline = tokio::time::Instant::now() + pstar::MANAGER_ALIVE_FOR + Duration::from_secs(1);
+    // Nothing is written for a session that is not there (the claim below writes).
+    if !store.exists().await? {
+        return Err(pstar::Error::NoSuchSession(id.to_owned()).into());
+    }
     // Taken in one step: of two resumes started at once, one manages the session.
     while !store.claim_manager(pstar::MANAGER_ALIVE_FOR).await? {
         if tokio::time::Instant::now() >= deadline {
