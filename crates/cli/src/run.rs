@@ -586,8 +586,16 @@ struct Run {
 }
 
 impl Run {
-    /// Says what `pstar submit` added, and creates the pilots it asked for.
-    async fn take_submission(&mut self, request: pstar::Submission) {
+    /// Counts what `pstar submit` added (in the total, and the one shown), says so, and
+    /// creates the pilots it asked for; returns how many units it added.
+    async fn take_submission(
+        &mut self,
+        request: pstar::Submission,
+        shown_total: &std::sync::atomic::AtomicUsize,
+    ) -> usize {
+        let n = request.units.len();
+        self.total += n;
+        shown_total.store(self.total, std::sync::atomic::Ordering::Relaxed);
         say!(
             "pstar: {} added {} and {} to the session",
             request.by,
@@ -605,6 +613,7 @@ impl Run {
                 );
             }
         }
+        n
     }
 }
 
@@ -657,10 +666,7 @@ impl Run {
                 match late {
                     None => break End::AllEnded,
                     Some(request) => {
-                        added += request.units.len();
-                        self.total += request.units.len();
-                        shown_total.store(self.total, std::sync::atomic::Ordering::Relaxed);
-                        self.take_submission(request).await;
+                        added += self.take_submission(request, &shown_total).await;
                         continue;
                     }
                 }
@@ -673,10 +679,7 @@ impl Run {
                         submissions = None;
                         continue;
                     };
-                    added += request.units.len();
-                    self.total += request.units.len();
-                    shown_total.store(self.total, std::sync::atomic::Ordering::Relaxed);
-                    self.take_submission(request).await;
+                    added += self.take_submission(request, &shown_total).await;
                 }
                 unit = ended.recv() => match unit {
                     Some(u) => {

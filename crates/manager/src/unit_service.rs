@@ -236,16 +236,7 @@ impl ComputeUnitService {
             refused.extend(shared.drain(..).map(|u| (u.id, why.clone())));
         }
         let ids: Vec<UnitId> = shared.iter().map(|u| u.id).collect();
-        self.inner
-            .submitted
-            .fetch_add(shared.len(), Ordering::SeqCst);
-        if self.inner.handing_over.load(Ordering::SeqCst) {
-            if let Ok(mut live) = self.inner.live.lock() {
-                live.extend(shared.iter().map(|u| (u.id, u.clone())));
-            }
-        } else if let Ok(mut all) = self.inner.units.lock() {
-            all.extend(shared.iter().cloned());
-        }
+        self.keep(&shared);
         if !shared.is_empty() {
             let _ = self
                 .inner
@@ -390,17 +381,7 @@ impl ComputeUnitService {
             .collect();
         coordination.put_units(&stored).await?;
         drop(stored);
-
-        self.inner
-            .submitted
-            .fetch_add(shared.len(), Ordering::SeqCst);
-        if self.inner.handing_over.load(Ordering::SeqCst) {
-            if let Ok(mut live) = self.inner.live.lock() {
-                live.extend(shared.iter().map(|u| (u.id, u.clone())));
-            }
-        } else if let Ok(mut all) = self.inner.units.lock() {
-            all.extend(shared.iter().cloned());
-        }
+        self.keep(&shared);
         let handles = shared
             .iter()
             .map(|s| ComputeUnit {
@@ -413,6 +394,21 @@ impl ComputeUnitService {
             .send(Command::Submit(self.inner.service, shared))
             .map_err(|_| Error::ServiceClosed)?;
         Ok(handles)
+    }
+
+    /// Counts newly submitted units and keeps them: in `live` while units are handed
+    /// over as they end, else in the list of every unit.
+    fn keep(&self, shared: &[Arc<UnitShared>]) {
+        self.inner
+            .submitted
+            .fetch_add(shared.len(), Ordering::SeqCst);
+        if self.inner.handing_over.load(Ordering::SeqCst) {
+            if let Ok(mut live) = self.inner.live.lock() {
+                live.extend(shared.iter().map(|u| (u.id, u.clone())));
+            }
+        } else if let Ok(mut all) = self.inner.units.lock() {
+            all.extend(shared.iter().cloned());
+        }
     }
 
     /// Takes over units already stored in the session (a resumed manager's).

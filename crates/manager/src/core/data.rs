@@ -364,6 +364,26 @@ impl Core {
         Wait::Waiting(format!("waits for {}", what.join(" and ")))
     }
 
+    /// Whether `unit` may join the pool now; if not, publishes what it comes to: waiting
+    /// (unless it already is), failed or canceled.
+    pub(super) fn ready_or_held(&mut self, unit: UnitId) -> bool {
+        match self.wait_for_needs(unit) {
+            Wait::Ready => return true,
+            Wait::Waiting(what) => {
+                if self
+                    .units
+                    .get(&unit)
+                    .is_some_and(|u| u.state == UnitState::New)
+                {
+                    self.decide(unit, None, UnitState::Waiting, what);
+                }
+            }
+            Wait::Fail(reason) => self.decide(unit, None, UnitState::Failed, reason),
+            Wait::Cancel(reason) => self.decide(unit, None, UnitState::Canceled, reason),
+        }
+        false
+    }
+
     /// One need of a waiting unit is met: it joins the pool once it has all.
     fn need_met(&mut self, unit: UnitId) {
         let Some(left) = self.data.missing.get_mut(&unit) else {

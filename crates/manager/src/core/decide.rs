@@ -561,27 +561,16 @@ impl Core {
                 failed_run: false,
                 rerun: true,
             });
-            if self.replay.is_none() && !self.observer {
-                match self.wait_for_needs(id) {
-                    super::data::Wait::Ready => {
-                        if let Some(u) = self.units.get_mut(&id) {
-                            u.pooled = true;
-                            let spec = u.spec;
-                            let view = self.view_of(&spec);
-                            self.data.pooled(id, at);
-                            self.returning.push((service, view));
-                        }
-                    }
-                    super::data::Wait::Waiting(what) => {
-                        self.decide(id, None, UnitState::Waiting, what);
-                    }
-                    super::data::Wait::Fail(reason) => {
-                        self.decide(id, None, UnitState::Failed, reason);
-                    }
-                    super::data::Wait::Cancel(reason) => {
-                        self.decide(id, None, UnitState::Canceled, reason);
-                    }
-                }
+            if self.replay.is_none()
+                && !self.observer
+                && self.ready_or_held(id)
+                && let Some(u) = self.units.get_mut(&id)
+            {
+                u.pooled = true;
+                let spec = u.spec;
+                let view = self.view_of(&spec);
+                self.data.pooled(id, at);
+                self.returning.push((service, view));
             }
         }
     }
@@ -744,26 +733,8 @@ impl Core {
                 continue;
             }
             // A unit whose needs are not all met waits for them outside the pool.
-            match self.wait_for_needs(id) {
-                super::data::Wait::Ready => {}
-                super::data::Wait::Waiting(what) => {
-                    if self
-                        .units
-                        .get(&id)
-                        .is_some_and(|u| u.state == UnitState::New)
-                    {
-                        self.decide(id, None, UnitState::Waiting, what);
-                    }
-                    continue;
-                }
-                super::data::Wait::Fail(reason) => {
-                    self.decide(id, None, UnitState::Failed, reason);
-                    continue;
-                }
-                super::data::Wait::Cancel(reason) => {
-                    self.decide(id, None, UnitState::Canceled, reason);
-                    continue;
-                }
+            if !self.ready_or_held(id) {
+                continue;
             }
             self.data.pooled(id, now);
             let Some(u) = self.units.get_mut(&id) else {

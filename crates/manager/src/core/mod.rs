@@ -964,20 +964,13 @@ impl Core {
         }
         // Units that read data or run after others wait outside the pool until what they
         // need is there.
-        let mut canceled = Vec::new();
-        let mut waiting = Vec::new();
         if !self.data.is_empty() {
             let now = self.now;
             let mut ready = Vec::with_capacity(pooled.len());
             for spec in pooled {
-                match self.wait_for_needs(spec.id) {
-                    data::Wait::Ready => {
-                        self.data.pooled(spec.id, now);
-                        ready.push(spec);
-                    }
-                    data::Wait::Waiting(what) => waiting.push((spec.id, what)),
-                    data::Wait::Fail(reason) => failed.push((spec, reason)),
-                    data::Wait::Cancel(reason) => canceled.push((spec, reason)),
+                if self.ready_or_held(spec.id) {
+                    self.data.pooled(spec.id, now);
+                    ready.push(spec);
                 }
             }
             pooled = ready;
@@ -992,12 +985,6 @@ impl Core {
         }
         for (spec, reason) in failed {
             self.decide(spec.id, None, UnitState::Failed, reason);
-        }
-        for (spec, reason) in canceled {
-            self.decide(spec.id, None, UnitState::Canceled, reason);
-        }
-        for (id, what) in waiting {
-            self.decide(id, None, UnitState::Waiting, what);
         }
         self.counts_changed.insert(service);
     }
