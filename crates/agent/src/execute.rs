@@ -24,6 +24,7 @@ use pstar_model::{PilotId, Timestamp, UnitId, UnitState};
 use crate::journal::Reports;
 use crate::launch::{Launch, LaunchError};
 use crate::layout::Layout;
+use crate::python::{Answer, Workers};
 use crate::slots::{Placement, Slots};
 use crate::stage::Stager;
 
@@ -112,6 +113,7 @@ struct UnitJob {
     pub layout: Arc<Layout>,
     pub stager: Arc<Stager>,
     pub runtime: tokio::runtime::Handle,
+    pub python: Arc<Workers>,
 }
 
 pub(crate) fn unit_event(
@@ -130,6 +132,7 @@ pub(crate) fn unit_event(
         detail,
         lost_run: None,
         failed_run: false,
+        result: None,
     })
 }
 
@@ -154,6 +157,8 @@ pub(crate) struct Executors {
     /// Stores units' output data (on the agent's runtime).
     stager: Arc<Stager>,
     runtime: tokio::runtime::Handle,
+    /// The Python workers of its function units.
+    pub(crate) python: Arc<Workers>,
 }
 
 pub(crate) struct Queue {
@@ -208,10 +213,14 @@ impl Executors {
             wake: Condvar::new(),
             changed: tokio::sync::Notify::new(),
             free,
-            record,
             layout,
             events,
             stager,
+            python: Arc::new(Workers::new(
+                record.clone(),
+                tokio::runtime::Handle::current(),
+            )),
+            record,
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -230,7 +239,8 @@ impl Executors {
 
     /// The sandboxes of the units that run now.
     pub(crate) fn running_sandboxes(&self) -> std::collections::HashSet<std::path::PathBuf> {
-        self.state
+        let mut running: std::collections::HashSet<_> = self
+            .state
             .lock()
             .map(|q| {
                 q.running
@@ -238,7 +248,11 @@ impl Executors {
                     .map(|id| unit_sandbox(&self.record.sandbox, *id))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if self.python.any_alive() {
+            running.insert(self.python.marker());
+        }
+        running
     }
 
     /// Starts an executor thread if a unit waits, a core is free and no executor is idle.
@@ -372,6 +386,7 @@ impl Executors {
                             layout: layout.clone(),
                             stager: self.stager.clone(),
                             runtime: self.runtime.clone(),
+                            python: self.python.clone(),
                         },
                         control,
                     );
@@ -431,8 +446,15 @@ impl Executors {
 fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports, given_back: &dyn Fn(UnitId)) {
     let (id, pilot) = (job.id, job.record.id);
     let desc = job.desc.clone();
-    let report = |state, exit_code, detail| {
+    // A function unit's answer, carried by its final report.
+    let answer: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    let report = |state: UnitState, exit_code, detail| {
         let mut e = unit_event(id, pilot, state, exit_code, detail);
+        // (Also on a failed run given back: if it was the last try, its exception is the
+        // unit's.)
+        if let Event::Unit(u) = &mut e {
+            u.result = answer.lock().ok().and_then(|mut a| a.take());
+        }
         // A failed run of a unit with retries goes back to be tried again; the manager
         // counts the failed runs and ends the unit when they are used up.
         if state == UnitState::Failed
@@ -445,7 +467,11 @@ fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports, given_back: &
         }
         let _ = events.send(e);
     };
-    if let Err(e) = execute(&job, control, &report) {
+    let ran = match &job.desc.function {
+        Some(call) => execute_function(&job, control, &report, &call.payload, &answer),
+        None => execute(&job, control, &report),
+    };
+    if let Err(e) = ran {
         let msg = e.to_string();
         // Also where a user looks first.
         let sandbox = unit_sandbox(&job.record.sandbox, id);
@@ -454,12 +480,9 @@ fn run(job: UnitJob, control: &Arc<UnitControl>, events: &Reports, given_back: &
     }
 }
 
-fn execute(
-    job: &UnitJob,
-    control: &Arc<UnitControl>,
-    report: &dyn Fn(UnitState, Option<i32>, Option<String>),
-) -> Result<(), LaunchError> {
-    let stopped = |stop: Option<Stop>| match stop {
+/// Reports a unit that was stopped (`stop`), as the stop says.
+fn report_stopped(stop: Option<Stop>, report: &dyn Fn(UnitState, Option<i32>, Option<String>)) {
+    match stop {
         Some(Stop::Cancel) => report(UnitState::Canceled, None, Some("canceled".into())),
         Some(Stop::Return(why)) => report(UnitState::New, None, Some(why)),
         Some(Stop::Timeout(after)) => report(
@@ -471,7 +494,110 @@ fn execute(
             )),
         ),
         None => {}
+    }
+}
+
+/// Runs a function unit's call on one of the pilot's Python workers; blocking. The
+/// worker's answer goes into `answer` for the final report.
+fn execute_function(
+    job: &UnitJob,
+    control: &Arc<UnitControl>,
+    report: &dyn Fn(UnitState, Option<i32>, Option<String>),
+    payload: &[u8],
+    answer: &Mutex<Option<Vec<u8>>>,
+) -> Result<(), LaunchError> {
+    if let Some(stop) = control.process.lock().ok().and_then(|p| p.stop.clone()) {
+        report_stopped(Some(stop), report);
+        return Ok(());
+    }
+    let mut worker = match job.python.take() {
+        Ok(w) => w,
+        Err(why) => {
+            report(UnitState::Failed, None, Some(why));
+            return Ok(());
+        }
     };
+    let stop_pending = match control.process.lock() {
+        Ok(mut p) => {
+            p.pid = Some(worker.pid());
+            p.stop.is_some()
+        }
+        Err(_) => false,
+    };
+    if stop_pending {
+        // Stopped before the call was sent: the worker did nothing, and is kept.
+        let stop = control.process.lock().ok().and_then(|mut p| {
+            p.reaped = true;
+            p.stop.take()
+        });
+        job.python.put_back(worker);
+        report_stopped(stop, report);
+        return Ok(());
+    }
+    report(UnitState::Running, None, None);
+    let watchdog = job.desc.timeout.map(|after| {
+        let control = control.clone();
+        job.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            control.stop_unless_stopped(Stop::Timeout(after), TIMEOUT_GRACE);
+        })
+    });
+    let called = crate::python::call(&mut worker, payload);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    // From here on the worker is no longer the unit's: no stop may signal it.
+    let stop = control.process.lock().ok().and_then(|mut p| {
+        p.reaped = true;
+        p.stop.take()
+    });
+    if stop.is_some() {
+        // It may have been signalled: not reused.
+        drop(worker);
+        report_stopped(stop, report);
+        return Ok(());
+    }
+    match called {
+        Ok(Answer::Returned(value)) => {
+            job.python.put_back(worker);
+            if let Ok(mut a) = answer.lock() {
+                *a = Some(value);
+            }
+            report(UnitState::Done, Some(0), None);
+        }
+        Ok(Answer::Raised { summary, pickled }) => {
+            job.python.put_back(worker);
+            if let Ok(mut a) = answer.lock() {
+                *a = Some(pickled);
+            }
+            report(
+                UnitState::Failed,
+                Some(1),
+                Some(format!("raised {summary}")),
+            );
+        }
+        Err(why) => {
+            let pid = worker.pid();
+            drop(worker);
+            report(
+                UnitState::Failed,
+                None,
+                Some(format!(
+                    "{why}: the Python worker (process {pid}) was lost during the call; see {}",
+                    job.python.log().display()
+                )),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn execute(
+    job: &UnitJob,
+    control: &Arc<UnitControl>,
+    report: &dyn Fn(UnitState, Option<i32>, Option<String>),
+) -> Result<(), LaunchError> {
+    let stopped = |stop: Option<Stop>| report_stopped(stop, report);
     if let Some(stop) = control.process.lock().ok().and_then(|p| p.stop.clone()) {
         stopped(Some(stop));
         return Ok(());

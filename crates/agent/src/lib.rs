@@ -40,6 +40,7 @@ mod execute;
 mod journal;
 pub mod launch;
 pub mod layout;
+mod python;
 mod slots;
 mod stage;
 
@@ -393,6 +394,7 @@ impl Drop for Run {
                 control.kill();
             }
         });
+        self.executors.python.close();
         // Twice: a unit's process may fork while the first scan runs.
         for _ in 0..2 {
             if descendants::kill_marked(&self.record.sandbox) == 0 {

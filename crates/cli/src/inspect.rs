@@ -605,6 +605,7 @@ mod tests {
             detail: None,
             lost_run: None,
             failed_run: false,
+            result: None,
         }));
     }
 

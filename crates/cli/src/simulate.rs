@@ -511,6 +511,7 @@ impl Sim<'_> {
             detail,
             lost_run: None,
             failed_run: false,
+            result: None,
         }));
     }
 

@@ -116,6 +116,10 @@ pub struct UnitEvent {
     /// counts the failed runs and fails the unit once they exceed its retries.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failed_run: bool,
+    /// On `Done` or `Failed` of a function unit: what the function returned, or the
+    /// exception it raised, pickled by the pilot's Python worker.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub result: Option<Vec<u8>>,
 }
 
 /// A run of a unit lost with its pilot: which attempt it was, and why it was lost.

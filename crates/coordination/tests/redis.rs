@@ -46,6 +46,7 @@ fn done(unit: UnitId) -> Event {
         detail: None,
         lost_run: None,
         failed_run: false,
+        result: None,
     })
 }
 
@@ -921,6 +922,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
             detail: None,
             lost_run: None,
             failed_run: false,
+            result: None,
         }),
         Event::Unit(UnitEvent {
             unit: unit(1),
@@ -935,6 +937,7 @@ async fn every_stored_value_round_trips_in_the_current_store_format() {
                 reason: "lost with pilot.0001: \"ü\"".into(),
             }),
             failed_run: false,
+            result: None,
         }),
         Event::Pilot(PilotEvent {
             pilot: p0,

@@ -61,9 +61,9 @@ pub use pstar_agent::AgentConfig;
 pub use pstar_coordination::{Coordination, DataEvent, DataUnitRecord, Embedded, StoreReplica};
 pub use pstar_model::{
     Affinity, AgentSettings, ComputeUnitDescription, DataFile, DataUnitDescription, DataUnitState,
-    OnDependencyFailure, Origin, OutputData, PilotComputeDescription, PilotDataDescription,
-    PilotId, PilotState, ResourceUrl, Scheme, Settings, SettingsLayer, State, Timestamp, UnitId,
-    UnitState,
+    FunctionCall, MAX_FUNCTION_BYTES, OnDependencyFailure, Origin, OutputData,
+    PilotComputeDescription, PilotDataDescription, PilotId, PilotState, ResourceUrl, Scheme,
+    Settings, SettingsLayer, State, Timestamp, UnitId, UnitState,
 };
 
 /// The Rust examples of the README, compiled and run as doc tests so it never lies.

@@ -397,6 +397,12 @@ impl PilotCompute {
             .map(|j| j.0.clone())
     }
 
+    /// Its state, now and at each later change (changes in quick succession may be seen
+    /// as one: the last of them).
+    pub fn watch_state(&self) -> watch::Receiver<PilotState> {
+        self.inner.changed.subscribe()
+    }
+
     /// Waits until the pilot has ended; returns its final state.
     pub async fn wait(&self) -> PilotState {
         let mut rx = self.inner.changed.subscribe();

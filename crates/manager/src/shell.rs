@@ -87,6 +87,9 @@ pub(crate) struct Shell {
     counts_due: HashSet<ServiceId>,
     /// Told once the round that removes their pilots is applied.
     removed: Vec<oneshot::Sender<()>>,
+    /// Function units' answers (pickled return values or exceptions) from their agents'
+    /// reports, until the core applies the unit's end: then they are its handle's.
+    answers: HashMap<UnitId, Arc<[u8]>>,
 }
 
 impl Shell {
@@ -105,6 +108,7 @@ impl Shell {
             replay_done: None,
             counts_due: HashSet::new(),
             removed: Vec::new(),
+            answers: HashMap::new(),
         };
         tokio::spawn(shell.run(rx, events));
         tx
@@ -135,10 +139,12 @@ impl Shell {
                 batch = events.recv() => match batch {
                     Some(batch) => {
                         self.core.handle(Input::Tick(Timestamp::now()));
+                        self.keep_answers(&batch);
                         self.core.handle(Input::Events(batch));
                         // Whatever else has arrived joins this round: one scheduling pass
                         // and one publication for all of it.
                         while let Ok(more) = events.try_recv() {
+                            self.keep_answers(&more);
                             self.core.handle(Input::Events(more));
                         }
                     }
@@ -330,8 +336,25 @@ impl Shell {
         }
     }
 
+    /// Keeps the function units' answers a batch of reports carries (of this manager's
+    /// units), for when the core applies their ends.
+    fn keep_answers(&mut self, batch: &[Event]) {
+        for e in batch {
+            if let Event::Unit(u) = e
+                && let Some(answer) = &u.result
+                && self.units.contains_key(&u.unit)
+            {
+                self.answers.insert(u.unit, Arc::from(answer.as_slice()));
+            }
+        }
+    }
+
     /// Brings a unit's handle up to date with a transition the core applied.
     fn applied(&mut self, a: Applied, replaying: bool) {
+        let answer = match a.state.is_final() {
+            true => self.answers.remove(&a.unit),
+            false => None,
+        };
         let Some(shared) = self.units.get(&a.unit).cloned() else {
             return;
         };
@@ -346,6 +369,10 @@ impl Shell {
             };
             if a.rerun {
                 rec.exit_code = None;
+                rec.answer = None;
+            }
+            if answer.is_some() {
+                rec.answer = answer;
             }
             if let Err(err) = moved {
                 tracing::debug!(unit = %a.unit, error = %err, "handle refused a transition");

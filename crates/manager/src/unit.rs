@@ -40,6 +40,7 @@ impl UnitShared {
                 detail: None,
                 attempts: Vec::new(),
                 callbacks: Vec::new(),
+                answer: None,
             }),
             changed: Notify::new(),
         })
@@ -55,6 +56,9 @@ pub(crate) struct UnitRecord {
     /// Its runs, the last one first to end last.
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) callbacks: Vec<Callback>,
+    /// A function unit's answer, once it ended: the pickled return value (`Done`) or
+    /// exception (`Failed`).
+    pub(crate) answer: Option<Arc<[u8]>>,
 }
 
 impl UnitRecord {
@@ -297,6 +301,14 @@ impl ComputeUnit {
         let _ = self
             .commands
             .send(Command::Cancel(vec![self.id()], "canceled".into()));
+    }
+
+    /// A function unit's answer, once it has ended: what its function returned (`Done`),
+    /// or the exception it raised with its traceback (`Failed`), pickled by the pilot's
+    /// Python worker. `None` for a unit that runs a program, or that ended without an
+    /// answer (canceled, its worker lost).
+    pub fn answer(&self) -> Option<Arc<[u8]>> {
+        self.with(|r| r.answer.clone()).flatten()
     }
 
     /// Calls `callback` on every later state change of this unit.

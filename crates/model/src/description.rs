@@ -86,6 +86,21 @@ pub enum DescriptionError {
     /// `retry_on_exit_codes` without `retries`: no run would be tried again.
     #[error("`retry_on_exit_codes` needs `retries` above zero")]
     RetryCodesWithoutRetries,
+    /// A function unit with a field that only a process has.
+    #[error(
+        "`{field}` is for units that run a program; a function unit (`function`) runs in \
+         its pilot's Python worker and has none"
+    )]
+    FunctionWith { field: &'static str },
+    /// A function call bigger than [`MAX_FUNCTION_BYTES`].
+    #[error(
+        "the function and its arguments pickle to {} bytes: at most {} (pass large data \
+         as files, or through Pilot-Data)",
+        .0, MAX_FUNCTION_BYTES
+    )]
+    FunctionTooBig(usize),
+    #[error("`python` is empty: leave it out for `python3`")]
+    EmptyPython,
 }
 
 impl DescriptionError {
@@ -111,6 +126,9 @@ impl DescriptionError {
             RetryCodesWithoutRetries => vec!["retry_on_exit_codes", "retries"],
             RetryCode(_) => vec!["retry_on_exit_codes"],
             TooManyRetries(_) => vec!["retries"],
+            FunctionWith { field } => vec![*field],
+            FunctionTooBig(_) => vec!["function"],
+            EmptyPython => vec!["python"],
         }
     }
 }
@@ -237,6 +255,11 @@ pub struct PilotComputeDescription {
     /// a conda activation), in the same `/bin/sh`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pre_exec: Vec<String>,
+    /// The Python interpreter that runs this pilot's function units (a name looked up in
+    /// the pilot's `PATH`, or a path on its host); default `python3`. It needs
+    /// `cloudpickle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 impl Default for PilotComputeDescription {
@@ -258,6 +281,7 @@ impl Default for PilotComputeDescription {
             affinity: Affinity::default(),
             cache_size: None,
             pre_exec: Vec::new(),
+            python: None,
         }
     }
 }
@@ -305,9 +329,20 @@ impl PilotComputeDescription {
         for line in &self.pre_exec {
             no_nul("pre_exec", line)?;
         }
+        if let Some(python) = &self.python {
+            if python.trim().is_empty() {
+                return Err(DescriptionError::EmptyPython);
+            }
+            no_nul("python", python)?;
+        }
         no_nul_path("working_directory", &self.working_directory)?;
         check_environment(&self.environment)?;
         Ok(())
+    }
+
+    /// The Python interpreter of its function units.
+    pub fn python(&self) -> &str {
+        self.python.as_deref().unwrap_or("python3")
     }
 
     /// Nodes the pilot asks for (1 unless `nodes` says more).
@@ -420,10 +455,39 @@ pub struct ComputeUnitDescription {
     /// the run, a timeout or a signal included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_on_exit_codes: Vec<i32>,
+    /// A function unit: instead of a program, a Python call run by one of its pilot's
+    /// Python workers (see [`FunctionCall`]); `executable` stays empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCall>,
 }
 
 /// The most `retries` a unit may have.
 pub const MAX_RETRIES: u32 = 100;
+
+/// The most bytes a function call, or what it returns, may pickle to.
+pub const MAX_FUNCTION_BYTES: usize = 64 << 20;
+
+/// A Python call a function unit runs: the function and its arguments, pickled by the
+/// client (with cloudpickle, as `(function, args, kwargs)`), unpickled and called by a
+/// Python worker of the pilot the unit runs on. What it returns (or raises) comes back,
+/// pickled, with the unit's final state.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name, for reports (`module.qualname`).
+    pub name: String,
+    /// The pickled `(function, args, kwargs)`.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for FunctionCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionCall")
+            .field("name", &self.name)
+            .field("payload", &format_args!("{} bytes", self.payload.len()))
+            .finish()
+    }
+}
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -473,6 +537,7 @@ impl Default for ComputeUnitDescription {
             on_dependency_failure: OnDependencyFailure::Cancel,
             retries: 0,
             retry_on_exit_codes: Vec::new(),
+            function: None,
         }
     }
 }
@@ -535,11 +600,21 @@ impl ComputeUnitDescription {
                 || exit_code.is_some_and(|c| self.retry_on_exit_codes.contains(&c)))
     }
 
-    /// The name shown in reports: `name`, else the executable's file name.
+    /// A function unit calling `call` (its name shown as the unit's, unless named).
+    pub fn function(call: FunctionCall) -> Self {
+        Self {
+            function: Some(call),
+            ..Self::default()
+        }
+    }
+
+    /// The name shown in reports: `name`, else the executable's file name (a function
+    /// unit's function).
     pub fn display_name(&self) -> &str {
-        match &self.name {
-            Some(n) => n,
-            None => self
+        match (&self.name, &self.function) {
+            (Some(n), _) => n,
+            (None, Some(call)) => &call.name,
+            (None, None) => self
                 .executable
                 .rsplit('/')
                 .next()
@@ -548,6 +623,36 @@ impl ComputeUnitDescription {
     }
 
     /// Refuses a unit that could never run.
+    /// Refuses what a function unit cannot have: the fields of a process.
+    fn validate_function(&self, call: &FunctionCall) -> Result<(), DescriptionError> {
+        let with = |field| Err(DescriptionError::FunctionWith { field });
+        if !self.executable.is_empty() {
+            return with("executable");
+        }
+        for (field, set) in [
+            ("arguments", !self.arguments.is_empty()),
+            ("environment", !self.environment.is_empty()),
+            ("working_directory", self.working_directory.is_some()),
+            ("stdout", self.stdout.is_some()),
+            ("stderr", self.stderr.is_some()),
+            ("pre_exec", !self.pre_exec.is_empty()),
+            ("post_exec", !self.post_exec.is_empty()),
+            ("shell", self.shell),
+            ("mpi", self.mpi),
+            ("gpus", self.gpus > 0),
+            ("input_data", !self.input_data.is_empty()),
+            ("output_data", !self.output_data.is_empty()),
+        ] {
+            if set {
+                return with(field);
+            }
+        }
+        if call.payload.len() > MAX_FUNCTION_BYTES {
+            return Err(DescriptionError::FunctionTooBig(call.payload.len()));
+        }
+        no_nul("function", &call.name)
+    }
+
     /// Checks `input_data` and `output_data`: names, no name twice, output patterns that
     /// stay inside the sandbox.
     fn validate_data(&self) -> Result<(), DescriptionError> {
@@ -619,7 +724,9 @@ impl ComputeUnitDescription {
     }
 
     pub fn validate(&self) -> Result<(), DescriptionError> {
-        if self.executable.trim().is_empty() {
+        if let Some(call) = &self.function {
+            self.validate_function(call)?;
+        } else if self.executable.trim().is_empty() {
             return Err(DescriptionError::NoExecutable);
         }
         if self.cores == 0 {

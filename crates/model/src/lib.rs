@@ -36,8 +36,8 @@ pub use data::{
     PilotDataDescription, bytes_text, check_data_name, check_data_path, quota_refusal,
 };
 pub use description::{
-    Affinity, ComputeUnitDescription, DescriptionError, OnDependencyFailure,
-    PilotComputeDescription,
+    Affinity, ComputeUnitDescription, DescriptionError, FunctionCall, MAX_FUNCTION_BYTES,
+    OnDependencyFailure, PilotComputeDescription,
 };
 pub use ids::{IdParseError, PilotId, UnitId};
 pub use resource::{ResourceUrl, ResourceUrlError, Scheme};

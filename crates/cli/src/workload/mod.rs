@@ -2154,6 +2154,7 @@ impl RawPilot {
             affinity: value_or_default(self.affinity),
             cache_size,
             pre_exec: value_or_default(self.pre_exec),
+            python: None,
         };
         Ok((description, keys))
     }
@@ -2864,7 +2865,7 @@ fn size_value(
 /// The bytes of a size such as `"100GiB"`, `"500 MB"`, `"1.5TiB"` or `"4096"`: kB, MB, GB,
 /// TB and PB are powers of 1000, KiB, MiB, GiB, TiB and PiB powers of 1024 (units in any
 /// case); a fraction of a byte is dropped.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let bad = |why: String| {
         format!(

@@ -475,6 +475,7 @@ mod tests {
                 detail: None,
                 lost_run: None,
                 failed_run: false,
+                result: None,
             });
             store.publish(vec![e]).await.unwrap();
         }

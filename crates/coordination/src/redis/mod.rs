@@ -559,6 +559,7 @@ impl RedisStore {
                         )),
                         lost_run: None,
                         failed_run: false,
+                        result: None,
                     })
                 })
                 .collect();

@@ -575,6 +575,7 @@ fn unit_event(
         detail: detail.into(),
         lost_run: None,
         failed_run: false,
+        result: None,
     })
 }
 

@@ -185,6 +185,7 @@ impl Harness {
             detail: None,
             lost_run: None,
             failed_run: false,
+            result: None,
         };
         self.events(vec![Event::Unit(e)]);
     }
@@ -539,6 +540,7 @@ fn the_stale_rule_is_one_function() {
         detail: None,
         lost_run: None,
         failed_run: false,
+        result: None,
     };
     let alive = |_| false;
     assert!(!is_stale(&e(UnitState::Running, 1), Some(p(1)), alive));
@@ -709,6 +711,7 @@ fn resume_a_replayed_history_rebuilds_the_state_and_settles_what_an_ended_pilot_
             detail: a.detail.clone(),
             lost_run: None,
             failed_run: false,
+            result: None,
         }));
     }
     stream.extend(history.into_iter().filter(|e| !matches!(e, Event::Unit(_))));
@@ -914,6 +917,7 @@ fn observer_a_canceled_unit_shows_the_reason_of_the_first_cancel_that_targets_it
             detail: detail.map(str::to_owned),
             lost_run: None,
             failed_run: false,
+            result: None,
         })]);
     };
     canceled(&mut h, 0, Some("canceled"));
@@ -1572,6 +1576,7 @@ impl Harness {
             detail: Some(format!("exit code {exit_code}")),
             lost_run: None,
             failed_run: true,
+            result: None,
         })]);
     }
 }
@@ -1727,6 +1732,7 @@ fn retries_a_unit_whose_retries_were_used_up_when_the_manager_died_fails_on_resu
             detail: exit_code.map(|c| format!("exit code {c}")),
             lost_run: None,
             failed_run,
+            result: None,
         })
     };
     let mut stream = Vec::new();
@@ -1799,6 +1805,7 @@ fn rerun_is_not_undone_by_a_cancel_asked_before_it() {
             detail: None,
             lost_run: None,
             failed_run: false,
+            result: None,
         })
     };
     let stream = vec![

@@ -1,0 +1,426 @@
+//! `ComputeUnitService` and `ComputeUnit`.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use pstar::State;
+
+use crate::pilots::PilotComputeService;
+use crate::session::{Session, or_default};
+use crate::{block, error, timed_out, wait_on};
+
+/// Runs compute units on the pilots of the services added to it: the seeds'
+/// `ComputeUnitService`. `ComputeUnitService()` uses the default session.
+#[pyclass(module = "pstar", name = "ComputeUnitService", frozen)]
+pub struct ComputeUnitService {
+    pub(crate) inner: pstar::ComputeUnitService,
+    session: Py<Session>,
+}
+
+impl ComputeUnitService {
+    pub(crate) fn make(
+        py: Python<'_>,
+        session: Py<Session>,
+        prefetch: Option<u32>,
+    ) -> PyResult<Self> {
+        let s = session.get();
+        let mut policy = pstar::UnitPolicy::from(s.inner().settings());
+        if let Some(p) = prefetch {
+            policy.prefetch = p;
+        }
+        let _ = py;
+        let inner = pstar::ComputeUnitService::with_policy(s.inner(), policy);
+        Ok(Self { inner, session })
+    }
+
+    /// Submits Rust descriptions; the handles as Python objects.
+    pub(crate) fn submit_all(
+        &self,
+        py: Python<'_>,
+        descriptions: Vec<pstar::ComputeUnitDescription>,
+    ) -> PyResult<Vec<pstar::ComputeUnit>> {
+        self.session.get().check_open()?;
+        let cus = self.inner.clone();
+        block(py, async move { cus.submit_batch(descriptions).await })?.map_err(error)
+    }
+}
+
+/// Descriptions from a list (or any iterable) of descriptions or dicts.
+fn descriptions(
+    py: Python<'_>,
+    items: &Bound<'_, PyAny>,
+) -> PyResult<Vec<pstar::ComputeUnitDescription>> {
+    let mut out = Vec::with_capacity(items.len().unwrap_or(0));
+    for (i, item) in items.try_iter()?.enumerate() {
+        let item = item?;
+        out.push(crate::describe::unit_description(py, &item).map_err(|e| {
+            // Which one, in a batch.
+            let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+            let key = e.value(py).getattr("key").ok();
+            let err = crate::DescriptionError::new_err(format!("unit {i} of the batch: {msg}"));
+            if let Some(key) = key {
+                let _ = err.value(py).setattr("key", key);
+            }
+            err
+        })?);
+    }
+    Ok(out)
+}
+
+fn handles(py: Python<'_>, units: Vec<pstar::ComputeUnit>) -> PyResult<Py<PyList>> {
+    let list = PyList::empty(py);
+    for u in units {
+        list.append(Py::new(py, ComputeUnit { inner: u })?)?;
+    }
+    Ok(list.unbind())
+}
+
+#[pymethods]
+impl ComputeUnitService {
+    #[new]
+    #[pyo3(signature = (session=None, prefetch=None))]
+    fn new(py: Python<'_>, session: Option<Py<Session>>, prefetch: Option<u32>) -> PyResult<Self> {
+        let session = or_default(py, session)?;
+        Self::make(py, session, prefetch)
+    }
+
+    /// Lets its units run on the pilots of `pcs` (those it has and will have).
+    fn add_pilot_compute_service(&self, pcs: &Bound<'_, PilotComputeService>) {
+        self.inner.add_pilot_service(&pcs.get().inner);
+    }
+
+    /// `add_pilot_compute_service`, the seeds' short name.
+    fn add(&self, pcs: &Bound<'_, PilotComputeService>) {
+        self.add_pilot_compute_service(pcs)
+    }
+
+    /// Its units no longer go to the pilots of `pcs`.
+    fn remove_pilot_compute_service(
+        &self,
+        py: Python<'_>,
+        pcs: &Bound<'_, PilotComputeService>,
+    ) -> PyResult<()> {
+        let cus = self.inner.clone();
+        let pcs = pcs.get().inner.clone();
+        block(py, async move { cus.remove_pilot_service(&pcs).await })
+    }
+
+    /// `remove_pilot_compute_service`, the seeds' short name.
+    fn remove(&self, py: Python<'_>, pcs: &Bound<'_, PilotComputeService>) -> PyResult<()> {
+        self.remove_pilot_compute_service(py, pcs)
+    }
+
+    /// Submits one unit: a `ComputeUnitDescription`, a dict of its keys, or keyword
+    /// arguments (`submit_compute_unit(executable="/bin/date")`).
+    #[pyo3(signature = (compute_unit_description=None, **kwargs))]
+    fn submit_compute_unit(
+        &self,
+        py: Python<'_>,
+        compute_unit_description: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ComputeUnit> {
+        let d = match (compute_unit_description, kwargs) {
+            (Some(d), None) => crate::describe::unit_description(py, d)?,
+            (None, Some(kw)) => crate::describe::unit_description(py, kw.as_any())?,
+            (None, None) => crate::describe::unit_description(py, PyDict::new(py).as_any())?,
+            (Some(_), Some(_)) => {
+                return Err(crate::DescriptionError::new_err(
+                    "submit_compute_unit takes a description or keyword arguments, not both",
+                ));
+            }
+        };
+        let mut units = self.submit_all(py, vec![d])?;
+        let inner = units
+            .pop()
+            .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
+        Ok(ComputeUnit { inner })
+    }
+
+    /// `submit_compute_unit`, the seeds' short name.
+    #[pyo3(signature = (compute_unit_description=None, **kwargs))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        compute_unit_description: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ComputeUnit> {
+        self.submit_compute_unit(py, compute_unit_description, kwargs)
+    }
+
+    /// Submits many units at once (descriptions or dicts); returns their handles, in
+    /// order. Nothing is submitted if one of them is refused.
+    fn submit_compute_units(
+        &self,
+        py: Python<'_>,
+        descriptions_: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyList>> {
+        let ds = descriptions(py, descriptions_)?;
+        let units = self.submit_all(py, ds)?;
+        handles(py, units)
+    }
+
+    /// Runs `function(*args, **kwargs)` on a pilot, in one of its Python workers; the
+    /// unit's `result()` (or `future()`) is what it returns, or raises what it raised.
+    /// (To give the unit other keys, cores or `after` say, submit a
+    /// `ComputeUnitDescription(function=..., args=..., kwargs=...)`.)
+    #[pyo3(signature = (function, *args, **kwargs))]
+    fn submit_function(
+        &self,
+        py: Python<'_>,
+        function: Py<PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ComputeUnit> {
+        if !function.bind(py).is_callable() {
+            return Err(crate::DescriptionError::new_err(format!(
+                "submit_function: {} is not callable",
+                function.bind(py).repr()?
+            )));
+        }
+        let d = crate::describe::ComputeUnitDescription::of_function(
+            function,
+            args.clone().into_any().unbind(),
+            kwargs.map(|k| k.clone().into_any().unbind()),
+        );
+        let d = d.to_rust(py)?;
+        let mut units = self.submit_all(py, vec![d])?;
+        let inner = units
+            .pop()
+            .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
+        Ok(ComputeUnit { inner })
+    }
+
+    /// Waits until every unit submitted here has ended (`timeout` in seconds:
+    /// `TimeoutError`).
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let cus = self.inner.clone();
+        wait_on(py, timeout, async move { cus.wait().await })?
+            .ok_or_else(|| timed_out("the units", timeout))
+    }
+
+    /// Cancels every unit submitted here that has not ended.
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// Its units, in the order they were submitted.
+    fn get_compute_units(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        handles(py, self.inner.units())
+    }
+
+    /// Its units.
+    #[getter]
+    fn units(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        self.get_compute_units(py)
+    }
+
+    /// Its session.
+    #[getter]
+    fn session(&self, py: Python<'_>) -> Py<Session> {
+        self.session.clone_ref(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ComputeUnitService(session={:?}, units={})",
+            self.session.get().inner().id(),
+            self.inner.units_submitted()
+        )
+    }
+}
+
+/// A submitted unit: the seeds' `ComputeUnit`. `await unit` in asyncio, or
+/// `unit.future()`, gives its result.
+#[pyclass(module = "pstar", name = "ComputeUnit", frozen)]
+pub struct ComputeUnit {
+    pub(crate) inner: pstar::ComputeUnit,
+}
+
+impl ComputeUnit {
+    fn final_state(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<pstar::UnitState> {
+        let state = self.inner.state();
+        if state.is_final() {
+            return Ok(state);
+        }
+        let unit = self.inner.clone();
+        wait_on(py, timeout, async move { unit.wait().await })?
+            .ok_or_else(|| timed_out(&format!("unit {}", self.inner.id()), timeout))
+    }
+}
+
+#[pymethods]
+impl ComputeUnit {
+    /// Its id, e.g. `unit.000003`.
+    #[getter]
+    fn id(&self) -> String {
+        self.inner.id().to_string()
+    }
+
+    /// Its name (or its executable's, or its function's).
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name().to_owned()
+    }
+
+    /// Its state: `new`, `waiting`, `scheduled`, `staging_input`, `pending`, `running`,
+    /// `staging_output`, `done`, `failed` or `canceled`.
+    #[getter(state)]
+    fn state_attr(&self) -> &'static str {
+        self.inner.state().as_str()
+    }
+
+    /// Its state (the seeds' name).
+    fn get_state(&self) -> &'static str {
+        self.state_attr()
+    }
+
+    /// Its exit code, once its process has ended.
+    #[getter]
+    fn exit_code(&self) -> Option<i32> {
+        self.inner.exit_code()
+    }
+
+    /// Why it is in its state (why it failed, say).
+    #[getter]
+    fn detail(&self) -> Option<String> {
+        self.inner.detail()
+    }
+
+    /// The pilot it is (or was last) bound to.
+    #[getter]
+    fn pilot(&self) -> Option<String> {
+        self.inner.pilot().map(|p| p.to_string())
+    }
+
+    /// Its sandbox directory, once bound to a pilot.
+    #[getter]
+    fn sandbox(&self) -> Option<String> {
+        self.inner.sandbox().map(|p| p.display().to_string())
+    }
+
+    /// The file of its standard output, once bound to a pilot.
+    #[getter]
+    fn stdout(&self) -> Option<String> {
+        self.inner.stdout().map(|p| p.display().to_string())
+    }
+
+    /// The file of its standard error, once bound to a pilot.
+    #[getter]
+    fn stderr(&self) -> Option<String> {
+        self.inner.stderr().map(|p| p.display().to_string())
+    }
+
+    /// Whether it runs a Python function (not a program).
+    #[getter]
+    fn is_function(&self) -> bool {
+        self.inner.description().function.is_some()
+    }
+
+    /// Its states so far, with when each began (seconds since the epoch).
+    #[getter]
+    fn history(&self) -> Vec<(&'static str, f64)> {
+        self.inner
+            .history()
+            .into_iter()
+            .map(|(s, at)| (s.as_str(), at.as_secs_f64()))
+            .collect()
+    }
+
+    /// Its runs: dicts of `pilot`, `started`, `ended`, `end`, `exit_code`, `detail`.
+    #[getter]
+    fn attempts(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let list = PyList::empty(py);
+        for a in self.inner.attempts() {
+            let d = PyDict::new(py);
+            d.set_item("pilot", a.pilot.map(|p| p.to_string()))?;
+            d.set_item("started", a.started.as_secs_f64())?;
+            d.set_item("ended", a.ended.map(|t| t.as_secs_f64()))?;
+            d.set_item("end", a.end.map(|e| e.as_str()))?;
+            d.set_item("exit_code", a.exit_code)?;
+            d.set_item("detail", a.detail)?;
+            list.append(d)?;
+        }
+        Ok(list.unbind())
+    }
+
+    /// A function unit's pickled answer (what it returned or raised), once it has ended.
+    fn _answer<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.answer().map(|a| PyBytes::new(py, &a))
+    }
+
+    /// Waits until it has ended; returns its final state (`timeout` in seconds:
+    /// `TimeoutError`). Ctrl-C interrupts the wait (not the unit).
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<&'static str> {
+        Ok(self.final_state(py, timeout)?.as_str())
+    }
+
+    /// Cancels it: out of the pool, or its process (or call) stopped.
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// Waits for its end and gives its result: what a function unit returned (or raises
+    /// what it raised, with the remote traceback), a program's exit code 0; raises
+    /// `pstar.UnitFailed` if it failed, `concurrent.futures.CancelledError` if canceled.
+    #[pyo3(signature = (timeout=None))]
+    fn result(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.get().final_state(py, timeout)?;
+        Ok(py
+            .import("pstar._glue")?
+            .call_method1("outcome", (slf,))?
+            .unbind())
+    }
+
+    /// A `concurrent.futures.Future` of its `result()`; canceling the future cancels the
+    /// unit.
+    fn future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let fut = py
+            .import("pstar._glue")?
+            .call_method1("new_future", (slf,))?;
+        crate::notify::watch_unit(
+            py,
+            &slf.get().inner,
+            slf.as_any(),
+            None,
+            Some(fut.clone().unbind()),
+        )?;
+        Ok(fut.unbind())
+    }
+
+    /// `await unit`: its `result()`, in asyncio.
+    fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let fut = Self::future(slf)?;
+        let wrapped = py.import("asyncio")?.call_method1("wrap_future", (fut,))?;
+        Ok(wrapped.call_method0("__await__")?.unbind())
+    }
+
+    /// Calls `callback(unit, state)` (on the `pstar-notify` thread) at each later change.
+    fn on_state_change(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
+        crate::notify::watch_unit(
+            slf.py(),
+            &slf.get().inner,
+            slf.as_any(),
+            Some(callback),
+            None,
+        )
+    }
+
+    /// `on_state_change` under the seeds' name.
+    fn register_callback(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
+        Self::on_state_change(slf, callback)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ComputeUnit(id={:?}, name={:?}, state={:?})",
+            self.id(),
+            self.name(),
+            self.state_attr()
+        )
+    }
+}
