@@ -37,6 +37,7 @@ REQUIRED_PACKAGES=(
     gridengine-exec    # sge_execd: that cell's execution host
     gridengine-client  # qsub, qstat, qdel, qconf, qacct
     musl-tools         # musl-gcc: the static pstar that ssh:// tests copy (build-static.sh)
+    python3-venv       # the Python package's virtual environment (pstar_python below)
 )
 
 ensure_packages() {
@@ -122,6 +123,27 @@ else
     step "tests: cargo test --workspace${*:+ $*} (install cargo-nextest for a faster, clearer run)"
     cargo test --workspace "$@"
 fi
+
+# ---------------------------------------------------------------------------------------
+# The Python package: built from this checkout with `pip install ./python` (maturin from
+# PyPI builds the Rust extension) into a virtual environment of its own, then its pytest
+# suite (python/tests: local pilots, a real Redis, function units, the seeds' listings).
+# The environment is kept in target/ between runs; set PSTAR_PY_VENV to put it elsewhere.
+# ---------------------------------------------------------------------------------------
+PY_VENV="${PSTAR_PY_VENV:-target/python-venv}"
+PY_TEST_PACKAGES=(pytest==9.2.0 pytest-timeout==2.4.0 cloudpickle==3.1.3)
+
+if [ ! -x "$PY_VENV/bin/python" ]; then
+    step "python: virtual environment $PY_VENV"
+    python3 -m venv "$PY_VENV"
+fi
+step "python: pip install ./python (builds the extension with maturin), ${PY_TEST_PACKAGES[*]}"
+"$PY_VENV/bin/python" -m pip install -q --upgrade pip
+"$PY_VENV/bin/python" -m pip install -q "${PY_TEST_PACKAGES[@]}"
+"$PY_VENV/bin/python" -m pip install -q --force-reinstall --no-deps ./python
+step "python: pytest python/tests"
+# From here, not python/: `import pstar` must be the installed package, not its sources.
+"$PY_VENV/bin/python" -m pytest python/tests -q --timeout 600 -p no:cacheprovider
 
 # ---------------------------------------------------------------------------------------
 # The examples: every workload file in examples/ must pass `pstar check`.

@@ -43,6 +43,9 @@ from ._pstar import (
 )
 from ._glue import RemoteTraceback, State
 
+# The key a DescriptionError is about (None where pstar names none).
+DescriptionError.key = None
+
 __all__ = [
     "ComputeDataService",
     "ComputeUnit",

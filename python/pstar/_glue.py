@@ -53,14 +53,21 @@ def dumps_call(fn, args, kwargs):
 
 def _raise_remote(answer):
     try:
-        exc, tb, name, message = pickle.loads(answer)
+        pickled, tb, name, message = pickle.loads(answer)
     except BaseException as e:
-        raise FunctionError(
-            "the function raised an exception that cannot be unpickled here: %s" % e
-        ) from None
+        raise FunctionError("the function raised an exception pstar cannot read: %s" % e) from None
+    exc, why = None, "it could not be pickled on the pilot"
+    if pickled is not None:
+        try:
+            exc = pickle.loads(pickled)
+        except BaseException as e:
+            why = "it cannot be unpickled here (%s: %s)" % (type(e).__name__, e)
     if isinstance(exc, BaseException):
         raise exc from RemoteTraceback(tb)
-    raise FunctionError("%s: %s" % (name, message)) from RemoteTraceback(tb)
+    err = FunctionError("%s: %s (the exception itself is not raised here: %s)" % (name, message, why))
+    err.remote_type = name
+    err.remote_message = message
+    raise err from RemoteTraceback(tb)
 
 
 def outcome(unit):

@@ -15,7 +15,7 @@ use crate::{block, error, timed_out, wait_on};
 #[pyclass(module = "pstar", name = "PilotDataService", frozen)]
 pub struct PilotDataService {
     pub(crate) inner: pstar::PilotDataService,
-    session: Py<Session>,
+    pub(crate) session: Py<Session>,
 }
 
 #[pymethods]
@@ -243,6 +243,8 @@ pub struct ComputeDataService {
     units: Py<ComputeUnitService>,
     inner: Mutex<pstar::ComputeDataService>,
     session: Py<Session>,
+    pilot_services: Mutex<Vec<pstar::PilotComputeService>>,
+    data_added: std::sync::atomic::AtomicBool,
 }
 
 impl ComputeDataService {
@@ -267,17 +269,42 @@ impl ComputeDataService {
             units: Py::new(py, units)?,
             inner: Mutex::new(inner),
             session,
+            pilot_services: Mutex::new(Vec::new()),
+            data_added: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Lets its units run on the pilots of `pcs`.
-    fn add_pilot_compute_service(&self, pcs: &Bound<'_, PilotComputeService>) {
+    /// Lets its units run on the pilots of `pcs` (of the same session).
+    fn add_pilot_compute_service(&self, pcs: &Bound<'_, PilotComputeService>) -> PyResult<()> {
+        crate::session::same_session(
+            self.session.get(),
+            pcs.get().session_of(),
+            "PilotComputeService",
+        )?;
         self.units.get().inner.add_pilot_service(&pcs.get().inner);
+        if let Ok(mut all) = self.pilot_services.lock() {
+            all.push(pcs.get().inner.clone());
+        }
+        Ok(())
     }
 
-    /// Lets its data units and outputs go to the stores of `pds` (add it before
-    /// submitting data units).
+    /// Lets its data units and outputs go to the stores of `pds` (one PilotDataService,
+    /// of the same session, added before anything is submitted).
     fn add_pilot_data_service(&self, pds: &Bound<'_, PilotDataService>) -> PyResult<()> {
+        crate::session::same_session(
+            self.session.get(),
+            pds.get().session.get(),
+            "PilotDataService",
+        )?;
+        if self
+            .data_added
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(crate::Error::new_err(
+                "this ComputeDataService has its PilotDataService already: create every \
+                 pilot store with that one",
+            ));
+        }
         let cds = pstar::ComputeDataService::new(&self.units.get().inner, &pds.get().inner);
         let mut slot = self
             .inner
@@ -324,7 +351,7 @@ impl ComputeDataService {
         let inner = units
             .pop()
             .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
-        Ok(ComputeUnit { inner })
+        Ok(ComputeUnit::new(inner, self.session.get().sid()))
     }
 
     /// Submits many compute units at once; returns their handles in order.
@@ -333,14 +360,11 @@ impl ComputeDataService {
         py: Python<'_>,
         descriptions: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyList>> {
-        let mut ds = Vec::new();
-        for item in descriptions.try_iter()? {
-            ds.push(crate::describe::unit_description(py, &item?)?);
-        }
+        let ds = crate::units::collect_descriptions(py, descriptions)?;
         let units = self.submit(py, ds)?;
         let list = PyList::empty(py);
         for u in units {
-            list.append(Py::new(py, ComputeUnit { inner: u })?)?;
+            list.append(Py::new(py, ComputeUnit::new(u, self.session.get().sid()))?)?;
         }
         Ok(list.unbind())
     }
@@ -352,12 +376,22 @@ impl ComputeDataService {
         Ok(du.map(|inner| DataUnit { inner }))
     }
 
-    /// Waits until every compute unit submitted here has ended.
+    /// Waits until every compute unit submitted here has ended (units left when every
+    /// pilot has ended are canceled, as `ComputeUnitService.wait` does).
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let cus = self.units.get().inner.clone();
-        wait_on(py, timeout, async move { cus.wait().await })?
-            .ok_or_else(|| timed_out("the units", timeout))
+        let services = self
+            .pilot_services
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        wait_on(
+            py,
+            timeout,
+            crate::units::wait_or_cancel_stranded(cus, services),
+        )?
+        .ok_or_else(|| timed_out("the units", timeout))
     }
 
     /// Cancels every compute unit submitted here that has not ended.
@@ -369,7 +403,7 @@ impl ComputeDataService {
     fn get_compute_units(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         let list = PyList::empty(py);
         for u in self.units.get().inner.units() {
-            list.append(Py::new(py, ComputeUnit { inner: u })?)?;
+            list.append(Py::new(py, ComputeUnit::new(u, self.session.get().sid()))?)?;
         }
         Ok(list.unbind())
     }

@@ -194,10 +194,13 @@ fn duration(what: &str, key: &str, v: &Bound<'_, PyAny>, unit: f64) -> PyResult<
         v.extract::<f64>()? * unit
     } else if let Ok(s) = v.cast::<PyString>() {
         let text = s.to_string();
+        if let Some(d) = clock(text.trim()) {
+            return Ok(d);
+        }
         return humantime::parse_duration(text.trim()).map_err(|e| {
             keyed(
                 key,
-                format!("{what}: `{key}` = {text:?} is not a duration such as \"30m\": {e}"),
+                format!("{what}: `{key}` = {text:?} is not a duration such as \"30m\" or \"01:30:00\": {e}"),
             )
         });
     } else if v.hasattr("total_seconds")? {
@@ -209,6 +212,22 @@ fn duration(what: &str, key: &str, v: &Bound<'_, PyAny>, unit: f64) -> PyResult<
         return Err(wrong(what, key, &expected, v));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `HH:MM:SS` or `MM:SS`, as batch systems write walltimes.
+fn clock(text: &str) -> Option<Duration> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return None;
+    }
+    let mut seconds: u64 = 0;
+    for part in parts {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        seconds = seconds.checked_mul(60)?.checked_add(part.parse().ok()?)?;
+    }
+    Some(Duration::from_secs(seconds))
 }
 
 fn opt_duration(
@@ -654,7 +673,7 @@ fn data_names(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 /// Output data: dicts of `name`, `files`, and optionally `store`, `export`, `allow_empty`.
 fn output_data(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<pstar::OutputData>> {
     let expected = "a list of dicts with `name` and `files` (and optionally `store`, \
-                    `export`, `allow_empty`)";
+                    `allow_empty`)";
     if !(v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>()) {
         return Err(wrong(CUD, key, expected, v));
     }
@@ -676,13 +695,24 @@ fn output_data(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<pstar::OutputDat
                 }
                 "files" => o.files = strings(&what, "files", &val, false)?,
                 "store" => o.store = opt_string(&what, "store", &val)?,
-                "export" => o.export = opt_path(&what, "export", &val)?,
+                // Exports are `pstar run`'s, at the end of a run; a program exports a data
+                // unit when it wants (`DataUnit.export`).
+                "export" => {
+                    return Err(keyed(
+                        "export",
+                        format!(
+                            "{what}: `export` is for workload files (`pstar run` exports at \
+                             the end of the run); from Python, export the data unit when you \
+                             want it: `cds.get_data_unit(name).export(dir)`"
+                        ),
+                    ));
+                }
                 "allow_empty" => o.allow_empty = boolean(&what, "allow_empty", &val)?,
                 other => {
                     return Err(unknown(
                         &what,
                         other,
-                        &["name", "files", "store", "export", "allow_empty"],
+                        &["name", "files", "store", "allow_empty"],
                     ));
                 }
             }

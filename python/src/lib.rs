@@ -62,12 +62,23 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Runs `fut` on the module's runtime and waits for it with the GIL released, waking
-/// every 100 ms for signals (Ctrl-C raises `KeyboardInterrupt` here; the future goes on).
-/// `Ok(None)`: `timeout` passed first.
+/// Runs `fut`, a wait, on the module's runtime and waits for it with the GIL released,
+/// waking every 100 ms for signals (Ctrl-C raises `KeyboardInterrupt` here). `Ok(None)`:
+/// `timeout` passed first. Either way the wait is dropped.
 pub(crate) fn wait_on<T: Send + 'static>(
     py: Python<'_>,
     timeout: Option<f64>,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> PyResult<Option<T>> {
+    run_on(py, timeout, true, fut)
+}
+
+/// Runs `fut` on the module's runtime; `abort`: drop it on Ctrl-C or timeout (a wait),
+/// else it goes on (an action: creating or canceling a pilot must not stop half-way).
+fn run_on<T: Send + 'static>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    abort: bool,
     fut: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<Option<T>> {
     let deadline = match timeout {
@@ -100,11 +111,15 @@ pub(crate) fn wait_on<T: Send + 'static>(
             Ok(v) => return Ok(Some(v)),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(e) = py.check_signals() {
-                    task.abort();
+                    if abort {
+                        task.abort();
+                    }
                     return Err(e);
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    task.abort();
+                    if abort {
+                        task.abort();
+                    }
                     return Ok(None);
                 }
             }
@@ -115,12 +130,13 @@ pub(crate) fn wait_on<T: Send + 'static>(
     }
 }
 
-/// [`wait_on`] without a timeout.
+/// Runs an action to its end and gives its outcome; Ctrl-C raises `KeyboardInterrupt`
+/// here, and the action goes on to its end.
 pub(crate) fn block<T: Send + 'static>(
     py: Python<'_>,
     fut: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<T> {
-    wait_on(py, None, fut)?.ok_or_else(|| Error::new_err("pstar: a wait ended early"))
+    run_on(py, None, false, fut)?.ok_or_else(|| Error::new_err("pstar: a wait ended early"))
 }
 
 /// `TimeoutError` for a wait that ran out.
@@ -185,6 +201,7 @@ fn run_agent(py: Python<'_>, args: Vec<String>) -> PyResult<i32> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("pstar=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .try_init();
     let options = pstar_cli::agent::AgentOptions {
         coordination,

@@ -15,17 +15,18 @@ use pyo3::prelude::*;
 
 use pstar::{PilotId, PilotState, State, UnitId, UnitState};
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// A unit or pilot of one session (ids start over in every session).
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Unit(UnitId),
-    Pilot(PilotId),
+    Unit(Arc<str>, UnitId),
+    Pilot(Arc<str>, PilotId),
 }
 
 enum Note {
-    Unit(UnitId, UnitState),
-    Pilot(PilotId, PilotState),
+    Unit(Key, UnitState),
+    Pilot(Key, PilotState),
     /// Settle the futures of a unit that had ended when they were asked for.
-    Settle(UnitId),
+    Settle(Key),
     Stop,
 }
 
@@ -89,13 +90,13 @@ impl Notifier {
             for note in batch {
                 match note {
                     Note::Stop => return Ok(()),
-                    Note::Unit(id, state) => {
-                        serve(py, Key::Unit(id), state.as_str(), state.is_final(), true)
+                    Note::Unit(key, state) => {
+                        serve(py, key, state.as_str(), state.is_final(), true)
                     }
-                    Note::Pilot(id, state) => {
-                        serve(py, Key::Pilot(id), state.as_str(), state.is_final(), true)
+                    Note::Pilot(key, state) => {
+                        serve(py, key, state.as_str(), state.is_final(), true)
                     }
-                    Note::Settle(id) => serve(py, Key::Unit(id), "", true, false),
+                    Note::Settle(key) => serve(py, key, "", true, false),
                 }
             }
             if hub.stopped.load(Ordering::Relaxed) {
@@ -201,11 +202,11 @@ fn add(
     let _ = py;
 }
 
-fn hook(key: Key) -> bool {
+fn hook(key: &Key) -> bool {
     hub()
         .hooked
         .lock()
-        .map(|mut h| h.insert(key))
+        .map(|mut h| h.insert(key.clone()))
         .unwrap_or(false)
 }
 
@@ -213,24 +214,26 @@ fn hook(key: Key) -> bool {
 /// end (at once if it has ended).
 pub(crate) fn watch_unit(
     py: Python<'_>,
+    session: &Arc<str>,
     unit: &pstar::ComputeUnit,
     handle: &Bound<'_, PyAny>,
     callback: Option<Py<PyAny>>,
     future: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     start(py)?;
-    let key = Key::Unit(unit.id());
+    let key = Key::Unit(session.clone(), unit.id());
     let settle_now = future.is_some();
-    add(py, key, handle, callback, future);
-    if hook(key) {
+    add(py, key.clone(), handle, callback, future);
+    if hook(&key) {
         let tx = hub().tx.clone();
-        unit.on_state_change(move |u, state| {
-            let _ = tx.send(Note::Unit(u.id(), state));
+        let told = key.clone();
+        unit.on_state_change(move |_, state| {
+            let _ = tx.send(Note::Unit(told.clone(), state));
         });
     }
     // Ended before (or while) it was hooked: its end would never be told.
     if settle_now && unit.state().is_final() {
-        let _ = hub().tx.send(Note::Settle(unit.id()));
+        let _ = hub().tx.send(Note::Settle(key));
     }
     Ok(())
 }
@@ -238,22 +241,22 @@ pub(crate) fn watch_unit(
 /// Watches a pilot: `callback(pilot, state)` at each later change.
 pub(crate) fn watch_pilot(
     py: Python<'_>,
+    session: &Arc<str>,
     pilot: &pstar::PilotCompute,
     handle: &Bound<'_, PyAny>,
     callback: Py<PyAny>,
 ) -> PyResult<()> {
     start(py)?;
-    let key = Key::Pilot(pilot.id());
-    add(py, key, handle, Some(callback), None);
-    if hook(key) {
+    let key = Key::Pilot(session.clone(), pilot.id());
+    add(py, key.clone(), handle, Some(callback), None);
+    if hook(&key) {
         let tx = hub().tx.clone();
         let mut rx = pilot.watch_state();
-        let id = pilot.id();
         rx.borrow_and_update();
         crate::runtime().spawn(async move {
             while rx.changed().await.is_ok() {
                 let state = *rx.borrow_and_update();
-                let _ = tx.send(Note::Pilot(id, state));
+                let _ = tx.send(Note::Pilot(key.clone(), state));
                 if state.is_final() {
                     break;
                 }

@@ -8,6 +8,19 @@ use pstar::State;
 use crate::session::{Session, or_default};
 use crate::{block, error, timed_out, wait_on};
 
+impl PilotComputeService {
+    pub(crate) fn session_of(&self) -> &Session {
+        self.session.get()
+    }
+
+    fn handle(&self, inner: pstar::PilotCompute) -> PilotCompute {
+        PilotCompute {
+            inner,
+            session: self.session.get().sid().clone(),
+        }
+    }
+}
+
 /// Creates pilots on resources: the seeds' `PilotComputeService`.
 ///
 /// `PilotComputeService()` uses the default session; `PilotComputeService(session)` or
@@ -69,7 +82,7 @@ impl PilotComputeService {
         let pcs = self.inner.clone();
         let pilot =
             block(py, async move { pcs.create_pilot(description).await })?.map_err(error)?;
-        Ok(PilotCompute { inner: pilot })
+        Ok(self.handle(pilot))
     }
 
     /// Its pilots.
@@ -77,7 +90,7 @@ impl PilotComputeService {
         self.inner
             .pilots()
             .into_iter()
-            .map(|inner| PilotCompute { inner })
+            .map(|inner| self.handle(inner))
             .collect()
     }
 
@@ -121,6 +134,7 @@ impl PilotComputeService {
 #[pyclass(module = "pstar", name = "PilotCompute", frozen)]
 pub struct PilotCompute {
     pub(crate) inner: pstar::PilotCompute,
+    session: std::sync::Arc<str>,
 }
 
 #[pymethods]
@@ -228,7 +242,13 @@ impl PilotCompute {
 
     /// Calls `callback(pilot, state)` (on the `pstar-notify` thread) at each later change.
     fn on_state_change(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
-        crate::notify::watch_pilot(slf.py(), &slf.get().inner, slf.as_any(), callback)
+        crate::notify::watch_pilot(
+            slf.py(),
+            &slf.get().session,
+            &slf.get().inner,
+            slf.as_any(),
+            callback,
+        )
     }
 
     /// `on_state_change` under the seeds' name.

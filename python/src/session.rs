@@ -79,7 +79,10 @@ pub(crate) fn close_all(py: Python<'_>) {
 /// A session's services and whether it was closed.
 pub(crate) struct SessionState {
     pub(crate) session: pstar::Session,
+    /// Its id, shared by its handles (callbacks are told apart by session and id).
+    sid: Arc<str>,
     pilot_services: Mutex<Vec<pstar::PilotComputeService>>,
+    unit_services: Mutex<Vec<pstar::ComputeUnitService>>,
     pub(crate) closed: AtomicBool,
 }
 
@@ -94,10 +97,22 @@ impl SessionState {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
+        let units: Vec<pstar::ComputeUnitService> = self
+            .unit_services
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         let session = self.session.clone();
+        // (Ctrl-C ends the wait here, not the closing: it goes on.)
         block(py, async move {
+            for cus in &units {
+                cus.cancel_because("its session was closed");
+            }
             for pcs in services {
                 pcs.cancel().await;
+            }
+            for cus in &units {
+                let _ = tokio::time::timeout(Duration::from_secs(10), cus.wait()).await;
             }
             let keep = session.settings().keep;
             let _ = session.coordination().finish(keep).await;
@@ -119,6 +134,18 @@ pub struct Session {
 impl Session {
     pub(crate) fn inner(&self) -> &pstar::Session {
         &self.state.session
+    }
+
+    /// Its id, as handles keep it.
+    pub(crate) fn sid(&self) -> &Arc<str> {
+        &self.state.sid
+    }
+
+    /// Keeps `cus`, to cancel its units when the session is closed.
+    pub(crate) fn keep_units(&self, cus: &pstar::ComputeUnitService) {
+        if let Ok(mut s) = self.state.unit_services.lock() {
+            s.push(cus.clone());
+        }
     }
 
     /// Keeps `pcs`, to cancel its pilots when the session is closed.
@@ -173,8 +200,10 @@ impl Session {
         })?
         .map_err(error)?;
         let state = Arc::new(SessionState {
+            sid: Arc::from(session.id()),
             session,
             pilot_services: Mutex::new(Vec::new()),
+            unit_services: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         });
         if let Ok(mut all) = SESSIONS.lock() {
@@ -254,6 +283,10 @@ const SESSION_KEYS: &[&str] = &[
     "locality_wait",
     "agent_binary",
     "keep",
+    "claim_wait",
+    "heartbeat_interval",
+    "kill_grace",
+    "drain_margin",
 ];
 
 /// Sets one keyword argument of `Session(...)`.
@@ -276,6 +309,10 @@ fn setting(
         "locality_wait" => layer.locality_wait = Some(seconds(key, v)?),
         "agent_binary" => layer.agent_binary = Some(PathBuf::from(text(key, v)?)),
         "keep" => layer.keep = Some(seconds(key, v)?),
+        "claim_wait" => layer.claim_wait = Some(seconds(key, v)?),
+        "heartbeat_interval" => layer.heartbeat_interval = Some(seconds(key, v)?),
+        "kill_grace" => layer.kill_grace = Some(seconds(key, v)?),
+        "drain_margin" => layer.drain_margin = Some(seconds(key, v)?),
         other => {
             return Err(Error::new_err(format!(
                 "Session has no setting `{other}` (its settings: {})",
@@ -307,10 +344,15 @@ impl Session {
         self.inner().sandbox_root().display().to_string()
     }
 
-    /// The coordination store's URL (`None`: embedded in this process).
+    /// The coordination store's URL, its password masked (`None`: embedded in this
+    /// process).
     #[getter]
     fn coordination(&self) -> Option<String> {
-        self.inner().settings().coordination.clone()
+        self.inner()
+            .settings()
+            .coordination
+            .as_deref()
+            .map(pstar_cli::store::shown)
     }
 
     /// Whether `close()` was called.
@@ -347,6 +389,19 @@ impl Session {
                 .unwrap_or_else(|| "embedded".into())
         )
     }
+}
+
+/// Refuses a service of another session than `mine` (its units would wait for ever).
+pub(crate) fn same_session(mine: &Session, theirs: &Session, what: &str) -> PyResult<()> {
+    if Arc::ptr_eq(&mine.state, &theirs.state) {
+        return Ok(());
+    }
+    Err(Error::new_err(format!(
+        "this {what} is of session {}, not of this service's session {}: create both with \
+         the same session (services made without one share the default session)",
+        theirs.inner().id(),
+        mine.inner().id()
+    )))
 }
 
 /// The session `session` names, or the default one.

@@ -1,5 +1,7 @@
 //! `ComputeUnitService` and `ComputeUnit`.
 
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -15,6 +17,8 @@ use crate::{block, error, timed_out, wait_on};
 pub struct ComputeUnitService {
     pub(crate) inner: pstar::ComputeUnitService,
     session: Py<Session>,
+    /// The pilot services added to it (a wait ends when all their pilots have).
+    pilot_services: std::sync::Mutex<Vec<pstar::PilotComputeService>>,
 }
 
 impl ComputeUnitService {
@@ -30,7 +34,12 @@ impl ComputeUnitService {
         }
         let _ = py;
         let inner = pstar::ComputeUnitService::with_policy(s.inner(), policy);
-        Ok(Self { inner, session })
+        s.keep_units(&inner);
+        Ok(Self {
+            inner,
+            session,
+            pilot_services: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Submits Rust descriptions; the handles as Python objects.
@@ -45,8 +54,31 @@ impl ComputeUnitService {
     }
 }
 
+/// Waits for every unit of `cus`; if every pilot of `services` ends first (there was
+/// one), cancels the units left (nothing will run them) and waits for that.
+pub(crate) async fn wait_or_cancel_stranded(
+    cus: pstar::ComputeUnitService,
+    services: Vec<pstar::PilotComputeService>,
+) {
+    let pilots_ended = async {
+        loop {
+            let pilots: Vec<_> = services.iter().flat_map(|s| s.pilots()).collect();
+            if !pilots.is_empty() && pilots.iter().all(|p| p.state().is_final()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = cus.wait() => return,
+        _ = pilots_ended => {}
+    }
+    cus.cancel_stranded();
+    cus.wait().await;
+}
+
 /// Descriptions from a list (or any iterable) of descriptions or dicts.
-fn descriptions(
+pub(crate) fn collect_descriptions(
     py: Python<'_>,
     items: &Bound<'_, PyAny>,
 ) -> PyResult<Vec<pstar::ComputeUnitDescription>> {
@@ -67,10 +99,14 @@ fn descriptions(
     Ok(out)
 }
 
-fn handles(py: Python<'_>, units: Vec<pstar::ComputeUnit>) -> PyResult<Py<PyList>> {
+pub(crate) fn handles(
+    py: Python<'_>,
+    session: &Arc<str>,
+    units: Vec<pstar::ComputeUnit>,
+) -> PyResult<Py<PyList>> {
     let list = PyList::empty(py);
     for u in units {
-        list.append(Py::new(py, ComputeUnit { inner: u })?)?;
+        list.append(Py::new(py, ComputeUnit::new(u, session))?)?;
     }
     Ok(list.unbind())
 }
@@ -84,13 +120,23 @@ impl ComputeUnitService {
         Self::make(py, session, prefetch)
     }
 
-    /// Lets its units run on the pilots of `pcs` (those it has and will have).
-    fn add_pilot_compute_service(&self, pcs: &Bound<'_, PilotComputeService>) {
+    /// Lets its units run on the pilots of `pcs` (those it has and will have); `pcs`
+    /// must be of the same session.
+    fn add_pilot_compute_service(&self, pcs: &Bound<'_, PilotComputeService>) -> PyResult<()> {
+        crate::session::same_session(
+            self.session.get(),
+            pcs.get().session_of(),
+            "PilotComputeService",
+        )?;
         self.inner.add_pilot_service(&pcs.get().inner);
+        if let Ok(mut all) = self.pilot_services.lock() {
+            all.push(pcs.get().inner.clone());
+        }
+        Ok(())
     }
 
     /// `add_pilot_compute_service`, the seeds' short name.
-    fn add(&self, pcs: &Bound<'_, PilotComputeService>) {
+    fn add(&self, pcs: &Bound<'_, PilotComputeService>) -> PyResult<()> {
         self.add_pilot_compute_service(pcs)
     }
 
@@ -133,7 +179,7 @@ impl ComputeUnitService {
         let inner = units
             .pop()
             .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
-        Ok(ComputeUnit { inner })
+        Ok(ComputeUnit::new(inner, self.session.get().sid()))
     }
 
     /// `submit_compute_unit`, the seeds' short name.
@@ -152,18 +198,18 @@ impl ComputeUnitService {
     fn submit_compute_units(
         &self,
         py: Python<'_>,
-        descriptions_: &Bound<'_, PyAny>,
+        descriptions: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyList>> {
-        let ds = descriptions(py, descriptions_)?;
+        let ds = collect_descriptions(py, descriptions)?;
         let units = self.submit_all(py, ds)?;
-        handles(py, units)
+        handles(py, self.session.get().sid(), units)
     }
 
     /// Runs `function(*args, **kwargs)` on a pilot, in one of its Python workers; the
     /// unit's `result()` (or `future()`) is what it returns, or raises what it raised.
     /// (To give the unit other keys, cores or `after` say, submit a
     /// `ComputeUnitDescription(function=..., args=..., kwargs=...)`.)
-    #[pyo3(signature = (function, *args, **kwargs))]
+    #[pyo3(signature = (function, /, *args, **kwargs))]
     fn submit_function(
         &self,
         py: Python<'_>,
@@ -187,15 +233,21 @@ impl ComputeUnitService {
         let inner = units
             .pop()
             .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
-        Ok(ComputeUnit { inner })
+        Ok(ComputeUnit::new(inner, self.session.get().sid()))
     }
 
     /// Waits until every unit submitted here has ended (`timeout` in seconds:
-    /// `TimeoutError`).
+    /// `TimeoutError`). When every pilot of its pilot services has ended with units left,
+    /// nothing can run those: they are canceled, saying why, as `pstar run` does.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let cus = self.inner.clone();
-        wait_on(py, timeout, async move { cus.wait().await })?
+        let services = self
+            .pilot_services
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        wait_on(py, timeout, wait_or_cancel_stranded(cus, services))?
             .ok_or_else(|| timed_out("the units", timeout))
     }
 
@@ -206,7 +258,7 @@ impl ComputeUnitService {
 
     /// Its units, in the order they were submitted.
     fn get_compute_units(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
-        handles(py, self.inner.units())
+        handles(py, self.session.get().sid(), self.inner.units())
     }
 
     /// Its units.
@@ -235,9 +287,17 @@ impl ComputeUnitService {
 #[pyclass(module = "pstar", name = "ComputeUnit", frozen)]
 pub struct ComputeUnit {
     pub(crate) inner: pstar::ComputeUnit,
+    session: Arc<str>,
 }
 
 impl ComputeUnit {
+    pub(crate) fn new(inner: pstar::ComputeUnit, session: &Arc<str>) -> Self {
+        Self {
+            inner,
+            session: session.clone(),
+        }
+    }
+
     fn final_state(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<pstar::UnitState> {
         let state = self.inner.state();
         if state.is_final() {
@@ -383,6 +443,7 @@ impl ComputeUnit {
             .call_method1("new_future", (slf,))?;
         crate::notify::watch_unit(
             py,
+            &slf.get().session,
             &slf.get().inner,
             slf.as_any(),
             None,
@@ -403,6 +464,7 @@ impl ComputeUnit {
     fn on_state_change(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
         crate::notify::watch_unit(
             slf.py(),
+            &slf.get().session,
             &slf.get().inner,
             slf.as_any(),
             Some(callback),

@@ -12,7 +12,9 @@
 //! way it stops a program (the worker is then dropped, not reused). Workers carry the
 //! marker `<pilot sandbox>/python-workers` (see [`crate::descendants`]): they are killed
 //! with the agent, and they end by themselves at the end of their input when the agent
-//! dies. What functions print goes to `<pilot sandbox>/python-workers.log`.
+//! dies. What functions print goes to `<pilot sandbox>/python-workers.log`. The pilot's
+//! `pre_exec` lines run before each worker starts (not before each call); the pilot's
+//! `environment` is the workers'.
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -146,9 +148,23 @@ impl Workers {
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let mut command = Command::new(&self.python);
+        // The pilot's `pre_exec` lines (module loads, a conda activation) run first, in
+        // the shell that then becomes the worker; the interpreter and the worker program
+        // are that shell's `$0` and `$1`, never pasted into its line.
+        let pre_exec = &self.record.description.pre_exec;
+        let mut command = if pre_exec.is_empty() {
+            let mut c = Command::new(&self.python);
+            c.arg(&script);
+            c
+        } else {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg(format!("{}\nexec \"$0\" \"$1\"", pre_exec.join("\n")))
+                .arg(&self.python)
+                .arg(&script);
+            c
+        };
         command
-            .arg(&script)
             .current_dir(&self.sandbox)
             .envs(&self.record.description.environment)
             .env("PSTAR_PILOT_ID", self.record.id.to_string())

@@ -8,7 +8,8 @@
 #   worker -> agent:  u8 kind, u32 length, then the pickled answer:
 #                     kind 0: what the function returned
 #                     kind 1: u32 length and "Type: message" (UTF-8), then
-#                             (exception or None, traceback text, type name, message)
+#                             (pickled exception or None, traceback text, type name,
+#                              message)
 #
 # and first says b"PSW1" once it is ready. Whatever the function prints goes to the
 # worker's log (its standard error), never into the frames. It ends at the end of its
@@ -63,10 +64,13 @@ def main():
         except BaseException:
             message = "(its message cannot be shown)"
         summary = ("%s: %s" % (name, message) if message else name)[:1000].encode("utf-8", "replace")
+        # The exception pickled apart: one whose class the client cannot import still
+        # comes back as its name, message and traceback.
         try:
-            pickled = dumps((e, text, name, message))
+            exception = dumps(e)
         except BaseException:
-            pickled = dumps((None, text, name, message))
+            exception = None
+        pickled = pickle.dumps((exception, text, name, message), protocol=pickle.HIGHEST_PROTOCOL)
         return struct.pack("<I", len(summary)) + summary + pickled
 
     frames_out.write(b"PSW1")

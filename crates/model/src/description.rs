@@ -846,6 +846,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_function_unit_has_no_field_of_a_process_and_a_bounded_call() {
+        let call = |n: usize| FunctionCall {
+            name: "f".into(),
+            payload: vec![0; n],
+        };
+        let unit = ComputeUnitDescription::function(call(10));
+        unit.validate().unwrap();
+        assert_eq!(unit.display_name(), "f");
+        let with = |change: fn(&mut ComputeUnitDescription)| {
+            let mut d = unit.clone();
+            change(&mut d);
+            d.validate().map_err(|e| (e.fields(), e.to_string()))
+        };
+        for (field, change) in [
+            (
+                "executable",
+                (|d: &mut ComputeUnitDescription| d.executable = "/bin/true".into())
+                    as fn(&mut ComputeUnitDescription),
+            ),
+            ("arguments", |d| d.arguments = vec!["x".into()]),
+            ("shell", |d| d.shell = true),
+            ("mpi", |d| d.mpi = true),
+            ("pre_exec", |d| d.pre_exec = vec!["module load x".into()]),
+            ("stdout", |d| d.stdout = Some("out".into())),
+            ("input_data", |d| d.input_data = vec!["du".into()]),
+        ] {
+            let (fields, message) = with(change).expect_err(field);
+            assert_eq!(fields, vec![field]);
+            assert!(message.contains("function unit"), "{message}");
+        }
+        let big = ComputeUnitDescription::function(call(MAX_FUNCTION_BYTES + 1));
+        let e = big.validate().unwrap_err();
+        assert_eq!(e.fields(), vec!["function"]);
+        assert!(e.to_string().contains("at most"), "{e}");
+        // Without a function, an executable is needed as before.
+        assert_eq!(
+            ComputeUnitDescription::default().validate(),
+            Err(DescriptionError::NoExecutable)
+        );
+    }
+
+    #[test]
     fn units_no_process_could_be_given_are_refused() {
         let unit = || ComputeUnitDescription::new("/bin/true");
         let env = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);

@@ -1,0 +1,188 @@
+"""Fixtures of pstar's Python tests: real sessions, real local pilots, a real Redis.
+
+Nothing is mocked: pilots are pstar's own local pilots (agents in this process, or
+`pstar-agent` processes with Redis), units are real processes, function units run in the
+pilots' Python workers. Every wait is bounded (`timeout=`): the machine is small and busy.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+import pstar
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+# Generous bounds for waits that normally end in well under a second: a busy machine of
+# 2 cores must not fail a test, a hang must not stall the suite.
+WAIT = 60
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_settings(monkeypatch):
+    """Sessions here are made with their settings, not the environment's (a
+    `PSTAR_COORDINATION` in the shell would turn every session into a Redis one)."""
+    for name in list(os.environ):
+        if name.startswith("PSTAR_") and name != "PSTAR_LOG":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def session(tmp_path):
+    """A session (embedded coordination) whose sandboxes are under tmp_path; closed at
+    teardown (its pilots canceled)."""
+    s = pstar.Session(sandbox=str(tmp_path / "sandbox"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def pcs(session):
+    """A PilotComputeService of `session`."""
+    return pstar.PilotComputeService(session)
+
+
+@pytest.fixture
+def pilot(pcs):
+    """A local pilot of 2 cores and a walltime of 10 minutes, on `session`."""
+    return pcs.create_pilot(resource="local://", cores=2, walltime=10)
+
+
+@pytest.fixture
+def cus(session, pcs, pilot):
+    """A ComputeUnitService of `session` whose units run on `pilot`."""
+    s = pstar.ComputeUnitService(session)
+    s.add_pilot_compute_service(pcs)
+    return s
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ping(port, timeout=0.5):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A redis-server of this test's own (no persistence, loopback only):
+    `redis://127.0.0.1:PORT`; killed at teardown."""
+    if not (os.path.exists(REDIS_SERVER) and os.access(REDIS_SERVER, os.X_OK)):
+        pytest.skip("redis-server is not installed (%s)" % REDIS_SERVER)
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    for _ in range(5):
+        port = _free_port()
+        log = open(workdir / ("redis.%d.log" % port), "wb")
+        proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _ping(port):
+                break
+            time.sleep(0.05)
+        if proc.poll() is None and _ping(port):
+            break
+        # Lost the port to another process (or redis did not start): try another.
+        proc.kill()
+        proc.wait(timeout=10)
+    else:
+        pytest.fail("redis-server did not start; see %s" % workdir)
+    try:
+        yield "redis://127.0.0.1:%d" % port
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def agent_program():
+    """The `pstar-agent` console script of the package, as installed."""
+    import pstar as p
+
+    path = p._agent_program()
+    assert path is not None and os.access(path, os.X_OK), "pstar-agent is not installed"
+    assert shutil.which("pstar-agent", path=os.path.dirname(path)) == path
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Tests that run in an interpreter of their own
+# ---------------------------------------------------------------------------------------
+#
+# pstar bug (see test_units.py::test_futures_and_callbacks_of_a_second_session): the
+# callbacks and futures of a unit (and the callbacks of a pilot) are kept process-wide by
+# the unit's (pilot's) id alone, `unit.000003`, which every session numbers from 0: once a
+# unit id has been watched in one session, a unit with the same id in any later session of
+# the process never has its callbacks called nor its futures settled (`await` hangs too).
+# Each test below makes its own session, so a test of callbacks, futures or asyncio is run
+# in an interpreter of its own (`@pytest.mark.own_process`), where its session is the
+# first: the feature is tested there, the bug by the test named above (xfail, strict).
+# Once pstar is fixed, that test XPASSes (a failure, being strict): remove its xfail mark
+# and the own_process marks.
+
+_CHILD = "_PSTAR_TESTS_CHILD"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "own_process: run the test in an interpreter of its own (see conftest.py: pstar's "
+        "watches keyed by unit id alone)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(_CHILD):
+        return None
+    import sys
+    import tempfile
+
+    basetemp = tempfile.mkdtemp(prefix="pstar-own-process-")
+    env = dict(os.environ, **{_CHILD: "1"})
+    nodeid = "%s::%s" % (pyfuncitem.path, pyfuncitem.name)
+    cmd = [
+        sys.executable, "-m", "pytest", "-q", "-x", "--no-header", "-p", "no:cacheprovider",
+        "--basetemp", basetemp, nodeid,
+    ]
+    try:
+        done = subprocess.run(
+            cmd, env=env, cwd=str(pyfuncitem.path.parent.parent), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, timeout=300,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("%s did not end within 300 s in its own process:\n%s"
+                    % (nodeid, (e.stdout or b"").decode(errors="replace")[-6000:]),
+                    pytrace=False)
+    out = done.stdout.decode(errors="replace")
+    if done.returncode != 0 or " passed" not in out:
+        pytest.fail("%s failed in its own process (exit %d):\n%s"
+                    % (nodeid, done.returncode, out[-8000:]), pytrace=False)
+    shutil.rmtree(basetemp, ignore_errors=True)
+    return True
