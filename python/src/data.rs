@@ -376,6 +376,23 @@ impl ComputeDataService {
         Ok(du.map(|inner| DataUnit { inner }))
     }
 
+    /// Its compute unit service (for what only it has: `submit_function`, say).
+    #[getter]
+    fn units(&self, py: Python<'_>) -> Py<ComputeUnitService> {
+        self.units.clone_ref(py)
+    }
+
+    /// Its session.
+    #[getter]
+    fn session(&self, py: Python<'_>) -> Py<Session> {
+        self.session.clone_ref(py)
+    }
+
+    /// `add_pilot_compute_service`, the seeds' short name.
+    fn add(&self, pcs: &Bound<'_, PilotComputeService>) -> PyResult<()> {
+        self.add_pilot_compute_service(pcs)
+    }
+
     /// Waits until every compute unit submitted here has ended (units left when every
     /// pilot has ended are canceled, as `ComputeUnitService.wait` does).
     #[pyo3(signature = (timeout=None))]

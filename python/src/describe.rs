@@ -817,6 +817,10 @@ pub(crate) fn unit_description(
     if obj.is_instance_of::<PyDict>() {
         let mut d = ComputeUnitDescription::empty();
         set_all(Some(obj), None, CUD, |k, v| d.set(k, v))?;
+        if d.function.is_none() && d.args.is_none() && d.kwargs.is_none() {
+            // Nothing to pickle: the description as it is, not a copy.
+            return Ok(d.inner);
+        }
         return d.to_rust(py);
     }
     Err(DescriptionError::new_err(format!(

@@ -291,6 +291,13 @@ pub struct ComputeUnit {
 }
 
 impl ComputeUnit {
+    fn process_path(&self, p: Option<std::path::PathBuf>) -> Option<String> {
+        match self.inner.description().function {
+            Some(_) => None,
+            None => p.map(|p| p.display().to_string()),
+        }
+    }
+
     pub(crate) fn new(inner: pstar::ComputeUnit, session: &Arc<str>) -> Self {
         Self {
             inner,
@@ -353,22 +360,53 @@ impl ComputeUnit {
         self.inner.pilot().map(|p| p.to_string())
     }
 
-    /// Its sandbox directory, once bound to a pilot.
+    /// Its sandbox directory, once bound to a pilot (`None` for a function unit: it runs
+    /// in a worker, in the pilot's sandbox).
     #[getter]
     fn sandbox(&self) -> Option<String> {
-        self.inner.sandbox().map(|p| p.display().to_string())
+        self.process_path(self.inner.sandbox())
     }
 
-    /// The file of its standard output, once bound to a pilot.
+    /// The file of its standard output, once bound to a pilot (`None` for a function
+    /// unit: what functions print goes to `<pilot sandbox>/python-workers.log`).
     #[getter]
     fn stdout(&self) -> Option<String> {
-        self.inner.stdout().map(|p| p.display().to_string())
+        self.process_path(self.inner.stdout())
     }
 
-    /// The file of its standard error, once bound to a pilot.
+    /// The file of its standard error, once bound to a pilot (`None` for a function
+    /// unit).
     #[getter]
     fn stderr(&self) -> Option<String> {
-        self.inner.stderr().map(|p| p.display().to_string())
+        self.process_path(self.inner.stderr())
+    }
+
+    /// The seeds' `get_details()`: a dict of its id, name, state, exit code, detail,
+    /// pilot and output files.
+    fn get_details(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id())?;
+        d.set_item("name", self.name())?;
+        d.set_item("state", self.state_attr())?;
+        d.set_item("exit_code", self.exit_code())?;
+        d.set_item("detail", self.detail())?;
+        d.set_item("pilot", self.pilot())?;
+        d.set_item("stdout", self.stdout())?;
+        d.set_item("stderr", self.stderr())?;
+        Ok(d.into_any().unbind())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<ComputeUnit>()
+            .is_ok_and(|o| o.get().session == self.session && o.get().inner.id() == self.inner.id())
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&*self.session, self.inner.id().to_string()).hash(&mut h);
+        h.finish()
     }
 
     /// Whether it runs a Python function (not a program).

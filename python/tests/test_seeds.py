@@ -146,9 +146,14 @@ cu = cds.submit_compute_unit(cud)
     assert cu.wait(timeout=WAIT) == "done", cu.detail
     with open(cu.stdout) as f:
         assert f.read() == "hello from a data unit\n"
-    assert cds_units(ns) == [cu.id]
+    assert [u.id for u in ns["cds"].get_compute_units()] == [cu.id]
     assert ns["cds"].get_data_unit("input").name == "input"
 
 
-def cds_units(ns):
-    return [u.id for u in ns["cds"].get_compute_units()]
+def test_pilot_data_description_needs_a_name(default_session_here, tmp_path):
+    """The seeds' PilotDataDescription has only a service_url; pstar's stores need a
+    name. Refused when the store is created, saying so."""
+    pds = pstar.PilotDataService()
+    pdd = pstar.PilotDataDescription(service_url="file://%s" % (tmp_path / "store"))
+    with pytest.raises(pstar.Error, match="name"):
+        pds.create_pilot(pdd)

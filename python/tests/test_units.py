@@ -143,11 +143,14 @@ def test_cancel_waiting_on_the_pool(session, cus):
 
 
 def test_wait_rejects_bad_timeouts(cus):
-    cu = cus.submit(executable="/bin/true")
+    cu = cus.submit(executable="/bin/sleep", arguments=["30"])
     for bad in (-1, float("nan"), float("inf")):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="timeout"):
             cu.wait(timeout=bad)
-    assert cu.wait(timeout=WAIT) == "done"
+        with pytest.raises(ValueError, match="timeout"):
+            cus.wait(timeout=bad)
+    cu.cancel()
+    assert cu.wait(timeout=WAIT) == "canceled"
 
 
 def test_missing_executable_fails_alone(cus):
@@ -222,7 +225,7 @@ def test_unit_details(cus, pilot):
 
 def test_after_dependencies_order(cus, tmp_path):
     log = tmp_path / "order.log"
-    a = cus.submit(shell=True, executable="sleep 0.5; echo a >> %s" % log)
+    a = cus.submit(shell=True, executable="sleep 1; echo a >> %s" % log)
     b = cus.submit(shell=True, executable="echo b >> %s" % log, after=[a])
     c = cus.submit(shell=True, executable="echo c >> %s" % log, after=[b.id])
     # Independent of them: runs at once, next to `a` (the pilot has 2 cores).
@@ -286,7 +289,6 @@ def test_retry_only_on_listed_exit_codes(cus, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.own_process
 def test_state_callbacks_see_every_state_to_done(cus):
     blocker = cus.submit(executable="/bin/sleep", arguments=["0.5"])
     cu = cus.submit(executable="/bin/true", after=[blocker])
@@ -313,7 +315,6 @@ def test_state_callbacks_see_every_state_to_done(cus):
     assert threads == {"pstar-notify"}
 
 
-@pytest.mark.own_process
 def test_register_callback_seed_name(cus):
     blocker = cus.submit(executable="/bin/sleep", arguments=["0.3"])
     cu = cus.submit(executable="/bin/false", after=[blocker], on_dependency_failure="run")
@@ -331,7 +332,6 @@ def test_register_callback_seed_name(cus):
     assert got[-1] == "failed"
 
 
-@pytest.mark.own_process
 def test_raising_callback_is_reported_and_others_go_on(cus, monkeypatch):
     reported = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u))
@@ -365,7 +365,6 @@ def test_raising_callback_is_reported_and_others_go_on(cus, monkeypatch):
     assert cus.submit(executable="/bin/true").wait(timeout=WAIT) == "done"
 
 
-@pytest.mark.own_process
 def test_pilot_callbacks(session, pcs):
     """`on_state_change` and the seeds' `register_callback` on a pilot: registered while
     it is pending they see it running; both see its end. (A local pilot may already be
@@ -396,7 +395,9 @@ def test_pilot_callbacks(session, pcs):
     if state_at_registration == "pending":
         assert seen == ["running", "canceled"], seen
     else:
-        assert seen == ["canceled"], (state_at_registration, seen)
+        # Running before the callback was registered (nothing to tell), or between the
+        # registration and the read of its state.
+        assert seen in (["canceled"], ["running", "canceled"]), (state_at_registration, seen)
     # Its history has it all the same.
     assert [s for s, _ in pilot.history][-2:] == ["running", "canceled"]
 
@@ -406,7 +407,6 @@ def test_pilot_callbacks(session, pcs):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.own_process
 def test_future_result(cus):
     cu = cus.submit(executable="/bin/true")
     fut = cu.future()
@@ -416,7 +416,6 @@ def test_future_result(cus):
     assert cu.future().result(timeout=WAIT) == 0
 
 
-@pytest.mark.own_process
 def test_future_of_failed_unit(cus):
     cu = cus.submit(executable="/bin/false")
     fut = cu.future()
@@ -425,7 +424,6 @@ def test_future_of_failed_unit(cus):
     assert isinstance(fut.exception(timeout=WAIT), pstar.UnitFailed)
 
 
-@pytest.mark.own_process
 def test_canceling_the_future_cancels_the_unit(cus):
     cu = cus.submit(executable="/bin/sleep", arguments=["30"])
     fut = cu.future()
@@ -433,7 +431,6 @@ def test_canceling_the_future_cancels_the_unit(cus):
     assert cu.wait(timeout=WAIT) == "canceled"
 
 
-@pytest.mark.own_process
 def test_many_futures(cus, tmp_path):
     units = [
         cus.submit(executable="/bin/sh", arguments=["-c", "exit %d" % (i % 3 == 0)])
@@ -451,7 +448,6 @@ def test_many_futures(cus, tmp_path):
     assert sorted(finished) == list(range(60))
 
 
-@pytest.mark.own_process
 def test_asyncio_await_and_gather(cus):
     async def main():
         one = await asyncio.wait_for(cus.submit(executable="/bin/true"), timeout=WAIT)
@@ -467,7 +463,6 @@ def test_asyncio_await_and_gather(cus):
     assert many == [2**i for i in range(10)]
 
 
-@pytest.mark.own_process
 def test_asyncio_gather_return_exceptions(cus):
     async def main():
         units = [
@@ -525,11 +520,6 @@ def test_session_context_manager_cancels_its_pilots(tmp_path):
     s.close()  # twice: nothing more
 
 
-@pytest.mark.xfail(
-    reason="pstar bug: Session.close() (and leaving `with Session()`) puts a running unit "
-    "back to `new` and leaves it there, never canceled: its wait() never returns",
-    strict=True,
-)
 def test_session_close_cancels_running_units(tmp_path):
     """Session.close()'s docstring: "its units that still run are canceled with them"."""
     with pstar.Session(sandbox=str(tmp_path / "sb")) as s:
@@ -539,10 +529,13 @@ def test_session_close_cancels_running_units(tmp_path):
         cus.add(pcs)
         long = running_unit(cus)
     try:
-        final = long.wait(timeout=3)
+        final = long.wait(timeout=10)
     except TimeoutError:
-        final = "still %s after 3 s; history %s" % (long.state, [h for h, _ in long.history])
+        final = "still %s after 10 s; history %s" % (long.state, [h for h, _ in long.history])
     assert final == "canceled"
+    assert "closed" in (long.detail or ""), long.detail
+    with pytest.raises(concurrent.futures.CancelledError):
+        long.result(timeout=WAIT)
 
 
 def test_session_context_manager_on_exception(tmp_path):
@@ -588,13 +581,13 @@ def test_unit_needing_more_cores_than_any_pilot(cus):
 
 
 # ---------------------------------------------------------------------------------------
-# pstar bugs
+# Several sessions in one process
 # ---------------------------------------------------------------------------------------
 
 
 def _one_session_of_futures(tmp_path, n):
     """In a session of its own: a unit's future and callback, a pilot's callback. What
-    did not come within 3 s."""
+    did not come within 10 s."""
     missing = []
     with pstar.Session(sandbox=str(tmp_path / ("sb%d" % n))) as s:
         pcs = pstar.PilotComputeService(s)
@@ -610,24 +603,44 @@ def _one_session_of_futures(tmp_path, n):
         cu.on_state_change(lambda u, state: state == "done" and unit_ended.set())
         fut = cu.future()
         try:
-            fut.result(timeout=3)
+            fut.result(timeout=10)
         except concurrent.futures.TimeoutError:
             missing.append("future of %s (state %s)" % (cu.id, cu.state))
-        if not unit_ended.wait(timeout=3):
+        if not unit_ended.wait(timeout=10):
             missing.append("callback of %s" % cu.id)
         pilot.cancel()
-        if not pilot_ended.wait(timeout=3):
+        if not pilot_ended.wait(timeout=10):
             missing.append("callback of %s" % pilot.id)
     return missing
 
 
-@pytest.mark.xfail(
-    reason="pstar bug: callbacks and futures are keyed process-wide by unit (pilot) id "
-    "alone (python/src/notify.rs): a unit or pilot of a second session with an id already "
-    "watched in an earlier session never has its callbacks called nor its futures settled",
-    strict=True,
-)
 def test_futures_and_callbacks_of_a_second_session(tmp_path):
     first = _one_session_of_futures(tmp_path, 1)
     second = _one_session_of_futures(tmp_path, 2)
     assert (first, second) == ([], [])
+
+
+def test_services_of_another_session_are_refused(session, cus, tmp_path):
+    with pstar.Session(sandbox=str(tmp_path / "other")) as other:
+        foreign = pstar.PilotComputeService(other)
+        with pytest.raises(pstar.Error, match="session") as e:
+            cus.add(foreign)
+        assert other.id in str(e.value) and session.id in str(e.value)
+    assert cus.submit(executable="/bin/true").wait(timeout=WAIT) == "done"
+
+
+def test_wait_ends_when_every_pilot_has_ended(session, pcs, cus, pilot):
+    """Units left when all the pilots have ended can never run: cus.wait() cancels them
+    (saying why) rather than waiting for ever."""
+    busy = [cus.submit(executable="/bin/sleep", arguments=["30"]) for _ in range(2)]
+    queued = [cus.submit(executable="/bin/true") for _ in range(3)]
+    for cu in busy:
+        deadline = time.monotonic() + WAIT
+        while cu.state != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    pcs.cancel()
+    assert pilot.state == "canceled"
+    cus.wait(timeout=WAIT)
+    for cu in busy + queued:
+        assert cu.state == "canceled", (cu.id, cu.state, cu.detail)
+        assert cu.detail, cu.id
