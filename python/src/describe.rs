@@ -535,7 +535,6 @@ impl ComputeUnitDescription {
                     x.set_item("name", &o.name)?;
                     x.set_item("files", &o.files)?;
                     x.set_item("store", &o.store)?;
-                    x.set_item("export", o.export.as_ref().map(|p| p.display().to_string()))?;
                     x.set_item("allow_empty", o.allow_empty)?;
                     list.append(x)?;
                 }
@@ -777,6 +776,8 @@ impl ComputeUnitDescription {
             "retries",
             "retry_on_exit_codes",
             "function",
+            "args",
+            "kwargs",
         ] {
             d.set_item(key, self.get(py, key)?)?;
         }
