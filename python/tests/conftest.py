@@ -113,11 +113,43 @@ def redis_url(tmp_path):
         proc.wait(timeout=10)
     else:
         pytest.fail("redis-server did not start; see %s" % workdir)
+    url = "redis://127.0.0.1:%d" % port
     try:
-        yield "redis://127.0.0.1:%d" % port
+        yield url
     finally:
+        # The agents of this Redis finish after their pilot ends (they release their lease
+        # in Redis): wait for them, else one would retry for a minute against a dead
+        # Redis. Any still there after 15 s is killed (by pid: an agent of this test).
+        deadline = time.monotonic() + 15
+        while _agents_of(url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in _agents_of(url):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         proc.kill()
         proc.wait(timeout=10)
+
+
+def _agents_of(url):
+    """The pids of the `pstar-agent` processes coordinated through `url` (zombies left
+    out)."""
+    pids = []
+    needle = url.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if not zombie and needle in argv and any(a.endswith(b"pstar-agent") for a in argv):
+            pids.append(int(entry))
+    return pids
 
 
 @pytest.fixture

@@ -255,12 +255,6 @@ def test_as_dict_round_trip():
     assert not {"total_core_count", "number_of_processes", "output", "error"} & set(d)
 
 
-@pytest.mark.xfail(
-    reason="pstar bug: as_dict() writes each output_data entry with `export: None`, "
-    "which ComputeUnitDescription(...) refuses (DescriptionError: `export` is for "
-    "workload files), so a description with output_data does not round-trip",
-    strict=True,
-)
 def test_as_dict_round_trip_with_output_data():
     cud = full_description(output_data=[{"name": "aligned", "files": ["*.bam"]}])
     d = cud.as_dict()
@@ -268,12 +262,6 @@ def test_as_dict_round_trip_with_output_data():
     assert CUD(d).as_dict() == d
 
 
-@pytest.mark.xfail(
-    reason="pstar bug: as_dict() of a function description has `function` but not "
-    "`args` nor `kwargs`: rebuilt from it, the unit calls the function without its "
-    "arguments",
-    strict=True,
-)
 def test_as_dict_round_trip_of_a_function_description():
     cud = CUD(function=divmod, args=(17, 5), kwargs={}, retries=1)
     d = cud.as_dict()
