@@ -6,7 +6,12 @@ from . import _pstar
 
 
 def main():
-    sys.exit(_pstar.run_agent(sys.argv[1:]))
+    try:
+        code = _pstar.run_agent(sys.argv[1:])
+    except _pstar.Error as e:
+        print("pstar-agent: %s" % e, file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,20 @@ pub(crate) fn keyed(key: &str, message: String) -> PyErr {
 }
 
 /// The error for a key `what` does not have, with the nearest key it has.
-fn unknown(what: &str, key: &str, keys: &[&str]) -> PyErr {
+pub(crate) fn unknown(what: &str, key: &str, keys: &[&str]) -> PyErr {
     let near = keys
         .iter()
         .map(|k| (distance(key, k), *k))
         .min()
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .map(|(_, k)| k)
+        // `retry` for `retries`: a key that begins with what was written.
+        .or_else(|| {
+            keys.iter()
+                .copied()
+                .find(|k| key.len() >= 3 && k.starts_with(key))
+        })
+        .map(|k| format!("; did you mean `{k}`?"))
         .unwrap_or_default();
     keyed(
         key,
@@ -1004,8 +1011,12 @@ impl PilotComputeDescription {
     }
 }
 
+/// The variable whose directories a Python worker puts first on its `sys.path`.
+const WORKER_PATH: &str = "PSTAR_PYTHONPATH";
+
 /// The Rust description of `obj`: a `PilotComputeDescription` or a dict of its keys; a
-/// local pilot runs function units with `python` unless it says otherwise.
+/// local pilot runs function units with `python` unless it says otherwise, and its
+/// workers import from this program's `sys.path`.
 pub(crate) fn pilot_description(
     obj: &Bound<'_, PyAny>,
     python: Option<&str>,
@@ -1028,6 +1039,23 @@ pub(crate) fn pilot_description(
     };
     if !python_set && d.resource.scheme() == pstar::Scheme::Local {
         d.python = python.map(str::to_owned);
+        // Its workers import what this program imports (functions of the program's own
+        // modules are pickled by reference): its `sys.path`, for the workers only.
+        if d.python.is_some() && !d.environment.contains_key(WORKER_PATH) {
+            let py = obj.py();
+            let path: Vec<String> = py.import("sys")?.getattr("path")?.extract()?;
+            let cwd = std::env::current_dir().ok();
+            let dirs: Vec<String> = path
+                .into_iter()
+                .filter_map(|p| match (p.is_empty(), &cwd) {
+                    (true, Some(c)) => Some(c.display().to_string()),
+                    (true, None) => None,
+                    (false, _) => Some(p),
+                })
+                .filter(|p| !p.contains(':'))
+                .collect();
+            d.environment.insert(WORKER_PATH.to_owned(), dirs.join(":"));
+        }
     }
     Ok(d)
 }
@@ -1134,18 +1162,30 @@ impl PilotDataDescription {
 
 /// The Rust description of a `PilotDataDescription` or dict.
 pub(crate) fn store_description(obj: &Bound<'_, PyAny>) -> PyResult<pstar::PilotDataDescription> {
-    if let Ok(d) = obj.cast::<PilotDataDescription>() {
-        return Ok(d.borrow().inner.clone());
-    }
-    if obj.is_instance_of::<PyDict>() {
+    let d = if let Ok(d) = obj.cast::<PilotDataDescription>() {
+        d.borrow().inner.clone()
+    } else if obj.is_instance_of::<PyDict>() {
         let mut d = PilotDataDescription::new(None, None)?;
         set_all(Some(obj), None, PDD, |k, v| d.set(k, v))?;
-        return Ok(d.inner);
+        d.inner
+    } else {
+        return Err(DescriptionError::new_err(format!(
+            "expected a PilotDataDescription or a dict of its keys, not {}",
+            obj.get_type().name()?
+        )));
+    };
+    for (key, empty) in [("name", d.name.is_empty()), ("url", d.url.is_empty())] {
+        if empty {
+            return Err(keyed(
+                key,
+                format!(
+                    "{PDD} needs a `{key}` (a pilot store has a name that data units and \
+                     outputs use, and a url such as \"file:///scratch/data\")"
+                ),
+            ));
+        }
     }
-    Err(DescriptionError::new_err(format!(
-        "expected a PilotDataDescription or a dict of its keys, not {}",
-        obj.get_type().name()?
-    )))
+    Ok(d)
 }
 
 const DUD: &str = "DataUnitDescription";

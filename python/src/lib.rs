@@ -166,6 +166,13 @@ pub(crate) fn error(e: pstar::Error) -> PyErr {
 /// agent program of pilots whose agents are processes of their own).
 #[pyfunction]
 fn run_agent(py: Python<'_>, args: Vec<String>) -> PyResult<i32> {
+    const USAGE: &str = "usage: pstar-agent agent --coordination URL --session SESSION \
+                         --pilot PILOT\n\nRuns one pilot's agent: pstar starts it (with Redis), \
+                         not you.";
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(0);
+    }
     let mut args = args.into_iter().peekable();
     if args.peek().is_some_and(|a| a == "agent") {
         args.next();

@@ -313,12 +313,7 @@ fn setting(
         "heartbeat_interval" => layer.heartbeat_interval = Some(seconds(key, v)?),
         "kill_grace" => layer.kill_grace = Some(seconds(key, v)?),
         "drain_margin" => layer.drain_margin = Some(seconds(key, v)?),
-        other => {
-            return Err(Error::new_err(format!(
-                "Session has no setting `{other}` (its settings: {})",
-                SESSION_KEYS.join(", ")
-            )));
-        }
+        other => return Err(crate::describe::unknown("Session", other, SESSION_KEYS)),
     }
     Ok(())
 }

@@ -306,6 +306,13 @@ impl ComputeUnit {
     }
 
     fn final_state(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<pstar::UnitState> {
+        if let Some(t) = timeout
+            && !(t >= 0.0 && t.is_finite())
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "timeout must be a number of seconds >= 0, not {t}"
+            )));
+        }
         let state = self.inner.state();
         if state.is_final() {
             return Ok(state);

@@ -98,6 +98,7 @@ fn measure(pilots: u64) -> (f64, f64) {
                     detail: None,
                     lost_run: None,
                     failed_run: false,
+                    result: None,
                 }));
             }
         }

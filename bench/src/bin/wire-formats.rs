@@ -182,6 +182,7 @@ fn main() {
                             detail: None,
                             lost_run: None,
                             failed_run: false,
+                            result: None,
                         })
                     };
                     [
@@ -207,6 +208,7 @@ fn main() {
                 reason: "lost with its pilot".into(),
             }),
             failed_run: false,
+            result: None,
         }),
         Event::Pilot(PilotEvent {
             pilot,

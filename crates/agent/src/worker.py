@@ -33,6 +33,10 @@ def read_exact(stream, n):
 
 
 def main():
+    # The client's import path, for functions of its own modules (set by the Python
+    # package for local pilots).
+    extra = [p for p in os.environ.get("PSTAR_PYTHONPATH", "").split(":") if p]
+    sys.path[:0] = [p for p in extra if p not in sys.path]
     try:
         import cloudpickle
     except ImportError as e:
