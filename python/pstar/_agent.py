@@ -9,7 +9,7 @@ def main():
     try:
         code = _pstar.run_agent(sys.argv[1:])
     except _pstar.Error as e:
-        print("pstar-agent: %s" % e, file=sys.stderr)
+        print(e, file=sys.stderr)
         code = 2
     sys.exit(code)
 
