@@ -28,8 +28,11 @@ The figure printed is the median of the rounds.
 
 Every wait is bounded: start-up and warm-up by --timeout, each round by --timeout, clean-up
 by 120 s; a child that overruns is killed. Every process a child starts carries a marker
-in its environment (PSTAR_BENCH_TAG); after each child ends, any process still carrying
-its marker 10 s later is reported and killed, and the script then fails.
+in its environment (PSTAR_BENCH_TAG; SPT_NOENV=1 keeps setproctitle, which Parsl's
+interchange and Dask's workers use, from overwriting it), and this script is a child
+subreaper (Linux), so what they leave orphaned stays its descendant. After each child ends,
+any process still carrying the marker or descending from this script 10 s later is
+reported and killed, and the script then fails.
 """
 
 from __future__ import annotations
@@ -235,19 +238,65 @@ def bounded(what: str, fn) -> None:
 
 
 def child_main(args) -> int:
+    """Runs one system in args.workdir, which the parent made and removes."""
     child = {"parsl": child_parsl, "dask": child_dask}[args.child]
     result: dict = {}
-    with tempfile.TemporaryDirectory(prefix=f"pstar-bench-{args.child}.") as tmp:
-        try:
-            child(args, tmp, result)
-        finally:
-            with open(args.result_file, "w") as f:
-                json.dump(result, f)
+    try:
+        child(args, args.workdir, result)
+    finally:
+        with open(os.path.join(args.workdir, "result.json"), "w") as f:
+            json.dump(result, f)
     return 0
 
 
 # ---------------------------------------------------------------------------------------
 # The parent: one child per system, then the report
+
+
+def become_subreaper() -> None:
+    """Orphans of our descendants are re-parented to us rather than to init (Linux), so
+    that leftovers can be found by ancestry as well as by their marker."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log(f"note: prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
+    except (OSError, AttributeError) as e:
+        log(f"note: cannot become a child subreaper ({e}); leftovers found by marker only")
+
+
+def reap() -> None:
+    """Collects the exit status of any re-parented orphan that has ended."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def descendants(root: int) -> list[int]:
+    """Live (non-zombie) processes below root."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def tagged_pids(tag: str) -> list[int]:
@@ -276,15 +325,20 @@ def describe(pid: int) -> str:
         return "?"
 
 
-def kill_tagged(tag: str, grace: float = 10.0) -> list[str]:
-    """Ends every process still carrying the marker once `grace` seconds have passed (some
-    helpers, like multiprocessing's resource tracker, leave by themselves just after their
-    parent): TERM, up to 5 s, then KILL."""
+def leftovers(tag: str) -> list[int]:
+    reap()
+    return sorted(set(tagged_pids(tag)) | set(descendants(os.getpid())))
+
+
+def kill_leftovers(tag: str, grace: float = 10.0) -> list[str]:
+    """Ends every process still carrying the marker, or below this script, once `grace`
+    seconds have passed (some helpers, like multiprocessing's resource tracker, leave by
+    themselves just after their parent): TERM, up to 5 s, then KILL."""
     end = time.monotonic() + grace
-    left = tagged_pids(tag)
+    left = leftovers(tag)
     while left and time.monotonic() < end:
         time.sleep(0.2)
-        left = tagged_pids(tag)
+        left = leftovers(tag)
     if not left:
         return []
     found = [f"{pid} {describe(pid)}" for pid in left]
@@ -297,7 +351,7 @@ def kill_tagged(tag: str, grace: float = 10.0) -> list[str]:
         end = time.monotonic() + wait
         while left and time.monotonic() < end:
             time.sleep(0.1)
-            left = tagged_pids(tag)
+            left = leftovers(tag)
         if not left:
             break
     return found
@@ -305,16 +359,18 @@ def kill_tagged(tag: str, grace: float = 10.0) -> list[str]:
 
 def run_child(system: str, args) -> dict:
     tag = uuid.uuid4().hex
-    env = dict(os.environ, **{TAG_VAR: tag})
+    env = dict(os.environ, **{TAG_VAR: tag, "SPT_NOENV": "1"})
     # Parsl starts interchange.py and process_worker_pool.py by name: the venv's bin first
     # on PATH, whether or not the venv is activated.
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     # Start-up and warm-up, the rounds, clean-up; and some slack.
     budget = args.timeout * (args.rounds + 1) + CLEANUP_TIMEOUT + 60
-    with tempfile.NamedTemporaryFile(prefix="pstar-bench-result.", suffix=".json") as rf:
+    # The child's working directory (Parsl's run_dir, Dask's scratch space, the result):
+    # removed here, after the child and all it started are gone, however it ended.
+    with tempfile.TemporaryDirectory(prefix=f"pstar-bench-{system}.") as workdir:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", system,
-               "--result-file", rf.name, "--tasks", str(args.tasks),
+               "--workdir", workdir, "--tasks", str(args.tasks),
                "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                "--timeout", str(args.timeout)]
         cmd += ["--parsl-no-log"] if args.parsl_no_log else []
@@ -336,15 +392,15 @@ def run_child(system: str, args) -> dict:
                 except ProcessLookupError:
                     pass
                 proc.wait()
-            leftovers = kill_tagged(tag)
-        if leftovers:
-            log(f"error: {system}: {len(leftovers)} processes left behind, killed:")
-            for line in leftovers:
+            left = kill_leftovers(tag)
+        if left:
+            log(f"error: {system}: {len(left)} processes left behind, killed:")
+            for line in left:
                 log(f"   {line}")
             failure = failure or "processes left behind"
         if failure:
             raise SystemExit(f"error: {system}: {failure}")
-        with open(rf.name) as f:
+        with open(os.path.join(workdir, "result.json")) as f:
             return json.load(f)
 
 
@@ -354,6 +410,7 @@ def loadavg() -> list[float]:
 
 def parent_main(args) -> int:
     systems = [args.only] if args.only else list(SYSTEMS)
+    become_subreaper()
     report: dict = {
         "tasks": args.tasks,
         "rounds": args.rounds,
@@ -417,7 +474,7 @@ def main() -> int:
     p.add_argument("--dask-map", action="store_true",
                    help="Dask: one client.map per round instead of client.submit per task")
     p.add_argument("--child", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
-    p.add_argument("--result-file", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child_main(args)
