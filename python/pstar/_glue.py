@@ -27,6 +27,25 @@ class State:
     FINAL = frozenset({"done", "failed", "canceled"})
 
 
+class StateName(str):
+    """A state as `get_state()` gives it: `"done"`, equal to the seeds' `"Done"` too (case
+    does not matter)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return self.lower() == other.lower()
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self.lower())
+
+
 class RemoteTraceback(Exception):
     """The traceback of an exception raised on a pilot (the `__cause__` of what
     `result()` raises)."""
@@ -62,8 +81,11 @@ def _raise_remote(answer):
             exc = pickle.loads(pickled)
         except BaseException as e:
             why = "it cannot be unpickled here (%s: %s)" % (type(e).__name__, e)
-    if isinstance(exc, BaseException):
+    if isinstance(exc, Exception):
         raise exc from RemoteTraceback(tb)
+    if isinstance(exc, BaseException):
+        # SystemExit or KeyboardInterrupt raised on the pilot must not end this program.
+        why = "it would end this program"
     err = FunctionError("%s: %s (the exception itself is not raised here: %s)" % (name, message, why))
     err.remote_type = name
     err.remote_message = message

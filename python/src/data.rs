@@ -338,9 +338,10 @@ impl ComputeDataService {
         compute_unit_description: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ComputeUnit> {
+        let by = crate::describe::Submitter::new(self.session.get());
         let d = match (compute_unit_description, kwargs) {
-            (Some(d), None) => crate::describe::unit_description(py, d)?,
-            (None, Some(kw)) => crate::describe::unit_description(py, kw.as_any())?,
+            (Some(d), None) => crate::describe::unit_description(py, d, &by)?,
+            (None, Some(kw)) => crate::describe::unit_description(py, kw.as_any(), &by)?,
             _ => {
                 return Err(crate::DescriptionError::new_err(
                     "submit_compute_unit takes a description or keyword arguments",
@@ -360,7 +361,7 @@ impl ComputeDataService {
         py: Python<'_>,
         descriptions: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyList>> {
-        let ds = crate::units::collect_descriptions(py, descriptions)?;
+        let ds = crate::units::collect_descriptions(py, descriptions, self.session.get())?;
         let units = self.submit(py, ds)?;
         let list = PyList::empty(py);
         for u in units {

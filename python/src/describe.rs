@@ -45,18 +45,33 @@ pub(crate) fn keyed(key: &str, message: String) -> PyErr {
 
 /// The error for a key `what` does not have, with the nearest key it has.
 pub(crate) fn unknown(what: &str, key: &str, keys: &[&str]) -> PyErr {
-    let near = keys
+    // Other tools' names for cores first, then the nearest key, then a key that begins
+    // with what was written (`retry` for `retries`).
+    let synonym = [
+        "cpus",
+        "cpu",
+        "ncpus",
+        "ncores",
+        "num_cores",
+        "nprocs",
+        "processes",
+    ]
+    .contains(&key)
+    .then_some("cores")
+    .filter(|c| keys.contains(c));
+    let nearest = keys
         .iter()
         .map(|k| (distance(key, k), *k))
         .min()
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .map(|(_, k)| k)
-        // `retry` for `retries`: a key that begins with what was written.
-        .or_else(|| {
-            keys.iter()
-                .copied()
-                .find(|k| key.len() >= 3 && k.starts_with(key))
-        })
+        .map(|(_, k)| k);
+    let prefix = keys
+        .iter()
+        .copied()
+        .find(|k| key.len() >= 3 && k.starts_with(key));
+    let near = synonym
+        .or(nearest)
+        .or(prefix)
         .map(|k| format!("; did you mean `{k}`?"))
         .unwrap_or_default();
     keyed(
@@ -406,6 +421,121 @@ pub struct ComputeUnitDescription {
     function: Option<Py<PyAny>>,
     args: Option<Py<PyAny>>,
     kwargs: Option<Py<PyAny>>,
+    /// The pilot it binds to, as given (resolved against the session at submission).
+    pilot: Option<PilotRef>,
+    /// The sessions of the `ComputeUnit`s given in `after` (each must be the submitter's).
+    after_sessions: Vec<std::sync::Arc<str>>,
+}
+
+/// A pilot named in a description.
+#[derive(Clone)]
+enum PilotRef {
+    Id(pstar::PilotId),
+    Name(String),
+    Handle(std::sync::Arc<str>, pstar::PilotId),
+}
+
+/// What a submission checks descriptions against: the submitting service's session.
+pub(crate) struct Submitter<'a> {
+    pub(crate) session: &'a crate::session::Session,
+    /// The session's units, gathered once, when a description names some in `after`.
+    known: std::cell::OnceCell<std::collections::HashSet<pstar::UnitId>>,
+}
+
+impl<'a> Submitter<'a> {
+    pub(crate) fn new(session: &'a crate::session::Session) -> Self {
+        Self {
+            session,
+            known: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn pilot(&self, r: &PilotRef) -> PyResult<pstar::PilotId> {
+        let sid = self.session.sid();
+        let pilots = self.session.pilots();
+        let names = || {
+            let listed: Vec<String> = pilots
+                .iter()
+                .map(|p| match &p.description().name {
+                    Some(n) => format!("{} ({n})", p.id()),
+                    None => p.id().to_string(),
+                })
+                .collect();
+            match listed.is_empty() {
+                true => "it has none yet: create the pilot first".to_owned(),
+                false => format!("its pilots: {}", listed.join(", ")),
+            }
+        };
+        match r {
+            PilotRef::Handle(s, id) if s != sid => Err(keyed(
+                "pilot",
+                format!("{CUD}: `pilot` {id} is a pilot of session {s}, not of this session {sid}"),
+            )),
+            PilotRef::Handle(_, id) => Ok(*id),
+            PilotRef::Id(id) => match pilots.iter().any(|p| p.id() == *id) {
+                true => Ok(*id),
+                false => Err(keyed(
+                    "pilot",
+                    format!(
+                        "{CUD}: `pilot` = {id:?}: this session has no such pilot ({})",
+                        names()
+                    )
+                    .replace(&format!("{id:?}"), &format!("\"{id}\"")),
+                )),
+            },
+            PilotRef::Name(n) => {
+                let found: Vec<_> = pilots
+                    .iter()
+                    .filter(|p| p.description().name.as_deref() == Some(n.as_str()))
+                    .collect();
+                match found.as_slice() {
+                    [one] => Ok(one.id()),
+                    [] => Err(keyed(
+                        "pilot",
+                        format!(
+                            "{CUD}: `pilot` = {n:?}: no pilot of this session has that id or \
+                             name ({})",
+                            names()
+                        ),
+                    )),
+                    _ => Err(keyed(
+                        "pilot",
+                        format!(
+                            "{CUD}: `pilot` = {n:?}: {} pilots have that name; give the \
+                             pilot itself (or its id)",
+                            found.len()
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn after(&self, d: &ComputeUnitDescription) -> PyResult<()> {
+        let sid = self.session.sid();
+        if let Some(other) = d.after_sessions.iter().find(|s| *s != sid) {
+            return Err(keyed(
+                "after",
+                format!(
+                    "{CUD}: `after` holds a unit of session {other}, not of this session {sid}"
+                ),
+            ));
+        }
+        if d.inner.after.is_empty() {
+            return Ok(());
+        }
+        let known = self.known.get_or_init(|| self.session.unit_ids());
+        if let Some(missing) = d.inner.after.iter().find(|u| !known.contains(u)) {
+            return Err(keyed(
+                "after",
+                format!(
+                    "{CUD}: `after` names {missing}, which this session does not have (a \
+                     unit runs after units already submitted)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ComputeUnitDescription {
@@ -415,6 +545,8 @@ impl ComputeUnitDescription {
             function: None,
             args: None,
             kwargs: None,
+            pilot: None,
+            after_sessions: Vec::new(),
         }
     }
 
@@ -451,12 +583,19 @@ impl ComputeUnitDescription {
                 }
             }
             "tags" => d.tags = strings(CUD, key, v, false)?,
-            "pilot" => d.pilot = pilot_id(CUD, key, v)?,
+            "pilot" => {
+                self.pilot = pilot_ref(CUD, key, v)?;
+                d.pilot = None;
+            }
             "time_request" => d.time_request = opt_duration(CUD, key, v, 1.0)?,
             "timeout" => d.timeout = opt_duration(CUD, key, v, 1.0)?,
             "input_data" => d.input_data = data_names(key, v)?,
             "output_data" => d.output_data = output_data(key, v)?,
-            "after" => d.after = unit_ids(key, v)?,
+            "after" => {
+                let (ids, sessions) = unit_ids(key, v)?;
+                d.after = ids;
+                self.after_sessions = sessions;
+            }
             "on_dependency_failure" => {
                 d.on_dependency_failure = match string(CUD, key, v)?.as_str() {
                     "cancel" => pstar::OnDependencyFailure::Cancel,
@@ -531,7 +670,13 @@ impl ComputeUnitDescription {
             "mpi" => to_py(py, d.mpi)?,
             "spmd_variation" => to_py(py, if d.mpi { "mpi" } else { "single" })?,
             "tags" => to_py(py, &d.tags)?,
-            "pilot" => to_py(py, d.pilot.map(|p| p.to_string()))?,
+            "pilot" => to_py(
+                py,
+                self.pilot.as_ref().map(|p| match p {
+                    PilotRef::Id(id) | PilotRef::Handle(_, id) => id.to_string(),
+                    PilotRef::Name(n) => n.clone(),
+                }),
+            )?,
             "time_request" => opt_timedelta(py, d.time_request)?,
             "timeout" => opt_timedelta(py, d.timeout)?,
             "input_data" => to_py(py, &d.input_data)?,
@@ -572,9 +717,18 @@ impl ComputeUnitDescription {
         })
     }
 
-    /// The Rust description to submit; a function unit's call pickled.
-    pub(crate) fn to_rust(&self, py: Python<'_>) -> PyResult<pstar::ComputeUnitDescription> {
+    /// The Rust description to submit, checked against the submitter's session; a
+    /// function unit's call pickled.
+    pub(crate) fn to_rust(
+        &self,
+        py: Python<'_>,
+        by: &Submitter<'_>,
+    ) -> PyResult<pstar::ComputeUnitDescription> {
+        by.after(self)?;
         let mut d = self.inner.clone();
+        if let Some(p) = &self.pilot {
+            d.pilot = Some(by.pilot(p)?);
+        }
         if let Some(f) = &self.function {
             let glue = py.import("pstar._glue")?;
             let (name, payload): (String, Vec<u8>) = glue
@@ -616,32 +770,42 @@ fn opt_obj(py: Python<'_>, o: &Option<Py<PyAny>>) -> Py<PyAny> {
     o.as_ref().map_or_else(|| py.None(), |o| o.clone_ref(py))
 }
 
-/// A pilot: a `PilotCompute` or its id (`"pilot.0000"`).
-fn pilot_id(what: &str, key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<pstar::PilotId>> {
+/// A pilot: a `PilotCompute`, its id (`"pilot.0000"`) or its name.
+fn pilot_ref(what: &str, key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<PilotRef>> {
     if v.is_none() {
         return Ok(None);
     }
     if let Ok(p) = v.cast::<crate::pilots::PilotCompute>() {
-        return Ok(Some(p.get().inner.id()));
+        let p = p.get();
+        return Ok(Some(PilotRef::Handle(p.session.clone(), p.inner.id())));
     }
-    let text = string(what, key, v).map_err(|_| wrong(what, key, "a PilotCompute or its id", v))?;
-    text.parse()
-        .map(Some)
-        .map_err(|e| keyed(key, format!("{what}: `{key}` = {text:?}: {e}")))
+    let text = string(what, key, v)
+        .map_err(|_| wrong(what, key, "a PilotCompute, its id or its name", v))?;
+    Ok(Some(match text.parse() {
+        Ok(id) => PilotRef::Id(id),
+        Err(_) => PilotRef::Name(text),
+    }))
 }
 
-/// Units: `ComputeUnit`s or their ids.
-fn unit_ids(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<pstar::UnitId>> {
+/// Units: `ComputeUnit`s or their ids; and the sessions of the `ComputeUnit`s.
+fn unit_ids(
+    key: &str,
+    v: &Bound<'_, PyAny>,
+) -> PyResult<(Vec<pstar::UnitId>, Vec<std::sync::Arc<str>>)> {
     if v.is_instance_of::<PyString>()
         || !(v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>())
     {
         return Err(wrong(CUD, key, "a list of ComputeUnits (or their ids)", v));
     }
     let mut out = Vec::new();
+    let mut sessions: Vec<std::sync::Arc<str>> = Vec::new();
     for item in v.try_iter()? {
         let item = item?;
         if let Ok(u) = item.cast::<crate::units::ComputeUnit>() {
             out.push(u.get().inner.id());
+            if !sessions.contains(u.get().session()) {
+                sessions.push(u.get().session().clone());
+            }
             continue;
         }
         let text = string(CUD, key, &item)
@@ -651,7 +815,7 @@ fn unit_ids(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<pstar::UnitId>> {
                 .map_err(|e| keyed(key, format!("{CUD}: `{key}` holds {text:?}: {e}")))?,
         );
     }
-    Ok(out)
+    Ok((out, sessions))
 }
 
 /// Data units: `DataUnit`s or their names.
@@ -792,8 +956,14 @@ impl ComputeUnitDescription {
     }
 
     /// Checks the description as submitting it would, without submitting it.
-    fn validate(&self, py: Python<'_>) -> PyResult<()> {
-        let d = self.to_rust(py)?;
+    fn validate(&self) -> PyResult<()> {
+        let mut d = self.inner.clone();
+        if self.function.is_some() {
+            d.function = Some(pstar::FunctionCall {
+                name: String::new(),
+                payload: Vec::new(),
+            });
+        }
         d.validate().map_err(|source| {
             crate::error(pstar::Error::InvalidDescription {
                 what: "compute unit".into(),
@@ -818,18 +988,24 @@ impl ComputeUnitDescription {
 pub(crate) fn unit_description(
     py: Python<'_>,
     obj: &Bound<'_, PyAny>,
+    by: &Submitter<'_>,
 ) -> PyResult<pstar::ComputeUnitDescription> {
     if let Ok(d) = obj.cast::<ComputeUnitDescription>() {
-        return d.borrow().to_rust(py);
+        return d.borrow().to_rust(py, by);
     }
     if obj.is_instance_of::<PyDict>() {
         let mut d = ComputeUnitDescription::empty();
         set_all(Some(obj), None, CUD, |k, v| d.set(k, v))?;
-        if d.function.is_none() && d.args.is_none() && d.kwargs.is_none() {
-            // Nothing to pickle: the description as it is, not a copy.
+        let plain = d.function.is_none()
+            && d.args.is_none()
+            && d.kwargs.is_none()
+            && d.pilot.is_none()
+            && d.inner.after.is_empty();
+        if plain {
+            // Nothing to pickle or check: the description as it is, not a copy.
             return Ok(d.inner);
         }
-        return d.to_rust(py);
+        return d.to_rust(py, by);
     }
     Err(DescriptionError::new_err(format!(
         "expected a ComputeUnitDescription or a dict of its keys, not {}",

@@ -158,6 +158,15 @@ pub(crate) fn error(e: pstar::Error) -> PyErr {
             });
             err
         }
+        pstar::Error::NeedsNetworkedStore { scheme }
+        | pstar::Error::Adaptor(pstar::AdaptorError::NeedsNetworkedStore { scheme }) => {
+            Error::new_err(format!(
+                "`{}` pilots run their agents elsewhere, so their session needs a networked \
+                 coordination store: make it with pstar.Session(coordination=\"redis://HOST:PORT\") \
+                 (or set PSTAR_COORDINATION before the default session is made)",
+                scheme.as_str()
+            ))
+        }
         _ => Error::new_err(pstar_cli::settings::explain(&e)),
     }
 }

@@ -134,7 +134,7 @@ impl PilotComputeService {
 #[pyclass(module = "pstar", name = "PilotCompute", frozen)]
 pub struct PilotCompute {
     pub(crate) inner: pstar::PilotCompute,
-    session: std::sync::Arc<str>,
+    pub(crate) session: std::sync::Arc<str>,
 }
 
 #[pymethods]
@@ -152,8 +152,13 @@ impl PilotCompute {
     }
 
     /// Its state (the seeds' name).
-    fn get_state(&self) -> &'static str {
-        self.state_attr()
+    /// (A `str` that equals the state in any case: `"done"` and the seeds' `"Done"`.)
+    fn get_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py
+            .import("pstar._glue")?
+            .getattr("StateName")?
+            .call1((self.state_attr(),))?
+            .unbind())
     }
 
     /// Why it is in its state (why it failed, say).

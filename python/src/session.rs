@@ -141,6 +141,29 @@ impl Session {
         &self.state.sid
     }
 
+    /// The pilots of its pilot services.
+    pub(crate) fn pilots(&self) -> Vec<pstar::PilotCompute> {
+        self.state
+            .pilot_services
+            .lock()
+            .map(|s| s.iter().flat_map(|pcs| pcs.pilots()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The ids of the units of its unit services.
+    pub(crate) fn unit_ids(&self) -> std::collections::HashSet<pstar::UnitId> {
+        self.state
+            .unit_services
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .flat_map(|cus| cus.units())
+                    .map(|u| u.id())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Keeps `cus`, to cancel its units when the session is closed.
     pub(crate) fn keep_units(&self, cus: &pstar::ComputeUnitService) {
         if let Ok(mut s) = self.state.unit_services.lock() {

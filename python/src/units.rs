@@ -81,20 +81,24 @@ pub(crate) async fn wait_or_cancel_stranded(
 pub(crate) fn collect_descriptions(
     py: Python<'_>,
     items: &Bound<'_, PyAny>,
+    session: &Session,
 ) -> PyResult<Vec<pstar::ComputeUnitDescription>> {
+    let by = crate::describe::Submitter::new(session);
     let mut out = Vec::with_capacity(items.len().unwrap_or(0));
     for (i, item) in items.try_iter()?.enumerate() {
         let item = item?;
-        out.push(crate::describe::unit_description(py, &item).map_err(|e| {
-            // Which one, in a batch.
-            let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-            let key = e.value(py).getattr("key").ok();
-            let err = crate::DescriptionError::new_err(format!("unit {i} of the batch: {msg}"));
-            if let Some(key) = key {
-                let _ = err.value(py).setattr("key", key);
-            }
-            err
-        })?);
+        out.push(
+            crate::describe::unit_description(py, &item, &by).map_err(|e| {
+                // Which one, in a batch.
+                let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+                let key = e.value(py).getattr("key").ok();
+                let err = crate::DescriptionError::new_err(format!("unit {i} of the batch: {msg}"));
+                if let Some(key) = key {
+                    let _ = err.value(py).setattr("key", key);
+                }
+                err
+            })?,
+        );
     }
     Ok(out)
 }
@@ -165,10 +169,11 @@ impl ComputeUnitService {
         compute_unit_description: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ComputeUnit> {
+        let by = crate::describe::Submitter::new(self.session.get());
         let d = match (compute_unit_description, kwargs) {
-            (Some(d), None) => crate::describe::unit_description(py, d)?,
-            (None, Some(kw)) => crate::describe::unit_description(py, kw.as_any())?,
-            (None, None) => crate::describe::unit_description(py, PyDict::new(py).as_any())?,
+            (Some(d), None) => crate::describe::unit_description(py, d, &by)?,
+            (None, Some(kw)) => crate::describe::unit_description(py, kw.as_any(), &by)?,
+            (None, None) => crate::describe::unit_description(py, PyDict::new(py).as_any(), &by)?,
             (Some(_), Some(_)) => {
                 return Err(crate::DescriptionError::new_err(
                     "submit_compute_unit takes a description or keyword arguments, not both",
@@ -200,7 +205,7 @@ impl ComputeUnitService {
         py: Python<'_>,
         descriptions: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyList>> {
-        let ds = collect_descriptions(py, descriptions)?;
+        let ds = collect_descriptions(py, descriptions, self.session.get())?;
         let units = self.submit_all(py, ds)?;
         handles(py, self.session.get().sid(), units)
     }
@@ -228,7 +233,7 @@ impl ComputeUnitService {
             args.clone().into_any().unbind(),
             kwargs.map(|k| k.clone().into_any().unbind()),
         );
-        let d = d.to_rust(py)?;
+        let d = d.to_rust(py, &crate::describe::Submitter::new(self.session.get()))?;
         let mut units = self.submit_all(py, vec![d])?;
         let inner = units
             .pop()
@@ -247,8 +252,16 @@ impl ComputeUnitService {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
-        wait_on(py, timeout, wait_or_cancel_stranded(cus, services))?
-            .ok_or_else(|| timed_out("the units", timeout))
+        let no_pilots = services.is_empty();
+        wait_on(py, timeout, wait_or_cancel_stranded(cus, services))?.ok_or_else(|| match no_pilots
+        {
+            true => timed_out(
+                "the units (this service has no pilots: add a PilotComputeService with \
+                     cus.add(pcs))",
+                timeout,
+            ),
+            false => timed_out("the units", timeout),
+        })
     }
 
     /// Cancels every unit submitted here that has not ended.
@@ -298,6 +311,11 @@ impl ComputeUnit {
         }
     }
 
+    /// Its session's id.
+    pub(crate) fn session(&self) -> &Arc<str> {
+        &self.session
+    }
+
     pub(crate) fn new(inner: pstar::ComputeUnit, session: &Arc<str>) -> Self {
         Self {
             inner,
@@ -345,8 +363,13 @@ impl ComputeUnit {
     }
 
     /// Its state (the seeds' name).
-    fn get_state(&self) -> &'static str {
-        self.state_attr()
+    /// (A `str` that equals the state in any case: `"done"` and the seeds' `"Done"`.)
+    fn get_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py
+            .import("pstar._glue")?
+            .getattr("StateName")?
+            .call1((self.state_attr(),))?
+            .unbind())
     }
 
     /// Its exit code, once its process has ended.

@@ -146,7 +146,7 @@ def test_other_wrong_types():
     refused(lambda: CUD(retry_on_exit_codes=[0]), "retry_on_exit_codes")
     refused(lambda: CUD(on_dependency_failure="ignore"), "on_dependency_failure")
     refused(lambda: CUD(spmd_variation="openmp"), "spmd_variation")
-    refused(lambda: CUD(pilot="bogus"), "pilot")
+    refused(lambda: CUD(pilot=3), "pilot")
     refused(lambda: CUD(output_data=[{"files": ["x"]}]), "output_data")
     refused(lambda: PCD(service_url="nope://x"), "service_url")
 
@@ -384,7 +384,7 @@ def test_no_timeout():
 def test_session_settings():
     with pytest.raises(pstar.Error, match="heartbeat_timeout") as e:
         pstar.Session(heartbeat_timeot=3)
-    assert "its settings" in str(e.value)
+    assert "its keys" in str(e.value)
     with pytest.raises(pstar.Error, match="duration"):
         pstar.Session(heartbeat_timeout="soon")
     with pytest.raises(pstar.Error, match="whole number"):

@@ -168,10 +168,20 @@ def test_a_keyword_named_like_a_key(cus):
     assert value["keys"] == ["cores", "name", "timeout"]
 
 
+def test_module_function_imports_on_a_local_pilot_through_the_program_s_path(session, pcs):
+    """A local pilot's workers get this program's sys.path (PSTAR_PYTHONPATH): functions
+    of the program's own modules (pickled by reference) import there."""
+    plain = pcs.create_pilot(cores=1, walltime=10)
+    cus = pstar.ComputeUnitService(session)
+    cus.add(pcs)
+    cu = cus.submit(pstar.ComputeUnitDescription(function=add, args=(1, 2), pilot=plain))
+    assert cu.result(timeout=WAIT) == 3
+
+
 def test_module_function_needs_the_module_on_the_pilot(session, pcs):
-    """Without PYTHONPATH, the workers cannot import this module: the call fails there,
-    saying which module (python/README.md documents the PYTHONPATH remedy)."""
-    bare = pcs.create_pilot(cores=1, walltime=10)
+    """Without the program's path (PSTAR_PYTHONPATH emptied), the workers cannot import
+    this module: the call fails there, saying which module."""
+    bare = pcs.create_pilot(cores=1, walltime=10, environment={"PSTAR_PYTHONPATH": ""})
     cus = pstar.ComputeUnitService(session)
     cus.add(pcs)
     cu = cus.submit(pstar.ComputeUnitDescription(function=add, args=(1, 2), pilot=bare))

@@ -578,12 +578,17 @@ fn execute_function(
         }
         Err(why) => {
             let pid = worker.pid();
+            let ended = worker
+                .ended()
+                .map(|how| format!(" ({how}: the function may have called os._exit, or crashed)"))
+                .unwrap_or_default();
             drop(worker);
             report(
                 UnitState::Failed,
                 None,
                 Some(format!(
-                    "{why}: the Python worker (process {pid}) was lost during the call; see {}",
+                    "the Python worker (process {pid}) was lost during the call{ended}: {why}; \
+                     see {}",
                     job.python.log().display()
                 )),
             );

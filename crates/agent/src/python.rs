@@ -68,6 +68,26 @@ impl Worker {
     pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
+
+    /// How the worker ended, once it has (waiting up to a second for it).
+    pub(crate) fn ended(&mut self) -> Option<String> {
+        for _ in 0..20 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(
+                    match (
+                        status.code(),
+                        std::os::unix::process::ExitStatusExt::signal(&status),
+                    ) {
+                        (Some(code), _) => format!("it exited with code {code}"),
+                        (None, Some(sig)) => format!("it was killed by signal {sig}"),
+                        _ => format!("it ended ({status})"),
+                    },
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 impl Drop for Worker {

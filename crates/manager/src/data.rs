@@ -289,6 +289,17 @@ impl PilotData {
         };
         check_data_name(&name).map_err(|e| bad(e.to_string()))?;
         let session = &self.inner.session;
+        // Data units do not change: a second one of the same name would mix its files
+        // with the first's in the store and leave readers seeing either.
+        if let Ok(existing) = session.coordination().data_units(&[name.clone()]).await
+            && existing.into_iter().flatten().next().is_some()
+        {
+            return Err(bad(
+                "the session has a data unit of that name already (data units do not change: \
+                 give this one another name)"
+                    .into(),
+            ));
+        }
         let specs = description.files.clone();
         let files =
             tokio::task::spawn_blocking(move || pstar_data::expand_files(Path::new("."), &specs))
