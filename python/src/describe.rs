@@ -900,6 +900,13 @@ fn output_data(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<pstar::OutputDat
 
 #[pymethods]
 impl ComputeUnitDescription {
+    /// Its keys (and methods), for completion in IPython and Jupyter.
+    fn __dir__(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = CUD_KEYS.to_vec();
+        names.extend(["as_dict", "validate"]);
+        names
+    }
+
     #[new]
     #[pyo3(signature = (description=None, **kwargs))]
     fn new(
@@ -1127,6 +1134,13 @@ impl PilotComputeDescription {
 
 #[pymethods]
 impl PilotComputeDescription {
+    /// Its keys (and methods), for completion in IPython and Jupyter.
+    fn __dir__(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = PCD_KEYS.to_vec();
+        names.extend(["as_dict"]);
+        names
+    }
+
     #[new]
     #[pyo3(signature = (description=None, **kwargs))]
     fn new(
@@ -1302,6 +1316,11 @@ impl PilotDataDescription {
 
 #[pymethods]
 impl PilotDataDescription {
+    /// Its keys (and methods), for completion in IPython and Jupyter.
+    fn __dir__(&self) -> Vec<&'static str> {
+        PDD_KEYS.to_vec()
+    }
+
     #[new]
     #[pyo3(signature = (description=None, **kwargs))]
     fn new(
@@ -1420,6 +1439,11 @@ impl DataUnitDescription {
 
 #[pymethods]
 impl DataUnitDescription {
+    /// Its keys (and methods), for completion in IPython and Jupyter.
+    fn __dir__(&self) -> Vec<&'static str> {
+        DUD_KEYS.to_vec()
+    }
+
     #[new]
     #[pyo3(signature = (description=None, **kwargs))]
     fn new(
