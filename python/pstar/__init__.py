@@ -100,4 +100,11 @@ def _at_exit():
         thread.join(timeout=2)
 
 
-_atexit.register(_at_exit)
+# Before the interpreter waits for its other threads (as concurrent.futures' executors
+# do): a thread blocked in a wait on a unit is released by the close, not waited for.
+try:
+    import threading as _threading
+
+    _threading._register_atexit(_at_exit)
+except (AttributeError, RuntimeError):
+    _atexit.register(_at_exit)

@@ -98,7 +98,15 @@ def outcome(unit):
     if state == State.Done:
         if unit.is_function:
             answer = unit._answer()
-            return None if answer is None else pickle.loads(answer)
+            if answer is None:
+                return None
+            try:
+                return pickle.loads(answer)
+            except BaseException as e:
+                raise FunctionError(
+                    "unit %s returned a value that cannot be unpickled here: %s: %s"
+                    % (unit.id, type(e).__name__, e)
+                ) from e
         return unit.exit_code
     if state == State.Canceled:
         raise concurrent.futures.CancelledError(
@@ -121,6 +129,11 @@ def new_future(unit):
     def cancel_unit(f):
         if f.cancelled():
             unit.cancel()
+            # As executors do: waiters (as_completed, wait) see it done.
+            try:
+                f.set_running_or_notify_cancel()
+            except RuntimeError:
+                pass
 
     fut.add_done_callback(cancel_unit)
     return fut
@@ -133,8 +146,7 @@ def settle(fut, unit):
     try:
         value = outcome(unit)
     except concurrent.futures.CancelledError:
-        fut.cancel()
-        fut.set_running_or_notify_cancel()
+        fut.cancel()  # (its done-callback notifies the waiters)
         return
     except BaseException as e:
         fut.set_exception(e)

@@ -352,7 +352,7 @@ impl ComputeDataService {
         let inner = units
             .pop()
             .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
-        Ok(ComputeUnit::new(inner, self.session.get().sid()))
+        Ok(ComputeUnit::new(inner, self.session.get()))
     }
 
     /// Submits many compute units at once; returns their handles in order.
@@ -365,7 +365,7 @@ impl ComputeDataService {
         let units = self.submit(py, ds)?;
         let list = PyList::empty(py);
         for u in units {
-            list.append(Py::new(py, ComputeUnit::new(u, self.session.get().sid()))?)?;
+            list.append(Py::new(py, ComputeUnit::new(u, self.session.get()))?)?;
         }
         Ok(list.unbind())
     }
@@ -404,12 +404,14 @@ impl ComputeDataService {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
+        let session = self.session.get().inner().clone();
         wait_on(
             py,
             timeout,
-            crate::units::wait_or_cancel_stranded(cus, services),
+            crate::units::wait_or_cancel_stranded(cus, services, session),
         )?
-        .ok_or_else(|| timed_out("the units", timeout))
+        .ok_or_else(|| timed_out("the units", timeout))?
+        .map_err(crate::Error::new_err)
     }
 
     /// Cancels every compute unit submitted here that has not ended.
@@ -421,7 +423,7 @@ impl ComputeDataService {
     fn get_compute_units(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         let list = PyList::empty(py);
         for u in self.units.get().inner.units() {
-            list.append(Py::new(py, ComputeUnit::new(u, self.session.get().sid()))?)?;
+            list.append(Py::new(py, ComputeUnit::new(u, self.session.get()))?)?;
         }
         Ok(list.unbind())
     }

@@ -118,7 +118,11 @@ fn small(what: &str, key: &str, v: &Bound<'_, PyAny>, min: u32) -> PyResult<u32>
 
 fn string(what: &str, key: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = v.cast::<PyString>() {
-        return Ok(s.to_string());
+        // Its value (a `str` subclass's own `__str__` is not asked), as UTF-8: a lone
+        // surrogate is refused, not replaced.
+        return s
+            .extract::<String>()
+            .map_err(|e| keyed(key, format!("{what}: `{key}` is not valid text: {e}")));
     }
     // Paths (pathlib) are strings here too.
     if v.hasattr("__fspath__")? {
@@ -639,6 +643,11 @@ impl ComputeUnitDescription {
             "kwargs" => {
                 if !(v.is_none() || v.is_instance_of::<PyDict>()) {
                     return Err(wrong(CUD, key, "a dict of keyword arguments", v));
+                }
+                if let Ok(d) = v.cast::<PyDict>()
+                    && let Some(k) = d.keys().iter().find(|k| !k.is_instance_of::<PyString>())
+                {
+                    return Err(wrong(CUD, key, "a dict whose keys are strings", &k));
                 }
                 self.kwargs = (!v.is_none()).then(|| v.clone().unbind());
             }

@@ -154,6 +154,18 @@ fn serve(py: Python<'_>, key: Key, state: &str, ended: bool, call: bool) {
     }
 }
 
+/// Refuses a callback that cannot be called (at registration, not at each change).
+pub(crate) fn check_callable(py: Python<'_>, callback: &Py<PyAny>) -> PyResult<()> {
+    let cb = callback.bind(py);
+    if cb.is_callable() {
+        return Ok(());
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "a callback must be callable as callback(handle, state), not {}",
+        cb.repr().map(|r| r.to_string()).unwrap_or_default()
+    )))
+}
+
 /// Starts the `pstar-notify` thread, once.
 fn start(py: Python<'_>) -> PyResult<()> {
     let hub = hub();

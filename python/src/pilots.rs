@@ -247,6 +247,7 @@ impl PilotCompute {
 
     /// Calls `callback(pilot, state)` (on the `pstar-notify` thread) at each later change.
     fn on_state_change(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
+        crate::notify::check_callable(slf.py(), &callback)?;
         crate::notify::watch_pilot(
             slf.py(),
             &slf.get().session,

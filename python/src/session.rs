@@ -207,7 +207,37 @@ impl Session {
         }
         let environment = pstar_cli::settings::from_environment();
         let settings = pstar::Settings::layered([&environment, &layer]);
+        let sandbox = settings.sandbox.to_string_lossy();
+        if sandbox.is_empty() || sandbox.contains('\0') {
+            return Err(Error::new_err(format!(
+                "Session: `sandbox` {:?} is not a directory name",
+                settings.sandbox
+            )));
+        }
+        let given_id = id.is_some();
         let id = id.unwrap_or_else(pstar::new_session_id);
+        // The embedded store knows no other session: two of the same id would share their
+        // sandboxes. (Redis refuses an id it holds already.)
+        if given_id && settings.coordination.is_none() {
+            let open_here = SESSIONS.lock().ok().is_some_and(|all| {
+                all.iter()
+                    .filter_map(Weak::upgrade)
+                    .any(|s| s.session.id() == id && !s.closed.load(Ordering::Relaxed))
+            });
+            let dir = std::path::absolute(&settings.sandbox)
+                .unwrap_or_else(|_| settings.sandbox.clone())
+                .join(&id);
+            if open_here || dir.exists() {
+                return Err(Error::new_err(format!(
+                    "session `{id}` exists already ({}): choose another id, or leave `id` \
+                     out for a new one",
+                    match open_here {
+                        true => "open in this program".to_owned(),
+                        false => format!("its sandboxes are in {}", dir.display()),
+                    }
+                )));
+            }
+        }
         let session = block(py, async move {
             let mut builder = pstar::Session::builder().id(&id).settings(settings.clone());
             match &settings.coordination {
@@ -233,7 +263,30 @@ impl Session {
             all.retain(|w| w.strong_count() > 0);
             all.push(Arc::downgrade(&state));
         }
+        if state.session.settings().coordination.is_some() {
+            crate::runtime().spawn(confirm_session(Arc::downgrade(&state)));
+        }
         Ok(Self { state })
+    }
+}
+
+/// Asks the store, every quarter of the heartbeat timeout, whether it still holds the
+/// session (as `pstar run` does): keys deleted or a Redis restarted empty make the session
+/// lost, and every wait on it ends with that reason instead of lasting for ever.
+async fn confirm_session(state: Weak<SessionState>) {
+    loop {
+        let Some(s) = state.upgrade() else { return };
+        if s.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let every = (s.session.settings().heartbeat_timeout / 4).max(Duration::from_millis(250));
+        let session = s.session.clone();
+        drop(s);
+        if !session.confirm_session().await {
+            return;
+        }
+        drop(session);
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -50,7 +50,23 @@ impl ComputeUnitService {
     ) -> PyResult<Vec<pstar::ComputeUnit>> {
         self.session.get().check_open()?;
         let cus = self.inner.clone();
-        block(py, async move { cus.submit_batch(descriptions).await })?.map_err(error)
+        let units =
+            block(py, async move { cus.submit_batch(descriptions).await })?.map_err(error)?;
+        // Closed meanwhile (by another thread): what landed after the close's cancel is
+        // canceled too, not left in the pool.
+        if self
+            .session
+            .get()
+            .state
+            .closed
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.inner.cancel_units(
+                units.iter().map(|u| u.id()).collect(),
+                "its session was closed",
+            );
+        }
+        Ok(units)
     }
 }
 
@@ -59,7 +75,17 @@ impl ComputeUnitService {
 pub(crate) async fn wait_or_cancel_stranded(
     cus: pstar::ComputeUnitService,
     services: Vec<pstar::PilotComputeService>,
-) {
+    session: pstar::Session,
+) -> Result<(), String> {
+    tokio::select! {
+        _ = wait_or_cancel(cus, services) => Ok(()),
+        reason = session.lost() => Err(format!(
+            "the units cannot end: the session's coordination store was lost: {reason}"
+        )),
+    }
+}
+
+async fn wait_or_cancel(cus: pstar::ComputeUnitService, services: Vec<pstar::PilotComputeService>) {
     let pilots_ended = async {
         loop {
             let pilots: Vec<_> = services.iter().flat_map(|s| s.pilots()).collect();
@@ -105,7 +131,7 @@ pub(crate) fn collect_descriptions(
 
 pub(crate) fn handles(
     py: Python<'_>,
-    session: &Arc<str>,
+    session: &Session,
     units: Vec<pstar::ComputeUnit>,
 ) -> PyResult<Py<PyList>> {
     let list = PyList::empty(py);
@@ -184,7 +210,7 @@ impl ComputeUnitService {
         let inner = units
             .pop()
             .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
-        Ok(ComputeUnit::new(inner, self.session.get().sid()))
+        Ok(ComputeUnit::new(inner, self.session.get()))
     }
 
     /// `submit_compute_unit`, the seeds' short name.
@@ -207,7 +233,7 @@ impl ComputeUnitService {
     ) -> PyResult<Py<PyList>> {
         let ds = collect_descriptions(py, descriptions, self.session.get())?;
         let units = self.submit_all(py, ds)?;
-        handles(py, self.session.get().sid(), units)
+        handles(py, self.session.get(), units)
     }
 
     /// Runs `function(*args, **kwargs)` on a pilot, in one of its Python workers; the
@@ -238,7 +264,7 @@ impl ComputeUnitService {
         let inner = units
             .pop()
             .ok_or_else(|| crate::Error::new_err("pstar: a submission returned no unit"))?;
-        Ok(ComputeUnit::new(inner, self.session.get().sid()))
+        Ok(ComputeUnit::new(inner, self.session.get()))
     }
 
     /// Waits until every unit submitted here has ended (`timeout` in seconds:
@@ -253,15 +279,17 @@ impl ComputeUnitService {
             .map(|s| s.clone())
             .unwrap_or_default();
         let no_pilots = services.is_empty();
-        wait_on(py, timeout, wait_or_cancel_stranded(cus, services))?.ok_or_else(|| match no_pilots
-        {
-            true => timed_out(
-                "the units (this service has no pilots: add a PilotComputeService with \
+        let session = self.session.get().inner().clone();
+        wait_on(py, timeout, wait_or_cancel_stranded(cus, services, session))?
+            .ok_or_else(|| match no_pilots {
+                true => timed_out(
+                    "the units (this service has no pilots: add a PilotComputeService with \
                      cus.add(pcs))",
-                timeout,
-            ),
-            false => timed_out("the units", timeout),
-        })
+                    timeout,
+                ),
+                false => timed_out("the units", timeout),
+            })?
+            .map_err(crate::Error::new_err)
     }
 
     /// Cancels every unit submitted here that has not ended.
@@ -271,7 +299,7 @@ impl ComputeUnitService {
 
     /// Its units, in the order they were submitted.
     fn get_compute_units(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
-        handles(py, self.session.get().sid(), self.inner.units())
+        handles(py, self.session.get(), self.inner.units())
     }
 
     /// Its units.
@@ -301,6 +329,8 @@ impl ComputeUnitService {
 pub struct ComputeUnit {
     pub(crate) inner: pstar::ComputeUnit,
     session: Arc<str>,
+    /// Its session, whose loss ends a wait on it.
+    store: pstar::Session,
 }
 
 impl ComputeUnit {
@@ -316,10 +346,11 @@ impl ComputeUnit {
         &self.session
     }
 
-    pub(crate) fn new(inner: pstar::ComputeUnit, session: &Arc<str>) -> Self {
+    pub(crate) fn new(inner: pstar::ComputeUnit, session: &Session) -> Self {
         Self {
             inner,
-            session: session.clone(),
+            session: session.sid().clone(),
+            store: session.inner().clone(),
         }
     }
 
@@ -336,8 +367,20 @@ impl ComputeUnit {
             return Ok(state);
         }
         let unit = self.inner.clone();
-        wait_on(py, timeout, async move { unit.wait().await })?
-            .ok_or_else(|| timed_out(&format!("unit {}", self.inner.id()), timeout))
+        let session = self.store.clone();
+        wait_on(py, timeout, async move {
+            tokio::select! {
+                state = unit.wait() => Ok(state),
+                reason = session.lost() => Err(reason),
+            }
+        })?
+        .ok_or_else(|| timed_out(&format!("unit {}", self.inner.id()), timeout))?
+        .map_err(|reason| {
+            crate::Error::new_err(format!(
+                "unit {} cannot end: the session's coordination store was lost: {reason}",
+                self.inner.id()
+            ))
+        })
     }
 }
 
@@ -530,6 +573,7 @@ impl ComputeUnit {
 
     /// Calls `callback(unit, state)` (on the `pstar-notify` thread) at each later change.
     fn on_state_change(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
+        crate::notify::check_callable(slf.py(), &callback)?;
         crate::notify::watch_unit(
             slf.py(),
             &slf.get().session,

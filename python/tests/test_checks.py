@@ -119,3 +119,117 @@ def test_a_cluster_pilot_on_the_embedded_store_names_the_python_remedy(pcs):
     with pytest.raises(pstar.Error) as e:
         pcs.create_pilot(resource="slurm://", cores=1, walltime=10)
     assert "pstar.Session(coordination=" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Found by trying to break it
+# ---------------------------------------------------------------------------------------
+
+
+def _forks():
+    import os
+
+    os.fork()  # the child is not exec'd: it returns here too
+    return "forked"
+
+
+def test_a_function_that_forks_does_not_shift_later_answers(session, pcs):
+    pcs.create_pilot(cores=1, walltime=10)
+    cus = pstar.ComputeUnitService(session)
+    cus.add(pcs)
+    assert cus.submit_function(_forks).result(timeout=WAIT) == "forked"
+    for i in range(2, 7):
+        assert cus.submit_function(pow, i, 2).result(timeout=WAIT) == i * i
+
+
+def _environment():
+    import os
+
+    return {k: v for k, v in os.environ.items() if "REDIS" in k}
+
+
+def test_workers_do_not_see_the_store_s_password(session, pcs, monkeypatch):
+    monkeypatch.setenv("PSTAR_REDIS_PASSWORD", "s3cr3t")
+    pcs.create_pilot(cores=1, walltime=10)
+    cus = pstar.ComputeUnitService(session)
+    cus.add(pcs)
+    assert cus.submit_function(_environment).result(timeout=WAIT) == {}
+
+
+def _chdir_and_close():
+    import os
+
+    os.chdir("/")
+    os.close(1)
+    os.close(2)
+    return os.getpid()
+
+
+def _where():
+    import os
+
+    print("still prints")
+    return os.getcwd(), os.getpid()
+
+
+def test_a_call_that_changes_its_worker_does_not_change_the_next(session, pcs, pilot):
+    cus = pstar.ComputeUnitService(session)
+    cus.add(pcs)
+    unit = cus.submit(pstar.ComputeUnitDescription(function=_chdir_and_close, pilot=pilot))
+    spoiled = unit.result(timeout=WAIT)
+    for _ in range(3):
+        cwd, pid = cus.submit(pstar.ComputeUnitDescription(function=_where, pilot=pilot)).result(
+            timeout=WAIT
+        )
+        assert cwd == pilot.sandbox
+        assert pid != spoiled  # the worker whose streams were closed was not reused
+
+
+def test_a_future_canceled_by_its_owner_counts_as_done(cus):
+    import concurrent.futures as cf
+    import time as _time
+
+    futures = [cus.submit_function(_time.sleep, 0.2).future() for _ in range(3)]
+    assert futures[2].cancel()
+    done = list(cf.as_completed(futures, timeout=WAIT))
+    assert len(done) == 3
+    assert futures[2].cancelled()
+
+
+def test_stdout_a_fifo_nobody_reads_fails_the_unit(cus, tmp_path):
+    import os
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    cu = cus.submit(executable="/bin/echo", arguments=["x"], stdout=str(fifo))
+    assert cu.wait(timeout=WAIT) == "failed"
+    assert "out.fifo" in cu.detail, cu.detail
+
+
+def test_an_embedded_session_id_is_used_once(tmp_path):
+    with pstar.Session(id="same", sandbox=str(tmp_path)) as first:
+        pstar.PilotComputeService(first).create_pilot(cores=1, walltime=10)
+        with pytest.raises(pstar.Error, match="exists already"):
+            pstar.Session(id="same", sandbox=str(tmp_path))
+
+
+def test_bad_input_found_when_given():
+    class Loud(str):
+        def __str__(self):
+            return "not-the-value"
+
+    assert pstar.ComputeUnitDescription(executable=Loud("/bin/true")).executable == "/bin/true"
+    with pytest.raises(pstar.DescriptionError) as e:
+        pstar.ComputeUnitDescription(executable="/bin/\udc80")
+    assert e.value.key == "executable"
+    with pytest.raises(pstar.DescriptionError) as e:
+        pstar.ComputeUnitDescription(function=abs, kwargs={1: 2})
+    assert e.value.key == "kwargs"
+    with pytest.raises(pstar.Error):
+        pstar.Session(sandbox="")
+
+
+def test_a_callback_that_cannot_be_called_is_refused_at_once(cus):
+    cu = cus.submit(executable="/bin/true")
+    with pytest.raises(TypeError):
+        cu.on_state_change(5)

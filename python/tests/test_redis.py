@@ -216,3 +216,29 @@ def test_program_units_over_redis(redis_session):
     assert bad.wait(timeout=WAIT) == "failed"
     assert "/no/such/program" in bad.detail
     assert fut.result(timeout=WAIT) == 0
+
+
+def test_a_session_whose_keys_vanish_ends_its_waits_with_an_error(redis_session, redis_url):
+    """The session's keys deleted from Redis (by hand, an eviction): a wait on its units
+    ends with pstar.Error saying the store was lost, not never."""
+    import subprocess
+
+    pcs = pstar.PilotComputeService(redis_session)
+    pcs.create_pilot(cores=1, walltime=10)
+    cus = pstar.ComputeUnitService(redis_session)
+    cus.add(pcs)
+    cu = cus.submit(executable="/bin/sleep", arguments=["30"])
+    port = redis_url.rsplit(":", 1)[1]
+    keys = subprocess.run(
+        ["redis-cli", "-p", port, "--scan", "--pattern", "pstar:%s:*" % redis_session.id],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.split()
+    assert keys
+    subprocess.run(["redis-cli", "-p", port, "del", *keys], capture_output=True, timeout=30, check=True)
+    t0 = time.monotonic()
+    with pytest.raises(pstar.Error) as e:
+        cu.result(timeout=60)
+    assert "lost" in str(e.value), str(e.value)
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(pstar.Error):
+        cus.wait(timeout=60)

@@ -557,16 +557,22 @@ fn execute_function(
         report_stopped(stop, report);
         return Ok(());
     }
+    let (called, worker) = match called {
+        Ok((answer, true)) => {
+            job.python.put_back(worker);
+            (Ok(answer), None)
+        }
+        Ok((answer, false)) => (Ok(answer), None),
+        Err(why) => (Err(why), Some(worker)),
+    };
     match called {
         Ok(Answer::Returned(value)) => {
-            job.python.put_back(worker);
             if let Ok(mut a) = answer.lock() {
                 *a = Some(value);
             }
             report(UnitState::Done, Some(0), None);
         }
         Ok(Answer::Raised { summary, pickled }) => {
-            job.python.put_back(worker);
             if let Ok(mut a) = answer.lock() {
                 *a = Some(pickled);
             }
@@ -577,6 +583,9 @@ fn execute_function(
             );
         }
         Err(why) => {
+            let Some(mut worker) = worker else {
+                return Ok(());
+            };
             let pid = worker.pid();
             let ended = worker
                 .ended()

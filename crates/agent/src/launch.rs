@@ -14,7 +14,7 @@ use std::process::Stdio;
 use pstar_model::{ComputeUnitDescription, PilotId, UnitId};
 
 /// The agent's environment variables that carry the store's secret, looked up once.
-static SECRET_VARIABLES: std::sync::LazyLock<Vec<&'static str>> =
+pub(crate) static SECRET_VARIABLES: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(pstar_coordination::redis::secret_variables);
 
 /// Everything needed to start one unit. Its methods block (file creation, fork and
@@ -293,10 +293,33 @@ fn create_output(path: &Path, custom: bool) -> Result<File, LaunchError> {
             source,
         })?;
     }
-    File::create(path).map_err(|source| LaunchError::Output {
+    // Non-blocking, so that a FIFO nobody reads fails here (ENXIO) instead of holding the
+    // executor for ever; then blocking again, as the unit expects.
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|source| LaunchError::Output {
+            path: path.to_owned(),
+            source,
+        })?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map(nix::fcntl::OFlag::from_bits_truncate)
+        .and_then(|f| {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFL(f - nix::fcntl::OFlag::O_NONBLOCK),
+            )
+        });
+    flags.map_err(|e| LaunchError::Output {
         path: path.to_owned(),
-        source,
-    })
+        source: e.into(),
+    })?;
+    Ok(file)
 }
 
 fn check_executable(path: &str) -> Result<(), LaunchError> {

@@ -133,10 +133,13 @@ impl Workers {
         }
     }
 
-    /// An idle worker, or a new one.
+    /// An idle worker that is still alive (one ends after a call that left it unfit:
+    /// its standard streams closed, say), or a new one.
     pub(crate) fn take(&self) -> Result<Worker, String> {
-        if let Some(w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            return Ok(w);
+        while let Some(mut w) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            if matches!(w.child.try_wait(), Ok(None)) {
+                return Ok(w);
+            }
         }
         self.start()
     }
@@ -184,6 +187,10 @@ impl Workers {
                 .arg(&script);
             c
         };
+        // No more than a program unit does, a function sees the store's secret.
+        for name in crate::launch::SECRET_VARIABLES.iter() {
+            command.env_remove(name);
+        }
         command
             .current_dir(&self.sandbox)
             .envs(&self.record.description.environment)
@@ -223,12 +230,11 @@ impl Workers {
         let said = worker.output.read_exact(&mut hello);
         deadline.abort();
         if said.is_err() || &hello != b"PSW1" {
-            let status = worker.child.try_wait().ok().flatten();
+            let ended = worker.ended();
             drop(worker);
-            let why = last_line(&log_path).unwrap_or_else(|| match status {
-                Some(s) => format!("it ended ({s})"),
-                None => format!("it did not start within {}s", START_TIMEOUT.as_secs()),
-            });
+            let why = last_line(&log_path)
+                .or(ended)
+                .unwrap_or_else(|| format!("it did not start within {}s", START_TIMEOUT.as_secs()));
             return Err(format!(
                 "the pilot's Python `{}` could not run function units: {why} (see {})",
                 self.python,
@@ -239,9 +245,11 @@ impl Workers {
     }
 }
 
-/// Sends one call to `worker` and reads its answer (blocking). An error: the worker died
-/// or was killed meanwhile, or answered nonsense; it must not be reused.
-pub(crate) fn call(worker: &mut Worker, payload: &[u8]) -> Result<Answer, String> {
+/// Sends one call to `worker` and reads its answer (blocking), and whether the worker may
+/// take another call (it ends after a call that closed its standard streams, say). An
+/// error: the worker died or was killed meanwhile, or answered nonsense; it must not be
+/// reused.
+pub(crate) fn call(worker: &mut Worker, payload: &[u8]) -> Result<(Answer, bool), String> {
     let n = u32::try_from(payload.len()).map_err(|_| "the call is too big".to_owned())?;
     let sent = worker
         .input
@@ -256,7 +264,8 @@ pub(crate) fn call(worker: &mut Worker, payload: &[u8]) -> Result<Answer, String
         .output
         .read_exact(&mut head)
         .map_err(|e| format!("no answer from the Python worker: {e}"))?;
-    let kind = head[0];
+    let kind = head[0] & 0x7f;
+    let reusable = head[0] & 0x80 == 0;
     let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len > MAX_FUNCTION_BYTES {
         // The worker still has those bytes to write: it is not reused.
@@ -270,8 +279,8 @@ pub(crate) fn call(worker: &mut Worker, payload: &[u8]) -> Result<Answer, String
         .output
         .read_exact(&mut body)
         .map_err(|e| format!("the Python worker's answer was cut short: {e}"))?;
-    match kind {
-        0 => Ok(Answer::Returned(body)),
+    let answer = match kind {
+        0 => Answer::Returned(body),
         1 => {
             // The summary first: `u32 length, text`, then the pickled exception.
             if body.len() < 4 {
@@ -281,10 +290,11 @@ pub(crate) fn call(worker: &mut Worker, payload: &[u8]) -> Result<Answer, String
             let end = 4usize.saturating_add(s).min(body.len());
             let summary = String::from_utf8_lossy(&body[4..end]).into_owned();
             let pickled = body[end..].to_vec();
-            Ok(Answer::Raised { summary, pickled })
+            Answer::Raised { summary, pickled }
         }
-        _ => Err("the Python worker answered nonsense".into()),
-    }
+        _ => return Err("the Python worker answered nonsense".into()),
+    };
+    Ok((answer, reusable))
 }
 
 /// The last non-empty line of a log, for a message.

@@ -5,7 +5,8 @@
 # start. It speaks on its standard input and output, in frames:
 #
 #   agent -> worker:  u32 length (little-endian), then the pickled (function, args, kwargs)
-#   worker -> agent:  u8 kind, u32 length, then the pickled answer:
+#   worker -> agent:  u8 kind (bit 7 set: the worker ends after this answer), u32 length,
+#                     then the pickled answer:
 #                     kind 0: what the function returned
 #                     kind 1: u32 length and "Type: message" (UTF-8), then
 #                             (pickled exception or None, traceback text, type name,
@@ -79,6 +80,8 @@ def main():
 
     frames_out.write(b"PSW1")
     frames_out.flush()
+    me = os.getpid()
+    home = os.getcwd()
     while True:
         head = read_exact(frames_in, 4)
         if head is None:
@@ -94,12 +97,44 @@ def main():
             kind, answer = 0, dumps(value)
         except BaseException as e:  # SystemExit and KeyboardInterrupt are the call's too
             kind, answer = 1, raised(e)
+        if os.getpid() != me:
+            # A child the function forked, returning here: it must not answer, nor read
+            # the next call (the worker's own answer is the call's).
+            os._exit(0)
         value = None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        frames_out.write(struct.pack("<BI", kind, len(answer)))
+        fit = restore(home)
+        # Bit 7 of the kind: this worker ends after this answer (the agent does not reuse it).
+        frames_out.write(struct.pack("<BI", kind | (0 if fit else 0x80), len(answer)))
         frames_out.write(answer)
         frames_out.flush()
+        if not fit:
+            # Its standard streams are gone: the next call gets a fresh worker.
+            return 0
+
+
+def restore(home):
+    """Undoes what a call changed that the next call would see: the working directory and
+    Python's standard streams. False if the worker is unfit (fd 1 or 2 closed)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    try:
+        if os.getcwd() != home:
+            os.chdir(home)
+    except OSError:
+        try:
+            os.chdir(home)
+        except OSError:
+            return False
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+    return True
 
 
 if __name__ == "__main__":
