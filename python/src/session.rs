@@ -105,6 +105,18 @@ impl SessionState {
         let session = self.session.clone();
         // (Ctrl-C ends the wait here, not the closing: it goes on.)
         block(py, async move {
+            // A session whose store is lost cannot ask its agents to stop: its pilots'
+            // jobs are ended through their adaptors.
+            let lost = tokio::time::timeout(Duration::ZERO, session.lost())
+                .await
+                .ok();
+            if let Some(reason) = lost {
+                let reason = format!("its session was closed after its store was lost: {reason}");
+                for pcs in services {
+                    pcs.abort(&reason).await;
+                }
+                return;
+            }
             for cus in &units {
                 cus.cancel_because("its session was closed");
             }
