@@ -375,6 +375,50 @@ fn set_all(
     Ok(())
 }
 
+/// The Python methods every description has, and `extra` ones: made from keyword
+/// arguments or a dict (`new`), keys as attributes (`__setattr__`, `__getattr__`), the
+/// keys in `dir()` (`dir`, for completion in IPython and Jupyter). Each type has `empty`,
+/// `set`, `get` and its name as `WHAT`.
+macro_rules! described {
+    ($t:ident, $dir:expr, { $($extra:tt)* }) => {
+        #[pymethods]
+        impl $t {
+            #[new]
+            #[pyo3(signature = (description=None, **kwargs))]
+            fn new(
+                description: Option<&Bound<'_, PyAny>>,
+                kwargs: Option<&Bound<'_, PyDict>>,
+            ) -> PyResult<Self> {
+                let mut d = Self::empty();
+                set_all(description, kwargs, Self::WHAT, |k, v| d.set(k, v))?;
+                Ok(d)
+            }
+
+            fn __setattr__(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+                self.set(name, value)
+            }
+
+            fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+                self.get(py, name)
+            }
+
+            fn __dir__(&self) -> Vec<&'static str> {
+                $dir.to_vec()
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+/// The error for an attribute `what` does not have.
+fn no_attribute(what: &str, keys: &[&str], other: &str) -> PyErr {
+    pyo3::exceptions::PyAttributeError::new_err(format!(
+        "{what} has no attribute `{other}` (its keys: {})",
+        keys.join(", ")
+    ))
+}
+
 // ---------------------------------------------------------------------------------------
 // ComputeUnitDescription
 // ---------------------------------------------------------------------------------------
@@ -543,6 +587,8 @@ impl<'a> Submitter<'a> {
 }
 
 impl ComputeUnitDescription {
+    const WHAT: &str = CUD;
+
     fn empty() -> Self {
         Self {
             inner: pstar::ComputeUnitDescription::default(),
@@ -717,12 +763,7 @@ impl ComputeUnitDescription {
             "function" => opt_obj(py, &self.function),
             "args" => opt_obj(py, &self.args),
             "kwargs" => opt_obj(py, &self.kwargs),
-            other => {
-                return Err(pyo3::exceptions::PyAttributeError::new_err(format!(
-                    "{CUD} has no attribute `{other}` (its keys: {})",
-                    CUD_KEYS.join(", ")
-                )));
-            }
+            other => return Err(no_attribute(CUD, CUD_KEYS, other)),
         })
     }
 
@@ -907,98 +948,75 @@ fn output_data(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<pstar::OutputDat
     Ok(out)
 }
 
-#[pymethods]
-impl ComputeUnitDescription {
-    /// Its keys (and methods), for completion in IPython and Jupyter.
-    fn __dir__(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = CUD_KEYS.to_vec();
-        names.extend(["as_dict", "validate"]);
-        names
-    }
-
-    #[new]
-    #[pyo3(signature = (description=None, **kwargs))]
-    fn new(
-        description: Option<&Bound<'_, PyAny>>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        let mut d = Self::empty();
-        set_all(description, kwargs, CUD, |k, v| d.set(k, v))?;
-        Ok(d)
-    }
-
-    fn __setattr__(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set(name, value)
-    }
-
-    fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.get(py, name)
-    }
-
-    /// Its keys and values, with pstar's names.
-    fn as_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let d = PyDict::new(py);
-        for key in [
-            "name",
-            "executable",
-            "arguments",
-            "environment",
-            "working_directory",
-            "cores",
-            "gpus",
-            "stdout",
-            "stderr",
-            "pre_exec",
-            "post_exec",
-            "shell",
-            "mpi",
-            "tags",
-            "pilot",
-            "time_request",
-            "timeout",
-            "input_data",
-            "output_data",
-            "after",
-            "on_dependency_failure",
-            "retries",
-            "retry_on_exit_codes",
-            "function",
-            "args",
-            "kwargs",
-        ] {
-            d.set_item(key, self.get(py, key)?)?;
+described!(
+    ComputeUnitDescription,
+    [CUD_KEYS, &["as_dict", "validate"][..]].concat(),
+    {
+        /// Its keys and values, with pstar's names.
+        fn as_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            let d = PyDict::new(py);
+            for key in [
+                "name",
+                "executable",
+                "arguments",
+                "environment",
+                "working_directory",
+                "cores",
+                "gpus",
+                "stdout",
+                "stderr",
+                "pre_exec",
+                "post_exec",
+                "shell",
+                "mpi",
+                "tags",
+                "pilot",
+                "time_request",
+                "timeout",
+                "input_data",
+                "output_data",
+                "after",
+                "on_dependency_failure",
+                "retries",
+                "retry_on_exit_codes",
+                "function",
+                "args",
+                "kwargs",
+            ] {
+                d.set_item(key, self.get(py, key)?)?;
+            }
+            Ok(d.into_any().unbind())
         }
-        Ok(d.into_any().unbind())
-    }
 
-    /// Checks the description as submitting it would, without submitting it.
-    fn validate(&self) -> PyResult<()> {
-        let mut d = self.inner.clone();
-        if self.function.is_some() {
-            d.function = Some(pstar::FunctionCall {
-                name: String::new(),
-                payload: Vec::new(),
-            });
-        }
-        d.validate().map_err(|source| {
-            crate::error(pstar::Error::InvalidDescription {
-                what: "compute unit".into(),
-                source,
+        /// Checks the description as submitting it would, without submitting it.
+        fn validate(&self) -> PyResult<()> {
+            let mut d = self.inner.clone();
+            if self.function.is_some() {
+                d.function = Some(pstar::FunctionCall {
+                    name: String::new(),
+                    payload: Vec::new(),
+                });
+            }
+            d.validate().map_err(|source| {
+                crate::error(pstar::Error::InvalidDescription {
+                    what: "compute unit".into(),
+                    source,
+                })
             })
-        })
-    }
+        }
 
-    fn __repr__(&self) -> String {
-        let d = &self.inner;
-        match &self.function {
-            Some(_) => format!("ComputeUnitDescription(function=..., cores={})", d.cores),
-            None => format!(
-                "ComputeUnitDescription(executable={:?}, arguments={:?}, cores={})",
-                d.executable, d.arguments, d.cores
-            ),
+        fn __repr__(&self) -> String {
+            let d = &self.inner;
+            match &self.function {
+                Some(_) => format!("ComputeUnitDescription(function=..., cores={})", d.cores),
+                None => format!(
+                    "ComputeUnitDescription(executable={:?}, arguments={:?}, cores={})",
+                    d.executable, d.arguments, d.cores
+                ),
+            }
         }
     }
-}
+);
 
 /// The Rust description of `obj`: a `ComputeUnitDescription` or a dict of its keys.
 pub(crate) fn unit_description(
@@ -1069,6 +1087,15 @@ pub struct PilotComputeDescription {
 }
 
 impl PilotComputeDescription {
+    const WHAT: &str = PCD;
+
+    fn empty() -> Self {
+        Self {
+            inner: pstar::PilotComputeDescription::default(),
+            python_set: false,
+        }
+    }
+
     fn set(&mut self, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = &mut self.inner;
         match key {
@@ -1131,84 +1158,53 @@ impl PilotComputeDescription {
             "cache" => to_py(py, d.cache_size)?,
             "pre_exec" => to_py(py, &d.pre_exec)?,
             "python" => to_py(py, &d.python)?,
-            other => {
-                return Err(pyo3::exceptions::PyAttributeError::new_err(format!(
-                    "{PCD} has no attribute `{other}` (its keys: {})",
-                    PCD_KEYS.join(", ")
-                )));
-            }
+            other => return Err(no_attribute(PCD, PCD_KEYS, other)),
         })
     }
 }
 
-#[pymethods]
-impl PilotComputeDescription {
-    /// Its keys (and methods), for completion in IPython and Jupyter.
-    fn __dir__(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = PCD_KEYS.to_vec();
-        names.extend(["as_dict"]);
-        names
-    }
-
-    #[new]
-    #[pyo3(signature = (description=None, **kwargs))]
-    fn new(
-        description: Option<&Bound<'_, PyAny>>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        let mut d = Self {
-            inner: pstar::PilotComputeDescription::default(),
-            python_set: false,
-        };
-        set_all(description, kwargs, PCD, |k, v| d.set(k, v))?;
-        Ok(d)
-    }
-
-    fn __setattr__(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set(name, value)
-    }
-
-    fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.get(py, name)
-    }
-
-    /// Its keys and values, with pstar's names.
-    fn as_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let d = PyDict::new(py);
-        for key in [
-            "name",
-            "resource",
-            "cores",
-            "nodes",
-            "gpus",
-            "walltime",
-            "queue",
-            "project",
-            "reservation",
-            "scheduler_options",
-            "tunnel",
-            "working_directory",
-            "environment",
-            "affinity",
-            "cache",
-            "pre_exec",
-            "python",
-        ] {
-            d.set_item(key, self.get(py, key)?)?;
+described!(
+    PilotComputeDescription,
+    [PCD_KEYS, &["as_dict"][..]].concat(),
+    {
+        /// Its keys and values, with pstar's names.
+        fn as_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            let d = PyDict::new(py);
+            for key in [
+                "name",
+                "resource",
+                "cores",
+                "nodes",
+                "gpus",
+                "walltime",
+                "queue",
+                "project",
+                "reservation",
+                "scheduler_options",
+                "tunnel",
+                "working_directory",
+                "environment",
+                "affinity",
+                "cache",
+                "pre_exec",
+                "python",
+            ] {
+                d.set_item(key, self.get(py, key)?)?;
+            }
+            Ok(d.into_any().unbind())
         }
-        Ok(d.into_any().unbind())
-    }
 
-    fn __repr__(&self) -> String {
-        let d = &self.inner;
-        format!(
-            "PilotComputeDescription(resource={:?}, cores={}, walltime={:?})",
-            d.resource.as_str(),
-            d.cores,
-            humantime::format_duration(d.walltime).to_string()
-        )
+        fn __repr__(&self) -> String {
+            let d = &self.inner;
+            format!(
+                "PilotComputeDescription(resource={:?}, cores={}, walltime={:?})",
+                d.resource.as_str(),
+                d.cores,
+                humantime::format_duration(d.walltime).to_string()
+            )
+        }
     }
-}
+);
 
 /// The variable whose directories a Python worker puts first on its `sys.path`.
 const WORKER_PATH: &str = "PSTAR_PYTHONPATH";
@@ -1290,6 +1286,19 @@ pub struct PilotDataDescription {
 }
 
 impl PilotDataDescription {
+    const WHAT: &str = PDD;
+
+    fn empty() -> Self {
+        Self {
+            inner: pstar::PilotDataDescription {
+                name: String::new(),
+                url: String::new(),
+                size: None,
+                affinity: pstar::Affinity::default(),
+            },
+        }
+    }
+
     fn set(&mut self, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = &mut self.inner;
         match key {
@@ -1313,63 +1322,26 @@ impl PilotDataDescription {
             "affinity" => affinity_dict(py, &d.affinity)?,
             "affinity_datacenter_label" => to_py(py, &d.affinity.datacenter)?,
             "affinity_machine_label" => to_py(py, &d.affinity.machine)?,
-            other => {
-                return Err(pyo3::exceptions::PyAttributeError::new_err(format!(
-                    "{PDD} has no attribute `{other}` (its keys: {})",
-                    PDD_KEYS.join(", ")
-                )));
-            }
+            other => return Err(no_attribute(PDD, PDD_KEYS, other)),
         })
     }
 }
 
-#[pymethods]
-impl PilotDataDescription {
-    /// Its keys (and methods), for completion in IPython and Jupyter.
-    fn __dir__(&self) -> Vec<&'static str> {
-        PDD_KEYS.to_vec()
-    }
-
-    #[new]
-    #[pyo3(signature = (description=None, **kwargs))]
-    fn new(
-        description: Option<&Bound<'_, PyAny>>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        let mut d = Self {
-            inner: pstar::PilotDataDescription {
-                name: String::new(),
-                url: String::new(),
-                size: None,
-                affinity: pstar::Affinity::default(),
-            },
-        };
-        set_all(description, kwargs, PDD, |k, v| d.set(k, v))?;
-        Ok(d)
-    }
-
-    fn __setattr__(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set(name, value)
-    }
-
-    fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.get(py, name)
-    }
-
+described!(PilotDataDescription, PDD_KEYS, {
     fn __repr__(&self) -> String {
         format!(
             "PilotDataDescription(name={:?}, url={:?})",
             self.inner.name, self.inner.url
         )
     }
-}
+});
 
 /// The Rust description of a `PilotDataDescription` or dict.
 pub(crate) fn store_description(obj: &Bound<'_, PyAny>) -> PyResult<pstar::PilotDataDescription> {
     let d = if let Ok(d) = obj.cast::<PilotDataDescription>() {
         d.borrow().inner.clone()
     } else if obj.is_instance_of::<PyDict>() {
-        let mut d = PilotDataDescription::new(None, None)?;
+        let mut d = PilotDataDescription::empty();
         set_all(Some(obj), None, PDD, |k, v| d.set(k, v))?;
         d.inner
     } else {
@@ -1403,6 +1375,18 @@ pub struct DataUnitDescription {
 }
 
 impl DataUnitDescription {
+    const WHAT: &str = DUD;
+
+    fn empty() -> Self {
+        Self {
+            inner: pstar::DataUnitDescription {
+                name: String::new(),
+                files: Vec::new(),
+                store: None,
+            },
+        }
+    }
+
     fn set(&mut self, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = &mut self.inner;
         match key {
@@ -1436,55 +1420,19 @@ impl DataUnitDescription {
                     .collect::<Vec<_>>(),
             )?,
             "store" => to_py(py, &d.store)?,
-            other => {
-                return Err(pyo3::exceptions::PyAttributeError::new_err(format!(
-                    "{DUD} has no attribute `{other}` (its keys: {})",
-                    DUD_KEYS.join(", ")
-                )));
-            }
+            other => return Err(no_attribute(DUD, DUD_KEYS, other)),
         })
     }
 }
 
-#[pymethods]
-impl DataUnitDescription {
-    /// Its keys (and methods), for completion in IPython and Jupyter.
-    fn __dir__(&self) -> Vec<&'static str> {
-        DUD_KEYS.to_vec()
-    }
-
-    #[new]
-    #[pyo3(signature = (description=None, **kwargs))]
-    fn new(
-        description: Option<&Bound<'_, PyAny>>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        let mut d = Self {
-            inner: pstar::DataUnitDescription {
-                name: String::new(),
-                files: Vec::new(),
-                store: None,
-            },
-        };
-        set_all(description, kwargs, DUD, |k, v| d.set(k, v))?;
-        Ok(d)
-    }
-
-    fn __setattr__(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set(name, value)
-    }
-
-    fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.get(py, name)
-    }
-
+described!(DataUnitDescription, DUD_KEYS, {
     fn __repr__(&self) -> String {
         format!(
             "DataUnitDescription(name={:?}, files={:?})",
             self.inner.name, self.inner.files
         )
     }
-}
+});
 
 /// The Rust description of a `DataUnitDescription` or dict.
 pub(crate) fn data_description(obj: &Bound<'_, PyAny>) -> PyResult<pstar::DataUnitDescription> {
@@ -1492,7 +1440,7 @@ pub(crate) fn data_description(obj: &Bound<'_, PyAny>) -> PyResult<pstar::DataUn
         return Ok(d.borrow().inner.clone());
     }
     if obj.is_instance_of::<PyDict>() {
-        let mut d = DataUnitDescription::new(None, None)?;
+        let mut d = DataUnitDescription::empty();
         set_all(Some(obj), None, DUD, |k, v| d.set(k, v))?;
         return Ok(d.inner);
     }
