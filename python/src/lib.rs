@@ -139,6 +139,26 @@ pub(crate) fn block<T: Send + 'static>(
     run_on(py, None, false, fut)?.ok_or_else(|| Error::new_err("pstar: a wait ended early"))
 }
 
+/// A state as the seeds' `get_state()` gives it: a `str` equal to it in any case
+/// (`"done"` and `"Done"`).
+pub(crate) fn state_name(py: Python<'_>, state: &str) -> PyResult<Py<PyAny>> {
+    Ok(py
+        .import("pstar._glue")?
+        .getattr("StateName")?
+        .call1((state,))?
+        .unbind())
+}
+
+/// A history as Python gives it: each state with when it began (seconds since the epoch).
+pub(crate) fn history<S: pstar::State>(
+    history: Vec<(S, pstar::Timestamp)>,
+) -> Vec<(&'static str, f64)> {
+    history
+        .into_iter()
+        .map(|(s, at)| (s.as_str(), at.as_secs_f64()))
+        .collect()
+}
+
 /// `TimeoutError` for a wait that ran out.
 pub(crate) fn timed_out(what: &str, timeout: Option<f64>) -> PyErr {
     PyTimeoutError::new_err(format!(

@@ -408,11 +408,7 @@ impl ComputeUnit {
     /// Its state (the seeds' name).
     /// (A `str` that equals the state in any case: `"done"` and the seeds' `"Done"`.)
     fn get_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(py
-            .import("pstar._glue")?
-            .getattr("StateName")?
-            .call1((self.state_attr(),))?
-            .unbind())
+        crate::state_name(py, self.state_attr())
     }
 
     /// Its exit code, once its process has ended.
@@ -491,11 +487,7 @@ impl ComputeUnit {
     /// Its states so far, with when each began (seconds since the epoch).
     #[getter]
     fn history(&self) -> Vec<(&'static str, f64)> {
-        self.inner
-            .history()
-            .into_iter()
-            .map(|(s, at)| (s.as_str(), at.as_secs_f64()))
-            .collect()
+        crate::history(self.inner.history())
     }
 
     /// Its runs: dicts of `pilot`, `started`, `ended`, `end`, `exit_code`, `detail`.
