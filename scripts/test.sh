@@ -131,7 +131,7 @@ fi
 # The environment is kept in target/ between runs; set PSTAR_PY_VENV to put it elsewhere.
 # ---------------------------------------------------------------------------------------
 PY_VENV="${PSTAR_PY_VENV:-target/python-venv}"
-PY_TEST_PACKAGES=(pytest==9.2.0 pytest-timeout==2.4.0 cloudpickle==3.1.3)
+PY_TEST_PACKAGES=(pytest==9.2.0 pytest-timeout==2.4.0 cloudpickle==3.1.3 mypy==2.4.1)
 
 if [ ! -x "$PY_VENV/bin/python" ]; then
     step "python: virtual environment $PY_VENV"
@@ -141,6 +141,9 @@ step "python: pip install ./python (builds the extension with maturin), ${PY_TES
 "$PY_VENV/bin/python" -m pip install -q --upgrade pip
 "$PY_VENV/bin/python" -m pip install -q "${PY_TEST_PACKAGES[@]}"
 "$PY_VENV/bin/python" -m pip install -q --force-reinstall --no-deps ./python
+step "python: the type stubs against the module (mypy stubtest)"
+# The description keys are attributes served by __getattr__ at run time (the allowlist).
+"$PY_VENV/bin/python" -m mypy.stubtest pstar._pstar --allowlist python/stubtest-allowlist.txt
 step "python: pytest python/tests"
 # From here, not python/: `import pstar` must be the installed package, not its sources.
 "$PY_VENV/bin/python" -m pytest python/tests -q --timeout 600 -p no:cacheprovider

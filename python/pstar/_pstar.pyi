@@ -230,9 +230,8 @@ class DescriptionError(Error):
     """A description with an unknown key, a value of the wrong type, or values that can
     never run (`key` names the key)."""
 
-    key: str
-    """The key at fault (set when the error is about one key; `""` when pstar names
-    none)."""
+    key: str | None
+    """The key at fault (`None` on the class, `""` when pstar names none)."""
 
 class UnitFailed(Error):
     """A unit that ended failed (or canceled) was asked for its result."""
@@ -276,6 +275,10 @@ class Session:
         locality_wait: _Duration | None = None,
         agent_binary: _Text | None = None,
         keep: _Duration | None = None,
+        claim_wait: _Duration | None = None,
+        heartbeat_interval: _Duration | None = None,
+        kill_grace: _Duration | None = None,
+        drain_margin: _Duration | None = None,
     ) -> Self: ...
     @property
     def id(self) -> str:
@@ -285,7 +288,7 @@ class Session:
         """The root directory of its pilots' sandboxes (absolute)."""
     @property
     def coordination(self) -> str | None:
-        """The coordination store's URL (`None`: embedded in this process)."""
+        """The coordination store's URL, its password masked (`None`: embedded)."""
     @property
     def closed(self) -> bool:
         """Whether `close()` was called."""
@@ -745,11 +748,11 @@ class ComputeUnitService:
     @overload
     def submit(self, **kwargs: Unpack[_UnitKeys]) -> ComputeUnit: ...
     def submit_compute_units(
-        self, descriptions_: Iterable[ComputeUnitDescription | dict[str, Any]]
+        self, descriptions: Iterable[ComputeUnitDescription | dict[str, Any]]
     ) -> list[ComputeUnit]:
         """Submits many units at once; nothing is submitted if one of them is refused."""
     def submit_function(
-        self, function: Callable[..., Any], *args: Any, **kwargs: Any
+        self, function: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> ComputeUnit:
         """Runs `function(*args, **kwargs)` in one of a pilot's Python workers."""
     def wait(self, timeout: float | None = None) -> None:
@@ -796,6 +799,10 @@ class ComputeUnit:
         """The file of its standard error, once bound to a pilot."""
     @property
     def is_function(self) -> bool: ...
+    def get_details(self) -> dict[str, Any]:
+        """The seeds' `get_details()`: id, name, state, exit code, detail, pilot, files."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
     @property
     def history(self) -> list[tuple[_UnitStateName, float]]:
         """Its states so far, with when each began (seconds since the epoch)."""
@@ -915,6 +922,13 @@ class ComputeDataService:
     def wait(self, timeout: float | None = None) -> None: ...
     def cancel(self) -> None: ...
     def get_compute_units(self) -> list[ComputeUnit]: ...
+    @property
+    def units(self) -> ComputeUnitService:
+        """Its compute unit service (for `submit_function`, say)."""
+    @property
+    def session(self) -> Session: ...
+    def add(self, pcs: PilotComputeService) -> None:
+        """`add_pilot_compute_service`, the seeds' short name."""
 
 # ---------------------------------------------------------------------------------------
 # Internal
