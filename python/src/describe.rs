@@ -488,6 +488,8 @@ pub(crate) struct Submitter<'a> {
     pub(crate) session: &'a crate::session::Session,
     /// The session's units, gathered once, when a description names some in `after`.
     known: std::cell::OnceCell<std::collections::HashSet<pstar::UnitId>>,
+    /// The session's pilots, gathered once, when a description names one by id or name.
+    pilots: std::cell::OnceCell<Vec<pstar::PilotCompute>>,
 }
 
 impl<'a> Submitter<'a> {
@@ -495,14 +497,15 @@ impl<'a> Submitter<'a> {
         Self {
             session,
             known: std::cell::OnceCell::new(),
+            pilots: std::cell::OnceCell::new(),
         }
     }
 
     fn pilot(&self, r: &PilotRef) -> PyResult<pstar::PilotId> {
         let sid = self.session.sid();
-        let pilots = self.session.pilots();
+        let pilots = || self.pilots.get_or_init(|| self.session.pilots());
         let names = || {
-            let listed: Vec<String> = pilots
+            let listed: Vec<String> = pilots()
                 .iter()
                 .map(|p| match &p.description().name {
                     Some(n) => format!("{} ({n})", p.id()),
@@ -520,7 +523,7 @@ impl<'a> Submitter<'a> {
                 format!("{CUD}: `pilot` {id} is a pilot of session {s}, not of this session {sid}"),
             )),
             PilotRef::Handle(_, id) => Ok(*id),
-            PilotRef::Id(id) => match pilots.iter().any(|p| p.id() == *id) {
+            PilotRef::Id(id) => match pilots().iter().any(|p| p.id() == *id) {
                 true => Ok(*id),
                 false => Err(keyed(
                     "pilot",
@@ -532,7 +535,7 @@ impl<'a> Submitter<'a> {
                 )),
             },
             PilotRef::Name(n) => {
-                let found: Vec<_> = pilots
+                let found: Vec<_> = pilots()
                     .iter()
                     .filter(|p| p.description().name.as_deref() == Some(n.as_str()))
                     .collect();

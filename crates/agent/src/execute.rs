@@ -557,35 +557,14 @@ fn execute_function(
         report_stopped(stop, report);
         return Ok(());
     }
-    let (called, worker) = match called {
-        Ok((answer, true)) => {
-            job.python.put_back(worker);
-            (Ok(answer), None)
-        }
-        Ok((answer, false)) => (Ok(answer), None),
-        Err(why) => (Err(why), Some(worker)),
-    };
-    match called {
-        Ok(Answer::Returned(value)) => {
-            if let Ok(mut a) = answer.lock() {
-                *a = Some(value);
+    let answer_given = match called {
+        Ok((given, reusable)) => {
+            if reusable {
+                job.python.put_back(worker);
             }
-            report(UnitState::Done, Some(0), None);
-        }
-        Ok(Answer::Raised { summary, pickled }) => {
-            if let Ok(mut a) = answer.lock() {
-                *a = Some(pickled);
-            }
-            report(
-                UnitState::Failed,
-                Some(1),
-                Some(format!("raised {summary}")),
-            );
+            given
         }
         Err(why) => {
-            let Some(mut worker) = worker else {
-                return Ok(());
-            };
             let pid = worker.pid();
             let ended = worker
                 .ended()
@@ -600,6 +579,25 @@ fn execute_function(
                      see {}",
                     job.python.log().display()
                 )),
+            );
+            return Ok(());
+        }
+    };
+    match answer_given {
+        Answer::Returned(value) => {
+            if let Ok(mut a) = answer.lock() {
+                *a = Some(value);
+            }
+            report(UnitState::Done, Some(0), None);
+        }
+        Answer::Raised { summary, pickled } => {
+            if let Ok(mut a) = answer.lock() {
+                *a = Some(pickled);
+            }
+            report(
+                UnitState::Failed,
+                Some(1),
+                Some(format!("raised {summary}")),
             );
         }
     }
